@@ -1,0 +1,66 @@
+"""Shared CLI helpers: JSON output, user errors with exit status 1, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one clear message, exit status 1."""
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` to stderr and exit with status 1 (a user error)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=1)
+
+
+def print_json(document: Any) -> None:
+    """Write one JSON document to stdout (logs go to stderr)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def progress_bar() -> Progress:
+    """A rich progress bar with ETA that is silent when stderr is not a terminal."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar on a terminal, quietly otherwise."""
+    with progress_bar() as progress:
+        yield from progress.track(items, total=total, description=description)

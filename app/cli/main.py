@@ -1,0 +1,45 @@
+"""Entry point of the ``lvt`` command: builds the Typer app from the command modules.
+
+Each module in ``COMMAND_MODULES`` exposes ``register(app: typer.Typer) -> None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from app.cli.common import UserError, console
+from app.logging_setup import configure_logging
+from app.settings import get_settings
+
+COMMAND_MODULES: list[str] = [
+]
+
+app = typer.Typer(
+    name="lvt",
+    help="LVT: liver, vessel and tumor segmentation and follow-up for contrast-enhanced CT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging on stderr."),
+) -> None:
+    configure_logging("DEBUG" if verbose else get_settings().log_level)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"app.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Run the CLI; a :class:`UserError` becomes a clear message and exit status 1."""
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None

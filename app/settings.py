@@ -1,0 +1,49 @@
+"""One settings object for the whole application (environment prefix ``LVT_``).
+
+The defaults make everything run embedded: SQLite at ``var/lvt.db``, images under
+``var/data``, the model shipped inside :mod:`lvt_core`, and automatic device choice.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "lvt_core" / "models" / "lvt_default.pt"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read from ``LVT_*`` environment variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="LVT_", env_file=".env", extra="ignore")
+
+    var_dir: Path = Field(default=Path("var"), description="Root of generated state.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in var/.")
+    data_dir: Path | None = Field(default=None, description="Content-addressed image store.")
+    model_path: Path = Field(default=SHIPPED_MODEL, description="Checkpoint used by default.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default=1, ge=1, description="Batch workers (Dask processes).")
+    secret_key: str | None = Field(default=None, description="Key for de-identification hashes.")
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an embedded SQLite file under ``var_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'lvt.db').resolve()}"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """The image store directory, defaulting to ``var_dir/data``."""
+        return self.data_dir if self.data_dir is not None else self.var_dir / "data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

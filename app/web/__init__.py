@@ -1,0 +1,1 @@
+"""Streamlit pages for clinicians, researchers and admins."""
