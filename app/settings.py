@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(default=1, ge=1, description="Batch workers (Dask processes).")
     secret_key: str | None = Field(default=None, description="Key for de-identification hashes.")
+    deid_shift_dates: bool = Field(default=True, description="Shift dates per patient on de-id.")
     log_level: str = "INFO"
 
     @property

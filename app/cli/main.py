@@ -14,6 +14,12 @@ from app.logging_setup import configure_logging
 from app.settings import get_settings
 
 COMMAND_MODULES: list[str] = [
+    "segment",
+    "evaluate",
+    "db",
+    "ingest",
+    "measurements",
+    "patients",
 ]
 
 app = typer.Typer(

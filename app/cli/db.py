@@ -1,0 +1,71 @@
+"""``lvt db upgrade|downgrade|current``: schema migrations of the configured database."""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli.common import console, print_json
+from db import migrate
+from db.engine import default_url
+
+db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def upgrade(
+    revision: str = typer.Argument("head", help="Target revision."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Upgrade the database to REVISION (default: the newest)."""
+    url = default_url()
+    before = migrate.current(url)
+    after = migrate.upgrade(url, revision)
+    if json_out:
+        print_json(
+            {"database": _redacted(url), "from": before, "to": after, "head": migrate.head()}
+        )
+    else:
+        console.print(f"{_redacted(url)}: {before or 'empty'} -> {after}")
+
+
+@db_app.command("downgrade")
+def downgrade(
+    revision: str = typer.Argument("-1", help="Target revision; 'base' drops every table."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Downgrade the database to REVISION (default: one step back)."""
+    url = default_url()
+    before = migrate.current(url)
+    after = migrate.downgrade(url, revision)
+    if json_out:
+        print_json({"database": _redacted(url), "from": before, "to": after})
+    else:
+        console.print(f"{_redacted(url)}: {before or 'empty'} -> {after or 'base'}")
+
+
+@db_app.command("current")
+def current(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Show the revision the database is at and the newest one this code ships."""
+    url = default_url()
+    rev, head = migrate.current(url), migrate.head()
+    if json_out:
+        print_json(
+            {"database": _redacted(url), "current": rev, "head": head, "up_to_date": rev == head}
+        )
+    else:
+        state = "up to date" if rev == head else f"behind (head is {head}; run `lvt db upgrade`)"
+        console.print(f"{_redacted(url)}: {rev or 'empty'} — {state}")
+        typer.echo(rev or "")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``db`` command group."""
+    app.add_typer(db_app, name="db")

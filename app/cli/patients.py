@@ -1,0 +1,78 @@
+"""``lvt patients list`` and ``lvt studies list PATIENT``: what the store holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import typer
+from rich.table import Table
+
+from app.cli.common import UserError, console, print_json
+from db import queries
+from db.engine import ensure_schema, session_scope
+
+patients_app = typer.Typer(help="Patients in the store.", no_args_is_help=True)
+studies_app = typer.Typer(help="Studies of a patient.", no_args_is_help=True)
+
+
+@patients_app.command("list")
+def list_patients(
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many rows."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Patients with study/series counts, most recent study first."""
+    ensure_schema()
+    with session_scope() as session:
+        rows = queries.list_patients(session, limit=limit)
+    if json_out:
+        print_json({"patients": [asdict(r) for r in rows]})
+        return
+    table = Table(title=f"{len(rows)} patient(s)")
+    for column in ("patient", "studies", "series", "first study", "last study"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.pseudo_id,
+            str(r.studies),
+            str(r.series),
+            str(r.first_study_date or "-"),
+            str(r.last_study_date or "-"),
+        )
+    console.print(table)
+
+
+@studies_app.command("list")
+def list_studies(
+    patient: str = typer.Argument(
+        ..., help="Pseudonymous patient id (as `lvt patients list` shows)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """A patient's studies, oldest first, with their series."""
+    ensure_schema()
+    with session_scope() as session:
+        studies = queries.list_studies(session, patient)
+    if studies is None:
+        raise UserError(f"patient {patient!r} is not in the store (see `lvt patients list`)")
+    if json_out:
+        print_json({"patient": patient, "studies": [asdict(s) for s in studies]})
+        return
+    table = Table(title=f"patient {patient}: {len(studies)} stud(ies)")
+    for column in ("date", "accession", "series", "phases", "study uid"):
+        table.add_column(column)
+    for s in studies:
+        phases = ", ".join(x.phase for x in s.series)
+        table.add_row(
+            str(s.study_date or "-"),
+            s.accession or "-",
+            str(len(s.series)),
+            phases,
+            s.study_instance_uid,
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``patients`` and ``studies`` command groups."""
+    app.add_typer(patients_app, name="patients")
+    app.add_typer(studies_app, name="studies")

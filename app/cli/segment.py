@@ -1,0 +1,136 @@
+"""``lvt segment``: one CT scan in, ``labels.nii.gz`` (input geometry) and ``summary.json`` out."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import typer
+
+from app.cli.common import UserError, console, print_json, progress_bar
+from app.settings import get_settings
+
+
+def volumes_ml(labels: sitk.Image) -> dict[str, float]:
+    """Volumes in ml per class; total liver counts labels 1–3, functional liver leaves out tumors."""
+    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=4)
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+    return {
+        "liver_parenchyma": round(float(counts[1]) * voxel_ml, 3),
+        "vessel": round(float(counts[2]) * voxel_ml, 3),
+        "tumor": round(float(counts[3]) * voxel_ml, 3),
+        "liver_total": round(float(counts[1:4].sum()) * voxel_ml, 3),
+        "liver_functional": round(float(counts[1:3].sum()) * voxel_ml, 3),
+    }
+
+
+def lesion_list(labels: sitk.Image, image: sitk.Image) -> list[dict[str, Any]]:
+    """The lesions as ``lvt lesions`` reports them (imported lazily: optional at import time)."""
+    from lvt_core.lesions import extract_lesions
+
+    return [lesion.to_dict() for lesion in extract_lesions(labels, image)]
+
+
+def segment_scan(
+    input_path: Path,
+    output_dir: Path,
+    model: Path | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
+    fast: bool = False,
+) -> dict[str, Any]:
+    """Run the whole command and return the summary document (also written to disk)."""
+    from lvt_core.checkpoint import CheckpointError
+    from lvt_core.imageio import ImageReadError, read_image, write_image
+    from lvt_core.inference import InputImageError, Predictor
+
+    start = time.perf_counter()
+    model_path = Path(model) if model is not None else get_settings().model_path
+    with progress_bar() as progress:
+        task = progress.add_task("segment", total=4)
+        try:
+            progress.update(task, description="loading model")
+            predictor = Predictor(model_path, device=device, tta=tta, fast=fast)
+            progress.advance(task)
+            progress.update(task, description=f"reading {input_path.name}")
+            t_read = time.perf_counter()
+            image = read_image(input_path)
+            read_s = time.perf_counter() - t_read
+            progress.advance(task)
+            progress.update(task, description="segmenting")
+            labels, timings = predictor.predict_with_timings(image)
+            progress.advance(task)
+        except (CheckpointError, ImageReadError) as exc:
+            raise UserError(str(exc)) from None
+        except InputImageError as exc:
+            raise UserError(f"{input_path}: {exc}") from None
+        except ValueError as exc:  # e.g. --device cuda without a GPU
+            raise UserError(str(exc)) from None
+        progress.update(task, description="writing results")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        labels_path = write_image(labels, output_dir / "labels.nii.gz")
+        lesions = lesion_list(labels, image)
+        summary: dict[str, Any] = {
+            "input": str(input_path),
+            "labels": str(labels_path),
+            "model": {
+                "name": predictor.name,
+                "version": predictor.version,
+                "sha256": predictor.checksum,
+                "path": str(model_path),
+            },
+            "device": predictor.device.type,
+            "tta": predictor.tta,
+            "fast": predictor.fast,
+            "size": list(labels.GetSize()),
+            "spacing_mm": list(labels.GetSpacing()),
+            "volumes_ml": volumes_ml(labels),
+            "n_lesions": len(lesions),
+            "lesions": lesions,
+            "runtime_s": {"read_s": round(read_s, 3), **timings},
+        }
+        summary["runtime_s"]["total_s"] = round(time.perf_counter() - start, 3)
+        tmp = output_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(output_dir / "summary.json")
+        progress.advance(task)
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lvt segment`` to the root app."""
+
+    @app.command("segment")
+    def segment(
+        input_path: Path = typer.Option(
+            ..., "--input", "-i", help="CT volume (NIfTI, NRRD) or a DICOM series folder."
+        ),
+        output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the results."),
+        model: Path | None = typer.Option(
+            None, "--model", "-m", help="Checkpoint (.pt); default: the shipped model."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        tta: bool | None = typer.Option(
+            None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."
+        ),
+        fast: bool = typer.Option(False, "--fast", help="Coarse pass only: faster, coarser."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
+        summary = segment_scan(input_path, output_dir, model, device, tta, fast)
+        if as_json:
+            print_json(summary)
+            return
+        vol = summary["volumes_ml"]
+        console.print(
+            f"{summary['labels']}: total liver {vol['liver_total']:.1f} ml "
+            f"(functional {vol['liver_functional']:.1f} ml), vessels {vol['vessel']:.1f} ml, "
+            f"tumors {vol['tumor']:.1f} ml in {summary['n_lesions']} lesions; "
+            f"{summary['runtime_s']['total_s']:.1f} s"
+        )

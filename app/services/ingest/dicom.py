@@ -1,0 +1,252 @@
+"""DICOM discovery: read headers, group slices into series, check their geometry, decode.
+
+Slices group by SeriesInstanceUID and, within one UID, by orientation and matrix size
+(the parts of GDCM's refined series id that matter for a volume); the largest group is
+the series and the rest are reported as skipped. Geometry problems are found from the
+slice positions before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+TILT_TOLERANCE_DEG = 0.5
+GAP_FACTOR = 1.5
+NONUNIFORM_TOLERANCE = 0.01
+
+
+class DicomFileError(ValueError):
+    """A file that looks like DICOM but is corrupt or truncated; the message names it."""
+
+
+@dataclass
+class Slice:
+    """Header facts of one DICOM file."""
+
+    path: Path
+    header: pydicom.Dataset
+
+
+@dataclass
+class DicomSeries:
+    """The slices of one series, with what was found wrong with them."""
+
+    series_uid: str
+    slices: list[Slice]
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> pydicom.Dataset:
+        return self.slices[0].header
+
+    def tag(self, name: str) -> str | None:
+        value = self.first.get(name)
+        return None if value is None else str(value)
+
+
+def read_header(path: Path) -> pydicom.Dataset | None:
+    """The header of ``path``; None when it is not DICOM; DicomFileError when corrupt."""
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except InvalidDicomError:
+        return None
+    except Exception as exc:
+        raise DicomFileError(f"{path}: corrupt DICOM file ({type(exc).__name__}: {exc})") from None
+    if "SOPClassUID" not in header and "SeriesInstanceUID" not in header:
+        return None  # DICOMDIR and similar: not an image
+    syntax = str(getattr(header.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
+    if syntax in UNCOMPRESSED and "Rows" in header:
+        expected = (
+            int(header.Rows)
+            * int(header.Columns)
+            * int(header.get("BitsAllocated", 16))
+            // 8
+            * int(header.get("SamplesPerPixel", 1))
+            * int(header.get("NumberOfFrames", 1) or 1)
+        )
+        if path.stat().st_size < expected:
+            raise DicomFileError(
+                f"{path}: truncated DICOM file ({path.stat().st_size} bytes, pixel data alone "
+                f"needs {expected})"
+            )
+    return header
+
+
+def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
+    """Group slices into series; return (series, skipped (source, reason))."""
+    by_uid: dict[str, list[Slice]] = defaultdict(list)
+    skipped: list[tuple[str, str]] = []
+    for s in slices:
+        by_uid[series_key(s.header)].append(s)
+    series: list[DicomSeries] = []
+    for uid, members in by_uid.items():
+        sub: dict[tuple[object, ...], list[Slice]] = defaultdict(list)
+        for s in members:
+            orientation = tuple(
+                round(float(v), 3) for v in s.header.get("ImageOrientationPatient", [])
+            )
+            sub[(orientation, s.header.get("Rows"), s.header.get("Columns"))].append(s)
+        groups = sorted(sub.values(), key=len, reverse=True)
+        for extra in groups[1:]:
+            skipped.append(
+                (
+                    str(extra[0].path.parent),
+                    f"series {uid}: {len(extra)} slice(s) with another orientation or size "
+                    "than the rest of the series (e.g. a localizer)",
+                )
+            )
+        series.append(DicomSeries(uid, groups[0]))
+    return series, skipped
+
+
+def series_key(header: pydicom.Dataset) -> str:
+    """SeriesInstanceUID, or for anonymised files without one a GDCM-style id built from
+    the tags that stay constant within a series (``lvt-gdcm:`` prefix)."""
+    uid = str(header.get("SeriesInstanceUID", "") or "").strip()
+    if uid:
+        return uid
+    parts = [
+        str(header.get(tag, "") or "")
+        for tag in (
+            "StudyInstanceUID",
+            "FrameOfReferenceUID",
+            "SeriesNumber",
+            "SeriesDescription",
+            "SeriesDate",
+            "SeriesTime",
+            "Rows",
+            "Columns",
+        )
+    ]
+    return "lvt-gdcm:" + "|".join(parts)
+
+
+def _normal(header: pydicom.Dataset) -> np.ndarray:
+    o = np.array([float(v) for v in header.ImageOrientationPatient])
+    return np.cross(o[:3], o[3:])
+
+
+def check_series(series: DicomSeries) -> None:
+    """Sort slices along the normal and record tilt, gaps, duplicates and spacing issues."""
+    first = series.first
+    if "ImagePositionPatient" not in first or "ImageOrientationPatient" not in first:
+        series.errors.append("slices carry no ImagePositionPatient/ImageOrientationPatient")
+        return
+    normal = _normal(first)
+    positions = [np.array([float(v) for v in s.header.ImagePositionPatient]) for s in series.slices]
+    order = np.argsort([float(np.dot(normal, p)) for p in positions])
+    series.slices = [series.slices[i] for i in order]
+    positions = [positions[i] for i in order]
+    if len(series.slices) < 2:
+        series.errors.append("a single slice is not a 3D volume")
+        return
+    tilt_tag = float(first.get("GantryDetectorTilt", 0) or 0)
+    step = positions[-1] - positions[0]
+    if np.linalg.norm(step) > 0:
+        cos = abs(float(np.dot(step, normal))) / float(np.linalg.norm(step))
+        tilt = math.degrees(math.acos(min(1.0, cos)))
+    else:
+        tilt = 0.0
+    if abs(tilt_tag) > TILT_TOLERANCE_DEG or tilt > TILT_TOLERANCE_DEG:
+        series.errors.append(
+            f"gantry tilt of {max(abs(tilt_tag), tilt):.1f}° (slices are sheared); "
+            "reconstruct or resample to axial slices before ingest"
+        )
+        return
+    z = np.array([float(np.dot(normal, p)) for p in positions])
+    diffs = np.diff(z)
+    duplicates = int((np.abs(diffs) < 1e-3).sum())
+    if duplicates:
+        uids = {str(s.header.get("SOPInstanceUID")) for s in series.slices}
+        if len(uids) == len(series.slices) - duplicates and len(uids) == len(set(np.round(z, 3))):
+            series.warnings.append(f"{duplicates} duplicate file(s) of the same slice were ignored")
+            keep = [0, *[i + 1 for i, d in enumerate(diffs) if abs(d) >= 1e-3]]
+            series.slices = [series.slices[i] for i in keep]
+            z = z[keep]
+            diffs = np.diff(z)
+        else:
+            at = ", ".join(f"{v:.2f}" for v in z[1:][np.abs(diffs) < 1e-3][:5])
+            series.errors.append(
+                f"{duplicates} duplicate slice position(s) at {at} mm (several acquisitions "
+                "under one SeriesInstanceUID?)"
+            )
+            return
+    step_mm = float(np.median(diffs))
+    gaps = np.nonzero(diffs > GAP_FACTOR * step_mm)[0]
+    if len(gaps):
+        i = int(gaps[0])
+        missing = round(float(diffs[gaps].sum()) / step_mm) - len(gaps)
+        series.errors.append(
+            f"missing slices: about {missing} slice(s) absent, first gap of {diffs[i]:.2f} mm "
+            f"between {z[i]:.2f} and {z[i + 1]:.2f} mm where {step_mm:.2f} mm is expected"
+        )
+        return
+    spread = float(diffs.max() - diffs.min()) / step_mm
+    if spread > NONUNIFORM_TOLERANCE:
+        series.warnings.append(
+            f"non-uniform slice spacing ({diffs.min():.3f}–{diffs.max():.3f} mm); "
+            f"stored with the median {step_mm:.3f} mm"
+        )
+
+
+def decode(series: DicomSeries) -> sitk.Image:
+    """Decode the sorted slices into one volume in HU (GDCM, else pydicom + pylibjpeg).
+
+    A file that neither decoder reads is named in the :class:`DicomFileError`.
+    """
+    files = [str(s.path) for s in series.slices]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        image = _decode_with_pydicom(series)
+    if len(series.slices) > 1 and any("non-uniform" in w for w in series.warnings):
+        spacing = list(image.GetSpacing())
+        z = [
+            float(np.dot(_normal(series.first), [float(v) for v in s.header.ImagePositionPatient]))
+            for s in series.slices
+        ]
+        spacing[2] = float(np.median(np.diff(z)))
+        image.SetSpacing(spacing)
+    return image
+
+
+def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
+    planes = []
+    for s in series.slices:
+        try:
+            ds = pydicom.dcmread(str(s.path))
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as exc:
+            raise DicomFileError(f"{s.path}: cannot decode pixel data ({exc})") from None
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        planes.append(pixels * slope + intercept)
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1:
+        raise DicomFileError(f"{series.slices[0].path.parent}: slices differ in size {shapes}")
+    volume = np.stack(planes)
+    if np.allclose(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767:
+        volume = volume.astype(np.int16)
+    image = sitk.GetImageFromArray(volume)
+    first = series.first
+    o = np.array([float(v) for v in first.ImageOrientationPatient])
+    normal = np.cross(o[:3], o[3:])
+    positions = [np.array([float(v) for v in s.header.ImagePositionPatient]) for s in series.slices]
+    dz = float(np.median(np.diff([float(np.dot(normal, p)) for p in positions])))
+    row_mm, col_mm = (float(v) for v in first.PixelSpacing)
+    image.SetSpacing((col_mm, row_mm, abs(dz)))
+    image.SetOrigin(tuple(float(v) for v in positions[0]))
+    image.SetDirection(tuple(np.column_stack([o[:3], o[3:], normal]).ravel()))
+    return image

@@ -1,0 +1,330 @@
+"""``lvt ingest``: all-or-nothing import of series into the store.
+
+Order of work, chosen so a failure anywhere leaves database and store as they were:
+1. discover and validate every input (nothing written);
+2. decode each series and write it, compressed, to a staging file inside the store;
+3. in ONE transaction that first takes the ``ingest`` writer lock: look up patients,
+   studies and series, move staged files to their content addresses, insert rows, commit.
+If anything fails, the transaction rolls back and every file this run moved into place or
+staged is removed. The lock serialises concurrent ingests (two processes, SQLite or
+PostgreSQL), so a file another run is about to reference is never deleted, and the loser
+of a race simply finds the series already present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import SimpleITK as sitk
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cli.common import UserError
+from app.services.deid import Deidentifier
+from app.services.ingest.manifest import read_manifest
+from app.services.ingest.phase import PhaseRule
+from app.services.ingest.sources import Candidate, Overrides, discover, load_candidate
+from db import storage
+from db.engine import acquire_lock, default_url, make_session_factory
+from db.models import AuditEvent, Patient, Series, Study
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class IngestOptions:
+    """Choices of one ingest run (mirrors the CLI flags)."""
+
+    manifest: Path | None = None
+    patient_id: str | None = None
+    phase: str | None = None
+    deidentify: bool = True
+    dry_run: bool = False
+    skip_invalid: bool = False
+    phase_rules: list[PhaseRule] | None = None
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did (or would do, with ``dry_run``)."""
+
+    dry_run: bool = False
+    patients: set[str] = field(default_factory=set)
+    studies: set[str] = field(default_factory=set)
+    patients_added: int = 0
+    studies_added: int = 0
+    added: list[dict[str, Any]] = field(default_factory=list)
+    already_present: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {
+            "dry_run": self.dry_run,
+            "patients": len(self.patients),
+            "studies": len(self.studies),
+            "patients_added": self.patients_added,
+            "studies_added": self.studies_added,
+            "series_added": len(self.added),
+            "series_already_present": len(self.already_present),
+            "series_skipped": len(self.skipped),
+            "added": self.added,
+            "already_present": self.already_present,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class _Prepared:
+    candidate: Candidate
+    sha256: str
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    staged: Path | None
+
+
+class IngestError(UserError):
+    """An ingest that was refused as a whole; nothing was written."""
+
+
+def _no_track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    del description, total
+    yield from items
+
+
+def _derived_uid(deid: Deidentifier, text: str) -> str:
+    if deid.enabled:
+        return deid.uid(text)
+    return "2.25." + str(int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big"))
+
+
+def _uids(deid: Deidentifier, prepared: _Prepared) -> tuple[str, str]:
+    c = prepared.candidate
+    study = c.study_uid_source or f"lvt-study:{c.patient_source_id}"
+    study_uid = deid.uid(study) if not study.startswith("lvt-") else _derived_uid(deid, study)
+    if c.series_uid_source and c.series_uid_source.startswith("lvt-"):
+        series_uid = _derived_uid(deid, f"{c.patient_source_id}:{c.series_uid_source}")
+    elif c.series_uid_source:
+        series_uid = deid.uid(c.series_uid_source)
+    else:
+        series_uid = _derived_uid(deid, f"lvt-series:{prepared.sha256}")
+    return study_uid, series_uid
+
+
+def ingest_paths(
+    paths: list[Path],
+    options: IngestOptions | None = None,
+    url: str | None = None,
+    data_root: Path | None = None,
+    track: Callable[..., Iterator[Any]] = _no_track,
+) -> IngestReport:
+    """Ingest DICOM folders, zip files and volume files; raise :class:`IngestError` on refusal."""
+    options = options or IngestOptions()
+    url = url or default_url()
+    root = data_root or storage.data_dir()
+    deid = Deidentifier.from_settings(options.deidentify)
+    report = IngestReport(dry_run=options.dry_run)
+    rows = read_manifest(options.manifest) if options.manifest else []
+    if not paths and not rows:
+        raise IngestError("nothing to ingest: give folders, zip or volume files, or --manifest")
+    overrides = Overrides(patient_id=options.patient_id, phase=options.phase)
+    prepared: list[_Prepared] = []
+    with ExitStack() as stack:
+        found = discover(paths, rows, overrides, options.phase_rules, options.skip_invalid, stack)
+        report.skipped.extend(found.skipped)
+        if found.errors:
+            raise IngestError(_problems("nothing was ingested", found.errors))
+        try:
+            for candidate in track(found.candidates, "Reading series", len(found.candidates)):
+                prepared.append(_prepare(candidate, root, options.dry_run))
+            _commit(prepared, deid, options, url, root, report)
+        finally:
+            for item in prepared:
+                if item.staged is not None:
+                    item.staged.unlink(missing_ok=True)
+    return report
+
+
+def _problems(headline: str, problems: list[str]) -> str:
+    return f"{len(problems)} problem(s), {headline}:\n  " + "\n  ".join(problems)
+
+
+def _prepare(candidate: Candidate, root: Path, dry_run: bool) -> _Prepared:
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    image = load_candidate(candidate)
+    size = tuple(int(v) for v in image.GetSize())
+    spacing = tuple(float(v) for v in image.GetSpacing())
+    if dry_run:
+        sha, staged = storage.image_hash(image), None
+    else:
+        staged, sha = storage.write_staged(image, root)
+    log.debug("prepared %s -> %s", candidate.source, sha)
+    return _Prepared(candidate, sha, size, spacing, staged)  # type: ignore[arg-type]
+
+
+def _commit(
+    prepared: list[_Prepared],
+    deid: Deidentifier,
+    options: IngestOptions,
+    url: str,
+    root: Path,
+    report: IngestReport,
+) -> None:
+    session = make_session_factory(url)()
+    published: list[Path] = []
+    try:
+        if not options.dry_run:
+            acquire_lock(session, "ingest")
+        conflicts = _apply(session, prepared, deid, options, root, report, published)
+        if conflicts and not options.skip_invalid:
+            raise IngestError(_problems("nothing was ingested", conflicts))
+        if options.dry_run:
+            session.rollback()
+            return
+        session.add(
+            AuditEvent(
+                action="ingest",
+                actor="cli",
+                target=f"{len(report.added)} series",
+                detail={
+                    "series_added": [a["series_instance_uid"] for a in report.added],
+                    "already_present": len(report.already_present),
+                    "skipped": len(report.skipped),
+                    "deidentified": deid.enabled,
+                },
+            )
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        session.close()
+
+
+def _apply(
+    session: Session,
+    prepared: list[_Prepared],
+    deid: Deidentifier,
+    options: IngestOptions,
+    root: Path,
+    report: IngestReport,
+    published: list[Path],
+) -> list[str]:
+    conflicts: list[str] = []
+    patients: dict[str, Patient] = {}
+    for item in prepared:
+        c = item.candidate
+        pseudo = deid.patient_id(c.patient_source_id)
+        study_uid, series_uid = _uids(deid, item)
+        existing = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
+        if existing is not None:
+            if existing.content_hash == item.sha256:
+                report.already_present.append(
+                    {
+                        "source": c.source,
+                        "series_instance_uid": series_uid,
+                        "series_id": existing.id,
+                    }
+                )
+                report.patients.add(pseudo)
+                report.studies.add(study_uid)
+            else:
+                message = (
+                    f"{c.source}: series {series_uid} is already stored with different image "
+                    f"content (stored {existing.content_hash[:12]}…, new {item.sha256[:12]}…)"
+                )
+                (
+                    report.skipped.append({"source": c.source, "reason": message})
+                    if options.skip_invalid
+                    else conflicts.append(message)
+                )
+            continue
+        patient = patients.get(pseudo) or session.scalar(
+            select(Patient).where(Patient.pseudo_id == pseudo)
+        )
+        if patient is None:
+            patient = Patient(pseudo_id=pseudo)
+            session.add(patient)
+            report.patients_added += 1
+        patients[pseudo] = patient
+        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        if study is not None and study.patient is not patient:
+            message = (
+                f"{c.source}: study {study_uid} already belongs to patient "
+                f"{study.patient.pseudo_id}, not {pseudo}"
+            )
+            (
+                report.skipped.append({"source": c.source, "reason": message})
+                if options.skip_invalid
+                else conflicts.append(message)
+            )
+            continue
+        if study is None:
+            study = Study(
+                patient=patient,
+                study_instance_uid=study_uid,
+                study_date=deid.date(c.patient_source_id, c.study_date),
+                accession=deid.accession(c.accession),
+                description=None if deid.enabled else c.study_description,
+            )
+            session.add(study)
+            report.studies_added += 1
+        if options.dry_run:
+            rel = storage.relative_path_for(item.sha256)
+        else:
+            assert item.staged is not None
+            rel, created = storage.publish(item.staged, item.sha256, root)
+            item.staged = None
+            if created:
+                published.append(root / rel)
+        series = Series(
+            study=study,
+            series_instance_uid=series_uid,
+            phase=c.phase,
+            modality=c.modality or "CT",
+            description=c.series_description,
+            spacing_x=item.spacing[0],
+            spacing_y=item.spacing[1],
+            spacing_z=item.spacing[2],
+            size_x=item.size[0],
+            size_y=item.size[1],
+            size_z=item.size[2],
+            slice_thickness=c.slice_thickness,
+            image_path=rel,
+            content_hash=item.sha256,
+            source_format=c.source_format,
+            warnings=c.warnings or None,
+        )
+        session.add(series)
+        session.flush()
+        report.patients.add(pseudo)
+        report.studies.add(study_uid)
+        report.added.append(
+            {
+                "source": c.source,
+                "series_id": series.id,
+                "patient": pseudo,
+                "study_date": study.study_date.isoformat() if study.study_date else None,
+                "series_instance_uid": series_uid,
+                "phase": c.phase,
+                "phase_reason": c.phase_reason,
+                "size": list(item.size),
+                "spacing_mm": list(item.spacing),
+                "image_path": rel,
+                "sha256": item.sha256,
+            }
+        )
+        report.warnings.extend({"source": c.source, "warning": w} for w in c.warnings)
+    return conflicts

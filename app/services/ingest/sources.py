@@ -1,0 +1,307 @@
+"""Turn the paths given to ``lvt ingest`` into series candidates.
+
+Folders are searched recursively; zip files are unpacked into a temporary folder after
+every entry name is checked (absolute names, ``..`` components and links are refused,
+so an archive cannot write outside its folder); NIfTI/NRRD files need a manifest row or
+``--patient-id``. Nothing here touches the database or the image store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import SimpleITK as sitk
+
+from app.cli.common import UserError
+from app.services.deid import parse_date
+from app.services.ingest.dicom import (
+    DicomFileError,
+    DicomSeries,
+    Slice,
+    check_series,
+    decode,
+    group_series,
+    read_header,
+)
+from app.services.ingest.manifest import ManifestRow
+from app.services.ingest.phase import PhaseRule, detect_phase
+from lvt_core.imageio import ImageReadError, is_volume_file, read_image
+
+IMAGE_MODALITIES = {"CT"}
+
+
+@dataclass
+class Candidate:
+    """One series to ingest, with its source identifiers (not yet de-identified)."""
+
+    source: str
+    source_format: str
+    patient_source_id: str
+    study_uid_source: str | None
+    series_uid_source: str | None
+    study_date: dt.date | None
+    accession: str | None
+    study_description: str | None
+    series_description: str | None
+    modality: str
+    phase: str
+    phase_reason: str
+    slice_thickness: float | None
+    load: Callable[[], sitk.Image]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Discovery:
+    """What was found: candidates, skipped inputs (with reasons) and hard problems."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values from the command line or a manifest row that beat the DICOM tags."""
+
+    patient_id: str | None = None
+    phase: str | None = None
+    study_date: dt.date | None = None
+    series_description: str | None = None
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+    """Unpack ``archive`` into ``target``, refusing entries that would land outside it."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                name = info.filename.replace("\\", "/")
+                parts = PurePosixPath(name).parts
+                if name.startswith("/") or ".." in parts or (parts and parts[0].endswith(":")):
+                    raise UserError(
+                        f"{archive}: entry {info.filename!r} points outside the archive "
+                        "(path traversal); nothing was ingested"
+                    )
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise UserError(f"{archive}: entry {info.filename!r} is a symbolic link")
+            zf.extractall(target)
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{archive}: not a readable zip file ({exc})") from None
+
+
+def _dicom_candidate(
+    series: DicomSeries, overrides: Overrides, rules: list[PhaseRule] | None
+) -> Candidate:
+    header = series.first
+    patient = overrides.patient_id or str(header.get("PatientID", "") or "").strip()
+    if overrides.phase:
+        phase, reason = overrides.phase, "given"
+    else:
+        phase, reason = detect_phase(
+            [series.tag("SeriesDescription"), series.tag("StudyDescription")],
+            contrast_agent=series.tag("ContrastBolusAgent"),
+            contrast_start_time=series.tag("ContrastBolusStartTime"),
+            acquisition_time=series.tag("AcquisitionTime") or series.tag("SeriesTime"),
+            rules=rules,
+        )
+    try:
+        study_date = overrides.study_date or parse_date(
+            series.tag("StudyDate") or series.tag("SeriesDate")
+        )
+    except ValueError:
+        study_date = None
+        series.warnings.append(f"unreadable StudyDate {series.tag('StudyDate')!r}")
+    thickness = header.get("SliceThickness")
+    return Candidate(
+        source=f"{series.slices[0].path.parent} ({len(series.slices)} slices)",
+        source_format="dicom",
+        patient_source_id=patient,
+        study_uid_source=series.tag("StudyInstanceUID")
+        or "lvt-study:{}:{}:{}:{}".format(
+            patient, series.tag("StudyDate"), series.tag("StudyTime"), series.tag("StudyID")
+        ),
+        series_uid_source=series.series_uid,
+        study_date=study_date,
+        accession=series.tag("AccessionNumber"),
+        study_description=series.tag("StudyDescription"),
+        series_description=overrides.series_description or series.tag("SeriesDescription"),
+        modality=str(header.get("Modality", "")),
+        phase=phase,
+        phase_reason=reason,
+        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        load=lambda: decode(series),
+        warnings=list(series.warnings),
+    )
+
+
+def scan_dicom(
+    files: list[Path],
+    label: str,
+    overrides: Overrides,
+    rules: list[PhaseRule] | None,
+    skip_invalid: bool,
+    found: Discovery,
+) -> None:
+    """Read headers of ``files`` and add their series to ``found``."""
+    slices: list[Slice] = []
+    not_dicom = 0
+    for path in files:
+        try:
+            header = read_header(path)
+        except DicomFileError as exc:
+            if skip_invalid:
+                found.skipped.append({"source": str(path), "reason": str(exc)})
+            else:
+                found.errors.append(str(exc))
+            continue
+        if header is None:
+            not_dicom += 1
+            continue
+        slices.append(Slice(path, header))
+    if not_dicom:
+        found.skipped.append({"source": label, "reason": f"{not_dicom} file(s) are not DICOM"})
+    series_list, skipped = group_series(slices)
+    found.skipped.extend({"source": s, "reason": r} for s, r in skipped)
+    for series in series_list:
+        modality = str(series.first.get("Modality", "") or "?")
+        uid = series.series_uid
+        shown = "without SeriesInstanceUID" if uid.startswith("lvt-") else uid
+        where = f"{series.slices[0].path.parent} (series {shown})"
+        if modality not in IMAGE_MODALITIES:
+            found.skipped.append(
+                {"source": where, "reason": f"modality {modality} is not CT; only CT is ingested"}
+            )
+            continue
+        if "Rows" not in series.first:
+            found.skipped.append({"source": where, "reason": "no image pixel data"})
+            continue
+        check_series(series)
+        if series.errors:
+            message = f"{where}: " + "; ".join(series.errors)
+            if skip_invalid:
+                found.skipped.append({"source": where, "reason": "; ".join(series.errors)})
+            else:
+                found.errors.append(message)
+            continue
+        candidate = _dicom_candidate(series, overrides, rules)
+        if not candidate.patient_source_id:
+            found.errors.append(f"{where}: no PatientID in the files; pass --patient-id")
+            continue
+        found.candidates.append(candidate)
+
+
+def _volume_candidate(path: Path, row: ManifestRow | None, overrides: Overrides) -> Candidate:
+    patient = overrides.patient_id or (row.patient_id if row else "")
+    phase = overrides.phase or (row.phase if row and row.phase else None)
+    date = row.study_date if row else None
+    study_uid = row.study_uid if row and row.study_uid else None
+    if study_uid is None:
+        index = row.study_index if row and row.study_index else ""
+        study_uid = f"lvt-study:{patient}:{date.isoformat() if date else ''}:{index}"
+    fmt = "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "nifti"
+    return Candidate(
+        source=str(path),
+        source_format=fmt,
+        patient_source_id=patient,
+        study_uid_source=study_uid,
+        series_uid_source=row.series_uid if row else None,
+        study_date=date,
+        accession=row.accession if row else None,
+        study_description=None,
+        series_description=overrides.series_description
+        or (row.series_description if row else None),
+        modality=row.modality if row else "CT",
+        phase=phase or "unknown",
+        phase_reason="given" if phase else "no phase given",
+        slice_thickness=None,
+        load=lambda: read_image(path),
+    )
+
+
+def discover(
+    paths: list[Path],
+    manifest_rows: list[ManifestRow],
+    overrides: Overrides,
+    rules: list[PhaseRule] | None,
+    skip_invalid: bool,
+    stack: ExitStack,
+) -> Discovery:
+    """Find every series in ``paths`` and the manifest rows (zip folders live on ``stack``)."""
+    found = Discovery()
+    by_image = {row.image.resolve(): row for row in manifest_rows if row.image}
+    for row in manifest_rows:
+        if row.image is not None:
+            found.candidates.append(_volume_candidate(row.image, row, overrides))
+        elif row.dicom_dir is not None:
+            row_overrides = Overrides(
+                patient_id=overrides.patient_id or row.patient_id,
+                phase=overrides.phase or row.phase,
+                study_date=row.study_date,
+                series_description=row.series_description,
+            )
+            files = sorted(p for p in row.dicom_dir.rglob("*") if p.is_file())
+            scan_dicom(files, str(row.dicom_dir), row_overrides, rules, skip_invalid, found)
+    loose_dicom: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            volumes = [p for p in files if is_volume_file(p)]
+            for volume in volumes:
+                found.skipped.append(
+                    {
+                        "source": str(volume),
+                        "reason": "volume file inside a DICOM folder; "
+                        "give it with --manifest or as a path with --patient-id",
+                    }
+                )
+            dicom_files = [p for p in files if not is_volume_file(p) and p.suffix.lower() != ".zip"]
+            for archive in (p for p in files if p.suffix.lower() == ".zip"):
+                _scan_zip(archive, overrides, rules, skip_invalid, found, stack)
+            scan_dicom(dicom_files, str(path), overrides, rules, skip_invalid, found)
+        elif path.suffix.lower() == ".zip":
+            _scan_zip(path, overrides, rules, skip_invalid, found, stack)
+        elif is_volume_file(path):
+            row = by_image.get(path.resolve())
+            if row is not None:
+                continue  # already a candidate through the manifest
+            if not overrides.patient_id:
+                raise UserError(
+                    f"{path}: a NIfTI/NRRD file needs a manifest row (--manifest) or --patient-id"
+                )
+            found.candidates.append(_volume_candidate(path, None, overrides))
+        else:
+            loose_dicom.append(path)
+    if loose_dicom:
+        scan_dicom(loose_dicom, "files given", overrides, rules, skip_invalid, found)
+    return found
+
+
+def _scan_zip(
+    archive: Path,
+    overrides: Overrides,
+    rules: list[PhaseRule] | None,
+    skip_invalid: bool,
+    found: Discovery,
+    stack: ExitStack,
+) -> None:
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lvt-zip-")))
+    safe_extract(archive, folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    scan_dicom(files, str(archive), overrides, rules, skip_invalid, found)
+
+
+def load_candidate(candidate: Candidate) -> sitk.Image:
+    """Decode the candidate's image, turning reader failures into user errors."""
+    try:
+        return candidate.load()
+    except (DicomFileError, ImageReadError) as exc:
+        raise UserError(str(exc)) from None

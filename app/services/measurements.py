@@ -1,0 +1,285 @@
+"""Import radiologist measurements from CSV, linked to ingested studies. All rows or none.
+
+Columns (header names, any order; extra columns are ignored):
+
+=====================  ========  ==================================================
+column                 required  meaning
+=====================  ========  ==================================================
+patient_id             yes       the SOURCE patient id (as in the DICOM PatientID)
+study_date             one of    YYYY-MM-DD or YYYYMMDD, the SOURCE (unshifted) date
+accession              these     the SOURCE accession number
+lesion_label           yes       the radiologist's name for the lesion (e.g. ``L1``)
+longest_diameter_mm    yes       > 0
+short_axis_mm          no        >= 0 and not above the longest diameter
+slice_index            no        integer >= 0
+location_x_mm/_y/_z    no        all three or none (patient coordinates, LPS)
+reader                 no        who measured (default empty)
+note                   no        free text
+=====================  ========  ==================================================
+
+Rows link to studies through the same pseudonymisation and date shift as ``lvt ingest``
+(same key): the row's ids are de-identified first; if no such patient is stored, the ids
+are looked up as given (for stores ingested with ``--keep-identifiers``). Re-importing a
+file adds nothing; a row that differs from the stored measurement with the same
+(study, lesion_label, reader) is a conflict.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cli.common import UserError
+from app.services.deid import Deidentifier, parse_date
+from db.engine import acquire_lock, default_url, make_session_factory
+from db.models import AuditEvent, Measurement, Patient, Study
+
+REQUIRED = ("patient_id", "lesion_label", "longest_diameter_mm")
+VALUE_FIELDS = (
+    "longest_diameter_mm",
+    "short_axis_mm",
+    "slice_index",
+    "location_x_mm",
+    "location_y_mm",
+    "location_z_mm",
+    "note",
+)
+
+
+class MeasurementImportError(UserError):
+    """A CSV that was refused as a whole; the message lists every bad row."""
+
+
+@dataclass
+class ImportReport:
+    """What the import did."""
+
+    file: str
+    rows: int = 0
+    added: int = 0
+    already_present: int = 0
+    patients: set[str] = field(default_factory=set)
+    studies: set[int] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "added": self.added,
+            "already_present": self.already_present,
+            "patients": len(self.patients),
+            "studies": len(self.studies),
+        }
+
+
+@dataclass
+class _Row:
+    number: int
+    patient_id: str
+    study_date: dt.date | None
+    accession: str | None
+    values: dict[str, Any]
+
+
+def _number(text: str, name: str, kind: type = float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(
+            f"{name} {text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{name} {text!r} is not a finite number")
+    return value
+
+
+def _parse_row(number: int, record: dict[str, str]) -> tuple[_Row | None, list[str]]:
+    problems: list[str] = []
+    get = lambda key: (record.get(key) or "").strip()  # noqa: E731
+    for key in REQUIRED:
+        if not get(key):
+            problems.append(f"{key} is empty")
+    if not get("study_date") and not get("accession"):
+        problems.append("needs study_date or accession")
+    date = None
+    try:
+        date = parse_date(get("study_date"))
+    except ValueError as exc:
+        problems.append(f"study_date: {exc}")
+    values: dict[str, Any] = {"note": get("note") or None}
+    for key, kind in (
+        ("longest_diameter_mm", float),
+        ("short_axis_mm", float),
+        ("slice_index", int),
+        ("location_x_mm", float),
+        ("location_y_mm", float),
+        ("location_z_mm", float),
+    ):
+        values[key] = None
+        if get(key):
+            try:
+                values[key] = _number(get(key), key, kind)
+            except ValueError as exc:
+                problems.append(str(exc))
+    longest, short = values["longest_diameter_mm"], values["short_axis_mm"]
+    if longest is not None and longest <= 0:
+        problems.append(f"longest_diameter_mm must be > 0, got {longest}")
+    if short is not None and (short < 0 or (longest is not None and short > longest)):
+        problems.append(f"short_axis_mm {short} must be between 0 and longest_diameter_mm")
+    if values["slice_index"] is not None and values["slice_index"] < 0:
+        problems.append("slice_index must be >= 0")
+    located = [values[k] is not None for k in ("location_x_mm", "location_y_mm", "location_z_mm")]
+    if any(located) and not all(located):
+        problems.append("location_x_mm, location_y_mm and location_z_mm go together")
+    if problems:
+        return None, problems
+    values["lesion_label"] = get("lesion_label")
+    values["reader"] = get("reader")
+    return _Row(number, get("patient_id"), date, get("accession") or None, values), []
+
+
+def read_rows(path: Path) -> list[_Row]:
+    """Parse and validate every row; raise listing all bad rows by number."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            records = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MeasurementImportError(f"{path}: cannot read CSV ({exc})") from None
+    missing = [c for c in REQUIRED if c not in columns]
+    if "study_date" not in columns and "accession" not in columns:
+        missing.append("study_date or accession")
+    if missing:
+        raise MeasurementImportError(f"{path}: missing required column(s): {', '.join(missing)}")
+    rows, errors = [], []
+    for number, record in enumerate(records, start=2):  # row 1 is the header
+        row, problems = _parse_row(number, {k: v or "" for k, v in record.items()})
+        if problems:
+            errors.append(f"row {number}: " + "; ".join(problems))
+        elif row is not None:
+            rows.append(row)
+    if errors:
+        raise MeasurementImportError(_listing(path, errors))
+    if not rows and not records:
+        raise MeasurementImportError(f"{path}: the CSV has no rows")
+    return rows
+
+
+def _listing(path: Path, errors: list[str]) -> str:
+    shown = errors[:50]
+    more = f"\n  … and {len(errors) - 50} more" if len(errors) > 50 else ""
+    return (
+        f"{path}: {len(errors)} invalid row(s), nothing was imported:\n  "
+        + "\n  ".join(shown)
+        + more
+    )
+
+
+def _find_study(session: Session, deid: Deidentifier, row: _Row) -> tuple[Study | None, str]:
+    """The study a row refers to, trying pseudonymised ids first, then ids as given."""
+    tried = []
+    for policy in (deid, Deidentifier(key=b"", enabled=False, shift_dates=False)):
+        pseudo = policy.patient_id(row.patient_id)
+        if pseudo in tried:
+            continue
+        tried.append(pseudo)
+        patient = session.scalar(select(Patient).where(Patient.pseudo_id == pseudo))
+        if patient is None:
+            continue
+        stmt = select(Study).where(Study.patient_id == patient.id)
+        if row.accession:
+            stmt = stmt.where(Study.accession == policy.accession(row.accession))
+        if row.study_date:
+            stmt = stmt.where(Study.study_date == policy.date(row.patient_id, row.study_date))
+        studies = session.scalars(stmt).all()
+        if len(studies) == 1:
+            return studies[0], ""
+        if len(studies) > 1:
+            return (
+                None,
+                f"{len(studies)} studies of patient {row.patient_id!r} match; add accession",
+            )
+        what = f"accession {row.accession!r}" if row.accession else f"date {row.study_date}"
+        return None, f"patient {row.patient_id!r} has no ingested study with {what}"
+    return None, f"patient {row.patient_id!r} is not in the store (ingest the images first)"
+
+
+def import_measurements(
+    path: Path, url: str | None = None, deidentify: bool = True
+) -> ImportReport:
+    """Import every row of ``path`` in one transaction, or none of them."""
+    rows = read_rows(path)
+    deid = Deidentifier.from_settings(deidentify)
+    report = ImportReport(file=str(path), rows=len(rows))
+    session = make_session_factory(url or default_url())()
+    try:
+        acquire_lock(session, "measurements")
+        errors: list[str] = []
+        seen: dict[tuple[int, str, str], int] = {}
+        for row in rows:
+            study, why = _find_study(session, deid, row)
+            if study is None:
+                errors.append(f"row {row.number}: {why}")
+                continue
+            key = (study.id, row.values["lesion_label"], row.values["reader"])
+            if key in seen:
+                errors.append(
+                    f"row {row.number}: same lesion_label, reader and study as row {seen[key]}"
+                )
+                continue
+            seen[key] = row.number
+            existing = session.scalar(
+                select(Measurement).where(
+                    Measurement.study_id == study.id,
+                    Measurement.lesion_label == key[1],
+                    Measurement.reader == key[2],
+                )
+            )
+            if existing is not None:
+                same = all(getattr(existing, f) == row.values[f] for f in VALUE_FIELDS)
+                if same:
+                    report.already_present += 1
+                else:
+                    errors.append(
+                        f"row {row.number}: differs from the stored measurement of lesion "
+                        f"{key[1]!r} by reader {key[2]!r} at that study"
+                    )
+                continue
+            session.add(
+                Measurement(
+                    patient_id=study.patient_id,
+                    study_id=study.id,
+                    source_file=path.name,
+                    source_row=row.number,
+                    **row.values,
+                )
+            )
+            report.added += 1
+            report.patients.add(row.patient_id)
+            report.studies.add(study.id)
+        if errors:
+            raise MeasurementImportError(_listing(path, errors))
+        session.add(
+            AuditEvent(
+                action="measurements.import",
+                actor="cli",
+                target=path.name,
+                detail={"rows": len(rows), "added": report.added},
+            )
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return report

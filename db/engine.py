@@ -1,0 +1,101 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL (``LVT_DATABASE_URL``).
+
+SQLite connections get WAL journalling, enforced foreign keys and a generous busy timeout,
+so concurrent readers never block and a second writer waits instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def default_url() -> str:
+    """The configured database URL (``LVT_DATABASE_URL`` or SQLite under ``LVT_VAR_DIR``)."""
+    from app.settings import get_settings
+
+    return get_settings().resolved_database_url
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """Create an engine for ``url`` (default: the configured one), creating SQLite's folder."""
+    url = url or default_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, future=True
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_engine(url, pool_pre_ping=True, future=True)
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """One shared engine per URL in this process."""
+    return make_engine(url)
+
+
+def make_session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """A typed session factory bound to the (cached) engine of ``url``."""
+    return sessionmaker(bind=get_engine(url or default_url()), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any exception."""
+    session = make_session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def ensure_schema(url: str | None = None) -> str:
+    """Bring the database at ``url`` to the newest revision; return that revision.
+
+    The demo and the app call this at start-up, so a fresh checkout needs no manual step.
+    """
+    from db.migrate import upgrade
+
+    return upgrade(url or default_url())
+
+
+def acquire_lock(session: Session, name: str) -> None:
+    """Hold the named writer lock until the session's transaction ends.
+
+    An UPDATE of the lock row takes a row lock on PostgreSQL and the database write lock
+    on SQLite, so concurrent ingests serialise on both without engine-specific SQL.
+    """
+    from db.models import StoreLock, utcnow
+
+    result = session.execute(
+        update(StoreLock).where(StoreLock.name == name).values(acquired_at=utcnow())
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(StoreLock(name=name, acquired_at=utcnow()))
+        session.flush()

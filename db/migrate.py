@@ -1,0 +1,47 @@
+"""Alembic driven from code, so ``lvt db upgrade`` works from any working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config whose script location is the ``migrations`` package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["lvt_url"] = url
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> str:
+    """Upgrade to ``revision`` and return the revision the database is at afterwards."""
+    command.upgrade(alembic_config(url), revision)
+    return current(url) or ""
+
+
+def downgrade(url: str, revision: str = "-1") -> str | None:
+    """Downgrade to ``revision`` (``base`` removes every table); return the new revision."""
+    command.downgrade(alembic_config(url), revision)
+    return current(url)
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at, or None when it has never been migrated."""
+    from db.engine import get_engine
+
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head() -> str:
+    """The newest revision shipped with this code."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return str(script.get_current_head())

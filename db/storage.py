@@ -1,0 +1,92 @@
+"""Content-addressed image store: ``<data_dir>/<sha[:2]>/<sha>.nii.gz``.
+
+The hash covers the voxel bytes, pixel type and geometry (size, spacing, origin,
+direction), not the gzip stream, so the same volume always lands at the same path no
+matter which writer or compression level produced the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+COMPRESSION_LEVEL = 1  # fast gzip: ingest time is dominated by compression otherwise
+
+
+def data_dir() -> Path:
+    """The configured store root (``LVT_DATA_DIR``, default ``var/data``)."""
+    from app.settings import get_settings
+
+    return get_settings().resolved_data_dir
+
+
+def image_hash(image: sitk.Image) -> str:
+    """SHA-256 of the voxels and geometry of ``image`` (geometry rounded to 1e-6 mm)."""
+    digest = hashlib.sha256()
+    geometry = (
+        image.GetPixelIDTypeAsString(),
+        image.GetNumberOfComponentsPerPixel(),
+        tuple(image.GetSize()),
+        tuple(round(v, 6) for v in image.GetSpacing()),
+        tuple(round(v, 6) for v in image.GetOrigin()),
+        tuple(round(v, 6) for v in image.GetDirection()),
+    )
+    digest.update(repr(geometry).encode())
+    digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+    return digest.hexdigest()
+
+
+def relative_path_for(sha256: str) -> str:
+    """Store-relative path of the file holding the image with hash ``sha256``."""
+    return f"{sha256[:2]}/{sha256}.nii.gz"
+
+
+def resolve(relative_path: str, root: Path | None = None) -> Path:
+    """Absolute path of a store-relative path."""
+    return (root or data_dir()) / relative_path
+
+
+def write_staged(image: sitk.Image, root: Path | None = None) -> tuple[Path, str]:
+    """Compress ``image`` to a temporary file inside the store; return it and the hash.
+
+    Staging inside the store keeps the later :func:`publish` a same-filesystem rename.
+    """
+    root = root or data_dir()
+    staging = root / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    sha = image_hash(image)
+    fd, name = tempfile.mkstemp(prefix=f"{sha[:12]}-", suffix=".nii.gz", dir=staging)
+    os.close(fd)
+    os.chmod(name, 0o644)  # mkstemp makes 0600; store files are shared read-only data
+    sitk.WriteImage(image, name, True, COMPRESSION_LEVEL)
+    return Path(name), sha
+
+
+def publish(staged: Path, sha256: str, root: Path | None = None) -> tuple[str, bool]:
+    """Move a staged file to its content address; return (relative path, created).
+
+    When the address already holds a file (same content), the staged copy is dropped.
+    """
+    root = root or data_dir()
+    rel = relative_path_for(sha256)
+    target = root / rel
+    if target.exists():
+        staged.unlink(missing_ok=True)
+        return rel, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staged, target)
+    return rel, True
+
+
+def store_image(image: sitk.Image, root: Path | None = None) -> tuple[str, str]:
+    """Write ``image`` atomically at its content address; return (relative path, sha256)."""
+    staged, sha = write_staged(image, root)
+    rel, _ = publish(staged, sha, root)
+    return rel, sha

@@ -1,0 +1,255 @@
+"""The predictor: one loaded checkpoint, reused over many scans (nnU-Net's ``nnUNetPredictor``).
+
+Pipeline for one scan (all geometry in physical space, so oblique and anisotropic inputs
+come back exactly on their own grid):
+
+1. reorient to the model's canonical orientation (axis permutation only) and crop to the body;
+2. coarse pass: the same network at a coarser spacing finds the liver's bounding box;
+3. fine pass on that box at the model spacing: sliding windows with 50 % overlap, Gaussian
+   weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU);
+4. sigmoid (or softmax) and exclusive decoding; keep the liver's largest component with the
+   vessels and tumors in or touching it;
+5. resample the uint8 labels back to the input geometry by nearest neighbour.
+
+Memory stays bounded: probabilities exist only over the liver box at model spacing, in
+float32 while the windows are blended and float16 after; full-resolution maps are uint8.
+``fast=True`` stops after the coarse pass (lower resolution, several times faster).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from lvt_core.checkpoint import checkpoint_checksum, load_checkpoint
+from lvt_core.labels import BACKGROUND, LIVER, decode_exclusive, decode_multiclass
+from lvt_core.network import build_network
+from lvt_core.postprocess import bounding_box, keep_liver_component
+from lvt_core.transforms import reorient, resample_to_spacing, window_array
+
+BODY_THRESHOLD_HU = -500.0
+ROI_MARGIN_MM = 20.0
+BODY_MARGIN_MM = 5.0
+
+
+class InputImageError(ValueError):
+    """An image the predictor cannot segment (not 3D, not scalar, non-finite values)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+def check_input(image: sitk.Image, name: str = "input image") -> None:
+    """Raise :class:`InputImageError` naming ``name`` when the image cannot be segmented."""
+    if image.GetDimension() != 3:
+        raise InputImageError(f"{name}: expected a 3D volume, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputImageError(f"{name}: expected a scalar image, got a multi-component one")
+    if min(image.GetSize()) < 2:
+        raise InputImageError(f"{name}: a single slice is not a 3D volume ({image.GetSize()})")
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputImageError(f"{name}: {int((~np.isfinite(array)).sum())} voxels are NaN or inf")
+
+
+def _crop(image: sitk.Image, box: tuple[tuple[int, int], ...] | None, margin_mm: float) -> sitk.Image:
+    """Crop ``image`` to an array-order (z, y, x) box grown by ``margin_mm``; keeps geometry."""
+    if box is None:
+        return image
+    size = image.GetSize()
+    spacing = image.GetSpacing()
+    index, extent = [], []
+    for axis_xyz in range(3):
+        start, stop = box[2 - axis_xyz]
+        grow = int(np.ceil(margin_mm / spacing[axis_xyz]))
+        lo, hi = max(0, start - grow), min(size[axis_xyz], stop + grow)
+        index.append(lo)
+        extent.append(max(2, hi - lo) if size[axis_xyz] >= 2 else hi - lo)
+        if index[-1] + extent[-1] > size[axis_xyz]:
+            index[-1] = size[axis_xyz] - extent[-1]
+    return sitk.RegionOfInterest(image, extent, index)
+
+
+def _box_in(reference: sitk.Image, mask_image: sitk.Image) -> tuple[tuple[int, int], ...] | None:
+    """The box of ``mask_image``'s foreground expressed in ``reference``'s array indices."""
+    box = bounding_box(sitk.GetArrayViewFromImage(mask_image) > 0)
+    if box is None:
+        return None
+    corners = []
+    for z, y, x in itertools.product(*[(b[0], b[1] - 1) for b in box]):
+        point = mask_image.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+        corners.append(reference.TransformPhysicalPointToContinuousIndex(point))
+    corners_arr = np.array(corners)
+    size = reference.GetSize()
+    out = []
+    for axis_xyz in (2, 1, 0):
+        lo = int(np.floor(corners_arr[:, axis_xyz].min()))
+        hi = int(np.ceil(corners_arr[:, axis_xyz].max())) + 1
+        out.append((max(0, lo), min(size[axis_xyz], hi)))
+    if any(hi - lo < 1 for lo, hi in out):
+        return None
+    return tuple(out)
+
+
+class Predictor:
+    """Liver, vessel and tumor segmentation with one checkpoint, loaded once.
+
+    ``predict(image)`` returns a uint8 exclusive label map on the input's own grid. After
+    each call ``last_timings`` holds the seconds spent per stage. Pickling keeps only the
+    constructor arguments, so Dask workers rebuild (and reload) their own copy.
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str | Path,
+        device: str = "auto",
+        tta: bool | None = None,
+        fast: bool = False,
+        sw_batch_size: int | None = None,
+    ) -> None:
+        self._args = (checkpoint_path, device, tta, fast, sw_batch_size)
+        self.checkpoint_path = Path(checkpoint_path)
+        state, meta = load_checkpoint(self.checkpoint_path)
+        self.meta: dict[str, Any] = meta
+        self.checksum: str = checkpoint_checksum(self.checkpoint_path)
+        self.name: str = str(meta["name"])
+        self.version: str = str(meta["version"])
+        self.device = resolve_device(device)
+        self.tta: bool = (self.device.type == "cuda") if tta is None else bool(tta)
+        self.fast = bool(fast)
+        self.sw_batch_size = sw_batch_size or (4 if self.device.type == "cuda" else 2)
+        self.label_space: str = str(meta["label_space"])
+        self.spacing = [float(s) for s in meta["spacing_mm"]]
+        self.patch_size = [int(p) for p in meta["patch_size"]]  # x, y, z like spacing_mm
+        self.window = (float(meta["window"]["level"]), float(meta["window"]["width"]))
+        self.orientation = str(meta.get("orientation", "LPS"))
+        inference_cfg = dict(meta.get("inference", {}))
+        self.coarse_spacing = [
+            float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
+        ]
+        self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
+        model = build_network(meta["network"])
+        model.load_state_dict(state)
+        self.model = model.to(self.device).eval()
+        self.last_timings: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self._args}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(*state["args"])  # type: ignore[misc]
+
+    # -- network passes ---------------------------------------------------------------------
+
+    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.label_space == "multiclass":
+            return torch.softmax(logits.float(), dim=1)
+        return torch.sigmoid(logits.float())
+
+    def _window_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        flips: list[tuple[int, ...]] = [()]
+        if self.tta:
+            flips = [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            total = None
+            for dims in flips:
+                x = torch.flip(batch, dims) if dims else batch
+                with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+                    prob = self._activation(self.model(x))
+                prob = torch.flip(prob, dims) if dims else prob
+                total = prob if total is None else total + prob
+            assert total is not None
+            return total / len(flips)
+
+        return run
+
+    def _segment_at(self, image: sitk.Image, spacing: list[float], overlap: float) -> sitk.Image:
+        """Resample to ``spacing``, run the sliding window, decode; labels on that grid."""
+        resampled = resample_to_spacing(image, spacing, sitk.sitkLinear, default_value=-1024.0)
+        array = window_array(sitk.GetArrayViewFromImage(resampled), *self.window)
+        tensor = torch.from_numpy(array)[None, None].to(self.device)
+        roi = list(reversed(self.patch_size))  # array order z, y, x
+        with torch.inference_mode():
+            probs = sliding_window_inference(
+                tensor,
+                roi_size=roi,
+                sw_batch_size=self.sw_batch_size,
+                predictor=self._window_fn(),
+                overlap=overlap,
+                mode="gaussian",
+                padding_mode="constant",
+                cval=0.0,
+            )
+        probs_np = probs[0].to(dtype=torch.float16).cpu().numpy()
+        del probs, tensor
+        if self.label_space == "multiclass":
+            labels = decode_multiclass(probs_np)
+        else:
+            labels = decode_exclusive(probs_np, threshold=0.5)
+        out = sitk.GetImageFromArray(keep_liver_component(labels))
+        out.CopyInformation(resampled)
+        return out
+
+    # -- public API -------------------------------------------------------------------------
+
+    def predict(self, image: sitk.Image) -> sitk.Image:
+        """Segment one CT scan (HU); returns a uint8 label map in the input geometry."""
+        labels, _ = self.predict_with_timings(image)
+        return labels
+
+    def predict_with_timings(self, image: sitk.Image) -> tuple[sitk.Image, dict[str, float]]:
+        """Like :meth:`predict`, also returning the seconds per stage (also in ``last_timings``)."""
+        check_input(image)
+        timings: dict[str, float] = {}
+        t0 = start = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t0
+            now = time.perf_counter()
+            timings[name] = round(now - t0, 3)
+            t0 = now
+
+        work = reorient(sitk.Cast(image, sitk.sitkFloat32), self.orientation)
+        body_box = bounding_box(sitk.GetArrayViewFromImage(work) > BODY_THRESHOLD_HU)
+        body = _crop(work, body_box, BODY_MARGIN_MM)
+        lap("crop_s")
+
+        coarse = self._segment_at(body, self.coarse_spacing, overlap=0.25)
+        lap("coarse_s")
+        if self.fast:
+            result = coarse
+        else:
+            liver_box = _box_in(body, coarse)
+            roi = _crop(body, liver_box, self.roi_margin_mm) if liver_box else body
+            result = self._segment_at(roi, self.spacing, overlap=0.5)
+            lap("fine_s")
+
+        labels = sitk.Resample(
+            result, image, sitk.Transform(), sitk.sitkNearestNeighbor, BACKGROUND, sitk.sitkUInt8
+        )
+        lap("resample_s")
+        timings["total_s"] = round(time.perf_counter() - start, 3)
+        self.last_timings = timings
+        return labels, timings
+
+
+def liver_present(labels: sitk.Image) -> bool:
+    """True when the label map holds any liver (labels 1, 2 or 3)."""
+    return bool((sitk.GetArrayViewFromImage(labels) >= LIVER).any())

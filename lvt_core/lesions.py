@@ -1,0 +1,273 @@
+"""Lesions of a label map: 26-connected components of the tumor label and their measurements.
+
+Definitions follow ARCHITECTURE.md:
+
+- a lesion is one 26-connected component of label 3 with at least ``min_voxels`` voxels;
+  ids are 1..N in raster order of the component's first voxel (z, then y, then x);
+- the longest axial diameter is a true in-plane Feret diameter: the largest distance between
+  two points of the lesion's outline in one axial slice (image index ``z``), over all slices.
+  The outline is the 0.5 iso-contour of the slice mask (marching squares), so a lesion that
+  spans ``n`` voxels measures about ``n`` voxel widths, as a radiologist's caliper would;
+- the short axis is the lesion's width in that slice perpendicular to the longest diameter;
+- distances to vessels and to the liver surface are between voxel centres, in mm (a lesion
+  that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cc3d
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+from skimage import measure
+
+from lvt_core.labels import LIVER, TUMOR, VESSEL
+
+
+@dataclass
+class Lesion:
+    """One tumor component with the measurements a radiologist report needs."""
+
+    id: int
+    voxels: int
+    volume_ml: float
+    longest_axial_diameter_mm: float
+    short_axis_mm: float
+    centroid_mm: tuple[float, float, float]
+    bbox_index: tuple[int, ...]
+    axial_slice: int
+    mean_hu: float | None = None
+    distance_to_vessel_mm: float | None = None
+    distance_to_liver_surface_mm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (tuples become lists)."""
+        out = asdict(self)
+        out["centroid_mm"] = list(self.centroid_mm)
+        out["bbox_index"] = list(self.bbox_index)
+        return out
+
+
+def index_to_physical_matrix(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, origin)`` with ``physical = A @ (x, y, z) + origin`` for continuous indices."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.array(image.GetSpacing(), dtype=float)
+    return direction * spacing[None, :], np.array(image.GetOrigin(), dtype=float)
+
+
+def zyx_to_physical(image: sitk.Image, zyx: np.ndarray) -> np.ndarray:
+    """Physical points (N, 3) of array indices given as (N, 3) ``z, y, x`` rows."""
+    matrix, origin = index_to_physical_matrix(image)
+    xyz = np.asarray(zyx, dtype=float)[:, ::-1]
+    return xyz @ matrix.T + origin
+
+
+def _label_array(labels: sitk.Image) -> np.ndarray:
+    if labels.GetDimension() != 3:
+        raise ValueError(f"expected a 3D label map, got {labels.GetDimension()}D")
+    array = sitk.GetArrayViewFromImage(labels)
+    if np.issubdtype(array.dtype, np.floating):
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise ValueError("label map holds non-integer values")
+        array = rounded.astype(np.int16)
+    return np.asarray(array)
+
+
+def component_array(labels: sitk.Image, min_voxels: int = 10) -> np.ndarray:
+    """``z, y, x`` uint32 array of lesion ids 1..N (0 elsewhere), 26-connected, small ones dropped."""
+    tumor = _label_array(labels) == TUMOR
+    components = cc3d.connected_components(tumor, connectivity=26)
+    if min_voxels > 1:
+        components = cc3d.dust(components, threshold=min_voxels, connectivity=26, in_place=True)
+    components, _ = cc3d.connected_components(components > 0, connectivity=26, return_N=True)
+    return components.astype(np.uint32, copy=False)
+
+
+def lesion_component_map(labels: sitk.Image, min_voxels: int = 10) -> sitk.Image:
+    """Image of lesion ids matching :attr:`Lesion.id` from :func:`extract_lesions`."""
+    image = sitk.GetImageFromArray(component_array(labels, min_voxels))
+    image.CopyInformation(labels)
+    return image
+
+
+def feret_in_plane(mask2d: np.ndarray, spacing_xy: tuple[float, float]) -> tuple[float, float]:
+    """Longest in-plane diameter and the perpendicular width of a 2D ``y, x`` mask, in mm.
+
+    Uses the 0.5 iso-contour (so one isolated pixel measures about one pixel) and the convex
+    hull of its points; the width is the extent of the outline across the diameter's axis.
+    """
+    padded = np.pad(mask2d.astype(np.float32), 1)
+    contours = measure.find_contours(padded, 0.5)
+    if not contours:
+        return 0.0, 0.0
+    points = np.concatenate(contours) - 1.0  # (row=y, col=x)
+    points_mm = points[:, ::-1] * np.array(spacing_xy, dtype=float)
+    try:
+        hull = points_mm[ConvexHull(points_mm).vertices]
+    except (QhullError, ValueError):
+        hull = points_mm
+    diff = hull[:, None, :] - hull[None, :, :]
+    dist2 = np.einsum("ijk,ijk->ij", diff, diff)
+    i, j = np.unravel_index(int(np.argmax(dist2)), dist2.shape)
+    longest = float(np.sqrt(dist2[i, j]))
+    if longest == 0.0:
+        return 0.0, 0.0
+    axis = (hull[j] - hull[i]) / longest
+    perpendicular = np.array([-axis[1], axis[0]])
+    projection = hull @ perpendicular
+    return longest, float(projection.max() - projection.min())
+
+
+def _longest_axial(
+    component: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[float, float, int]:
+    """Best (diameter, short axis, slice offset) over the axial slices of a cropped component."""
+    spacing_xy = (spacing[0], spacing[1])
+    order: list[tuple[float, int]] = []
+    for z in range(component.shape[0]):
+        ys, xs = np.nonzero(component[z])
+        if ys.size == 0:
+            continue
+        # Upper bound of the slice's Feret diameter: the diagonal of its bounding box (+1 voxel).
+        bound = np.hypot((np.ptp(xs) + 1) * spacing[0], (np.ptp(ys) + 1) * spacing[1])
+        order.append((bound, z))
+    best = (0.0, 0.0, 0)
+    for bound, z in sorted(order, reverse=True):
+        if bound <= best[0]:
+            break
+        longest, short = feret_in_plane(component[z], spacing_xy)
+        if longest > best[0]:
+            best = (longest, short, z)
+    return best
+
+
+def _surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """``z, y, x`` indices of mask voxels with a 6-neighbour outside the mask (or at the edge)."""
+    if not mask.any():
+        return np.empty((0, 3), dtype=np.int64)
+    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
+    return np.argwhere(mask & ~eroded)
+
+
+def _cropped(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Crop ``mask`` to its bounding box, returning the crop and its ``z, y, x`` offset."""
+    nz = np.nonzero(mask.any(axis=(1, 2)))[0]
+    ny = np.nonzero(mask.any(axis=(0, 2)))[0]
+    nx = np.nonzero(mask.any(axis=(0, 1)))[0]
+    if nz.size == 0:
+        return mask[:0, :0, :0], (0, 0, 0)
+    sl = (slice(nz[0], nz[-1] + 1), slice(ny[0], ny[-1] + 1), slice(nx[0], nx[-1] + 1))
+    return mask[sl], (int(nz[0]), int(ny[0]), int(nx[0]))
+
+
+def _resampled_like(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """``image`` as a float32 ``z, y, x`` array on the grid of ``reference`` (linear)."""
+    same = (
+        image.GetSize() == reference.GetSize()
+        and np.allclose(image.GetSpacing(), reference.GetSpacing())
+        and np.allclose(image.GetOrigin(), reference.GetOrigin())
+        and np.allclose(image.GetDirection(), reference.GetDirection())
+    )
+    if not same:
+        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1024.0)
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+
+
+def extract_lesions(
+    labels: sitk.Image, image: sitk.Image | None = None, min_voxels: int = 10
+) -> list[Lesion]:
+    """Measure every lesion of ``labels``; ``image`` (any grid, resampled) gives the mean HU."""
+    array = _label_array(labels)
+    components = component_array(labels, min_voxels)
+    n = int(components.max()) if components.size else 0
+    if n == 0:
+        return []
+    spacing = tuple(float(s) for s in labels.GetSpacing())
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    stats = cc3d.statistics(components)
+    hu = _resampled_like(image, labels) if image is not None else None
+
+    liver = np.isin(array, (LIVER, VESSEL, TUMOR))
+    vessel_points = zyx_to_physical(labels, _surface_voxels(array == VESSEL))
+    vessel_tree = cKDTree(vessel_points) if len(vessel_points) else None
+    surface_points = zyx_to_physical(labels, _surface_voxels(liver))
+    surface_tree = cKDTree(surface_points) if len(surface_points) else None
+    objects = ndimage.find_objects(components)
+
+    lesions: list[Lesion] = []
+    for lesion_id in range(1, n + 1):
+        box = objects[lesion_id - 1]
+        if box is None:
+            continue
+        crop = components[box] == lesion_id
+        zyx0 = np.array([s.start for s in box])
+        centroid_zyx = np.asarray(stats["centroids"][lesion_id], dtype=float)
+        centroid = zyx_to_physical(labels, centroid_zyx[None, :])[0]
+        longest, short, z_offset = _longest_axial(crop, spacing)  # type: ignore[arg-type]
+        surface = _surface_voxels(crop) + zyx0
+        surface_mm = zyx_to_physical(labels, surface)
+        d_vessel = float(vessel_tree.query(surface_mm, k=1)[0].min()) if vessel_tree else None
+        d_surface = float(surface_tree.query(surface_mm, k=1)[0].min()) if surface_tree else None
+        mean_hu = float(hu[box][crop].mean()) if hu is not None else None
+        voxels = int(stats["voxel_counts"][lesion_id])
+        lesions.append(
+            Lesion(
+                id=lesion_id,
+                voxels=voxels,
+                volume_ml=voxels * voxel_ml,
+                longest_axial_diameter_mm=longest,
+                short_axis_mm=short,
+                centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                bbox_index=(
+                    int(box[2].start),
+                    int(box[1].start),
+                    int(box[0].start),
+                    int(box[2].stop - 1),
+                    int(box[1].stop - 1),
+                    int(box[0].stop - 1),
+                ),
+                axial_slice=int(zyx0[0] + z_offset),
+                mean_hu=mean_hu,
+                distance_to_vessel_mm=d_vessel,
+                distance_to_liver_surface_mm=d_surface,
+            )
+        )
+    return lesions
+
+
+def mean_hu_per_phase(
+    component_map: sitk.Image, images: Mapping[str, sitk.Image]
+) -> dict[int, dict[str, float]]:
+    """Mean HU of each lesion in each phase image (resampled onto the component map's grid)."""
+    components = sitk.GetArrayViewFromImage(component_map)
+    ids = np.unique(components)
+    ids = ids[ids > 0]
+    out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
+    for phase, image in images.items():
+        hu = _resampled_like(image, component_map)
+        sums = ndimage.sum_labels(hu, components, ids)
+        counts = ndimage.sum_labels(np.ones_like(hu), components, ids)
+        for i, total, count in zip(ids, sums, counts, strict=True):
+            out[int(i)][phase] = float(total / count)
+    return out
+
+
+def lesions_document(
+    image_path: str | Path | None, labels: sitk.Image, lesions: list[Lesion]
+) -> dict[str, Any]:
+    """The ``lvt lesions`` JSON document (ARCHITECTURE.md), with every lesion field."""
+    return {
+        "image": str(image_path) if image_path is not None else None,
+        "spacing_mm": [float(s) for s in labels.GetSpacing()],
+        "size": [int(s) for s in labels.GetSize()],
+        "n_lesions": len(lesions),
+        "total_volume_ml": float(sum(lesion.volume_ml for lesion in lesions)),
+        "lesions": [lesion.to_dict() for lesion in lesions],
+    }

@@ -1,0 +1,230 @@
+"""Treatment response: RECIST 1.1 on target diameters, and a volumetric analogue.
+
+Core API (plain numbers, so model tracks and radiologist reports use the same rules)::
+
+    recist_response(target_diameters, new_lesions)
+
+``target_diameters[t][k]`` is the longest diameter of target ``k`` at timepoint ``t`` (the same
+targets in the same order at every timepoint; 0 when it has disappeared), timepoint 0 is the
+baseline, and ``new_lesions[t]`` says whether an unequivocal new lesion appeared at ``t``.
+
+Rules (RECIST 1.1, liver only): targets are lesions >= 10 mm, at most 2 per organ, the largest
+first. At each follow-up, with the nadir the smallest sum at any earlier timepoint (baseline
+included): PD when the sum is >= 20 % and >= 5 mm above the nadir, or a new lesion appears; CR
+when every target has disappeared; PR when the sum is >= 30 % below baseline; SD otherwise.
+Without measurable disease at baseline the answer is NE (or PD when a new lesion appears).
+Non-target lesions and lymph-node rules are out of scope.
+
+The volumetric response applies the same logic to total tumor volume, with thresholds that match
+the diameter ones for a sphere: PR at -65 % (0.7³) and PD at +73 % (1.2³) over the nadir.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any, Literal, TypeVar
+
+from lvt_core.agreement import RadiologistMeasurement
+
+Response = Literal["BL", "CR", "PR", "SD", "PD", "NE"]
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class RecistConfig:
+    """RECIST 1.1 thresholds (defaults are the standard's)."""
+
+    min_target_mm: float = 10.0
+    max_targets: int = 2
+    pr_pct: float = -30.0
+    pd_pct: float = 20.0
+    pd_abs_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class ResponseAssessment:
+    """One timepoint's assessment; ``value`` is a diameter sum (mm) or a volume (ml)."""
+
+    timepoint: int
+    value: float
+    baseline: float
+    nadir: float
+    change_from_baseline_pct: float | None
+    change_from_nadir_pct: float | None
+    new_lesion: bool
+    response: Response
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_targets(diameters: Mapping[K, float], config: RecistConfig | None = None) -> list[K]:
+    """The largest lesions >= ``min_target_mm``, at most ``max_targets`` (ties by key order)."""
+    config = config or RecistConfig()
+    eligible = [(d, k) for k, d in diameters.items() if d >= config.min_target_mm]
+    eligible.sort(key=lambda item: -item[0])
+    return [k for _, k in eligible[: config.max_targets]]
+
+
+def _pct(value: float, reference: float) -> float | None:
+    return (value - reference) / reference * 100.0 if reference > 0 else None
+
+
+def _assess(
+    values: Sequence[float],
+    new_lesions: Sequence[bool] | None,
+    pr_pct: float,
+    pd_pct: float,
+    pd_abs: float,
+) -> list[ResponseAssessment]:
+    if not values:
+        return []
+    new = list(new_lesions) if new_lesions is not None else [False] * len(values)
+    if len(new) != len(values):
+        raise ValueError("new_lesions must have one flag per timepoint")
+    baseline = float(values[0])
+    out = [ResponseAssessment(0, baseline, baseline, baseline, 0.0, 0.0, False, "BL" if baseline > 0 else "NE")]
+    nadir = baseline
+    for t in range(1, len(values)):
+        value = float(values[t])
+        from_nadir = _pct(value, nadir)
+        from_baseline = _pct(value, baseline)
+        grew = value - nadir >= pd_abs and value >= nadir * (1.0 + pd_pct / 100.0)
+        if new[t] or (baseline > 0 and grew):
+            response: Response = "PD"
+        elif baseline <= 0:
+            response = "NE"
+        elif value == 0.0:
+            response = "CR"
+        elif from_baseline is not None and from_baseline <= pr_pct:
+            response = "PR"
+        else:
+            response = "SD"
+        out.append(ResponseAssessment(t, value, baseline, nadir, from_baseline, from_nadir, bool(new[t]), response))
+        nadir = min(nadir, value)
+    return out
+
+
+def recist_response(
+    target_diameters: Sequence[Sequence[float]],
+    new_lesions: Sequence[bool] | None = None,
+    config: RecistConfig | None = None,
+) -> list[ResponseAssessment]:
+    """RECIST 1.1 per timepoint from the targets' diameters (see the module docstring)."""
+    config = config or RecistConfig()
+    sums = [float(sum(diameters)) for diameters in target_diameters]
+    return _assess(sums, new_lesions, config.pr_pct, config.pd_pct, config.pd_abs_mm)
+
+
+def volumetric_response(
+    total_volumes_ml: Sequence[float],
+    new_lesions: Sequence[bool] | None = None,
+    pr_pct: float = -65.0,
+    pd_pct: float = 73.0,
+    pd_abs_ml: float = 0.0,
+) -> list[ResponseAssessment]:
+    """Volumetric analogue of RECIST on total tumor volume per timepoint."""
+    return _assess([float(v) for v in total_volumes_ml], new_lesions, pr_pct, pd_pct, pd_abs_ml)
+
+
+def recist_from_tracks(
+    result: Any,
+    config: RecistConfig | None = None,
+    new_lesion_min_diameter_mm: float = 0.0,
+) -> dict[str, Any]:
+    """RECIST and volumetric response of a :class:`lvt_core.tracking.TrackingResult`.
+
+    Targets are chosen among baseline tracks. A target that split counts its fragments; a target
+    that merged into a non-target track passes its diameter on to that track (RECIST's rule for
+    coalescing lesions); tracks first seen after baseline (not split from another) are new
+    lesions when at least ``new_lesion_min_diameter_mm`` across.
+    """
+    config = config or RecistConfig()
+    diameters = {
+        (t, lesion.id): lesion.longest_axial_diameter_mm
+        for t, lesions in enumerate(result.lesions)
+        for lesion in lesions
+    }
+    volumes = {(t, lesion.id): lesion.volume_ml for t, lesions in enumerate(result.lesions) for lesion in lesions}
+    tracks = {track.track_id: track for track in result.tracks}
+    n = len(result.lesions)
+    baseline = {
+        tid: diameters[(0, lid)]
+        for tid, track in tracks.items()
+        if (lid := track.lesion_at(0)) is not None
+    }
+    targets = select_targets(baseline, config)
+    children: dict[int, list[int]] = defaultdict(list)
+    for track in tracks.values():
+        if track.split_from is not None:
+            children[track.split_from].append(track.track_id)
+
+    def diameter(tid: int, t: int) -> float:
+        lid = tracks[tid].lesion_at(t)
+        return diameters[(t, lid)] if lid is not None else 0.0
+
+    per_timepoint: list[list[float]] = []
+    for t in range(n):
+        counted: set[int] = set()
+        values = []
+        for tid in targets:
+            group = [tid, *children.get(tid, [])]
+            merged_into = tracks[tid].merged_into
+            if merged_into is not None and merged_into not in targets and tracks[tid].lesion_at(t) is None:
+                group.append(merged_into)
+            values.append(sum(diameter(g, t) for g in group if g not in counted))
+            counted.update(group)
+        per_timepoint.append(values)
+    new = [False] * n
+    for track in tracks.values():
+        t0, lid = track.members[0]
+        if t0 > 0 and track.split_from is None and diameters[(t0, lid)] >= new_lesion_min_diameter_mm:
+            new[t0] = True
+    totals = [
+        sum(v for key, v in volumes.items() if key[0] == tp and key not in result.excluded)
+        for tp in range(n)
+    ]
+    return {
+        "targets": targets,
+        "target_diameters_mm": per_timepoint,
+        "new_lesions": new,
+        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config)],
+        "total_volume_ml": totals,
+        "volumetric": [a.to_dict() for a in volumetric_response(totals, new)],
+    }
+
+
+def recist_from_measurements(
+    measurements: Sequence[RadiologistMeasurement], config: RecistConfig | None = None
+) -> dict[str, Any]:
+    """RECIST on a radiologist's measurements of one patient, studies ordered by date.
+
+    A lesion is identified by the radiologist's ``lesion`` label; a target with no measurement at
+    a later study counts as disappeared (0 mm). ``new_lesion`` flags mark new lesions.
+    """
+    config = config or RecistConfig()
+    studies: dict[str, date | None] = {}
+    for m in measurements:
+        studies.setdefault(m.study_id, m.study_date)
+    order = sorted(studies, key=lambda s: (studies[s] is None, studies[s] or date.min, s))
+    if not order:
+        return {"studies": [], "targets": [], "recist": []}
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    new = [False] * len(order)
+    for m in measurements:
+        t = order.index(m.study_id)
+        label = m.lesion or f"unlabelled {t}:{len(table[m.study_id])}"
+        table[m.study_id][label] = m.diameter_mm
+        new[t] = new[t] or (m.new_lesion and t > 0)
+    targets = select_targets(table[order[0]], config)
+    per_timepoint = [[table[s].get(label, 0.0) for label in targets] for s in order]
+    return {
+        "studies": order,
+        "targets": targets,
+        "target_diameters_mm": per_timepoint,
+        "new_lesions": new,
+        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config)],
+    }

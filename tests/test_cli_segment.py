@@ -1,0 +1,136 @@
+"""``lvt segment`` and ``lvt evaluate`` end to end, in process, with a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from test_inference import toy_scan, train_toy_checkpoint
+
+from app.cli.main import main
+
+
+def run_lvt(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run the real ``lvt`` entry point; return (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lvt", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(2)
+    return train_toy_checkpoint(tmp_path_factory.mktemp("model") / "toy.pt")
+
+
+def test_segment_end_to_end_and_evaluate(
+    toy_model: Path, tmp_path: Path, lvt_env: Path, monkeypatch, capsys
+) -> None:
+    ct, truth = toy_scan(center_mm=(4.0, -6.0, 10.0), spacing=(1.5, 1.5, 2.5), size=(64, 64, 36))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nrrd"))
+    sitk.WriteImage(truth, str(tmp_path / "ref.nii.gz"))
+    code, out, err = run_lvt(
+        ["segment", "-i", str(tmp_path / "ct.nrrd"), "-o", str(tmp_path / "out"),
+         "--model", str(toy_model), "--device", "cpu", "--json"],
+        monkeypatch, capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    labels = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
+    assert labels.GetSize() == ct.GetSize()
+    assert np.allclose(labels.GetOrigin(), ct.GetOrigin())
+    assert np.allclose(labels.GetSpacing(), ct.GetSpacing())
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["volumes_ml"] == summary["volumes_ml"]
+    true_liver_ml = (sitk.GetArrayFromImage(truth) > 0).sum() * 1.5 * 1.5 * 2.5 / 1000
+    assert summary["volumes_ml"]["liver_total"] == pytest.approx(true_liver_ml, rel=0.25)
+    assert summary["volumes_ml"]["liver_functional"] <= summary["volumes_ml"]["liver_total"]
+    assert summary["tta"] is False and summary["runtime_s"]["total_s"] > 0
+    assert isinstance(summary["lesions"], list) and summary["n_lesions"] == len(summary["lesions"])
+    assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
+
+    code, out, err = run_lvt(
+        ["evaluate", "--pred", str(tmp_path / "out" / "labels.nii.gz"),
+         "--ref", str(tmp_path / "ref.nii.gz"), "--json", "--csv", str(tmp_path / "m.csv")],
+        monkeypatch, capsys,
+    )
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert set(metrics) >= {"liver", "vessel", "tumor", "lesion_sensitivity", "lesion_precision"}
+    assert metrics["liver"]["dsc"] > 0.8 and set(metrics["liver"]) >= {"dsc", "nsd", "precision", "recall"}
+    assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("case,liver_dsc")
+
+
+def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, capsys) -> None:
+    _, ref = toy_scan()
+    arr = sitk.GetArrayFromImage(ref)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    for name, shift in (("a", 0), ("b", 2)):
+        pred = sitk.GetImageFromArray(np.roll(arr, shift, axis=2))
+        pred.CopyInformation(ref)
+        sitk.WriteImage(pred, str(tmp_path / "pred" / f"{name}.nii.gz"))
+        sitk.WriteImage(ref, str(tmp_path / "ref" / f"{name}.nii.gz"))
+    code, out, err = run_lvt(
+        ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--json"],
+        monkeypatch, capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n_cases"] == 2 and [c["case"] for c in doc["cases"]] == ["a", "b"]
+    assert doc["cases"][0]["liver"]["dsc"] == 1.0 and doc["cases"][1]["liver"]["dsc"] < 1.0
+    assert doc["liver"]["dsc"] == pytest.approx(np.mean([c["liver"]["dsc"] for c in doc["cases"]]))
+
+
+def test_segment_real_dicom_series(toy_model: Path, real_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A real DICOM series folder goes through: labels land on the series' own grid."""
+    series = real_data / "dcmqi-ct-3slice"
+    code, out, err = run_lvt(
+        ["segment", "-i", str(series), "-o", str(tmp_path / "o"), "--model", str(toy_model), "--json"],
+        monkeypatch, capsys,
+    )
+    assert code == 0, err
+    labels = sitk.ReadImage(str(tmp_path / "o" / "labels.nii.gz"))
+    assert list(labels.GetSize()) == json.loads(out)["size"] == [512, 512, 3]
+
+
+@pytest.mark.parametrize("kind", ["text", "2d", "nan"])
+def test_segment_bad_input_names_the_file(kind: str, toy_model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    if kind == "text":
+        path = tmp_path / "notes.nii.gz"
+        path.write_text("not an image")
+    elif kind == "2d":
+        path = tmp_path / "slice.nrrd"
+        sitk.WriteImage(sitk.Image(16, 16, sitk.sitkInt16), str(path))
+    else:
+        path = tmp_path / "nan.nrrd"  # NIfTI I/O turns NaN into 0
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 8), np.nan, np.float32)), str(path))
+    code, out, err = run_lvt(
+        ["segment", "-i", str(path), "-o", str(tmp_path / "o"), "--model", str(toy_model)],
+        monkeypatch, capsys,
+    )
+    assert code == 1
+    assert path.name in err and out == ""
+    assert not (tmp_path / "o" / "labels.nii.gz").exists()
+
+
+def test_segment_missing_model_says_how_to_train(tmp_path: Path, lvt_env, monkeypatch, capsys) -> None:
+    ct, _ = toy_scan()
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    monkeypatch.setenv("LVT_MODEL_PATH", str(tmp_path / "absent.pt"))
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    code, _, err = run_lvt(["segment", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "o")], monkeypatch, capsys)
+    assert code == 1
+    assert "absent.pt" in err and "lvt train" in err

@@ -1,0 +1,191 @@
+"""The store: migrations, constraints, content-addressed storage and queries, on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from db import migrate, queries, storage
+from db.engine import get_engine, session_scope
+from db.models import (
+    Base,
+    Lesion,
+    LesionTrack,
+    LesionTrackMember,
+    Model,
+    Patient,
+    Segmentation,
+    Series,
+    Study,
+    User,
+)
+
+
+def _series(study: Study, uid: str, phase: str = "portal") -> Series:
+    return Series(
+        study=study,
+        series_instance_uid=uid,
+        phase=phase,
+        spacing_x=0.8,
+        spacing_y=0.8,
+        spacing_z=2.0,
+        size_x=16,
+        size_y=16,
+        size_z=6,
+        image_path=f"ab/{uid}.nii.gz",
+        content_hash=uid.ljust(64, "0"),
+    )
+
+
+def test_migrations_upgrade_downgrade_upgrade(db_url: str) -> None:
+    expected = set(Base.metadata.tables)
+    assert migrate.upgrade(db_url) == migrate.head()
+    assert expected <= set(inspect(get_engine(db_url)).get_table_names())
+    assert migrate.downgrade(db_url, "base") is None
+    assert set(inspect(get_engine(db_url)).get_table_names()) <= {"alembic_version"}
+    assert migrate.upgrade(db_url) == migrate.head()
+    assert expected <= set(inspect(get_engine(db_url)).get_table_names())
+
+
+def test_schema_matches_models(migrated_db: str) -> None:
+    """Autogenerate finds nothing to change: the revision and the models agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(migrated_db).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_sqlite_runs_wal_with_foreign_keys(migrated_db: str) -> None:
+    engine = get_engine(migrated_db)
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_foreign_keys_and_unique_constraints_are_enforced(migrated_db: str) -> None:
+    with pytest.raises(IntegrityError), session_scope(migrated_db) as s:
+        s.add(Study(patient_id=9999, study_instance_uid="1.2.3"))
+    with session_scope(migrated_db) as s:
+        patient = Patient(pseudo_id="P-1")
+        study = Study(patient=patient, study_instance_uid="1.2", study_date=dt.date(2024, 1, 2))
+        series = _series(study, "1.2.1")
+        model = Model(name="lvt", version="1", checksum="c" * 64)
+        s.add_all([patient, study, series, model])
+        s.flush()
+        s.add(Segmentation(series_id=series.id, model_id=model.id, status="done"))
+    with pytest.raises(IntegrityError), session_scope(migrated_db) as s:
+        series_id = s.scalar(select(Series.id))
+        model_id = s.scalar(select(Model.id))
+        s.add(Segmentation(series_id=series_id, model_id=model_id))
+    with pytest.raises(IntegrityError), session_scope(migrated_db) as s:
+        s.add(
+            Segmentation(
+                series_id=s.scalar(select(Series.id)),
+                model_id=s.scalar(select(Model.id)),
+                status="bogus",
+            )
+        )
+    with pytest.raises(IntegrityError), session_scope(migrated_db) as s:
+        s.add(User(username="a", password_hash="x", role="superuser"))
+
+
+def test_delete_patient_cascades_to_lesions_and_tracks(migrated_db: str) -> None:
+    with session_scope(migrated_db) as s:
+        patient = Patient(pseudo_id="P-2")
+        study = Study(patient=patient, study_instance_uid="9.1")
+        series = _series(study, "9.1.1")
+        model = Model(name="lvt", version="2", checksum="d" * 64)
+        s.add_all([patient, study, series, model])
+        s.flush()
+        seg = Segmentation(series_id=series.id, model_id=model.id, status="done")
+        s.add(seg)
+        s.flush()
+        lesion = Lesion(
+            segmentation_id=seg.id,
+            lesion_index=1,
+            voxels=10,
+            volume_ml=0.1,
+            longest_axial_diameter_mm=5.0,
+            centroid_x=1,
+            centroid_y=2,
+            centroid_z=3,
+        )
+        track = LesionTrack(patient_id=patient.id, model_id=model.id, track_number=1)
+        s.add_all([lesion, track])
+        s.flush()
+        s.add(LesionTrackMember(track_id=track.id, lesion_id=lesion.id, study_id=study.id))
+    with session_scope(migrated_db) as s:
+        s.execute(text("DELETE FROM patients"))
+    with session_scope(migrated_db) as s:
+        for table in (
+            "studies",
+            "series",
+            "segmentations",
+            "lesions",
+            "lesion_tracks",
+            "lesion_track_members",
+        ):
+            assert s.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+        assert s.execute(text("SELECT count(*) FROM models")).scalar() == 1
+
+
+def test_queries_patient_list_and_timeline(migrated_db: str) -> None:
+    with session_scope(migrated_db) as s:
+        for p in range(3):
+            patient = Patient(pseudo_id=f"P-{p}")
+            for k in range(p + 1):
+                study = Study(
+                    patient=patient,
+                    study_instance_uid=f"1.{p}.{k}",
+                    study_date=dt.date(2020 + k, 1, 1),
+                )
+                _series(study, f"1.{p}.{k}.1", "arterial")
+                _series(study, f"1.{p}.{k}.2", "portal")
+                s.add(study)
+        s.add(Patient(pseudo_id="P-empty"))
+    with session_scope(migrated_db) as s:
+        rows = {r.pseudo_id: r for r in queries.list_patients(s)}
+        timeline = queries.patient_timeline(s, "P-2")
+        assert queries.patient_timeline(s, "P-unknown") is None
+        empty = queries.patient_timeline(s, "P-empty")
+    assert rows["P-2"].studies == 3 and rows["P-2"].series == 6
+    assert rows["P-2"].last_study_date == dt.date(2022, 1, 1)
+    assert rows["P-2"].first_study_date == dt.date(2020, 1, 1)
+    assert rows["P-empty"].studies == 0 and rows["P-empty"].last_study_date is None
+    assert timeline is not None
+    assert [st.study_date.year for st in timeline.studies if st.study_date] == [2020, 2021, 2022]
+    assert [x.phase for x in timeline.studies[0].series] == ["arterial", "portal"]
+    assert empty is not None and empty.studies == []
+
+
+def _image(seed: int = 0) -> sitk.Image:
+    arr = np.random.default_rng(seed).integers(-1000, 1000, size=(4, 5, 6), dtype=np.int16)
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.7, 0.7, 2.5))
+    image.SetOrigin((1.0, 2.0, 3.0))
+    return image
+
+
+def test_store_image_is_content_addressed_and_atomic(tmp_path: Path) -> None:
+    image = _image()
+    rel, sha = storage.store_image(image, tmp_path)
+    assert rel == f"{sha[:2]}/{sha}.nii.gz"
+    stored = sitk.ReadImage(str(tmp_path / rel))
+    assert storage.image_hash(stored) == sha  # hash of voxels + geometry survives the round trip
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), sitk.GetArrayFromImage(image))
+    assert storage.store_image(image, tmp_path) == (rel, sha)  # idempotent
+    moved = _image()
+    moved.SetOrigin((1.0, 2.0, 4.0))
+    assert storage.image_hash(moved) != sha  # geometry is part of the address
+    assert storage.image_hash(_image(seed=1)) != sha
+    assert not list((tmp_path / ".staging").iterdir())  # no temp files left behind

@@ -1,0 +1,96 @@
+"""RECIST 1.1 and volumetric response: rules at and around their thresholds, and on tracks."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from test_lesions import Anatomy, Ellipsoid, render_scan
+
+from lvt_core.agreement import RadiologistMeasurement
+from lvt_core.response import (
+    RecistConfig,
+    recist_from_measurements,
+    recist_from_tracks,
+    recist_response,
+    select_targets,
+    volumetric_response,
+)
+from lvt_core.tracking import TimepointInput, track_lesions
+
+
+def responses(diameters, new=None) -> list[str]:
+    return [a.response for a in recist_response(diameters, new)]
+
+
+def test_target_selection_keeps_two_largest_measurable() -> None:
+    assert select_targets({"a": 9.9, "b": 25.0, "c": 12.0, "d": 30.0}) == ["d", "b"]
+    assert select_targets({"a": 9.9}) == []
+    assert select_targets({"a": 11.0, "b": 15.0, "c": 20.0}, RecistConfig(max_targets=3)) == ["c", "b", "a"]
+
+
+def test_categories_at_the_thresholds() -> None:
+    # Baseline sum 50 mm.
+    assert responses([[30, 20], [21, 14]]) == ["BL", "PR"]  # 35 mm = -30 %
+    assert responses([[30, 20], [21.5, 14]]) == ["BL", "SD"]  # -29 %
+    assert responses([[30, 20], [0, 0]]) == ["BL", "CR"]
+    assert responses([[30, 20], [36, 24]]) == ["BL", "PD"]  # +20 % and +10 mm
+    assert responses([[30, 20], [35.9, 24]]) == ["BL", "SD"]  # +19.8 %
+    assert responses([[30, 20], [30, 20]], [False, True]) == ["BL", "PD"]  # new lesion
+
+
+def test_progression_is_measured_from_the_nadir() -> None:
+    # 50 -> 20 (PR) -> 25: +25 % over the nadir and +5 mm -> PD, although below baseline.
+    result = recist_response([[30, 20], [12, 8], [15, 10]])
+    assert [a.response for a in result] == ["BL", "PR", "PD"]
+    assert result[2].nadir == 20.0 and result[2].change_from_nadir_pct == pytest.approx(25.0)
+    # Small lesions: +50 % but only +3 mm -> not PD.
+    assert responses([[12], [6], [9]]) == ["BL", "PR", "SD"]
+    # No measurable disease at baseline.
+    assert responses([[], []]) == ["NE", "NE"]
+    assert responses([[], []], [False, True]) == ["NE", "PD"]
+
+
+def test_volumetric_response() -> None:
+    result = volumetric_response([10.0, 3.4, 3.5, 6.1, 0.0])
+    assert [a.response for a in result] == ["BL", "PR", "PR", "PD", "CR"]
+    assert result[3].change_from_nadir_pct == pytest.approx((6.1 - 3.4) / 3.4 * 100)
+
+
+def test_response_on_model_tracks() -> None:
+    big = Ellipsoid((-20.0, -10.0, 0.0), (10.0, 8.0, 8.0))  # 20 mm
+    mid = Ellipsoid((30.0, -20.0, 10.0), (7.0, 6.0, 6.0))  # 14 mm
+    small = Ellipsoid((0.0, 20.0, -10.0), (4.0, 4.0, 4.0))  # 8 mm: not a target
+    studies = [
+        (big, mid, small),
+        (Ellipsoid(big.center, (6.0, 5.0, 5.0)), Ellipsoid(mid.center, (4.0, 4.0, 4.0)), small),
+        (Ellipsoid(big.center, (9.0, 7.0, 7.0)), Ellipsoid(mid.center, (5.0, 5.0, 5.0)), small,
+         Ellipsoid((-35.0, 15.0, 5.0), (4.0, 4.0, 4.0))),
+    ]
+    tps = []
+    for lesions in studies:
+        labels, _, _ = render_scan(Anatomy(lesions=lesions), spacing=(1.5, 1.5, 2.0))
+        tps.append(TimepointInput.from_labels(labels, min_voxels=5))
+    report = recist_from_tracks(track_lesions(tps))
+    sums = [a["value"] for a in report["recist"]]
+    assert sums[0] == pytest.approx(34.0, abs=3.0)
+    assert len(report["targets"]) == 2
+    assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PD"]
+    assert report["new_lesions"] == [False, False, True]
+    assert [a["response"] for a in report["volumetric"]][:2] == ["BL", "PR"]
+
+
+def test_response_on_radiologist_measurements() -> None:
+    def m(study, day, label, d, new=False):
+        return RadiologistMeasurement("p1", study, date(2020, 1, day), d, lesion=label, new_lesion=new)
+
+    records = [
+        m("s2", 20, "T1", 14.0),  # given out of order on purpose
+        m("s1", 1, "T1", 22.0), m("s1", 1, "T2", 18.0), m("s1", 1, "T3", 8.0),
+        m("s3", 28, "T1", 20.0), m("s3", 28, "T2", 15.0), m("s3", 28, "N1", 6.0, new=True),
+    ]
+    report = recist_from_measurements(records)
+    assert report["studies"] == ["s1", "s2", "s3"]
+    assert report["targets"] == ["T1", "T2"]
+    assert report["target_diameters_mm"] == [[22.0, 18.0], [14.0, 0.0], [20.0, 15.0]]
+    assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PD"]

@@ -1,0 +1,66 @@
+"""Volumetry across phases: exact volumes and residuals on constructed label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.volumetry import liver_volumes_ml, volumetry
+
+
+def _labels(liver: int, vessel: int, tumor: int, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
+    """A label map with exactly these voxel counts (plus background)."""
+    flat = np.zeros(40 * 40 * 40, dtype=np.uint8)
+    flat[:liver] = LIVER
+    flat[liver : liver + vessel] = VESSEL
+    flat[liver + vessel : liver + vessel + tumor] = TUMOR
+    image = sitk.GetImageFromArray(flat.reshape(40, 40, 40))
+    image.SetSpacing(spacing)
+    return image
+
+
+def test_total_and_functional_volumes_are_exact() -> None:
+    total, functional = liver_volumes_ml(_labels(10_000, 500, 250, spacing=(0.5, 0.8, 2.5)))
+    voxel_ml = 0.5 * 0.8 * 2.5 / 1000
+    assert total == pytest.approx(10_750 * voxel_ml, rel=1e-12)
+    assert functional == pytest.approx(10_500 * voxel_ml, rel=1e-12)
+
+
+def test_residuals_are_exact_and_flag_follows_threshold() -> None:
+    counts = [(20_000, 1_000, 500), (20_400, 1_000, 500), (19_700, 1_000, 300)]
+    result = volumetry([_labels(*c) for c in counts], threshold_pct=1.0, names=["art", "ven", "late"])
+    totals = np.array([sum(c) for c in counts], dtype=float) * 2.0 / 1000
+    functional = np.array([c[0] + c[1] for c in counts], dtype=float) * 2.0 / 1000
+    expected = (totals - totals.mean()) / totals.mean() * 100
+    np.testing.assert_allclose(result.deviation_pct, expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        result.functional_deviation_pct, (functional - functional.mean()) / functional.mean() * 100, rtol=1e-12
+    )
+    doc = result.to_document()
+    assert doc["mean_ml"] == pytest.approx(totals.mean())
+    assert doc["max_abs_deviation_pct"] == pytest.approx(np.abs(expected).max())
+    assert doc["flags"] == [bool(abs(d) > 1.0) for d in expected]
+    assert doc["flag"] is True and doc["threshold_pct"] == 1.0
+    assert doc["warnings"] == []
+    for key in ("volumes_ml", "functional_volumes_ml", "mean_ml", "deviation_pct",
+                "max_abs_deviation_pct", "threshold_pct", "flag"):
+        assert key in doc
+    assert volumetry([_labels(*c) for c in counts], threshold_pct=5.0).flag is False
+
+
+def test_different_slice_thickness_warns() -> None:
+    a = _labels(10_000, 0, 0, spacing=(1.0, 1.0, 1.0))
+    b = _labels(2_000, 0, 0, spacing=(1.0, 1.0, 5.0))
+    result = volumetry([a, b], names=["arterial", "venous"])
+    assert result.deviation_pct == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert len(result.warnings) == 1 and "arterial: 1 mm" in result.warnings[0]
+    assert "venous: 5 mm" in result.warnings[0]
+
+
+def test_needs_two_phases_with_a_liver() -> None:
+    with pytest.raises(ValueError, match="two or more"):
+        volumetry([_labels(100, 0, 0)])
+    with pytest.raises(ValueError, match="no liver"):
+        volumetry([_labels(100, 0, 0), _labels(0, 0, 0)], names=["a", "b"])

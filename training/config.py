@@ -1,0 +1,112 @@
+"""Training configuration: a YAML file validated by pydantic, with clear errors naming keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lvt_core.labels import CHANNELS
+
+Mode = Literal["ML", "MLx", "MC"]
+
+
+class ConfigError(ValueError):
+    """A config file that is missing, unreadable or invalid; names the file and the key."""
+
+
+class DatasetSpec(BaseModel):
+    """One training source: a registered source name, its folder and its sampling weight."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    path: Path
+    weight: float = Field(1.0, ge=0)
+    optional: bool = False  # skip (with a warning) when the folder is absent
+    options: dict[str, Any] = Field(default_factory=dict)
+    generate: dict[str, Any] | None = None  # phantom cohort parameters when path is empty
+
+
+class OptimizerSpec(BaseModel):
+    """AdamW with linear warm-up and cosine decay, or SGD Nesterov with poly decay."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["adamw", "sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(3e-5, ge=0)
+    momentum: float = 0.99
+    warmup_steps: int = Field(0, ge=0)
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; stored with the run and in the checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "lvt"
+    version: str = "0.1.0"
+    mode: Mode = "ML"
+    seed: int = 0
+    output_dir: Path = Path("runs/lvt")
+    cache_dir: Path | None = None
+    datasets: list[DatasetSpec]
+    spacing_mm: list[float] = Field(default_factory=lambda: [1.5, 1.5, 1.5])
+    patch_size: list[int] = Field(default_factory=lambda: [96, 96, 96])  # x, y, z
+    batch_size: int = Field(2, ge=1)
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
+    checkpoint_every: int = Field(25, ge=1)
+    network: dict[str, Any] = Field(default_factory=dict)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    window: dict[str, float] | None = None
+    domain_randomization: float = Field(1.0, ge=0)
+    augment: bool = True
+    fold: int = -1
+    n_folds: int = 5
+    max_val_cases: int = 8
+    val_overlap: float = 0.25
+    fp16_checkpoint: bool = True
+    num_threads: int | None = None
+    tensorboard: bool = False
+
+    @field_validator("spacing_mm", "patch_size")
+    @classmethod
+    def _three(cls, value: list) -> list:
+        if len(value) != 3:
+            raise ValueError("needs three values (x, y, z)")
+        return value
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def out_channels(self) -> int:
+        return len(CHANNELS) + 1 if self.mode == "MC" else len(CHANNELS)
+
+    @property
+    def label_space(self) -> str:
+        return "multiclass" if self.mode == "MC" else "multilabel"
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read and validate a YAML config; ``overrides`` replace top-level keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s))") from None

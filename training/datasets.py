@@ -1,0 +1,200 @@
+"""The registry of training sources and the cases they contribute (paper Table A.1).
+
+A *source* is a kind of dataset (LiTS, MSD HepaticVessel, 3D-IRCADb, the synthetic cohort,
+a user's own folder...). It declares which classes it annotates; that gives the per-class
+loss weights ``w`` of Eq. 1 and the voxel mask of Eq. 2. An *importer* reads one source's
+real on-disk layout and returns :class:`Case` records; a case loads as an image plus an
+exclusive LVT label map (0 background, 1 liver, 2 vessel, 3 tumor), whatever the source's
+own label values were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from lvt_core.imageio import read_image
+from lvt_core.labels import CHANNELS, LIVER, TUMOR, VESSEL, class_weights
+
+
+class DatasetError(ValueError):
+    """A source folder that does not look like its declared layout; names the path."""
+
+
+@dataclass(frozen=True)
+class MaskPart:
+    """One binary mask (a file or a DICOM folder) that becomes ``value`` where it is non-zero."""
+
+    path: Path
+    value: int
+    inside_liver: bool = False  # vessels of 3D-IRCADb count only inside the liver
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training image with its labels, in the source's own files.
+
+    Labels come either from one label file whose values map through ``mapping`` (source
+    value → LVT value; values not listed become background) or from binary ``masks``
+    composed with the priority tumor > vessel > liver.
+    """
+
+    case_id: str
+    source: str
+    annotated: tuple[str, ...]
+    image: Path
+    labels: Path | None = None
+    mapping: Mapping[int, int] = field(default_factory=dict)
+    masks: tuple[MaskPart, ...] = ()
+    group: str = ""  # cases of one patient share a group, so splits never separate them
+
+    @property
+    def split_group(self) -> str:
+        """The unit cross-validation splits keep together (the patient when known)."""
+        return self.group or self.case_id
+
+    @property
+    def class_weights(self) -> np.ndarray:
+        """Loss weights ``w`` (liver, vessel, tumor) of this case's source."""
+        return class_weights(self.annotated)
+
+    def fingerprint(self) -> str:
+        """Identity of the inputs (paths, sizes, times, mapping) for the preprocessing cache."""
+        parts = [self.source, self.case_id, ",".join(self.annotated), repr(sorted(self.mapping.items()))]
+        files = [self.image] + ([self.labels] if self.labels else []) + [m.path for m in self.masks]
+        for path in files:
+            stat = path.stat()
+            parts.append(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
+        parts.extend(f"{m.value}:{m.inside_liver}" for m in self.masks)
+        return "|".join(parts)
+
+    def load(self) -> tuple[sitk.Image, sitk.Image]:
+        """The image (as stored) and its exclusive LVT label map (uint8, image geometry)."""
+        image = read_image(self.image)
+        if self.labels is not None:
+            raw = read_image(self.labels)
+            array = sitk.GetArrayFromImage(raw)
+            out = np.zeros(array.shape, dtype=np.uint8)
+            for src, dst in self.mapping.items():
+                out[array == src] = dst
+            label = _on_image_grid(out, raw, image, self.labels)
+        elif self.masks:
+            label = _compose_masks(self.masks, image)
+        else:
+            raise DatasetError(f"{self.case_id}: case has neither a label file nor masks")
+        return image, label
+
+
+def _on_image_grid(array: np.ndarray, ref: sitk.Image, image: sitk.Image, path: Path) -> sitk.Image:
+    """Wrap a label array; resample it onto the image grid when the geometry differs."""
+    label = sitk.GetImageFromArray(array)
+    label.CopyInformation(ref)
+    if label.GetSize() == image.GetSize() and np.allclose(
+        label.GetSpacing(), image.GetSpacing(), rtol=1e-3
+    ) and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2):
+        label.CopyInformation(image)
+        return label
+    if label.GetSize() == image.GetSize():
+        # same voxel grid written with slightly different header: trust the image's header
+        label.CopyInformation(image)
+        return label
+    try:
+        return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    except RuntimeError as exc:
+        raise DatasetError(f"{path}: labels do not fit the image grid ({exc})") from None
+
+
+def _compose_masks(masks: Sequence[MaskPart], image: sitk.Image) -> sitk.Image:
+    """Exclusive label map from binary masks: liver first, then vessels, then tumors."""
+    shape = sitk.GetArrayViewFromImage(image).shape
+    out = np.zeros(shape, dtype=np.uint8)
+    loaded = []
+    for part in masks:
+        raw = read_image(part.path)
+        array = sitk.GetArrayFromImage(raw) > 0
+        if array.shape != shape:
+            resampled = _on_image_grid(array.astype(np.uint8), raw, image, part.path)
+            array = sitk.GetArrayFromImage(resampled) > 0
+        loaded.append((part, array))
+    liver = np.zeros(shape, dtype=bool)
+    for part, array in loaded:
+        if part.value == LIVER:
+            liver |= array
+    for value in (LIVER, VESSEL, TUMOR):
+        for part, array in loaded:
+            if part.value == value:
+                out[array & liver if part.inside_liver else array] = value
+    label = sitk.GetImageFromArray(out)
+    label.CopyInformation(image)
+    return label
+
+
+Importer = Callable[..., list[Case]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered kind of training data: what it annotates and how to import it."""
+
+    name: str
+    annotated: tuple[str, ...]
+    importer: Importer
+    description: str
+    layout: str
+
+    @property
+    def class_weights(self) -> np.ndarray:
+        """Per-class loss weights ``w`` (Table A.1)."""
+        return class_weights(self.annotated)
+
+    def load(self, path: str | Path, **options: Any) -> list[Case]:
+        """Import the cases found at ``path`` (options go to the importer)."""
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: {self.name} folder not found")
+        cases = self.importer(path, **options)
+        if not cases:
+            raise DatasetError(f"{path}: no {self.name} cases found (expected {self.layout})")
+        return cases
+
+
+_REGISTRY: dict[str, Source] = {}
+
+
+def register_source(source: Source) -> Source:
+    """Add ``source`` to the registry (a later registration of the same name replaces it)."""
+    unknown = [name for name in source.annotated if name not in CHANNELS]
+    if unknown:
+        raise ValueError(f"source {source.name}: unknown classes {unknown}")
+    _REGISTRY[source.name] = source
+    return source
+
+
+def get_source(name: str) -> Source:
+    """The registered source called ``name``; a clear error lists the known names."""
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset source {name!r}; known: {sorted(_REGISTRY)}") from None
+
+
+def list_sources() -> list[Source]:
+    """Every registered source, in registration order."""
+    _ensure_builtin()
+    return list(_REGISTRY.values())
+
+
+def load_cases(name: str, path: str | Path, **options: Any) -> list[Case]:
+    """Import the cases of the source ``name`` found at ``path``."""
+    return get_source(name).load(path, **options)
+
+
+def _ensure_builtin() -> None:
+    if not _REGISTRY:
+        import training.importers  # noqa: F401 - registers the built-in sources

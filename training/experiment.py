@@ -1,0 +1,260 @@
+"""The partial-label ablation of paper Sections 4.1–4.2 on the synthetic cohort.
+
+One fully labelled cohort is split by patient into five equal parts: test, full supervision
+(FS), tumor-only, vessel-only and liver-only (whole-organ liver masks, no cutouts). Each of
+MC, MLx and ML trains under three settings — 25 % FS alone, 25 % FS + the partial parts
+(PS), and 100 % FS (the partial parts with their full labels) — for several seeds, and is
+scored on the test part: DSC, voxel precision and recall per class, lesion sensitivity.
+Results go to ``results.csv`` (one row per run), ``table.md``/``table.csv`` (mean ± std
+over seeds, shaped like the paper's Tables 1–2) and ``dsc.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from lvt_core.labels import LIVER, TUMOR, VESSEL
+from training.config import DatasetSpec, OptimizerSpec, TrainConfig
+from training.datasets import Case, load_cases
+from training.preprocess import preprocess
+from training.splits import kfold_groups
+from training.train import predict_array, train
+
+log = logging.getLogger(__name__)
+MODES = ("MC", "MLx", "ML")
+SETTINGS = ("25% FS", "25% FS + PS", "100% FS")
+CLASSES = ("liver", "vessel", "tumor")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How big the experiment is: cohort, network, patches, steps and seeds."""
+
+    patients: int
+    phantom_size: str
+    spacing_mm: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    filters: tuple[int, ...]
+    steps: int
+    batch_size: int
+    seeds: tuple[int, ...]
+
+
+BUDGETS: dict[str, Budget] = {
+    # seconds: the end-to-end test of the pipeline, numbers meaningless
+    "tiny": Budget(5, "tiny", (4.0, 4.0, 4.0), (32, 32, 32), (4, 8, 16), 2, 1, (0,)),
+    # ≤ 60 min on 2 CPU cores: 3 modes × 3 settings × 3 seeds = 27 runs
+    "small": Budget(20, "tiny", (3.0, 3.0, 3.0), (48, 48, 48), (8, 16, 32, 64), 120, 2, (0, 1, 2)),
+    # GPU-sized: closer to the paper
+    "full": Budget(40, "demo", (1.5, 1.5, 1.5), (96, 96, 96), (32, 64, 128, 256), 3000, 2, (0, 1, 2)),
+}
+
+_ONLY: dict[str, tuple[tuple[str, ...], dict[int, int]]] = {
+    "tumor": (("tumor",), {TUMOR: TUMOR}),
+    "vessel": (("vessel",), {VESSEL: VESSEL}),
+    "liver": (("liver",), {LIVER: LIVER, VESSEL: LIVER, TUMOR: LIVER}),  # no cutouts
+}
+
+
+def partial_case(case: Case, only: str) -> Case:
+    """``case`` annotated for one class: tumor-only, vessel-only, or liver-only (whole organ)."""
+    annotated, mapping = _ONLY[only]
+    return replace(case, case_id=f"{case.case_id}_{only}only", source=f"PS_{only}",
+                   annotated=annotated, mapping=mapping)
+
+
+def split_parts(cases: list[Case], seed: int) -> dict[str, list[Case]]:
+    """Five patient-disjoint parts: test, fs, tumor, vessel, liver (the last three partial)."""
+    folds = kfold_groups([c.split_group for c in cases], 5, seed)
+    names = ("test", "fs", "tumor", "vessel", "liver")
+    parts = {name: [c for c in cases if c.split_group in set(fold)] for name, fold in zip(names, folds, strict=True)}
+    empty = [name for name, part in parts.items() if not part]
+    if empty:
+        raise ValueError(f"the cohort has too few patients for five parts (empty: {empty})")
+    return parts
+
+
+def training_set(parts: dict[str, list[Case]], setting: str) -> list[Case]:
+    """The training cases of one setting."""
+    if setting == "25% FS":
+        return list(parts["fs"])
+    if setting == "25% FS + PS":
+        return list(parts["fs"]) + [partial_case(c, only) for only in ("tumor", "vessel", "liver")
+                                    for c in parts[only]]
+    return list(parts["fs"]) + parts["tumor"] + parts["vessel"] + parts["liver"]
+
+
+def run_config(budget: Budget, mode: str, seed: int, out: Path, cache: Path) -> TrainConfig:
+    """The training config of one run (AdamW + cosine warm-up, residual + batch norm)."""
+    return TrainConfig(
+        name=f"ablation-{mode}", mode=mode, seed=seed, output_dir=out, cache_dir=cache,
+        datasets=[DatasetSpec(source="synthetic", path=out)],
+        spacing_mm=list(budget.spacing_mm), patch_size=list(budget.patch_size),
+        batch_size=budget.batch_size, epochs=1, steps_per_epoch=budget.steps,
+        checkpoint_every=max(1, budget.steps), fp16_checkpoint=False,
+        network={"variant": "residual_bn", "filters": list(budget.filters), "deep_supr_num": 1},
+        optimizer=OptimizerSpec(name="adamw", lr=3e-3, weight_decay=1e-4,
+                                warmup_steps=max(1, budget.steps // 10)),
+    )
+
+
+def evaluate_run(config: TrainConfig, model: Any, test: list[Case]) -> dict[str, float]:
+    """Mean metrics over the test cases at training spacing."""
+    import torch
+
+    from lvt_core.metrics import evaluate_pair, mean_metrics
+
+    results = []
+    for case in test:
+        prepared = preprocess(case, tuple(config.spacing_mm), config.cache_dir)
+        pred = predict_array(model, config, prepared.image, torch.device("cpu"))
+        ref = sitk.GetImageFromArray(np.asarray(prepared.labels))
+        ref.SetSpacing(tuple(config.spacing_mm))
+        pred_image = sitk.GetImageFromArray(pred)
+        pred_image.CopyInformation(ref)
+        results.append(evaluate_pair(pred_image, ref))
+    mean = mean_metrics(results)
+    row: dict[str, float] = {}
+    for name in CLASSES:
+        for key in ("dsc", "precision", "recall"):
+            row[f"{key}_{name}"] = mean[name][key]
+    row["lesion_sensitivity"] = mean["lesion_sensitivity"]
+    return row
+
+
+def run_experiment(
+    out: str | Path, budget: str = "small", cohort: str | Path | None = None,
+    seeds: tuple[int, ...] | None = None, on_run: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every mode × setting × seed; write the tables and the plot into ``out``."""
+    import torch
+
+    from lvt_core.network import build_network
+
+    spec = BUDGETS[budget]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cohort_dir = Path(cohort) if cohort else out / "cohort"
+    if not (cohort_dir / "manifest.csv").is_file():
+        from lvt_core.phantom import CohortConfig, generate_cohort
+
+        generate_cohort(cohort_dir, CohortConfig(patients=spec.patients, timepoints=1, phases=1,
+                                                  size=spec.phantom_size, seed=12345))
+    cases = load_cases("synthetic", cohort_dir)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for seed in seeds or spec.seeds:
+        parts = split_parts(cases, seed)
+        for setting in SETTINGS:
+            for mode in MODES:
+                run_dir = out / "runs" / f"seed{seed}" / setting.replace("%", "pct").replace(" ", "").replace("+", "_") / mode
+                config = run_config(spec, mode, seed, run_dir, out / "cache")
+                t0 = time.perf_counter()
+                result = train(config, cases=training_set(parts, setting), val_cases=[])
+                from lvt_core.checkpoint import load_checkpoint
+
+                state, meta = load_checkpoint(result.checkpoint)  # type: ignore[arg-type]
+                model = build_network(meta["network"])
+                model.load_state_dict(state)
+                metrics = evaluate_run(config, model, parts["test"])
+                rows.append({"seed": seed, "setting": setting, "mode": mode,
+                             "train_cases": len(training_set(parts, setting)),
+                             "seconds": round(time.perf_counter() - t0, 1), **metrics})
+                write_rows(out / "results.csv", rows)
+                if on_run:
+                    on_run(f"seed {seed} {setting} {mode}")
+                del model
+                torch.set_num_threads(torch.get_num_threads())
+    table = summarize(rows)
+    write_rows(out / "table.csv", table)
+    (out / "table.md").write_text(markdown_table(table, spec, budget, time.perf_counter() - started))
+    plot(table, out / "dsc.png")
+    return {"out": str(out), "runs": len(rows), "budget": budget,
+            "seconds": round(time.perf_counter() - started, 1),
+            "table": str(out / "table.md"), "results": str(out / "results.csv")}
+
+
+METRIC_KEYS = [f"{k}_{c}" for k in ("dsc", "precision", "recall") for c in CLASSES] + ["lesion_sensitivity"]
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds per setting and mode."""
+    table = []
+    for setting in SETTINGS:
+        for mode in MODES:
+            group = [r for r in rows if r["setting"] == setting and r["mode"] == mode]
+            if not group:
+                continue
+            row: dict[str, Any] = {"setting": setting, "mode": mode, "seeds": len(group)}
+            for key in METRIC_KEYS:
+                values = np.array([float(r[key]) for r in group])
+                row[key] = round(float(values.mean()), 4)
+                row[f"{key}_std"] = round(float(values.std()), 4)
+            table.append(row)
+    return table
+
+
+def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, seconds: float) -> str:
+    """Tables 1–2 layout: rows setting × mode, DSC / precision / recall per class, lesions."""
+    head = ["setting", "mode"] + [f"DSC {c[0].upper()}" for c in CLASSES] + \
+        [f"Prec {c[0].upper()}" for c in CLASSES] + [f"Rec {c[0].upper()}" for c in CLASSES] + ["Lesion sens."]
+    lines = [
+        f"# Partial-label ablation (budget `{budget}`)",
+        "",
+        f"{spec.patients} phantom patients, 5 parts; {spec.steps} steps × batch {spec.batch_size}, "
+        f"patch {list(spec.patch_size)} at {list(spec.spacing_mm)} mm, filters {list(spec.filters)}, "
+        f"seeds {list(spec.seeds)}; mean ± std over seeds; total {seconds / 60:.1f} min.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for row in table:
+        cells = [row["setting"], row["mode"]] + [
+            f"{row[k]:.3f} ± {row[k + '_std']:.3f}" for k in METRIC_KEYS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars: DSC per class, one panel per setting, one bar per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(12, 3.5), sharey=True)
+    for ax, setting in zip(axes, SETTINGS, strict=True):
+        rows = [r for r in table if r["setting"] == setting]
+        for i, row in enumerate(rows):
+            x = np.arange(len(CLASSES)) + (i - 1) * 0.27
+            ax.bar(x, [row[f"dsc_{c}"] for c in CLASSES], 0.27, yerr=[row[f"dsc_{c}_std"] for c in CLASSES],
+                   label=row["mode"])
+        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        ax.set_title(setting)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("DSC")
+    axes[-1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """CSV with the union of keys as header."""
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,77 @@
+"""Mixed-source sampling and patch selection, deterministic per training step.
+
+Every draw takes its own ``numpy.random.Generator`` seeded by ``(seed, step, item)``, so a
+run resumed at step ``s`` sees exactly the patches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from lvt_core.labels import CLASS_VALUES
+
+FOREGROUND_PROB = 0.333
+
+
+def step_rng(seed: int, step: int, item: int = 0) -> np.random.Generator:
+    """The generator for one batch item of one step."""
+    return np.random.default_rng([int(seed), int(step), int(item)])
+
+
+class MixedSourceSampler:
+    """Pick a case: first a source by its configured weight, then a case of it uniformly."""
+
+    def __init__(self, sources: Sequence[str], weights: Mapping[str, float] | None = None):
+        self.groups: dict[str, list[int]] = {}
+        for index, source in enumerate(sources):
+            self.groups.setdefault(source, []).append(index)
+        weights = dict(weights or {})
+        raw = np.array([float(weights.get(name, 1.0)) for name in self.groups], dtype=float)
+        if (raw < 0).any() or raw.sum() <= 0:
+            raise ValueError(f"source weights must be >= 0 with a positive sum, got {weights}")
+        self.names = list(self.groups)
+        self.probs = raw / raw.sum()
+
+    def choose(self, rng: np.random.Generator) -> int:
+        """Index (into the ``sources`` list given at construction) of the next case."""
+        group = self.groups[self.names[rng.choice(len(self.names), p=self.probs)]]
+        return int(group[rng.integers(len(group))])
+
+
+def choose_center(
+    labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
+    foreground_prob: float = FOREGROUND_PROB,
+) -> tuple[int, ...]:
+    """nnU-Net-style centre: with ``foreground_prob`` a voxel of a random annotated class
+    present in the case, otherwise a uniformly random voxel."""
+    if rng.random() < foreground_prob:
+        classes = list(annotated)
+        rng.shuffle(classes)
+        for name in classes:
+            coords = np.argwhere(labels == CLASS_VALUES[name]) if labels.size < 4e7 else None
+            if coords is not None and len(coords):
+                return tuple(int(c) for c in coords[rng.integers(len(coords))])
+    return tuple(int(rng.integers(s)) for s in labels.shape)
+
+
+def crop_around(
+    arrays: Sequence[np.ndarray], center: Sequence[int], size: Sequence[int], fill: Sequence[float]
+) -> list[np.ndarray]:
+    """Crop each ``z, y, x`` array to ``size`` around ``center``, padding with ``fill``."""
+    shape = arrays[0].shape
+    starts = [int(c) - s // 2 for c, s in zip(center, size, strict=True)]
+    out = []
+    for array, value in zip(arrays, fill, strict=True):
+        patch = np.full(tuple(size), value, dtype=array.dtype)
+        src, dst = [], []
+        for start, extent, length in zip(starts, size, shape, strict=True):
+            lo, hi = max(start, 0), min(start + extent, length)
+            if hi <= lo:
+                lo = hi = 0
+            src.append(slice(lo, hi))
+            dst.append(slice(lo - start, lo - start + (hi - lo)))
+        patch[tuple(dst)] = array[tuple(src)]
+        out.append(patch)
+    return out

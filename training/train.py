@@ -1,0 +1,408 @@
+"""The partial-label training loop (paper Sections 3 and A.2) for the three set-ups.
+
+- ``ML``: sigmoid, multi-hot targets with the liver hierarchy, class-masked loss (Eq. 1);
+- ``MLx``: sigmoid, one-hot exclusive targets, class-masked loss (Eq. 1);
+- ``MC``: softmax over K+1 classes, voxel-masked loss (Eq. 2).
+
+Each step draws its batch from a generator seeded by ``(seed, step)``, and the training
+state (weights, optimiser, scaler, step, history) is written atomically every
+``checkpoint_every`` steps, so a run killed at any point resumes with ``--resume`` and ends
+at the same step count with the same weights as an uninterrupted run. Each epoch validates
+(Dice per annotated class) and appends to ``metrics.csv``; ``model.pt`` at the end is an
+LVT checkpoint (:mod:`lvt_core.checkpoint`) that :class:`lvt_core.inference.Predictor` loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lvt_core import labels as L
+from lvt_core.checkpoint import default_meta, save_checkpoint
+from lvt_core.losses import DeepSupervisionLoss, bce_dice_loss, ce_dice_loss
+from lvt_core.network import build_network, network_config, patch_divisor
+from lvt_core.transforms import DEFAULT_WINDOW, train_transforms, window_array
+from training.augment import randomize_intensity
+from training.config import TrainConfig
+from training.datasets import Case, DatasetError, load_cases
+from training.preprocess import Prepared, preprocess
+from training.sampling import MixedSourceSampler, choose_center, crop_around, step_rng
+from training.splits import split_cases
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.csv"
+PRECROP_MARGIN = 16  # voxels around the patch so rotation and zoom see real context
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    output_dir: Path
+    checkpoint: Path | None
+    step: int
+    total_steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def gather_cases(config: TrainConfig) -> list[Case]:
+    """Import every configured source (generating phantom cohorts when asked)."""
+    cases: list[Case] = []
+    for spec in config.datasets:
+        path = Path(spec.path)
+        if spec.generate and not (path / "manifest.csv").is_file():
+            from lvt_core.phantom import CohortConfig, generate_cohort
+
+            log.info("generating phantom cohort in %s", path)
+            generate_cohort(path, CohortConfig(**spec.generate))
+        if not path.exists() and spec.optional:
+            log.warning("optional dataset %s not found at %s; skipped", spec.source, path)
+            continue
+        cases.extend(load_cases(spec.source, path, **spec.options))
+    if not cases:
+        raise DatasetError("no training cases: every configured dataset was empty or skipped")
+    return cases
+
+
+def source_weights(config: TrainConfig) -> dict[str, float]:
+    """Sampling weight per source name (the last spec of a source wins)."""
+    return {spec.source: spec.weight for spec in config.datasets}
+
+
+def make_targets(mode: str, labels: np.ndarray, annotated: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Target (and MC voxel mask) of one label array for the training ``mode``."""
+    if mode == "ML":
+        return {"target": L.multi_hot_targets(labels, annotated).astype(np.float32)}
+    if mode == "MLx":
+        return {"target": L.one_hot_exclusive_targets(labels, annotated).astype(np.float32)}
+    return {
+        "target": L.class_index_map(labels, annotated)[None].astype(np.float32),
+        "mask": L.mc_voxel_mask(labels, annotated)[None].astype(np.float32),
+    }
+
+
+class BatchMaker:
+    """Build the batch of one step from the prepared cases, deterministically."""
+
+    def __init__(self, config: TrainConfig, prepared: list[Prepared]):
+        self.config = config
+        self.prepared = prepared
+        self.sampler = MixedSourceSampler([p.source for p in prepared], source_weights(config))
+        self.patch_zyx = list(reversed(config.patch_size))
+        self.window = dict(config.window or DEFAULT_WINDOW)
+        self.transforms = train_transforms(
+            self.patch_zyx, self.window, mask_key="mask" if config.mode == "MC" else None
+        )
+
+    def item(self, step: int, index: int) -> dict[str, np.ndarray]:
+        rng = step_rng(self.config.seed, step, index)
+        case = self.prepared[self.sampler.choose(rng)]
+        center = choose_center(case.labels, case.annotated, rng)
+        size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
+        hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
+        if self.config.augment:
+            hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
+        sample = {"image": hu[None].astype(np.float32), **make_targets(self.config.mode, lab, case.annotated)}
+        weights = L.class_weights(case.annotated)
+        if self.config.augment:
+            self.transforms.set_random_state(seed=int(rng.integers(2**31)))
+            out = self.transforms(sample)
+            sample = out[0] if isinstance(out, list) else out
+            sample = {k: np.asarray(v) for k, v in sample.items()}
+        else:
+            start = [(s - p) // 2 for s, p in zip(lab.shape, self.patch_zyx, strict=True)]
+            box = tuple(slice(a, a + p) for a, p in zip(start, self.patch_zyx, strict=True))
+            sample = {k: v[(slice(None), *box)] for k, v in sample.items()}
+            sample["image"] = window_array(sample["image"], self.window["level"], self.window["width"])
+        sample["weights"] = weights
+        return sample
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        items = [self.item(step, i) for i in range(self.config.batch_size)]
+        return {k: torch.from_numpy(np.stack([np.asarray(it[k]) for it in items])).float() for k in items[0]}
+
+
+# -- optimisation ----------------------------------------------------------------------------
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> tuple[
+    torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR
+]:
+    """AdamW + warm-up/cosine (ablation) or SGD Nesterov + poly (final recipe)."""
+    spec, total = config.optimizer, config.total_steps
+    if spec.name == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay
+        )
+
+        def factor(step: int) -> float:
+            if step < spec.warmup_steps:
+                return (step + 1) / spec.warmup_steps
+            progress = (step - spec.warmup_steps) / max(1, total - spec.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    else:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=spec.lr, momentum=spec.momentum, nesterov=True,
+            weight_decay=spec.weight_decay,
+        )
+
+        def factor(step: int) -> float:
+            warm = (step + 1) / spec.warmup_steps if step < spec.warmup_steps else 1.0
+            return warm * (1.0 - min(step, total - 1) / total) ** spec.poly_exponent
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loss(mode: str) -> DeepSupervisionLoss:
+    """Masked BCE + Dice per class (ML, MLx) or voxel-masked CE + Dice (MC)."""
+    if mode == "MC":
+        return DeepSupervisionLoss(ce_dice_loss, spatial_weight=True)
+    return DeepSupervisionLoss(bce_dice_loss, spatial_weight=False)
+
+
+def compute_loss(loss_fn: DeepSupervisionLoss, mode: str, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+    if mode == "MC":
+        return loss_fn(outputs, batch["target"][:, 0].long(), batch["mask"][:, 0])
+    return loss_fn(outputs, batch["target"], batch["weights"])
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def predict_array(model: torch.nn.Module, config: TrainConfig, hu: np.ndarray, device: torch.device) -> np.ndarray:
+    """Exclusive label array of one prepared volume (sliding window at training spacing)."""
+    from monai.inferers import sliding_window_inference
+
+    window = dict(config.window or DEFAULT_WINDOW)
+    x = torch.from_numpy(window_array(np.asarray(hu), window["level"], window["width"]))[None, None]
+    model.eval()
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            x.to(device), list(reversed(config.patch_size)), 2, model,
+            overlap=config.val_overlap, mode="gaussian",
+        )
+    model.train()
+    if config.mode == "MC":
+        return L.decode_multiclass(logits[0].float().cpu().numpy())
+    return L.decode_exclusive(torch.sigmoid(logits[0].float()).cpu().numpy())
+
+
+def dice_by_class(pred: np.ndarray, ref: np.ndarray, annotated: tuple[str, ...]) -> dict[str, float]:
+    """DSC of the annotated classes (liver = labels 1–3, the whole organ)."""
+    from lvt_core.metrics import CLASS_MASKS, dice
+
+    return {name: dice(np.isin(pred, CLASS_MASKS[name]), np.isin(ref, CLASS_MASKS[name]))
+            for name in annotated}
+
+
+def validate(model: torch.nn.Module, config: TrainConfig, cases: list[Prepared], device: torch.device) -> dict[str, float]:
+    """Mean DSC per class over the validation cases that annotate it."""
+    scores: dict[str, list[float]] = {}
+    for case in cases[: config.max_val_cases]:
+        pred = predict_array(model, config, case.image, device)
+        for name, value in dice_by_class(pred, np.asarray(case.labels), case.annotated).items():
+            scores.setdefault(name, []).append(value)
+    out = {f"val_dice_{k}": float(np.mean(v)) for k, v in scores.items()}
+    if out:
+        out["val_dice_mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_meta(config: TrainConfig, cases: list[Case], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Full LVT checkpoint metadata for this run."""
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.source] = counts.get(case.source, 0) + 1
+    return default_meta(
+        name=config.name,
+        version=config.version,
+        label_space=config.label_space,
+        spacing_mm=[float(s) for s in config.spacing_mm],
+        window=dict(config.window or DEFAULT_WINDOW),
+        patch_size=[int(p) for p in config.patch_size],
+        network=network_config(**{**config.network, "out_channels": config.out_channels}),
+        training_data=[{"source": s, "cases": n} for s, n in counts.items()],
+        metrics=metrics,
+        mode=config.mode,
+        training={"optimizer": config.optimizer.model_dump(), "steps": config.total_steps,
+                  "batch_size": config.batch_size, "seed": config.seed},
+    )
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite the per-epoch CSV from the history (idempotent across resumes)."""
+    if not history:
+        return
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    device: str = "auto",
+    max_steps: int | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    cases: list[Case] | None = None,
+    val_cases: list[Case] | None = None,
+) -> TrainResult:
+    """Train (or resume) the run described by ``config``; returns where the model went.
+
+    ``max_steps`` stops after that many steps *in total* (a smoke run, or a deliberate
+    interruption); the state is saved, so ``resume=True`` continues it later. ``cases`` and
+    ``val_cases`` replace the configured datasets and fold split (used by experiments).
+    """
+    started = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    dev = resolve_device(device)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(_yaml(config))
+
+    if cases is None:
+        train_cases, val_list = split_cases(gather_cases(config), config.fold, config.n_folds, config.seed)
+    else:
+        train_cases, val_list = list(cases), list(val_cases or [])
+    divisor = patch_divisor(config.network)
+    if any(p % d for p, d in zip(config.patch_size, divisor, strict=True)):
+        raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} per axis")
+    spacing = tuple(float(s) for s in config.spacing_mm)
+    prepared = [preprocess(c, spacing, config.cache_dir) for c in train_cases]
+    prepared_val = [preprocess(c, spacing, config.cache_dir) for c in val_list]
+
+    torch.manual_seed(config.seed)
+    model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
+    optimizer, scheduler = make_optimizer(config, model)
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = make_loss(config.mode)
+    step, history, best = 0, [], -1.0
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, history, best = state["step"], state["history"], state["best"]
+        log.info("resumed %s at step %d", out, step)
+    elif resume:
+        log.warning("nothing to resume in %s; starting from step 0", out)
+
+    def save_state() -> None:
+        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "step": step, "history": history, "best": best}, state_path)
+
+    maker = BatchMaker(config, prepared)
+    writer = _tensorboard(out) if config.tensorboard else None
+    total = config.total_steps
+    stop = min(total, max_steps) if max_steps is not None else total
+    model.train()
+    running: list[float] = []
+    while step < stop:
+        batch = {k: v.to(dev) for k, v in maker.batch(step).items()}
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", enabled=use_amp):
+            outputs = model(batch["image"])
+        loss = compute_loss(loss_fn, config.mode, outputs.float(), batch)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        running.append(float(loss.detach()))
+        if on_step:
+            on_step(step, total, running[-1])
+        if writer:
+            writer.add_scalar("loss/train", running[-1], step)
+        if step % config.steps_per_epoch == 0:
+            row = {"epoch": step // config.steps_per_epoch, "step": step,
+                   "train_loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
+                   **validate(model, config, prepared_val, dev),
+                   "elapsed_s": round(time.perf_counter() - started, 1)}
+            running = []
+            history.append(row)
+            write_history(out / METRICS_FILE, history)
+            score = row.get("val_dice_mean", -row["train_loss"])
+            if score > best:
+                best = score
+                save_checkpoint(out / "best.pt", model.state_dict(),
+                                checkpoint_meta(config, train_cases, _metrics(row)), config.fp16_checkpoint)
+            if writer:
+                for key, value in row.items():
+                    writer.add_scalar(key, value, step)
+        if step % config.checkpoint_every == 0 or step == stop:
+            save_state()
+    checkpoint = None
+    if step >= total:
+        last = history[-1] if history else {}
+        checkpoint = save_checkpoint(out / MODEL_FILE, model.state_dict(),
+                                     checkpoint_meta(config, train_cases, _metrics(last)),
+                                     config.fp16_checkpoint)
+    return TrainResult(out, checkpoint, step, total, history, time.perf_counter() - started)
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k.startswith("val_") or k in ("epoch", "step")}
+
+
+def _yaml(config: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed; logging to metrics.csv only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
