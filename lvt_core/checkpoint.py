@@ -75,7 +75,11 @@ def save_checkpoint(
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
     state = {
-        key: (value.detach().cpu().half() if fp16 and value.is_floating_point() else value.detach().cpu())
+        key: (
+            value.detach().cpu().half()
+            if fp16 and value.is_floating_point()
+            else value.detach().cpu()
+        )
         for key, value in model_state.items()
     }
     path = Path(path)

@@ -31,13 +31,14 @@ from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, load_checkpoint
 from lvt_core.labels import BACKGROUND, LIVER, decode_exclusive, decode_multiclass
-from lvt_core.network import build_network
+from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import bounding_box, keep_liver_component
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
 
 BODY_THRESHOLD_HU = -500.0
 ROI_MARGIN_MM = 20.0
 BODY_MARGIN_MM = 5.0
+WHOLE_VOLUME_FACTOR = 4.0
 
 
 class InputImageError(ValueError):
@@ -68,7 +69,9 @@ def check_input(image: sitk.Image, name: str = "input image") -> None:
         raise InputImageError(f"{name}: {int((~np.isfinite(array)).sum())} voxels are NaN or inf")
 
 
-def _crop(image: sitk.Image, box: tuple[tuple[int, int], ...] | None, margin_mm: float) -> sitk.Image:
+def _crop(
+    image: sitk.Image, box: tuple[tuple[int, int], ...] | None, margin_mm: float
+) -> sitk.Image:
     """Crop ``image`` to an array-order (z, y, x) box grown by ``margin_mm``; keeps geometry."""
     if box is None:
         return image
@@ -105,6 +108,10 @@ def _box_in(reference: sitk.Image, mask_image: sitk.Image) -> tuple[tuple[int, i
     if any(hi - lo < 1 for lo, hi in out):
         return None
     return tuple(out)
+
+
+def _extent_mm(image: sitk.Image) -> list[float]:
+    return [round(n * s, 1) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
 
 
 class Predictor:
@@ -146,8 +153,10 @@ class Predictor:
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
         model = build_network(meta["network"])
         model.load_state_dict(state)
-        self.model = model.to(self.device).eval()
+        # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last_3d)
         self.last_timings: dict[str, float] = {}
+        self.last_info: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"args": self._args}
@@ -168,6 +177,7 @@ class Predictor:
             flips = [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
 
         def run(batch: torch.Tensor) -> torch.Tensor:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
             total = None
             for dims in flips:
                 x = torch.flip(batch, dims) if dims else batch
@@ -180,12 +190,25 @@ class Predictor:
 
         return run
 
-    def _segment_at(self, image: sitk.Image, spacing: list[float], overlap: float) -> sitk.Image:
-        """Resample to ``spacing``, run the sliding window, decode; labels on that grid."""
+    def _segment_at(
+        self, image: sitk.Image, spacing: list[float], overlap: float, whole: bool = False
+    ) -> sitk.Image:
+        """Resample to ``spacing``, run the sliding window, decode; labels on that grid.
+
+        ``whole=True`` (the coarse pass) runs one window over the whole volume when it is at
+        most ``WHOLE_VOLUME_FACTOR`` patches big: no overlap redundancy, several times faster.
+        """
         resampled = resample_to_spacing(image, spacing, sitk.sitkLinear, default_value=-1024.0)
         array = window_array(sitk.GetArrayViewFromImage(resampled), *self.window)
         tensor = torch.from_numpy(array)[None, None].to(self.device)
         roi = list(reversed(self.patch_size))  # array order z, y, x
+        if whole:
+            divisor = patch_divisor(self.meta["network"])[::-1]
+            padded = [
+                max(r, -(-n // d) * d) for n, r, d in zip(array.shape, roi, divisor, strict=True)
+            ]
+            if np.prod(padded) <= WHOLE_VOLUME_FACTOR * np.prod(roi):
+                roi = padded
         with torch.inference_mode():
             probs = sliding_window_inference(
                 tensor,
@@ -218,6 +241,7 @@ class Predictor:
         """Like :meth:`predict`, also returning the seconds per stage (also in ``last_timings``)."""
         check_input(image)
         timings: dict[str, float] = {}
+        self.last_info = {}
         t0 = start = time.perf_counter()
 
         def lap(name: str) -> None:
@@ -231,7 +255,7 @@ class Predictor:
         body = _crop(work, body_box, BODY_MARGIN_MM)
         lap("crop_s")
 
-        coarse = self._segment_at(body, self.coarse_spacing, overlap=0.25)
+        coarse = self._segment_at(body, self.coarse_spacing, overlap=0.25, whole=True)
         lap("coarse_s")
         if self.fast:
             result = coarse
@@ -239,6 +263,8 @@ class Predictor:
             liver_box = _box_in(body, coarse)
             roi = _crop(body, liver_box, self.roi_margin_mm) if liver_box else body
             result = self._segment_at(roi, self.spacing, overlap=0.5)
+            self.last_info["liver_roi_found"] = liver_box is not None
+            self.last_info["roi_extent_mm"] = _extent_mm(roi)
             lap("fine_s")
 
         labels = sitk.Resample(
@@ -247,6 +273,7 @@ class Predictor:
         lap("resample_s")
         timings["total_s"] = round(time.perf_counter() - start, 3)
         self.last_timings = timings
+        self.last_info["body_extent_mm"] = _extent_mm(body)
         return labels, timings
 
 

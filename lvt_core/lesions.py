@@ -83,11 +83,15 @@ def _label_array(labels: sitk.Image) -> np.ndarray:
 def component_array(labels: sitk.Image, min_voxels: int = 10) -> np.ndarray:
     """``z, y, x`` uint32 array of lesion ids 1..N (0 elsewhere), 26-connected, small ones dropped."""
     tumor = _label_array(labels) == TUMOR
-    components = cc3d.connected_components(tumor, connectivity=26)
-    if min_voxels > 1:
-        components = cc3d.dust(components, threshold=min_voxels, connectivity=26, in_place=True)
-    components, _ = cc3d.connected_components(components > 0, connectivity=26, return_N=True)
-    return components.astype(np.uint32, copy=False)
+    components, n = cc3d.connected_components(tumor, connectivity=26, return_N=True)
+    if n == 0:
+        return np.zeros(tumor.shape, dtype=np.uint32)
+    counts = np.bincount(components.ravel(), minlength=n + 1)
+    keep = counts >= max(min_voxels, 1)
+    keep[0] = False
+    lut = np.zeros(n + 1, dtype=np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)  # raster order is kept
+    return lut[components]
 
 
 def lesion_component_map(labels: sitk.Image, min_voxels: int = 10) -> sitk.Image:
@@ -150,10 +154,11 @@ def _longest_axial(
 
 def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     """``z, y, x`` indices of mask voxels with a 6-neighbour outside the mask (or at the edge)."""
-    if not mask.any():
+    crop, offset = _cropped(mask)
+    if crop.size == 0:
         return np.empty((0, 3), dtype=np.int64)
-    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
-    return np.argwhere(mask & ~eroded)
+    eroded = ndimage.binary_erosion(crop, structure=ndimage.generate_binary_structure(3, 1))
+    return np.argwhere(crop & ~eroded) + np.array(offset)
 
 
 def _cropped(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -181,11 +186,22 @@ def _resampled_like(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
 
 
 def extract_lesions(
-    labels: sitk.Image, image: sitk.Image | None = None, min_voxels: int = 10
+    labels: sitk.Image,
+    image: sitk.Image | None = None,
+    min_voxels: int = 10,
+    *,
+    component_map: sitk.Image | None = None,
 ) -> list[Lesion]:
-    """Measure every lesion of ``labels``; ``image`` (any grid, resampled) gives the mean HU."""
+    """Measure every lesion of ``labels``; ``image`` (any grid, resampled) gives the mean HU.
+
+    Pass ``component_map`` (from :func:`lesion_component_map`) to skip recomputing components.
+    """
     array = _label_array(labels)
-    components = component_array(labels, min_voxels)
+    components = (
+        np.asarray(sitk.GetArrayViewFromImage(component_map))
+        if component_map is not None
+        else component_array(labels, min_voxels)
+    )
     n = int(components.max()) if components.size else 0
     if n == 0:
         return []
@@ -194,7 +210,7 @@ def extract_lesions(
     stats = cc3d.statistics(components)
     hu = _resampled_like(image, labels) if image is not None else None
 
-    liver = np.isin(array, (LIVER, VESSEL, TUMOR))
+    liver = (array >= LIVER) & (array <= TUMOR)
     vessel_points = zyx_to_physical(labels, _surface_voxels(array == VESSEL))
     vessel_tree = cKDTree(vessel_points) if len(vessel_points) else None
     surface_points = zyx_to_physical(labels, _surface_voxels(liver))

@@ -36,7 +36,9 @@ def masked_bce(logits: Tensor, target: Tensor, class_weights: Tensor) -> Tensor:
     ``logits`` and ``target`` are ``[B, K, ...]``; ``class_weights`` is ``[B, K]``.
     """
     w = class_weights.to(logits.dtype)
-    per_voxel = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    per_voxel = F.binary_cross_entropy_with_logits(
+        logits, target.to(logits.dtype), reduction="none"
+    )
     per_class = _flat(per_voxel, 2).mean(-1) * w  # [B, K]; w = 0 removes the graph edge's value
     w_sum = w.sum(-1)
     valid = w_sum > 0

@@ -65,7 +65,7 @@ class TimepointInput:
         """Extract the lesions and keep the matching component map."""
         components = sitk.GetImageFromArray(component_array(labels, min_voxels))
         components.CopyInformation(labels)
-        lesions = extract_lesions(labels, image, min_voxels)
+        lesions = extract_lesions(labels, image, min_voxels, component_map=components)
         return cls(labels, lesions, image, date, components)
 
 
@@ -255,7 +255,7 @@ def _pair_metrics(
 
 def _components(tp: TimepointInput, min_voxels: int) -> np.ndarray:
     if tp.component_map is not None:
-        return sitk.GetArrayFromImage(tp.component_map).astype(np.uint32, copy=False)
+        return np.asarray(sitk.GetArrayViewFromImage(tp.component_map))
     return component_array(tp.labels, min_voxels)
 
 

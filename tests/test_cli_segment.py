@@ -15,7 +15,9 @@ from test_inference import toy_scan, train_toy_checkpoint
 from app.cli.main import main
 
 
-def run_lvt(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+def run_lvt(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> tuple[int, str, str]:
     """Run the real ``lvt`` entry point; return (exit status, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["lvt", *args])
     code = 0
@@ -29,7 +31,7 @@ def run_lvt(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return train_toy_checkpoint(tmp_path_factory.mktemp("model") / "toy.pt")
 
 
@@ -40,9 +42,20 @@ def test_segment_end_to_end_and_evaluate(
     sitk.WriteImage(ct, str(tmp_path / "ct.nrrd"))
     sitk.WriteImage(truth, str(tmp_path / "ref.nii.gz"))
     code, out, err = run_lvt(
-        ["segment", "-i", str(tmp_path / "ct.nrrd"), "-o", str(tmp_path / "out"),
-         "--model", str(toy_model), "--device", "cpu", "--json"],
-        monkeypatch, capsys,
+        [
+            "segment",
+            "-i",
+            str(tmp_path / "ct.nrrd"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(toy_model),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     summary = json.loads(out)
@@ -60,14 +73,28 @@ def test_segment_end_to_end_and_evaluate(
     assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
 
     code, out, err = run_lvt(
-        ["evaluate", "--pred", str(tmp_path / "out" / "labels.nii.gz"),
-         "--ref", str(tmp_path / "ref.nii.gz"), "--json", "--csv", str(tmp_path / "m.csv")],
-        monkeypatch, capsys,
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "out" / "labels.nii.gz"),
+            "--ref",
+            str(tmp_path / "ref.nii.gz"),
+            "--json",
+            "--csv",
+            str(tmp_path / "m.csv"),
+        ],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     metrics = json.loads(out)
     assert set(metrics) >= {"liver", "vessel", "tumor", "lesion_sensitivity", "lesion_precision"}
-    assert metrics["liver"]["dsc"] > 0.8 and set(metrics["liver"]) >= {"dsc", "nsd", "precision", "recall"}
+    assert metrics["liver"]["dsc"] > 0.8 and set(metrics["liver"]) >= {
+        "dsc",
+        "nsd",
+        "precision",
+        "recall",
+    }
     assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("case,liver_dsc")
 
 
@@ -83,7 +110,8 @@ def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, ca
         sitk.WriteImage(ref, str(tmp_path / "ref" / f"{name}.nii.gz"))
     code, out, err = run_lvt(
         ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--json"],
-        monkeypatch, capsys,
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     doc = json.loads(out)
@@ -92,12 +120,24 @@ def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, ca
     assert doc["liver"]["dsc"] == pytest.approx(np.mean([c["liver"]["dsc"] for c in doc["cases"]]))
 
 
-def test_segment_real_dicom_series(toy_model: Path, real_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_segment_real_dicom_series(
+    toy_model: Path, real_data: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     """A real DICOM series folder goes through: labels land on the series' own grid."""
     series = real_data / "dcmqi-ct-3slice"
     code, out, err = run_lvt(
-        ["segment", "-i", str(series), "-o", str(tmp_path / "o"), "--model", str(toy_model), "--json"],
-        monkeypatch, capsys,
+        [
+            "segment",
+            "-i",
+            str(series),
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            str(toy_model),
+            "--json",
+        ],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     labels = sitk.ReadImage(str(tmp_path / "o" / "labels.nii.gz"))
@@ -105,7 +145,9 @@ def test_segment_real_dicom_series(toy_model: Path, real_data: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("kind", ["text", "2d", "nan"])
-def test_segment_bad_input_names_the_file(kind: str, toy_model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_segment_bad_input_names_the_file(
+    kind: str, toy_model: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     if kind == "text":
         path = tmp_path / "notes.nii.gz"
         path.write_text("not an image")
@@ -117,20 +159,27 @@ def test_segment_bad_input_names_the_file(kind: str, toy_model: Path, tmp_path: 
         sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 8), np.nan, np.float32)), str(path))
     code, out, err = run_lvt(
         ["segment", "-i", str(path), "-o", str(tmp_path / "o"), "--model", str(toy_model)],
-        monkeypatch, capsys,
+        monkeypatch,
+        capsys,
     )
     assert code == 1
     assert path.name in err and out == ""
     assert not (tmp_path / "o" / "labels.nii.gz").exists()
 
 
-def test_segment_missing_model_says_how_to_train(tmp_path: Path, lvt_env, monkeypatch, capsys) -> None:
+def test_segment_missing_model_says_how_to_train(
+    tmp_path: Path, lvt_env, monkeypatch, capsys
+) -> None:
     ct, _ = toy_scan()
     sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
     monkeypatch.setenv("LVT_MODEL_PATH", str(tmp_path / "absent.pt"))
     from app.settings import get_settings
 
     get_settings.cache_clear()
-    code, _, err = run_lvt(["segment", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "o")], monkeypatch, capsys)
+    code, _, err = run_lvt(
+        ["segment", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "o")],
+        monkeypatch,
+        capsys,
+    )
     assert code == 1
     assert "absent.pt" in err and "lvt train" in err

@@ -106,7 +106,7 @@ def train_toy_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return train_toy_checkpoint(tmp_path_factory.mktemp("model") / "toy.pt")
 
 
@@ -153,7 +153,7 @@ def test_predictor_geometry_round_trip_oblique(toy_model: Path) -> None:
 
 
 def test_predictor_pickles_and_fast_mode(toy_model: Path) -> None:
-    ct, truth = toy_scan()
+    ct, _ = toy_scan()
     clone = pickle.loads(pickle.dumps(Predictor(toy_model, device="cpu", fast=True)))
     assert clone.fast and clone.checksum == checkpoint_checksum(toy_model)
     labels = clone.predict(ct)

@@ -43,8 +43,15 @@ def test_one_hot_exclusive_has_no_hierarchy() -> None:
 
 @pytest.mark.parametrize(
     ("dataset", "weights"),
-    [("FS LVT", [1, 1, 1]), ("PS L", [1, 0, 0]), ("PS V", [0, 1, 0]), ("PS T", [0, 0, 1]),
-     ("HepaticVessel", [0, 1, 1]), ("HV Liver", [1, 0, 0]), ("IRCAD", [1, 1, 1])],
+    [
+        ("FS LVT", [1, 1, 1]),
+        ("PS L", [1, 0, 0]),
+        ("PS V", [0, 1, 0]),
+        ("PS T", [0, 0, 1]),
+        ("HepaticVessel", [0, 1, 1]),
+        ("HV Liver", [1, 0, 0]),
+        ("IRCAD", [1, 1, 1]),
+    ],
 )
 def test_class_weights_match_table_a1(dataset: str, weights: list[int]) -> None:
     assert class_weights(DATASET_ANNOTATIONS[dataset]).tolist() == weights
@@ -64,7 +71,7 @@ def test_mc_index_map_and_voxel_mask() -> None:
 def test_unknown_class_and_bad_values_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown class"):
         class_weights(["spleen"])
-    with pytest.raises(ValueError, match="0..3"):
+    with pytest.raises(ValueError, match=r"0\.\.3"):
         multi_hot_targets(np.array([0, 5]), ALL)
 
 
@@ -83,4 +90,6 @@ def test_decode_priority_tumor_vessel_liver_background() -> None:
 
 def test_hierarchy_round_trip_through_decoding() -> None:
     labels = np.random.default_rng(1).integers(0, 4, size=(6, 7, 8)).astype(np.uint8)
-    assert np.array_equal(decode_exclusive(multi_hot_targets(labels, ALL).astype(np.float32)), labels)
+    assert np.array_equal(
+        decode_exclusive(multi_hot_targets(labels, ALL).astype(np.float32)), labels
+    )

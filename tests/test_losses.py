@@ -26,8 +26,12 @@ def bce(z: float, y: float) -> float:
 
 def test_masked_bce_hand_computed() -> None:
     # B=2, K=3, 2 voxels
-    logits = torch.tensor([[[0.0, 2.0], [1.0, -1.0], [3.0, 0.5]], [[-2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]])
-    target = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
+    logits = torch.tensor(
+        [[[0.0, 2.0], [1.0, -1.0], [3.0, 0.5]], [[-2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]]
+    )
+    target = torch.tensor(
+        [[[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]]
+    )
     w = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # sample 2 is fully masked
     liver = (bce(0.0, 0) + bce(2.0, 1)) / 2
     tumor = (bce(3.0, 0) + bce(0.5, 0)) / 2
@@ -56,7 +60,9 @@ def test_masked_bce_weights_rescale_not_add() -> None:
 
 
 def test_masked_ce_hand_computed_and_zero_gradient() -> None:
-    logits = torch.tensor([[[2.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]], [[0.0, 0.0, 0.0]], [[0.0, 3.0, 0.0]]])
+    logits = torch.tensor(
+        [[[2.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]], [[0.0, 0.0, 0.0]], [[0.0, 3.0, 0.0]]]
+    )
     logits = logits.permute(1, 0, 2).clone().requires_grad_(True)  # [B=1, K+1=4, N=3]
     target = torch.tensor([[0, 3, 2]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])  # third voxel ignored
@@ -121,4 +127,6 @@ def test_deep_supervision_weights_and_loss() -> None:
     )
     assert ds([main, *aux], target, w).item() == pytest.approx(expected, rel=1e-5)
     stacked = torch.stack([main, main, main], dim=1)  # DynUNet training output layout
-    assert ds(stacked, target, w).item() == pytest.approx(bce_dice_loss(main, target, w).item(), rel=1e-5)
+    assert ds(stacked, target, w).item() == pytest.approx(
+        bce_dice_loss(main, target, w).item(), rel=1e-5
+    )

@@ -44,7 +44,9 @@ def test_nsd_shifted_cubes_respects_spacing_order() -> None:
     big_b = big_a.copy()
     big_a[10:50, 10:50, 10:50] = True
     big_b[10:50, 10:50, 18:58] = True
-    assert normalized_surface_dice(big_a, big_b, (1, 1, 1), 0.5) == pytest.approx(640 / 1200, abs=0.02)
+    assert normalized_surface_dice(big_a, big_b, (1, 1, 1), 0.5) == pytest.approx(
+        640 / 1200, abs=0.02
+    )
     # spacing is (x, y, z): a 2 mm x spacing puts the x faces 4 mm apart
     assert normalized_surface_dice(a, b, (2.0, 1.0, 1.0), 3.0) < 0.9
     assert normalized_surface_dice(a, b, (1.0, 1.0, 2.0), 3.0) == pytest.approx(1.0)
@@ -54,7 +56,12 @@ def test_concentric_spheres() -> None:
     inner, outer = sphere(10), sphere(12)
     assert dice(inner, outer) == pytest.approx(2 * 10**3 / (10**3 + 12**3), rel=0.03)
     assert normalized_surface_dice(inner, outer, (1, 1, 1), 3.0) == pytest.approx(1.0)
-    assert normalized_surface_dice(inner, outer, (1, 1, 1), 1.0) < 0.1
+    # surfaces 4 mm apart: nothing within 2 mm, everything within 5 mm
+    small, large = sphere(10, (44, 44, 44)), sphere(14, (44, 44, 44))
+    assert normalized_surface_dice(small, large, (1, 1, 1), 2.0) == 0.0
+    assert normalized_surface_dice(small, large, (1, 1, 1), 5.0) == pytest.approx(1.0)
+    # the same voxels at 0.5 mm spacing are 2 mm apart
+    assert normalized_surface_dice(small, large, (0.5, 0.5, 0.5), 2.5) == pytest.approx(1.0)
     assert normalized_surface_dice(inner, inner, (1, 1, 1), 0.1) == pytest.approx(1.0)
 
 

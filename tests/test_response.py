@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from test_lesions import Anatomy, Ellipsoid, render_scan
 
 from lvt_core.agreement import RadiologistMeasurement
 from lvt_core.response import (
@@ -18,6 +17,10 @@ from lvt_core.response import (
 )
 from lvt_core.tracking import TimepointInput, track_lesions
 
+try:  # the analytic scan builder lives in test_lesions.py
+    from test_lesions import Anatomy, Ellipsoid, render_scan
+except ModuleNotFoundError:  # tests/ imported as a package
+    from tests.test_lesions import Anatomy, Ellipsoid, render_scan
 
 def responses(diameters, new=None) -> list[str]:
     return [a.response for a in recist_response(diameters, new)]

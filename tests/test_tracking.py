@@ -12,7 +12,6 @@ from datetime import date
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_lesions import Anatomy, Ellipsoid, Pose, render_scan
 
 from lvt_core.lesions import lesion_component_map
 from lvt_core.registration import RegistrationConfig, transform_points
@@ -22,6 +21,11 @@ from lvt_core.tracking import (
     TrackOverrides,
     track_lesions,
 )
+
+try:  # the analytic scan builder lives in test_lesions.py
+    from test_lesions import Anatomy, Ellipsoid, Pose, render_scan
+except ModuleNotFoundError:  # tests/ imported as a package
+    from tests.test_lesions import Anatomy, Ellipsoid, Pose, render_scan
 
 STUDIES = [
     (

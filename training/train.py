@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from training.sampling import MixedSourceSampler, choose_center, crop_around, st
 from training.splits import split_cases
 
 log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.csv"

@@ -89,7 +89,7 @@ def write_csv(document: dict[str, Any], path: Path) -> None:
 
     def row(case: str, values: dict[str, Any]) -> list[Any]:
         cells: list[Any] = [case] + [values[c][m] for c in CSV_CLASSES for m in CSV_METRICS]
-        return cells + [values["lesion_sensitivity"], values["lesion_precision"]]
+        return [*cells, values["lesion_sensitivity"], values["lesion_precision"]]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -107,9 +107,13 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
         pred: Path = typer.Option(..., "--pred", help="Predicted label map, or a folder of them."),
-        ref: Path = typer.Option(..., "--ref", help="Reference label map, or a folder (same names)."),
+        ref: Path = typer.Option(
+            ..., "--ref", help="Reference label map, or a folder (same names)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-        csv_out: Path | None = typer.Option(None, "--csv", help="Also write a CSV, one row per case."),
+        csv_out: Path | None = typer.Option(
+            None, "--csv", help="Also write a CSV, one row per case."
+        ),
     ) -> None:
         """Compare label maps: DSC, NSD, precision, recall per class; lesion detection."""
         document = evaluate_files(pred, ref)

@@ -39,3 +39,65 @@ def nnunet(
 def register(app: typer.Typer) -> None:
     """Add ``lvt export`` to the root app."""
     app.add_typer(export_app, name="export")
+
+
+@export_app.command("cohort")
+def cohort(
+    out: Path = typer.Argument(..., help="Folder to write one file per table into."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    patient: list[str] = typer.Option([], "--patient", "-p", help="Only these patients."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Patients, studies, series, lesions, tracks, measurements, agreement, volumetry, response."""
+    from app.services.export import export_cohort
+    from db.engine import ensure_schema
+
+    ensure_schema()
+    summary = export_cohort(out, fmt, {"patients": patient} if patient else None)
+    if as_json:
+        print_json(summary)
+    else:
+        for name, info in summary["tables"].items():
+            typer.echo(f"{info['rows']:6d} rows  {name:13s} {info['path']}")
+
+
+@export_app.command("seg")
+def seg(
+    series: int = typer.Argument(..., help="Series id (see `lvt studies list PATIENT`)."),
+    out: Path = typer.Argument(..., help="DICOM SEG file to write, e.g. seg.dcm."),
+    ct_dir: Path | None = typer.Option(None, "--ct-dir", help="Where the referenced CT series goes (default OUT_ct/)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """DICOM SEG (BINARY, SNOMED CT) of a series' segmentation, validated after writing."""
+    from app.services.export import export_seg
+
+    report = export_seg(series, out, ct_dir)
+    problems = report["validation"]["world_space_mismatched_pixels"]
+    dcio = report["validation"]["dciodvfy"]
+    if as_json:
+        print_json(report)
+    else:
+        typer.echo(f"wrote {out} ({report['frames']} frames; {', '.join(report['segments'])}) "
+                   f"referencing {report['ct_slices']} CT slices in {report['ct_dir']}")
+        typer.echo(f"dciodvfy: {dcio.get('skipped') or str(len(dcio['errors'])) + ' error(s)'}")
+    if problems or dcio.get("errors"):
+        raise UserError(f"{out}: validation failed ({problems} misplaced pixels, "
+                        f"{len(dcio.get('errors', []))} dciodvfy errors)")
+
+
+@export_app.command("mesh")
+def mesh(
+    patient: str = typer.Argument(..., help="Patient id."),
+    study: str = typer.Argument(..., help="Study id, StudyInstanceUID or date YYYY-MM-DD."),
+    out: Path = typer.Argument(..., help="Folder for STL/OBJ/VTP files and scene.glb."),
+    fmt: list[str] = typer.Option(["stl", "obj", "vtp", "glb"], "--format", "-f", help="Repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Liver, vessel and tumor surface meshes of one study (mm, LPS; open in 3D Slicer)."""
+    from app.services.export import export_mesh
+
+    summary = export_mesh(patient, study, out, tuple(fmt))
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"wrote {len(summary['files'])} files ({', '.join(summary['structures'])}) to {out}")

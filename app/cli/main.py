@@ -20,6 +20,13 @@ COMMAND_MODULES: list[str] = [
     "ingest",
     "measurements",
     "patients",
+    "train",
+    "export",
+    "analysis",
+    "batch",
+    "app_cmd",
+    "users",
+    "phantom",
 ]
 
 app = typer.Typer(

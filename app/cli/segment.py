@@ -92,6 +92,7 @@ def segment_scan(
             "n_lesions": len(lesions),
             "lesions": lesions,
             "runtime_s": {"read_s": round(read_s, 3), **timings},
+            "regions": predictor.last_info,
         }
         summary["runtime_s"]["total_s"] = round(time.perf_counter() - start, 3)
         tmp = output_dir / ".summary.json.tmp"
@@ -122,7 +123,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
         if device not in ("auto", "cpu", "cuda"):
-            raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
+            raise typer.BadParameter(
+                f"{device!r} is not one of auto, cpu, cuda", param_hint="--device"
+            )
         summary = segment_scan(input_path, output_dir, model, device, tta, fast)
         if as_json:
             print_json(summary)

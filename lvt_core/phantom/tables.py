@@ -93,3 +93,12 @@ def sample_tissue_hu(rng: np.random.Generator, bolus: float, liver_shift: float)
                 hu += liver_shift
             values[tissue][phase] = float(hu)
     return values
+
+
+def phase_table_markdown() -> str:
+    """:data:`PHASE_HU_TABLE` as a Markdown table (``mean ± half-range`` HU), for the README."""
+    lines = ["| tissue | " + " | ".join(PHASES) + " |", "|---" * (len(PHASES) + 1) + "|"]
+    for tissue, per_phase in PHASE_HU_TABLE.items():
+        cells = [f"{per_phase[p][0]:g} ± {per_phase[p][1]:g}" for p in PHASES]
+        lines.append(f"| {tissue} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

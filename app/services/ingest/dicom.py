@@ -22,6 +22,7 @@ UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 TILT_TOLERANCE_DEG = 0.5
 GAP_FACTOR = 1.5
 NONUNIFORM_TOLERANCE = 0.01
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
 class DicomFileError(ValueError):
@@ -55,15 +56,33 @@ class DicomSeries:
 
 
 def read_header(path: Path) -> pydicom.Dataset | None:
-    """The header of ``path``; None when it is not DICOM; DicomFileError when corrupt."""
+    """The header of ``path``; None when it is not DICOM; DicomFileError when corrupt.
+
+    Pixel data is not loaded (deferred), but its presence and, for uncompressed transfer
+    syntaxes, its length against the file size are checked, so truncated files are found
+    before decoding starts.
+    """
     try:
-        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+        header = pydicom.dcmread(str(path), defer_size=1024)
     except InvalidDicomError:
         return None
     except Exception as exc:
         raise DicomFileError(f"{path}: corrupt DICOM file ({type(exc).__name__}: {exc})") from None
-    if "SOPClassUID" not in header and "SeriesInstanceUID" not in header:
-        return None  # DICOMDIR and similar: not an image
+    meta_sop = str(getattr(header.file_meta, "MediaStorageSOPClassUID", "") or "")
+    if meta_sop == DICOMDIR_SOP_CLASS:
+        return None
+    if "PixelData" not in header:
+        if "Rows" in header:
+            raise DicomFileError(
+                f"{path}: truncated DICOM file (image attributes but no pixel data)"
+            )
+        if not any(tag in header for tag in ("SOPClassUID", "SeriesInstanceUID", "Modality")):
+            if header.preamble is not None or meta_sop:
+                raise DicomFileError(
+                    f"{path}: corrupt or truncated DICOM file (no readable data elements)"
+                )
+            return None
+        return header  # a non-image object (SR, RTSTRUCT...): skipped later with its modality
     syntax = str(getattr(header.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
     if syntax in UNCOMPRESSED and "Rows" in header:
         expected = (

@@ -158,15 +158,27 @@ def _problems(headline: str, problems: list[str]) -> str:
     return f"{len(problems)} problem(s), {headline}:\n  " + "\n  ".join(problems)
 
 
+def _compact(image: sitk.Image) -> sitk.Image:
+    """Store integer CT as int16 when its range allows (GDCM returns int32 after rescale)."""
+    wide = (sitk.sitkInt32, sitk.sitkUInt16, sitk.sitkUInt32, sitk.sitkInt64, sitk.sitkUInt64)
+    if image.GetPixelID() not in wide:
+        return image
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    if stats.GetMinimum() >= -32768 and stats.GetMaximum() <= 32767:
+        return sitk.Cast(image, sitk.sitkInt16)
+    return image
+
+
 def _prepare(candidate: Candidate, root: Path, dry_run: bool) -> _Prepared:
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    image = load_candidate(candidate)
+    image = _compact(load_candidate(candidate))
     size = tuple(int(v) for v in image.GetSize())
     spacing = tuple(float(v) for v in image.GetSpacing())
-    if dry_run:
-        sha, staged = storage.image_hash(image), None
-    else:
-        staged, sha = storage.write_staged(image, root)
+    sha = storage.image_hash(image)
+    staged = None
+    if not dry_run and not storage.resolve(storage.relative_path_for(sha), root).exists():
+        staged, _ = storage.write_staged(image, root, sha)
     log.debug("prepared %s -> %s", candidate.source, sha)
     return _Prepared(candidate, sha, size, spacing, staged)  # type: ignore[arg-type]
 
@@ -283,12 +295,15 @@ def _apply(
             report.studies_added += 1
         if options.dry_run:
             rel = storage.relative_path_for(item.sha256)
-        else:
-            assert item.staged is not None
+        elif item.staged is not None:
             rel, created = storage.publish(item.staged, item.sha256, root)
             item.staged = None
             if created:
                 published.append(root / rel)
+        else:  # the store already held this content when the series was read
+            rel = storage.relative_path_for(item.sha256)
+            if not storage.resolve(rel, root).exists():
+                raise IngestError(f"{c.source}: store file {rel} disappeared during ingest; retry")
         series = Series(
             study=study,
             series_instance_uid=series_uid,

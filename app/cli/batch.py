@@ -1,0 +1,55 @@
+"""``lvt batch``: segment every series without a current segmentation, then refresh analytics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.cli.common import console, print_json, progress_bar
+
+
+def batch(
+    patient: list[str] = typer.Option([], "--patient", "-p", help="Patient id (repeatable)."),
+    all_patients: bool = typer.Option(False, "--all", help="Every patient in the store."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint (.pt); default LVT_MODEL_PATH."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (1: in-process)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786."),
+    force: bool = typer.Option(False, "--force", help="Re-segment series that are already done."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would run; change nothing."),
+    run_id: int | None = typer.Option(None, "--run-id", help="Run (or resume) this prepared batch run."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Segment series with the model (Dask), store lesions and volumes, update tracks and responses."""
+    from app.services.batch import BatchOptions, run_batch
+
+    options = BatchOptions(
+        patients=list(patient), all=all_patients, model=model, workers=workers,
+        scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id, device=device,
+    )
+    with progress_bar() as progress:
+        task = progress.add_task("segmenting", total=None)
+
+        def on_progress(done: int, total: int, result: dict) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = run_batch(options, on_progress=on_progress)
+    if as_json:
+        print_json(summary.to_json())
+        return
+    verb = "would segment" if summary.dry_run else "segmented"
+    console.print(
+        f"{verb} {summary.series_total} series with {summary.model['name']} "
+        f"{summary.model['version']} ({summary.engine}): {summary.done} done, "
+        f"{summary.failed} failed, {summary.patients_refreshed} patient(s) refreshed"
+        + (f", {summary.studies_per_hour} studies/h" if summary.studies_per_hour else ""),
+        highlight=False,
+    )
+    for failure in summary.failures:
+        console.print(f"  series {failure['series_id']}: {failure['error']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lvt batch`` to the root app."""
+    app.command("batch")(batch)

@@ -1,0 +1,118 @@
+"""``lvt train``, ``lvt evaluate-model`` and ``lvt experiment partial-labels``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from app.cli.common import UserError, print_json, progress_bar
+
+experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
+
+
+def train_command(
+    config: Path = typer.Argument(None, help="Training config YAML (see training/configs/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output_dir."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke run)."),
+    list_datasets: bool = typer.Option(False, "--list-datasets", help="Show the registered sources."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """Train a model on partially labelled sources (resumable; checkpoints with metadata)."""
+    if list_datasets:
+        from training.datasets import list_sources
+
+        sources = [{"name": s.name, "annotated": list(s.annotated),
+                    "class_weights": s.class_weights.tolist(), "layout": s.layout,
+                    "description": s.description} for s in list_sources()]
+        if as_json:
+            print_json({"datasets": sources})
+        else:
+            for s in sources:
+                typer.echo(f"{s['name']:<24} w={s['class_weights']}  {s['description']}  [{s['layout']}]")
+        return
+    if config is None:
+        raise typer.BadParameter("give a CONFIG file (or --list-datasets)")
+    from training.config import ConfigError, load_config
+    from training.datasets import DatasetError
+    from training.train import train
+
+    try:
+        cfg = load_config(config)
+        with progress_bar() as progress:
+            task = progress.add_task(f"training {cfg.name}", total=cfg.total_steps)
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, description=f"training {cfg.name} loss {loss:.3f}")
+
+            result = train(cfg, resume=resume, device=device, max_steps=max_steps, on_step=on_step)
+    except (ConfigError, DatasetError, ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    summary = {"output_dir": str(result.output_dir), "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+               "step": result.step, "total_steps": result.total_steps,
+               "finished": result.step >= result.total_steps, "seconds": round(result.seconds, 1),
+               "last_epoch": result.history[-1] if result.history else None}
+    if as_json:
+        print_json(summary)
+    else:
+        done = "finished" if summary["finished"] else "stopped (resume with --resume)"
+        typer.echo(f"{done} at step {result.step}/{result.total_steps}; model: {summary['checkpoint']}")
+
+
+def evaluate_model_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to evaluate."),
+    cohort: Path = typer.Option(..., "--cohort", help="Held-out phantom cohort folder (manifest.csv)."),
+    out: Path = typer.Option(None, "--out", help="Folder for metrics.json and per_case.csv."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Model-card metrics of a checkpoint on a held-out phantom cohort."""
+    from training.evaluate_model import evaluate_checkpoint
+
+    try:
+        summary = evaluate_checkpoint(checkpoint, cohort, out, device)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(summary)
+    else:
+        for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm"):
+            typer.echo(f"{key}: {summary[key]}")
+
+
+@experiment_app.command("partial-labels")
+def partial_labels(
+    out: Path = typer.Option(Path("docs/experiments/partial_labels"), "--out", help="Result folder."),
+    budget: str = typer.Option("small", "--budget", help="tiny (seconds), small (≤ 60 min CPU), full (GPU)."),
+    cohort: Path = typer.Option(None, "--cohort", help="Existing phantom cohort; default: generate one."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the budget's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The paper's ablation (MC vs MLx vs ML; 25 % FS, + PS, 100 % FS) on phantoms."""
+    from training.experiment import BUDGETS, MODES, SETTINGS, run_experiment
+
+    if budget not in BUDGETS:
+        raise typer.BadParameter(f"--budget must be one of {list(BUDGETS)}")
+    seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else None
+    n_runs = len(MODES) * len(SETTINGS) * len(seed_list or BUDGETS[budget].seeds)
+    logging.getLogger("training").setLevel(logging.WARNING)
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("ablation", total=n_runs)
+            summary = run_experiment(out, budget, cohort, seed_list,
+                                     on_run=lambda name: progress.advance(task))
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo((Path(summary["table"])).read_text())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lvt train``, ``lvt evaluate-model`` and ``lvt experiment`` to the root app."""
+    app.command("train")(train_command)
+    app.command("evaluate-model")(evaluate_model_command)
+    app.add_typer(experiment_app, name="experiment")

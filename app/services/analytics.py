@@ -1,0 +1,775 @@
+"""Longitudinal analytics on the store: tracks, volumetry, responses, agreement with readers.
+
+:func:`refresh_patient` runs at batch time (and after every clinician correction) and
+persists what pages show: lesion tracks with stable numbers, per-series volumetry residuals,
+RECIST categories from the model and from the radiologist. Page functions
+(:func:`patient_followup`, :func:`agreement`, :func:`cohort_tables`,
+:func:`volumetry_overview`) only read rows; the measurement→track link and the agreement
+statistics are cheap pure functions of those rows, so they are computed on read and can
+never go stale.
+
+Which series of a study is tracked: the portal-venous one if present (then late, arterial,
+unknown, non-contrast; lowest id first), since lesions are measured on that phase clinically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import SimpleITK as sitk
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from app.cli.common import UserError
+from db import storage
+from db.engine import default_url, make_session_factory
+from db.models import (
+    AuditEvent,
+    Lesion,
+    LesionTrack,
+    LesionTrackMember,
+    Measurement,
+    Patient,
+    Response,
+    Segmentation,
+    Series,
+    Study,
+    TrackOverride,
+    VolumetryResult,
+)
+from lvt_core.agreement import (
+    ModelLesion,
+    RadiologistMeasurement,
+    agreement_report,
+    earlier_detection,
+    link_measurements,
+)
+from lvt_core.response import recist_from_measurements, recist_from_tracks, volumetric_response
+from lvt_core.tracking import TimepointInput, TrackingConfig, TrackOverrides, track_lesions
+
+PHASE_PRIORITY = ("portal", "late", "arterial", "unknown", "noncontrast")
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    """Thresholds of the persisted analytics."""
+
+    volumetry_threshold_pct: float = 2.0
+    thickness_tolerance_mm: float = 0.01
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def current_model_id(session: Session) -> int | None:
+    """The model whose segmentations finished last (what pages show by default)."""
+    return session.scalar(
+        select(Segmentation.model_id)
+        .where(Segmentation.status == "done")
+        .order_by(Segmentation.finished_at.desc(), Segmentation.id.desc())
+        .limit(1)
+    )
+
+
+def _tracked_segmentations(
+    session: Session, patient_id: int, model_id: int
+) -> list[tuple[Study, Segmentation]]:
+    """One done segmentation per study (by phase priority), studies in date order."""
+    rows = session.execute(
+        select(Study, Segmentation, Series.phase)
+        .join(Series, Series.study_id == Study.id)
+        .join(Segmentation, Segmentation.series_id == Series.id)
+        .where(
+            Study.patient_id == patient_id,
+            Segmentation.model_id == model_id,
+            Segmentation.status == "done",
+        )
+        .order_by(Study.study_date, Study.id, Series.id)
+    ).all()
+    best: dict[int, tuple[int, Study, Segmentation]] = {}
+    for study, seg, phase in rows:
+        rank = PHASE_PRIORITY.index(phase) if phase in PHASE_PRIORITY else len(PHASE_PRIORITY)
+        if study.id not in best or rank < best[study.id][0]:
+            best[study.id] = (rank, study, seg)
+    ordered = sorted(best.values(), key=lambda v: (v[1].study_date or dt.date.min, v[1].id))
+    return [(study, seg) for _, study, seg in ordered]
+
+
+def _thickness_warning(thicknesses: list[float | None], tolerance: float) -> str | None:
+    known = [t for t in thicknesses if t is not None]
+    if len(known) >= 2 and max(known) - min(known) > tolerance:
+        return "slice thicknesses differ (" + ", ".join(f"{t:g} mm" for t in known) + ")"
+    return None
+
+
+# -- refresh (batch time) -------------------------------------------------------------------
+
+
+def refresh_patient(
+    session: Session,
+    patient_id: int,
+    model_id: int,
+    data_root: Path | None = None,
+    config: AnalyticsConfig | None = None,
+) -> dict[str, Any]:
+    """Recompute and persist volumetry, tracks and responses of one patient; caller commits."""
+    config = config or AnalyticsConfig()
+    root = data_root or storage.data_dir()
+    flagged = _refresh_volumetry(session, patient_id, model_id, config)
+    tracked = _tracked_segmentations(session, patient_id, model_id)
+    result = _refresh_tracks(session, patient_id, model_id, tracked, root, config)
+    _refresh_responses(session, patient_id, tracked, result)
+    session.flush()
+    return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
+            "volumetry_flags": flagged}
+
+
+def _refresh_volumetry(
+    session: Session, patient_id: int, model_id: int, config: AnalyticsConfig
+) -> int:
+    from lvt_core.volumetry import VolumetryResult as CoreVolumetry
+
+    rows = session.scalars(
+        select(VolumetryResult)
+        .join(Study, Study.id == VolumetryResult.study_id)
+        .where(Study.patient_id == patient_id, VolumetryResult.model_id == model_id)
+        .order_by(VolumetryResult.study_id, VolumetryResult.series_id)
+    ).all()
+    by_study: dict[int, list[VolumetryResult]] = defaultdict(list)
+    for row in rows:
+        by_study[row.study_id].append(row)
+    flagged = 0
+    for group in by_study.values():
+        if len(group) < 2 or any(r.total_ml <= 0 for r in group):
+            for r in group:
+                r.deviation_pct, r.flagged = None, False
+            continue
+        core = CoreVolumetry(
+            names=[str(r.series_id) for r in group],
+            volumes_ml=[r.total_ml for r in group],
+            functional_volumes_ml=[r.functional_ml for r in group],
+            slice_thickness_mm=[0.0 for _ in group],
+            threshold_pct=config.volumetry_threshold_pct,
+        )
+        for r, dev, flag in zip(group, core.deviation_pct, core.flags, strict=True):
+            r.deviation_pct, r.flagged = dev, flag
+            flagged += int(flag)
+    return flagged
+
+
+def _refresh_tracks(
+    session: Session,
+    patient_id: int,
+    model_id: int,
+    tracked: list[tuple[Study, Segmentation]],
+    root: Path,
+    config: AnalyticsConfig,
+) -> Any:
+    existing = {
+        t.track_number: t
+        for t in session.scalars(
+            select(LesionTrack).where(
+                LesionTrack.patient_id == patient_id, LesionTrack.model_id == model_id
+            )
+        )
+    }
+    track_ids = [t.id for t in existing.values()]
+    old_members = session.execute(
+        select(LesionTrackMember.lesion_id, LesionTrack.track_number, LesionTrack.id)
+        .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
+        .where(LesionTrackMember.track_id.in_(track_ids))
+    ).all() if track_ids else []
+    if not tracked:
+        for t in existing.values():
+            session.delete(t)
+        return None
+    key_of: dict[int, tuple[int, int]] = {}
+    row_of: dict[tuple[int, int], Lesion] = {}
+    timepoints = []
+    for t, (study, seg) in enumerate(tracked):
+        labels = sitk.ReadImage(str(storage.resolve(seg.label_map_path or "", root)))
+        tp = TimepointInput.from_labels(labels, None, study.study_date, config.tracking.min_voxels)
+        timepoints.append(tp)
+        for lesion in session.scalars(select(Lesion).where(Lesion.segmentation_id == seg.id)):
+            key_of[lesion.id] = (t, lesion.lesion_index)
+            row_of[(t, lesion.lesion_index)] = lesion
+    previous = {key_of[lid]: num for lid, num, _ in old_members if lid in key_of}
+    track_number_by_row = {tid: num for _, num, tid in old_members}
+    track_number_by_row.update({t.id: n for n, t in existing.items()})
+    members_by_number: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for lid, num, _ in old_members:
+        if lid in key_of:
+            members_by_number[num].append(key_of[lid])
+    excluded: list[tuple[int, int]] = []
+    forced: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    overrides = session.scalars(
+        select(TrackOverride)
+        .where(TrackOverride.lesion_id.in_(list(key_of)))
+        .order_by(TrackOverride.created_at, TrackOverride.id)
+    ).all() if key_of else []
+    latest: dict[int, TrackOverride] = {}
+    for o in overrides:
+        latest[o.lesion_id] = o  # the newest decision about a lesion wins
+    for o in latest.values():
+        key = key_of[o.lesion_id]
+        if o.kind == "not_lesion":
+            excluded.append(key)
+            continue
+        number = track_number_by_row.get(o.target_track_id or -1)
+        others = sorted(k for k in members_by_number.get(number or -1, []) if k[0] != key[0])
+        earlier = [k for k in others if k[0] < key[0]]
+        later = [k for k in others if k[0] > key[0]]
+        if earlier:
+            forced.append((earlier[-1], key))
+        elif later:
+            forced.append((key, later[0]))
+        if number is not None:
+            previous[key] = number
+    result = track_lesions(
+        timepoints,
+        config.tracking,
+        TrackOverrides(forced_links=forced, excluded=excluded, previous_track_ids=previous),
+    )
+    if track_ids:
+        session.execute(delete(LesionTrackMember).where(LesionTrackMember.track_id.in_(track_ids)))
+    keep = {track.track_id for track in result.tracks}
+    for number, row in existing.items():
+        if number not in keep:
+            session.delete(row)
+    session.flush()
+    for track in result.tracks:
+        row = existing.get(track.track_id)
+        if row is None:
+            row = LesionTrack(patient_id=patient_id, model_id=model_id, track_number=track.track_id)
+            session.add(row)
+        row.status = track.status
+        session.flush()
+        for key in track.members:
+            lesion = row_of.get(key)
+            if lesion is None:
+                continue
+            session.add(
+                LesionTrackMember(track_id=row.id, lesion_id=lesion.id, study_id=tracked[key[0]][0].id)
+            )
+    return result
+
+
+def _refresh_responses(
+    session: Session, patient_id: int, tracked: list[tuple[Study, Segmentation]], result: Any
+) -> None:
+    study_ids = [s.id for s in session.scalars(select(Study).where(Study.patient_id == patient_id))]
+    if study_ids:
+        session.execute(delete(Response).where(Response.study_id.in_(study_ids)))
+    session.flush()
+    if result is not None and len(tracked) > 1:
+        report = recist_from_tracks(result)
+        baseline = tracked[0][0].id
+        for t, item in enumerate(report["recist"]):
+            if t == 0:
+                continue
+            session.add(
+                Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model",
+                         recist_category=item["response"],
+                         sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
+                         baseline_study_id=baseline)
+            )
+    measurements = _radiologist(session, [patient_id])
+    reader = min((m[1] for m in measurements), default=None)
+    chosen = [m[0] for m in measurements if m[1] == reader]
+    if len({m.study_id for m in chosen}) > 1:
+        report = recist_from_measurements(chosen)
+        baseline = int(report["studies"][0])
+        for t, item in enumerate(report["recist"]):
+            if t == 0:
+                continue
+            session.add(
+                Response(patient_id=patient_id, study_id=int(report["studies"][t]),
+                         source="radiologist", recist_category=item["response"],
+                         sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
+                         baseline_study_id=baseline)
+            )
+
+
+def refresh_responses(patients: list[str] | None = None, url: str | None = None,
+                      model_id: int | None = None) -> int:
+    """Recompute stored responses (model and radiologist) without re-tracking.
+
+    Call after ``lvt measurements import``: radiologist responses depend on measurements
+    only, model responses on the stored tracks. Returns the number of patients refreshed.
+    """
+    from lvt_core.tracking import Track, TrackingResult
+
+    with _session(url) as session:
+        model_id = model_id or current_model_id(session)
+        stmt = select(Patient.id)
+        if patients:
+            stmt = stmt.where(Patient.pseudo_id.in_(patients))
+        ids = list(session.scalars(stmt))
+        for pid in ids:
+            tracked = _tracked_segmentations(session, pid, model_id) if model_id else []
+            result = None
+            if tracked:
+                index = {seg.id: t for t, (_, seg) in enumerate(tracked)}
+                lesions: list[list[Any]] = [[] for _ in tracked]
+                members: dict[int, list[tuple[int, int]]] = defaultdict(list)
+                statuses: dict[int, str] = {}
+                for lesion, number, status in session.execute(
+                    select(Lesion, LesionTrack.track_number, LesionTrack.status)
+                    .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+                    .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
+                    .where(LesionTrack.patient_id == pid, LesionTrack.model_id == model_id)
+                ):
+                    t = index.get(lesion.segmentation_id)
+                    if t is None:
+                        continue
+                    lesions[t].append(_core_lesion(lesion))
+                    members[number].append((t, lesion.lesion_index))
+                    statuses[number] = status
+                tracks = [Track(n, sorted(m), statuses[n], []) for n, m in sorted(members.items())]
+                result = TrackingResult(tracks, [], [], lesions, set(), [s.study_date for s, _ in tracked])
+            _refresh_responses(session, pid, tracked, result)
+        session.commit()
+        return len(ids)
+
+
+def _core_lesion(row: Lesion) -> Any:
+    from lvt_core.lesions import Lesion as CoreLesion
+
+    bbox = tuple(row.bbox or (0, 0, 0, 0, 0, 0))
+    return CoreLesion(id=row.lesion_index, voxels=row.voxels, volume_ml=row.volume_ml,
+                      longest_axial_diameter_mm=row.longest_axial_diameter_mm,
+                      short_axis_mm=row.short_axis_mm or 0.0,
+                      centroid_mm=(row.centroid_x, row.centroid_y, row.centroid_z),
+                      bbox_index=bbox, axial_slice=bbox[2])
+
+
+# -- reading rows ---------------------------------------------------------------------------
+
+
+def _radiologist(
+    session: Session, patient_ids: list[int] | None
+) -> list[tuple[RadiologistMeasurement, str, int]]:
+    """(record, reader, measurement row id) for the patients (all when None)."""
+    stmt = (
+        select(Measurement, Study.study_date, Patient.pseudo_id)
+        .join(Study, Study.id == Measurement.study_id)
+        .join(Patient, Patient.id == Measurement.patient_id)
+        .order_by(Study.study_date, Measurement.id)
+    )
+    if patient_ids is not None:
+        stmt = stmt.where(Measurement.patient_id.in_(patient_ids))
+    out = []
+    for m, date, pseudo in session.execute(stmt):
+        location = None
+        if None not in (m.location_x_mm, m.location_y_mm, m.location_z_mm):
+            location = (m.location_x_mm, m.location_y_mm, m.location_z_mm)
+        record = RadiologistMeasurement(
+            patient_id=pseudo, study_id=str(m.study_id), study_date=date,
+            diameter_mm=m.longest_diameter_mm, slice_index=m.slice_index,
+            location_mm=location, lesion=m.lesion_label,
+        )
+        out.append((record, m.reader, m.id))
+    return out
+
+
+def _model_lesions(
+    session: Session, patient_ids: list[int] | None, model_id: int
+) -> list[ModelLesion]:
+    stmt = (
+        select(Lesion, LesionTrack.track_number, Study.id, Study.study_date, Patient.pseudo_id)
+        .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+        .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
+        .join(Study, Study.id == LesionTrackMember.study_id)
+        .join(Patient, Patient.id == LesionTrack.patient_id)
+        .where(LesionTrack.model_id == model_id)
+    )
+    if patient_ids is not None:
+        stmt = stmt.where(LesionTrack.patient_id.in_(patient_ids))
+    out = []
+    for lesion, number, study_id, date, pseudo in session.execute(stmt):
+        bbox = lesion.bbox or []
+        out.append(
+            ModelLesion(
+                patient_id=pseudo, study_id=str(study_id), study_date=date, track_id=number,
+                lesion_id=lesion.id, diameter_mm=lesion.longest_axial_diameter_mm,
+                centroid_mm=(lesion.centroid_x, lesion.centroid_y, lesion.centroid_z),
+                z_range=(bbox[2], bbox[5]) if len(bbox) == 6 else None,
+            )
+        )
+    return out
+
+
+def _agreement_doc(session: Session, patient_ids: list[int] | None, model_id: int) -> dict[str, Any]:
+    lesions = _model_lesions(session, patient_ids, model_id)
+    measured = _radiologist(session, patient_ids)
+    links = link_measurements([m[0] for m in measured], lesions)
+    report = agreement_report(links)
+    report["links"] = [
+        {
+            "measurement_id": row_id,
+            "patient": lk.measurement.patient_id,
+            "study_id": int(lk.measurement.study_id),
+            "study_date": lk.measurement.study_date,
+            "lesion_label": lk.measurement.lesion,
+            "reader": reader,
+            "radiologist_mm": lk.measurement.diameter_mm,
+            "model_mm": lk.lesion.diameter_mm if lk.lesion else None,
+            "track_number": lk.track_id,
+            "lesion_id": lk.lesion.lesion_id if lk.lesion else None,
+            "method": lk.method,
+        }
+        for lk, (_, reader, row_id) in zip(links, measured, strict=True)
+    ]
+    report["earlier_detection"] = [e.to_dict() for e in earlier_detection(lesions, links)]
+    report["model_id"] = model_id
+    return report
+
+
+def _session(url: str | None) -> Session:
+    return make_session_factory(url or default_url())()
+
+
+def _patient_row(session: Session, pseudo_id: str) -> Patient:
+    patient = session.scalar(select(Patient).where(Patient.pseudo_id == pseudo_id))
+    if patient is None:
+        raise UserError(f"patient {pseudo_id!r} is not in the store")
+    return patient
+
+
+def agreement(
+    patient_id: str | None = None, model_id: int | None = None, url: str | None = None
+) -> dict[str, Any]:
+    """Model vs radiologist: links, MAD / Bland–Altman / Pearson r, earlier detection."""
+    with _session(url) as session:
+        model_id = model_id or current_model_id(session)
+        if model_id is None:
+            return {"cohort": None, "patients": {}, "links": [], "earlier_detection": []}
+        ids = None if patient_id is None else [_patient_row(session, patient_id).id]
+        return _agreement_doc(session, ids, model_id)
+
+
+@dataclass
+class PatientFollowup:
+    """Everything the follow-up page shows for one patient (plain values)."""
+
+    patient: str
+    model_id: int | None
+    timeline: list[dict[str, Any]]
+    tracks: list[dict[str, Any]]
+    measurements: list[dict[str, Any]]
+    responses: dict[str, list[dict[str, Any]]]
+    volumes: list[dict[str, Any]]
+    agreement: dict[str, Any]
+    earlier_detection: list[dict[str, Any]]
+
+
+def patient_followup(
+    patient_id: str, model_id: int | None = None, url: str | None = None
+) -> PatientFollowup:
+    """Timeline, tracks with per-date diameters, measurements, responses, badges, volumes."""
+    with _session(url) as session:
+        patient = _patient_row(session, patient_id)
+        model_id = model_id or current_model_id(session)
+        studies = session.execute(
+            select(Study.id, Study.study_date, Series.id, Series.phase, Segmentation.status)
+            .join(Series, Series.study_id == Study.id)
+            .outerjoin(
+                Segmentation,
+                (Segmentation.series_id == Series.id) & (Segmentation.model_id == model_id),
+            )
+            .where(Study.patient_id == patient.id)
+            .order_by(Study.study_date, Study.id, Series.id)
+        ).all()
+        timeline: dict[int, dict[str, Any]] = {}
+        for sid, date, series_id, phase, status in studies:
+            entry = timeline.setdefault(sid, {"study_id": sid, "date": date, "series": []})
+            entry["series"].append({"series_id": series_id, "phase": phase, "segmentation": status})
+        doc = _agreement_doc(session, [patient.id], model_id) if model_id else {
+            "links": [], "earlier_detection": [], "patients": {}}
+        badges = {e["track_id"]: e for e in doc["earlier_detection"]}
+        tracks: dict[int, dict[str, Any]] = {}
+        if model_id:
+            rows = session.execute(
+                select(LesionTrack.track_number, LesionTrack.status, Lesion, Study.id,
+                       Study.study_date)
+                .join(LesionTrackMember, LesionTrackMember.track_id == LesionTrack.id)
+                .join(Lesion, Lesion.id == LesionTrackMember.lesion_id)
+                .join(Study, Study.id == LesionTrackMember.study_id)
+                .where(LesionTrack.patient_id == patient.id, LesionTrack.model_id == model_id)
+                .order_by(LesionTrack.track_number, Study.study_date)
+            ).all()
+            for number, status, lesion, study_id, date in rows:
+                track = tracks.setdefault(number, {
+                    "track_number": number, "status": status, "points": [],
+                    "earlier_detection": badges.get(number)})
+                track["points"].append({
+                    "study_id": study_id, "date": date, "lesion_id": lesion.id,
+                    "diameter_mm": lesion.longest_axial_diameter_mm,
+                    "short_axis_mm": lesion.short_axis_mm, "volume_ml": lesion.volume_ml,
+                    "centroid_mm": [lesion.centroid_x, lesion.centroid_y, lesion.centroid_z]})
+        responses: dict[str, list[dict[str, Any]]] = {"model": [], "radiologist": []}
+        for r, date in session.execute(
+            select(Response, Study.study_date).join(Study, Study.id == Response.study_id)
+            .where(Response.patient_id == patient.id).order_by(Study.study_date)
+        ):
+            responses[r.source].append({"study_id": r.study_id, "date": date,
+                                        "category": r.recist_category,
+                                        "sum_diameters_mm": r.sum_diameters_mm,
+                                        "baseline_study_id": r.baseline_study_id})
+        per_study_volume: dict[int, float] = defaultdict(float)
+        for track in tracks.values():
+            for p in track["points"]:
+                per_study_volume[p["study_id"]] += p["volume_ml"]
+        ordered = [s for s, e in timeline.items()
+                   if any(x["segmentation"] == "done" for x in e["series"])]
+        if len(ordered) > 1:
+            responses["volumetric"] = [
+                {"study_id": s, **a.to_dict()}
+                for s, a in zip(ordered, volumetric_response(
+                    [per_study_volume.get(s, 0.0) for s in ordered]), strict=True)
+            ]
+        volumes = [
+            {"study_id": v.study_id, "series_id": v.series_id, "phase": phase,
+             "total_ml": v.total_ml, "functional_ml": v.functional_ml,
+             "deviation_pct": v.deviation_pct, "flagged": v.flagged}
+            for v, phase in session.execute(
+                select(VolumetryResult, Series.phase)
+                .join(Series, Series.id == VolumetryResult.series_id)
+                .join(Study, Study.id == VolumetryResult.study_id)
+                .where(Study.patient_id == patient.id, VolumetryResult.model_id == model_id)
+                .order_by(Study.study_date, VolumetryResult.series_id)
+            )
+        ]
+        return PatientFollowup(
+            patient=patient_id, model_id=model_id, timeline=list(timeline.values()),
+            tracks=list(tracks.values()), measurements=doc["links"], responses=responses,
+            volumes=volumes, agreement=doc["patients"].get(patient_id, {}),
+            earlier_detection=doc["earlier_detection"],
+        )
+
+
+def volumetry_overview(
+    model_id: int | None = None, url: str | None = None,
+    config: AnalyticsConfig | None = None,
+) -> pd.DataFrame:
+    """One row per study with two or more segmented phases: spread, flag, thickness warning."""
+    config = config or AnalyticsConfig()
+    with _session(url) as session:
+        model_id = model_id or current_model_id(session)
+        rows = session.execute(
+            select(Patient.pseudo_id, Study.id, Study.study_date, VolumetryResult, Series.phase,
+                   Series.slice_thickness, Series.spacing_z)
+            .join(Study, Study.id == VolumetryResult.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Series, Series.id == VolumetryResult.series_id)
+            .where(VolumetryResult.model_id == model_id)
+            .order_by(Patient.pseudo_id, Study.study_date, VolumetryResult.series_id)
+        ).all()
+    groups: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        groups[row[1]].append(row)
+    records = []
+    for study_id, group in groups.items():
+        if len(group) < 2:
+            continue
+        devs = [abs(r[3].deviation_pct or 0.0) for r in group]
+        thickness = [r[5] if r[5] is not None else r[6] for r in group]
+        records.append({
+            "patient": group[0][0], "study_id": study_id, "study_date": group[0][2],
+            "phases": ",".join(r[4] for r in group), "series": len(group),
+            "mean_total_ml": sum(r[3].total_ml for r in group) / len(group),
+            "max_abs_deviation_pct": max(devs),
+            "flagged": any(r[3].flagged for r in group),
+            "threshold_pct": config.volumetry_threshold_pct,
+            "warning": _thickness_warning(thickness, config.thickness_tolerance_mm),
+        })
+    columns = ["patient", "study_id", "study_date", "phases", "series", "mean_total_ml",
+               "max_abs_deviation_pct", "flagged", "threshold_pct", "warning"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def cohort_tables(
+    filters: dict[str, Any] | None = None, url: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """Flat tables of the cohort (``filters``: ``patients`` list, ``model_id``)."""
+    filters = filters or {}
+    with _session(url) as session:
+        model_id = filters.get("model_id") or current_model_id(session)
+        patient_ids = None
+        if filters.get("patients"):
+            patient_ids = [_patient_row(session, p).id for p in filters["patients"]]
+
+        def where_patient(stmt: Any, column: Any) -> Any:
+            return stmt if patient_ids is None else stmt.where(column.in_(patient_ids))
+
+        def frame(stmt: Any) -> pd.DataFrame:
+            result = session.execute(stmt)
+            return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+        tables = {
+            "patients": frame(where_patient(
+                select(Patient.id.label("patient_id"), Patient.pseudo_id.label("patient"),
+                       func.count(Study.id).label("studies"))
+                .outerjoin(Study, Study.patient_id == Patient.id)
+                .group_by(Patient.id, Patient.pseudo_id).order_by(Patient.pseudo_id),
+                Patient.id)),
+            "studies": frame(where_patient(
+                select(Study.id.label("study_id"), Patient.pseudo_id.label("patient"),
+                       Study.study_date, Study.accession, Study.study_instance_uid)
+                .join(Patient, Patient.id == Study.patient_id)
+                .order_by(Patient.pseudo_id, Study.study_date), Study.patient_id)),
+            "series": frame(where_patient(
+                select(Series.id.label("series_id"), Study.id.label("study_id"),
+                       Patient.pseudo_id.label("patient"), Series.phase, Series.modality,
+                       Series.spacing_x, Series.spacing_y, Series.spacing_z, Series.size_x,
+                       Series.size_y, Series.size_z, Series.slice_thickness,
+                       Series.series_instance_uid, Segmentation.status.label("segmentation"),
+                       Segmentation.runtime_s)
+                .join(Study, Study.id == Series.study_id)
+                .join(Patient, Patient.id == Study.patient_id)
+                .outerjoin(Segmentation, (Segmentation.series_id == Series.id)
+                           & (Segmentation.model_id == model_id))
+                .order_by(Series.id), Study.patient_id)),
+            "lesions": frame(where_patient(
+                select(Lesion.id.label("lesion_id"), Lesion.lesion_index,
+                       Series.id.label("series_id"), Study.id.label("study_id"),
+                       Patient.pseudo_id.label("patient"), Lesion.voxels, Lesion.volume_ml,
+                       Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
+                       Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z, Lesion.mean_hu)
+                .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
+                .join(Series, Series.id == Segmentation.series_id)
+                .join(Study, Study.id == Series.study_id)
+                .join(Patient, Patient.id == Study.patient_id)
+                .where(Segmentation.model_id == model_id).order_by(Lesion.id), Study.patient_id)),
+            "tracks": frame(where_patient(
+                select(Patient.pseudo_id.label("patient"), LesionTrack.track_number,
+                       LesionTrack.status, LesionTrackMember.study_id,
+                       Study.study_date, LesionTrackMember.lesion_id,
+                       Lesion.longest_axial_diameter_mm, Lesion.volume_ml)
+                .join(LesionTrackMember, LesionTrackMember.track_id == LesionTrack.id)
+                .join(Lesion, Lesion.id == LesionTrackMember.lesion_id)
+                .join(Study, Study.id == LesionTrackMember.study_id)
+                .join(Patient, Patient.id == LesionTrack.patient_id)
+                .where(LesionTrack.model_id == model_id)
+                .order_by(Patient.pseudo_id, LesionTrack.track_number, Study.study_date),
+                LesionTrack.patient_id)),
+            "volumetry": frame(where_patient(
+                select(Patient.pseudo_id.label("patient"), VolumetryResult.study_id,
+                       VolumetryResult.series_id, Series.phase, VolumetryResult.total_ml,
+                       VolumetryResult.functional_ml, VolumetryResult.deviation_pct,
+                       VolumetryResult.flagged)
+                .join(Series, Series.id == VolumetryResult.series_id)
+                .join(Study, Study.id == VolumetryResult.study_id)
+                .join(Patient, Patient.id == Study.patient_id)
+                .where(VolumetryResult.model_id == model_id)
+                .order_by(VolumetryResult.study_id, VolumetryResult.series_id), Study.patient_id)),
+            "response": frame(where_patient(
+                select(Patient.pseudo_id.label("patient"), Response.study_id, Study.study_date,
+                       Response.source, Response.recist_category, Response.sum_diameters_mm,
+                       Response.baseline_study_id)
+                .join(Study, Study.id == Response.study_id)
+                .join(Patient, Patient.id == Response.patient_id)
+                .order_by(Patient.pseudo_id, Study.study_date, Response.source),
+                Response.patient_id)),
+        }
+        doc = _agreement_doc(session, patient_ids, model_id) if model_id else None
+    links = doc["links"] if doc else []
+    tables["measurements"] = pd.DataFrame.from_records(links, columns=[
+        "measurement_id", "patient", "study_id", "study_date", "lesion_label", "reader",
+        "radiologist_mm", "model_mm", "track_number", "lesion_id", "method"])
+    stats_rows = []
+    if doc:
+        stats_rows.append({"scope": "cohort", "patient": None, **doc["cohort"]})
+        stats_rows += [{"scope": "patient", "patient": p, **s} for p, s in doc["patients"].items()]
+    tables["agreement"] = pd.DataFrame.from_records(stats_rows, columns=[
+        "scope", "patient", "n", "mean_abs_diff_mm", "bias_mm", "sd_diff_mm", "loa_low_mm",
+        "loa_high_mm", "pearson_r"])
+    return tables
+
+
+# -- clinician corrections ------------------------------------------------------------------
+
+
+def _override(
+    kind: str, lesion_id: int, track_number: int | None, user_id: int | None,
+    note: str | None, url: str | None, data_root: Path | None,
+) -> dict[str, Any]:
+    with _session(url) as session:
+        lesion = session.get(Lesion, lesion_id)
+        if lesion is None:
+            raise UserError(f"lesion {lesion_id} does not exist")
+        seg = session.get(Segmentation, lesion.segmentation_id)
+        assert seg is not None
+        series = session.get(Series, seg.series_id)
+        assert series is not None
+        study = session.get(Study, series.study_id)
+        assert study is not None
+        target = None
+        if kind == "relink":
+            target = session.scalar(select(LesionTrack).where(
+                LesionTrack.patient_id == study.patient_id, LesionTrack.model_id == seg.model_id,
+                LesionTrack.track_number == track_number))
+            if target is None:
+                raise UserError(f"track {track_number} does not exist for this patient")
+        session.add(TrackOverride(kind=kind, lesion_id=lesion_id,
+                                  target_track_id=target.id if target else None,
+                                  user_id=user_id, note=note))
+        session.add(AuditEvent(user_id=user_id, action=f"track_{kind}", target=f"lesion {lesion_id}",
+                               detail={"track_number": track_number, "note": note}))
+        session.flush()
+        summary = refresh_patient(session, study.patient_id, seg.model_id, data_root)
+        session.commit()
+        return summary
+
+
+def relink_lesion(
+    lesion_id: int, track_number: int, user_id: int | None = None, note: str | None = None,
+    url: str | None = None, data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Put a lesion into track ``track_number``; kept by every later re-track."""
+    return _override("relink", lesion_id, track_number, user_id, note, url, data_root)
+
+
+def mark_not_lesion(
+    lesion_id: int, user_id: int | None = None, note: str | None = None,
+    url: str | None = None, data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Exclude a lesion from tracking and response ("not a lesion"); kept by later runs."""
+    return _override("not_lesion", lesion_id, None, user_id, note, url, data_root)
+
+
+# -- 3D -------------------------------------------------------------------------------------
+
+
+def scene_for_study(
+    study_id: int, cache_dir: Path | None = None, model_id: int | None = None,
+    url: str | None = None, data_root: Path | None = None,
+) -> Any:
+    """Meshes (:class:`lvt_core.scene.SceneMeshes`) of the tracked series of a study.
+
+    Cached on disk under ``cache_dir`` (default ``<data dir>/meshes``) by label-map hash, so
+    the 3D page loads a study's meshes once. Tumor keys are lesion indices of that series.
+    """
+    from lvt_core.scene import build_scene_meshes
+
+    root = data_root or storage.data_dir()
+    with _session(url) as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise UserError(f"study {study_id} is not in the store")
+        model_id = model_id or current_model_id(session)
+        tracked = dict(
+            (s.id, seg) for s, seg in _tracked_segmentations(session, study.patient_id, model_id)
+        ) if model_id else {}
+        seg = tracked.get(study_id)
+        if seg is None:
+            raise UserError(f"study {study_id} has no finished segmentation; run `lvt batch`")
+        path = storage.resolve(seg.label_map_path or "", root)
+    labels = sitk.ReadImage(str(path))
+    return build_scene_meshes(labels, cache_dir=cache_dir or root / "meshes")

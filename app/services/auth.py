@@ -1,0 +1,180 @@
+"""Users, argon2 password hashes, throttled sign-in, session expiry and role gates.
+
+Throttling counts failed sign-ins in the audit log (not in process memory), so it holds
+across app restarts and several app processes sharing one database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cli.common import UserError
+from app.services import audit
+from db.models import ROLES, User, utcnow
+
+MIN_PASSWORD_LENGTH = 8
+MAX_FAILED_LOGINS = 5
+"""Failed sign-ins per user name allowed within :data:`THROTTLE_WINDOW`."""
+THROTTLE_WINDOW = dt.timedelta(minutes=15)
+SESSION_TTL = dt.timedelta(hours=8)
+"""A signed-in browser session ends after this long, whatever the activity."""
+ROLE_RANK = {"clinician": 0, "researcher": 1, "admin": 2}
+
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """The signed-in user as the app keeps it in the browser session."""
+
+    id: int
+    username: str
+    role: str
+    signed_in_at: dt.datetime
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        """True once the session is older than :data:`SESSION_TTL`."""
+        return (now or utcnow()) - self.signed_in_at > SESSION_TTL
+
+    def has_role(self, needed: str) -> bool:
+        """Roles are ordered: an admin can do what a researcher can, who can do what a clinician can."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[needed]
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user row for listings (never carries the hash)."""
+
+    id: int
+    username: str
+    role: str
+    active: bool
+    created_at: dt.datetime
+    last_login: dt.datetime | None
+
+
+class LoginThrottled(UserError):
+    """Too many failed sign-ins for this user name; wait and retry."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` (the only form a password is stored in)."""
+    return _hasher.hash(password)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+
+
+def get_user(session: Session, username: str) -> User | None:
+    """The user row named ``username``, if any."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def _require(session: Session, username: str) -> User:
+    user = get_user(session, username)
+    if user is None:
+        raise UserError(f"no user named {username!r}")
+    return user
+
+
+def add_user(
+    session: Session, username: str, role: str, password: str, actor: str | None = None
+) -> User:
+    """Create an active user; a taken name, unknown role or short password is a UserError."""
+    username = username.strip()
+    if not username:
+        raise UserError("user name is empty")
+    _check_role(role)
+    _check_password(password)
+    if get_user(session, username) is not None:
+        raise UserError(f"user {username!r} already exists")
+    user = User(username=username, role=role, password_hash=hash_password(password), active=True)
+    session.add(user)
+    session.flush()
+    audit.record(session, audit.USER_CHANGE, actor=actor, target=username, detail={"added": role})
+    return user
+
+
+def ensure_user(session: Session, username: str, role: str, password: str) -> User:
+    """Create the user, or reset role, password and active flag of an existing one (demo)."""
+    user = get_user(session, username)
+    if user is None:
+        return add_user(session, username, role, password, actor="lvt demo")
+    _check_role(role)
+    user.role, user.active = role, True
+    if not verify_password(user.password_hash, password):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def set_password(session: Session, username: str, password: str, actor: str | None = None) -> None:
+    """Replace a user's password."""
+    _check_password(password)
+    user = _require(session, username)
+    user.password_hash = hash_password(password)
+    audit.record(session, audit.USER_CHANGE, actor=actor, target=username, detail={"passwd": True})
+
+
+def set_active(session: Session, username: str, active: bool, actor: str | None = None) -> None:
+    """Disable (or re-enable) a user; a disabled user cannot sign in."""
+    user = _require(session, username)
+    user.active = active
+    audit.record(
+        session, audit.USER_CHANGE, actor=actor, target=username, detail={"active": active}
+    )
+
+
+def list_users(session: Session) -> list[UserInfo]:
+    """Every user, by name."""
+    rows = session.scalars(select(User).order_by(User.username))
+    return [UserInfo(u.id, u.username, u.role, u.active, u.created_at, u.last_login) for u in rows]
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches ``password_hash`` (a malformed hash never matches)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(
+    session: Session, username: str, password: str, now: dt.datetime | None = None
+) -> CurrentUser | None:
+    """Check a sign-in; None for a wrong name, password or disabled user.
+
+    Raises :class:`LoginThrottled` after :data:`MAX_FAILED_LOGINS` failures within
+    :data:`THROTTLE_WINDOW`, before even looking at the password, so guessing is slow.
+    Both outcomes are audited.
+    """
+    now = now or utcnow()
+    username = username.strip()
+    failures = audit.count_since(session, audit.LOGIN_FAILED, now - THROTTLE_WINDOW, username)
+    if failures >= MAX_FAILED_LOGINS:
+        minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
+        raise LoginThrottled(
+            f"too many failed sign-ins for {username!r}; try again in {minutes} minutes"
+        )
+    user = get_user(session, username)
+    ok = user is not None and user.active and verify_password(user.password_hash, password)
+    if not ok or user is None:
+        audit.record(session, audit.LOGIN_FAILED, actor=username)
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login = now
+    audit.record(session, audit.LOGIN_OK, actor=username, user_id=user.id)
+    return CurrentUser(user.id, user.username, user.role, now)

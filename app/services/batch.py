@@ -1,0 +1,647 @@
+"""``lvt batch``: segment every series that has no current segmentation for a model.
+
+Work is spread with Dask (in-process for one worker, a ``LocalCluster`` for several, or an
+existing cluster with ``scheduler``); workers only read images and write content-addressed
+label maps (:mod:`app.services.batch_worker`). This client alone writes rows, one short
+transaction per finished series, so:
+
+- a batch killed at any moment (``kill -9`` included) resumes by simply running again: a
+  segmentation is ``done`` only in the transaction that also stores its lesions and volumes,
+  and only after its label map file was atomically published; unfinished rows are redone;
+- the unique (series, model) segmentation row and in-place lesion updates mean no duplicate
+  rows, and lesion ids survive a ``--force`` re-run that finds the same lesions (so clinician
+  overrides that point at them are kept);
+- a failing series is stored as ``failed`` with its error and the batch goes on.
+
+After the series, tracks, volumetry and responses are refreshed per touched patient
+(:func:`app.services.analytics.refresh_patient`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.cli.common import UserError
+from app.services.batch_worker import measure_labels, segment_series
+from db import storage
+from db.engine import default_url, ensure_schema, make_session_factory
+from db.models import (
+    BatchJob,
+    BatchRun,
+    Lesion,
+    Model,
+    Patient,
+    Segmentation,
+    Series,
+    Study,
+    VolumetryResult,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+THROTTLE_ENV = "LVT_BATCH_THROTTLE_S"
+"""Seconds each task sleeps after its work (crash tests and demos only)."""
+
+
+@dataclass
+class BatchOptions:
+    """Choices of one batch run (mirrors the CLI flags)."""
+
+    patients: list[str] = field(default_factory=list)
+    all: bool = False
+    model: Path | None = None
+    workers: int = 1
+    scheduler: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    run_id: int | None = None
+    device: str = "auto"
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did (the ``--json`` document)."""
+
+    run_id: int | None
+    model: dict[str, Any]
+    dry_run: bool
+    series_total: int
+    done: int = 0
+    failed: int = 0
+    runtime_s: float = 0.0
+    studies_per_hour: float | None = None
+    series_per_hour: float | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    patients_refreshed: int = 0
+    analytics_errors: list[dict[str, Any]] = field(default_factory=list)
+    series: list[int] = field(default_factory=list)
+    engine: str = "in-process"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- model and series selection -------------------------------------------------------------
+
+
+def resolve_checkpoint(model: Path | None) -> Path:
+    """The checkpoint to use: ``model`` or ``LVT_MODEL_PATH`` (the shipped model)."""
+    from app.settings import get_settings
+
+    path = Path(model) if model is not None else get_settings().model_path
+    if not path.is_file():
+        raise UserError(
+            f"{path}: model checkpoint not found; pass --model PATH.pt or set LVT_MODEL_PATH "
+            "(train one with `lvt train CONFIG`)"
+        )
+    return path.resolve()
+
+
+def register_model(session: Session, checkpoint: Path) -> Model:
+    """The Model row of ``checkpoint`` (created on first use; name+version+checksum)."""
+    from lvt_core.checkpoint import CheckpointError, checkpoint_checksum, load_checkpoint
+
+    try:
+        _, meta = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+    checksum = checkpoint_checksum(checkpoint)
+    name, version = str(meta["name"]), str(meta["version"])
+    row = session.scalar(select(Model).where(Model.name == name, Model.version == version))
+    if row is None:
+        row = Model(name=name, version=version, checksum=checksum, path=str(checkpoint))
+        session.add(row)
+        session.flush()
+    elif row.checksum != checksum:
+        raise UserError(
+            f"{checkpoint}: model {name} {version} is already registered with a different "
+            f"checksum ({row.checksum[:12]}… vs {checksum[:12]}…); give the new checkpoint a "
+            "new version"
+        )
+    return row
+
+
+def resolve_patients(session: Session, ids: Iterable[str]) -> list[int]:
+    """Patient row ids for pseudonymous ids (or source ids, pseudonymised with the key)."""
+    out: list[int] = []
+    for pid in ids:
+        row = session.scalar(select(Patient.id).where(Patient.pseudo_id == pid))
+        if row is None:
+            try:
+                from app.services.deid import Deidentifier
+
+                pseudo = Deidentifier.from_settings(True).patient_id(pid)
+                row = session.scalar(select(Patient.id).where(Patient.pseudo_id == pseudo))
+            except UserError:
+                row = None
+        if row is None:
+            raise UserError(f"patient {pid!r} is not in the store (see `lvt patients list`)")
+        out.append(int(row))
+    return out
+
+
+def pending_series(
+    session: Session, model_id: int, patient_ids: list[int] | None, force: bool = False
+) -> list[int]:
+    """Series without a ``done`` segmentation for the model (all of them with ``force``)."""
+    stmt = select(Series.id).join(Study, Study.id == Series.study_id)
+    if patient_ids is not None:
+        stmt = stmt.where(Study.patient_id.in_(patient_ids))
+    if not force:
+        done = select(Segmentation.series_id).where(
+            Segmentation.model_id == model_id, Segmentation.status == "done"
+        )
+        stmt = stmt.where(Series.id.not_in(done))
+    stmt = stmt.order_by(Study.patient_id, Study.study_date, Series.id)
+    return [int(v) for v in session.scalars(stmt)]
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(session: Session) -> int:
+    """Mark runs whose client process on this host is gone as failed; return how many."""
+    host = socket.gethostname()
+    count = 0
+    for run in session.scalars(select(BatchRun).where(BatchRun.status.in_(("pending", "running")))):
+        params = run.params or {}
+        pid = params.get("pid")
+        if pid is None or params.get("host") != host or _pid_alive(int(pid)):
+            continue
+        run.status = "failed"
+        run.error = f"interrupted: client process {pid} is no longer running"
+        run.finished_at = utcnow()
+        for job in run.jobs:
+            if job.status in ("pending", "running"):
+                job.status = "cancelled"
+        count += 1
+    return count
+
+
+def create_run(
+    session: Session, model_id: int, series_ids: list[int], params: dict[str, Any]
+) -> BatchRun:
+    """A pending run with one pending job per series."""
+    run = BatchRun(model_id=model_id, status="pending", params=params)
+    session.add(run)
+    session.flush()
+    session.add_all(BatchJob(run_id=run.id, series_id=sid, status="pending") for sid in series_ids)
+    session.flush()
+    return run
+
+
+def _segmentation_row(session: Session, series_id: int, model_id: int) -> Segmentation:
+    seg = session.scalar(
+        select(Segmentation).where(
+            Segmentation.series_id == series_id, Segmentation.model_id == model_id
+        )
+    )
+    if seg is None:
+        seg = Segmentation(series_id=series_id, model_id=model_id)
+        session.add(seg)
+    return seg
+
+
+# -- storing results ------------------------------------------------------------------------
+
+
+def store_result(
+    session: Session,
+    series_id: int,
+    model_id: int,
+    result: dict[str, Any],
+    data_root: Path,
+    job: BatchJob | None = None,
+) -> Segmentation:
+    """Write one worker result (label map already published) as rows; caller commits."""
+    seg = _segmentation_row(session, series_id, model_id)
+    seg.finished_at = utcnow()
+    seg.runtime_s = result.get("runtime_s")
+    error = result.get("error")
+    rel = result.get("label_map_path")
+    if error is None and (not rel or not storage.resolve(rel, data_root).is_file()):
+        error = f"label map {rel} is missing from the store"
+    if job is not None:
+        job.attempts = (job.attempts or 0) + 1
+        job.finished_at = seg.finished_at
+    if error is not None:
+        seg.status, seg.error = "failed", str(error)
+        if job is not None:
+            job.status, job.error = "failed", str(error)
+        session.flush()
+        return seg
+    seg.status, seg.error = "done", None
+    seg.label_map_path, seg.label_map_hash = rel, result["label_map_hash"]
+    session.flush()
+    _store_lesions(session, seg.id, result["lesions"])
+    series = session.get(Series, series_id)
+    assert series is not None
+    vol = session.scalar(
+        select(VolumetryResult).where(
+            VolumetryResult.series_id == series_id, VolumetryResult.model_id == model_id
+        )
+    )
+    if vol is None:
+        vol = VolumetryResult(series_id=series_id, model_id=model_id, study_id=series.study_id)
+        session.add(vol)
+    vol.total_ml, vol.functional_ml = float(result["total_ml"]), float(result["functional_ml"])
+    if job is not None:
+        job.status, job.error, job.segmentation_id = "done", None, seg.id
+    session.flush()
+    return seg
+
+
+def _store_lesions(session: Session, segmentation_id: int, lesions: list[dict[str, Any]]) -> None:
+    """Update lesions in place by index (keeps their ids), add new ones, drop the rest."""
+    existing = {
+        row.lesion_index: row
+        for row in session.scalars(select(Lesion).where(Lesion.segmentation_id == segmentation_id))
+    }
+    for item in lesions:
+        row = existing.pop(int(item["lesion_index"]), None)
+        if row is None:
+            row = Lesion(segmentation_id=segmentation_id, lesion_index=int(item["lesion_index"]))
+            session.add(row)
+        row.voxels = int(item["voxels"])
+        row.volume_ml = float(item["volume_ml"])
+        row.longest_axial_diameter_mm = float(item["longest_axial_diameter_mm"])
+        row.short_axis_mm = item.get("short_axis_mm")
+        row.centroid_x, row.centroid_y, row.centroid_z = (float(v) for v in item["centroid_mm"])
+        row.bbox = [int(v) for v in item.get("bbox") or []] or None
+        row.mean_hu = item.get("mean_hu")
+    for row in existing.values():
+        session.delete(row)
+
+
+def import_label_map(
+    series_id: int,
+    model_id: int,
+    labels: Any,
+    url: str | None = None,
+    data_root: Path | None = None,
+    refresh: bool = True,
+) -> int:
+    """Store an external label map (e.g. ground truth) as the segmentation of a series.
+
+    Goes through the same path as a batch result; returns the segmentation id.
+    """
+    import SimpleITK as sitk
+
+    root = data_root or storage.data_dir()
+    factory = make_session_factory(url or default_url())
+    with factory() as session:
+        series = session.get(Series, series_id)
+        if series is None:
+            raise UserError(f"series {series_id} is not in the store")
+        image = sitk.ReadImage(str(storage.resolve(series.image_path, root)))
+        rel, sha = storage.store_image(labels, root)
+        result = {**measure_labels(labels, image), "label_map_path": rel, "label_map_hash": sha}
+        seg = store_result(session, series_id, model_id, result, root)
+        patient_id = session.get(Study, series.study_id).patient_id  # type: ignore[union-attr]
+        session.commit()
+        seg_id = seg.id
+        if refresh:
+            from app.services.analytics import refresh_patient
+
+            refresh_patient(session, patient_id, model_id, root)
+            session.commit()
+    return seg_id
+
+
+# -- execution ------------------------------------------------------------------------------
+
+
+def _engine(workers: int, scheduler: str | None) -> str:
+    if scheduler:
+        return f"dask {scheduler}"
+    return "in-process" if workers <= 1 else f"dask LocalCluster({workers} workers)"
+
+
+def execute(
+    tasks: list[dict[str, Any]], workers: int = 1, scheduler: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Run :func:`segment_series` over ``tasks``; yield results as they finish."""
+    if not tasks:
+        return
+    if scheduler is None and workers <= 1:
+        for task in tasks:
+            yield segment_series(task)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(
+                segment_series, task, key=f"lvt-series-{task['series_id']}-{tag}", pure=False
+            ): task
+            for task in tasks
+        }
+        for future in as_completed(list(futures)):
+            task = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # worker lost too often, cancelled, ...
+                result = {"series_id": task["series_id"], "error": f"{type(exc).__name__}: {exc}"}
+            future.release()
+            yield result
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_batch(
+    options: BatchOptions,
+    url: str | None = None,
+    data_root: Path | None = None,
+    on_progress: ProgressFn | None = None,
+) -> BatchSummary:
+    """Segment the selected series and refresh analytics; see the module docstring."""
+    url = url or default_url()
+    root = (data_root or storage.data_dir()).resolve()
+    if options.run_id is None and not options.all and not options.patients:
+        raise UserError("say which series to segment: --patient ID (repeatable) or --all")
+    if options.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {options.workers}")
+    checkpoint = resolve_checkpoint(options.model)
+    ensure_schema(url)
+    factory = make_session_factory(url)
+    started = time.perf_counter()
+    with factory() as session:
+        model = register_model(session, checkpoint)
+        close_stale_runs(session)
+        if options.run_id is not None:
+            run = session.get(BatchRun, options.run_id)
+            if run is None:
+                raise UserError(f"batch run {options.run_id} does not exist")
+            done_ids = set(
+                session.scalars(
+                    select(Segmentation.series_id).where(
+                        Segmentation.model_id == model.id, Segmentation.status == "done"
+                    )
+                )
+            )
+            jobs = [
+                j
+                for j in run.jobs
+                if j.status != "done" and (options.force or j.series_id not in done_ids)
+            ]
+            for j in run.jobs:
+                if j.status != "done" and j not in jobs:
+                    j.status = "done"  # already segmented by another run
+            series_ids = [j.series_id for j in jobs]
+        else:
+            patient_ids = None if options.all else resolve_patients(session, options.patients)
+            series_ids = pending_series(session, model.id, patient_ids, options.force)
+            run = None
+        summary = BatchSummary(
+            run_id=options.run_id,
+            model={"id": model.id, "name": model.name, "version": model.version,
+                   "checksum": model.checksum, "path": str(checkpoint)},
+            dry_run=options.dry_run,
+            series_total=len(series_ids),
+            series=series_ids,
+            engine=_engine(options.workers, options.scheduler),
+        )
+        if options.dry_run:
+            session.rollback()
+            return summary
+        params = {
+            "patients": options.patients, "all": options.all, "model": str(checkpoint),
+            "workers": options.workers, "scheduler": options.scheduler, "force": options.force,
+            "pid": os.getpid(), "host": socket.gethostname(),
+        }
+        if run is None:
+            run = create_run(session, model.id, series_ids, params)
+        else:
+            run.params = {**(run.params or {}), "pid": os.getpid(), "host": socket.gethostname()}
+        run.status, run.started_at, run.error = "running", utcnow(), None
+        jobs_by_series = {j.series_id: j for j in run.jobs}
+        rows = session.execute(
+            select(Series.id, Series.image_path, Study.patient_id, Study.id)
+            .join(Study, Study.id == Series.study_id)
+            .where(Series.id.in_(series_ids))
+        ).all()
+        info = {int(r[0]): (r[1], int(r[2]), int(r[3])) for r in rows}
+        for sid in series_ids:
+            seg = _segmentation_row(session, sid, model.id)
+            seg.status, seg.started_at, seg.error = "running", utcnow(), None
+            job = jobs_by_series[sid]
+            job.status, job.started_at = "running", utcnow()
+        session.commit()
+        summary.run_id = run.id
+        model_id, run_id = model.id, run.id
+
+    threads = 0
+    if options.scheduler is None and options.workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // options.workers)
+    throttle = float(os.environ.get(THROTTLE_ENV) or 0.0)
+    tasks = [
+        {"series_id": sid, "image_path": info[sid][0], "data_root": str(root),
+         "checkpoint": str(checkpoint), "device": options.device, "threads": threads,
+         "test_delay_s": throttle}
+        for sid in series_ids
+    ]
+    patients: set[int] = set()
+    try:
+        for n, result in enumerate(execute(tasks, options.workers, options.scheduler), start=1):
+            sid = int(result["series_id"])
+            with factory() as session:
+                job = session.scalar(
+                    select(BatchJob).where(BatchJob.run_id == run_id, BatchJob.series_id == sid)
+                )
+                seg = store_result(session, sid, model_id, result, root, job)
+                session.commit()
+                if seg.status == "done":
+                    summary.done += 1
+                    patients.add(info[sid][1])
+                else:
+                    summary.failed += 1
+                    summary.failures.append({"series_id": sid, "error": seg.error})
+                    log.warning("series %s failed: %s", sid, seg.error)
+            if on_progress is not None:
+                on_progress(n, len(tasks), result)
+        _refresh(factory, sorted(patients), model_id, root, summary)
+    except BaseException as exc:
+        with factory() as session:
+            run_row = session.get(BatchRun, run_id)
+            if run_row is not None:
+                run_row.status, run_row.finished_at = "failed", utcnow()
+                run_row.error = f"{type(exc).__name__}: {exc}"
+                session.commit()
+        raise
+    summary.runtime_s = round(time.perf_counter() - started, 3)
+    with factory() as session:
+        run_row = session.get(BatchRun, run_id)
+        assert run_row is not None
+        run_row.status, run_row.finished_at = "done", utcnow()
+        if summary.failed:
+            run_row.error = f"{summary.failed} series failed"
+        studies = session.scalar(
+            select(func.count(func.distinct(Series.study_id))).where(Series.id.in_(series_ids))
+        ) if series_ids else 0
+        session.commit()
+    if summary.runtime_s > 0 and series_ids:
+        summary.series_per_hour = round(len(series_ids) / summary.runtime_s * 3600, 1)
+        summary.studies_per_hour = round(int(studies or 0) / summary.runtime_s * 3600, 1)
+    return summary
+
+
+def _refresh(
+    factory: Any, patient_ids: list[int], model_id: int, root: Path, summary: BatchSummary
+) -> None:
+    from app.services.analytics import refresh_patient
+
+    for pid in patient_ids:
+        with factory() as session:
+            try:
+                refresh_patient(session, pid, model_id, root)
+                session.commit()
+                summary.patients_refreshed += 1
+            except Exception as exc:
+                session.rollback()
+                log.exception("analytics for patient %s failed", pid)
+                summary.analytics_errors.append({"patient_id": pid, "error": str(exc)})
+
+
+# -- background runs and progress -----------------------------------------------------------
+
+
+def _lvt_command() -> list[str]:
+    script = Path(sys.executable).with_name("lvt")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("lvt")
+    return [found] if found else [sys.executable, "-c", "from app.cli.main import main; main()"]
+
+
+def start_batch_in_background(
+    options: BatchOptions, url: str | None = None, log_dir: Path | None = None
+) -> int:
+    """Create a pending run and start a detached ``lvt batch --run-id`` on it; return its id.
+
+    The run and its jobs exist before this returns, so the caller can watch progress at once.
+    """
+    from app.settings import get_settings
+
+    url = url or default_url()
+    checkpoint = resolve_checkpoint(options.model)
+    ensure_schema(url)
+    with make_session_factory(url)() as session:
+        model = register_model(session, checkpoint)
+        patient_ids = None if options.all else resolve_patients(session, options.patients)
+        if patient_ids is None and not options.all:
+            raise UserError("say which series to segment: patients or all")
+        series_ids = pending_series(session, model.id, patient_ids, options.force)
+        params = {"patients": options.patients, "all": options.all, "model": str(checkpoint),
+                  "workers": options.workers, "scheduler": options.scheduler,
+                  "force": options.force, "pid": None, "host": socket.gethostname()}
+        run = create_run(session, model.id, series_ids, params)
+        session.commit()
+        run_id = run.id
+    cmd = [*_lvt_command(), "batch", "--run-id", str(run_id), "--model", str(checkpoint),
+           "--workers", str(options.workers), "--json"]
+    if options.scheduler:
+        cmd += ["--scheduler", options.scheduler]
+    if options.force:
+        cmd.append("--force")
+    logs = log_dir or (get_settings().var_dir / "logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"batch-{run_id}.log", "ab") as handle:
+        subprocess.Popen(
+            cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "LVT_DATABASE_URL": url},
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A batch run as the app shows it."""
+
+    run_id: int
+    status: str
+    total: int
+    counts: dict[str, int]
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    eta_s: float | None
+    error: str | None
+
+    @property
+    def finished(self) -> int:
+        return self.counts.get("done", 0) + self.counts.get("failed", 0)
+
+
+def batch_progress(session: Session, run_id: int) -> RunProgress | None:
+    """Job counts by status and a simple ETA for one run (one grouped query)."""
+    run = session.get(BatchRun, run_id)
+    if run is None:
+        return None
+    counts = {
+        str(status): int(n)
+        for status, n in session.execute(
+            select(BatchJob.status, func.count())
+            .where(BatchJob.run_id == run_id)
+            .group_by(BatchJob.status)
+        )
+    }
+    total = sum(counts.values())
+    finished = counts.get("done", 0) + counts.get("failed", 0)
+    eta = None
+    if run.started_at is not None and 0 < finished < total and run.status == "running":
+        start = run.started_at
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.UTC)
+        elapsed = (utcnow() - start).total_seconds()
+        eta = elapsed / finished * (total - finished)
+    return RunProgress(run.id, run.status, total, counts, run.started_at, run.finished_at, eta,
+                       run.error)
+
+
+def list_runs(session: Session, limit: int = 20) -> list[RunProgress]:
+    """The most recent runs with their progress."""
+    ids = session.scalars(select(BatchRun.id).order_by(BatchRun.id.desc()).limit(limit)).all()
+    return [p for rid in ids if (p := batch_progress(session, rid)) is not None]

@@ -1,0 +1,86 @@
+"""Worker side of ``lvt batch``: segment one series and measure it; files only, no database.
+
+Runs inside Dask worker processes (or in-process for one worker). The predictor is loaded
+once per process and reused. Label maps are written to the content-addressed store by an
+atomic rename, so a killed worker never leaves a half-written file at a published path; the
+client alone writes database rows, after the file exists.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from db import storage
+from lvt_core.lesions import extract_lesions
+from lvt_core.volumetry import liver_volumes_ml
+
+_PREDICTORS: dict[tuple[str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def get_predictor(checkpoint: str, device: str = "auto") -> Any:
+    """The process-wide predictor for ``checkpoint`` (loaded on first use)."""
+    from lvt_core.inference import Predictor
+
+    key = (str(checkpoint), device)
+    with _LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = Predictor(checkpoint, device=device)
+        return _PREDICTORS[key]
+
+
+def measure_labels(labels: sitk.Image, image: sitk.Image | None = None) -> dict[str, Any]:
+    """Lesions and liver volumes of one label map, as plain JSON-ready values."""
+    total_ml, functional_ml = liver_volumes_ml(labels)
+    lesions = [
+        {
+            "lesion_index": lesion.id,
+            "voxels": lesion.voxels,
+            "volume_ml": lesion.volume_ml,
+            "longest_axial_diameter_mm": lesion.longest_axial_diameter_mm,
+            "short_axis_mm": lesion.short_axis_mm,
+            "centroid_mm": list(lesion.centroid_mm),
+            "bbox": list(lesion.bbox_index),
+            "mean_hu": lesion.mean_hu,
+        }
+        for lesion in extract_lesions(labels, image)
+    ]
+    return {"total_ml": total_ml, "functional_ml": functional_ml, "lesions": lesions}
+
+
+def segment_series(task: dict[str, Any]) -> dict[str, Any]:
+    """Segment ``task["image_path"]`` (store-relative) and return what the client stores.
+
+    Never raises for a bad series: the error comes back as ``{"error": ...}`` so the client
+    records it and the batch goes on.
+    """
+    start = time.perf_counter()
+    out: dict[str, Any] = {"series_id": task["series_id"], "worker_pid": os.getpid()}
+    try:
+        threads = int(task.get("threads") or 0)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+        root = Path(task["data_root"])
+        image = sitk.ReadImage(str(storage.resolve(task["image_path"], root)))
+        predictor = get_predictor(task["checkpoint"], task.get("device", "auto"))
+        labels = predictor.predict(image)
+        rel, sha = storage.store_image(labels, root)
+        out.update(measure_labels(labels, image))
+        out.update(label_map_path=rel, label_map_hash=sha)
+        delay = float(task.get("test_delay_s") or 0.0)
+        if delay:  # lets crash tests hit a batch mid-run; never set in production
+            time.sleep(delay)
+    except Exception as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["traceback"] = traceback.format_exc(limit=5)
+    out["runtime_s"] = time.perf_counter() - start
+    return out

@@ -1,0 +1,151 @@
+"""Exports: cohort tables (CSV/Parquet), DICOM SEG of one series, 3D meshes of one study."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import SimpleITK as sitk
+from sqlalchemy import select
+
+from app.cli.common import UserError
+from db import storage
+from db.engine import default_url, make_session_factory
+from db.models import Model, Patient, Segmentation, Series, Study
+
+FORMATS = ("csv", "parquet")
+
+
+def export_cohort(
+    out: Path, fmt: str = "csv", filters: dict[str, Any] | None = None, url: str | None = None
+) -> dict[str, Any]:
+    """Write one file per table of :func:`app.services.analytics.cohort_tables` into ``out``."""
+    from app.services.analytics import cohort_tables
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    tables = cohort_tables(filters, url=url)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, frame in tables.items():
+        path = out / f"{name}.{fmt}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        written[name] = {"path": str(path), "rows": len(frame)}
+    return {"out": str(out), "format": fmt, "tables": written}
+
+
+def _segmentation(session: Any, series_id: int, model_id: int | None) -> tuple[Segmentation, Model]:
+    stmt = (
+        select(Segmentation, Model)
+        .join(Model, Model.id == Segmentation.model_id)
+        .where(Segmentation.series_id == series_id, Segmentation.status == "done")
+        .order_by(Segmentation.finished_at.desc(), Segmentation.id.desc())
+    )
+    if model_id is not None:
+        stmt = stmt.where(Segmentation.model_id == model_id)
+    row = session.execute(stmt).first()
+    if row is None:
+        raise UserError(f"series {series_id} has no finished segmentation; run `lvt batch` first")
+    return row[0], row[1]
+
+
+def export_seg(
+    series_id: int, out: Path, ct_dir: Path | None = None, model_id: int | None = None,
+    url: str | None = None, data_root: Path | None = None, validate: bool = True,
+) -> dict[str, Any]:
+    """Write the DICOM SEG of a series' segmentation (and the CT series it references).
+
+    Validation reads the file back with pydicom and highdicom, checks every frame against the
+    label map in world space, and runs ``dciodvfy`` when installed.
+    """
+    import highdicom as hd
+
+    from app.services import dicom_seg
+
+    root = data_root or storage.data_dir()
+    with make_session_factory(url or default_url())() as session:
+        series = session.get(Series, series_id)
+        if series is None:
+            raise UserError(f"series {series_id} is not in the store (see `lvt studies list`)")
+        study = session.get(Study, series.study_id)
+        assert study is not None
+        patient = session.get(Patient, study.patient_id)
+        assert patient is not None
+        seg, model = _segmentation(session, series_id, model_id)
+        image = sitk.ReadImage(str(storage.resolve(series.image_path, root)))
+        labels = sitk.ReadImage(str(storage.resolve(seg.label_map_path or "", root)))
+        info = (patient.pseudo_id, study.study_instance_uid, series.series_instance_uid,
+                study.study_date, series.description, series.source_format)
+    if labels.GetSize() != image.GetSize() or labels.GetDirection() != image.GetDirection():
+        labels = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    ct_dir = ct_dir or out.with_name(out.name.removesuffix(".dcm") + "_ct")
+    paths = dicom_seg.write_source_series(image, ct_dir, *info[:5])
+    sources = [pydicom.dcmread(str(p)) for p in paths]
+    try:
+        segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version)
+    except ValueError as exc:
+        raise UserError(f"series {series_id}: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    segmentation.save_as(tmp)
+    tmp.replace(out)
+    report: dict[str, Any] = {
+        "series_id": series_id, "seg": str(out), "ct_dir": str(ct_dir), "ct_slices": len(paths),
+        "model": {"name": model.name, "version": model.version},
+        "source_format": info[5], "frames": int(segmentation.NumberOfFrames),
+        "segments": [s.SegmentLabel for s in segmentation.SegmentSequence],
+    }
+    if validate:
+        back = hd.seg.segread(str(out))
+        report["validation"] = {
+            "highdicom_segments": len(back.SegmentSequence),
+            "world_space_mismatched_pixels": dicom_seg.check_against_labels(out, labels),
+            "dciodvfy": dicom_seg.dciodvfy(out),
+        }
+    return report
+
+
+def find_study(session: Any, patient: str, study: str) -> Study:
+    """A patient's study by id, StudyInstanceUID or date (YYYY-MM-DD); names what is wrong."""
+    row = session.scalar(select(Patient).where(Patient.pseudo_id == patient))
+    if row is None:
+        raise UserError(f"patient {patient!r} is not in the store")
+    stmt = select(Study).where(Study.patient_id == row.id)
+    if study.isdigit():
+        stmt = stmt.where(Study.id == int(study))
+    else:
+        try:
+            stmt = stmt.where(Study.study_date == dt.date.fromisoformat(study))
+        except ValueError:
+            stmt = stmt.where(Study.study_instance_uid == study)
+    found = session.scalars(stmt).all()
+    if len(found) != 1:
+        what = "no study" if not found else f"{len(found)} studies"
+        raise UserError(f"{what} of patient {patient} match {study!r} (give a study id)")
+    return found[0]
+
+
+def export_mesh(
+    patient: str, study: str, out: Path, formats: tuple[str, ...] = ("stl", "obj", "vtp", "glb"),
+    model_id: int | None = None, url: str | None = None, data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Write the liver, vessel and per-tumor meshes of a study (cached) into ``out``."""
+    from app.services.analytics import scene_for_study
+    from lvt_core.scene import export_scene
+
+    with make_session_factory(url or default_url())() as session:
+        study_id = find_study(session, patient, study).id
+    meshes = scene_for_study(study_id, model_id=model_id, url=url, data_root=data_root)
+    try:
+        paths = export_scene(meshes, out, formats)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return {"study_id": study_id, "out": str(out), "files": [str(p) for p in paths],
+            "structures": [name for name, _ in meshes.items()]}

@@ -1,0 +1,84 @@
+"""Model-vs-radiologist linking for the pages, on the frames of :mod:`app.web.queries`.
+
+The linking and the earlier-detection rule are :mod:`lvt_core.agreement`'s; this module
+only converts rows to its records and back.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lvt_core.agreement import (
+    ModelLesion,
+    RadiologistMeasurement,
+    earlier_detection,
+    link_measurements,
+)
+
+
+def _model(lesions: pd.DataFrame, patient: str | None = None) -> list[ModelLesion]:
+    return [
+        ModelLesion(
+            patient_id=str(patient if patient is not None else r["patient"]),
+            study_id=str(r["study_id"]),
+            study_date=r["study_date"],
+            track_id=int(r["track"]),
+            lesion_id=int(r.get("lesion_id", 0) or 0),
+            diameter_mm=float(r["diameter_mm"]),
+            centroid_mm=(float(r["x"]), float(r["y"]), float(r["z"])),
+        )
+        for _, r in lesions.iterrows()
+    ]
+
+
+def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[RadiologistMeasurement]:
+    out = []
+    for _, r in measurements.iterrows():
+        if "location_mm" in r:
+            location = tuple(r["location_mm"]) if r["location_mm"] is not None else None
+        else:
+            location = None if pd.isna(r["x"]) else (float(r["x"]), float(r["y"]), float(r["z"]))
+        out.append(
+            RadiologistMeasurement(
+                patient_id=str(patient if patient is not None else r["patient"]),
+                study_id=str(r["study_id"]),
+                study_date=r["study_date"],
+                diameter_mm=float(r["diameter_mm"]),
+                slice_index=None if pd.isna(r["slice_index"]) else int(r["slice_index"]),
+                location_mm=location,  # type: ignore[arg-type]
+                lesion=str(r["lesion"]),
+            )
+        )
+    return out
+
+
+def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[dict[str, object]]:
+    """Tracks the model saw before the radiologist first measured them (paper Figure 2)."""
+    if lesions.empty or measurements.empty:
+        return []
+    model = _model(lesions, pseudo_id)
+    links = link_measurements(_reader(measurements, pseudo_id), model)
+    return [e.to_dict() for e in earlier_detection(model, links)]
+
+
+def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[int | None]:
+    """The track each measurement links to (None where nothing fits), in row order."""
+    if lesions.empty or measurements.empty:
+        return [None] * len(measurements)
+    links = link_measurements(_reader(measurements, pseudo_id), _model(lesions, pseudo_id))
+    return [lk.track_id for lk in links]
+
+
+def agreement_pairs(lesions: pd.DataFrame, measurements: pd.DataFrame) -> pd.DataFrame:
+    """One row per linked (radiologist, model) diameter pair across the cohort."""
+    columns = ["patient", "study_date", "radiologist_mm", "model_mm", "method"]
+    if lesions.empty or measurements.empty:
+        return pd.DataFrame(columns=columns)
+    links = link_measurements(_reader(measurements), _model(lesions))
+    rows = [
+        (lk.measurement.patient_id, lk.measurement.study_date, lk.measurement.diameter_mm,
+         lk.lesion.diameter_mm, lk.method)
+        for lk in links
+        if lk.lesion is not None
+    ]
+    return pd.DataFrame(rows, columns=columns)

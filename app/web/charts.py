@@ -1,0 +1,163 @@
+"""Plotly figures of the app (trajectories, volumetry, cohort agreement), one style throughout."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.web import theme
+
+LAYOUT = {
+    "template": "simple_white",
+    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    "height": 360,
+    "legend": {"orientation": "h", "y": -0.2},
+    "font": {"size": 13},
+}
+
+
+def timeline(studies: pd.DataFrame) -> go.Figure:
+    """Studies on a date axis, one marker per series, labelled by phase."""
+    fig = go.Figure(
+        go.Scatter(
+            x=studies["study_date"],
+            y=studies["phase"],
+            mode="markers",
+            marker={"size": 14, "color": "#5b7083", "symbol": "square"},
+            hovertemplate="%{x|%Y-%m-%d} · %{y}<extra></extra>",
+        )
+    )
+    fig.update_layout(**{**LAYOUT, "height": 170, "margin": {"l": 90, "r": 20, "t": 10, "b": 30}})
+    fig.update_yaxes(title=None, categoryorder="category descending")
+    return fig
+
+
+def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.DataFrame) -> go.Figure:
+    """Model longest diameter per track over dates, reader measurements, RECIST per timepoint."""
+    fig = go.Figure()
+    for track, rows in lesions.groupby("track"):
+        rows = rows.sort_values("study_date")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["study_date"],
+                y=rows["diameter_mm"],
+                mode="lines+markers",
+                name=f"track {track} (model)",
+                line={"color": theme.track_colour(int(track)), "width": 3},
+                marker={"size": 9},
+                hovertemplate="%{x|%Y-%m-%d}: %{y:.1f} mm<extra>track " + str(track) + "</extra>",
+            )
+        )
+    if not measurements.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=measurements["study_date"],
+                y=measurements["diameter_mm"],
+                mode="markers",
+                name="radiologist",
+                marker={"symbol": "x", "size": 11, "color": "#333333"},
+                text=measurements["lesion"],
+                hovertemplate="%{x|%Y-%m-%d}: %{y:.1f} mm (%{text})<extra>radiologist</extra>",
+            )
+        )
+    for _, r in responses.iterrows():
+        label = f"{'M' if r['source'] == 'model' else 'R'}: {r['category']}"
+        fig.add_annotation(
+            x=r["study_date"],
+            y=1.0 if r["source"] == "model" else 0.92,
+            yref="paper",
+            text=label,
+            showarrow=False,
+            bgcolor=theme.RESPONSE_COLOURS.get(r["category"], "#ddd"),
+            font={"size": 11},
+        )
+    fig.update_layout(**LAYOUT, title="Longest axial diameter per lesion track (RECIST: M model, R radiologist)")
+    fig.update_layout(title_font_size=14)
+    fig.update_yaxes(title="diameter (mm)", rangemode="tozero")
+    fig.update_xaxes(title=None)
+    return fig
+
+
+def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure:
+    """Tumor volume per track and total liver volume over time."""
+    fig = go.Figure()
+    for track, rows in lesions.groupby("track"):
+        rows = rows.sort_values("study_date")
+        fig.add_trace(
+            go.Bar(x=rows["study_date"], y=rows["volume_ml"], name=f"track {track}",
+                   marker_color=theme.track_colour(int(track)))
+        )
+    if not volumes.empty:
+        liver = volumes.groupby("study_date", as_index=False)["total_ml"].mean()
+        fig.add_trace(
+            go.Scatter(x=liver["study_date"], y=liver["total_ml"], name="total liver (mean of phases)",
+                       yaxis="y2", mode="lines+markers", line={"color": "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)})
+        )
+    fig.update_layout(**LAYOUT, barmode="stack", title="Tumor volume per track (ml) and total liver volume")
+    fig.update_layout(title_font_size=14, yaxis2={"overlaying": "y", "side": "right", "title": "liver (ml)",
+                                                   "rangemode": "tozero"})
+    fig.update_yaxes(title="tumor (ml)", selector={"anchor": "x"})
+    return fig
+
+
+def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Figure:
+    """Paper Figure 5: relative deviation of each phase from its study's mean, with the band."""
+    fig = go.Figure()
+    for phase, part in rows.groupby("phase"):
+        fig.add_trace(
+            go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all", jitter=0.4, pointpos=0,
+                   marker={"size": 5}, line={"color": "#5b7083"},
+                   text=part["patient"], hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
+        )
+    for y in (threshold_pct, -threshold_pct):
+        fig.add_hline(y=y, line_dash="dash", line_color="#e76f51")
+    fig.update_layout(**LAYOUT, showlegend=False, title="Relative deviation of liver volume per phase (%)")
+    fig.update_layout(title_font_size=14)
+    fig.update_yaxes(title="deviation from same-day mean (%)")
+    return fig
+
+
+def response_distribution(responses: pd.DataFrame) -> go.Figure:
+    """Counts of RECIST categories by source."""
+    counts = responses.groupby(["source", "category"]).size().reset_index(name="n")
+    fig = go.Figure()
+    for category in ("CR", "PR", "SD", "PD", "NE"):
+        part = counts[counts["category"] == category]
+        fig.add_trace(go.Bar(x=part["source"], y=part["n"], name=category,
+                             marker_color=theme.RESPONSE_COLOURS[category]))
+    fig.update_layout(**LAYOUT, barmode="stack", title="RECIST response distribution")
+    fig.update_layout(title_font_size=14)
+    return fig
+
+
+def agreement_scatter(pairs: pd.DataFrame) -> go.Figure:
+    """Model against radiologist longest diameter, with the identity line."""
+    top = float(max(pairs["model_mm"].max(), pairs["radiologist_mm"].max(), 1.0)) * 1.1
+    fig = go.Figure(
+        go.Scatter(x=pairs["radiologist_mm"], y=pairs["model_mm"], mode="markers",
+                   marker={"color": "#3b7dd8", "size": 7}, text=pairs["patient"],
+                   hovertemplate="%{text}: reader %{x:.1f}, model %{y:.1f} mm<extra></extra>")
+    )
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"dash": "dot", "color": "#999"},
+                             showlegend=False))
+    fig.update_layout(**LAYOUT, showlegend=False, title="Model vs radiologist (mm)")
+    fig.update_layout(title_font_size=14)
+    fig.update_xaxes(title="radiologist (mm)", range=[0, top])
+    fig.update_yaxes(title="model (mm)", range=[0, top])
+    return fig
+
+
+def bland_altman(pairs: pd.DataFrame) -> go.Figure:
+    """Difference (model − radiologist) against mean, with bias and 95 % limits of agreement."""
+    mean = (pairs["model_mm"] + pairs["radiologist_mm"]) / 2
+    diff = pairs["model_mm"] - pairs["radiologist_mm"]
+    bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    fig = go.Figure(go.Scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
+    fig.add_hline(y=bias, line_color="#333", annotation_text=f"bias {bias:.1f} mm")
+    for y in (bias + 1.96 * sd, bias - 1.96 * sd):
+        fig.add_hline(y=y, line_dash="dash", line_color="#e76f51", annotation_text=f"{y:.1f}")
+    fig.update_layout(**LAYOUT, showlegend=False, title="Bland–Altman (model − radiologist)")
+    fig.update_layout(title_font_size=14)
+    fig.update_xaxes(title="mean of both (mm)")
+    fig.update_yaxes(title="difference (mm)")
+    return fig

@@ -1,0 +1,121 @@
+"""Cached data access for the pages: each call is one short session and one query module call.
+
+Lists are cached for a few seconds (keyed by database URL and arguments) so reruns caused
+by widgets never hit the database twice; writes clear the caches they affect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import streamlit as st
+
+from app.services import audit, auth
+from app.settings import get_settings
+from app.web import queries
+from db.engine import ensure_schema, session_scope
+
+T = TypeVar("T")
+TTL_S = 10
+
+
+def database_url() -> str:
+    """The configured database URL (read per call: tests switch it between apps)."""
+    return get_settings().resolved_database_url
+
+
+@st.cache_resource(show_spinner=False)
+def _schema_ready(url: str) -> str:
+    return ensure_schema(url)
+
+
+def ready() -> None:
+    """Migrate the database once per process and URL (a fresh checkout needs no manual step)."""
+    _schema_ready(database_url())
+
+
+def run(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(session, *args)`` in one committed session."""
+    with session_scope(database_url()) as session:
+        return fn(session, *args)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _patients(url: str, search: str, limit: int) -> pd.DataFrame:
+    with session_scope(url) as session:
+        return queries.patient_rows(session, search, limit)
+
+
+def patients(search: str = "", limit: int = 500) -> pd.DataFrame:
+    """The patients list (see :func:`app.web.queries.patient_rows`)."""
+    return _patients(database_url(), search, limit)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _count(url: str) -> int:
+    with session_scope(url) as session:
+        return queries.count_patients(session)
+
+
+def patient_count() -> int:
+    """How many patients the store holds."""
+    return _count(database_url())
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _followup(url: str, pseudo_id: str) -> queries.FollowUp | None:
+    with session_scope(url) as session:
+        return queries.followup(session, pseudo_id)
+
+
+def followup(pseudo_id: str) -> queries.FollowUp | None:
+    """Everything the follow-up page shows for one patient."""
+    return _followup(database_url(), pseudo_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _volumetry(url: str) -> pd.DataFrame:
+    with session_scope(url) as session:
+        return queries.volumetry_rows(session)
+
+
+def volumetry() -> pd.DataFrame:
+    """All multi-phase volumetry rows."""
+    return _volumetry(database_url())
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _cohort(url: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    with session_scope(url) as session:
+        return (
+            queries.cohort_lesion_rows(session),
+            queries.cohort_response_rows(session),
+            queries.cohort_measurement_rows(session),
+        )
+
+
+def cohort() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(lesions, responses, measurements) of the whole cohort."""
+    return _cohort(database_url())
+
+
+def model_caption() -> str:
+    """Which model's results the pages show."""
+    return run(lambda s: queries.model_label(s, queries.current_model_id(s)))
+
+
+def clear() -> None:
+    """Drop cached query results (after a write)."""
+    for fn in (_patients, _followup, _volumetry, _cohort, _count):
+        fn.clear()
+
+
+def audit_open_patient(user: auth.CurrentUser, pseudo_id: str) -> None:
+    """Write that ``user`` opened ``pseudo_id`` (called once per opening, not per rerun)."""
+
+    def write(session: Any) -> None:
+        audit.record(session, audit.OPEN_PATIENT, actor=user.username, user_id=user.id, target=pseudo_id)
+
+    run(write)

@@ -1,0 +1,59 @@
+"""Admin: users, ingest status, batch jobs and the audit log."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.cli.common import UserError
+from app.services import audit, auth
+from app.web import data, queries, session
+
+user = session.require("admin")
+st.title("Admin")
+users_tab, store_tab, jobs_tab, audit_tab = st.tabs(["Users", "Ingest status", "Jobs", "Audit log"])
+
+with users_tab:
+    users = pd.DataFrame([vars(u) for u in data.run(auth.list_users)])
+    st.dataframe(users.drop(columns=["id"]), hide_index=True, width="stretch", key="admin_users")
+    with st.form("add_user", clear_on_submit=True):
+        c1, c2, c3 = st.columns(3)
+        name = c1.text_input("User name")
+        role = c2.selectbox("Role", list(auth.ROLE_RANK))
+        password = c3.text_input("Initial password", type="password")
+        if st.form_submit_button("Add user"):
+            try:
+                data.run(auth.add_user, name, role, password, user.username)
+                st.toast(f"Added {name}.")
+                st.rerun()
+            except UserError as exc:
+                st.error(str(exc).capitalize())
+    names = users["username"].tolist() if not users.empty else []
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    target = c1.selectbox("Account", names, key="admin_target")
+    if c2.button("Disable", key="admin_disable") and target:
+        if target == user.username:
+            st.error("You cannot disable your own account.")
+        else:
+            data.run(auth.set_active, target, False, user.username)
+            st.rerun()
+
+with store_tab:
+    counts = data.run(queries.store_counts)
+    cols = st.columns(4)
+    for i, (label, value) in enumerate(counts.items()):
+        cols[i % 4].metric(label.capitalize(), value)
+
+with jobs_tab:
+    runs = data.run(queries.batch_runs)
+    if runs.empty:
+        st.caption("No batch runs yet.")
+    else:
+        st.dataframe(runs, hide_index=True, width="stretch", key="admin_runs")
+
+with audit_tab:
+    events = pd.DataFrame([vars(e) for e in data.run(audit.recent, 300)])
+    if not events.empty:
+        events["detail"] = events["detail"].map(lambda d: "" if d is None else str(d))
+    st.dataframe(events, hide_index=True, width="stretch",
+                 key="admin_audit")

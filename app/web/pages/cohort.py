@@ -1,0 +1,86 @@
+"""Cohort (researchers): background batch runs with live progress, tables, downloads, charts."""
+
+from __future__ import annotations
+
+import importlib
+import io
+
+import streamlit as st
+
+from app.web import analysis, charts, data, queries, session, theme
+
+user = session.require("researcher")
+st.title("Cohort")
+st.caption(theme.DISCLAIMER)
+
+# ----------------------------------------------------------------- batch runs
+st.subheader("Batch inference")
+try:
+    batch = importlib.import_module("app.services.batch")
+    start = getattr(batch, "start_batch_in_background", None)
+except ImportError:
+    start = None
+if start is None:
+    st.caption("The batch service is not installed in this build; use `lvt batch` on the server.")
+elif st.button("Start batch on all unsegmented series", key="start_batch", icon=":material/play_arrow:"):
+    try:
+        run_id = start(batch.BatchOptions(all=True), url=data.database_url())
+        st.toast(f"Batch run {run_id} started in the background.")
+    except Exception as exc:  # shown to the user, the page keeps working
+        st.error(f"Could not start the batch: {exc}")
+
+
+@st.fragment(run_every=3)
+def _progress() -> None:
+    """Refreshes itself every 3 s without rerunning (or blocking) the rest of the page."""
+    runs = data.run(queries.batch_runs)
+    if runs.empty:
+        st.caption("No batch runs yet.")
+        return
+    for _, r in runs.head(3).iterrows():
+        total = max(int(r["total"]), 1)
+        label = f"Run {r['run']} · {r['status']} · {r['done']}/{r['total']} done, {r['failed']} failed"
+        st.progress(min(int(r["done"]) + int(r["failed"]), total) / total, text=label)
+
+
+_progress()
+
+# ----------------------------------------------------------------- tables
+lesions, responses, measurements = data.cohort()
+st.subheader("Cohort tables")
+with st.container(border=True):
+    f1, f2, f3 = st.columns(3)
+    phases = sorted(lesions["phase"].dropna().unique()) if not lesions.empty else []
+    phase_filter = f1.multiselect("Phase", phases, default=phases, key="co_phase")
+    categories = ["CR", "PR", "SD", "PD", "NE"]
+    response_filter = f2.multiselect("Latest model response", categories, default=categories, key="co_resp")
+    min_d = f3.number_input("Min. diameter (mm)", 0.0, 500.0, 0.0, 1.0, key="co_min_d")
+latest = responses[responses["source"] == "model"].sort_values("study_date").groupby("patient").tail(1)
+keep = set(latest[latest["category"].isin(response_filter)]["patient"]) if response_filter != categories else None
+table = lesions[lesions["phase"].isin(phase_filter) & (lesions["diameter_mm"] >= min_d)]
+if keep is not None:
+    table = table[table["patient"].isin(keep)]
+st.caption(f"{len(table)} lesion measurements of {table['patient'].nunique()} patients")
+st.dataframe(table.round(2), hide_index=True, width="stretch", key="cohort_table", height=280)
+d1, d2, _ = st.columns([1, 1, 3])
+d1.download_button("Download CSV", table.to_csv(index=False).encode(), "lvt-cohort-lesions.csv",
+                   mime="text/csv", key="dl_csv", width="stretch")
+buffer = io.BytesIO()
+table.to_parquet(buffer, index=False)
+d2.download_button("Download Parquet", buffer.getvalue(), "lvt-cohort-lesions.parquet",
+                   mime="application/octet-stream", key="dl_parquet", width="stretch")
+
+# ----------------------------------------------------------------- charts
+st.subheader("Cohort charts")
+if responses.empty:
+    st.caption("No responses yet.")
+else:
+    st.plotly_chart(charts.response_distribution(responses), width="stretch", key="co_resp_chart")
+pairs = analysis.agreement_pairs(lesions, measurements)
+if pairs.empty:
+    st.caption("No radiologist measurement could be linked to a model lesion yet.")
+else:
+    left, right = st.columns(2)
+    left.plotly_chart(charts.agreement_scatter(pairs), width="stretch", key="co_scatter")
+    right.plotly_chart(charts.bland_altman(pairs), width="stretch", key="co_bland")
+    st.caption(f"{len(pairs)} linked measurement pairs.")

@@ -1,0 +1,166 @@
+"""Patient follow-up: timeline, CT viewer with overlay, lesion tracks, trajectories, corrections."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.settings import get_settings
+from app.web import actions, analysis, charts, data, imaging, queries, session, theme
+
+user = session.require("clinician")
+patient = st.session_state.get("patient") or st.query_params.get("patient")
+if not patient:
+    st.title("Patient follow-up")
+    st.info("Choose a patient on the Patients page first.")
+    st.page_link("pages/patients.py", label="Go to patients", icon=":material/group:")
+    st.stop()
+
+info = data.followup(str(patient))
+if info is None:
+    st.error(f"Patient {patient} is not in the database.")
+    st.stop()
+if st.session_state.get("audited_patient") != info.pseudo_id:
+    data.audit_open_patient(user, info.pseudo_id)
+    st.session_state["audited_patient"] = info.pseudo_id
+st.query_params["patient"] = info.pseudo_id
+
+st.title(f"Patient {info.pseudo_id}")
+st.caption(f"Results shown: {data.model_caption()} · {theme.DISCLAIMER}")
+
+series_rows = pd.DataFrame(
+    [
+        {"study_id": st_.id, "study_date": st_.study_date, "series_id": se.id, "phase": se.phase,
+         "image_path": se.image_path}
+        for st_ in info.studies
+        for se in st_.series
+    ],
+    columns=["study_id", "study_date", "series_id", "phase", "image_path"],
+)
+if series_rows.empty:
+    st.info("This patient has no series yet.")
+    st.stop()
+
+lesions = info.lesions
+badges = analysis.earlier_badges(info.pseudo_id, lesions, info.measurements)
+latest = info.responses[info.responses["source"] == "model"].tail(1)
+metrics = st.columns(4)
+metrics[0].metric("Studies", len(info.studies))
+metrics[1].metric("Lesion tracks", int(lesions["track"].nunique()) if not lesions.empty else 0)
+metrics[2].metric("Response (model, latest)", latest["category"].iloc[0] if not latest.empty else "–")
+metrics[3].metric("Volumetry flags", int(info.volumes["flagged"].sum()) if not info.volumes.empty else 0)
+for b in badges:
+    st.success(
+        f"Track {b['track_id']}: seen by the model **{b['lead_months']:.0f} months** before the "
+        f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']}).",
+        icon=":material/visibility:",
+    )
+
+st.subheader("Timeline")
+st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart")
+
+# ----------------------------------------------------------------- viewer and lesion table
+st.subheader("Images and lesions")
+dates = list(dict.fromkeys(series_rows["study_date"]))
+viewer, table = st.columns([3, 2], gap="large")
+with table:
+    study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study",
+                              format_func=lambda d: str(d))
+    in_study = series_rows[series_rows["study_date"] == study_date]
+    phase = st.radio("Phase", in_study["phase"].tolist(), horizontal=True, key="fu_phase")
+    chosen = in_study[in_study["phase"] == phase].iloc[0]
+    study_lesions = lesions[lesions["study_id"] == chosen["study_id"]]
+    if study_lesions.empty:
+        st.caption("No tracked lesions in this study.")
+    else:
+        shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].rename(
+            columns={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)", "volume_ml": "volume (ml)"}
+        )
+        st.dataframe(shown.round(1), hide_index=True, width="stretch", key="fu_lesions")
+
+settings = get_settings()
+data_dir = str(settings.resolved_data_dir)
+label_path = info.label_maps.get(int(chosen["series_id"]))
+ct = imaging.load_ct(str(chosen["image_path"]), data_dir)
+labels = imaging.load_labels(label_path, data_dir) if label_path else None
+nz = ct.array.shape[0]
+slice_key = f"fu_slice_{chosen['series_id']}"
+if slice_key not in st.session_state:
+    st.session_state[slice_key] = nz // 2
+
+
+def _jump() -> None:
+    """Centre the slice slider on the selected lesion."""
+    track = st.session_state.get("fu_lesion")
+    row = study_lesions[study_lesions["track"] == track]
+    if not row.empty:
+        _x, _y, z = ct.index_of((row["x"].iloc[0], row["y"].iloc[0], row["z"].iloc[0]))
+        st.session_state[slice_key] = int(min(max(z, 0), nz - 1))
+
+
+with table:
+    if not study_lesions.empty:
+        st.selectbox("Jump to lesion (track)", study_lesions["track"].tolist(), index=None,
+                     key="fu_lesion", on_change=_jump, placeholder="Choose a track")
+with viewer:
+    controls = st.columns([2, 2])
+    window_name = controls[0].selectbox("Window", list(theme.WINDOWS), key="fu_window")
+    opacity = controls[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="fu_opacity")
+    z = st.slider("Slice", 0, nz - 1, key=slice_key)
+    components = imaging.lesion_components(label_path, data_dir) if label_path else None
+    colours = {
+        int(r["lesion_index"]): theme.track_colour(int(r["track"]))
+        for _, r in lesions[lesions["series_id"] == chosen["series_id"]].iterrows()
+    }
+    rgb = imaging.render_slice(ct, labels, z, theme.WINDOWS[window_name], opacity, colours, components)
+    st.image(rgb, caption=f"{study_date} · {phase} · slice {z + 1}/{nz}", width="stretch")
+    st.caption("Overlay: liver brown-red · vessels blue · tumors in their track colour.")
+    if labels is None:
+        st.caption("No segmentation for this series yet.")
+
+# ----------------------------------------------------------------- trajectories
+st.subheader("Trajectories")
+if lesions.empty:
+    st.info("No lesion tracks for this patient.")
+else:
+    st.plotly_chart(charts.trajectory(lesions, info.measurements, info.responses),
+                    width="stretch", key="trajectory_chart")
+    st.plotly_chart(charts.volume_trajectory(lesions, info.volumes), width="stretch",
+                    key="volume_chart")
+
+with st.expander("Radiologist measurements"):
+    if info.measurements.empty:
+        st.caption("None imported.")
+    else:
+        shown = info.measurements.drop(columns=["location_mm"]).copy()
+        shown["linked track"] = analysis.measurement_tracks(info.pseudo_id, lesions, info.measurements)
+        st.dataframe(shown, hide_index=True, width="stretch")
+
+# ----------------------------------------------------------------- corrections
+with st.expander("Correct the tracking"):
+    if lesions.empty:
+        st.caption("Nothing to correct.")
+    else:
+        options = {
+            int(r["lesion_id"]): f"{r['study_date']} · track {r['track']} · {r['diameter_mm']:.1f} mm"
+            for _, r in lesions.iterrows()
+        }
+        lesion_id = st.selectbox("Lesion", list(options), format_func=options.get, key="fix_lesion")
+        tracks = data.run(queries.track_choices, info.pseudo_id, info.model_id)
+        numbers = {tid: f"track {num}" for tid, num in tracks}
+        left, right = st.columns(2)
+        with left:
+            target = st.selectbox("Relink to", list(numbers), format_func=numbers.get, key="fix_target")
+            if st.button("Relink", key="fix_relink"):
+                data.run(actions.relink, user, lesion_id, target)
+                data.clear()
+                st.toast("Saved: the lesion now belongs to the chosen track.")
+                st.rerun()
+        with right:
+            st.write("")
+            if st.button("Mark as not a lesion", key="fix_not_lesion"):
+                data.run(actions.mark_not_lesion, user, lesion_id)
+                data.clear()
+                st.toast("Saved: the lesion is excluded from tracking and response.")
+                st.rerun()
+        st.caption("Corrections are saved with your name and kept when the analysis is re-run.")

@@ -1,0 +1,35 @@
+"""Volumetry: relative deviation of liver volume per phase for every multi-phase study (Fig. 5)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.web import charts, data, session, theme
+
+session.require("clinician")
+st.title("Volumetry")
+st.caption(
+    "Total liver volume (liver + vessels + tumors) of each phase, compared with the mean of the "
+    f"same-day phases. Studies beyond ±2 % are flagged for review. {theme.DISCLAIMER}"
+)
+rows = data.volumetry()
+if rows.empty:
+    st.info("No multi-phase studies with volumetry yet.")
+    st.stop()
+studies = rows.groupby("study_id").agg(
+    patient=("patient", "first"), study_date=("study_date", "first"), phases=("phase", "count"),
+    max_abs_deviation_pct=("deviation_pct", lambda s: float(s.abs().max())), flagged=("flagged", "any"),
+)
+cols = st.columns(3)
+cols[0].metric("Multi-phase studies", len(studies))
+cols[1].metric("Flagged studies", int(studies["flagged"].sum()))
+cols[2].metric("Median |deviation|", f"{rows['deviation_pct'].abs().median():.2f} %")
+st.plotly_chart(charts.volumetry_deviation(rows), width="stretch", key="volumetry_chart")
+st.subheader("Flagged studies")
+flagged = studies[studies["flagged"]].reset_index()
+if flagged.empty:
+    st.success("No study is outside the ±2 % band.")
+else:
+    st.dataframe(flagged.round(2), hide_index=True, width="stretch", key="volumetry_flagged")
+with st.expander("All phases"):
+    st.dataframe(rows.round(2), hide_index=True, width="stretch")

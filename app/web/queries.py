@@ -1,0 +1,389 @@
+"""Read queries of the web pages: one round trip per table, returned as DataFrames.
+
+Pages never touch ORM rows or sessions; they call these (through the cached wrappers in
+:mod:`app.web.data`). Every query is written to stay fast at 1,000 patients and 10,000
+studies: aggregates and window functions in SQL, no per-patient loops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from db import queries as dbq
+from db.models import (
+    BatchJob,
+    BatchRun,
+    Lesion,
+    LesionTrack,
+    LesionTrackMember,
+    Measurement,
+    Model,
+    Patient,
+    Response,
+    Segmentation,
+    Series,
+    Study,
+    VolumetryResult,
+)
+
+
+def current_model_id(session: Session) -> int | None:
+    """The model whose results the app shows: the newest one with a finished segmentation."""
+    return session.scalar(
+        select(func.max(Segmentation.model_id)).where(Segmentation.status == "done")
+    )
+
+
+def model_label(session: Session, model_id: int | None) -> str:
+    """``name version`` of a model, for captions."""
+    if model_id is None:
+        return "no model results yet"
+    m = session.get(Model, model_id)
+    return f"{m.name} {m.version}" if m else f"model {model_id}"
+
+
+def _latest_response(source: str):  # type: ignore[no-untyped-def]
+    ranked = (
+        select(
+            Response.patient_id.label("patient_id"),
+            Response.recist_category.label("category"),
+            func.row_number()
+            .over(partition_by=Response.patient_id, order_by=(Study.study_date.desc(), Study.id.desc()))
+            .label("rn"),
+        )
+        .join(Study, Study.id == Response.study_id)
+        .where(Response.source == source)
+        .subquery()
+    )
+    return select(ranked.c.patient_id, ranked.c.category).where(ranked.c.rn == 1).subquery()
+
+
+def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.DataFrame:
+    """The patients list: last study, studies, tracked lesions, current response, volumetry flag.
+
+    ``search`` matches the pseudonymous id (case-insensitive substring).
+    """
+    model_id = current_model_id(session)
+    studies = (
+        select(
+            Study.patient_id.label("patient_id"),
+            func.count(Study.id).label("studies"),
+            func.max(Study.study_date).label("last_study"),
+        )
+        .group_by(Study.patient_id)
+        .subquery()
+    )
+    tracks = (
+        select(LesionTrack.patient_id.label("patient_id"), func.count(LesionTrack.id).label("n"))
+        .where(LesionTrack.model_id == model_id)
+        .group_by(LesionTrack.patient_id)
+        .subquery()
+    )
+    flags = (
+        select(Study.patient_id.label("patient_id"), func.count(VolumetryResult.id).label("n"))
+        .join(VolumetryResult, VolumetryResult.study_id == Study.id)
+        .where(VolumetryResult.flagged.is_(True))
+        .group_by(Study.patient_id)
+        .subquery()
+    )
+    model_resp = _latest_response("model")
+    rad_resp = _latest_response("radiologist")
+    stmt = (
+        select(
+            Patient.pseudo_id,
+            studies.c.last_study,
+            func.coalesce(studies.c.studies, 0),
+            func.coalesce(tracks.c.n, 0),
+            model_resp.c.category,
+            rad_resp.c.category,
+            func.coalesce(flags.c.n, 0),
+        )
+        .outerjoin(studies, studies.c.patient_id == Patient.id)
+        .outerjoin(tracks, tracks.c.patient_id == Patient.id)
+        .outerjoin(flags, flags.c.patient_id == Patient.id)
+        .outerjoin(model_resp, model_resp.c.patient_id == Patient.id)
+        .outerjoin(rad_resp, rad_resp.c.patient_id == Patient.id)
+        .order_by(studies.c.last_study.desc(), Patient.pseudo_id)
+        .limit(limit)
+    )
+    if search.strip():
+        stmt = stmt.where(Patient.pseudo_id.ilike(f"%{search.strip()}%"))
+    columns = [
+        "patient",
+        "last study",
+        "studies",
+        "tracked lesions",
+        "response (model)",
+        "response (radiologist)",
+        "flagged volumetry",
+    ]
+    frame = pd.DataFrame(session.execute(stmt).all(), columns=columns)
+    frame["volumetry"] = frame.pop("flagged volumetry").map(lambda n: "⚠ check" if n else "ok")
+    return frame
+
+
+def count_patients(session: Session) -> int:
+    """Number of patients in the store."""
+    return int(session.scalar(select(func.count(Patient.id))) or 0)
+
+
+@dataclass
+class FollowUp:
+    """Everything the follow-up page shows for one patient (plain frames, no ORM rows)."""
+
+    pseudo_id: str
+    model_id: int | None
+    studies: list[dbq.StudyInfo]
+    lesions: pd.DataFrame
+    measurements: pd.DataFrame
+    responses: pd.DataFrame
+    volumes: pd.DataFrame
+    label_maps: dict[int, str] = field(default_factory=dict)
+    """series id → store-relative label map path of the shown model."""
+
+
+LESION_COLUMNS = [
+    "lesion_id", "lesion_index", "study_id", "study_date", "series_id", "phase", "track",
+    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z",
+]
+
+
+def followup(session: Session, pseudo_id: str) -> FollowUp | None:
+    """One patient's studies, tracked lesions, measurements, responses and volumes."""
+    timeline = dbq.patient_timeline(session, pseudo_id)
+    if timeline is None:
+        return None
+    patient = dbq.get_patient(session, pseudo_id)
+    assert patient is not None
+    model_id = current_model_id(session)
+    lesion_rows = session.execute(
+        select(
+            Lesion.id, Lesion.lesion_index, Study.id, Study.study_date, Series.id, Series.phase,
+            LesionTrack.track_number, LesionTrack.id, Lesion.longest_axial_diameter_mm,
+            Lesion.short_axis_mm, Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y,
+            Lesion.centroid_z,
+        )
+        .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+        .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
+        .join(Study, Study.id == LesionTrackMember.study_id)
+        .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
+        .join(Series, Series.id == Segmentation.series_id)
+        .where(LesionTrack.patient_id == patient.id, LesionTrack.model_id == model_id)
+        .order_by(Study.study_date, LesionTrack.track_number)
+    ).all()
+    lesions = pd.DataFrame(lesion_rows, columns=LESION_COLUMNS)
+    measurements = pd.DataFrame(
+        [
+            {
+                "study_id": m.study_id,
+                "study_date": m.study_date,
+                "lesion": m.lesion_label,
+                "diameter_mm": m.longest_diameter_mm,
+                "short_axis_mm": m.short_axis_mm,
+                "reader": m.reader,
+                "slice_index": m.slice_index,
+                "location_mm": m.location_mm,
+            }
+            for m in dbq.patient_measurements(session, pseudo_id)
+        ],
+        columns=[
+            "study_id", "study_date", "lesion", "diameter_mm", "short_axis_mm", "reader",
+            "slice_index", "location_mm",
+        ],
+    )
+    responses = pd.DataFrame(
+        session.execute(
+            select(
+                Response.study_id, Study.study_date, Response.source, Response.recist_category,
+                Response.sum_diameters_mm,
+            )
+            .join(Study, Study.id == Response.study_id)
+            .where(Response.patient_id == patient.id)
+            .order_by(Study.study_date)
+        ).all(),
+        columns=["study_id", "study_date", "source", "category", "sum_mm"],
+    )
+    volumes = pd.DataFrame(
+        session.execute(
+            select(
+                VolumetryResult.study_id, Study.study_date, Series.phase, VolumetryResult.total_ml,
+                VolumetryResult.functional_ml, VolumetryResult.deviation_pct,
+                VolumetryResult.flagged,
+            )
+            .join(Study, Study.id == VolumetryResult.study_id)
+            .join(Series, Series.id == VolumetryResult.series_id)
+            .where(Study.patient_id == patient.id)
+            .where(VolumetryResult.model_id == model_id)
+            .order_by(Study.study_date, Series.phase)
+        ).all(),
+        columns=["study_id", "study_date", "phase", "total_ml", "functional_ml", "deviation_pct", "flagged"],
+    )
+    label_maps = dict(
+        session.execute(
+            select(Segmentation.series_id, Segmentation.label_map_path)
+            .join(Series, Series.id == Segmentation.series_id)
+            .join(Study, Study.id == Series.study_id)
+            .where(
+                Study.patient_id == patient.id,
+                Segmentation.model_id == model_id,
+                Segmentation.status == "done",
+                Segmentation.label_map_path.is_not(None),
+            )
+        ).all()
+    )
+    return FollowUp(
+        pseudo_id, model_id, timeline.studies, lesions, measurements, responses, volumes, label_maps
+    )
+
+
+def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
+    """Every multi-phase volumetry result: patient, study, phase, volumes, deviation, flag."""
+    model_id = current_model_id(session)
+    stmt = (
+        select(
+            Patient.pseudo_id, Study.id, Study.study_date, Series.phase, VolumetryResult.total_ml,
+            VolumetryResult.functional_ml, VolumetryResult.deviation_pct, VolumetryResult.flagged,
+        )
+        .join(Study, Study.id == VolumetryResult.study_id)
+        .join(Series, Series.id == VolumetryResult.series_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(VolumetryResult.deviation_pct.is_not(None))
+        .order_by(Study.study_date.desc(), Study.id, Series.phase)
+        .limit(limit)
+    )
+    if model_id is not None:
+        stmt = stmt.where(VolumetryResult.model_id == model_id)
+    return pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=[
+            "patient", "study_id", "study_date", "phase", "total_ml", "functional_ml",
+            "deviation_pct", "flagged",
+        ],
+    )
+
+
+def cohort_lesion_rows(session: Session, limit: int = 50_000) -> pd.DataFrame:
+    """One row per tracked model lesion across the cohort (for tables and downloads)."""
+    model_id = current_model_id(session)
+    stmt = (
+        select(
+            Patient.pseudo_id, Study.id, Study.study_date, Series.phase, LesionTrack.track_number,
+            LesionTrack.status, Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
+            Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z,
+        )
+        .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+        .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
+        .join(Study, Study.id == LesionTrackMember.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
+        .join(Series, Series.id == Segmentation.series_id)
+        .where(LesionTrack.model_id == model_id)
+        .order_by(Patient.pseudo_id, Study.study_date, LesionTrack.track_number)
+        .limit(limit)
+    )
+    return pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=[
+            "patient", "study_id", "study_date", "phase", "track", "track_status", "diameter_mm",
+            "short_axis_mm", "volume_ml", "x", "y", "z",
+        ],
+    )
+
+
+def cohort_response_rows(session: Session) -> pd.DataFrame:
+    """Every RECIST assessment (model and radiologist) with patient and date."""
+    stmt = (
+        select(
+            Patient.pseudo_id, Study.id, Study.study_date, Response.source,
+            Response.recist_category, Response.sum_diameters_mm,
+        )
+        .join(Study, Study.id == Response.study_id)
+        .join(Patient, Patient.id == Response.patient_id)
+        .order_by(Patient.pseudo_id, Study.study_date)
+    )
+    return pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=["patient", "study_id", "study_date", "source", "category", "sum_mm"],
+    )
+
+
+def cohort_measurement_rows(session: Session) -> pd.DataFrame:
+    """Every radiologist measurement with patient and date (for model-vs-reader agreement)."""
+    stmt = (
+        select(
+            Patient.pseudo_id, Study.id, Study.study_date, Measurement.lesion_label,
+            Measurement.longest_diameter_mm, Measurement.slice_index, Measurement.location_x_mm,
+            Measurement.location_y_mm, Measurement.location_z_mm,
+        )
+        .join(Study, Study.id == Measurement.study_id)
+        .join(Patient, Patient.id == Measurement.patient_id)
+    )
+    return pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=["patient", "study_id", "study_date", "lesion", "diameter_mm", "slice_index", "x", "y", "z"],
+    )
+
+
+def store_counts(session: Session) -> dict[str, int]:
+    """Ingest status: rows per table and segmentations per status."""
+    counts = {
+        "patients": select(func.count(Patient.id)),
+        "studies": select(func.count(Study.id)),
+        "series": select(func.count(Series.id)),
+        "measurements": select(func.count(Measurement.id)),
+        "lesions": select(func.count(Lesion.id)),
+        "tracks": select(func.count(LesionTrack.id)),
+    }
+    out = {name: int(session.scalar(stmt) or 0) for name, stmt in counts.items()}
+    for status, n in session.execute(
+        select(Segmentation.status, func.count(Segmentation.id)).group_by(Segmentation.status)
+    ):
+        out[f"segmentations {status}"] = int(n)
+    return out
+
+
+def batch_runs(session: Session, limit: int = 20) -> pd.DataFrame:
+    """Newest batch runs with job counts per status (one grouped query)."""
+    runs = session.execute(
+        select(BatchRun.id, BatchRun.status, BatchRun.created_at, BatchRun.finished_at)
+        .order_by(BatchRun.id.desc())
+        .limit(limit)
+    ).all()
+    frame = pd.DataFrame(runs, columns=["run", "status", "created", "finished"])
+    if frame.empty:
+        return frame.assign(done=[], failed=[], total=[])
+    jobs = session.execute(
+        select(BatchJob.run_id, BatchJob.status, func.count(BatchJob.id))
+        .where(BatchJob.run_id.in_(frame["run"].tolist()))
+        .group_by(BatchJob.run_id, BatchJob.status)
+    ).all()
+    per = pd.DataFrame(jobs, columns=["run", "job_status", "n"])
+    pivot = per.pivot_table(index="run", columns="job_status", values="n", fill_value=0, aggfunc="sum")
+    frame = frame.set_index("run")
+    frame["done"] = pivot.get("done", pd.Series(dtype=int)).reindex(frame.index).fillna(0).astype(int)
+    frame["failed"] = pivot.get("failed", pd.Series(dtype=int)).reindex(frame.index).fillna(0).astype(int)
+    frame["total"] = pivot.sum(axis=1).reindex(frame.index).fillna(0).astype(int)
+    return frame.reset_index()
+
+
+def track_choices(session: Session, patient_pseudo_id: str, model_id: int | None) -> list[tuple[int, int]]:
+    """(track id, track number) pairs of a patient, for the relink selector."""
+    return [
+        (int(a), int(b))
+        for a, b in session.execute(
+            select(LesionTrack.id, LesionTrack.track_number)
+            .join(Patient, Patient.id == LesionTrack.patient_id)
+            .where(and_(Patient.pseudo_id == patient_pseudo_id, LesionTrack.model_id == model_id))
+            .order_by(LesionTrack.track_number)
+        )
+    ]
+
+
+def today() -> dt.date:
+    """Today's date (one place, so tests can reason about it)."""
+    return dt.date.today()

@@ -1,0 +1,91 @@
+"""Who is signed in: the browser session's user, expiry, sign-in and sign-out.
+
+The user lives in ``st.session_state["user"]`` as an :class:`~app.services.auth.CurrentUser`.
+An expired session is cleared on the next rerun, which sends the visitor back to login.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.services import audit, auth
+from app.web import data
+
+USER_KEY = "user"
+
+
+def current_user() -> auth.CurrentUser | None:
+    """The signed-in user, or None (also when the session just expired)."""
+    user = st.session_state.get(USER_KEY)
+    if not isinstance(user, auth.CurrentUser):
+        return None
+    if user.expired():
+        st.session_state.pop(USER_KEY, None)
+        st.session_state["expired_notice"] = True
+        return None
+    return user
+
+
+def sign_in(username: str, password: str) -> str | None:
+    """Try to sign in; return an error message for the form, or None on success."""
+    try:
+        user = data.run(auth.authenticate, username, password)
+    except auth.LoginThrottled as exc:
+        return str(exc).capitalize() + "."
+    if user is None:
+        return "Unknown user name or wrong password (or the account is disabled)."
+    st.session_state[USER_KEY] = user
+    st.session_state.pop("expired_notice", None)
+    return None
+
+
+def sign_out() -> None:
+    """End the session (audited)."""
+    user = current_user()
+    if user is not None:
+        data.run(lambda s: audit.record(s, audit.LOGOUT, actor=user.username, user_id=user.id))
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+
+
+def oidc_configured() -> bool:
+    """True when ``.streamlit/secrets.toml`` has an ``[auth]`` section for ``st.login``."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def oidc_user() -> auth.CurrentUser | None:
+    """Map an OIDC identity (``st.user``) to an active local user of the same name or email."""
+    info = getattr(st, "user", None)
+    if info is None or not getattr(info, "is_logged_in", False):
+        return None
+    name = str(info.get("email") or info.get("name") or "")
+
+    def lookup(session):  # type: ignore[no-untyped-def]
+        row = auth.get_user(session, name)
+        if row is None or not row.active:
+            return None
+        audit.record(session, audit.LOGIN_OK, actor=name, user_id=row.id, detail={"oidc": True})
+        from db.models import utcnow
+
+        return auth.CurrentUser(row.id, row.username, row.role, utcnow())
+
+    return data.run(lookup) if name else None
+
+
+def require(role: str = "clinician") -> auth.CurrentUser:
+    """The signed-in user if their role allows ``role``'s pages; otherwise stop the page.
+
+    Navigation already hides pages a role may not see; this second check keeps a page
+    closed even when it is reached directly.
+    """
+    user = current_user()
+    if user is None:
+        st.warning("Please sign in.")
+        st.stop()
+    if not user.has_role(role):
+        st.error(f"This page is for the {role} role and above.")
+        st.stop()
+    return user

@@ -1,0 +1,201 @@
+"""Benchmark: ``lvt segment`` (the Predictor) against MONAI's plain full-volume sliding window.
+
+One run times both on the same clinical-size scan (512×512×200 at 0.75×0.75×1.5 mm) with the
+same network and checkpoint, each in a fresh child process so peak RSS is its own:
+
+- ``lvt``: ``app.cli.segment.segment_scan`` end to end (read, body crop, coarse liver ROI,
+  fine pass, post-processing, resampling back, writing labels and summary), no TTA;
+- ``plain``: read, resample the whole volume to the model spacing, ``sliding_window_inference``
+  (50 % overlap, Gaussian), sigmoid, decode, resample back, write.
+
+The scan is ``lvt_core.phantom.phantom_scan(seed, size="clinical")`` when that exists, else a
+simple synthetic abdomen of the same geometry. The model is ``--model`` or the shipped one;
+without either, an *untrained* checkpoint with ``--filters`` at ``--spacing`` is written (its
+liver ROI is then arbitrary, so the ratio understates what a trained model gets).
+
+    OMP_NUM_THREADS=2 python bench/segment.py [--model M] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def synthetic_scan(size: tuple[int, int, int] = (512, 512, 200), seed: int = 0) -> sitk.Image:
+    """Abdomen-like volume: air, an elliptic body, a liver ellipsoid with vessels and a tumor."""
+    try:
+        from lvt_core.phantom import phantom_scan  # type: ignore[attr-defined]
+
+        scan = phantom_scan(seed, size="clinical")
+        return scan[0] if isinstance(scan, tuple) else getattr(scan, "image", scan)
+    except (ImportError, AttributeError):
+        pass
+    rng = np.random.default_rng(seed)
+    spacing = np.array([0.75, 0.75, 1.5])
+    nx, ny, nz = size
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    xm, ym, zm = (x - nx / 2) * spacing[0], (y - ny / 2) * spacing[1], (z - nz / 2) * spacing[2]
+    hu = np.full((nz, ny, nx), -1000, np.int16)
+    body = (xm / 170) ** 2 + (ym / 125) ** 2 <= 1
+    hu[np.broadcast_to(body, hu.shape)] = 40
+    liver = ((xm + 60) / 95) ** 2 + ((ym + 10) / 80) ** 2 + ((zm - 20) / 85) ** 2 <= 1
+    hu[liver] = 110
+    vessel = ((xm + 60) ** 2 + (ym + 10) ** 2 <= 6**2) & liver
+    hu[vessel] = 190
+    tumor = ((xm + 30) ** 2 + (ym - 20) ** 2 + (zm - 30) ** 2) <= 15**2
+    hu[tumor] = 45
+    hu += rng.normal(0, 12, hu.shape).astype(np.int16)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(tuple(spacing))
+    image.SetOrigin((-192.0, -192.0, -150.0))
+    return image
+
+
+def untrained_checkpoint(path: Path, filters: list[int], spacing: float) -> Path:
+    from lvt_core.checkpoint import default_meta, save_checkpoint
+    from lvt_core.network import build_network
+
+    meta = default_meta(
+        name="bench-untrained",
+        network={"variant": "plain_in", "filters": filters},
+        spacing_mm=[spacing] * 3,
+    )
+    return save_checkpoint(path, build_network(meta["network"]).state_dict(), meta)
+
+
+def run_lvt(scan: Path, model: Path, out: Path, device: str) -> dict:
+    from app.cli.segment import segment_scan
+
+    summary = segment_scan(scan, out, model=model, device=device, tta=False)
+    return {
+        "timings": summary["runtime_s"],
+        "regions": summary["regions"],
+        "liver_ml": summary["volumes_ml"]["liver_total"],
+    }
+
+
+def run_plain(scan: Path, model: Path, out: Path, device: str) -> dict:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from lvt_core.checkpoint import load_checkpoint
+    from lvt_core.imageio import read_image, write_image
+    from lvt_core.labels import decode_exclusive
+    from lvt_core.network import build_network
+    from lvt_core.transforms import resample_to_spacing, window_array
+
+    state, meta = load_checkpoint(model)
+    net = build_network(meta["network"])
+    net.load_state_dict(state)
+    net = net.eval().to(device)
+    image = read_image(scan)
+    work = resample_to_spacing(
+        sitk.Cast(image, sitk.sitkFloat32), meta["spacing_mm"], default_value=-1024
+    )
+    x = torch.from_numpy(window_array(sitk.GetArrayViewFromImage(work), **meta["window"]))[
+        None, None
+    ]
+    with torch.inference_mode():
+        probs = sliding_window_inference(
+            x.to(device),
+            list(reversed(meta["patch_size"])),
+            2,
+            lambda b: torch.sigmoid(net(b)),
+            overlap=0.5,
+            mode="gaussian",
+        )
+    labels = sitk.GetImageFromArray(decode_exclusive(probs[0].cpu().numpy()))
+    labels.CopyInformation(work)
+    labels = sitk.Resample(
+        labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
+    write_image(labels, out / "labels.nii.gz")
+    return {"voxels_at_model_spacing": int(np.prod(work.GetSize()))}
+
+
+def child(mode: str, scan: Path, model: Path, out: Path, device: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    info = (run_lvt if mode == "lvt" else run_plain)(scan, model, out, device)
+    wall = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(
+        json.dumps(
+            {"mode": mode, "wall_s": round(wall, 2), "peak_rss_gb": round(peak_gb, 2), **info}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--filters", default="16,32,64,128,256")
+    parser.add_argument("--spacing", type=float, default=1.5)
+    parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "SCAN", "MODEL", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        mode, scan, model, out = args.child
+        child(mode, Path(scan), Path(model), Path(out), args.device, args.threads)
+        return
+
+    from app.settings import get_settings
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        model = args.model or get_settings().model_path
+        note = ""
+        if not Path(model).is_file():
+            filters = [int(f) for f in args.filters.split(",")]
+            model = untrained_checkpoint(tmp / "untrained.pt", filters, args.spacing)
+            note = f" (untrained, filters {filters}, {args.spacing} mm: ROI arbitrary)"
+        image = synthetic_scan()
+        scan = tmp / "scan.nii.gz"
+        sitk.WriteImage(image, str(scan))
+        print(
+            f"scan {image.GetSize()} at {image.GetSpacing()} mm; model {model}{note}; "
+            f"device {args.device}, {args.threads} threads, no TTA",
+            flush=True,
+        )
+        results = {}
+        for mode in ("lvt", "plain")[: 1 if args.skip_plain else 2]:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--child",
+                mode,
+                str(scan),
+                str(model),
+                str(tmp / mode),
+            ]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+            results[mode] = json.loads(line.splitlines()[-1])
+            print(json.dumps(results[mode]), flush=True)
+        if "plain" in results:
+            ratio = results["plain"]["wall_s"] / results["lvt"]["wall_s"]
+            print(f"speed-up of lvt segment over plain full-volume inference: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

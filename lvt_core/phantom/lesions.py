@@ -1,0 +1,167 @@
+"""Longitudinal tumor truth: lesion tracks over timepoints, and per-scan lesion statistics.
+
+A track has a stable identity (``uid``), a place in the liver (liver frame), a shape and a
+diameter per timepoint (0 while absent). Patients follow one course (progressing,
+responding, stable or mixed), so lesions grow, shrink, appear and disappear coherently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from lvt_core.phantom.anatomy import Anatomy
+from lvt_core.phantom.shapes import Ellipsoid, Waves, rotation_xyz
+
+MAX_TIMEPOINTS = 12
+"""Tracks are drawn for this many timepoints so a cohort's first T do not depend on T."""
+
+
+@dataclass(frozen=True)
+class LesionTrack:
+    """One tumor of a patient across timepoints."""
+
+    uid: int
+    center: np.ndarray  # liver frame, mm
+    axes: np.ndarray
+    shape_ratio: np.ndarray  # radii relative to the largest
+    waves: Waves  # lobulation, in units of the radius
+    kind: str  # hypo | hyper | rim
+    contrast: float  # HU, see tables.TUMOR_CONTRAST
+    rim_contrast: float
+    rim_mm: float
+    diameters: tuple[float, ...]  # per timepoint, 0 when absent
+    near_vessel: bool
+
+    def shape(self, timepoint: int) -> Ellipsoid | None:
+        """The lesion's implicit at ``timepoint`` (None while absent)."""
+        d = self.diameters[timepoint]
+        if d <= 0:
+            return None
+        return Ellipsoid(self.center, self.shape_ratio * d / 2, self.axes,
+                         _scaled(self.waves, d / 2))
+
+
+def _scaled(waves: Waves, radius: float) -> Waves:
+    return Waves(waves.k / radius * 20.0, waves.phase, waves.amp * radius)
+
+
+def make_tracks(anatomy: Anatomy, rng: np.random.Generator) -> list[LesionTrack]:
+    """Draw 0–6 lesions with their course over :data:`MAX_TIMEPOINTS` timepoints."""
+    n = int(rng.choice(7, p=[0.1, 0.2, 0.2, 0.17, 0.13, 0.1, 0.1]))
+    course = str(rng.choice(["progressing", "responding", "stable", "mixed"]))
+    factors = {"progressing": (1.08, 1.4), "responding": (0.5, 0.88), "stable": (0.93, 1.07)}
+    vessels = [c for c in anatomy.portal_tree + anatomy.hepatic_tree if c.rb >= 2.5]
+    tracks: list[LesionTrack] = []
+    placed: list[tuple[np.ndarray, float]] = []
+    for k in range(n):
+        onset = 0 if rng.random() < 0.7 or k == 0 else int(rng.integers(1, 4))
+        size_class = rng.choice(3, p=[0.4, 0.4, 0.2])
+        d0 = [rng.uniform(5, 15), rng.uniform(15, 35), rng.uniform(35, 60)][size_class]
+        if onset > 0:
+            d0 = rng.uniform(5, 14)
+        lesion_course = course if course != "mixed" else str(rng.choice(list(factors)))
+        lo, hi = factors[lesion_course]
+        diameters = [0.0] * MAX_TIMEPOINTS
+        d = d0
+        for t in range(onset, MAX_TIMEPOINTS):
+            diameters[t] = round(float(min(d, 60.0)), 3)
+            d *= rng.uniform(lo, hi)
+            if d < 4.0:
+                break
+        d_max = max(diameters)
+        ratio = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)])
+        near_vessel = bool(vessels) and rng.random() < 0.3
+        center = _place(anatomy, rng, d_max / 2 + 1.5, placed, vessels if near_vessel else [])
+        if center is None:
+            continue
+        placed.append((center, d_max / 2))
+        faint = d0 < 15 and rng.random() < 0.35
+        kind = str(rng.choice(["hypo", "hyper", "rim"], p=[0.5, 0.25, 0.25]))
+        tracks.append(LesionTrack(
+            uid=len(tracks) + 1, center=center,
+            axes=rotation_xyz(*rng.uniform(-np.pi, np.pi, 3)), shape_ratio=ratio,
+            waves=Waves.random(rng, 3, 0.06, (25, 50)), kind=kind,
+            contrast=float(rng.uniform(10, 20) if faint else rng.uniform(25, 70)),
+            rim_contrast=float(rng.uniform(15, 40)), rim_mm=float(rng.uniform(1.5, 3.5)),
+            diameters=tuple(diameters), near_vessel=near_vessel))
+    return tracks
+
+
+def _place(anatomy: Anatomy, rng: np.random.Generator, radius: float,
+           placed: list[tuple[np.ndarray, float]], vessels: list) -> np.ndarray | None:
+    """A centre where a sphere of ``radius`` fits in the liver away from other lesions."""
+    lo, hi = anatomy.liver_bbox()
+    sphere = rng.normal(size=(26, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    for attempt in range(400):
+        if vessels and attempt < 150:
+            seg = vessels[int(rng.integers(len(vessels)))]
+            t = rng.uniform(0.2, 0.8)
+            axis = seg.b - seg.a
+            side = np.cross(axis, rng.normal(size=3))
+            side /= np.linalg.norm(side) + 1e-9
+            c = seg.a + t * axis + side * (seg.ra + radius * 0.8)
+        else:
+            c = rng.uniform(lo, hi)
+        r = radius if attempt < 300 else radius * 0.7
+        if any(np.linalg.norm(c - p) < r + q + 6 for p, q in placed):
+            continue
+        if anatomy.inside_liver(np.vstack([c, c + r * sphere]), 1.0).all():
+            return c
+    return None
+
+
+def lesion_stats(lesion_ids: sitk.Image) -> list[dict]:
+    """Per identity in ``lesion_ids``: voxels, volume (ml), longest axial diameter (mm, on voxel
+    centres, largest over slices), short axis, the slice of that diameter, and the centroid
+    (physical LPS mm)."""
+    ids = sitk.GetArrayViewFromImage(lesion_ids)
+    spacing = np.array(lesion_ids.GetSpacing())
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for uid, box in enumerate(ndimage.find_objects(ids), start=1):
+        if box is None:
+            continue
+        mask = ids[box] == uid
+        zz, yy, xx = np.nonzero(mask)
+        zz, yy, xx = zz + box[0].start, yy + box[1].start, xx + box[2].start
+        best = (0.0, 0.0, int(zz[0]))
+        for k in np.unique(zz):
+            sel = zz == k
+            pts = np.column_stack([xx[sel] * spacing[0], yy[sel] * spacing[1]])
+            long_axis, short = _feret(pts)
+            if long_axis > best[0]:
+                best = (long_axis, short, int(k))
+        centroid_index = [float(xx.mean()), float(yy.mean()), float(zz.mean())]
+        centroid = lesion_ids.TransformContinuousIndexToPhysicalPoint(centroid_index)
+        rows.append({
+            "lesion_uid": uid, "voxels": int(mask.sum()), "volume_ml": round(float(mask.sum()) * voxel_ml, 6),
+            "longest_axial_diameter_mm": round(best[0], 3), "short_axis_mm": round(best[1], 3),
+            "slice_index": best[2], "centroid_x_mm": round(centroid[0], 3),
+            "centroid_y_mm": round(centroid[1], 3), "centroid_z_mm": round(centroid[2], 3),
+        })
+    return rows
+
+
+def _feret(points: np.ndarray) -> tuple[float, float]:
+    """Longest distance between two points, and the width perpendicular to it."""
+    if len(points) < 2:
+        return 0.0, 0.0
+    try:
+        hull = points[ConvexHull(points).vertices] if len(points) >= 3 else points
+    except QhullError:  # collinear points
+        hull = points
+    diff = hull[:, None, :] - hull[None, :, :]
+    dist = np.sqrt((diff**2).sum(-1))
+    i, j = np.unravel_index(int(dist.argmax()), dist.shape)
+    longest = float(dist[i, j])
+    if longest == 0:
+        return 0.0, 0.0
+    normal = np.array([-(hull[j] - hull[i])[1], (hull[j] - hull[i])[0]]) / longest
+    proj = hull @ normal
+    return longest, float(proj.max() - proj.min())

@@ -1,0 +1,245 @@
+"""3D scenes of a label map: surface meshes of liver, vessels and each tumor (paper Figure 4).
+
+Each structure is cut out of the label map (cropped to its bounding box), contoured at 0.5 with
+VTK's flying edges, smoothed with a windowed-sinc filter (Taubin, which keeps volume) and
+decimated. Points are in physical millimetres (LPS, as SimpleITK reports them), so meshes line
+up with the CT in 3D Slicer. Meshes are cached on disk by a hash of the label map, its geometry
+and the meshing parameters, in a folder the caller passes in.
+
+Export writes one file per structure as STL, OBJ and VTP (Slicer loads these directly) and one
+binary glTF scene (``scene.glb``) with the UI colours, written with trimesh so no OpenGL context
+is needed. Rendering a preview needs one: it runs off screen (EGL by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.lesions import component_array, index_to_physical_matrix
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import pyvista as pv
+
+pv.OFF_SCREEN = True
+
+COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "liver": (0.65, 0.28, 0.22, 0.35),
+    "vessels": (0.20, 0.40, 0.90, 1.0),
+    "tumor": (0.85, 0.85, 0.15, 1.0),
+}
+SUPPORTED_FORMATS = ("stl", "obj", "vtp", "glb")
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MeshingConfig:
+    """Smoothing iterations, pass band, decimation target reduction, and tumor minimum size."""
+
+    smoothing_iterations: int = 20
+    pass_band: float = 0.1
+    decimation: float = 0.5
+    min_tumor_voxels: int = 10
+
+
+@dataclass
+class SceneMeshes:
+    """Meshes of one label map; ``tumors`` is keyed by lesion id (``Lesion.id``)."""
+
+    liver: pv.PolyData | None
+    vessels: pv.PolyData | None
+    tumors: dict[int, pv.PolyData] = field(default_factory=dict)
+
+    def items(self) -> list[tuple[str, pv.PolyData]]:
+        """``(name, mesh)`` pairs: ``liver``, ``vessels``, ``tumor_<id>`` (empty ones left out)."""
+        out: list[tuple[str, pv.PolyData]] = []
+        if self.liver is not None:
+            out.append(("liver", self.liver))
+        if self.vessels is not None:
+            out.append(("vessels", self.vessels))
+        out.extend((f"tumor_{i}", mesh) for i, mesh in sorted(self.tumors.items()))
+        return out
+
+
+def mask_to_mesh(
+    mask: np.ndarray, reference: sitk.Image, config: MeshingConfig | None = None
+) -> pv.PolyData | None:
+    """Smoothed, decimated surface of a ``z, y, x`` boolean mask on ``reference``'s grid."""
+    config = config or MeshingConfig()
+    if not mask.any():
+        return None
+    nz = [np.nonzero(mask.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1))]
+    crop = mask[nz[0][0] : nz[0][-1] + 1, nz[1][0] : nz[1][-1] + 1, nz[2][0] : nz[2][-1] + 1]
+    start = [int(n[0]) - 1 for n in nz]  # index of the padded crop's first voxel (z, y, x)
+    crop = np.pad(crop.astype(np.float32), 1)
+    grid = pv.ImageData(dimensions=crop.shape[::-1], spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    grid.point_data["mask"] = crop.ravel(order="C")
+    surface = grid.contour([0.5], scalars="mask", method="flying_edges")
+    if surface.n_points == 0:
+        return None
+    # Index space (x, y, z) -> physical (LPS mm), so smoothing sees true proportions.
+    matrix, origin = index_to_physical_matrix(reference)
+    index_xyz = surface.points + np.array(start[::-1], dtype=float)
+    surface.points = index_xyz @ matrix.T + origin
+    surface = surface.triangulate()
+    if config.smoothing_iterations > 0:
+        surface = surface.smooth_taubin(n_iter=config.smoothing_iterations, pass_band=config.pass_band)
+    if config.decimation > 0 and surface.n_cells > 200:
+        surface = surface.decimate(config.decimation)
+    return surface.compute_normals(auto_orient_normals=True, split_vertices=False)
+
+
+def _cache_key(labels: np.ndarray, components: np.ndarray, reference: sitk.Image, config: MeshingConfig) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(np.ascontiguousarray(components).tobytes())
+    geometry = (labels.shape, reference.GetSpacing(), reference.GetOrigin(), reference.GetDirection())
+    digest.update(repr((geometry, config, _CACHE_VERSION)).encode())
+    return digest.hexdigest()[:32]
+
+
+def build_scene_meshes(
+    labels: sitk.Image,
+    component_map: sitk.Image | None = None,
+    cache_dir: Path | None = None,
+    config: MeshingConfig | None = None,
+) -> SceneMeshes:
+    """Meshes of the liver (labels 1-3), vessels (2) and each tumor, cached under ``cache_dir``.
+
+    Tumor ids come from ``component_map`` when given, else from 26-connected components with
+    ``config.min_tumor_voxels`` (the same ids :func:`lvt_core.lesions.extract_lesions` gives).
+    """
+    config = config or MeshingConfig()
+    array = sitk.GetArrayFromImage(labels)
+    components = (
+        sitk.GetArrayFromImage(component_map).astype(np.uint32)
+        if component_map is not None
+        else component_array(labels, config.min_tumor_voxels)
+    )
+    folder = None
+    if cache_dir is not None:
+        folder = Path(cache_dir) / _cache_key(array, components, labels, config)
+        cached = _load_cached(folder)
+        if cached is not None:
+            return cached
+    liver = mask_to_mesh(np.isin(array, (LIVER, VESSEL, TUMOR)), labels, config)
+    vessels = mask_to_mesh(array == VESSEL, labels, config)
+    tumors: dict[int, pv.PolyData] = {}
+    for lesion_id in (int(i) for i in np.unique(components) if i > 0):
+        mesh = mask_to_mesh(components == lesion_id, labels, config)
+        if mesh is not None:
+            tumors[lesion_id] = mesh
+    meshes = SceneMeshes(liver, vessels, tumors)
+    if folder is not None:
+        _save_cached(folder, meshes)
+    return meshes
+
+
+def _save_cached(folder: Path, meshes: SceneMeshes) -> None:
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, mesh in meshes.items():
+        mesh.save(str(tmp / f"{name}.vtp"))
+    manifest = {"names": [name for name, _ in meshes.items()]}
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process cached the same scene first
+        for file in tmp.iterdir():
+            file.unlink()
+        tmp.rmdir()
+
+
+def _load_cached(folder: Path) -> SceneMeshes | None:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return None
+    names = json.loads(manifest.read_text())["names"]
+    loaded = {name: pv.read(str(folder / f"{name}.vtp")) for name in names}
+    tumors = {int(n.split("_", 1)[1]): m for n, m in loaded.items() if n.startswith("tumor_")}
+    return SceneMeshes(loaded.get("liver"), loaded.get("vessels"), tumors)
+
+
+def min_tumor_vessel_distance_mm(meshes: SceneMeshes) -> dict[int, float | None]:
+    """Smallest surface distance from each tumor to the vessel tree, in mm (0 when they touch).
+
+    Distances are from the tumor's mesh vertices to the vessel surface (exact point-to-triangle),
+    signed by VTK's implicit distance so a tumor reaching into a vessel reports 0.
+    """
+    if meshes.vessels is None:
+        return {i: None for i in meshes.tumors}
+    import vtk
+
+    implicit = vtk.vtkImplicitPolyDataDistance()
+    implicit.SetInput(meshes.vessels)
+    out: dict[int, float | None] = {}
+    for lesion_id, tumor in meshes.tumors.items():
+        distances = np.array([implicit.EvaluateFunction(p) for p in np.asarray(tumor.points)])
+        out[lesion_id] = float(max(distances.min(), 0.0))
+    return out
+
+
+def _rgba(name: str) -> tuple[float, float, float, float]:
+    return COLOURS["tumor" if name.startswith("tumor_") else name]
+
+
+def export_scene(
+    meshes: SceneMeshes, out_dir: Path, formats: Sequence[str] = SUPPORTED_FORMATS
+) -> list[Path]:
+    """Write each structure as STL/OBJ/VTP and the whole scene as ``scene.glb``; return paths."""
+    unknown = sorted(set(formats) - set(SUPPORTED_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown mesh format(s) {unknown}; choose from {list(SUPPORTED_FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, mesh in meshes.items():
+        for fmt in ("stl", "obj", "vtp"):
+            if fmt in formats:
+                path = out_dir / f"{name}.{fmt}"
+                mesh.save(str(path))
+                written.append(path)
+    if "glb" in formats:
+        written.append(write_glb(meshes.items(), out_dir / "scene.glb"))
+    return written
+
+
+def write_glb(named_meshes: Iterable[tuple[str, pv.PolyData]], path: Path) -> Path:
+    """A binary glTF scene of triangle meshes with one colour each (coordinates in mm)."""
+    import trimesh
+
+    scene = trimesh.Scene()
+    for name, mesh in named_meshes:
+        tri = mesh.triangulate()
+        faces = tri.faces.reshape(-1, 4)[:, 1:]
+        colour = (np.array(_rgba(name)) * 255).astype(np.uint8)
+        tm = trimesh.Trimesh(vertices=np.asarray(tri.points), faces=faces, process=False)
+        tm.visual = trimesh.visual.ColorVisuals(tm, face_colors=np.tile(colour, (len(faces), 1)))
+        scene.add_geometry(tm, node_name=name, geom_name=name)
+    path = Path(path)
+    path.write_bytes(scene.export(file_type="glb"))
+    return path
+
+
+def render_preview(
+    meshes: SceneMeshes, png_path: Path, window_size: tuple[int, int] = (900, 700)
+) -> Path:
+    """Render the scene off screen to a PNG (liver translucent, vessels blue, tumors yellow)."""
+    plotter = pv.Plotter(off_screen=True, window_size=list(window_size))
+    plotter.set_background("white")
+    for name, mesh in meshes.items():
+        r, g, b, a = _rgba(name)
+        plotter.add_mesh(mesh, color=(r, g, b), opacity=a, smooth_shading=True)
+    plotter.view_isometric()
+    plotter.screenshot(str(png_path))
+    plotter.close()
+    return Path(png_path)

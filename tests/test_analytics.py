@@ -1,0 +1,174 @@
+"""Analytics on a synthetic longitudinal cohort with known truth (ground-truth label maps).
+
+One patient, three studies three months apart. Tumor A (liver) shrinks 18 → 14 → 10 mm;
+tumor B appears at the second study (12 mm) and the radiologist first measures it at the
+third. The first study has a portal and an arterial phase whose livers differ by ~5 %.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from sqlalchemy import select
+
+from app.services import analytics
+from app.services.batch import import_label_map
+from app.services.ingest.service import IngestOptions, ingest_paths
+from app.services.measurements import import_measurements
+from db.engine import default_url, ensure_schema, make_session_factory
+from db.models import Model, Patient, Response
+
+SPACING = (1.5, 1.5, 3.0)
+SIZE = (64, 64, 20)  # x, y, z
+A_CENTER = (-12.0, 0.0, 30.0)
+B_CENTER = (18.0, 12.0, 27.0)
+A_RADII = [9.0, 7.0, 5.0]
+B_RADII = [0.0, 6.0, 6.0]
+DATES = ["2024-01-15", "2024-04-15", "2024-07-15"]
+
+
+def _world() -> tuple[sitk.Image, np.ndarray]:
+    ref = sitk.Image(list(SIZE), sitk.sitkInt16)
+    ref.SetSpacing(SPACING)
+    ref.SetOrigin((-48.0, -48.0, 0.0))
+    z, y, x = np.meshgrid(*[np.arange(n) for n in reversed(SIZE)], indexing="ij")
+    pts = np.stack([x * SPACING[0] - 48.0, y * SPACING[1] - 48.0, z * SPACING[2]], -1)
+    return ref, pts
+
+
+def _scan(t: int, liver_scale: float = 1.0) -> tuple[sitk.Image, sitk.Image]:
+    ref, pts = _world()
+    labels = np.zeros(pts.shape[:3], np.uint8)
+    liver = ((pts[..., 0] / 40) ** 2 + (pts[..., 1] / 34) ** 2 + ((pts[..., 2] - 30) / 24) ** 2
+             ) < liver_scale**2
+    labels[liver] = 1
+    for center, radius in ((A_CENTER, A_RADII[t]), (B_CENTER, B_RADII[t])):
+        if radius > 0:
+            labels[np.linalg.norm(pts - np.array(center), axis=-1) < radius] = 3
+    hu = np.where(labels == 1, 110, np.where(labels == 3, 40, 0)).astype(np.int16)
+
+    def image(a: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(a)
+        img.CopyInformation(ref)
+        return img
+
+    return image(hu), image(labels)
+
+
+@pytest.fixture()
+def store(lvt_env: Path, tmp_path: Path) -> dict:
+    url = default_url()
+    ensure_schema(url)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = ["patient_id,image,study_date,phase"]
+    truth: dict[str, sitk.Image] = {}
+    for t in range(3):
+        phases = [("portal", 1.0), ("arterial", 0.983)] if t == 0 else [("portal", 1.0)]
+        for phase, scale in phases:
+            ct, labels = _scan(t, scale)
+            name = f"t{t}_{phase}.nii.gz"
+            sitk.WriteImage(ct, str(folder / name))
+            truth[str(folder / name)] = labels
+            lines.append(f"SRC1,{name},{DATES[t]},{phase}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
+    with make_session_factory(url)() as s:
+        model = Model(name="ground-truth", version="1", checksum="0" * 64)
+        s.add(model)
+        s.commit()
+        model_id = model.id
+    for added in report.added:
+        labels = truth[str(Path(added["source"]))] if added["source"] in truth else next(
+            v for k, v in truth.items() if Path(k).name == Path(added["source"]).name)
+        import_label_map(added["series_id"], model_id, labels, url=url)
+    centroid_a = [A_CENTER[0], A_CENTER[1], A_CENTER[2]]
+    csv = tmp_path / "measurements.csv"
+    rows = ["patient_id,study_date,lesion_label,longest_diameter_mm,slice_index,"
+            "location_x_mm,location_y_mm,location_z_mm,reader"]
+    for t in range(3):
+        rows.append(f"SRC1,{DATES[t]},A,{2 * A_RADII[t] + 1:.1f},,"
+                    f"{centroid_a[0]},{centroid_a[1]},{centroid_a[2]},dr")
+    rows.append(f"SRC1,{DATES[2]},B,{2 * B_RADII[2] + 1:.1f},{round(B_CENTER[2] / 3.0)},,,,dr")
+    csv.write_text("\n".join(rows) + "\n")
+    import_measurements(csv, url=url)
+    assert analytics.refresh_responses(url=url) == 1
+    return {"url": url, "model_id": model_id, "patient": report.added[0]["patient"]}
+
+
+def _track_of(followup: analytics.PatientFollowup, x_sign: float) -> dict:
+    return next(t for t in followup.tracks if np.sign(t["points"][0]["centroid_mm"][0]) == x_sign)
+
+
+def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
+    f = analytics.patient_followup(store["patient"], store["model_id"])
+    assert len(f.timeline) == 3 and len(f.tracks) == 2
+    a, b = _track_of(f, -1.0), _track_of(f, 1.0)
+    assert [p["date"] for p in a["points"]] == [s["date"] for s in f.timeline]
+    diam = [p["diameter_mm"] for p in a["points"]]
+    assert all(abs(d - 2 * r) <= 2.0 for d, r in zip(diam, A_RADII, strict=True))
+    assert len(b["points"]) == 2 and abs(b["points"][0]["diameter_mm"] - 12.0) <= 2.0
+
+    # RECIST on model tracks: new lesion B at t1 -> PD; t2 target A -44 % from baseline -> PR.
+    assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]
+    # Radiologist (no new-lesion flag): 19 -> 15 (-21 %, SD) -> 11 (-42 %, PR).
+    assert [r["category"] for r in f.responses["radiologist"]] == ["SD", "PR"]
+    assert f.responses["volumetric"][0]["response"] == "BL"
+
+    # Earlier detection: B seen at t1, measured at t2 (91 days).
+    assert len(f.earlier_detection) == 1
+    badge = f.earlier_detection[0]
+    assert badge["track_id"] == b["track_number"] == b["earlier_detection"]["track_id"]
+    assert badge["lead_months"] == pytest.approx(91 / (365.25 / 12), abs=0.01)
+
+    # Agreement: radiologist = truth + 1 mm, so bias ~ -1 mm; every measurement linked.
+    assert {m["method"] for m in f.measurements} == {"location", "slice"}
+    assert all(m["track_number"] is not None for m in f.measurements)
+    assert [m["track_number"] for m in f.measurements if m["lesion_label"] == "A"] == [
+        a["track_number"]] * 3
+    stats = analytics.agreement(store["patient"], store["model_id"])
+    assert stats["cohort"]["n"] == 4 and stats["unlinked_measurements"] == 0
+    assert -3.0 < stats["cohort"]["bias_mm"] < 1.0 and stats["cohort"]["pearson_r"] > 0.9
+
+    # Volumetry: portal vs arterial at t0 differ by ~5 % -> both flagged (> 2 %).
+    vols = [v for v in f.volumes if v["deviation_pct"] is not None]
+    assert len(vols) == 2 and all(v["flagged"] for v in vols)
+    assert vols[0]["deviation_pct"] == pytest.approx(-vols[1]["deviation_pct"])
+    overview = analytics.volumetry_overview(store["model_id"])
+    assert len(overview) == 1 and bool(overview.iloc[0]["flagged"])
+    assert overview.iloc[0]["max_abs_deviation_pct"] > 2.0
+
+    tables = analytics.cohort_tables({"model_id": store["model_id"]})
+    assert set(tables) == {"patients", "studies", "series", "lesions", "tracks", "volumetry",
+                           "response", "measurements", "agreement"}
+    assert len(tables["series"]) == 4 and len(tables["lesions"]) == 6  # both phases at t0
+    assert len(tables["response"]) == 4 and len(tables["measurements"]) == 4
+
+
+def test_overrides_are_kept_by_later_runs(store: dict) -> None:
+    url, model_id = store["url"], store["model_id"]
+    f = analytics.patient_followup(store["patient"], model_id)
+    a, b = _track_of(f, -1.0), _track_of(f, 1.0)
+    b_first, b_last = b["points"][0]["lesion_id"], b["points"][1]["lesion_id"]
+
+    analytics.mark_not_lesion(b_first, note="vessel, not a tumor")
+    f2 = analytics.patient_followup(store["patient"], model_id)
+    assert _track_of(f2, -1.0)["track_number"] == a["track_number"]  # ids stay stable
+    assert all(p["lesion_id"] != b_first for t in f2.tracks for p in t["points"])
+    assert f2.earlier_detection == []  # now the model saw B when the radiologist did
+    assert [r["category"] for r in f2.responses["model"]] == ["SD", "PD"]
+
+    analytics.relink_lesion(b_last, a["track_number"], note="same lesion")
+    with make_session_factory(url)() as s:  # a later batch refresh replays both overrides
+        patient_id = s.scalar(select(Patient.id))
+        analytics.refresh_patient(s, patient_id, model_id)
+        s.commit()
+        assert s.scalar(select(Response.id).limit(1)) is not None
+    f3 = analytics.patient_followup(store["patient"], model_id)
+    track_a = next(t for t in f3.tracks if t["track_number"] == a["track_number"])
+    assert b_last in [p["lesion_id"] for p in track_a["points"]]
+    assert all(p["lesion_id"] != b_first for t in f3.tracks for p in t["points"])
+    assert track_a["status"] in ("persisting", "merged", "split", "new", "disappeared")

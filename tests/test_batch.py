@@ -1,0 +1,193 @@
+"""``lvt batch``: in-process and Dask runs, failures, crash–resume with SIGKILL, background runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from model_fixtures import tiny_checkpoint, write_tiny_cohort  # noqa: F401
+from sqlalchemy import func, select
+
+from app.services.batch import (
+    BatchOptions,
+    batch_progress,
+    run_batch,
+    start_batch_in_background,
+)
+from app.services.ingest.service import IngestOptions, ingest_paths
+from db import storage
+from db.engine import ensure_schema, make_session_factory
+from db.models import BatchRun, Lesion, LesionTrack, Segmentation, Series, VolumetryResult
+
+LVT = Path(sys.executable).with_name("lvt")
+
+
+@pytest.fixture()
+def cohort(lvt_env: Path, tmp_path: Path) -> str:
+    """A migrated SQLite store holding 2 patients x 2 tiny studies; returns the URL."""
+    from db.engine import default_url
+
+    url = default_url()
+    ensure_schema(url)
+    ingest_paths([], IngestOptions(manifest=write_tiny_cohort(tmp_path / "in")), url=url)
+    return url
+
+
+def _counts(url: str) -> dict[str, int]:
+    with make_session_factory(url)() as s:
+        return {
+            "series": s.scalar(select(func.count(Series.id))),
+            "segs": s.scalar(select(func.count(Segmentation.id))),
+            "done": s.scalar(select(func.count()).where(Segmentation.status == "done")),
+            "lesions": s.scalar(select(func.count(Lesion.id))),
+            "volumes": s.scalar(select(func.count(VolumetryResult.id))),
+            "tracks": s.scalar(select(func.count(LesionTrack.id))),
+        }
+
+
+def _hashes(url: str) -> dict[str, str]:
+    with make_session_factory(url)() as s:
+        rows = s.execute(
+            select(Series.series_instance_uid, Segmentation.label_map_hash).join(
+                Segmentation, Segmentation.series_id == Series.id
+            )
+        )
+        return {uid: h for uid, h in rows}
+
+
+def _assert_consistent(url: str) -> None:
+    """Every series segmented once, every done row has its file, no duplicate lesions."""
+    with make_session_factory(url)() as s:
+        per_series = s.execute(
+            select(Segmentation.series_id, func.count()).group_by(Segmentation.series_id)
+        ).all()
+        assert all(n == 1 for _, n in per_series)
+        for seg in s.scalars(select(Segmentation).where(Segmentation.status == "done")):
+            assert storage.resolve(seg.label_map_path).is_file()
+        dup = s.execute(
+            select(Lesion.segmentation_id, Lesion.lesion_index, func.count())
+            .group_by(Lesion.segmentation_id, Lesion.lesion_index)
+            .having(func.count() > 1)
+        ).all()
+        assert dup == []
+
+
+def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> None:
+    summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
+    counts = _counts(cohort)
+    assert summary.series_total == counts["series"] == 4
+    assert summary.done == counts["done"] == 4 and summary.failed == 0
+    assert summary.patients_refreshed == 2 and not summary.analytics_errors
+    assert counts["lesions"] > 0 and counts["volumes"] == 4 and counts["tracks"] > 0
+    _assert_consistent(cohort)
+    with make_session_factory(cohort)() as s:
+        lesion_ids = sorted(s.scalars(select(Lesion.id)))
+        assert s.scalar(select(BatchRun.status)) == "done"
+
+    again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
+    assert again.series_total == 0
+    forced = run_batch(BatchOptions(all=True, model=tiny_checkpoint, force=True))
+    assert forced.done == 4
+    assert _counts(cohort) == counts
+    with make_session_factory(cohort)() as s:  # same lesions found: same ids (overrides kept)
+        assert sorted(s.scalars(select(Lesion.id))) == lesion_ids
+
+
+def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoint: Path) -> None:
+    with make_session_factory(cohort)() as s:
+        broken = s.scalars(select(Series).order_by(Series.id)).first()
+        assert broken is not None
+        path = storage.resolve(broken.image_path)
+    path.write_bytes(b"not a nifti file")
+    summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
+    assert summary.done == 3 and summary.failed == 1
+    assert summary.failures[0]["series_id"] == broken.id
+    with make_session_factory(cohort)() as s:
+        seg = s.scalar(select(Segmentation).where(Segmentation.series_id == broken.id))
+        assert seg is not None and seg.status == "failed" and seg.error
+        assert seg.label_map_path is None
+
+
+def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -> None:
+    env = {**os.environ, "LVT_DATABASE_URL": cohort}
+    dry = subprocess.run(
+        [str(LVT), "batch", "--all", "--dry-run", "--json", "--model", str(tiny_checkpoint)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert dry.returncode == 0, dry.stderr
+    doc = json.loads(dry.stdout)
+    assert doc["dry_run"] is True and doc["series_total"] == 4
+    assert _counts(cohort)["segs"] == 0
+    nothing = subprocess.run([str(LVT), "batch"], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert nothing.returncode == 1 and "--all" in nothing.stderr
+    missing = subprocess.run([str(LVT), "batch", "--all", "--model", "/nope.pt"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 1 and "/nope.pt" in missing.stderr
+
+
+def test_local_cluster_two_workers_matches_in_process(
+    cohort: str, tiny_checkpoint: Path
+) -> None:
+    summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint, workers=2))
+    assert summary.engine.startswith("dask LocalCluster") and summary.done == 4
+    dask_hashes = _hashes(cohort)
+    _assert_consistent(cohort)
+    forced = run_batch(BatchOptions(all=True, model=tiny_checkpoint, force=True))
+    assert forced.engine == "in-process"
+    assert _hashes(cohort) == dask_hashes
+
+
+def test_sigkill_mid_batch_resumes_without_duplicates(
+    cohort: str, tiny_checkpoint: Path
+) -> None:
+    env = {**os.environ, "LVT_DATABASE_URL": cohort, "LVT_BATCH_THROTTLE_S": "1.5"}
+    proc = subprocess.Popen(
+        [str(LVT), "batch", "--all", "--model", str(tiny_checkpoint)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 90
+    while _counts(cohort)["done"] < 1:
+        assert proc.poll() is None, "batch ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = _counts(cohort)
+    assert 1 <= killed["done"] < 4
+    _assert_consistent(cohort)
+
+    summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
+    assert summary.series_total == 4 - killed["done"] and summary.failed == 0
+    counts = _counts(cohort)
+    assert counts["segs"] == counts["done"] == counts["series"] == 4
+    _assert_consistent(cohort)
+    with make_session_factory(cohort)() as s:
+        statuses = sorted(s.scalars(select(BatchRun.status)))
+    assert statuses == ["done", "failed"]  # the killed run is closed as interrupted
+
+
+def test_background_batch_reports_progress(cohort: str, tiny_checkpoint: Path) -> None:
+    run_id = start_batch_in_background(BatchOptions(all=True, model=tiny_checkpoint))
+    factory = make_session_factory(cohort)
+    with factory() as s:
+        first = batch_progress(s, run_id)
+    assert first is not None and first.total == 4
+    deadline = time.time() + 120
+    while True:
+        with factory() as s:
+            progress = batch_progress(s, run_id)
+        assert progress is not None
+        if progress.status in ("done", "failed"):
+            break
+        assert time.time() < deadline, progress
+        time.sleep(0.2)
+    assert progress.status == "done", progress.error
+    assert progress.counts == {"done": 4} and progress.finished == 4
+    _assert_consistent(cohort)

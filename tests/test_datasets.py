@@ -1,0 +1,195 @@
+"""Dataset registry and importers, each on a small fixture written in the source's real layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lvt_core.imageio import write_image
+from training.datasets import DatasetError, get_source, list_sources, load_cases
+from training.preprocess import preprocess
+from training.sampling import MixedSourceSampler, step_rng
+
+SHAPE = (12, 20, 24)  # z, y, x
+
+
+def ct_and_labels(seed: int = 0) -> tuple[sitk.Image, np.ndarray]:
+    """A small CT-like volume and an exclusive 0..3 map: liver box, a vessel line, a tumor."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[2:10, 4:16, 4:20] = 1
+    lab[6, 10, 4:20] = 2
+    lab[4:7, 6:9, 6:9] = 3
+    hu = np.where(lab == 1, 100, np.where(lab == 2, 200, np.where(lab == 3, 40, -100)))
+    image = sitk.GetImageFromArray((hu + rng.normal(0, 5, SHAPE)).astype(np.int16))
+    image.SetSpacing((1.5, 1.5, 2.5))
+    image.SetOrigin((-10.0, 5.0, 30.0))
+    return image, lab
+
+
+def labels_like(array: np.ndarray, image: sitk.Image) -> sitk.Image:
+    out = sitk.GetImageFromArray(array.astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def write_synthetic_cohort(root: Path, patients: int) -> Path:
+    """A phantom-style cohort folder with manifest.csv (paths relative)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(patients):
+        image, lab = ct_and_labels(i)
+        write_image(image, root / f"P{i:03d}" / "image.nii.gz")
+        write_image(labels_like(lab, image), root / f"P{i:03d}" / "labels.nii.gz")
+        rows.append({"patient_id": f"P{i:03d}", "study_index": 0, "phase": "venous",
+                     "image": f"P{i:03d}/image.nii.gz", "labels": f"P{i:03d}/labels.nii.gz"})
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """One DICOM file per slice, as 3D-IRCADb ships them."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # IRCADb slice files have no extension
+    series = f"1.2.826.0.1.3680043.2.1125.{abs(hash(str(folder))) % 10**12}"
+    for z in range(image.GetDepth()):
+        s = image[:, :, z]
+        s.SetMetaData("0020|000e", series)
+        s.SetMetaData("0020|000d", series + ".1")
+        s.SetMetaData("0008|0060", "CT")
+        s.SetMetaData("0020|0013", str(z + 1))
+        s.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
+        s.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        s.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
+        writer.SetFileName(str(folder / f"image_{z}"))
+        writer.Execute(s)
+
+
+def lvt_array(case) -> np.ndarray:
+    return sitk.GetArrayFromImage(case.load()[1])
+
+
+def test_registry_class_weights_follow_table_a1() -> None:
+    expected = {"lits": [1, 0, 1], "msd_hepaticvessel": [0, 1, 1], "hv_liver": [1, 0, 0],
+                "ircadb": [1, 1, 1], "synthetic": [1, 1, 1], "totalsegmentator_liver": [1, 0, 0]}
+    for name, weights in expected.items():
+        assert get_source(name).class_weights.tolist() == weights
+    assert {s.name for s in list_sources()} >= set(expected)
+    with pytest.raises(DatasetError, match="unknown dataset source"):
+        get_source("nope")
+
+
+def test_msd_tasks_map_labels_by_dataset_json(tmp_path: Path) -> None:
+    image, lab = ct_and_labels()
+    for task, names, prefix in (("Task03_Liver", {"0": "background", "1": "liver", "2": "cancer"}, "liver"),
+                                ("Task08_HepaticVessel", {"0": "background", "1": "Vessel", "2": "Tumour"}, "hepaticvessel")):
+        root = tmp_path / task
+        raw = np.where(lab == 3, 2, np.where(lab == (1 if prefix == "liver" else 2), 1, 0))
+        write_image(image, root / "imagesTr" / f"{prefix}_7.nii.gz")
+        write_image(labels_like(raw, image), root / "labelsTr" / f"{prefix}_7.nii.gz")
+        (root / "imagesTr" / f"._{prefix}_7.nii.gz").write_bytes(b"mac junk")
+        (root / "dataset.json").write_text(json.dumps({"labels": names, "training": [
+            {"image": f"./imagesTr/{prefix}_7.nii.gz", "label": f"./labelsTr/{prefix}_7.nii.gz"}]}))
+    liver = load_cases("msd_liver", tmp_path / "Task03_Liver")
+    assert len(liver) == 1 and liver[0].annotated == ("liver", "tumor")
+    assert np.array_equal(lvt_array(liver[0]), np.where(lab == 2, 0, lab))
+    vessel = load_cases("msd_hepaticvessel", tmp_path / "Task08_HepaticVessel")
+    assert vessel[0].annotated == ("vessel", "tumor")
+    assert vessel[0].class_weights.tolist() == [0, 1, 1]
+    assert np.array_equal(lvt_array(vessel[0]), np.where(lab == 1, 0, lab))
+
+
+def test_lits_and_hv_liver(tmp_path: Path) -> None:
+    image, lab = ct_and_labels()
+    raw = np.where(lab == 3, 2, np.where(lab > 0, 1, 0))
+    write_image(image, tmp_path / "LiTS" / "Training Batch 1" / "volume-3.nii")
+    write_image(labels_like(raw, image), tmp_path / "LiTS" / "Training Batch 1" / "segmentation-3.nii")
+    cases = load_cases("lits", tmp_path / "LiTS")
+    assert [c.case_id for c in cases] == ["lits_003"]
+    out = lvt_array(cases[0])
+    assert set(np.unique(out)) == {0, 1, 3} and (out == 3).sum() == (lab == 3).sum()
+
+    write_image(image, tmp_path / "Task08_HepaticVessel" / "imagesTr" / "hepaticvessel_012.nii.gz")
+    write_image(image, tmp_path / "Task08_HepaticVessel" / "imagesTr" / "hepaticvessel_013.nii.gz")
+    write_image(labels_like((lab > 0) * 255, image), tmp_path / "HVLiver" / "hepaticvessel_012.nii.gz")
+    hv = load_cases("hv_liver", tmp_path / "HVLiver", images=tmp_path / "Task08_HepaticVessel")
+    assert len(hv) == 1 and hv[0].image.name == "hepaticvessel_012.nii.gz"
+    assert hv[0].annotated == ("liver",)
+    assert np.array_equal(lvt_array(hv[0]), (lab > 0).astype(np.uint8))  # whole organ, no cutouts
+
+
+def test_ircadb_dicom_masks_compose_intrahepatic_vessels(tmp_path: Path) -> None:
+    image, lab = ct_and_labels()
+    patient = tmp_path / "3Dircadb1.1"
+    write_dicom_series(image, patient / "PATIENT_DICOM")
+    portal = lab == 2
+    outside = np.zeros(SHAPE, bool)
+    outside[11, 18, 2:22] = True  # a vein outside the liver box: must not become label 2
+    masks = {"liver": lab > 0, "portalvein": portal | outside, "venoussystem": np.zeros(SHAPE, bool),
+             "livertumor01": lab == 3, "artery": np.ones(SHAPE, bool)}
+    for name, mask in masks.items():
+        write_dicom_series(labels_like(mask * 255, image), patient / "MASKS_DICOM" / name)
+    cases = load_cases("ircadb", tmp_path)
+    assert len(cases) == 1 and cases[0].annotated == ("liver", "vessel", "tumor")
+    out = lvt_array(cases[0])
+    assert np.array_equal(out, lab)
+
+
+def test_folder_with_mapping_yaml_and_synthetic(tmp_path: Path) -> None:
+    image, lab = ct_and_labels()
+    raw = np.where(lab == 3, 7, np.where(lab == 1, 4, 0))
+    write_image(image, tmp_path / "mine" / "img" / "case_a_0000.nii.gz")
+    write_image(labels_like(raw, image), tmp_path / "mine" / "lab" / "case_a.nii.gz")
+    (tmp_path / "mine" / "mapping.yaml").write_text("name: mine\nimages: img\nlabels: lab\nmapping: {4: liver, 7: tumor}\n")
+    cases = load_cases("folder", tmp_path / "mine")
+    assert cases[0].annotated == ("liver", "tumor") and cases[0].case_id == "mine_case_a"
+    assert np.array_equal(lvt_array(cases[0]), np.where(lab == 2, 0, lab))
+    (tmp_path / "bad.yaml").write_text("images: img\nlabels: lab\nmapping: {4: spleen}\n")
+    with pytest.raises(DatasetError, match="spleen"):
+        load_cases("folder", tmp_path / "bad.yaml")
+
+    cohort = write_synthetic_cohort(tmp_path / "cohort", 3)
+    synth = load_cases("synthetic", cohort)
+    assert [c.split_group for c in synth] == ["P000", "P001", "P002"]
+    assert np.array_equal(lvt_array(synth[1]), ct_and_labels(1)[1])
+
+
+def test_totalsegmentator_real_liver_is_a_partial_source(real_data: Path) -> None:
+    cases = load_cases("totalsegmentator_liver", real_data / "totalsegmentator")
+    small = next(c for c in cases if c.image.name == "example_ct_sm.nii.gz")
+    assert small.annotated == ("liver",)
+    out = lvt_array(small)
+    assert set(np.unique(out)) == {0, 1}
+    assert int((out == 1).sum()) == 38634  # TotalSegmentator label 5, as documented
+
+
+def test_preprocessing_is_cached_and_resampled(tmp_path: Path) -> None:
+    case = load_cases("synthetic", write_synthetic_cohort(tmp_path / "c", 1))[0]
+    first = preprocess(case, (3.0, 3.0, 3.0), tmp_path / "cache")
+    folder = next((tmp_path / "cache").iterdir())
+    stamp = (folder / "image.npy").stat().st_mtime_ns
+    again = preprocess(case, (3.0, 3.0, 3.0), tmp_path / "cache")
+    assert (folder / "image.npy").stat().st_mtime_ns == stamp
+    assert np.array_equal(first.labels, again.labels)
+    assert first.image.shape == (10, 10, 12)  # 12×2.5, 20×1.5, 24×1.5 mm at 3 mm
+    assert first.image.dtype == np.int16 and set(np.unique(first.labels)) <= {0, 1, 2, 3}
+    preprocess(case, (2.0, 2.0, 2.0), tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_mixed_source_sampling_follows_weights() -> None:
+    sampler = MixedSourceSampler(["a"] * 9 + ["b"], {"a": 1.0, "b": 3.0})
+    picks = [sampler.choose(step_rng(0, s)) for s in range(2000)]
+    share_b = np.mean([p == 9 for p in picks])
+    assert 0.7 < share_b < 0.8  # 3 / (1 + 3), although b has one case against nine
+    assert picks[:50] == [sampler.choose(step_rng(0, s)) for s in range(50)]

@@ -1,0 +1,47 @@
+"""nnU-Net v2 export: layout, region-based dataset.json, labels unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from test_datasets import ct_and_labels, write_synthetic_cohort
+
+from training.datasets import load_cases
+from training.experiment import partial_case
+from training.export_nnunet import export_cases
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_cli_exports_a_phantom_cohort(tmp_path: Path) -> None:
+    cohort = write_synthetic_cohort(tmp_path / "cohort", 2)
+    out = tmp_path / "Dataset501_LVT"
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(out),
+                           "--input", str(cohort), "--json"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cases"] == 2
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "liver": [1, 2, 3], "vessel": [2], "tumor": [3]}
+    assert meta["regions_class_order"] == [1, 2, 3] and meta["numTraining"] == 2
+    assert meta["channel_names"] == {"0": "CT"} and meta["file_ending"] == ".nii.gz"
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["P000_0_venous_0000.nii.gz", "P001_0_venous_0000.nii.gz"]
+    label = sitk.ReadImage(str(out / "labelsTr" / "P001_0_venous.nii.gz"))
+    image = sitk.ReadImage(str(out / "imagesTr" / "P001_0_venous_0000.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(label), ct_and_labels(1)[1])
+    assert label.GetSize() == image.GetSize() and label.GetOrigin() == image.GetOrigin()
+
+    missing = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(out),
+                              "--input", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 1 and "nowhere" in missing.stderr
+
+
+def test_partial_cases_are_recorded(tmp_path: Path) -> None:
+    cases = load_cases("synthetic", write_synthetic_cohort(tmp_path / "cohort", 2))
+    summary = export_cases([cases[0], partial_case(cases[1], "liver")], tmp_path / "out")
+    assert summary["partially_annotated"] == 1
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["lvt_partially_annotated"] == {"P001_0_venous_liveronly": ["liver"]}

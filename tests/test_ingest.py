@@ -1,0 +1,311 @@
+"""``lvt ingest`` on real and synthetic DICOM, NIfTI with a manifest, and broken inputs.
+
+Every test runs on SQLite and, with LVT_TEST_POSTGRES_URL, on PostgreSQL (``db_url``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from db_fixtures import write_ct_series
+from sqlalchemy import func, select
+
+from app.cli.common import UserError
+from app.services.ingest import IngestOptions, ingest_paths
+from db import queries, storage
+from db.engine import session_scope
+from db.models import AuditEvent, Patient, Series, Study
+from lvt_core.imageio import read_image
+
+REPO = Path(__file__).resolve().parent.parent
+LVT = [sys.executable, "-m", "app.cli.main"]
+
+
+def _counts(url: str) -> tuple[int, int, int]:
+    with session_scope(url) as s:
+        return (
+            s.scalar(select(func.count(Patient.id))) or 0,
+            s.scalar(select(func.count(Study.id))) or 0,
+            s.scalar(select(func.count(Series.id))) or 0,
+        )
+
+
+def _store_files() -> set[Path]:
+    root = storage.data_dir()
+    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def _run_cli(
+    *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", **(env_extra or {})}
+    code = "from app.cli.main import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_real_dicom_plain_and_jpeg2000(migrated_db: str, real_data: Path) -> None:
+    lits = real_data / "lits-volume-0-dicom"
+    j2k = real_data / "totalsegmentator" / "example_ct_dicom"
+    report = ingest_paths([lits], url=migrated_db)
+    assert len(report.added) == 1
+    # the JPEG 2000 files are anonymised without PatientID or UIDs: the id is required
+    with pytest.raises(UserError, match="no PatientID"):
+        ingest_paths([j2k], url=migrated_db)
+    report2 = ingest_paths([j2k], IngestOptions(patient_id="TS-1"), url=migrated_db)
+    assert len(report2.added) == 1
+    added = report2.added[0]
+    assert added["size"] == [512, 512, 20]
+    assert added["phase"] == "portal"  # 96 s after ContrastBolusStartTime
+    stored = sitk.ReadImage(str(storage.resolve(added["image_path"])))
+    source = read_image(j2k)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), sitk.GetArrayFromImage(source))
+    assert np.allclose(stored.GetSpacing(), source.GetSpacing())
+    lits_img = sitk.ReadImage(str(storage.resolve(report.added[0]["image_path"])))
+    assert lits_img.GetSize() == (512, 512, 75)
+    assert np.allclose(lits_img.GetSpacing(), (0.703125, 0.703125, 5.0), atol=1e-4)
+    arr = sitk.GetArrayViewFromImage(lits_img)
+    assert arr.min() == -3024 and arr.max() == 1410  # HU as the README states
+    assert _counts(migrated_db) == (2, 2, 2)
+
+
+def test_multiphase_study_grouping_and_non_ct(migrated_db: str, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    study = write_ct_series(folder / "a", description="Leber arteriell 2mm", seed=1)["study_uid"]
+    write_ct_series(
+        folder / "a", description="Portal venous 2mm", study_uid=study, seed=2, prefix="PV"
+    )
+    write_ct_series(folder / "b", description="Delayed", study_uid=study, seed=3, modality="MR")
+    (folder / "notes.txt").write_text("not dicom")
+    report = ingest_paths([folder], url=migrated_db)
+    assert sorted(a["phase"] for a in report.added) == ["arterial", "portal"]
+    reasons = " ".join(s["reason"] for s in report.skipped)
+    assert "modality MR is not CT" in reasons and "1 file(s) are not DICOM" in reasons
+    assert _counts(migrated_db) == (1, 1, 2)
+    with session_scope(migrated_db) as s:
+        (patient,) = queries.list_patients(s)
+        assert patient.pseudo_id.startswith("P-") and "PAT001" not in patient.pseudo_id
+        timeline = queries.patient_timeline(s, patient.pseudo_id)
+        assert s.scalar(select(func.count(AuditEvent.id))) == 1
+    assert timeline is not None and len(timeline.studies[0].series) == 2
+    # dates are shifted back by one per-patient offset; UIDs are replaced
+    assert timeline.studies[0].study_date is not None
+    assert timeline.studies[0].study_date.isoformat() < "2024-01-15"
+    assert timeline.studies[0].study_instance_uid != study
+
+
+def test_duplicate_ingest_adds_nothing_and_conflict_changes_nothing(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    uids = write_ct_series(tmp_path / "s1", seed=1)
+    first = ingest_paths([tmp_path / "s1"], url=migrated_db)
+    assert len(first.added) == 1
+    files = _store_files()
+    again = ingest_paths([tmp_path / "s1"], url=migrated_db)
+    assert again.added == [] and len(again.already_present) == 1
+    assert _counts(migrated_db) == (1, 1, 1) and _store_files() == files
+    # same UIDs, other pixels: a conflict; a new valid series in the same run is not added either
+    write_ct_series(
+        tmp_path / "s2", seed=9, study_uid=uids["study_uid"], series_uid=uids["series_uid"]
+    )
+    write_ct_series(tmp_path / "s3", seed=4, patient_id="PAT002")
+    with pytest.raises(UserError, match="different image content"):
+        ingest_paths([tmp_path / "s3", tmp_path / "s2"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+    assert _store_files() == files  # s3's file was moved into place, then removed again
+    report = ingest_paths(
+        [tmp_path / "s3", tmp_path / "s2"], IngestOptions(skip_invalid=True), url=migrated_db
+    )
+    assert len(report.added) == 1 and "different image content" in report.skipped[-1]["reason"]
+
+
+def test_truncated_and_corrupt_files_are_named(migrated_db: str, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "x" / "good", seed=1, patient_id="PAT1")
+    write_ct_series(tmp_path / "x" / "bad", seed=2, patient_id="PAT2")
+    victim = tmp_path / "x" / "bad" / "IM0002.dcm"
+    victim.write_bytes(victim.read_bytes()[:300])
+    garbage = tmp_path / "x" / "bad" / "IM0009.dcm"
+    garbage.write_bytes(b"\0" * 128 + b"DICM" + os.urandom(64))
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "x"], url=migrated_db)
+    assert str(victim) in str(info.value) and str(garbage) in str(info.value)
+    assert _counts(migrated_db) == (0, 0, 0) and _store_files() == set()
+    # chosen behaviour: with --skip-invalid the broken files are skipped and the rest is
+    # ingested; the series that lost a slice then has a gap and is skipped as well.
+    report = ingest_paths([tmp_path / "x"], IngestOptions(skip_invalid=True), url=migrated_db)
+    assert len(report.added) == 1
+    reasons = " ".join(s["reason"] for s in report.skipped)
+    assert "truncated" in reasons and "missing slices" in reasons
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tilt_mm_per_slice": 0.6}, "gantry tilt"),
+        ({"z_positions": [0, 2, 4, 8, 10, 12]}, "missing slices"),
+        ({"z_positions": [0, 2, 2, 4, 6, 8]}, "duplicate slice position"),
+    ],
+)
+def test_geometry_problems_are_errors(
+    migrated_db: str, tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    write_ct_series(tmp_path / "s", **kwargs)
+    with pytest.raises(UserError, match=message):
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)
+
+
+def test_non_uniform_spacing_is_a_warning(migrated_db: str, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "s", z_positions=[0, 2, 4.2, 6.2, 8.1, 10.2])
+    report = ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert len(report.added) == 1 and "non-uniform slice spacing" in report.warnings[0]["warning"]
+
+
+def test_zip_input_and_path_traversal(migrated_db: str, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "s", seed=5)
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f"case/{f.name}")
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escaped.dcm", b"x")
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f"case/{f.name}")
+    with pytest.raises(UserError, match="path traversal"):
+        ingest_paths([evil], url=migrated_db)
+    assert not (tmp_path.parent / "escaped.dcm").exists()
+    assert _counts(migrated_db) == (0, 0, 0)
+    report = ingest_paths([good], url=migrated_db)
+    assert len(report.added) == 1 and _counts(migrated_db) == (1, 1, 1)
+
+
+def test_nifti_with_phantom_style_manifest_and_dry_run(migrated_db: str, tmp_path: Path) -> None:
+    header = "patient_id,study_date,study_index,phase,series_uid,study_uid,spacing_x,spacing_y,spacing_z,size_x,size_y,size_z,image,labels,lesion_ids,dicom_dir"
+    rows = []
+    for i, (date, phase) in enumerate(
+        [("2024-01-10", "arterial"), ("2024-01-10", "portal"), ("2024-04-10", "portal")]
+    ):
+        image = sitk.GetImageFromArray(np.full((4, 6, 6), i * 10, dtype=np.int16))
+        sitk.WriteImage(image, str(tmp_path / f"img{i}.nii.gz"))
+        study = 0 if date == "2024-01-10" else 1
+        rows.append(
+            f"PH001,{date},{study},{phase},1.2.3.{i},1.2.{study},1,1,1,6,6,4,img{i}.nii.gz,lab{i}.nii.gz,,"
+        )
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(header + "\n" + "\n".join(rows) + "\n")
+    dry = ingest_paths([], IngestOptions(manifest=manifest, dry_run=True), url=migrated_db)
+    assert len(dry.added) == 3 and _counts(migrated_db) == (0, 0, 0) and _store_files() == set()
+    report = ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert [a["phase"] for a in report.added] == ["arterial", "portal", "portal"]
+    assert _counts(migrated_db) == (1, 2, 3)
+    with session_scope(migrated_db) as s:
+        (study1, study2) = queries.patient_timeline(s, report.added[0]["patient"]).studies  # type: ignore[union-attr]
+    assert (study2.study_date - study1.study_date).days == 91  # interval survives the shift
+
+
+def test_manifest_errors_list_rows(migrated_db: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "patient_id,image,phase,study_date\nP1,missing.nii.gz,portal,2024-01-01\n,x.nii.gz,hepatic,2024-13-01\n"
+    )
+    with pytest.raises(UserError) as info:
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    text = str(info.value)
+    assert "row 2: image" in text and "row 3: patient_id is empty" in text and "hepatic" in text
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    if isinstance(result.exception, UserError):
+        return 1, str(result.exception)
+    return result.exit_code, result.stdout
+
+
+def test_cli_json_and_exit_codes(migrated_db: str, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "s", seed=3)
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["series_added"] == 1 and doc["patients"] == 1
+    again = json.loads(_invoke("ingest", str(tmp_path / "s"), "--json")[1])
+    assert again["series_added"] == 0 and again["series_already_present"] == 1
+    listed = json.loads(_invoke("patients", "list", "--json")[1])
+    pid = listed["patients"][0]["pseudo_id"]
+    studies = json.loads(_invoke("studies", "list", pid, "--json")[1])
+    assert studies["studies"][0]["series"][0]["phase"] == "portal"
+    assert _invoke("ingest", "--phase", "hepatic", str(tmp_path / "s"))[0] == 2
+    assert _invoke("studies", "list", "P-unknown")[0] == 1
+    # through the real entry point: a user error is one message on stderr and exit 1
+    missing = _run_cli("ingest", str(tmp_path / "nope"), "--json")
+    assert missing.returncode == 1 and "nope: no such file" in missing.stderr
+    assert missing.stdout == ""
+
+
+def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
+    for k in range(3):
+        write_ct_series(
+            tmp_path / "batch" / f"s{k}", seed=k, size=32, n_slices=12, patient_id=f"C{k}"
+        )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = "from app.cli.main import main; main()"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, "ingest", str(tmp_path / "batch"), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outputs]
+    docs = [json.loads(o[0]) for o in outputs]
+    assert (
+        sorted(d["series_added"] for d in docs) == [0, 3]
+        or sum(d["series_added"] for d in docs) == 3
+    )
+    assert sum(d["series_added"] + 0 for d in docs) == 3
+    assert sum(d["series_already_present"] for d in docs) == 3
+    assert _counts(migrated_db) == (3, 3, 3)
+    with session_scope(migrated_db) as s:
+        paths = s.scalars(select(Series.image_path)).all()
+    assert all(storage.resolve(p).is_file() for p in paths)
+    assert not list((storage.data_dir() / ".staging").iterdir())
+
+
+def test_phantom_dicom_cohort(migrated_db: str, tmp_path: Path) -> None:
+    if _invoke("phantom", "--help")[0] != 0:
+        pytest.skip("`lvt phantom` is not available yet (lvt_core.phantom in progress)")
+    out = tmp_path / "cohort"
+    made = _run_cli("phantom", str(out), "--size", "tiny", "--dicom")
+    assert made.returncode == 0, made.stderr
+    report = json.loads(_run_cli("ingest", str(out), "--json").stdout)
+    with (out / "manifest.csv").open() as handle:
+        n_series = sum(1 for _ in csv.DictReader(handle))
+    assert report["series_added"] == n_series
+    if (out / "measurements.csv").exists():
+        imported = _run_cli("measurements", "import", str(out / "measurements.csv"), "--json")
+        assert imported.returncode == 0, imported.stderr

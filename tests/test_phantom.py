@@ -1,0 +1,231 @@
+"""The synthetic cohort: determinism, label consistency, phases, longitudinal truth, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from lvt_core.phantom import (
+    LESION_COLUMNS,
+    MANIFEST_COLUMNS,
+    MEASUREMENT_COLUMNS,
+    PHASE_HU_TABLE,
+    PHASES,
+    CohortConfig,
+    generate_cohort,
+    phantom_scan,
+)
+from lvt_core.phantom.scan import make_patient
+from lvt_core.phantom.tables import phase_table_markdown
+
+SEED = 2  # patient 0 of this seed has a growing lesion and one appearing at timepoint 1
+CONFIG = CohortConfig(patients=1, timepoints=2, phases=2, seed=SEED, size="tiny", dicom=True,
+                      preview=True)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, CONFIG)
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_layout_and_csv_columns(cohort: Path) -> None:
+    manifest = _rows(cohort / "manifest.csv")
+    assert tuple(manifest[0]) == MANIFEST_COLUMNS
+    assert tuple(_rows(cohort / "lesions.csv")[0]) == LESION_COLUMNS
+    with (cohort / "measurements.csv").open() as handle:
+        assert tuple(next(csv.reader(handle))) == MEASUREMENT_COLUMNS
+    assert [(r["study_index"], r["phase"]) for r in manifest] == [
+        ("0", "portal"), ("0", "arterial"), ("1", "portal"), ("1", "arterial")]
+    for row in manifest:
+        assert row["patient_id"] == "LVT-0001"
+        folder = cohort / row["patient_id"] / f"{row['study_date']}_{row['phase']}"
+        assert (cohort / row["image"]).parent == folder
+        image = sitk.ReadImage(str(cohort / row["image"]))
+        assert image.GetPixelID() == sitk.sitkInt16
+        assert sitk.ReadImage(str(cohort / row["labels"])).GetPixelID() == sitk.sitkUInt8
+        assert sitk.ReadImage(str(cohort / row["lesion_ids"])).GetPixelID() == sitk.sitkUInt16
+        assert list(image.GetSize()) == [int(row[f"size_{a}"]) for a in "xyz"]
+        assert np.allclose(image.GetSpacing(), [float(row[f"spacing_{a}"]) for a in "xyz"], rtol=1e-5)
+        assert (folder / "preview_axial.png").read_bytes()[:4] == b"\x89PNG"
+        assert (folder / "preview_coronal.png").is_file()
+        assert len(list((cohort / row["dicom_dir"]).glob("*.dcm"))) == image.GetSize()[2]
+    dates = sorted({r["study_date"] for r in manifest})
+    gap = np.datetime64(dates[1]) - np.datetime64(dates[0])
+    assert 60 <= gap.astype(int) <= 180  # studies months apart
+
+
+def test_same_seed_same_bytes_across_processes_via_cli(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    lvt = Path(sys.executable).with_name("lvt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(lvt), "phantom", str(out), "--patients", "1", "--timepoints", "2", "--phases", "2",
+         "--seed", str(SEED), "--size", "tiny", "--dicom", "--preview", "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # exactly one JSON document on stdout
+    assert summary["scans"] == 4 and summary["phases"] == ["portal", "arterial"]
+    first, second = _files(cohort), _files(out)
+    assert sorted(first) == sorted(second)
+    different = [name for name in first if first[name] != second[name]]
+    assert different == []
+
+
+def test_api_scan_matches_cohort_file_and_other_seed_differs(cohort: Path) -> None:
+    row = _rows(cohort / "manifest.csv")[1]  # timepoint 0, arterial
+    scan = phantom_scan(SEED, "tiny", "arterial", 0, 0)
+    assert np.array_equal(sitk.GetArrayFromImage(scan.image), _array(cohort / row["image"]))
+    assert np.array_equal(sitk.GetArrayFromImage(scan.lesion_ids), _array(cohort / row["lesion_ids"]))
+    other = phantom_scan(SEED + 1, "tiny", "arterial", 0, 0)
+    assert not np.array_equal(sitk.GetArrayFromImage(other.image), _array(cohort / row["image"]))
+
+
+def test_labels_exclusive_and_vessels_tumors_in_the_liver(cohort: Path) -> None:
+    for row in _rows(cohort / "manifest.csv"):
+        labels = _array(cohort / row["labels"])
+        ids = _array(cohort / row["lesion_ids"])
+        image = _array(cohort / row["image"])
+        spacing = [float(row[f"spacing_{a}"]) for a in "zyx"]
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        assert np.array_equal(labels == 3, ids > 0)
+        liver_ml = (labels > 0).sum() * np.prod(spacing) / 1000
+        assert 900 < liver_ml < 2600
+        # every component of liver ∪ vessel ∪ tumor holds parenchyma: nothing floats outside
+        components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+        with_liver = np.unique(components[labels == 1])
+        assert set(range(1, n + 1)) <= set(with_liver.tolist())
+        # intrahepatic vessels (radius <= 8 mm) lie within a few mm of parenchyma
+        to_liver = ndimage.distance_transform_edt(labels != 1, sampling=spacing)
+        assert (labels == 2).any()
+        assert to_liver[labels == 2].max() <= 9.0
+        # bright extrahepatic vessels (aorta, IVC) and bone are not labelled
+        assert np.mean(labels[image > 250] == 0) > 0.9
+
+
+def test_phases_of_one_study_share_the_anatomy(cohort: Path) -> None:
+    manifest = _rows(cohort / "manifest.csv")
+    lesions = _rows(cohort / "lesions.csv")
+    for t in ("0", "1"):
+        portal, arterial = (r for r in manifest if r["study_index"] == t)
+        assert portal["spacing_x"] == arterial["spacing_x"] and portal["size_z"] == arterial["size_z"]
+        assert portal["study_uid"] == arterial["study_uid"]
+        assert portal["series_uid"] != arterial["series_uid"]
+        a, b = (_array(cohort / r["labels"]) > 0 for r in (portal, arterial))
+        dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+        assert 0.9 < dice < 1.0  # same liver, small breathing shift
+        ids = [{r["lesion_uid"] for r in lesions
+                if r["study_date"] == portal["study_date"] and r["phase"] == phase}
+               for phase in ("portal", "arterial")]
+        assert ids[0] == ids[1]
+        # contrast differs: the aorta is brighter in the arterial phase
+        hu = [_array(cohort / r["image"]) for r in (portal, arterial)]
+        assert np.percentile(hu[1], 99.9) > np.percentile(hu[0], 99.9) - 50
+
+
+def _longest_axial(ids: np.ndarray, uid: int, spacing_xy: tuple[float, float]) -> float:
+    best = 0.0
+    for k in np.unique(np.nonzero(ids == uid)[0]):
+        yy, xx = np.nonzero(ids[k] == uid)
+        pts = np.column_stack([xx * spacing_xy[0], yy * spacing_xy[1]])
+        if len(pts) > 1:
+            best = max(best, float(np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)).max()))
+    return best
+
+
+def test_longitudinal_truth_matches_maps(cohort: Path) -> None:
+    manifest = _rows(cohort / "manifest.csv")
+    lesions = _rows(cohort / "lesions.csv")
+    tracks = {t.uid: t for t in make_patient(SEED, 0).tracks}
+    seen: dict[str, set[int]] = {}
+    for row in manifest:
+        ids = _array(cohort / row["lesion_ids"])
+        sx, sy, sz = (float(row[f"spacing_{a}"]) for a in "xyz")
+        rows = {int(r["lesion_uid"]): r for r in lesions
+                if r["study_date"] == row["study_date"] and r["phase"] == row["phase"]}
+        assert set(rows) == set(np.unique(ids[ids > 0]).tolist())
+        for uid, lesion in rows.items():
+            assert uid in tracks and tracks[uid].diameters[int(row["study_index"])] > 0
+            voxels = int((ids == uid).sum())
+            assert int(lesion["voxels"]) == voxels
+            assert float(lesion["volume_ml"]) == pytest.approx(voxels * sx * sy * sz / 1000, rel=1e-3)
+            assert float(lesion["longest_axial_diameter_mm"]) == pytest.approx(
+                _longest_axial(ids, uid, (sx, sy)), abs=1e-2)
+            true_d = tracks[uid].diameters[int(row["study_index"])]
+            if true_d > 15:
+                assert abs(float(lesion["longest_axial_diameter_mm"]) - true_d) < 0.35 * true_d + 8
+        seen.setdefault(row["study_index"], set()).update(rows)
+    # identities persist: a lesion present at both timepoints keeps its number
+    both = {uid for uid, t in tracks.items() if min(t.diameters[:2]) > 15}
+    assert both and both <= seen["0"] & seen["1"]
+    # the appearing lesion is absent at baseline
+    new = {uid for uid, t in tracks.items() if t.diameters[0] == 0 and t.diameters[1] > 0}
+    assert not new & seen["0"]
+
+
+def test_measurements_are_noisy_reads_of_target_lesions(cohort: Path) -> None:
+    lesions = {(r["study_date"], int(r["lesion_uid"])): r for r in _rows(cohort / "lesions.csv")
+               if r["phase"] == "portal"}
+    measurements = _rows(cohort / "measurements.csv")
+    assert measurements
+    for m in measurements:
+        truth = lesions[(m["study_date"], int(m["lesion_label"][1:]))]
+        true_d = float(truth["longest_axial_diameter_mm"])
+        assert true_d >= 10
+        assert abs(float(m["longest_diameter_mm"]) - true_d) < 8  # ~±2 mm reader noise
+        assert float(m["short_axis_mm"]) <= float(m["longest_diameter_mm"]) + 8
+        assert abs(float(m["location_z_mm"]) - float(truth["centroid_z_mm"])) < 10
+        assert m["accession"] and m["reader"]
+
+
+def test_phase_table_is_documented_and_complete() -> None:
+    assert set(PHASES) == {"noncontrast", "arterial", "portal", "late"}
+    for tissue in ("liver", "portal_vein", "hepatic_vein", "aorta"):
+        assert set(PHASE_HU_TABLE[tissue]) == set(PHASES)
+    assert PHASE_HU_TABLE["aorta"]["arterial"][0] > PHASE_HU_TABLE["aorta"]["portal"][0]
+    assert PHASE_HU_TABLE["liver"]["portal"][0] > PHASE_HU_TABLE["liver"]["noncontrast"][0]
+    readme = Path(__file__).resolve().parent.parent / "lvt_core" / "phantom" / "README.md"
+    assert phase_table_markdown() in readme.read_text()  # the documented table is the one used
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    from app.cli.main import app
+
+    runner = CliRunner()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["phantom", str(full), "--size", "tiny"])
+    assert result.exit_code == 1
+    assert "not empty" in str(result.exception) or "not empty" in result.output
+    result = runner.invoke(app, ["phantom", str(full), "--size", "tiny", "--overwrite"])
+    assert result.exit_code == 1 and (full / "notes.txt").exists()
+    result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--size", "huge"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--phases", "5"])
+    assert result.exit_code == 2

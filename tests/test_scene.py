@@ -1,0 +1,115 @@
+"""3D scenes: mesh geometry in physical space, cache, tumor-vessel distance, export, preview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvista as pv
+import SimpleITK as sitk
+
+from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.lesions import lesion_component_map
+from lvt_core.scene import (
+    build_scene_meshes,
+    export_scene,
+    min_tumor_vessel_distance_mm,
+    render_preview,
+)
+
+
+def phantom(gap_mm: float = 5.0) -> sitk.Image:
+    """Liver box, a vessel along x (radius 4 mm, y=z=0), a sphere (r 6 mm) ``gap_mm`` beside it."""
+    spacing = (1.0, 1.0, 1.0)
+    size = (80, 60, 50)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1], strict=True)), indexing="ij")
+    x, y, z = x - 40.0, y - 20.0, z - 25.0
+    labels = np.zeros(size[::-1], dtype=np.uint8)
+    labels[(np.abs(x) < 35) & (y > -15) & (y < 35) & (np.abs(z) < 20)] = LIVER
+    labels[(labels == LIVER) & (y**2 + z**2 <= 16.0)] = VESSEL
+    centre_y = 4.0 + gap_mm + 6.0
+    labels[x**2 + (y - centre_y) ** 2 + z**2 <= 36.0] = TUMOR
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing(spacing)
+    # A rotated patient frame: meshes must follow the image's direction and origin.
+    angle = np.deg2rad(30.0)
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    image.SetDirection(tuple(direction.ravel()))
+    image.SetOrigin((-12.0, 30.0, 100.0))
+    return image
+
+
+def test_meshes_sit_in_physical_space_with_the_right_volume(tmp_path: Path) -> None:
+    labels = phantom()
+    meshes = build_scene_meshes(labels, lesion_component_map(labels, 10), tmp_path)
+    assert meshes.liver is not None and meshes.vessels is not None
+    assert list(meshes.tumors) == [1]
+    tumor = meshes.tumors[1]
+    centre_index = (40.0, 20.0 + 15.0, 25.0)
+    expected = np.array(labels.TransformContinuousIndexToPhysicalPoint(centre_index))
+    np.testing.assert_allclose(np.asarray(tumor.points).mean(axis=0), expected, atol=1.0)
+    assert tumor.volume == pytest.approx(4 / 3 * np.pi * 6.0**3, rel=0.12)
+    assert tumor.is_manifold
+
+
+def test_cache_is_reused_and_keyed_by_content(tmp_path: Path) -> None:
+    labels = phantom()
+    build_scene_meshes(labels, None, tmp_path)
+    folders = list(tmp_path.iterdir())
+    assert len(folders) == 1 and (folders[0] / "manifest.json").is_file()
+    stamp = (folders[0] / "tumor_1.vtp").stat().st_mtime_ns
+    again = build_scene_meshes(labels, None, tmp_path)
+    assert (folders[0] / "tumor_1.vtp").stat().st_mtime_ns == stamp
+    assert sorted(again.tumors) == [1]
+    build_scene_meshes(phantom(gap_mm=8.0), None, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("gap", [3.0, 8.0])
+def test_tumor_vessel_distance(gap: float) -> None:
+    meshes = build_scene_meshes(phantom(gap_mm=gap))
+    (distance,) = min_tumor_vessel_distance_mm(meshes).values()
+    assert distance == pytest.approx(gap, abs=1.5)
+
+
+def test_touching_tumor_is_zero_and_no_vessels_is_none() -> None:
+    labels = phantom(gap_mm=-2.0)
+    assert list(min_tumor_vessel_distance_mm(build_scene_meshes(labels)).values()) == [0.0]
+    array = sitk.GetArrayFromImage(labels)
+    array[array == VESSEL] = LIVER
+    no_vessel = sitk.GetImageFromArray(array)
+    no_vessel.CopyInformation(labels)
+    assert min_tumor_vessel_distance_mm(build_scene_meshes(no_vessel)) == {1: None}
+
+
+def test_export_every_format_loads_back(tmp_path: Path) -> None:
+    import trimesh
+
+    meshes = build_scene_meshes(phantom())
+    written = export_scene(meshes, tmp_path)
+    names = {p.name for p in written}
+    for structure in ("liver", "vessels", "tumor_1"):
+        for fmt in ("stl", "obj", "vtp"):
+            assert f"{structure}.{fmt}" in names
+            loaded = pv.read(str(tmp_path / f"{structure}.{fmt}"))
+            assert loaded.n_cells > 0
+    scene = trimesh.load(tmp_path / "scene.glb")
+    assert set(scene.geometry) == {"liver", "vessels", "tumor_1"}
+    tumor = scene.geometry["tumor_1"]
+    np.testing.assert_allclose(tumor.vertices.mean(axis=0), np.asarray(meshes.tumors[1].points).mean(axis=0), atol=1e-3)
+    with pytest.raises(ValueError, match="unknown mesh format"):
+        export_scene(meshes, tmp_path, formats=("fbx",))
+
+
+def test_preview_png(tmp_path: Path) -> None:
+    meshes = build_scene_meshes(phantom())
+    try:
+        png = render_preview(meshes, tmp_path / "preview.png", window_size=(320, 240))
+    except RuntimeError as exc:  # no OpenGL (EGL/OSMesa) on this machine
+        pytest.skip(f"off-screen rendering unavailable: {exc}")
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    assert pixels.shape == (240, 320, 3)
+    assert (pixels < 250).any(axis=2).mean() > 0.05  # something other than the white background

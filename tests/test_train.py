@@ -1,0 +1,129 @@
+"""The partial-label training loop: modes, schedules, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_datasets import write_synthetic_cohort
+
+from lvt_core.checkpoint import load_checkpoint
+from training.config import ConfigError, TrainConfig, load_config
+from training.train import make_optimizer, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(tmp_path: Path, mode: str = "ML", **extra) -> TrainConfig:
+    cohort = tmp_path / "cohort"
+    if not (cohort / "manifest.csv").is_file():
+        write_synthetic_cohort(cohort, 5)
+    raw = {"name": "tiny", "mode": mode, "output_dir": str(tmp_path / f"run_{mode}"),
+           "cache_dir": str(tmp_path / "cache"), "spacing_mm": [3, 3, 3], "patch_size": [16, 16, 16],
+           "batch_size": 2, "epochs": 2, "steps_per_epoch": 3, "checkpoint_every": 1,
+           "network": {"variant": "plain_in", "filters": [4, 8, 16], "deep_supr_num": 1},
+           "fold": 0, "n_folds": 5, "fp16_checkpoint": True, "num_threads": 1,
+           "datasets": [{"source": "synthetic", "path": str(cohort)}], **extra}
+    return TrainConfig.model_validate(raw)
+
+
+@pytest.mark.parametrize("mode", ["ML", "MLx", "MC"])
+def test_each_mode_trains_and_the_predictor_loads_the_checkpoint(tmp_path: Path, mode: str) -> None:
+    from lvt_core.imageio import read_image
+    from lvt_core.inference import Predictor
+
+    result = train(tiny_config(tmp_path, mode), device="cpu")
+    assert result.step == result.total_steps == 6
+    _, meta = load_checkpoint(result.checkpoint)
+    assert meta["label_space"] == ("multiclass" if mode == "MC" else "multilabel")
+    assert meta["network"]["out_channels"] == (4 if mode == "MC" else 3)
+    assert meta["spacing_mm"] == [3.0, 3.0, 3.0] and meta["training_data"][0]["source"] == "synthetic"
+    rows = (result.output_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_dice_liver" in rows[0]  # header + one row per epoch
+    assert all(np.isfinite(r["train_loss"]) for r in result.history)
+    image = read_image(tmp_path / "cohort" / "P000" / "image.nii.gz")
+    labels = Predictor(result.checkpoint, device="cpu").predict(image)
+    assert labels.GetSize() == image.GetSize()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    straight = train(tiny_config(tmp_path, output_dir=str(tmp_path / "a")), device="cpu")
+    stopped = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b")), device="cpu", max_steps=4)
+    assert stopped.step == 4 and stopped.checkpoint is None
+    resumed = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b")), device="cpu", resume=True)
+    assert resumed.step == straight.step == 6
+    a, _ = load_checkpoint(straight.checkpoint)
+    b, _ = load_checkpoint(resumed.checkpoint)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-3), key
+    assert [r["step"] for r in resumed.history] == [3, 6]
+
+
+def test_killed_process_resumes_with_the_cli(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, epochs=40)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    lvt = [str(REPO / ".venv" / "bin" / "lvt")]
+    proc = subprocess.Popen([*lvt, "train", str(path), "--device", "cpu"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = config.output_dir / "state.pt"
+    import time
+
+    deadline = time.time() + 60
+    while not state.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert state.is_file()
+    done = subprocess.run([*lvt, "train", str(path), "--resume", "--json", "--device", "cpu"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["finished"] and summary["step"] == 120
+    assert "resumed" in done.stderr
+
+
+def test_schedules() -> None:
+    model = torch.nn.Linear(2, 2)
+    sgd = TrainConfig.model_validate({"datasets": [], "epochs": 1, "steps_per_epoch": 100,
+                                      "optimizer": {"name": "sgd", "lr": 0.01}})
+    opt, sched = make_optimizer(sgd, model)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[50] == pytest.approx(0.01 * 0.5**0.9, rel=1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    adamw = sgd.model_copy(update={"optimizer": sgd.optimizer.model_copy(
+        update={"name": "adamw", "lr": 1e-3, "warmup_steps": 10})})
+    opt, sched = make_optimizer(adamw, model)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[9] == pytest.approx(1e-3) and lrs[99] < 1e-5
+
+
+def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: XYZ\ndatasets: []\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: mode"):
+        load_config(bad)
+    cfg = load_config(REPO / "training" / "configs" / "default_model.yaml")
+    assert cfg.network["variant"] == "plain_in" and cfg.optimizer.name == "sgd" and cfg.mode == "ML"
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "train", str(bad)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "bad.yaml" in out.stderr
+    listed = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "train", "--list-datasets", "--json"],
+                            cwd=REPO, capture_output=True, text=True)
+    names = {d["name"]: d["class_weights"] for d in json.loads(listed.stdout)["datasets"]}
+    assert names["lits"] == [1.0, 0.0, 1.0]
