@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+GEOMETRY_DECIMALS = 4
 COMPRESSION_LEVEL = 1  # fast gzip: ingest time is dominated by compression otherwise
 
 
@@ -27,15 +28,20 @@ def data_dir() -> Path:
 
 
 def image_hash(image: sitk.Image) -> str:
-    """SHA-256 of the voxels and geometry of ``image`` (geometry rounded to 1e-6 mm)."""
+    """SHA-256 of the voxels and geometry of ``image``.
+
+    Geometry is rounded to 1e-4 (mm, or direction cosine): DICOM stores decimals as
+    16-character strings, so the DICOM and NIfTI copies of one scan agree only to about
+    that precision, and they should land on the same address.
+    """
     digest = hashlib.sha256()
     geometry = (
         image.GetPixelIDTypeAsString(),
         image.GetNumberOfComponentsPerPixel(),
         tuple(image.GetSize()),
-        tuple(round(v, 6) for v in image.GetSpacing()),
-        tuple(round(v, 6) for v in image.GetOrigin()),
-        tuple(round(v, 6) for v in image.GetDirection()),
+        tuple(round(v, GEOMETRY_DECIMALS) + 0.0 for v in image.GetSpacing()),
+        tuple(round(v, GEOMETRY_DECIMALS) + 0.0 for v in image.GetOrigin()),
+        tuple(round(v, GEOMETRY_DECIMALS) + 0.0 for v in image.GetDirection()),
     )
     digest.update(repr(geometry).encode())
     digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
@@ -120,3 +126,21 @@ def store_image(image: sitk.Image, root: Path | None = None) -> tuple[str, str]:
     staged, sha = write_staged(image, root)
     rel, _ = publish(staged, sha, root)
     return rel, sha
+
+
+def same_content(a: sitk.Image, b: sitk.Image, tolerance_mm: float = 1e-3) -> bool:
+    """Identical voxels and pixel type, geometry equal within ``tolerance_mm``.
+
+    Used when two copies of one series hash differently only because one went through
+    DICOM's limited decimal strings (a rounding boundary of :func:`image_hash`).
+    """
+    if a.GetSize() != b.GetSize() or a.GetPixelID() != b.GetPixelID():
+        return False
+    for get, tol in (
+        ("GetSpacing", tolerance_mm),
+        ("GetOrigin", tolerance_mm),
+        ("GetDirection", 1e-4),
+    ):
+        if not np.allclose(getattr(a, get)(), getattr(b, get)(), rtol=0, atol=tol):
+            return False
+    return bool(np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)))

@@ -80,18 +80,36 @@ def _label_array(labels: sitk.Image) -> np.ndarray:
     return np.asarray(array)
 
 
+def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of a ``z, y, x`` mask as slices, or ``None`` when it is empty."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    slab = mask[zs[0] : zs[-1] + 1]
+    ys = np.flatnonzero(slab.any(axis=(0, 2)))
+    xs = np.flatnonzero(slab.any(axis=(0, 1)))
+    return slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
+
+
 def component_array(labels: sitk.Image, min_voxels: int = 10) -> np.ndarray:
-    """``z, y, x`` uint32 array of lesion ids 1..N (0 elsewhere), 26-connected, small ones dropped."""
+    """``z, y, x`` uint32 array of lesion ids 1..N (0 elsewhere), 26-connected, small ones dropped.
+
+    Ids follow raster order of each component's first voxel; the work is done inside the tumor
+    bounding box, which keeps clinical-size volumes fast.
+    """
     tumor = _label_array(labels) == TUMOR
-    components, n = cc3d.connected_components(tumor, connectivity=26, return_N=True)
-    if n == 0:
-        return np.zeros(tumor.shape, dtype=np.uint32)
+    out = np.zeros(tumor.shape, dtype=np.uint32)
+    box = _bbox(tumor)
+    if box is None:
+        return out
+    components, n = cc3d.connected_components(tumor[box], connectivity=26, return_N=True)
     counts = np.bincount(components.ravel(), minlength=n + 1)
     keep = counts >= max(min_voxels, 1)
     keep[0] = False
     lut = np.zeros(n + 1, dtype=np.uint32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)  # raster order is kept
-    return lut[components]
+    out[box] = lut[components]
+    return out
 
 
 def lesion_component_map(labels: sitk.Image, min_voxels: int = 10) -> sitk.Image:
@@ -202,12 +220,13 @@ def extract_lesions(
         if component_map is not None
         else component_array(labels, min_voxels)
     )
-    n = int(components.max()) if components.size else 0
-    if n == 0:
+    region = _bbox(components > 0)
+    if region is None:
         return []
+    region_start = np.array([s.start for s in region])
+    sub = components[region]
     spacing = tuple(float(s) for s in labels.GetSpacing())
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    stats = cc3d.statistics(components)
     hu = _resampled_like(image, labels) if image is not None else None
 
     liver = (array >= LIVER) & (array <= TUMOR)
@@ -215,24 +234,26 @@ def extract_lesions(
     vessel_tree = cKDTree(vessel_points) if len(vessel_points) else None
     surface_points = zyx_to_physical(labels, _surface_voxels(liver))
     surface_tree = cKDTree(surface_points) if len(surface_points) else None
-    objects = ndimage.find_objects(components)
+    objects = ndimage.find_objects(sub)
 
     lesions: list[Lesion] = []
-    for lesion_id in range(1, n + 1):
-        box = objects[lesion_id - 1]
-        if box is None:
+    for lesion_id, sub_box in enumerate(objects, start=1):
+        if sub_box is None:
             continue
-        crop = components[box] == lesion_id
+        box = tuple(
+            slice(s.start + o, s.stop + o) for s, o in zip(sub_box, region_start, strict=True)
+        )
+        crop = sub[sub_box] == lesion_id
         zyx0 = np.array([s.start for s in box])
-        centroid_zyx = np.asarray(stats["centroids"][lesion_id], dtype=float)
-        centroid = zyx_to_physical(labels, centroid_zyx[None, :])[0]
+        inside = np.argwhere(crop)
+        centroid = zyx_to_physical(labels, (inside.mean(axis=0) + zyx0)[None, :])[0]
         longest, short, z_offset = _longest_axial(crop, spacing)  # type: ignore[arg-type]
         surface = _surface_voxels(crop) + zyx0
         surface_mm = zyx_to_physical(labels, surface)
         d_vessel = float(vessel_tree.query(surface_mm, k=1)[0].min()) if vessel_tree else None
         d_surface = float(surface_tree.query(surface_mm, k=1)[0].min()) if surface_tree else None
         mean_hu = float(hu[box][crop].mean()) if hu is not None else None
-        voxels = int(stats["voxel_counts"][lesion_id])
+        voxels = len(inside)
         lesions.append(
             Lesion(
                 id=lesion_id,

@@ -123,14 +123,14 @@ def register_followup(
         return sitk.TranslationTransform(3)
     transform: sitk.Transform = _initial(fixed, moving, "rigid")
     if config.on in ("mask", "both"):
-        transform = _run(fixed, moving, transform, "meansquares", config)
+        transform = _flatten(_run(fixed, moving, transform, "meansquares", config))
     if config.on in ("image", "both") and previous_image is not None and followup_image is not None:
         fixed_img = shrink_to(previous_image, config.resolution_mm)
         moving_img = shrink_to(followup_image, config.resolution_mm)
-        transform = _run(fixed_img, moving_img, transform, "mattes", config)
+        transform = _flatten(_run(fixed_img, moving_img, transform, "mattes", config))
     if config.kind == "affine":
         affine = _as_affine(transform)
-        transform = _run(fixed, moving, affine, "meansquares", config)
+        transform = _flatten(_run(fixed, moving, affine, "meansquares", config))
     return _flatten(transform)
 
 
@@ -147,17 +147,17 @@ def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
 
 
 def _flatten(transform: sitk.Transform) -> sitk.Transform:
-    """The single transform inside a composite result (registration returns composites)."""
-    if transform.GetName() == "CompositeTransform":
+    """The single (possibly nested) transform inside a composite result, typed."""
+    while transform.GetName() == "CompositeTransform":
         composite = sitk.CompositeTransform(transform)
-        if composite.GetNumberOfTransforms() == 1:
-            inner = composite.GetNthTransform(0)
-            name = inner.GetName()
-            if name == "Euler3DTransform":
-                return sitk.Euler3DTransform(inner)
-            if name == "AffineTransform":
-                return sitk.AffineTransform(inner)
-            return inner
+        if composite.GetNumberOfTransforms() != 1:
+            return transform
+        transform = composite.GetNthTransform(0)
+    name = transform.GetName()
+    if name == "Euler3DTransform":
+        return sitk.Euler3DTransform(transform)
+    if name == "AffineTransform":
+        return sitk.AffineTransform(transform)
     return transform
 
 
@@ -171,7 +171,11 @@ def transform_points(transform: sitk.Transform, points: np.ndarray) -> np.ndarra
 
 
 def matrix_offset(transform: sitk.Transform) -> tuple[np.ndarray | None, np.ndarray]:
-    """``(A, b)`` with ``T(p) = A p + b`` for translation/rigid/affine transforms, else ``None``."""
+    """``(A, b)`` with ``T(p) = A p + b`` for any linear transform, else ``(None, 0)``.
+
+    Known types are read directly; others (composites of linear transforms) are probed at a few
+    points and accepted only when a further point confirms they are linear.
+    """
     name = transform.GetName()
     if name == "TranslationTransform":
         return np.eye(3), np.array(sitk.TranslationTransform(transform).GetOffset(), dtype=float)
@@ -187,4 +191,11 @@ def matrix_offset(transform: sitk.Transform) -> tuple[np.ndarray | None, np.ndar
         center = np.array(typed.GetCenter(), dtype=float)
         translation = np.array(typed.GetTranslation(), dtype=float)
         return matrix, translation + center - matrix @ center
+    probe = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], dtype=float)
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in probe])
+    offset = mapped[0]
+    matrix = ((mapped[1:] - offset) / 100.0).T
+    check = np.array([37.0, -51.0, 23.0])
+    if np.allclose(transform.TransformPoint(tuple(check)), matrix @ check + offset, atol=1e-6):
+        return matrix, offset
     return None, np.zeros(3)

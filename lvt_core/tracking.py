@@ -212,8 +212,8 @@ def _pair_metrics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(overlap fraction, centroid distance in mm), each of shape (len(prev_ids), len(cur_ids))."""
     matrix, offset = matrix_offset(transform)
-    if matrix is None:  # not expected from register_followup; fall back to identity
-        matrix, offset = np.eye(3), np.zeros(3)
+    if matrix is None:
+        raise ValueError(f"tracking needs a linear (rigid or affine) transform, got {transform.GetName()}")
     inverse = np.linalg.inv(matrix)
     overlap = np.zeros((len(prev_ids), len(cur_ids)))
     distance = np.full((len(prev_ids), len(cur_ids)), np.inf)

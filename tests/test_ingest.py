@@ -296,16 +296,42 @@ def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
     assert not list((storage.data_dir() / ".staging").iterdir())
 
 
-def test_phantom_dicom_cohort(migrated_db: str, tmp_path: Path) -> None:
-    if _invoke("phantom", "--help")[0] != 0:
+@pytest.fixture(scope="module")
+def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic cohort written once by ``lvt phantom --dicom`` (skips if absent)."""
+    out = tmp_path_factory.mktemp("phantom") / "cohort"
+    args = (
+        "phantom",
+        str(out),
+        "--size",
+        "tiny",
+        "--dicom",
+        "--patients",
+        "2",
+        "--timepoints",
+        "2",
+    )
+    made = _run_cli(*args)
+    if made.returncode == 2 and "No such command" in made.stderr:
         pytest.skip("`lvt phantom` is not available yet (lvt_core.phantom in progress)")
-    out = tmp_path / "cohort"
-    made = _run_cli("phantom", str(out), "--size", "tiny", "--dicom")
     assert made.returncode == 0, made.stderr
-    report = json.loads(_run_cli("ingest", str(out), "--json").stdout)
-    with (out / "manifest.csv").open() as handle:
+    return out
+
+
+def test_phantom_dicom_cohort_and_its_measurements(migrated_db: str, phantom_cohort: Path) -> None:
+    with (phantom_cohort / "manifest.csv").open() as handle:
         n_series = sum(1 for _ in csv.DictReader(handle))
-    assert report["series_added"] == n_series
-    if (out / "measurements.csv").exists():
-        imported = _run_cli("measurements", "import", str(out / "measurements.csv"), "--json")
-        assert imported.returncode == 0, imported.stderr
+    with (phantom_cohort / "measurements.csv").open() as handle:
+        n_rows = sum(1 for _ in csv.DictReader(handle))
+    code, out = _invoke("ingest", str(phantom_cohort), "--json")
+    assert code == 0, out
+    assert json.loads(out)["series_added"] == n_series
+    code, out = _invoke(
+        "measurements", "import", str(phantom_cohort / "measurements.csv"), "--json"
+    )
+    assert code == 0, out
+    assert json.loads(out)["added"] == n_rows  # every row linked to an ingested study
+    # the NIfTI copies named by the manifest are the same scans: nothing new, no conflict
+    code, out = _invoke("ingest", "--manifest", str(phantom_cohort / "manifest.csv"), "--json")
+    assert code == 0, out
+    assert json.loads(out)["series_already_present"] == n_series

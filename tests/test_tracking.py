@@ -206,3 +206,39 @@ def test_single_timepoint_and_empty_inputs() -> None:
             [TimepointInput.from_labels(labels)] * 2,
             overrides=TrackOverrides(forced_links=[((1, 1), (0, 1))]),
         )
+
+
+def test_tracking_across_phantom_timepoints_matches_its_identity_map() -> None:
+    phantom = pytest.importorskip("lvt_core.phantom")
+    scans = [
+        phantom.phantom_scan(seed=3, size="tiny", phase="portal", timepoint=t, patient_index=1)
+        for t in range(3)
+    ]
+    timepoints = [TimepointInput.from_labels(s.labels, s.image, s.study_date, min_voxels=3) for s in scans]
+    identities = []
+    for scan, tp in zip(scans, timepoints, strict=True):
+        components = sitk.GetArrayViewFromImage(tp.component_map)
+        truth = sitk.GetArrayViewFromImage(scan.lesion_ids)
+        identities.append({les.id: set(np.unique(truth[components == les.id]).tolist()) - {0} for les in tp.lesions})
+    assert sum(len(i) for i in identities) >= 6  # the scenario has lesions to track
+    result = track_lesions(timepoints)
+    expected = {
+        ((t - 1, i), (t, j))
+        for t in range(1, 3)
+        for i, a in identities[t - 1].items()
+        for j, b in identities[t].items()
+        if a & b
+    }
+    assert {(lk.source, lk.target) for lk in result.links} == expected
+    assert any(tr.status == "new" for tr in result.tracks)
+
+
+def test_registration_refined_on_ct_images(cohort) -> None:
+    timepoints, held, poses = cohort
+    config = TrackingConfig(registration=RegistrationConfig(on="both"))
+    result = track_lesions(timepoints[:2], config)
+    expected = {((0, i), (1, j)) for i, a in held[0].items() for j, b in held[1].items() if a & b}
+    assert {(lk.source, lk.target) for lk in result.links} == expected
+    points = np.array([[-25.0, -15.0, -5.0], [40.0, -20.0, 8.0]])
+    mapped = transform_points(result.transforms[0], poses[0].to_scanner(points))
+    assert np.abs(mapped - poses[1].to_scanner(points)).max() < 3.0

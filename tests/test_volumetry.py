@@ -64,3 +64,22 @@ def test_needs_two_phases_with_a_liver() -> None:
         volumetry([_labels(100, 0, 0)])
     with pytest.raises(ValueError, match="no liver"):
         volumetry([_labels(100, 0, 0), _labels(0, 0, 0)], names=["a", "b"])
+
+
+def test_real_liver_masks_from_two_models(real_data) -> None:
+    """TotalSegmentator's two liver outputs (label 5) of one real CT, as two 'phases'."""
+    folder = real_data / "totalsegmentator"
+    maps = []
+    for name in ("example_seg.nii.gz", "example_seg_fast.nii.gz"):
+        seg = sitk.ReadImage(str(folder / name))
+        liver = (sitk.GetArrayFromImage(seg) == 5).astype(np.uint8) * LIVER
+        image = sitk.GetImageFromArray(liver)
+        image.CopyInformation(seg)
+        maps.append(image)
+    result = volumetry(maps, names=["full", "fast"])
+    counts = [38_634, 39_350]  # liver voxels, 3 mm isotropic (data README)
+    assert result.volumes_ml == pytest.approx([c * 27 / 1000 for c in counts])
+    assert result.functional_volumes_ml == result.volumes_ml
+    mean = np.mean(counts)
+    assert result.deviation_pct == pytest.approx([(c - mean) / mean * 100 for c in counts])
+    assert result.flag is False and result.warnings == []

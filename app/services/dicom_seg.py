@@ -62,7 +62,7 @@ def write_source_series(
         patient_id=patient, study_uid=study_uid, series_uid=series_uid,
         frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid, "frame-of-reference"]),
         study_date=study_date or dt.date(1900, 1, 1), series_description=description or "",
-        manufacturer="LVT", uid_entropy=[series_uid],
+        manufacturer="LVT", uid_entropy=[series_uid], patient_name=f"{patient}^",
     )
     return write_ct_series(hu, out_dir, info)
 

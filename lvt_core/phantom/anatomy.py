@@ -118,7 +118,10 @@ class Anatomy:
         gb = self.gallbladder(points[:, 0], points[:, 1], points[:, 2])
         ivc = np.min([c.distance(points[:, 0], points[:, 1], points[:, 2]) for c in self.ivc],
                      axis=0)
-        return (f < -margin) & (gb > margin) & (ivc > margin)
+        inside = (f < -margin) & (gb > margin) & (ivc > margin)
+        for organ in (self.stomach, *self.kidneys):  # they indent the liver (see rendering)
+            inside &= organ(points[:, 0], points[:, 1], points[:, 2]) > margin + 2.0
+        return inside
 
 
 def make_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -162,7 +165,7 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
                        rotation_xyz(0, 0, np.deg2rad(u(30, 50))), Waves.random(rng, 3, 2.5, (50, 120)))
     splenic_hilum = spleen_c + np.array([-20, -18, -5])
     veins = polyline(smooth_path(np.array([
-        confluence, [0.3 * ca, y_vb - 45, -118], splenic_hilum]), 8), u(4.5, 5.5))
+        confluence, [0.3 * ca, y_vb - 25, -112], splenic_hilum]), 8), u(4.5, 5.5))
     veins += polyline(np.array([confluence, confluence + np.array([2, -15, -60]),
                                 confluence + np.array([-5, -25, -200])]), u(5, 6))  # SMV
     kidneys = []
@@ -176,8 +179,8 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
         target = np.array([ivc_x + 5 * side, ivc_y, kc[2] + 8])
         veins += polyline(np.array([hil, (hil + target) / 2 + [0, -10, 0], target]), 4.5)
 
-    stomach = Ellipsoid(np.array([0.42 * ca, -0.12 * cb, -85]) + jitter(6),
-                        np.array([0.3 * ca, 0.34 * cb, 52]) * u(0.85, 1.15, 3),
+    stomach = Ellipsoid(np.array([0.5 * ca, -0.02 * cb, -92]) + jitter(5),
+                        np.array([0.26 * ca, 0.3 * cb, 50]) * u(0.85, 1.1, 3),
                         rotation_xyz(0, np.deg2rad(u(-25, -10)), np.deg2rad(u(-10, 10))),
                         Waves.random(rng, 4, 4.0, (50, 120)))
     gallbladder = Ellipsoid(np.array([-0.32 * ca, -0.55 * cb, -120]) + jitter(5),

@@ -310,7 +310,7 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
         t[(rho < 0.86) & ~disc] = T.MARROW
         t[(rho < 1) & disc] = T.DISC
         canal = np.sqrt(x**2 + (y - a.y_vb - 30) ** 2)
-        t[(canal < 15) & (canal > 9) & (y > a.y_vb + 20)] = T.CORTEX
+        t[(canal < 15) & (canal > 9) & (y > a.y_vb + 27)] = T.CORTEX  # laminae: an arch
         t[(np.abs(x) < 5) & (y > a.y_vb + 36) & (y < a.y_vb + 62)] = T.CORTEX
         process = (np.abs(np.abs(x) - 30) < 14) & (np.abs(y - a.y_vb - 28) < 5)
         t[process & (np.mod(z - a.disc_z0, 32) > 14)] = T.CORTEX
@@ -320,7 +320,7 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
         _capsules(chunk, rib, "body", T.MARROW, inset=1.5)
     for cart in a.cartilage:
         _capsules(chunk, cart, "body", T.CARTILAGE)
-    _capsules(chunk, a.aorta, "body", T.AORTA)
+    _capsules(chunk, a.veins, "visc", T.PORTAL)  # behind the organs they pass
     # abdominal organs (visceral frame: they move with breathing)
     for kidney in a.kidneys:
         sl, f = _ellipsoid(chunk, kidney, "visc")
@@ -346,7 +346,7 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
     _bowel(chunk, a.colon, colon=True)
     for loop in a.small_bowel:
         _bowel(chunk, loop, colon=False)
-    _capsules(chunk, a.veins, "visc", T.PORTAL)
+    _capsules(chunk, a.aorta, "body", T.AORTA)  # retroperitoneal: over any bowel loop
     _capsules(chunk, a.ivc, "visc", T.IVC)
     # liver envelope minus IVC and gallbladder, then its vessels and tumors
     if chunk.liver_sl is not None:
@@ -360,6 +360,13 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
                 rel = tuple(slice(c.start - o.start, c.stop - o.start)
                             for c, o in zip(csl, sl, strict=True))
                 env[rel] &= cap.distance(*chunk.coords(csl, "visc")) > 0
+        for organ in (a.stomach, *a.kidneys):  # neighbours indent the liver, never overlap
+            osl = chunk.box(*organ.bbox(2.0), "visc")
+            osl = chunk.in_liver_box(osl) if osl is not None else None
+            if osl is not None:
+                rel = tuple(slice(c.start - o.start, c.stop - o.start)
+                            for c, o in zip(osl, sl, strict=True))
+                env[rel] &= organ(*chunk.coords(osl, "visc")) > 2.0
         tissue[sl][env] = T.LIVER
         chunk.liver[sl] = env
         gsl, g = _ellipsoid(chunk, a.gallbladder, "liver")

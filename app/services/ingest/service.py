@@ -225,6 +225,18 @@ def _commit(
         session.close()
 
 
+def _equivalent(existing: Series, item: _Prepared, root: Path) -> bool:
+    """Whether a differently hashed copy is the stored image within DICOM's precision."""
+    new_path = item.staged or storage.resolve(storage.relative_path_for(item.sha256), root)
+    stored_path = storage.resolve(existing.image_path, root)
+    if not (new_path.exists() and stored_path.exists()):
+        return False
+    try:
+        return storage.same_content(sitk.ReadImage(str(stored_path)), sitk.ReadImage(str(new_path)))
+    except RuntimeError:
+        return False
+
+
 def _apply(
     session: Session,
     prepared: list[_Prepared],
@@ -242,7 +254,7 @@ def _apply(
         study_uid, series_uid = _uids(deid, item)
         existing = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
         if existing is not None:
-            if existing.content_hash == item.sha256:
+            if existing.content_hash == item.sha256 or _equivalent(existing, item, root):
                 report.already_present.append(
                     {
                         "source": c.source,

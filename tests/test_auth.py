@@ -1,0 +1,82 @@
+"""Users, argon2 hashes, throttled sign-in, expiry, and the ``lvt users`` commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from app.cli.common import UserError
+from app.services import auth
+from db.engine import session_scope
+from db.models import AuditEvent, User
+
+
+def test_hash_is_argon2_and_login_works(migrated_db: str) -> None:
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "dr.a", "clinician", "correct-horse")
+    with session_scope(migrated_db) as s:
+        row = s.scalar(select(User).where(User.username == "dr.a"))
+        assert row.password_hash.startswith("$argon2id$") and "correct-horse" not in row.password_hash
+        user = auth.authenticate(s, "dr.a", "correct-horse")
+        assert user is not None and user.role == "clinician" and not user.expired()
+        assert auth.authenticate(s, "dr.a", "wrong-password") is None
+        assert auth.authenticate(s, "nobody", "correct-horse") is None
+    with session_scope(migrated_db) as s:
+        actions = [e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        assert actions.count("login") == 1 and actions.count("login_failed") == 2
+
+
+def test_throttle_disable_roles_and_expiry(migrated_db: str) -> None:
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "res", "researcher", "long-enough-1")
+        with pytest.raises(UserError, match="already exists"):
+            auth.add_user(s, "res", "admin", "long-enough-2")
+        with pytest.raises(UserError, match="too short"):
+            auth.add_user(s, "short", "admin", "abc")
+        with pytest.raises(UserError, match="unknown role"):
+            auth.add_user(s, "x", "surgeon", "long-enough-3")
+    for _ in range(auth.MAX_FAILED_LOGINS):
+        with session_scope(migrated_db) as s:
+            assert auth.authenticate(s, "res", "guess") is None
+    with session_scope(migrated_db) as s, pytest.raises(auth.LoginThrottled):
+        auth.authenticate(s, "res", "long-enough-1")  # even the right password waits
+    later = dt.datetime.now(dt.UTC) + auth.THROTTLE_WINDOW + dt.timedelta(seconds=1)
+    with session_scope(migrated_db) as s:
+        user = auth.authenticate(s, "res", "long-enough-1", now=later)
+        assert user is not None
+        assert user.has_role("clinician") and user.has_role("researcher") and not user.has_role("admin")
+        assert user.expired(later + auth.SESSION_TTL + dt.timedelta(seconds=1))
+        auth.set_active(s, "res", False)
+    with session_scope(migrated_db) as s:
+        assert auth.authenticate(s, "res", "long-enough-1", now=later) is None
+
+
+def _lvt(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "lvt"), *args],
+        input=stdin, capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+    )
+
+
+def test_users_cli(migrated_db: str) -> None:
+    added = _lvt("users", "add", "nurse", "--role", "clinician", "--password-stdin", "--json", stdin="s3cret-pass\n")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == {"username": "nurse", "role": "clinician", "active": True}
+    again = _lvt("users", "add", "nurse", "--role", "clinician", "--password-stdin", stdin="s3cret-pass\n")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad_role = _lvt("users", "add", "x", "--role", "boss", "--password-stdin", stdin="s3cret-pass\n")
+    assert bad_role.returncode == 2
+    assert _lvt("users", "passwd", "nurse", "--password-stdin", stdin="new-pass-123\n").returncode == 0
+    with session_scope(migrated_db) as s:
+        assert auth.authenticate(s, "nurse", "new-pass-123") is not None
+    assert _lvt("users", "disable", "nurse").returncode == 0
+    listed = json.loads(_lvt("users", "list", "--json").stdout)
+    assert listed["users"][0]["username"] == "nurse" and listed["users"][0]["active"] is False
+    missing = _lvt("users", "disable", "ghost")
+    assert missing.returncode == 1 and "ghost" in missing.stderr

@@ -1,0 +1,99 @@
+"""A real browser (Debian's Chromium through Playwright) against the served app on a tiny demo.
+
+Signs in, opens a patient, waits for the trajectory chart and the 3D view, checks no
+exception is shown, and keeps screenshots under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARGS = [
+    "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``lvt demo --no-serve`` on a tiny cohort, then ``lvt app`` on a free loopback port."""
+    var = tmp_path_factory.mktemp("browser") / "var"
+    env = {**os.environ, "LVT_VAR_DIR": str(var), "LVT_SECRET_KEY": "browser-test", "OMP_NUM_THREADS": "1"}
+    env.pop("LVT_DATABASE_URL", None)
+    lvt = str(Path(sys.executable).parent / "lvt")
+    built = subprocess.run(
+        [lvt, "demo", "--no-serve", "--patients", "2", "--timepoints", "2", "--size", "tiny"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "clinician" in built.stderr and "lvt-clinician-demo" in built.stderr
+    port = _free_port()
+    server = subprocess.Popen([lvt, "app", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not start within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_clinician_opens_patient_in_browser(served: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served, wait_until="domcontentloaded")
+        page.get_by_role("textbox", name="User name").fill("clinician")
+        page.get_by_role("textbox", name="Password").fill("lvt-clinician-demo")
+        page.screenshot(path=str(ARTIFACTS / "01-login.png"))
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "02-patients.png"), full_page=True)
+        page.get_by_role("button", name="Open follow-up").click()
+        page.get_by_role("heading", name="Patient").first.wait_for(timeout=30_000)
+        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)  # the trajectory chart
+        page.wait_for_timeout(2000)
+        assert page.get_by_text("Longest axial diameter per lesion track").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "03-followup.png"), full_page=True)
+        page.get_by_role("link", name="3D scene").click()
+        page.locator(".js-plotly-plot .gl-container, .js-plotly-plot canvas").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2500)
+        page.screenshot(path=str(ARTIFACTS / "04-scene.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

@@ -1,0 +1,132 @@
+"""Exports: cohort tables, DICOM SEG (validated, orientation checked in world space), meshes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from db_fixtures import write_ct_series
+from sqlalchemy import select
+
+from app.services.batch import import_label_map
+from app.services.export import export_cohort, export_mesh, export_seg
+from app.services.ingest.service import IngestOptions, ingest_paths
+from db.engine import default_url, ensure_schema, make_session_factory
+from db.models import Model, Series
+
+LVT = Path(sys.executable).with_name("lvt")
+
+
+def _labels_like(image: sitk.Image) -> sitk.Image:
+    """Asymmetric labels (so a flip would show): liver block, vessel line, tumor corner."""
+    size = image.GetSize()
+    a = np.zeros(tuple(reversed(size)), np.uint8)
+    a[1:-1, 2:12, 3:14] = 1
+    a[2:5, 4:6, 4:12] = 2
+    a[3:5, 8:11, 9:13] = 3
+    out = sitk.GetImageFromArray(a)
+    out.CopyInformation(image)
+    return out
+
+
+@pytest.fixture()
+def store(lvt_env: Path, tmp_path: Path) -> dict:
+    url = default_url()
+    ensure_schema(url)
+    write_ct_series(tmp_path / "dicom", n_slices=6, size=16, patient_id="PX")
+    oblique = sitk.Image([16, 16, 6], sitk.sitkInt16) + 40
+    rot = sitk.VersorTransform((0.2, 0.1, 0.9), 0.4).GetMatrix()
+    oblique.SetDirection(rot)
+    oblique.SetSpacing((0.9, 1.1, 2.5))
+    oblique.SetOrigin((10.0, -20.0, 5.0))
+    sitk.WriteImage(oblique, str(tmp_path / "oblique.nii.gz"))
+    (tmp_path / "m.csv").write_text("patient_id,image,study_date\nPY,oblique.nii.gz,2024-02-01\n")
+    ingest_paths([tmp_path / "dicom"], url=url)
+    ingest_paths([], IngestOptions(manifest=tmp_path / "m.csv"), url=url)
+    with make_session_factory(url)() as s:
+        model = Model(name="truth", version="1", checksum="0" * 64)
+        s.add(model)
+        s.commit()
+        rows = s.execute(select(Series.id, Series.image_path, Series.source_format)).all()
+    from db import storage
+
+    series = {}
+    for sid, path, fmt in rows:
+        image = sitk.ReadImage(str(storage.resolve(path)))
+        import_label_map(sid, model.id, _labels_like(image), url=url)
+        series[fmt] = sid
+    return {"url": url, "series": series}
+
+
+@pytest.mark.parametrize("source", ["dicom", "nifti"])
+def test_dicom_seg_is_valid_and_correctly_placed(store: dict, tmp_path: Path, source: str) -> None:
+    out = tmp_path / "out" / "seg.dcm"
+    report = export_seg(store["series"][source], out)
+    assert report["segments"] == ["liver parenchyma", "intrahepatic vessel", "tumor"]
+    check = report["validation"]
+    assert check["world_space_mismatched_pixels"] == 0
+    assert check["highdicom_segments"] == 3
+    if "skipped" not in check["dciodvfy"]:
+        assert check["dciodvfy"]["errors"] == []
+    ds = pydicom.dcmread(out)
+    assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    codes = {s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in ds.SegmentSequence}
+    assert codes == {"10200004", "59820001", "108369006"}
+    ct = [pydicom.dcmread(p) for p in sorted(Path(report["ct_dir"]).glob("*.dcm"))]
+    refs = {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert refs <= {c.SOPInstanceUID for c in ct} and ds.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    # The world-space check is sensitive: a label map flipped left-right does not match.
+    from app.services.dicom_seg import check_against_labels
+    from db import storage
+
+    with make_session_factory(store["url"])() as s:
+        image = sitk.ReadImage(str(storage.resolve(s.get(Series, store["series"][source]).image_path)))
+    flipped = sitk.Flip(_labels_like(image), [True, False, False])
+    flipped.CopyInformation(image)
+    assert check_against_labels(out, flipped) > 0
+
+
+def test_seg_of_unsegmented_series_is_a_user_error(store: dict, tmp_path: Path) -> None:
+    env = {**os.environ, "LVT_DATABASE_URL": store["url"]}
+    proc = subprocess.run([str(LVT), "export", "seg", "999", str(tmp_path / "x.dcm")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "series 999" in proc.stderr
+
+
+def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
+    csv = export_cohort(tmp_path / "csv", "csv")
+    pq = export_cohort(tmp_path / "pq", "parquet")
+    assert set(csv["tables"]) >= {"patients", "studies", "series", "lesions", "tracks",
+                                  "measurements", "agreement", "volumetry", "response"}
+    series = pd.read_csv(tmp_path / "csv" / "series.csv")
+    assert len(series) == 2 and set(series["segmentation"]) == {"done"}
+    lesions = pd.read_parquet(tmp_path / "pq" / "lesions.parquet")
+    assert len(lesions) == 2 and pq["tables"]["lesions"]["rows"] == 2
+    assert (lesions["volume_ml"] > 0).all()
+    env = {**os.environ, "LVT_DATABASE_URL": store["url"]}
+    proc = subprocess.run([str(LVT), "export", "cohort", str(tmp_path / "cli"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tables"]["series"]["rows"] == 2
+
+
+def test_mesh_export(store: dict, tmp_path: Path) -> None:
+    with make_session_factory(store["url"])() as s:
+        from db.models import Patient, Study
+
+        patient, study_id = s.execute(
+            select(Patient.pseudo_id, Study.id).join(Study).join(Series)
+            .where(Series.id == store["series"]["nifti"])
+        ).one()
+    summary = export_mesh(patient, str(study_id), tmp_path / "mesh", ("stl", "glb"))
+    assert summary["structures"][0] == "liver" and "tumor_1" in summary["structures"]
+    assert (tmp_path / "mesh" / "scene.glb").stat().st_size > 0
+    assert (tmp_path / "mesh" / "liver.stl").is_file()
