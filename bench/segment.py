@@ -39,8 +39,7 @@ def synthetic_scan(size: tuple[int, int, int] = (512, 512, 200), seed: int = 0) 
     try:
         from lvt_core.phantom import phantom_scan  # type: ignore[attr-defined]
 
-        scan = phantom_scan(seed, size="clinical")
-        return scan[0] if isinstance(scan, tuple) else getattr(scan, "image", scan)
+        return phantom_scan(seed, size="clinical").image
     except (ImportError, AttributeError):
         pass
     rng = np.random.default_rng(seed)
@@ -64,7 +63,7 @@ def synthetic_scan(size: tuple[int, int, int] = (512, 512, 200), seed: int = 0) 
     return image
 
 
-def untrained_checkpoint(path: Path, filters: list[int], spacing: float) -> Path:
+def untrained_checkpoint(path: Path, filters: list[int], spacing: float, patch: int) -> Path:
     from lvt_core.checkpoint import default_meta, save_checkpoint
     from lvt_core.network import build_network
 
@@ -72,6 +71,7 @@ def untrained_checkpoint(path: Path, filters: list[int], spacing: float) -> Path
         name="bench-untrained",
         network={"variant": "plain_in", "filters": filters},
         spacing_mm=[spacing] * 3,
+        patch_size=[patch] * 3,
     )
     return save_checkpoint(path, build_network(meta["network"]).state_dict(), meta)
 
@@ -146,8 +146,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--filters", default="16,32,64,128,256")
-    parser.add_argument("--spacing", type=float, default=1.5)
+    # without a model: the shipped recipe's shape (training/configs/default_model.yaml)
+    parser.add_argument("--filters", default="16,32,64,128")
+    parser.add_argument("--spacing", type=float, default=2.0)
+    parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "SCAN", "MODEL", "OUT"))
     args = parser.parse_args()
@@ -164,8 +166,8 @@ def main() -> None:
         note = ""
         if not Path(model).is_file():
             filters = [int(f) for f in args.filters.split(",")]
-            model = untrained_checkpoint(tmp / "untrained.pt", filters, args.spacing)
-            note = f" (untrained, filters {filters}, {args.spacing} mm: ROI arbitrary)"
+            model = untrained_checkpoint(tmp / "untrained.pt", filters, args.spacing, args.patch)
+            note = f" (untrained, filters {filters}, {args.spacing} mm, patch {args.patch}: ROI arbitrary)"
         image = synthetic_scan()
         scan = tmp / "scan.nii.gz"
         sitk.WriteImage(image, str(scan))

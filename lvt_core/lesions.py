@@ -179,6 +179,18 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(crop & ~eroded) + np.array(offset)
 
 
+def _min_distance(tree: cKDTree, points: np.ndarray) -> float:
+    """Exact smallest distance from ``points`` to the tree's points, fast for hollow shells.
+
+    A few points give an upper bound first; the full query then prunes everything beyond it
+    (nearest-neighbour search from inside a surface shell is otherwise very slow).
+    """
+    step = max(1, len(points) // 16)
+    bound = float(tree.query(points[::step], k=1)[0].min())
+    distances = tree.query(points, k=1, distance_upper_bound=bound * (1 + 1e-9) + 1e-9)[0]
+    return float(min(bound, distances.min()))
+
+
 def _cropped(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Crop ``mask`` to its bounding box, returning the crop and its ``z, y, x`` offset."""
     nz = np.nonzero(mask.any(axis=(1, 2)))[0]
@@ -250,8 +262,8 @@ def extract_lesions(
         longest, short, z_offset = _longest_axial(crop, spacing)  # type: ignore[arg-type]
         surface = _surface_voxels(crop) + zyx0
         surface_mm = zyx_to_physical(labels, surface)
-        d_vessel = float(vessel_tree.query(surface_mm, k=1)[0].min()) if vessel_tree else None
-        d_surface = float(surface_tree.query(surface_mm, k=1)[0].min()) if surface_tree else None
+        d_vessel = _min_distance(vessel_tree, surface_mm) if vessel_tree else None
+        d_surface = _min_distance(surface_tree, surface_mm) if surface_tree else None
         mean_hu = float(hu[box][crop].mean()) if hu is not None else None
         voxels = len(inside)
         lesions.append(

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import model_fixtures
 import pytest
-from model_fixtures import tiny_checkpoint, write_tiny_cohort  # noqa: F401
+from model_fixtures import write_tiny_cohort
 from sqlalchemy import func, select
 
 from app.services.batch import (
@@ -25,6 +26,7 @@ from db import storage
 from db.engine import ensure_schema, make_session_factory
 from db.models import BatchRun, Lesion, LesionTrack, Segmentation, Series, VolumetryResult
 
+tiny_checkpoint = model_fixtures.tiny_checkpoint  # the shared fixture
 LVT = Path(sys.executable).with_name("lvt")
 
 

@@ -92,7 +92,11 @@ def test_clinician_opens_patient_in_browser(served: str) -> None:
         assert page.get_by_text("Longest axial diameter per lesion track").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "03-followup.png"), full_page=True)
         page.get_by_role("link", name="3D scene").click()
-        page.locator(".js-plotly-plot .gl-container, .js-plotly-plot canvas").first.wait_for(timeout=60_000)
+        page.get_by_role("heading", name="3D scene").wait_for(timeout=30_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot .gl-container canvas').length > 0", timeout=60_000
+        )
         page.wait_for_timeout(2500)
         page.screenshot(path=str(ARTIFACTS / "04-scene.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0

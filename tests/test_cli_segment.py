@@ -183,3 +183,28 @@ def test_segment_missing_model_says_how_to_train(
     )
     assert code == 1
     assert "absent.pt" in err and "lvt train" in err
+
+
+def test_evaluate_rejects_non_lvt_labels_and_missing_pairs(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _, ref = toy_scan()
+    sitk.WriteImage(ref, str(tmp_path / "ref.nii.gz"))
+    other = sitk.GetImageFromArray(sitk.GetArrayFromImage(ref) * 5)  # TotalSegmentator-like ids
+    other.CopyInformation(ref)
+    sitk.WriteImage(other, str(tmp_path / "ts.nii.gz"))
+    code, _, err = run_lvt(
+        ["evaluate", "--pred", str(tmp_path / "ts.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz")],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 1 and "ts.nii.gz" in err and "0..3" in err
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    sitk.WriteImage(ref, str(tmp_path / "p" / "case7.nii.gz"))
+    code, _, err = run_lvt(
+        ["evaluate", "--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r")],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 1 and "case7" in err

@@ -189,3 +189,20 @@ def test_store_image_is_content_addressed_and_atomic(tmp_path: Path) -> None:
     assert storage.image_hash(moved) != sha  # geometry is part of the address
     assert storage.image_hash(_image(seed=1)) != sha
     assert not list((tmp_path / ".staging").iterdir())  # no temp files left behind
+
+
+def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+
+    runner = CliRunner()
+    before = json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)
+    assert before["current"] is None and not before["up_to_date"]
+    up = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
+    assert up["to"] == up["head"] == migrate.head()
+    assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
+    down = runner.invoke(app, ["db", "downgrade", "base", "--json"])
+    assert down.exit_code == 0 and json.loads(down.stdout)["to"] is None

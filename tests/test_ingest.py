@@ -268,10 +268,14 @@ def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
             tmp_path / "batch" / f"s{k}", seed=k, size=32, n_slices=12, patient_id=f"C{k}"
         )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = "from app.cli.main import main; main()"
+    # the service without the CLI's heavier imports: two real processes, started together
+    code = (
+        "import json, sys; from pathlib import Path; from app.services.ingest import ingest_paths; "
+        "print(json.dumps(ingest_paths([Path(sys.argv[1])]).to_json()))"
+    )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, "ingest", str(tmp_path / "batch"), "--json"],
+            [sys.executable, "-c", code, str(tmp_path / "batch")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -335,3 +339,22 @@ def test_phantom_dicom_cohort_and_its_measurements(migrated_db: str, phantom_coh
     code, out = _invoke("ingest", "--manifest", str(phantom_cohort / "manifest.csv"), "--json")
     assert code == 0, out
     assert json.loads(out)["series_already_present"] == n_series
+
+
+def test_phase_rules_defaults_timing_and_yaml(tmp_path: Path) -> None:
+    from app.services.ingest.phase import detect_phase, load_rules
+
+    assert detect_phase(["Late arterial 1.0 B30f"])[0] == "arterial"
+    assert detect_phase(["PV 3mm"])[0] == "portal"
+    assert detect_phase(["Nativ 5.0"])[0] == "noncontrast"
+    assert detect_phase(["Delayed 3min"])[0] == "late"
+    assert detect_phase(["Abdomen 3.0"]) == ("unknown", "no rule matched")
+    assert detect_phase([None], "APPLIED", "100000", "100030")[0] == "arterial"
+    assert detect_phase([None], "APPLIED", "100000.5", "100110")[0] == "portal"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('rules:\n  - {phase: late, pattern: "\\\\bphase ?3\\\\b"}\n')
+    assert detect_phase(["Phase 3"], rules=load_rules(rules))[0] == "late"
+    assert detect_phase(["portal"], rules=load_rules(rules))[0] == "unknown"
+    rules.write_text("rules:\n  - {phase: hepatic, pattern: x}\n")
+    with pytest.raises(UserError, match="unknown phase 'hepatic'"):
+        load_rules(rules)

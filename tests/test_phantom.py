@@ -28,7 +28,7 @@ from lvt_core.phantom import (
 from lvt_core.phantom.scan import make_patient
 from lvt_core.phantom.tables import phase_table_markdown
 
-SEED = 2  # patient 0 of this seed has a growing lesion and one appearing at timepoint 1
+SEED = 4  # patient 0 of this seed has two lasting lesions and one appearing at timepoint 1
 CONFIG = CohortConfig(patients=1, timepoints=2, phases=2, seed=SEED, size="tiny", dicom=True,
                       preview=True)
 

@@ -18,14 +18,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import model_fixtures
 import pytest
-from model_fixtures import tiny_checkpoint, write_tiny_cohort  # noqa: F401
+from model_fixtures import write_tiny_cohort
 from sqlalchemy import func, select
 
 from db.engine import ensure_schema, make_session_factory
 from db.models import Lesion, Segmentation
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+tiny_checkpoint = model_fixtures.tiny_checkpoint  # the shared fixture
 BIN = Path(sys.executable).parent
 
 
@@ -119,6 +121,7 @@ def test_batch_on_dask_cluster_with_postgres(
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.1)
     cluster["workers"][0].send_signal(signal.SIGKILL)
+    assert _done(pg_url) < 9, "the batch finished before a worker could be killed"
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     summary = json.loads(out)

@@ -17,23 +17,20 @@ from lvt_core.agreement import (
 
 
 def _model(lesions: pd.DataFrame, patient: str | None = None) -> list[ModelLesion]:
+    patients = [patient] * len(lesions) if patient is not None else lesions["patient"].tolist()
+    ids = lesions["lesion_id"].tolist() if "lesion_id" in lesions else [0] * len(lesions)
     return [
-        ModelLesion(
-            patient_id=str(patient if patient is not None else r["patient"]),
-            study_id=str(r["study_id"]),
-            study_date=r["study_date"],
-            track_id=int(r["track"]),
-            lesion_id=int(r.get("lesion_id", 0) or 0),
-            diameter_mm=float(r["diameter_mm"]),
-            centroid_mm=(float(r["x"]), float(r["y"]), float(r["z"])),
+        ModelLesion(str(pid), str(sid), date, int(track), int(lid or 0), float(d), (float(x), float(y), float(z)))
+        for pid, sid, date, track, lid, d, x, y, z in zip(
+            patients, lesions["study_id"], lesions["study_date"], lesions["track"], ids,
+            lesions["diameter_mm"], lesions["x"], lesions["y"], lesions["z"], strict=True,
         )
-        for _, r in lesions.iterrows()
     ]
 
 
 def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[RadiologistMeasurement]:
     out = []
-    for _, r in measurements.iterrows():
+    for r in measurements.to_dict("records"):
         if "location_mm" in r:
             location = tuple(r["location_mm"]) if r["location_mm"] is not None else None
         else:

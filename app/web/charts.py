@@ -105,7 +105,7 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
     fig = go.Figure()
     for phase, part in rows.groupby("phase"):
         fig.add_trace(
-            go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all", jitter=0.4, pointpos=0,
+            go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all" if len(part) <= 2000 else "outliers", jitter=0.4, pointpos=0,
                    marker={"size": 5}, line={"color": "#5b7083"},
                    text=part["patient"], hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
         )

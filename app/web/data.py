@@ -101,6 +101,31 @@ def cohort() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return _cohort(database_url())
 
 
+@st.cache_data(ttl=TTL_S, show_spinner="Linking radiologist measurements…")
+def _pairs(url: str) -> pd.DataFrame:
+    from app.web.analysis import agreement_pairs
+
+    lesions, _responses, measurements = _cohort(url)
+    return agreement_pairs(lesions, measurements)
+
+
+def cohort_pairs() -> pd.DataFrame:
+    """Linked (radiologist, model) diameter pairs of the cohort."""
+    return _pairs(database_url())
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def table_bytes(frame: pd.DataFrame, kind: str) -> bytes:
+    """CSV or Parquet bytes of a table (cached, so reruns do not re-encode)."""
+    if kind == "csv":
+        return frame.to_csv(index=False).encode()
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def model_caption() -> str:
     """Which model's results the pages show."""
     return run(lambda s: queries.model_label(s, queries.current_model_id(s)))
@@ -108,7 +133,7 @@ def model_caption() -> str:
 
 def clear() -> None:
     """Drop cached query results (after a write)."""
-    for fn in (_patients, _followup, _volumetry, _cohort, _count):
+    for fn in (_patients, _followup, _volumetry, _cohort, _count, _pairs):
         fn.clear()
 
 

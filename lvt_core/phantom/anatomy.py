@@ -93,16 +93,20 @@ class Anatomy:
         return out
 
     # ---- liver ----------------------------------------------------------------------------
-    def liver(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def liver(self, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+              cavity: np.ndarray | None = None) -> np.ndarray:
         """Implicit of the liver envelope in the liver frame (negative inside), before the
-        IVC and the gallbladder are carved out."""
+        IVC and the gallbladder are carved out. ``cavity`` passes :meth:`cavity` values
+        already computed for these voxels (the wall does not move with the liver)."""
         f = None
         for blob in self.liver_blobs:
             g = blob(x, y, z)
             f = g if f is None else smooth_min(f, g, 18.0)
         f = f + self.liver_waves(x, y, z)
         f = np.maximum(f, z - self.dome(x, y) + np.float32(4.0))
-        return np.maximum(f, self.cavity(x, y) + np.float32(2.0))
+        if cavity is None:
+            cavity = self.cavity(x, y)
+        return np.maximum(f, cavity + np.float32(2.0))
 
     def liver_bbox(self) -> tuple[np.ndarray, np.ndarray]:
         """A box that surely holds the liver (blob extents padded for waves and blending)."""
@@ -203,7 +207,7 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
     _make_bowel(anatomy, rng, ca, cb)
     anatomy.portal_tree = grow_tree(anatomy, rng, [(anatomy.hilum, np.array([-0.8, 0.3, 0.4]), 7.0),
                                                    (anatomy.hilum, np.array([0.6, -0.6, 0.4]), 6.0)])
-    drain = np.array([ivc_x + 6, ivc_y - 14, -20])
+    drain = np.array([ivc_x + 5, ivc_y - 12, -35])  # on the IVC, below the diaphragm
     anatomy.hepatic_tree = grow_tree(anatomy, rng, [
         (drain, np.array([-0.85, 0.2, -0.45]), 6.5), (drain, np.array([-0.35, -0.8, -0.5]), 5.5),
         (drain, np.array([0.5, -0.8, -0.3]), 5.0)], root_outside=True)
@@ -297,9 +301,10 @@ def grow_tree(anatomy: Anatomy, rng: np.random.Generator,
         if depth == 0 and root_outside:
             length += 15
         placed = None
-        for attempt in range(10):
-            d2 = _steer(p, _perturb(d, rng, 10 + 5 * attempt), cloud, length, rng)
-            scale = (1.0, 1.0, 1.0, 0.7, 0.7, 0.7, 0.5, 0.5, 0.35, 0.35)[attempt]
+        attempts = 40 if depth == 0 else 10  # a trunk must start: search wider
+        for attempt in range(attempts):
+            d2 = _steer(p, _perturb(d, rng, 10 + 5 * min(attempt, 12)), cloud, length, rng)
+            scale = (1.0, 1.0, 1.0, 0.7, 0.7, 0.7, 0.5, 0.5, 0.35, 0.35)[attempt % 10]
             end = p + length * scale * d2
             ts = np.linspace(0.5 if depth == 0 and root_outside else 0.2, 1.0, 5)
             pts = p + ts[:, None] * (end - p)

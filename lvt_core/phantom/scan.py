@@ -157,10 +157,12 @@ def phantom_scan(seed: int, size: str = "demo", phase: str = "portal", timepoint
 class _Chunk:
     """A slab of the render grid with body-frame coordinates and the frames derived from it."""
 
-    def __init__(self, study: Study, zpos: np.ndarray, breath: np.ndarray, liver_box):
+    def __init__(self, study: Study, zpos: np.ndarray, breath: np.ndarray, liver_box,
+                 cache: dict):
         nx, ny, _ = study.size
         sx, sy, _ = study.spacing
-        self.study, self.zpos, self.breath = study, zpos, breath
+        self.study, self.zpos, self.breath, self.cache = study, zpos, breath, cache
+        self.cavity = np.zeros(0, np.float32)
         px = (study.origin[0] + sx * np.arange(nx) - study.shift[0]).astype(np.float32)
         py = (study.origin[1] + sy * np.arange(ny) - study.shift[1]).astype(np.float32)
         pz = (zpos - study.shift[2]).astype(np.float32)
@@ -183,16 +185,19 @@ class _Chunk:
 
     def box(self, lo, hi, frame: str):
         """Slices of this chunk that hold the frame's box ``lo..hi`` (None if it misses)."""
-        lo, hi = np.asarray(lo, float).copy(), np.asarray(hi, float).copy()
-        if frame != "body":
-            lo, hi = lo + self.breath, hi + self.breath
-        if frame == "liver":
-            pad = sum(w.max_amp for w in self.study.deform)
-            lo, hi = lo - pad, hi + pad
-        corners = np.array([[lo[0] if i & 1 else hi[0], lo[1] if i & 2 else hi[1],
-                             lo[2] if i & 4 else hi[2]] for i in range(8)])
-        phys = corners @ self.study.rot.T + self.study.shift
-        pmin, pmax = phys.min(0), phys.max(0)
+        key = (frame, *np.round(lo, 4), *np.round(hi, 4))
+        if key not in self.cache:  # the physical box is the same for every chunk
+            lo, hi = np.asarray(lo, float).copy(), np.asarray(hi, float).copy()
+            if frame != "body":
+                lo, hi = lo + self.breath, hi + self.breath
+            if frame == "liver":
+                pad = sum(w.max_amp for w in self.study.deform)
+                lo, hi = lo - pad, hi + pad
+            corners = np.array([[lo[0] if i & 1 else hi[0], lo[1] if i & 2 else hi[1],
+                                 lo[2] if i & 4 else hi[2]] for i in range(8)])
+            phys = corners @ self.study.rot.T + self.study.shift
+            self.cache[key] = (phys.min(0), phys.max(0))
+        pmin, pmax = self.cache[key]
         out = []
         for axis in (0, 1):
             n = self.study.size[axis]
@@ -281,7 +286,8 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
     tissue[depth > 0] = T.SKIN
     tissue[depth > 2.0] = T.FAT
     tissue[depth > fat] = T.MUSCLE
-    cavity = depth > fat + np.float32(a.muscle)
+    chunk.cavity = fat + np.float32(a.muscle) - depth  # implicit: negative in the cavity
+    cavity = chunk.cavity < 0
     tissue[cavity] = T.FAT
     del depth, sin_t, fat
     # lungs above the diaphragm and the heart
@@ -338,7 +344,7 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
         if sl is None:
             continue
         x, y, z = chunk.coords(sl, "visc")
-        f = np.maximum(f, np.maximum(z - a.dome(x, y) + 4, a.cavity(x, y) + 2))
+        f = np.maximum(f, np.maximum(z - a.dome(x, y) + 4, chunk.cavity[sl] + 2))
         tissue[sl][f < 0] = code
         if organ is a.stomach:
             tissue[sl][(f < -4) & (y < organ.center[1] - 0.3 * organ.radii[1])] = T.GAS
@@ -352,7 +358,7 @@ def _paint_chunk(chunk: _Chunk, patient: Patient, phase: str) -> None:
     if chunk.liver_sl is not None:
         sl = chunk.liver_sl
         xl, yl, zl = chunk.liver_xyz
-        env = (a.liver(xl, yl, zl) < 0) & (a.gallbladder(xl, yl, zl) > 0)
+        env = (a.liver(xl, yl, zl, chunk.cavity[sl]) < 0) & (a.gallbladder(xl, yl, zl) > 0)
         for cap in a.ivc:  # the IVC runs in a groove of the liver: not liver
             csl = chunk.box(*cap.bbox(), "visc")
             csl = chunk.in_liver_box(csl) if csl is not None else None
@@ -427,11 +433,12 @@ def render(patient: Patient, study: Study, phase: str) -> tuple[sitk.Image, sitk
     mid = slice(n_sub // 2, None, n_sub)  # the sub-slice at the voxel centre (labels)
     per_chunk = max(1, int(3_000_000 // (nx * ny * n_sub)))
     liver_box = patient.anatomy.liver_bbox()
+    cache: dict = {}
     for k0 in range(0, nz, per_chunk):
         k1 = min(nz, k0 + per_chunk)
         zc = study.origin[2] + sz * np.arange(k0, k1)
         zpos = (zc[:, None] + offsets[None, :]).ravel()
-        chunk = _Chunk(study, zpos, breath, liver_box)
+        chunk = _Chunk(study, zpos, breath, liver_box, cache)
         _paint_chunk(chunk, patient, phase)
         hu[k0:k1] = lut[chunk.tissue].reshape(k1 - k0, n_sub, ny, nx).mean(1)
         lab = np.zeros(chunk.tissue[mid].shape, np.uint8)
@@ -440,7 +447,7 @@ def render(patient: Patient, study: Study, phase: str) -> tuple[sitk.Image, sitk
         lab[chunk.ids[mid] > 0] = TUMOR
         labels[k0:k1] = lab
         ids[k0:k1] = chunk.ids[mid]
-    hu = ndimage.gaussian_filter(hu, sigma=(0.3, 0.5, 0.5), truncate=3.0)
+    hu = ndimage.gaussian_filter(hu, sigma=(0, 0.5, 0.5), truncate=3.0)  # in-plane PSF
     noise = stream(patient.seed, "noise", *keys).standard_normal((nz, ny, nx), dtype=np.float32)
     noise = ndimage.gaussian_filter(noise, sigma=(0, study.noise_corr, study.noise_corr))
     noise *= np.float32(study.noise_sigma / max(float(noise[::3, ::3, ::3].std()), 1e-6))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import io
 
 import streamlit as st
 
-from app.web import analysis, charts, data, queries, session, theme
+from app.web import charts, data, queries, session, theme
 
 user = session.require("researcher")
 st.title("Cohort")
@@ -61,13 +60,14 @@ table = lesions[lesions["phase"].isin(phase_filter) & (lesions["diameter_mm"] >=
 if keep is not None:
     table = table[table["patient"].isin(keep)]
 st.caption(f"{len(table)} lesion measurements of {table['patient'].nunique()} patients")
-st.dataframe(table.round(2), hide_index=True, width="stretch", key="cohort_table", height=280)
+SHOWN = 1000
+if len(table) > SHOWN:
+    st.caption(f"Showing the first {SHOWN} rows; the downloads hold all {len(table)}.")
+st.dataframe(table.head(SHOWN).round(2), hide_index=True, width="stretch", key="cohort_table", height=280)
 d1, d2, _ = st.columns([1, 1, 3])
-d1.download_button("Download CSV", table.to_csv(index=False).encode(), "lvt-cohort-lesions.csv",
+d1.download_button("Download CSV", data.table_bytes(table, "csv"), "lvt-cohort-lesions.csv",
                    mime="text/csv", key="dl_csv", width="stretch")
-buffer = io.BytesIO()
-table.to_parquet(buffer, index=False)
-d2.download_button("Download Parquet", buffer.getvalue(), "lvt-cohort-lesions.parquet",
+d2.download_button("Download Parquet", data.table_bytes(table, "parquet"), "lvt-cohort-lesions.parquet",
                    mime="application/octet-stream", key="dl_parquet", width="stretch")
 
 # ----------------------------------------------------------------- charts
@@ -76,7 +76,7 @@ if responses.empty:
     st.caption("No responses yet.")
 else:
     st.plotly_chart(charts.response_distribution(responses), width="stretch", key="co_resp_chart")
-pairs = analysis.agreement_pairs(lesions, measurements)
+pairs = data.cohort_pairs()
 if pairs.empty:
     st.caption("No radiologist measurement could be linked to a model lesion yet.")
 else:

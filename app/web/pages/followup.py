@@ -57,7 +57,8 @@ for b in badges:
     )
 
 st.subheader("Timeline")
-st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart")
+st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
+                config={"displayModeBar": False})
 
 # ----------------------------------------------------------------- viewer and lesion table
 st.subheader("Images and lesions")
@@ -67,7 +68,8 @@ with table:
     study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study",
                               format_func=lambda d: str(d))
     in_study = series_rows[series_rows["study_date"] == study_date]
-    phase = st.radio("Phase", in_study["phase"].tolist(), horizontal=True, key="fu_phase")
+    phase_order = sorted(in_study["phase"].tolist(), key=lambda p: (p != "portal", p))  # portal first
+    phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]
     study_lesions = lesions[lesions["study_id"] == chosen["study_id"]]
     if study_lesions.empty:
@@ -113,7 +115,7 @@ with viewer:
         for _, r in lesions[lesions["series_id"] == chosen["series_id"]].iterrows()
     }
     rgb = imaging.render_slice(ct, labels, z, theme.WINDOWS[window_name], opacity, colours, components)
-    st.image(rgb, caption=f"{study_date} · {phase} · slice {z + 1}/{nz}", width="stretch")
+    st.image(rgb, caption=f"{study_date} · {phase} · slice {z + 1}/{nz}", width=520)
     st.caption("Overlay: liver brown-red · vessels blue · tumors in their track colour.")
     if labels is None:
         st.caption("No segmentation for this series yet.")
