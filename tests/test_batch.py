@@ -15,6 +15,7 @@ import pytest
 from model_fixtures import write_tiny_cohort
 from sqlalchemy import func, select
 
+from app.cli.common import UserError
 from app.services.batch import (
     BatchOptions,
     batch_progress,
@@ -129,9 +130,8 @@ def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -
     nothing = subprocess.run([str(LVT), "batch"], capture_output=True, text=True, env=env,
                              timeout=120)
     assert nothing.returncode == 1 and "--all" in nothing.stderr
-    missing = subprocess.run([str(LVT), "batch", "--all", "--model", "/nope.pt"],
-                             capture_output=True, text=True, env=env, timeout=120)
-    assert missing.returncode == 1 and "/nope.pt" in missing.stderr
+    with pytest.raises(UserError, match="/nope.pt"):
+        run_batch(BatchOptions(all=True, model=Path("/nope.pt")))
 
 
 def test_local_cluster_two_workers_matches_in_process(
