@@ -203,6 +203,20 @@ def test_measurements_are_noisy_reads_of_target_lesions(cohort: Path) -> None:
         assert m["accession"] and m["reader"]
 
 
+def test_reader_reports_new_lesions_at_first_sight_or_one_study_later(cohort: Path) -> None:
+    tracks = {t.uid: t for t in make_patient(SEED, 0).tracks}
+    dates = sorted({r["study_date"] for r in _rows(cohort / "manifest.csv")})
+    first_report: dict[int, int] = {}
+    for m in _rows(cohort / "measurements.csv"):
+        uid, t = int(m["lesion_label"][1:]), dates.index(m["study_date"])
+        assert (m["note"] == "new") == (uid not in first_report)
+        first_report.setdefault(uid, t)
+        assert float(m["short_axis_mm"]) <= float(m["longest_diameter_mm"])
+    for uid, t in first_report.items():
+        visible = [i for i, d in enumerate(tracks[uid].diameters[:len(dates)]) if d >= 10]
+        assert visible and t - visible[0] in (0, 1)  # missed at most once, when small
+
+
 def test_phase_table_is_documented_and_complete() -> None:
     assert set(PHASES) == {"noncontrast", "arterial", "portal", "late"}
     for tissue in ("liver", "portal_vein", "hepatic_vein", "aorta"):
