@@ -250,9 +250,11 @@ class Predictor:
             timings[name] = round(now - t0, 3)
             t0 = now
 
-        work = reorient(sitk.Cast(image, sitk.sitkFloat32), self.orientation)
+        # crop first, cast after: no full-size float32 copy of the scan is ever made
+        work = reorient(image, self.orientation)
         body_box = bounding_box(sitk.GetArrayViewFromImage(work) > BODY_THRESHOLD_HU)
-        body = _crop(work, body_box, BODY_MARGIN_MM)
+        body = sitk.Cast(_crop(work, body_box, BODY_MARGIN_MM), sitk.sitkFloat32)
+        del work
         lap("crop_s")
 
         coarse = self._segment_at(body, self.coarse_spacing, overlap=0.25, whole=True)

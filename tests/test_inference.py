@@ -150,6 +150,10 @@ def test_predictor_geometry_round_trip_oblique(toy_model: Path) -> None:
     stats.Execute(sitk.Cast(labels > 0, sitk.sitkUInt8))
     assert np.linalg.norm(np.array(stats.GetCentroid(1)) - np.array(center)) < 4.0
     assert set(predictor.last_timings) >= {"crop_s", "coarse_s", "fine_s", "total_s"}
+    # the coarse pass found the liver, and the fine pass ran on a box smaller than the body
+    info = predictor.last_info
+    assert info["liver_roi_found"]
+    assert np.prod(info["roi_extent_mm"]) < np.prod(info["body_extent_mm"])
 
 
 def test_predictor_pickles_and_fast_mode(toy_model: Path) -> None:

@@ -255,16 +255,16 @@ def _make_bowel(anatomy: Anatomy, rng: np.random.Generator, ca: float, cb: float
         [-0.3 * ca, -0.62 * cb, -200], [0.2 * ca, -0.6 * cb, -195], [0.66 * ca, -0.1 * cb, -150],
         [0.74 * ca, 0.25 * cb, -210], [0.7 * ca, 0.25 * cb, -340]]) + np.array([j() for _ in range(8)])
     anatomy.colon = polyline(smooth_path(control, 6), rng.uniform(16, 22))
-    for _ in range(int(rng.integers(3, 6))):
-        p = np.array([rng.uniform(-0.4, 0.4) * ca, rng.uniform(-0.6, 0.0) * cb, rng.uniform(-300, -215)])
+    lo = np.array([-0.6 * ca, -0.8 * cb, -350])
+    hi = np.array([0.6 * ca, 0.25 * cb, -175])
+    for _ in range(int(rng.integers(7, 11))):  # small-bowel loops fill the lower abdomen
+        p = rng.uniform(lo + 15, hi - 15)
         d = rng.normal(size=3)
         pts = [p]
-        for _ in range(int(rng.integers(30, 60))):
+        for _ in range(int(rng.integers(40, 80))):
             d = d / np.linalg.norm(d) + rng.normal(0, 0.45, 3)
             d /= np.linalg.norm(d)
             p = p + 7 * d
-            lo = np.array([-0.5 * ca, -0.75 * cb, -345])
-            hi = np.array([0.5 * ca, 0.15 * cb, -205])
             d = np.where(p < lo, np.abs(d), np.where(p > hi, -np.abs(d), d))
             p = np.clip(p, lo, hi)
             pts.append(p)
