@@ -130,7 +130,7 @@ def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -
     nothing = subprocess.run([str(LVT), "batch"], capture_output=True, text=True, env=env,
                              timeout=120)
     assert nothing.returncode == 1 and "--all" in nothing.stderr
-    with pytest.raises(UserError, match="/nope.pt"):
+    with pytest.raises(UserError, match=r"/nope\.pt"):
         run_batch(BatchOptions(all=True, model=Path("/nope.pt")))
 
 
