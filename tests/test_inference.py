@@ -150,10 +150,19 @@ def test_predictor_geometry_round_trip_oblique(toy_model: Path) -> None:
     stats.Execute(sitk.Cast(labels > 0, sitk.sitkUInt8))
     assert np.linalg.norm(np.array(stats.GetCentroid(1)) - np.array(center)) < 4.0
     assert set(predictor.last_timings) >= {"crop_s", "coarse_s", "fine_s", "total_s"}
-    # the coarse pass found the liver, and the fine pass ran on a box smaller than the body
+    assert predictor.last_info["liver_roi_found"]
+
+
+def test_coarse_pass_limits_fine_pass_to_liver_box(toy_model: Path) -> None:
+    """In a field much larger than the liver, the fine pass runs on the liver's box only."""
+    ct, truth = toy_scan(size=(80, 80, 60))
+    predictor = Predictor(toy_model, device="cpu")
+    labels = predictor.predict(ct)
     info = predictor.last_info
     assert info["liver_roi_found"]
-    assert np.prod(info["roi_extent_mm"]) < np.prod(info["body_extent_mm"])
+    assert np.prod(info["roi_extent_mm"]) < 0.6 * np.prod(info["body_extent_mm"])
+    pred, ref = sitk.GetArrayFromImage(labels) > 0, sitk.GetArrayFromImage(truth) > 0
+    assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.8
 
 
 def test_predictor_pickles_and_fast_mode(toy_model: Path) -> None:
