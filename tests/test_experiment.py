@@ -55,3 +55,13 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
     table = (out / "table.md").read_text()
     assert table.count("\n| ") == 1 + 9 and "DSC L" in table
     assert (out / "dsc.png").stat().st_size > 1000
+
+    # An interrupted or repeated invocation resumes: finished runs are not trained again.
+    again = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "lvt"), "experiment", "partial-labels", "--budget", "tiny",
+         "--cohort", str(cohort), "--out", str(out), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    with (out / "results.csv").open() as handle:
+        assert list(csv.DictReader(handle)) == rows
