@@ -1,0 +1,54 @@
+"""The deployment files: compose topology, environment example, Dockerfile stages."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_defines_the_hospital_topology() -> None:
+    services = _compose()["services"]
+    assert {"postgres", "migrate", "app", "scheduler", "worker"} <= set(services)
+    assert "healthcheck" in services["postgres"]
+    assert services["migrate"]["command"] == ["lvt", "db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["command"][:2] == ["dask", "worker"]
+    assert "replicas" in services["worker"]["deploy"]
+    # app and workers share the image store
+    shared = {v.split(":")[0] for v in services["app"]["volumes"]}
+    assert shared & {v.split(":")[0] for v in services["worker"]["volumes"]}
+    assert "pgdata" in _compose()["volumes"]
+
+
+def test_no_secret_is_committed() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "POSTGRES_PASSWORD:?" in text and "LVT_SECRET_KEY:?" in text
+    example = (REPO / ".env.example").read_text()
+    assert "change-me" in example
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_dockerfile_is_multistage_with_cpu_torch_default() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert text.count("FROM ") >= 2
+    assert "whl/cpu" in text and "ARG TORCH_INDEX" in text
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_compose_file_validates() -> None:
+    done = subprocess.run(
+        ["docker-compose", "--env-file", ".env.example", "-f", "docker-compose.yml", "config", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
