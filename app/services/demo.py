@@ -34,6 +34,7 @@ from sqlalchemy import select
 from app.cli.common import UserError
 from app.services import auth
 from app.settings import get_settings
+from db import storage
 from db.engine import default_url, ensure_schema, session_scope
 from db.models import Model, Segmentation, Series, Study
 
@@ -132,12 +133,11 @@ def _tracker(progress: Progress) -> Callable[..., Iterator[Any]]:
 
     def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
         n = total or 0
-        progress(f"Ingesting DICOM: {description.lower()}", 0, n)
-        done = 0
-        for item in items:
+        step = f"Ingesting DICOM: {description.lower()}"
+        progress(step, 0, n)
+        for done, item in enumerate(items, start=1):
             yield item
-            done += 1
-            progress(f"Ingesting DICOM: {description.lower()}", done, n)
+            progress(step, done, n)
 
     return track
 
@@ -248,7 +248,15 @@ def _import_ground_truth(cohort: Path, rows: list[dict[str, str]], url: str, rep
     for i, (series_id, uid, patient_id, image_path) in enumerate(present):
         progress(step, i, len(present))
         labels = sitk.ReadImage(str(truth_by_uid[uid]))
-        image = sitk.ReadImageIO = None  # noqa: F841 (placeholder removed below)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(storage.resolve(image_path)))
+        reader.ReadImageInformation()  # header only: the ingested grid
+        if tuple(reader.GetSize()) != labels.GetSize():
+            raise UserError(f"{truth_by_uid[uid]}: ground truth grid {labels.GetSize()} differs "
+                            f"from the ingested series {series_id} {reader.GetSize()}")
+        labels.SetOrigin(reader.GetOrigin())  # same grid, DICOM rounding aside: adopt it exactly
+        labels.SetSpacing(reader.GetSpacing())
+        labels.SetDirection(reader.GetDirection())
         import_label_map(series_id, model_id, labels, url=url, refresh=False)
         patients.add(patient_id)
     progress(step, len(present), len(present))
