@@ -1,5 +1,8 @@
 # Two entry points for users: `make demo` and `make test`. Each sets everything up by itself.
 PYTHON ?= python3.11
+# Subprocesses in tests read and write UTF-8 whatever the locale of the machine.
+export PYTHONUTF8 := 1
+export PYTHONIOENCODING := utf-8
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

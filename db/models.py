@@ -313,6 +313,34 @@ class Response(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class MeasurementLink(Base):
+    """A radiologist measurement linked to a model lesion and track (precomputed at analysis).
+
+    Written by :func:`app.services.analytics.refresh_patient` (and after a measurements
+    import), so cohort pages aggregate in SQL instead of linking 20,000 rows on every view.
+    ``lesion_id`` is None when no lesion of the model fits the measurement.
+    """
+
+    __tablename__ = "measurement_links"
+    __table_args__ = (
+        UniqueConstraint("measurement_id", "model_id", name="uq_measurement_links_measurement_model"),
+        Index("ix_measurement_links_model_patient", "model_id", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    measurement_id: Mapped[int] = mapped_column(ForeignKey("measurements.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id", ondelete="SET NULL"))
+    track_number: Mapped[int | None] = mapped_column(Integer)
+    radiologist_mm: Mapped[float] = mapped_column(Float)
+    model_mm: Mapped[float | None] = mapped_column(Float)
+    diff_mm: Mapped[float | None] = mapped_column(Float)
+    """model − radiologist longest diameter (mm)."""
+    method: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class User(Base):
     """A person who signs in; the password is stored only as an argon2 hash."""
 

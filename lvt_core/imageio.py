@@ -88,7 +88,7 @@ def _read_dicom_with_pydicom(files: list[Path], folder: Path) -> sitk.Image:
         try:
             ds = pydicom.dcmread(str(file))
             pixels = ds.pixel_array.astype(np.float32)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is reported with the file
+        except Exception as exc:  # any decoder failure is reported with the file
             raise ImageReadError(f"{file}: cannot decode DICOM pixel data ({exc})") from None
         slope = float(getattr(ds, "RescaleSlope", 1.0))
         intercept = float(getattr(ds, "RescaleIntercept", 0.0))

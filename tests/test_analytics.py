@@ -172,3 +172,36 @@ def test_overrides_are_kept_by_later_runs(store: dict) -> None:
     assert b_last in [p["lesion_id"] for p in track_a["points"]]
     assert all(p["lesion_id"] != b_first for t in f3.tracks for p in t["points"])
     assert track_a["status"] in ("persisting", "merged", "split", "new", "disappeared")
+
+
+def _stored_links(url: str, model_id: int) -> dict[int, tuple[int | None, int | None, float | None]]:
+    from db.models import MeasurementLink
+
+    with make_session_factory(url)() as s:
+        return {m: (lesion, track, diff) for m, lesion, track, diff in s.execute(
+            select(MeasurementLink.measurement_id, MeasurementLink.lesion_id,
+                   MeasurementLink.track_number, MeasurementLink.diff_mm)
+            .where(MeasurementLink.model_id == model_id))}
+
+
+def test_measurement_links_are_stored_and_kept_current(store: dict) -> None:
+    url, model_id = store["url"], store["model_id"]
+    # the import hook stored one link per measurement, equal to the on-read linking
+    live = {m["measurement_id"]: m for m in analytics.agreement(store["patient"], model_id)["links"]}
+    stored = _stored_links(url, model_id)
+    assert set(stored) == set(live) and len(stored) == 4
+    for mid, (lesion, track, diff) in stored.items():
+        assert (lesion, track) == (live[mid]["lesion_id"], live[mid]["track_number"])
+        assert diff == pytest.approx(live[mid]["model_mm"] - live[mid]["radiologist_mm"])
+    # a correction re-tracks the patient, and the stored links follow it
+    f = analytics.patient_followup(store["patient"], model_id)
+    b = _track_of(f, 1.0)
+    b_last = b["points"][1]["lesion_id"]
+    analytics.mark_not_lesion(b_last, note="artefact")
+    after = _stored_links(url, model_id)
+    assert set(after) == set(stored)
+    assert all(lesion != b_last for lesion, _t, _d in after.values())
+    live_after = {m["measurement_id"]: (m["lesion_id"], m["track_number"])
+                  for m in analytics.agreement(store["patient"], model_id)["links"]}
+    assert {mid: (lesion, track) for mid, (lesion, track, _d) in after.items()} == live_after
+    assert after != stored  # the measurement of B moved off the excluded lesion

@@ -42,7 +42,8 @@ def _free_port() -> int:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lvt demo --no-serve`` on a tiny cohort, then ``lvt app`` on a free loopback port."""
     var = tmp_path_factory.mktemp("browser") / "var"
-    env = {**os.environ, "LVT_VAR_DIR": str(var), "LVT_SECRET_KEY": "browser-test", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LVT_VAR_DIR": str(var), "LVT_SECRET_KEY": "browser-test", "OMP_NUM_THREADS": "1",
+           "LVT_MODEL_PATH": str(var / "no-model.pt")}  # the ground-truth fallback: no inference here
     env.pop("LVT_DATABASE_URL", None)
     lvt = str(Path(sys.executable).parent / "lvt")
     built = subprocess.run(
@@ -90,7 +91,12 @@ def test_clinician_opens_patient_in_browser(served: str) -> None:
         page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)  # the trajectory chart
         page.wait_for_timeout(2000)
         assert page.get_by_text("Longest axial diameter per lesion track").count() >= 1
+        assert page.get_by_text("ground-truth").count() >= 1  # said plainly: not model output
         page.screenshot(path=str(ARTIFACTS / "03-followup.png"), full_page=True)
+        page.locator("[data-testid='stImage']").first.scroll_into_view_if_needed()  # the CT viewer
+        page.mouse.wheel(0, 250)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / "03b-viewer.png"))
         page.get_by_role("link", name="3D scene").click()
         page.get_by_role("heading", name="3D scene").wait_for(timeout=30_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -99,5 +105,10 @@ def test_clinician_opens_patient_in_browser(served: str) -> None:
         )
         page.wait_for_timeout(2500)
         page.screenshot(path=str(ARTIFACTS / "04-scene.png"), full_page=True)
+        page.get_by_role("link", name="Volumetry").click()
+        page.get_by_role("heading", name="Volumetry").wait_for(timeout=30_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "05-volumetry.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()

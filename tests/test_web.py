@@ -18,14 +18,18 @@ APP = str(Path(__file__).resolve().parent.parent / "app" / "web" / "streamlit_ap
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A tiny demo cohort (2 patients × 2 studies × 2 phases) in a module-wide var dir."""
+    """A tiny demo cohort (2 patients × 2 studies × 2 phases) in a module-wide var dir.
+
+    No model file: the demo's ground-truth fallback (the batch path is in test_demo.py).
+    """
     from app.services.demo import DemoConfig, build_demo
     from app.settings import get_settings
     from db.engine import get_engine
 
     var = tmp_path_factory.mktemp("web") / "var"
-    saved = {k: os.environ.get(k) for k in ("LVT_VAR_DIR", "LVT_DATABASE_URL", "LVT_SECRET_KEY", "LVT_DATA_DIR")}
-    os.environ.update(LVT_VAR_DIR=str(var), LVT_SECRET_KEY="web-test-key")
+    saved = {k: os.environ.get(k) for k in ("LVT_VAR_DIR", "LVT_DATABASE_URL", "LVT_SECRET_KEY", "LVT_DATA_DIR",
+                                            "LVT_MODEL_PATH")}
+    os.environ.update(LVT_VAR_DIR=str(var), LVT_SECRET_KEY="web-test-key", LVT_MODEL_PATH=str(var / "none.pt"))
     os.environ.pop("LVT_DATABASE_URL", None)
     os.environ.pop("LVT_DATA_DIR", None)
     get_settings.cache_clear()
@@ -110,7 +114,8 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     at.selectbox(key="patient_pick").select(patient)
     at.button(key="open_patient").click().run()
     assert not at.exception, at.exception
-    assert at.title[0].value == f"Patient {patient}"
+    assert at.title[0].value == f"Patient {patient[:10]}"  # short label; full pseudonym in the caption
+    assert any(patient in c.value for c in at.caption)
     pid = _scalar(demo_db, select(Patient.id).where(Patient.pseudo_id == patient))
     tracks = _scalar(demo_db, select(func.count(LesionTrack.id)).where(LesionTrack.patient_id == pid))
     metric = {m.label: m.value for m in at.metric}
@@ -147,7 +152,9 @@ def test_volumetry_page_counts_flags(demo_db: str) -> None:
         demo_db, select(func.count(func.distinct(VolumetryResult.study_id))).where(VolumetryResult.flagged.is_(True))
     )
     assert metric["Flagged studies"] == str(flagged_studies)
-    assert flagged_studies >= 1  # the demo draws one patient's arterial liver smaller
+    multi = _scalar(demo_db, select(func.count(func.distinct(VolumetryResult.study_id)))
+                    .where(VolumetryResult.deviation_pct.is_not(None)))
+    assert metric["Multi-phase studies"] == str(multi) == "4"
 
 
 def _cannot_open(at: AppTest, page: str, title: str) -> None:
@@ -172,16 +179,35 @@ def test_roles_gate_pages(demo_db: str) -> None:
 
 
 def test_cohort_and_admin_pages(demo_db: str) -> None:
-    from db.models import Lesion, LesionTrackMember
+    from db.models import Lesion, LesionTrackMember, MeasurementLink
 
     at = _signed_in("admin")
     at.switch_page("pages/cohort.py").run()
     assert not at.exception, at.exception
     tracked = _scalar(demo_db, select(func.count(Lesion.id)).join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id))
     assert len(at.dataframe[0].value) == tracked
+    linked = _scalar(demo_db, select(func.count(MeasurementLink.id)).where(MeasurementLink.lesion_id.is_not(None)))
+    assert linked > 0
+    assert f"{linked} linked measurement pairs." in [c.value for c in at.caption]
     at.switch_page("pages/admin.py").run()
     assert not at.exception, at.exception
     users = at.dataframe[0].value
     assert set(users["username"]) >= {"admin", "clinician", "researcher"}
     audit = at.dataframe[-1].value
     assert "login" in set(audit["action"])
+
+
+def test_not_a_lesion_correction_goes_through_analytics(demo_db: str) -> None:
+    from app.services import auth
+    from app.web import actions
+    from db.engine import session_scope
+    from db.models import AuditEvent, LesionTrackMember, TrackOverride, User, utcnow
+
+    lesion_id = _scalar(demo_db, select(LesionTrackMember.lesion_id).limit(1))
+    with session_scope(demo_db) as s:
+        row = s.scalar(select(User).where(User.username == "clinician"))
+        user = auth.CurrentUser(id=row.id, username=row.username, role=row.role, signed_in_at=utcnow())
+        actions.mark_not_lesion(s, user, lesion_id, note="calcification")
+    assert _scalar(demo_db, select(func.count(TrackOverride.id)).where(TrackOverride.lesion_id == lesion_id)) == 1
+    assert _scalar(demo_db, select(func.count(LesionTrackMember.id)).where(LesionTrackMember.lesion_id == lesion_id)) == 0
+    assert _scalar(demo_db, select(func.count(AuditEvent.id)).where(AuditEvent.target == f"lesion {lesion_id}")) >= 1

@@ -43,9 +43,9 @@ def app_command(
 
 def demo_command(
     serve_app: bool = typer.Option(True, "--serve/--no-serve", help="Serve the app afterwards."),
-    patients: int = typer.Option(6, "--patients", min=1, max=50, help="Synthetic patients."),
+    patients: int = typer.Option(3, "--patients", min=1, max=50, help="Synthetic patients."),
     timepoints: int = typer.Option(3, "--timepoints", min=1, max=8, help="Studies per patient."),
-    size: str = typer.Option("demo", "--size", help="demo (112×112×40) or tiny (48×48×20)."),
+    size: str = typer.Option("demo", "--size", help="demo (phantom 'demo' size) or tiny (tests)."),
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port of the served app."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address of the served app."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document (implies --no-serve)."),
@@ -56,13 +56,15 @@ def demo_command(
     config = DemoConfig(patients=patients, timepoints=timepoints, size=size)
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
+        logged: dict[str, int] = {}
 
         def progress(step: str, done: int, total: int) -> None:
             if step not in tasks:
                 tasks[step] = bar.add_task(step, total=total or None)
-                if not bar.console.is_terminal:
-                    console.print(f"… {step}")
             bar.update(tasks[step], completed=done, total=total or None)
+            if not bar.console.is_terminal and logged.get(step) != done:  # log lines, never silent
+                logged[step] = done
+                console.print(f"… {step}" + (f" {done}/{total}" if total else ""))
 
         report = build_demo(config, progress)
     url = f"http://{host}:{port}"
@@ -71,7 +73,7 @@ def demo_command(
         return
     console.print(f"[bold green]Demo ready[/]: {report.patients} patients, "
                   f"{report.series_added} series added, {report.series_present} already present.")
-    console.print(f"[yellow]{report.model_note}[/]")
+    console.print(f"[bold red]{report.model_note}[/]" if report.ground_truth else report.model_note)
     console.print(f"Open [bold]{url}[/] and sign in as one of:")
     for role, (name, password) in DEMO_USERS.items():
         console.print(f"  {role:<11} user [bold]{name}[/]  password [bold]{password}[/]")

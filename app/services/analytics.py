@@ -2,11 +2,12 @@
 
 :func:`refresh_patient` runs at batch time (and after every clinician correction) and
 persists what pages show: lesion tracks with stable numbers, per-series volumetry residuals,
-RECIST categories from the model and from the radiologist. Page functions
-(:func:`patient_followup`, :func:`agreement`, :func:`cohort_tables`,
-:func:`volumetry_overview`) only read rows; the measurement→track link and the agreement
-statistics are cheap pure functions of those rows, so they are computed on read and can
-never go stale.
+RECIST categories from the model and from the radiologist, and the measurement→lesion/track
+links (``measurement_links``, so cohort pages aggregate them in SQL at 20,000 measurements).
+:func:`refresh_responses` redoes responses and links after a measurements import. Page
+functions (:func:`patient_followup`, :func:`agreement`, :func:`cohort_tables`,
+:func:`volumetry_overview`) only read rows; the per-patient agreement statistics are cheap
+pure functions of those rows, so they are computed on read.
 
 Which series of a study is tracked: the portal-venous one if present (then late, arterial,
 unknown, non-contrast; lowest id first), since lesions are measured on that phase clinically.
@@ -34,6 +35,7 @@ from db.models import (
     LesionTrack,
     LesionTrackMember,
     Measurement,
+    MeasurementLink,
     Patient,
     Response,
     Segmentation,
@@ -126,8 +128,29 @@ def refresh_patient(
     result = _refresh_tracks(session, patient_id, model_id, tracked, root, config)
     _refresh_responses(session, patient_id, tracked, result)
     session.flush()
+    links = refresh_links(session, patient_id, model_id)
     return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
-            "volumetry_flags": flagged}
+            "volumetry_flags": flagged, "measurement_links": links}
+
+
+def refresh_links(session: Session, patient_id: int, model_id: int) -> int:
+    """Replace the stored measurement links of one patient and model; return how many.
+
+    Uses the stored tracks (call after tracking); caller commits.
+    """
+    session.execute(delete(MeasurementLink).where(
+        MeasurementLink.patient_id == patient_id, MeasurementLink.model_id == model_id))
+    links = _agreement_doc(session, [patient_id], model_id)["links"]
+    for link in links:
+        model_mm = link["model_mm"]
+        session.add(MeasurementLink(
+            measurement_id=link["measurement_id"], model_id=model_id, patient_id=patient_id,
+            lesion_id=link["lesion_id"], track_number=link["track_number"],
+            radiologist_mm=link["radiologist_mm"], model_mm=model_mm,
+            diff_mm=None if model_mm is None else model_mm - link["radiologist_mm"],
+            method=link["method"] or ""))
+    session.flush()
+    return len(links)
 
 
 def _refresh_volumetry(
@@ -297,11 +320,12 @@ def _refresh_responses(
 
 
 def refresh_responses(patients: list[str] | None = None, url: str | None = None,
-                      model_id: int | None = None) -> int:
-    """Recompute stored responses (model and radiologist) without re-tracking.
+                      model_id: int | None = None, patient_ids: list[int] | None = None) -> int:
+    """Recompute stored responses (model and radiologist) and measurement links, no re-tracking.
 
     Call after ``lvt measurements import``: radiologist responses depend on measurements
-    only, model responses on the stored tracks. Returns the number of patients refreshed.
+    only, model responses and links on the stored tracks. ``patients`` are pseudonyms,
+    ``patient_ids`` row ids (both None: everyone). Returns the number of patients refreshed.
     """
     from lvt_core.tracking import Track, TrackingResult
 
@@ -310,6 +334,8 @@ def refresh_responses(patients: list[str] | None = None, url: str | None = None,
         stmt = select(Patient.id)
         if patients:
             stmt = stmt.where(Patient.pseudo_id.in_(patients))
+        if patient_ids is not None:
+            stmt = stmt.where(Patient.id.in_(patient_ids))
         ids = list(session.scalars(stmt))
         for pid in ids:
             tracked = _tracked_segmentations(session, pid, model_id) if model_id else []
@@ -334,6 +360,8 @@ def refresh_responses(patients: list[str] | None = None, url: str | None = None,
                 tracks = [Track(n, sorted(m), statuses[n], []) for n, m in sorted(members.items())]
                 result = TrackingResult(tracks, [], [], lesions, set(), [s.study_date for s, _ in tracked])
             _refresh_responses(session, pid, tracked, result)
+            if model_id:
+                refresh_links(session, pid, model_id)
         session.commit()
         return len(ids)
 

@@ -168,10 +168,6 @@ def build_demo(cfg: DemoConfig | None = None, progress: Progress = _quiet) -> De
     progress("Importing radiologist measurements", 0, 1)
     imported = import_measurements(cohort / "measurements.csv", url=url)
     report.measurements_added, report.measurements_present = imported.added, imported.already_present
-    if imported.added:
-        from app.services.analytics import refresh_responses
-
-        refresh_responses(url=url)  # radiologist responses and measurement links of old results
     progress("Importing radiologist measurements", 1, 1)
 
     checkpoint = Path(cfg.model) if cfg.model is not None else get_settings().model_path

@@ -282,4 +282,15 @@ def import_measurements(
         raise
     finally:
         session.close()
+    if report.added:
+        _refresh_analytics(url, sorted(report.studies))
     return report
+
+
+def _refresh_analytics(url: str | None, study_ids: list[int]) -> None:
+    """Radiologist responses and measurement links of the touched patients (hook after import)."""
+    from app.services.analytics import refresh_responses
+
+    with make_session_factory(url or default_url())() as session:
+        patient_ids = sorted(set(session.scalars(select(Study.patient_id).where(Study.id.in_(study_ids)))))
+    refresh_responses(url=url, patient_ids=patient_ids)

@@ -107,13 +107,15 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
         fig.add_trace(
             go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all" if len(part) <= 2000 else "outliers", jitter=0.4, pointpos=0,
                    marker={"size": 5}, line={"color": "#5b7083"},
-                   text=part["patient"], hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
+                   text=part["patient"].map(theme.short_id), hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
         )
     for y in (threshold_pct, -threshold_pct):
         fig.add_hline(y=y, line_dash="dash", line_color="#e76f51")
     fig.update_layout(**LAYOUT, showlegend=False, title="Relative deviation of liver volume per phase (%)")
     fig.update_layout(title_font_size=14)
-    fig.update_yaxes(title="deviation from same-day mean (%)")
+    span = float(rows["deviation_pct"].abs().max()) if len(rows) else 0.0
+    limit = max(1.5 * threshold_pct, 1.1 * span)  # the ±threshold band always visible
+    fig.update_yaxes(title="deviation from same-day mean (%)", range=[-limit, limit])
     return fig
 
 
@@ -127,15 +129,17 @@ def response_distribution(responses: pd.DataFrame) -> go.Figure:
                              marker_color=theme.RESPONSE_COLOURS[category]))
     fig.update_layout(**LAYOUT, barmode="stack", title="RECIST response distribution")
     fig.update_layout(title_font_size=14)
+    fig.update_yaxes(title="assessments (count)")
     return fig
 
 
 def agreement_scatter(pairs: pd.DataFrame) -> go.Figure:
     """Model against radiologist longest diameter, with the identity line."""
     top = float(max(pairs["model_mm"].max(), pairs["radiologist_mm"].max(), 1.0)) * 1.1
+    scatter = go.Scattergl if len(pairs) > 2000 else go.Scatter  # WebGL keeps 20,000 points fluid
     fig = go.Figure(
-        go.Scatter(x=pairs["radiologist_mm"], y=pairs["model_mm"], mode="markers",
-                   marker={"color": "#3b7dd8", "size": 7}, text=pairs["patient"],
+        scatter(x=pairs["radiologist_mm"], y=pairs["model_mm"], mode="markers",
+                   marker={"color": "#3b7dd8", "size": 7}, text=pairs["patient"].map(theme.short_id),
                    hovertemplate="%{text}: reader %{x:.1f}, model %{y:.1f} mm<extra></extra>")
     )
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"dash": "dot", "color": "#999"},
@@ -152,7 +156,8 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
     mean = (pairs["model_mm"] + pairs["radiologist_mm"]) / 2
     diff = pairs["model_mm"] - pairs["radiologist_mm"]
     bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    fig = go.Figure(go.Scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
+    scatter = go.Scattergl if len(pairs) > 2000 else go.Scatter
+    fig = go.Figure(scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
     fig.add_hline(y=bias, line_color="#333", annotation_text=f"bias {bias:.1f} mm")
     for y in (bias + 1.96 * sd, bias - 1.96 * sd):
         fig.add_hline(y=y, line_dash="dash", line_color="#e76f51", annotation_text=f"{y:.1f}")

@@ -1,7 +1,9 @@
 """Cached data access for the pages: each call is one short session and one query module call.
 
-Lists are cached for a few seconds (keyed by database URL and arguments) so reruns caused
-by widgets never hit the database twice; writes clear the caches they affect.
+Heavy reads are cached for a short TTL, keyed by database URL, arguments and the data
+version (:func:`app.web.queries.data_version`, one cheap query), so widget reruns never hit
+the database twice and new results (a batch, an import, a correction) show at once.
+Writes from the app also clear the caches.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from db.engine import ensure_schema, session_scope
 
 T = TypeVar("T")
 TTL_S = 10
+HEAVY_TTL_S = 120
+"""Cohort-wide reads: keyed on the data version, so a long TTL never shows stale rows."""
 
 
 def database_url() -> str:
@@ -40,6 +44,17 @@ def run(fn: Callable[..., T], *args: Any) -> T:
     """Call ``fn(session, *args)`` in one committed session."""
     with session_scope(database_url()) as session:
         return fn(session, *args)
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def _version(url: str) -> tuple[object, ...]:
+    with session_scope(url) as session:
+        return queries.data_version(session)
+
+
+def version() -> tuple[object, ...]:
+    """The current data version (cached 2 s so one page render asks once)."""
+    return _version(database_url())
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -75,43 +90,40 @@ def followup(pseudo_id: str) -> queries.FollowUp | None:
     return _followup(database_url(), pseudo_id)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def _volumetry(url: str) -> pd.DataFrame:
+@st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
+def _volumetry(url: str, version: tuple[object, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    del version  # cache key only
     with session_scope(url) as session:
-        return queries.volumetry_rows(session)
+        return queries.volumetry_rows(session), queries.volumetry_study_rows(session)
 
 
-def volumetry() -> pd.DataFrame:
-    """All multi-phase volumetry rows."""
-    return _volumetry(database_url())
+def volumetry() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every phase row, one row per multi-phase study aggregated in SQL)."""
+    return _volumetry(database_url(), version())
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def _cohort(url: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+@st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
+def _cohort(url: str, version: tuple[object, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    del version  # cache key only
     with session_scope(url) as session:
-        return (
-            queries.cohort_lesion_rows(session),
-            queries.cohort_response_rows(session),
-            queries.cohort_measurement_rows(session),
-        )
+        return queries.cohort_lesion_rows(session), queries.cohort_response_rows(session)
 
 
-def cohort() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(lesions, responses, measurements) of the whole cohort."""
-    return _cohort(database_url())
+def cohort() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(tracked lesions, responses) of the whole cohort."""
+    return _cohort(database_url(), version())
 
 
-@st.cache_data(ttl=TTL_S, show_spinner="Linking radiologist measurements…")
-def _pairs(url: str) -> pd.DataFrame:
-    from app.web.analysis import agreement_pairs
-
-    lesions, _responses, measurements = _cohort(url)
-    return agreement_pairs(lesions, measurements)
+@st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
+def _pairs(url: str, version: tuple[object, ...]) -> pd.DataFrame:
+    del version  # cache key only
+    with session_scope(url) as session:
+        return queries.cohort_pair_rows(session)
 
 
 def cohort_pairs() -> pd.DataFrame:
-    """Linked (radiologist, model) diameter pairs of the cohort."""
-    return _pairs(database_url())
+    """Linked (radiologist, model) diameter pairs of the cohort (precomputed links)."""
+    return _pairs(database_url(), version())
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -133,7 +145,7 @@ def model_caption() -> str:
 
 def clear() -> None:
     """Drop cached query results (after a write)."""
-    for fn in (_patients, _followup, _volumetry, _cohort, _count, _pairs):
+    for fn in (_version, _patients, _followup, _volumetry, _cohort, _count, _pairs):
         fn.clear()
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import pandas as pd
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from db import queries as dbq
@@ -22,6 +22,7 @@ from db.models import (
     LesionTrack,
     LesionTrackMember,
     Measurement,
+    MeasurementLink,
     Model,
     Patient,
     Response,
@@ -37,6 +38,25 @@ def current_model_id(session: Session) -> int | None:
     return session.scalar(
         select(func.max(Segmentation.model_id)).where(Segmentation.status == "done")
     )
+
+
+def data_version(session: Session) -> tuple[object, ...]:
+    """A cheap fingerprint of the analysed data (one round trip of indexed aggregates).
+
+    Cached page reads are keyed on it, so a batch, an import or a correction shows at the
+    next rerun while unchanged data is never queried twice within the cache TTL.
+    """
+    parts = [
+        select(func.max(Segmentation.id)).scalar_subquery(),
+        select(func.count(Segmentation.id)).where(Segmentation.status == "done").scalar_subquery(),
+        select(func.max(Response.id)).scalar_subquery(),
+        select(func.max(MeasurementLink.id)).scalar_subquery(),
+        select(func.max(Measurement.id)).scalar_subquery(),
+        select(func.max(LesionTrack.updated_at)).scalar_subquery(),
+        select(func.max(VolumetryResult.id)).scalar_subquery(),
+        select(func.max(Patient.id)).scalar_subquery(),
+    ]
+    return tuple(session.execute(select(*parts)).one())
 
 
 def model_label(session: Session, model_id: int | None) -> str:
@@ -310,6 +330,50 @@ def cohort_response_rows(session: Session) -> pd.DataFrame:
         session.execute(stmt).all(),
         columns=["patient", "study_id", "study_date", "source", "category", "sum_mm"],
     )
+
+
+def cohort_pair_rows(session: Session) -> pd.DataFrame:
+    """Linked (radiologist, model) diameter pairs, read from the precomputed links."""
+    model_id = current_model_id(session)
+    stmt = (
+        select(
+            Patient.pseudo_id, Study.study_date, MeasurementLink.radiologist_mm,
+            MeasurementLink.model_mm, MeasurementLink.method,
+        )
+        .join(Patient, Patient.id == MeasurementLink.patient_id)
+        .join(Measurement, Measurement.id == MeasurementLink.measurement_id)
+        .join(Study, Study.id == Measurement.study_id)
+        .where(MeasurementLink.model_id == model_id, MeasurementLink.lesion_id.is_not(None))
+    )
+    return pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=["patient", "study_date", "radiologist_mm", "model_mm", "method"],
+    )
+
+
+def volumetry_study_rows(session: Session) -> pd.DataFrame:
+    """One row per multi-phase study: phases, largest |deviation|, flag (aggregated in SQL)."""
+    model_id = current_model_id(session)
+    stmt = (
+        select(
+            Study.id, Patient.pseudo_id, Study.study_date, func.count(VolumetryResult.id),
+            func.avg(VolumetryResult.total_ml),
+            func.max(func.abs(VolumetryResult.deviation_pct)),
+            func.max(case((VolumetryResult.flagged.is_(True), 1), else_=0)),
+        )
+        .join(Study, Study.id == VolumetryResult.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(VolumetryResult.deviation_pct.is_not(None), VolumetryResult.model_id == model_id)
+        .group_by(Study.id, Patient.pseudo_id, Study.study_date)
+        .order_by(Study.study_date.desc(), Study.id)
+    )
+    frame = pd.DataFrame(
+        session.execute(stmt).all(),
+        columns=["study_id", "patient", "study_date", "phases", "mean_total_ml",
+                 "max_abs_deviation_pct", "flagged"],
+    )
+    frame["flagged"] = frame["flagged"].astype(bool)
+    return frame
 
 
 def cohort_measurement_rows(session: Session) -> pd.DataFrame:

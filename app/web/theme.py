@@ -32,3 +32,28 @@ def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     """``#rrggbb`` → (r, g, b)."""
     colour = colour.lstrip("#")
     return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+
+
+def short_id(pseudo_id: str) -> str:
+    """A readable label for a pseudonym: ``P-8b0d0c319ddf253d`` → ``P-8b0d0c31``.
+
+    Eight hex digits stay unique far beyond a 1,000-patient cohort; the full id is shown
+    beside it where it is needed (search, copy).
+    """
+    text = str(pseudo_id)
+    return text[:10] if text.startswith("P-") and len(text) > 12 else text
+
+
+def overlay_legend_html(tracks: list[int] | None = None) -> str:
+    """Colour swatches of the CT overlay (liver, vessels, tumors by track) as inline HTML."""
+
+    def swatch(rgb: str, label: str) -> str:
+        return (f'<span style="display:inline-block;width:0.9em;height:0.9em;border-radius:2px;'
+                f'background:{rgb};margin:0 0.35em 0 0.9em;vertical-align:-0.1em"></span>{label}')
+
+    items = [swatch(f"rgb{LIVER_RGB}", "liver"), swatch(f"rgb{VESSEL_RGB}", "vessels")]
+    if tracks:
+        items += [swatch(track_colour(t), f"tumor, track {t}") for t in tracks]
+    else:
+        items.append(swatch(f"rgb{TUMOR_RGB}", "tumor"))
+    return '<div style="font-size:0.85rem;color:#444;margin-left:-0.9em">' + "".join(items) + "</div>"

@@ -45,7 +45,7 @@ def _progress() -> None:
 _progress()
 
 # ----------------------------------------------------------------- tables
-lesions, responses, measurements = data.cohort()
+lesions, responses = data.cohort()
 st.subheader("Cohort tables")
 with st.container(border=True):
     f1, f2, f3 = st.columns(3)

@@ -25,8 +25,12 @@ if st.session_state.get("audited_patient") != info.pseudo_id:
     st.session_state["audited_patient"] = info.pseudo_id
 st.query_params["patient"] = info.pseudo_id
 
-st.title(f"Patient {info.pseudo_id}")
-st.caption(f"Results shown: {data.model_caption()} · {theme.DISCLAIMER}")
+st.title(f"Patient {theme.short_id(info.pseudo_id)}")
+model_caption = data.model_caption()
+st.caption(f"Pseudonym {info.pseudo_id} · results shown: {model_caption} · {theme.DISCLAIMER}")
+if "ground truth" in model_caption:
+    st.warning("These are the synthetic phantom's **ground-truth** label maps, not model output "
+               "(no model file was found when the demo was built).", icon=":material/info:")
 
 series_rows = pd.DataFrame(
     [
@@ -63,7 +67,7 @@ st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_cha
 # ----------------------------------------------------------------- viewer and lesion table
 st.subheader("Images and lesions")
 dates = list(dict.fromkeys(series_rows["study_date"]))
-viewer, table = st.columns([3, 2], gap="large")
+viewer, table = st.columns([3, 2], gap="medium")
 with table:
     study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study",
                               format_func=lambda d: str(d))
@@ -115,8 +119,11 @@ with viewer:
         for _, r in lesions[lesions["series_id"] == chosen["series_id"]].iterrows()
     }
     rgb = imaging.render_slice(ct, labels, z, theme.WINDOWS[window_name], opacity, colours, components)
-    st.image(rgb, caption=f"{study_date} · {phase} · slice {z + 1}/{nz}", width=520)
-    st.caption("Overlay: liver brown-red · vessels blue · tumors in their track colour.")
+    st.image(imaging.upscale(rgb, ct.spacing[:2]), width="stretch",
+             caption=f"{study_date} · {phase} · slice {z + 1}/{nz} · "
+                     f"{ct.spacing[0]:.2f} × {ct.spacing[1]:.2f} × {ct.spacing[2]:.2f} mm voxels")
+    here = lesions[lesions["series_id"] == chosen["series_id"]]["track"]
+    st.html(theme.overlay_legend_html(sorted({int(t) for t in here})))
     if labels is None:
         st.caption("No segmentation for this series yet.")
 

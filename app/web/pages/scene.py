@@ -20,7 +20,7 @@ if info is None or not info.label_maps:
     st.info(f"No segmentation for patient {patient} yet.")
     st.stop()
 
-st.caption(f"Patient {info.pseudo_id} · {theme.DISCLAIMER}")
+st.caption(f"Patient {theme.short_id(info.pseudo_id)} (pseudonym {info.pseudo_id}) · {theme.DISCLAIMER}")
 choices = [
     (st_.study_date, se.id, se.phase)
     for st_ in info.studies
@@ -28,7 +28,10 @@ choices = [
     if se.id in info.label_maps
 ]
 labels = [f"{d} · {p}" for d, _i, p in choices]
-pick = st.selectbox("Study and phase", range(len(choices)), index=len(choices) - 1,
+tracked = [i for i, c in enumerate(choices) if c[1] in set(info.lesions["series_id"])]
+default = tracked[-1] if tracked else len(choices) - 1  # the latest tracked (portal) series
+labels = [f"{label} (tracked phase)" if i in tracked else label for i, label in enumerate(labels)]
+pick = st.selectbox("Study and phase", range(len(choices)), index=default,
                     format_func=lambda i: labels[i], key="scene_series")
 _date, series_id, _phase = choices[pick]
 path = info.label_maps[series_id]

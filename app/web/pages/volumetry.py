@@ -12,24 +12,29 @@ st.caption(
     "Total liver volume (liver + vessels + tumors) of each phase, compared with the mean of the "
     f"same-day phases. Studies beyond ±2 % are flagged for review. {theme.DISCLAIMER}"
 )
-rows = data.volumetry()
+rows, studies = data.volumetry()
 if rows.empty:
     st.info("No multi-phase studies with volumetry yet.")
     st.stop()
-studies = rows.groupby("study_id").agg(
-    patient=("patient", "first"), study_date=("study_date", "first"), phases=("phase", "count"),
-    max_abs_deviation_pct=("deviation_pct", lambda s: float(s.abs().max())), flagged=("flagged", "any"),
-)
 cols = st.columns(3)
 cols[0].metric("Multi-phase studies", len(studies))
 cols[1].metric("Flagged studies", int(studies["flagged"].sum()))
 cols[2].metric("Median |deviation|", f"{rows['deviation_pct'].abs().median():.2f} %")
 st.plotly_chart(charts.volumetry_deviation(rows), width="stretch", key="volumetry_chart")
 st.subheader("Flagged studies")
-flagged = studies[studies["flagged"]].reset_index()
+flagged = studies[studies["flagged"]]
 if flagged.empty:
     st.success("No study is outside the ±2 % band.")
 else:
-    st.dataframe(flagged.round(2), hide_index=True, width="stretch", key="volumetry_flagged")
+    st.dataframe(flagged.round(2), hide_index=True, width="stretch", key="volumetry_flagged",
+                 column_config={"mean_total_ml": "total liver (ml, mean of phases)",
+                                "max_abs_deviation_pct": "largest |deviation| (%)"})
 with st.expander("All phases"):
-    st.dataframe(rows.round(2), hide_index=True, width="stretch")
+    SHOWN = 1000
+    if len(rows) > SHOWN:
+        st.caption(f"Newest {SHOWN} of {len(rows)} phase rows; the CSV holds all.")
+    st.dataframe(rows.head(SHOWN).round(2), hide_index=True, width="stretch",
+                 column_config={"total_ml": "total liver (ml)", "functional_ml": "functional liver (ml)",
+                                "deviation_pct": "deviation (%)"})
+    st.download_button("Download CSV", data.table_bytes(rows, "csv"), "lvt-volumetry.csv",
+                       mime="text/csv", key="vol_csv")
