@@ -97,7 +97,7 @@ def test_demo_segments_with_the_model_through_batch(lvt_env: Path, tiny_checkpoi
     with session_scope(url) as s:
         models = s.scalars(select(Model.name)).all()
         assert models == ["tiny-test"]  # no ground-truth rows when a model exists
-        assert s.scalar(select(func.count(BatchRun.id))) == 1
+        assert s.scalar(select(func.count(BatchRun.id))) == 1  # and the re-run below adds none
         done = s.scalar(select(func.count(Segmentation.id)).where(Segmentation.status == "done"))
         assert done == 4
     counts = _counts(url)
@@ -105,6 +105,8 @@ def test_demo_segments_with_the_model_through_batch(lvt_env: Path, tiny_checkpoi
     again = build_demo(DemoConfig(patients=1, timepoints=2, phases=2, size="tiny", model=tiny_checkpoint))
     assert again.series_added == 0 and again.series_segmented == 0
     assert _counts(url) == counts
+    with session_scope(url) as s:
+        assert s.scalar(select(func.count(BatchRun.id))) == 1
 
 
 def test_unknown_size_is_a_user_error(lvt_env: Path) -> None:

@@ -189,6 +189,12 @@ def test_cohort_and_admin_pages(demo_db: str) -> None:
     linked = _scalar(demo_db, select(func.count(MeasurementLink.id)).where(MeasurementLink.lesion_id.is_not(None)))
     assert linked > 0
     assert f"{linked} linked measurement pairs." in [c.value for c in at.caption]
+    big = _scalar(demo_db, select(func.count(Lesion.id)).join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+                  .where(Lesion.longest_axial_diameter_mm >= 15.0))
+    at.number_input(key="co_min_d").set_value(15.0).run()  # filtered in SQL
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == big < tracked
+    assert any(c.value.startswith(f"{big} lesion measurements") for c in at.caption)
     at.switch_page("pages/admin.py").run()
     assert not at.exception, at.exception
     users = at.dataframe[0].value

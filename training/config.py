@@ -71,6 +71,10 @@ class TrainConfig(BaseModel):
     fp16_checkpoint: bool = True
     num_threads: int | None = None
     tensorboard: bool = False
+    # Start from these weights (fine-tuning), e.g. a shorter earlier run of the same network.
+    init_checkpoint: Path | None = None
+    # Probability that a patch is centred on a voxel of an annotated class (nnU-Net: 1/3).
+    foreground_prob: float = Field(1 / 3, ge=0, le=1)
 
     @field_validator("spacing_mm", "patch_size")
     @classmethod

@@ -115,7 +115,7 @@ class BatchMaker:
     def item(self, step: int, index: int) -> dict[str, np.ndarray]:
         rng = step_rng(self.config.seed, step, index)
         case = self.prepared[self.sampler.choose(rng)]
-        center = choose_center(case.labels, case.annotated, rng)
+        center = choose_center(case.labels, case.annotated, rng, self.config.foreground_prob)
         size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
         hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
         if self.config.augment:
@@ -324,6 +324,12 @@ def train(
     loss_fn = make_loss(config.mode)
     step, history, best = 0, [], -1.0
     state_path = out / STATE_FILE
+    if config.init_checkpoint and not (resume and state_path.is_file()):
+        from lvt_core.checkpoint import load_checkpoint
+
+        init_state, _ = load_checkpoint(config.init_checkpoint)
+        model.load_state_dict({k: v.float() for k, v in init_state.items()})
+        log.info("initialised weights from %s", config.init_checkpoint)
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])

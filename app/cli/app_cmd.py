@@ -43,7 +43,7 @@ def app_command(
 
 def demo_command(
     serve_app: bool = typer.Option(True, "--serve/--no-serve", help="Serve the app afterwards."),
-    patients: int = typer.Option(3, "--patients", min=1, max=50, help="Synthetic patients."),
+    patients: int = typer.Option(2, "--patients", min=1, max=50, help="Synthetic patients."),
     timepoints: int = typer.Option(3, "--timepoints", min=1, max=8, help="Studies per patient."),
     size: str = typer.Option("demo", "--size", help="demo (phantom 'demo' size) or tiny (tests)."),
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port of the served app."),

@@ -64,18 +64,3 @@ def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.D
         return [None] * len(measurements)
     links = link_measurements(_reader(measurements, pseudo_id), _model(lesions, pseudo_id))
     return [lk.track_id for lk in links]
-
-
-def agreement_pairs(lesions: pd.DataFrame, measurements: pd.DataFrame) -> pd.DataFrame:
-    """One row per linked (radiologist, model) diameter pair across the cohort."""
-    columns = ["patient", "study_date", "radiologist_mm", "model_mm", "method"]
-    if lesions.empty or measurements.empty:
-        return pd.DataFrame(columns=columns)
-    links = link_measurements(_reader(measurements), _model(lesions))
-    rows = [
-        (lk.measurement.patient_id, lk.measurement.study_date, lk.measurement.diameter_mm,
-         lk.lesion.diameter_mm, lk.method)
-        for lk in links
-        if lk.lesion is not None
-    ]
-    return pd.DataFrame(rows, columns=columns)

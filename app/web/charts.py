@@ -104,11 +104,26 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
     """Paper Figure 5: relative deviation of each phase from its study's mean, with the band."""
     fig = go.Figure()
     for phase, part in rows.groupby("phase"):
-        fig.add_trace(
-            go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all" if len(part) <= 2000 else "outliers", jitter=0.4, pointpos=0,
-                   marker={"size": 5}, line={"color": "#5b7083"},
-                   text=part["patient"].map(theme.short_id), hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
-        )
+        if len(part) <= 2000:
+            fig.add_trace(
+                go.Box(y=part["deviation_pct"], name=str(phase), boxpoints="all", jitter=0.4, pointpos=0,
+                       marker={"size": 5}, line={"color": "#5b7083"},
+                       text=part["patient"].map(theme.short_id), hovertemplate="%{text}: %{y:.2f} %<extra></extra>")
+            )
+            continue
+        # cohort scale: send the box statistics and the studies outside the band, not 10,000 points
+        dev = part["deviation_pct"]
+        q1, median, q3 = (float(v) for v in dev.quantile([0.25, 0.5, 0.75]))
+        iqr = q3 - q1
+        inside = dev[(dev >= q1 - 1.5 * iqr) & (dev <= q3 + 1.5 * iqr)]
+        fig.add_trace(go.Box(x=[str(phase)], q1=[q1], median=[median], q3=[q3], lowerfence=[float(inside.min())],
+                             upperfence=[float(inside.max())], name=str(phase), line={"color": "#5b7083"},
+                             boxpoints=False, hoverinfo="skip"))
+        out = part[dev.abs() > threshold_pct]
+        fig.add_trace(go.Scatter(x=[str(phase)] * len(out), y=out["deviation_pct"], mode="markers",
+                                 marker={"size": 5, "color": "#e76f51"}, name=f"{phase} flagged",
+                                 text=out["patient"].map(theme.short_id),
+                                 hovertemplate="%{text}: %{y:.2f} %<extra></extra>"))
     for y in (threshold_pct, -threshold_pct):
         fig.add_hline(y=y, line_dash="dash", line_color="#e76f51")
     fig.update_layout(**LAYOUT, showlegend=False, title="Relative deviation of liver volume per phase (%)")
@@ -120,8 +135,8 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
 
 
 def response_distribution(responses: pd.DataFrame) -> go.Figure:
-    """Counts of RECIST categories by source."""
-    counts = responses.groupby(["source", "category"]).size().reset_index(name="n")
+    """Counts of RECIST categories by source (rows of assessments, or counts with a column ``n``)."""
+    counts = responses if "n" in responses else responses.groupby(["source", "category"]).size().reset_index(name="n")
     fig = go.Figure()
     for category in ("CR", "PR", "SD", "PD", "NE"):
         part = counts[counts["category"] == category]

@@ -103,15 +103,35 @@ def volumetry() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
-def _cohort(url: str, version: tuple[object, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _cohort(url: str, version: tuple[object, ...]) -> tuple[pd.DataFrame, list[str]]:
     del version  # cache key only
     with session_scope(url) as session:
-        return queries.cohort_lesion_rows(session), queries.cohort_response_rows(session)
+        return queries.response_counts(session), queries.tracked_phases(session)
 
 
-def cohort() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(tracked lesions, responses) of the whole cohort."""
+def cohort() -> tuple[pd.DataFrame, list[str]]:
+    """(RECIST assessment counts per source and category, phases with tracked lesions)."""
     return _cohort(database_url(), version())
+
+
+@st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
+def _lesions(url: str, version: tuple[object, ...], flt: queries.LesionFilter,
+             limit: int) -> tuple[pd.DataFrame, int, int]:
+    del version  # cache key only
+    with session_scope(url) as session:
+        return (queries.cohort_lesion_rows(session, flt, limit), *queries.cohort_lesion_counts(session, flt))
+
+
+def cohort_lesions(flt: queries.LesionFilter, limit: int) -> tuple[pd.DataFrame, int, int]:
+    """(the first ``limit`` matching lesion rows, matching rows, matching patients)."""
+    return _lesions(database_url(), version(), flt, limit)
+
+
+def lesion_table_bytes(flt: queries.LesionFilter, kind: str) -> bytes:
+    """Every matching lesion row as CSV or Parquet (built when the download is clicked)."""
+    with session_scope(database_url()) as session:
+        frame = queries.cohort_lesion_rows(session, flt)
+    return table_bytes(frame, kind)
 
 
 @st.cache_data(ttl=HEAVY_TTL_S, show_spinner=False)
@@ -145,7 +165,7 @@ def model_caption() -> str:
 
 def clear() -> None:
     """Drop cached query results (after a write)."""
-    for fn in (_version, _patients, _followup, _volumetry, _cohort, _count, _pairs):
+    for fn in (_version, _patients, _followup, _volumetry, _cohort, _lesions, _count, _pairs):
         fn.clear()
 
 

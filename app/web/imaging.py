@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 import streamlit as st
+from scipy import ndimage
 
 from app.web import theme
 from db import storage
@@ -92,6 +93,11 @@ def render_slice(
             if mask.any():
                 a = opacity * OVERLAY_ALPHA[value]
                 rgb[mask] = (1 - a) * rgb[mask] + a * np.asarray(colour, np.float32)
+        organ = lab > 0  # the liver's outline, drawn strongly: the translucent fill alone is faint
+        edge = organ & ~ndimage.binary_erosion(organ)
+        if edge.any():
+            a = min(1.0, 1.5 * opacity)
+            rgb[edge] = (1 - a) * rgb[edge] + a * np.asarray(theme.LIVER_RGB, np.float32)
         if components is not None and track_colours:
             comp = components[z]
             for index, colour in track_colours.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import and_, case, func, select
@@ -287,15 +288,21 @@ def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
     )
 
 
-def cohort_lesion_rows(session: Session, limit: int = 50_000) -> pd.DataFrame:
-    """One row per tracked model lesion across the cohort (for tables and downloads)."""
+@dataclass(frozen=True)
+class LesionFilter:
+    """Cohort table filters, applied in SQL (``None`` means no restriction)."""
+
+    phases: tuple[str, ...] | None = None
+    min_diameter_mm: float = 0.0
+    categories: tuple[str, ...] | None = None
+    """Latest model RECIST category of the patient."""
+
+
+def _lesion_query(session: Session, flt: LesionFilter, columns: list) -> Any:  # type: ignore[type-arg]
     model_id = current_model_id(session)
     stmt = (
-        select(
-            Patient.pseudo_id, Study.id, Study.study_date, Series.phase, LesionTrack.track_number,
-            LesionTrack.status, Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
-            Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z,
-        )
+        select(*columns)
+        .select_from(Lesion)
         .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
         .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
         .join(Study, Study.id == LesionTrackMember.study_id)
@@ -303,9 +310,29 @@ def cohort_lesion_rows(session: Session, limit: int = 50_000) -> pd.DataFrame:
         .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
         .join(Series, Series.id == Segmentation.series_id)
         .where(LesionTrack.model_id == model_id)
-        .order_by(Patient.pseudo_id, Study.study_date, LesionTrack.track_number)
-        .limit(limit)
     )
+    if flt.phases is not None:
+        stmt = stmt.where(Series.phase.in_(flt.phases))
+    if flt.min_diameter_mm > 0:
+        stmt = stmt.where(Lesion.longest_axial_diameter_mm >= flt.min_diameter_mm)
+    if flt.categories is not None:
+        latest = _latest_response("model")
+        stmt = stmt.where(Patient.id.in_(
+            select(latest.c.patient_id).where(latest.c.category.in_(flt.categories))))
+    return stmt
+
+
+def cohort_lesion_rows(
+    session: Session, flt: LesionFilter | None = None, limit: int | None = None
+) -> pd.DataFrame:
+    """One row per tracked model lesion across the cohort (table and downloads), filtered in SQL."""
+    columns = [
+        Patient.pseudo_id, Study.id, Study.study_date, Series.phase, LesionTrack.track_number,
+        LesionTrack.status, Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
+        Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z,
+    ]
+    stmt = _lesion_query(session, flt or LesionFilter(), columns).order_by(
+        Patient.pseudo_id, Study.study_date, LesionTrack.track_number).limit(limit)
     return pd.DataFrame(
         session.execute(stmt).all(),
         columns=[
@@ -315,21 +342,18 @@ def cohort_lesion_rows(session: Session, limit: int = 50_000) -> pd.DataFrame:
     )
 
 
-def cohort_response_rows(session: Session) -> pd.DataFrame:
-    """Every RECIST assessment (model and radiologist) with patient and date."""
-    stmt = (
-        select(
-            Patient.pseudo_id, Study.id, Study.study_date, Response.source,
-            Response.recist_category, Response.sum_diameters_mm,
-        )
-        .join(Study, Study.id == Response.study_id)
-        .join(Patient, Patient.id == Response.patient_id)
-        .order_by(Patient.pseudo_id, Study.study_date)
-    )
-    return pd.DataFrame(
-        session.execute(stmt).all(),
-        columns=["patient", "study_id", "study_date", "source", "category", "sum_mm"],
-    )
+def cohort_lesion_counts(session: Session, flt: LesionFilter | None = None) -> tuple[int, int]:
+    """(lesion rows, patients) matching the filter, counted in SQL."""
+    stmt = _lesion_query(session, flt or LesionFilter(),
+                         [func.count(Lesion.id), func.count(func.distinct(Patient.id))])
+    rows, patients = session.execute(stmt).one()
+    return int(rows or 0), int(patients or 0)
+
+
+def tracked_phases(session: Session) -> list[str]:
+    """Phases that have tracked lesions of the current model (filter choices)."""
+    stmt = _lesion_query(session, LesionFilter(), [Series.phase]).distinct()
+    return sorted(p for p in session.scalars(stmt) if p)
 
 
 def cohort_pair_rows(session: Session) -> pd.DataFrame:
@@ -337,18 +361,23 @@ def cohort_pair_rows(session: Session) -> pd.DataFrame:
     model_id = current_model_id(session)
     stmt = (
         select(
-            Patient.pseudo_id, Study.study_date, MeasurementLink.radiologist_mm,
-            MeasurementLink.model_mm, MeasurementLink.method,
+            Patient.pseudo_id, MeasurementLink.radiologist_mm, MeasurementLink.model_mm,
+            MeasurementLink.method,
         )
         .join(Patient, Patient.id == MeasurementLink.patient_id)
-        .join(Measurement, Measurement.id == MeasurementLink.measurement_id)
-        .join(Study, Study.id == Measurement.study_id)
         .where(MeasurementLink.model_id == model_id, MeasurementLink.lesion_id.is_not(None))
     )
     return pd.DataFrame(
-        session.execute(stmt).all(),
-        columns=["patient", "study_date", "radiologist_mm", "model_mm", "method"],
+        session.execute(stmt).all(), columns=["patient", "radiologist_mm", "model_mm", "method"]
     )
+
+
+def response_counts(session: Session) -> pd.DataFrame:
+    """Number of RECIST assessments per source and category (aggregated in SQL)."""
+    stmt = select(Response.source, Response.recist_category, func.count(Response.id)).group_by(
+        Response.source, Response.recist_category
+    )
+    return pd.DataFrame(session.execute(stmt).all(), columns=["source", "category", "n"])
 
 
 def volumetry_study_rows(session: Session) -> pd.DataFrame:
@@ -374,23 +403,6 @@ def volumetry_study_rows(session: Session) -> pd.DataFrame:
     )
     frame["flagged"] = frame["flagged"].astype(bool)
     return frame
-
-
-def cohort_measurement_rows(session: Session) -> pd.DataFrame:
-    """Every radiologist measurement with patient and date (for model-vs-reader agreement)."""
-    stmt = (
-        select(
-            Patient.pseudo_id, Study.id, Study.study_date, Measurement.lesion_label,
-            Measurement.longest_diameter_mm, Measurement.slice_index, Measurement.location_x_mm,
-            Measurement.location_y_mm, Measurement.location_z_mm,
-        )
-        .join(Study, Study.id == Measurement.study_id)
-        .join(Patient, Patient.id == Measurement.patient_id)
-    )
-    return pd.DataFrame(
-        session.execute(stmt).all(),
-        columns=["patient", "study_id", "study_date", "lesion", "diameter_mm", "slice_index", "x", "y", "z"],
-    )
 
 
 def store_counts(session: Session) -> dict[str, int]:

@@ -45,37 +45,40 @@ def _progress() -> None:
 _progress()
 
 # ----------------------------------------------------------------- tables
-lesions, responses = data.cohort()
+response_counts, phases = data.cohort()
 st.subheader("Cohort tables")
 with st.container(border=True):
     f1, f2, f3 = st.columns(3)
-    phases = sorted(lesions["phase"].dropna().unique()) if not lesions.empty else []
     phase_filter = f1.multiselect("Phase", phases, default=phases, key="co_phase")
     categories = ["CR", "PR", "SD", "PD", "NE"]
     response_filter = f2.multiselect("Latest model response", categories, default=categories, key="co_resp")
     min_d = f3.number_input("Min. diameter (mm)", 0.0, 500.0, 0.0, 1.0, key="co_min_d")
-latest = responses[responses["source"] == "model"].sort_values("study_date").groupby("patient").tail(1)
-keep = set(latest[latest["category"].isin(response_filter)]["patient"]) if response_filter != categories else None
-table = lesions[lesions["phase"].isin(phase_filter) & (lesions["diameter_mm"] >= min_d)]
-if keep is not None:
-    table = table[table["patient"].isin(keep)]
-st.caption(f"{len(table)} lesion measurements of {table['patient'].nunique()} patients")
+flt = queries.LesionFilter(
+    phases=None if set(phase_filter) == set(phases) else tuple(phase_filter),
+    min_diameter_mm=float(min_d),
+    categories=None if set(response_filter) == set(categories) else tuple(response_filter),
+)
 SHOWN = 1000
-if len(table) > SHOWN:
-    st.caption(f"Showing the first {SHOWN} rows; the downloads hold all {len(table)}.")
-st.dataframe(table.head(SHOWN).round(2), hide_index=True, width="stretch", key="cohort_table", height=280)
+table, n_rows, n_patients = data.cohort_lesions(flt, SHOWN)
+st.caption(f"{n_rows} lesion measurements of {n_patients} patients")
+if n_rows > SHOWN:
+    st.caption(f"Showing the first {SHOWN} rows; the downloads hold all {n_rows}.")
+st.dataframe(table.round(2), hide_index=True, width="stretch", key="cohort_table", height=280,
+             column_config={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)",
+                            "volume_ml": "volume (ml)", "x": "x (mm)", "y": "y (mm)", "z": "z (mm)"})
 d1, d2, _ = st.columns([1, 1, 3])
-d1.download_button("Download CSV", data.table_bytes(table, "csv"), "lvt-cohort-lesions.csv",
+d1.download_button("Download CSV", lambda: data.lesion_table_bytes(flt, "csv"), "lvt-cohort-lesions.csv",
                    mime="text/csv", key="dl_csv", width="stretch")
-d2.download_button("Download Parquet", data.table_bytes(table, "parquet"), "lvt-cohort-lesions.parquet",
-                   mime="application/octet-stream", key="dl_parquet", width="stretch")
+d2.download_button("Download Parquet", lambda: data.lesion_table_bytes(flt, "parquet"),
+                   "lvt-cohort-lesions.parquet", mime="application/octet-stream", key="dl_parquet",
+                   width="stretch")
 
 # ----------------------------------------------------------------- charts
 st.subheader("Cohort charts")
-if responses.empty:
+if response_counts.empty:
     st.caption("No responses yet.")
 else:
-    st.plotly_chart(charts.response_distribution(responses), width="stretch", key="co_resp_chart")
+    st.plotly_chart(charts.response_distribution(response_counts), width="stretch", key="co_resp_chart")
 pairs = data.cohort_pairs()
 if pairs.empty:
     st.caption("No radiologist measurement could be linked to a model lesion yet.")
