@@ -1,0 +1,37 @@
+"""The shipped default model: size limit, metadata, and a real segmentation of a phantom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from app.settings import SHIPPED_MODEL
+from lvt_core.checkpoint import load_checkpoint
+from lvt_core.inference import Predictor
+from lvt_core.metrics import dice
+
+pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="no shipped model checkpoint")
+
+
+def test_checkpoint_is_small_and_describes_itself() -> None:
+    assert SHIPPED_MODEL.stat().st_size <= 25 * 1024 * 1024
+    _, meta = load_checkpoint(SHIPPED_MODEL)
+    for key in ("label_space", "channels", "spacing_mm", "window", "patch_size", "network",
+                "training_data", "version"):
+        assert key in meta, key
+    assert list(meta["channels"]) == ["liver", "vessel", "tumor"]
+
+
+def test_segments_the_liver_of_a_held_out_phantom() -> None:
+    from lvt_core.phantom import phantom_scan
+
+    scan = phantom_scan(seed=4242, size="demo", phase="portal")  # a seed never used in training
+    labels = Predictor(SHIPPED_MODEL, device="cpu").predict(scan.image)
+    assert labels.GetSize() == scan.image.GetSize()
+    assert labels.GetOrigin() == pytest.approx(scan.image.GetOrigin())
+    pred = sitk.GetArrayViewFromImage(labels)
+    truth = sitk.GetArrayViewFromImage(scan.labels)
+    liver_dsc = dice(pred > 0, truth > 0)
+    assert liver_dsc > 0.6, liver_dsc
+    assert set(np.unique(pred)) <= {0, 1, 2, 3}
