@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from lvt_core.imageio import write_image
 from training.datasets import DatasetError, get_source, list_sources, load_cases
 from training.preprocess import preprocess
-from training.sampling import MixedSourceSampler, step_rng
+from training.sampling import MixedSourceSampler, choose_center, step_rng
 
 SHAPE = (12, 20, 24)  # z, y, x
 
@@ -193,3 +193,19 @@ def test_mixed_source_sampling_follows_weights() -> None:
     share_b = np.mean([p == 9 for p in picks])
     assert 0.7 < share_b < 0.8  # 3 / (1 + 3), although b has one case against nine
     assert picks[:50] == [sampler.choose(step_rng(0, s)) for s in range(50)]
+
+
+def test_foreground_class_weights_favour_rare_classes() -> None:
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:18, 2:18, 2:18] = 1  # a big liver
+    labels[9:11, 9:11, 9:11] = 3  # a small tumor inside it
+    annotated = ("liver", "vessel", "tumor")
+
+    def tumor_share(weights: dict[str, float] | None) -> float:
+        rng = np.random.default_rng(0)
+        hits = [labels[choose_center(labels, annotated, rng, 1.0, weights)] == 3 for _ in range(400)]
+        return float(np.mean(hits))
+
+    equal = tumor_share(None)
+    assert 0.35 < equal < 0.65  # liver or tumor first, about half each (no vessel present)
+    assert tumor_share({"tumor": 4.0, "liver": 1.0, "vessel": 1.0}) > 0.75

@@ -75,6 +75,8 @@ class TrainConfig(BaseModel):
     init_checkpoint: Path | None = None
     # Probability that a patch is centred on a voxel of an annotated class (nnU-Net: 1/3).
     foreground_prob: float = Field(1 / 3, ge=0, le=1)
+    # Relative chance of each class being the foreground a patch is centred on (default equal).
+    foreground_class_weights: dict[str, float] | None = None
 
     @field_validator("spacing_mm", "patch_size")
     @classmethod

@@ -43,12 +43,20 @@ class MixedSourceSampler:
 def choose_center(
     labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
     foreground_prob: float = FOREGROUND_PROB,
+    class_weights: Mapping[str, float] | None = None,
 ) -> tuple[int, ...]:
     """nnU-Net-style centre: with ``foreground_prob`` a voxel of a random annotated class
-    present in the case, otherwise a uniformly random voxel."""
+    present in the case, otherwise a uniformly random voxel. ``class_weights`` makes some
+    classes likelier to be tried first (e.g. rare tumors); equal by default."""
     if rng.random() < foreground_prob:
         classes = list(annotated)
-        rng.shuffle(classes)
+        weights = np.array([float((class_weights or {}).get(c, 1.0)) for c in classes])
+        if weights.sum() > 0:
+            order = rng.choice(len(classes), size=len(classes), replace=False, p=weights / weights.sum()) \
+                if (weights > 0).sum() >= len(classes) else np.argsort(-weights)
+            classes = [classes[i] for i in order]
+        else:
+            rng.shuffle(classes)
         for name in classes:
             coords = np.argwhere(labels == CLASS_VALUES[name]) if labels.size < 4e7 else None
             if coords is not None and len(coords):

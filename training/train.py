@@ -115,7 +115,8 @@ class BatchMaker:
     def item(self, step: int, index: int) -> dict[str, np.ndarray]:
         rng = step_rng(self.config.seed, step, index)
         case = self.prepared[self.sampler.choose(rng)]
-        center = choose_center(case.labels, case.annotated, rng, self.config.foreground_prob)
+        center = choose_center(case.labels, case.annotated, rng, self.config.foreground_prob,
+                               self.config.foreground_class_weights)
         size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
         hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
         if self.config.augment:
