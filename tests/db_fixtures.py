@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,27 @@ def db_url(
     request: pytest.FixtureRequest, lvt_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """An empty database URL (set as ``LVT_DATABASE_URL``) on each backend."""
-    from app.settings import get_settings
-    from db.engine import get_engine
 
     if request.param == "sqlite":
-        url = f"sqlite:///{lvt_env / 'lvt.db'}"
         server = None
     else:
         server = os.environ.get("LVT_TEST_POSTGRES_URL") or None
         if server is None:
             pytest.skip("PostgreSQL tests need LVT_TEST_POSTGRES_URL (set by .ci/run)")
-        url = _create_pg_database(server)
+    with use_database(server, lvt_env / "lvt.db", monkeypatch) as url:
+        yield url
+
+
+@contextmanager
+def use_database(
+    server: str | None, sqlite_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Point ``LVT_DATABASE_URL`` at a fresh database: a new one on the PostgreSQL ``server``,
+    else SQLite at ``sqlite_path``; dispose of engines and drop it afterwards."""
+    from app.settings import get_settings
+    from db.engine import get_engine
+
+    url = _create_pg_database(server) if server else f"sqlite:///{sqlite_path}"
     monkeypatch.setenv("LVT_DATABASE_URL", url)
     get_settings.cache_clear()
     try:

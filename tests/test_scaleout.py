@@ -39,23 +39,13 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def pg_url(lvt_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from db_fixtures import _create_pg_database, _drop_pg_database
-
-    from app.settings import get_settings
-    from db.engine import get_engine
+    from db_fixtures import use_database
 
     server = os.environ.get("LVT_TEST_POSTGRES_URL")
     if not server:
         pytest.skip("scale-out tests need PostgreSQL: set LVT_TEST_POSTGRES_URL")
-    url = _create_pg_database(server)
-    monkeypatch.setenv("LVT_DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
+    with use_database(server, lvt_env / "unused.db", monkeypatch) as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        get_engine.cache_clear()
-        _drop_pg_database(server, url)
 
 
 @pytest.fixture()
