@@ -10,7 +10,8 @@ from lvt_core.network import build_network, network_config, patch_divisor
 
 @pytest.mark.parametrize(
     ("variant", "norm"),
-    [("residual_bn", torch.nn.BatchNorm3d), ("plain_in", torch.nn.InstanceNorm3d)],
+    [("residual_bn", torch.nn.BatchNorm3d), ("plain_in", torch.nn.InstanceNorm3d),
+     ("residual_in", torch.nn.InstanceNorm3d)],
 )
 def test_variants_build_with_two_auxiliary_heads(variant: str, norm: type) -> None:
     net = build_network({"variant": variant, "filters": [4, 8, 16, 32]})
@@ -24,10 +25,13 @@ def test_variants_build_with_two_auxiliary_heads(variant: str, norm: type) -> No
         assert net(x).shape == (2, 3, 16, 16, 16)
 
 
-def test_residual_variant_has_residual_blocks() -> None:
-    res = build_network({"variant": "residual_bn", "filters": [4, 8, 16, 32]})
+@pytest.mark.parametrize("variant", ["residual_bn", "residual_in"])
+def test_residual_variants_have_residual_blocks(variant: str) -> None:
+    res = build_network({"variant": variant, "filters": [4, 8, 16, 32]})
     plain = build_network({"variant": "plain_in", "filters": [4, 8, 16, 32]})
     assert sum(p.numel() for p in res.parameters()) > sum(p.numel() for p in plain.parameters())
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in build_network(
+        {"variant": "residual_in", "filters": [4, 8, 16, 32]}).modules())
 
 
 def test_config_defaults_and_errors() -> None:
