@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, description="Key for de-identification hashes.")
     deid_shift_dates: bool = Field(default=True, description="Shift dates per patient on de-id.")
     log_level: str = "INFO"
+    display_min_lesion_mm: float = Field(
+        default=5.0, ge=0, description="Follow-up page: hide tracks whose largest diameter stays below this."
+    )
 
     @property
     def resolved_database_url(self) -> str:

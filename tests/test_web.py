@@ -118,8 +118,13 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert any(patient in c.value for c in at.caption)
     pid = _scalar(demo_db, select(Patient.id).where(Patient.pseudo_id == patient))
     tracks = _scalar(demo_db, select(func.count(LesionTrack.id)).where(LesionTrack.patient_id == pid))
+    at.number_input(key="fu_min_diameter").set_value(0.0).run()  # the size filter off: every track
     metric = {m.label: m.value for m in at.metric}
     assert metric["Lesion tracks"] == str(tracks)
+    at.number_input(key="fu_min_diameter").set_value(100.0).run()  # larger than any phantom lesion
+    assert {m.label: m.value for m in at.metric}["Lesion tracks"] == "0"
+    assert any("at this size filter" in i.value for i in at.info)
+    at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert len(at.get("plotly_chart")) >= 2  # timeline and trajectory
     assert len(at.get("image")) == 1  # the CT slice
     opened = _scalar(
@@ -217,3 +222,14 @@ def test_not_a_lesion_correction_goes_through_analytics(demo_db: str) -> None:
     assert _scalar(demo_db, select(func.count(TrackOverride.id)).where(TrackOverride.lesion_id == lesion_id)) == 1
     assert _scalar(demo_db, select(func.count(LesionTrackMember.id)).where(LesionTrackMember.lesion_id == lesion_id)) == 0
     assert _scalar(demo_db, select(func.count(AuditEvent.id)).where(AuditEvent.target == f"lesion {lesion_id}")) >= 1
+
+
+def test_size_filter_keeps_whole_tracks() -> None:
+    import pandas as pd
+
+    from app.web.analysis import tracks_at_least
+
+    lesions = pd.DataFrame({"track": [1, 1, 2, 3], "diameter_mm": [4.0, 12.0, 4.5, 6.0]})
+    assert tracks_at_least(lesions, 5.0)["track"].tolist() == [1, 1, 3]  # track 1 grew past 5 mm
+    assert tracks_at_least(lesions, 0.0).equals(lesions)
+    assert tracks_at_least(lesions, 20.0).empty

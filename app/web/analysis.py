@@ -64,3 +64,14 @@ def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.D
         return [None] * len(measurements)
     links = link_measurements(_reader(measurements, pseudo_id), _model(lesions, pseudo_id))
     return [lk.track_id for lk in links]
+
+
+def tracks_at_least(lesions: pd.DataFrame, min_diameter_mm: float) -> pd.DataFrame:
+    """The rows of tracks whose largest longest-diameter reaches ``min_diameter_mm``.
+
+    A display filter only: stored lesions, tracks, links and responses are untouched.
+    """
+    if lesions.empty or min_diameter_mm <= 0:
+        return lesions
+    largest = lesions.groupby("track")["diameter_mm"].transform("max")
+    return lesions[largest >= min_diameter_mm]

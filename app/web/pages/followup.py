@@ -46,11 +46,21 @@ if series_rows.empty:
     st.stop()
 
 lesions = info.lesions
+min_diameter = st.sidebar.number_input(
+    "Show tracks from (largest ⌀, mm)", min_value=0.0, max_value=100.0, step=1.0,
+    value=float(get_settings().display_min_lesion_mm), key="fu_min_diameter",
+    help="Display filter: tracks whose largest longest-diameter stays below this are hidden "
+         "from the table, the trajectories and the track count. Nothing stored changes; 0 "
+         "shows all. Lesions under ~5 mm are below the model's 2 mm resolution.",
+)
+shown_lesions = analysis.tracks_at_least(lesions, min_diameter)
 badges = analysis.earlier_badges(info.pseudo_id, lesions, info.measurements)
 latest = info.responses[info.responses["source"] == "model"].tail(1)
 metrics = st.columns(4)
 metrics[0].metric("Studies", len(info.studies))
-metrics[1].metric("Lesion tracks", int(lesions["track"].nunique()) if not lesions.empty else 0)
+hidden_tracks = lesions["track"].nunique() - shown_lesions["track"].nunique() if not lesions.empty else 0
+metrics[1].metric("Lesion tracks", int(shown_lesions["track"].nunique()) if not shown_lesions.empty else 0,
+                  help=f"{hidden_tracks} smaller tracks hidden by the size filter" if hidden_tracks else None)
 metrics[2].metric("Response (model, latest)", latest["category"].iloc[0] if not latest.empty else "–")
 metrics[3].metric("Volumetry flags", int(info.volumes["flagged"].sum()) if not info.volumes.empty else 0)
 for b in badges:
@@ -75,7 +85,7 @@ with table:
     phase_order = sorted(in_study["phase"].tolist(), key=lambda p: (p != "portal", p))  # portal first
     phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]
-    study_lesions = lesions[lesions["study_id"] == chosen["study_id"]]
+    study_lesions = shown_lesions[shown_lesions["study_id"] == chosen["study_id"]]
     if study_lesions.empty:
         st.caption("No tracked lesions in this study.")
     else:
@@ -129,12 +139,12 @@ with viewer:
 
 # ----------------------------------------------------------------- trajectories
 st.subheader("Trajectories")
-if lesions.empty:
-    st.info("No lesion tracks for this patient.")
+if shown_lesions.empty:
+    st.info("No lesion tracks for this patient" + (" at this size filter." if hidden_tracks else "."))
 else:
-    st.plotly_chart(charts.trajectory(lesions, info.measurements, info.responses),
+    st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses),
                     width="stretch", key="trajectory_chart")
-    st.plotly_chart(charts.volume_trajectory(lesions, info.volumes), width="stretch",
+    st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes), width="stretch",
                     key="volume_chart")
 
 with st.expander("Radiologist measurements"):
