@@ -33,5 +33,5 @@ def test_segments_the_liver_of_a_held_out_phantom() -> None:
     pred = sitk.GetArrayViewFromImage(labels)
     truth = sitk.GetArrayViewFromImage(scan.labels)
     liver_dsc = dice(pred > 0, truth > 0)
-    assert liver_dsc > 0.6, liver_dsc
+    assert liver_dsc > 0.9, liver_dsc  # 0.98 with the 0.4.0 checkpoint
     assert set(np.unique(pred)) <= {0, 1, 2, 3}
