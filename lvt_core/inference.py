@@ -30,7 +30,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, load_checkpoint
-from lvt_core.labels import BACKGROUND, LIVER, decode_exclusive, decode_multiclass
+from lvt_core.labels import BACKGROUND, CHANNELS, LIVER, decode_exclusive, decode_multiclass
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import bounding_box, keep_liver_component
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
@@ -151,6 +151,9 @@ class Predictor:
             float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
         ]
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
+        # per-channel decision thresholds, calibrated on a validation cohort (default 0.5)
+        calibrated = dict(inference_cfg.get("thresholds", {}))
+        self.thresholds = [float(calibrated.get(name, 0.5)) for name in CHANNELS]
         model = build_network(meta["network"])
         model.load_state_dict(state)
         # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
@@ -225,7 +228,7 @@ class Predictor:
         if self.label_space == "multiclass":
             labels = decode_multiclass(probs_np)
         else:
-            labels = decode_exclusive(probs_np, threshold=0.5)
+            labels = decode_exclusive(probs_np, threshold=self.thresholds)
         out = sitk.GetImageFromArray(keep_liver_component(labels))
         out.CopyInformation(resampled)
         return out

@@ -117,18 +117,25 @@ def mc_voxel_mask(label_map: np.ndarray, annotated: Sequence[str]) -> np.ndarray
     return np.isin(label_map, [CLASS_VALUES[name] for name in names]).astype(np.uint8)
 
 
-def decode_exclusive(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+def decode_exclusive(probs: np.ndarray, threshold: float | Sequence[float] = 0.5) -> np.ndarray:
     """Exclusive label map (uint8) from sigmoid probabilities ``[K, ...]`` (liver, vessel, tumor).
 
-    Each channel is thresholded; overlapping positives resolve by the priority
-    tumor > vessel > liver > background (paper A.2.2).
+    Each channel is thresholded (one value, or one per channel in ``CHANNELS`` order: a
+    checkpoint may calibrate the rare tumor channel lower); overlapping positives resolve by
+    the priority tumor > vessel > liver > background (paper A.2.2).
     """
     probs = np.asarray(probs)
     if probs.shape[0] != len(CHANNELS):
         raise ValueError(f"expected {len(CHANNELS)} channels first, got shape {probs.shape}")
+    if isinstance(threshold, int | float):
+        thresholds = [float(threshold)] * len(CHANNELS)
+    else:
+        thresholds = [float(t) for t in threshold]
+    if len(thresholds) != len(CHANNELS):
+        raise ValueError(f"expected {len(CHANNELS)} thresholds, got {len(thresholds)}")
     labels = np.zeros(probs.shape[1:], dtype=np.uint8)
     for value in (LIVER, VESSEL, TUMOR):  # later writes win: the priority order
-        labels[probs[value - 1] > threshold] = value
+        labels[probs[value - 1] > thresholds[value - 1]] = value
     return labels
 
 

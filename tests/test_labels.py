@@ -93,3 +93,12 @@ def test_hierarchy_round_trip_through_decoding() -> None:
     assert np.array_equal(
         decode_exclusive(multi_hot_targets(labels, ALL).astype(np.float32)), labels
     )
+
+
+def test_decode_exclusive_takes_one_threshold_per_channel() -> None:
+    # voxel: liver 0.9 / vessel 0.1 / tumor 0.35 -> liver at 0.5, tumor once tumor's is 0.3
+    probs = np.array([[0.9], [0.1], [0.35]], dtype=np.float32)
+    assert decode_exclusive(probs).tolist() == [1]
+    assert decode_exclusive(probs, threshold=[0.5, 0.5, 0.3]).tolist() == [3]
+    with pytest.raises(ValueError, match="3 thresholds"):
+        decode_exclusive(probs, threshold=[0.5, 0.5])

@@ -52,12 +52,22 @@ def large_lesion_sensitivity(pred: np.ndarray, ref: np.ndarray, spacing: tuple[f
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
+    thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` on every scan of the phantom ``cohort`` (manifest.csv)."""
+    """Metrics of ``checkpoint`` on every scan of the phantom ``cohort`` (manifest.csv).
+
+    ``thresholds`` (channel name → value) overrides the checkpoint's decision thresholds.
+    """
     from lvt_core.inference import Predictor
+    from lvt_core.labels import CHANNELS
     from lvt_core.metrics import evaluate_pair, mean_metrics
 
     predictor = Predictor(checkpoint, device=device)
+    if thresholds:
+        unknown = set(thresholds) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channel(s) {sorted(unknown)}; expected {list(CHANNELS)}")
+        predictor.thresholds = [float(thresholds.get(c, t)) for c, t in zip(CHANNELS, predictor.thresholds, strict=True)]
     rows, results, detected, total = [], [], 0, 0
     for case in load_cases("synthetic", cohort):
         image, ref = case.load()
@@ -74,6 +84,7 @@ def evaluate_checkpoint(
     mean = mean_metrics(results)
     summary = {
         "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": len(rows),
+        "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)),
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,

@@ -1,4 +1,4 @@
-"""``lvt train``, ``lvt evaluate-model`` and ``lvt experiment partial-labels``."""
+"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate`` and ``lvt experiment partial-labels``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,34 @@ def evaluate_model_command(
             typer.echo(f"{key}: {summary[key]}")
 
 
+def calibrate_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to calibrate."),
+    cohort: Path = typer.Option(..., "--cohort", help="Validation phantom cohort: never the test cohort."),
+    out: Path = typer.Option(..., "--out", help="Where to write the calibrated copy of the checkpoint."),
+    candidates: str = typer.Option("0.5,0.4,0.3,0.2", "--candidates", help="Comma-separated tumor thresholds."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Choose the tumor channel's decision threshold on a validation cohort."""
+    from training.calibrate import calibrate_tumor_threshold
+
+    try:
+        values = [float(c) for c in candidates.split(",") if c.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--candidates must be numbers separated by commas, got {candidates!r}") from None
+    try:
+        result = calibrate_tumor_threshold(checkpoint, cohort, out, values, device)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result)
+    else:
+        for row in result["candidates"]:
+            typer.echo(f"tumor threshold {row['tumor_threshold']}: score {row['score']} "
+                       f"(tumor DSC {row['tumor_dsc']:.3f}, lesions ≥ 10 mm {row['lesion_sensitivity_10mm']})")
+        typer.echo(f"chosen {result['best_tumor_threshold']}; wrote {result['out']}")
+
+
 @experiment_app.command("partial-labels")
 def partial_labels(
     out: Path = typer.Option(Path("docs/experiments/partial_labels"), "--out", help="Result folder."),
@@ -115,4 +143,5 @@ def register(app: typer.Typer) -> None:
     """Add ``lvt train``, ``lvt evaluate-model`` and ``lvt experiment`` to the root app."""
     app.command("train")(train_command)
     app.command("evaluate-model")(evaluate_model_command)
+    app.command("calibrate")(calibrate_command)
     app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,56 @@
+"""Model evaluation with threshold overrides, and tumor-threshold calibration into a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from model_fixtures import save_tiny_checkpoint
+
+from lvt_core.checkpoint import load_checkpoint
+from lvt_core.inference import Predictor
+from training.calibrate import calibrate_tumor_threshold, tumor_score
+from training.evaluate_model import evaluate_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lvt_core.phantom import CohortConfig, generate_cohort
+
+    folder = tmp_path_factory.mktemp("val") / "cohort"
+    generate_cohort(folder, CohortConfig(patients=1, timepoints=1, phases=1, size="tiny", seed=77))
+    return folder
+
+
+def test_threshold_override_changes_the_tumor_decision(tmp_path: Path, cohort: Path) -> None:
+    # the tiny network's tumor bias gives p ≈ 0.45 almost everywhere: little tumor at 0.5, much at 0.4
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    default = evaluate_checkpoint(checkpoint, cohort, device="cpu")
+    lowered = evaluate_checkpoint(checkpoint, cohort, device="cpu", thresholds={"tumor": 0.4})
+    assert default["thresholds"] == {"liver": 0.5, "vessel": 0.5, "tumor": 0.5}
+    assert lowered["thresholds"]["tumor"] == 0.4
+    assert default["per_class"]["tumor"]["recall"] < 0.2
+    assert lowered["per_class"]["tumor"]["recall"] > default["per_class"]["tumor"]["recall"] + 0.3
+    with pytest.raises(ValueError, match="unknown channel"):
+        evaluate_checkpoint(checkpoint, cohort, device="cpu", thresholds={"spleen": 0.3})
+
+
+def test_calibration_writes_the_best_threshold_into_a_copy(tmp_path: Path, cohort: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    result = calibrate_tumor_threshold(checkpoint, cohort, tmp_path / "calibrated.pt",
+                                       candidates=(0.5, 0.4), device="cpu")
+    scores = {row["tumor_threshold"]: row["score"] for row in result["candidates"]}
+    assert result["best_tumor_threshold"] == max(scores, key=scores.get)
+    state, meta = load_checkpoint(result["out"])
+    assert meta["inference"]["thresholds"]["tumor"] == result["best_tumor_threshold"]
+    assert [row["tumor_threshold"] for row in meta["calibration"]["candidates"]] == [0.5, 0.4]
+    original_state, _ = load_checkpoint(checkpoint)
+    assert all((state[k] == original_state[k]).all() for k in original_state)  # weights untouched
+    assert Predictor(result["out"], device="cpu").thresholds[2] == result["best_tumor_threshold"]
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        calibrate_tumor_threshold(checkpoint, cohort, None, candidates=(0.5, 1.2), device="cpu")
+
+
+def test_tumor_score_falls_back_to_dsc_without_large_lesions() -> None:
+    assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": 0.8}) == pytest.approx(0.6)
+    assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": None}) == pytest.approx(0.4)
