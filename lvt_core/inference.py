@@ -30,7 +30,13 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, load_checkpoint
-from lvt_core.labels import BACKGROUND, CHANNELS, LIVER, decode_exclusive, decode_multiclass
+from lvt_core.labels import (
+    BACKGROUND,
+    LIVER,
+    channel_thresholds,
+    decode_exclusive,
+    decode_multiclass,
+)
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import bounding_box, keep_liver_component
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
@@ -152,8 +158,7 @@ class Predictor:
         ]
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
         # per-channel decision thresholds, calibrated on a validation cohort (default 0.5)
-        calibrated = dict(inference_cfg.get("thresholds", {}))
-        self.thresholds = [float(calibrated.get(name, 0.5)) for name in CHANNELS]
+        self.thresholds = channel_thresholds(inference_cfg.get("thresholds"))
         model = build_network(meta["network"])
         model.load_state_dict(state)
         # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU

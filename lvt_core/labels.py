@@ -14,7 +14,7 @@ Three encodings serve the paper's three set-ups:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -115,6 +115,18 @@ def mc_voxel_mask(label_map: np.ndarray, annotated: Sequence[str]) -> np.ndarray
     if set(names) == set(CHANNELS):
         return np.ones(label_map.shape, dtype=np.uint8)
     return np.isin(label_map, [CLASS_VALUES[name] for name in names]).astype(np.uint8)
+
+
+def channel_thresholds(
+    overrides: Mapping[str, float] | None, base: Sequence[float] | None = None
+) -> list[float]:
+    """Decision thresholds in ``CHANNELS`` order: ``base`` (0.5 each) with named ``overrides``."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(CHANNELS)
+    if unknown:
+        raise ValueError(f"unknown channel(s) {sorted(unknown)}; expected {list(CHANNELS)}")
+    values = list(base) if base is not None else [0.5] * len(CHANNELS)
+    return [float(overrides.get(name, value)) for name, value in zip(CHANNELS, values, strict=True)]
 
 
 def decode_exclusive(probs: np.ndarray, threshold: float | Sequence[float] = 0.5) -> np.ndarray:

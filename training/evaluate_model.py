@@ -59,15 +59,11 @@ def evaluate_checkpoint(
     ``thresholds`` (channel name → value) overrides the checkpoint's decision thresholds.
     """
     from lvt_core.inference import Predictor
-    from lvt_core.labels import CHANNELS
+    from lvt_core.labels import CHANNELS, channel_thresholds
     from lvt_core.metrics import evaluate_pair, mean_metrics
 
     predictor = Predictor(checkpoint, device=device)
-    if thresholds:
-        unknown = set(thresholds) - set(CHANNELS)
-        if unknown:
-            raise ValueError(f"unknown channel(s) {sorted(unknown)}; expected {list(CHANNELS)}")
-        predictor.thresholds = [float(thresholds.get(c, t)) for c, t in zip(CHANNELS, predictor.thresholds, strict=True)]
+    predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, results, detected, total = [], [], 0, 0
     for case in load_cases("synthetic", cohort):
         image, ref = case.load()
