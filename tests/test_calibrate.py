@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from model_fixtures import save_tiny_checkpoint
 
@@ -54,3 +55,25 @@ def test_calibration_writes_the_best_threshold_into_a_copy(tmp_path: Path, cohor
 def test_tumor_score_falls_back_to_dsc_without_large_lesions() -> None:
     assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": 0.8}) == pytest.approx(0.6)
     assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": None}) == pytest.approx(0.4)
+
+
+def test_lesion_findings_measure_size_contrast_and_coverage() -> None:
+    from training.evaluate_model import lesion_findings
+
+    ref = np.zeros((40, 40, 40), np.uint8)
+    ref[4:36, 4:36, 4:36] = 1
+    zz, yy, xx = np.mgrid[:40, :40, :40]
+    big = (zz - 14) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 36  # radius 6 voxels = 12 mm wide at 1 mm
+    small = (zz - 28) ** 2 + (yy - 28) ** 2 + (xx - 28) ** 2 <= 4
+    ref[big | small] = 3
+    hu = np.full(ref.shape, 110.0, np.float32)
+    hu[big] = 70.0  # hypodense by 40 HU
+    hu[small] = 130.0
+    pred = ref.copy()
+    pred[small] = 1  # the small lesion is missed
+    rows = sorted(lesion_findings(pred, ref, hu, (1.0, 1.0, 1.0)), key=lambda r: -r["voxels"])
+    assert [r["found"] for r in rows] == [True, False]
+    assert rows[0]["diameter_mm"] == pytest.approx(12.0, abs=0.5)
+    assert rows[0]["contrast_hu"] == pytest.approx(-40.0)
+    assert rows[1]["contrast_hu"] == pytest.approx(20.0)
+    assert rows[0]["coverage"] == 1.0 and rows[1]["coverage"] == 0.0

@@ -127,3 +127,25 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
                             cwd=REPO, capture_output=True, text=True)
     names = {d["name"]: d["class_weights"] for d in json.loads(listed.stdout)["datasets"]}
     assert names["lits"] == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.skipif(not __import__("training.precision").precision.cpu_has_bf16(),
+                    reason="this CPU has no native bfloat16")
+def test_bf16_training_on_cpu_follows_the_fp32_run(tmp_path: Path) -> None:
+    fp32 = train(tiny_config(tmp_path, output_dir=str(tmp_path / "fp32")), device="cpu")
+    bf16 = train(tiny_config(tmp_path, output_dir=str(tmp_path / "bf16"), precision="bf16"), device="cpu")
+    losses32 = [r["train_loss"] for r in fp32.history]
+    losses16 = [r["train_loss"] for r in bf16.history]
+    assert np.allclose(losses16, losses32, rtol=0.05), (losses16, losses32)
+    state, _ = load_checkpoint(bf16.checkpoint)
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        precision.resolve_precision("bf16", torch.device("cpu"))
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert precision.resolve_precision("auto", torch.device("cuda")) == "fp16"

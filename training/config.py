@@ -70,6 +70,8 @@ class TrainConfig(BaseModel):
     val_overlap: float = 0.25
     fp16_checkpoint: bool = True
     num_threads: int | None = None
+    # auto: fp16 AMP on CUDA, float32 on CPU; bf16: bfloat16 autocast (CPUs with AMX/AVX-512 BF16).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     tensorboard: bool = False
     # Start from these weights (fine-tuning), e.g. a shorter earlier run of the same network.
     init_checkpoint: Path | None = None

@@ -36,6 +36,7 @@ from lvt_core.transforms import DEFAULT_WINDOW, train_transforms, window_array
 from training.augment import randomize_intensity
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
+from training.precision import autocast, channels_last, resolve_precision
 from training.preprocess import Prepared, preprocess
 from training.sampling import MixedSourceSampler, choose_center, crop_around, step_rng
 from training.splits import split_cases
@@ -319,8 +320,11 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
+    precision = resolve_precision(config.precision, dev)
+    memory_format = torch.channels_last_3d if channels_last(precision, dev) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer, scheduler = make_optimizer(config, model)
-    use_amp = dev.type == "cuda"
+    use_amp = precision == "fp16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = make_loss(config.mode)
     step, history, best = 0, [], -1.0
@@ -356,8 +360,8 @@ def train(
     while step < stop:
         batch = {k: v.to(dev) for k, v in maker.batch(step).items()}
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", enabled=use_amp):
-            outputs = model(batch["image"])
+        with autocast(precision, dev):
+            outputs = model(batch["image"].to(memory_format=memory_format))
         loss = compute_loss(loss_fn, config.mode, outputs.float(), batch)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)

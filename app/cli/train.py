@@ -17,6 +17,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output_dir."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke run)."),
+    precision: str = typer.Option(None, "--precision",
+                                  help="auto (fp16 AMP on CUDA, fp32 on CPU), fp32, or bf16 (CPUs with AMX/AVX-512 BF16)."),
     list_datasets: bool = typer.Option(False, "--list-datasets", help="Show the registered sources."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
@@ -40,7 +42,7 @@ def train_command(
     from training.train import train
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, precision=precision)
         with progress_bar() as progress:
             task = progress.add_task(f"training {cfg.name}", total=cfg.total_steps)
 
