@@ -39,6 +39,7 @@ from lvt_core.labels import (
 )
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import bounding_box, keep_liver_component
+from lvt_core.precision import autocast, resolve_precision
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
 
 BODY_THRESHOLD_HU = -500.0
@@ -135,8 +136,9 @@ class Predictor:
         tta: bool | None = None,
         fast: bool = False,
         sw_batch_size: int | None = None,
+        precision: str | None = None,
     ) -> None:
-        self._args = (checkpoint_path, device, tta, fast, sw_batch_size)
+        self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision)
         self.checkpoint_path = Path(checkpoint_path)
         state, meta = load_checkpoint(self.checkpoint_path)
         self.meta: dict[str, Any] = meta
@@ -144,6 +146,8 @@ class Predictor:
         self.name: str = str(meta["name"])
         self.version: str = str(meta["version"])
         self.device = resolve_device(device)
+        # fp16 on CUDA; on CPU float32 unless bf16 is asked for (about 3× faster with AMX)
+        self.precision = resolve_precision(precision or "auto", self.device)  # type: ignore[arg-type]
         self.tta: bool = (self.device.type == "cuda") if tta is None else bool(tta)
         self.fast = bool(fast)
         self.sw_batch_size = sw_batch_size or (4 if self.device.type == "cuda" else 2)
@@ -189,7 +193,7 @@ class Predictor:
             total = None
             for dims in flips:
                 x = torch.flip(batch, dims) if dims else batch
-                with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+                with autocast(self.precision, self.device):
                     prob = self._activation(self.model(x))
                 prob = torch.flip(prob, dims) if dims else prob
                 total = prob if total is None else total + prob

@@ -14,6 +14,7 @@ import yaml
 from test_datasets import write_synthetic_cohort
 
 from lvt_core.checkpoint import load_checkpoint
+from lvt_core.precision import cpu_has_bf16
 from training.config import ConfigError, TrainConfig, load_config
 from training.train import make_optimizer, train
 
@@ -129,8 +130,7 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     assert names["lits"] == [1.0, 0.0, 1.0]
 
 
-@pytest.mark.skipif(not __import__("training.precision").precision.cpu_has_bf16(),
-                    reason="this CPU has no native bfloat16")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bfloat16")
 def test_bf16_training_on_cpu_follows_the_fp32_run(tmp_path: Path) -> None:
     fp32 = train(tiny_config(tmp_path, output_dir=str(tmp_path / "fp32")), device="cpu")
     bf16 = train(tiny_config(tmp_path, output_dir=str(tmp_path / "bf16"), precision="bf16"), device="cpu")
@@ -142,7 +142,7 @@ def test_bf16_training_on_cpu_follows_the_fp32_run(tmp_path: Path) -> None:
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from training import precision
+    from lvt_core import precision
 
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     with pytest.raises(ValueError, match="no native bfloat16"):

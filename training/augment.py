@@ -37,3 +37,40 @@ def randomize_intensity(
     if rng.random() < 0.3:
         out += rng.normal(0.0, rng.uniform(0, 20) * strength, out.shape).astype(np.float32)
     return out
+
+
+CONTRAST_RANGE_HU = (10.0, 80.0)
+"""Magnitude of the contrast to the liver that :func:`randomize_relative_contrast` draws."""
+
+
+def randomize_relative_contrast(
+    hu: np.ndarray, labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
+    probability: float, structures: Sequence[str] = ("vessel", "tumor"),
+) -> np.ndarray:
+    """Re-draw each structure's contrast to the liver, darker or brighter, with ``probability``.
+
+    Tumors are hypodense in some phases and hyperenhancing in others (HCC in the arterial
+    phase), and hepatic veins are dark before they fill; a model that saw mostly dark tumors
+    learns "darker than liver" instead of "a round lesion", and misses bright ones. Moving
+    the structure's median to ``±U(10, 80)`` HU from the liver's median (with a one-voxel
+    ramp outside the label, so the edge keeps a partial-volume transition) makes shape the cue.
+    """
+    out = np.asarray(hu, dtype=np.float32)
+    if probability <= 0 or "liver" not in annotated:
+        return out
+    liver = labels == CLASS_VALUES["liver"]
+    if liver.sum() < 50:
+        return out
+    liver_hu = float(np.median(out[liver]))
+    for name in structures:
+        if name not in annotated or rng.random() >= probability:
+            continue
+        region = labels == CLASS_VALUES[name]
+        if region.sum() < 10:
+            continue
+        target = float(rng.choice([-1.0, 1.0]) * rng.uniform(*CONTRAST_RANGE_HU))
+        shift = target - (float(np.median(out[region])) - liver_hu)
+        # full shift inside the label, a one-voxel partial-volume ramp just outside it
+        weight = np.maximum(gaussian_filter(region.astype(np.float32), sigma=0.7), region)
+        out = out + np.float32(shift) * weight
+    return out

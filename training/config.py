@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     window: dict[str, float] | None = None
     domain_randomization: float = Field(1.0, ge=0)
+    # Per patch and structure (vessel, tumor): chance to re-draw its contrast to the liver,
+    # darker or brighter (training/augment.randomize_relative_contrast). 0 keeps the phantom's.
+    contrast_randomization: float = Field(0.0, ge=0, le=1)
     augment: bool = True
     fold: int = -1
     n_folds: int = 5

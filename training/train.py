@@ -32,11 +32,11 @@ from lvt_core import labels as L
 from lvt_core.checkpoint import default_meta, save_checkpoint
 from lvt_core.losses import DeepSupervisionLoss, bce_dice_loss, ce_dice_loss
 from lvt_core.network import build_network, network_config, patch_divisor
+from lvt_core.precision import autocast, channels_last, resolve_precision
 from lvt_core.transforms import DEFAULT_WINDOW, train_transforms, window_array
-from training.augment import randomize_intensity
+from training.augment import randomize_intensity, randomize_relative_contrast
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
-from training.precision import autocast, channels_last, resolve_precision
 from training.preprocess import Prepared, preprocess
 from training.sampling import MixedSourceSampler, choose_center, crop_around, step_rng
 from training.splits import split_cases
@@ -121,6 +121,7 @@ class BatchMaker:
         size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
         hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
         if self.config.augment:
+            hu = randomize_relative_contrast(hu, lab, case.annotated, rng, self.config.contrast_randomization)
             hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
         sample = {"image": hu[None].astype(np.float32), **make_targets(self.config.mode, lab, case.annotated)}
         weights = L.class_weights(case.annotated)

@@ -54,7 +54,8 @@ def segment_scan(
         task = progress.add_task("segment", total=4)
         try:
             progress.update(task, description="loading model")
-            predictor = Predictor(model_path, device=device, tta=tta, fast=fast)
+            predictor = Predictor(model_path, device=device, tta=tta, fast=fast,
+                                  precision=get_settings().precision)
             progress.advance(task)
             progress.update(task, description=f"reading {input_path.name}")
             t_read = time.perf_counter()

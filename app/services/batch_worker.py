@@ -17,6 +17,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from app.settings import get_settings
 from db import storage
 from lvt_core.lesions import extract_lesions
 from lvt_core.volumetry import liver_volumes_ml
@@ -26,13 +27,14 @@ _LOCK = threading.Lock()
 
 
 def get_predictor(checkpoint: str, device: str = "auto") -> Any:
-    """The process-wide predictor for ``checkpoint`` (loaded on first use)."""
+    """The process-wide predictor for ``checkpoint`` (loaded on first use), in the precision
+    of this worker's settings (``LVT_PRECISION``)."""
     from lvt_core.inference import Predictor
 
     key = (str(checkpoint), device)
     with _LOCK:
         if key not in _PREDICTORS:
-            _PREDICTORS[key] = Predictor(checkpoint, device=device)
+            _PREDICTORS[key] = Predictor(checkpoint, device=device, precision=get_settings().precision)
         return _PREDICTORS[key]
 
 

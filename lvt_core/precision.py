@@ -1,7 +1,7 @@
-"""Mixed precision for training: fp16 AMP on CUDA, bfloat16 autocast on CPUs that have it.
+"""Mixed precision for training and inference: fp16 on CUDA, bfloat16 on CPUs that have it.
 
 CPUs with AMX or AVX-512 BF16 run 3-D convolutions about three times faster in bfloat16
-with channels-last memory than in float32 (``bench/train_step.py``); on CPUs without native
+with channels-last memory than in float32 (``bench/precision.py``); on CPUs without native
 bfloat16 it is emulated and slower, so it is asked for explicitly, not assumed.
 """
 
@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def cpu_has_bf16() -> bool:
@@ -27,6 +28,8 @@ def resolve_precision(precision: Precision, device: torch.device) -> str:
     ``auto`` keeps the long-standing behaviour (AMP on CUDA, float32 on CPU); ``bf16`` on a
     CPU without native support raises, since emulated bfloat16 is slower than float32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         return "fp32" if precision == "fp32" else "fp16"
     if precision == "bf16":
