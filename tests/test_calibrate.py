@@ -32,6 +32,9 @@ def test_threshold_override_changes_the_tumor_decision(tmp_path: Path, cohort: P
     assert lowered["thresholds"]["tumor"] == 0.4
     assert default["per_class"]["tumor"]["recall"] < 0.2
     assert lowered["per_class"]["tumor"]["recall"] > default["per_class"]["tumor"]["recall"] + 0.3
+    # one scan: pooled (global) Dice equals the per-scan mean
+    for name in ("liver", "vessel", "tumor"):
+        assert lowered["global_dsc"][name] == pytest.approx(lowered[f"{name}_dsc"])
     with pytest.raises(ValueError, match="unknown channel"):
         evaluate_checkpoint(checkpoint, cohort, device="cpu", thresholds={"spleen": 0.3})
 
