@@ -146,7 +146,7 @@ class Predictor:
         self.name: str = str(meta["name"])
         self.version: str = str(meta["version"])
         self.device = resolve_device(device)
-        # fp16 on CUDA; on CPU float32 unless bf16 is asked for (about 3× faster with AMX)
+        # fp16 on CUDA; on CPU float32 unless bf16 is asked for (faster on AMX CPUs)
         self.precision = resolve_precision(precision or "auto", self.device)  # type: ignore[arg-type]
         self.tta: bool = (self.device.type == "cuda") if tta is None else bool(tta)
         self.fast = bool(fast)

@@ -1,7 +1,7 @@
 """Mixed precision for training and inference: fp16 on CUDA, bfloat16 on CPUs that have it.
 
-CPUs with AMX or AVX-512 BF16 run 3-D convolutions about three times faster in bfloat16
-with channels-last memory than in float32 (``bench/precision.py``); on CPUs without native
+CPUs with AMX or AVX-512 BF16 run a training step about twice as fast in bfloat16
+with channels-last memory as in float32 (``bench/precision.py``); on CPUs without native
 bfloat16 it is emulated and slower, so it is asked for explicitly, not assumed.
 """
 
