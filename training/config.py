@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lvt_core.labels import CHANNELS
+from lvt_core.precision import Precision
 
 Mode = Literal["ML", "MLx", "MC"]
 
@@ -74,7 +75,7 @@ class TrainConfig(BaseModel):
     fp16_checkpoint: bool = True
     num_threads: int | None = None
     # auto: fp16 AMP on CUDA, float32 on CPU; bf16: bfloat16 autocast (CPUs with AMX/AVX-512 BF16).
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     tensorboard: bool = False
     # Start from these weights (fine-tuning), e.g. a shorter earlier run of the same network.
     init_checkpoint: Path | None = None
