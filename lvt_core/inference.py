@@ -7,12 +7,14 @@ come back exactly on their own grid):
 2. coarse pass: the same network at a coarser spacing finds the liver's bounding box;
 3. fine pass on that box at the model spacing: sliding windows with 50 % overlap, Gaussian
    weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU);
-4. sigmoid (or softmax) and exclusive decoding; keep the liver's largest component with the
-   vessels and tumors in or touching it;
-5. resample the uint8 labels back to the input geometry by nearest neighbour.
+4. sigmoid (or softmax) probabilities resampled linearly onto the input's own grid over that
+   box (nnU-Net's export), then exclusive decoding there: smooth boundaries at the scan's
+   resolution instead of 2 mm staircases;
+5. keep the liver's largest component with the vessels and tumors in or touching it, and
+   turn tumor specks below the calibrated ``min_tumor_volume_ml`` into liver.
 
-Memory stays bounded: probabilities exist only over the liver box at model spacing, in
-float32 while the windows are blended and float16 after; full-resolution maps are uint8.
+Memory stays bounded: probabilities exist only over the liver box, at model spacing in
+float32 while the windows are blended, float16 after; full-resolution maps are uint8.
 ``fast=True`` stops after the coarse pass (lower resolution, several times faster).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ from lvt_core.labels import (
     decode_multiclass,
 )
 from lvt_core.network import build_network, patch_divisor
-from lvt_core.postprocess import bounding_box, keep_liver_component
+from lvt_core.postprocess import bounding_box, keep_liver_component, remove_small_tumors
 from lvt_core.precision import autocast, resolve_precision
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
 
@@ -46,6 +49,15 @@ BODY_THRESHOLD_HU = -500.0
 ROI_MARGIN_MM = 20.0
 BODY_MARGIN_MM = 5.0
 WHOLE_VOLUME_FACTOR = 4.0
+
+
+@dataclass
+class ScanProbabilities:
+    """Fine-pass probabilities ``(C, z, y, x)`` in float16 on a scan's own grid, over ``box``
+    (array-order ``(start, stop)`` per axis); ``box`` is None when the pass missed the scan."""
+
+    values: np.ndarray
+    box: tuple[tuple[int, int], ...] | None
 
 
 class InputImageError(ValueError):
@@ -101,9 +113,16 @@ def _box_in(reference: sitk.Image, mask_image: sitk.Image) -> tuple[tuple[int, i
     box = bounding_box(sitk.GetArrayViewFromImage(mask_image) > 0)
     if box is None:
         return None
+    return _index_box(reference, mask_image, box)
+
+
+def _index_box(
+    reference: sitk.Image, image: sitk.Image, box: tuple[tuple[int, int], ...]
+) -> tuple[tuple[int, int], ...] | None:
+    """``image``'s array-order ``box`` mapped into ``reference``'s array indices (clipped)."""
     corners = []
     for z, y, x in itertools.product(*[(b[0], b[1] - 1) for b in box]):
-        point = mask_image.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+        point = image.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
         corners.append(reference.TransformPhysicalPointToContinuousIndex(point))
     corners_arr = np.array(corners)
     size = reference.GetSize()
@@ -115,6 +134,19 @@ def _box_in(reference: sitk.Image, mask_image: sitk.Image) -> tuple[tuple[int, i
     if any(hi - lo < 1 for lo, hi in out):
         return None
     return tuple(out)
+
+
+def _sub_grid(image: sitk.Image, box: tuple[tuple[int, int], ...]) -> sitk.Image:
+    """An empty image with ``image``'s spacing and direction covering its array-order ``box``.
+
+    Only the geometry matters: it is the reference onto which probabilities are resampled.
+    """
+    (z0, z1), (y0, y1), (x0, x1) = box
+    grid = sitk.Image([x1 - x0, y1 - y0, z1 - z0], sitk.sitkUInt8)
+    grid.SetSpacing(image.GetSpacing())
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(image.TransformIndexToPhysicalPoint((x0, y0, z0)))
+    return grid
 
 
 def _extent_mm(image: sitk.Image) -> list[float]:
@@ -163,6 +195,8 @@ class Predictor:
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
         # per-channel decision thresholds, calibrated on a validation cohort (default 0.5)
         self.thresholds = channel_thresholds(inference_cfg.get("thresholds"))
+        # tumor components below this volume become liver (calibrated; 0 keeps every speck)
+        self.min_tumor_volume_ml = float(inference_cfg.get("min_tumor_volume_ml", 0.0))
         model = build_network(meta["network"])
         model.load_state_dict(state)
         # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
@@ -202,10 +236,11 @@ class Predictor:
 
         return run
 
-    def _segment_at(
+    def _probabilities_at(
         self, image: sitk.Image, spacing: list[float], overlap: float, whole: bool = False
-    ) -> sitk.Image:
-        """Resample to ``spacing``, run the sliding window, decode; labels on that grid.
+    ) -> tuple[np.ndarray, sitk.Image]:
+        """Resample to ``spacing`` and run the sliding window: float16 ``(C, z, y, x)``
+        probabilities and the grid they lie on.
 
         ``whole=True`` (the coarse pass) runs one window over the whole volume when it is at
         most ``WHOLE_VOLUME_FACTOR`` patches big: no overlap redundancy, several times faster.
@@ -234,13 +269,60 @@ class Predictor:
             )
         probs_np = probs[0].to(dtype=torch.float16).cpu().numpy()
         del probs, tensor
+        grid = sitk.Image(resampled.GetSize(), sitk.sitkUInt8)
+        grid.CopyInformation(resampled)
+        return probs_np, grid
+
+    def _decode(
+        self,
+        probs: np.ndarray,
+        spacing_xyz: tuple[float, ...],
+        thresholds: list[float] | None = None,
+        min_tumor_volume_ml: float | None = None,
+    ) -> np.ndarray:
+        """Exclusive labels from probabilities, cleaned up anatomically and of specks."""
         if self.label_space == "multiclass":
-            labels = decode_multiclass(probs_np)
+            labels = decode_multiclass(probs)
         else:
-            labels = decode_exclusive(probs_np, threshold=self.thresholds)
-        out = sitk.GetImageFromArray(keep_liver_component(labels))
-        out.CopyInformation(resampled)
+            labels = decode_exclusive(probs, threshold=thresholds or self.thresholds)
+        labels = keep_liver_component(labels)
+        if min_tumor_volume_ml is None:
+            min_tumor_volume_ml = self.min_tumor_volume_ml
+        return remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+
+    def _segment_at(
+        self, image: sitk.Image, spacing: list[float], overlap: float, whole: bool = False
+    ) -> sitk.Image:
+        """Labels on the grid of ``spacing`` (the coarse pass and ``fast`` mode)."""
+        probs, grid = self._probabilities_at(image, spacing, overlap, whole)
+        out = sitk.GetImageFromArray(self._decode(probs, grid.GetSpacing()))
+        out.CopyInformation(grid)
         return out
+
+    def _probabilities_on(
+        self, probs: np.ndarray, grid: sitk.Image, image: sitk.Image
+    ) -> ScanProbabilities:
+        """Fine-pass probabilities resampled linearly onto ``image``'s own grid (nnU-Net's
+        export), over the box of that grid the fine pass covered.
+
+        Thresholding after this resampling gives smooth boundaries at the scan's resolution;
+        nearest-neighbour upsampling of 2 mm labels would give staircase edges that cost Dice
+        on vessels and small lesions.
+        """
+        full_box = tuple((0, n) for n in reversed(grid.GetSize()))
+        box = _index_box(image, grid, full_box)
+        if box is None:
+            return ScanProbabilities(np.zeros((len(probs), 0, 0, 0), np.float16), None)
+        target = _sub_grid(image, box)
+        on_target = np.empty((len(probs), *reversed(target.GetSize())), dtype=np.float16)
+        for channel, values in enumerate(probs):
+            channel_image = sitk.GetImageFromArray(values.astype(np.float32))
+            channel_image.CopyInformation(grid)
+            resampled = sitk.Resample(
+                channel_image, target, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+            )
+            on_target[channel] = sitk.GetArrayViewFromImage(resampled)
+        return ScanProbabilities(on_target, box)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -249,8 +331,47 @@ class Predictor:
         labels, _ = self.predict_with_timings(image)
         return labels
 
+    def labels_from(
+        self,
+        probabilities: ScanProbabilities,
+        image: sitk.Image,
+        thresholds: list[float] | None = None,
+        min_tumor_volume_ml: float | None = None,
+    ) -> sitk.Image:
+        """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
+
+        ``thresholds`` (one per channel) and ``min_tumor_volume_ml`` override the checkpoint's,
+        so a calibration decodes one network pass many ways.
+        """
+        out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
+        if probabilities.box is not None:
+            out[tuple(slice(lo, hi) for lo, hi in probabilities.box)] = self._decode(
+                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml
+            )
+        labels = sitk.GetImageFromArray(out)
+        labels.CopyInformation(image)
+        return labels
+
+    def predict_probabilities(self, image: sitk.Image) -> ScanProbabilities:
+        """The fine pass's probabilities on ``image``'s own grid, before any decision."""
+        if self.fast:
+            raise ValueError("fast mode decodes on the coarse grid and has no fine probabilities")
+        probabilities, _ = self._run(image)
+        assert isinstance(probabilities, ScanProbabilities)
+        return probabilities
+
     def predict_with_timings(self, image: sitk.Image) -> tuple[sitk.Image, dict[str, float]]:
         """Like :meth:`predict`, also returning the seconds per stage (also in ``last_timings``)."""
+        result, timings = self._run(image)
+        if isinstance(result, ScanProbabilities):
+            start = time.perf_counter()
+            result = self.labels_from(result, image)
+            timings["decode_s"] = round(time.perf_counter() - start, 3)
+            timings["total_s"] = round(timings["total_s"] + timings["decode_s"], 3)
+        return result, timings
+
+    def _run(self, image: sitk.Image) -> tuple[sitk.Image | ScanProbabilities, dict[str, float]]:
+        """Crop, coarse pass, fine pass: coarse labels in fast mode, else fine probabilities."""
         check_input(image)
         timings: dict[str, float] = {}
         self.last_info = {}
@@ -271,24 +392,26 @@ class Predictor:
 
         coarse = self._segment_at(body, self.coarse_spacing, overlap=0.25, whole=True)
         lap("coarse_s")
+        result: sitk.Image | ScanProbabilities
         if self.fast:
-            result = coarse
+            result = sitk.Resample(
+                coarse, image, sitk.Transform(), sitk.sitkNearestNeighbor, BACKGROUND, sitk.sitkUInt8
+            )
         else:
             liver_box = _box_in(body, coarse)
             roi = _crop(body, liver_box, self.roi_margin_mm) if liver_box else body
-            result = self._segment_at(roi, self.spacing, overlap=0.5)
+            probs, grid = self._probabilities_at(roi, self.spacing, overlap=0.5)
             self.last_info["liver_roi_found"] = liver_box is not None
             self.last_info["roi_extent_mm"] = _extent_mm(roi)
+            del roi
             lap("fine_s")
-
-        labels = sitk.Resample(
-            result, image, sitk.Transform(), sitk.sitkNearestNeighbor, BACKGROUND, sitk.sitkUInt8
-        )
+            result = self._probabilities_on(probs, grid, image)
+            del probs
         lap("resample_s")
         timings["total_s"] = round(time.perf_counter() - start, 3)
         self.last_timings = timings
         self.last_info["body_extent_mm"] = _extent_mm(body)
-        return labels, timings
+        return result, timings
 
 
 def liver_present(labels: sitk.Image) -> bool:

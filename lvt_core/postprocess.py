@@ -5,7 +5,7 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 
-from lvt_core.labels import BACKGROUND
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR
 
 
 def keep_liver_component(labels: np.ndarray) -> np.ndarray:
@@ -20,6 +20,28 @@ def keep_liver_component(labels: np.ndarray) -> np.ndarray:
     largest = cc3d.largest_k(organ.astype(np.uint8), k=1, connectivity=26) > 0
     out = labels.copy()
     out[~largest] = BACKGROUND
+    return out
+
+
+def remove_small_tumors(
+    labels: np.ndarray, spacing_xyz: tuple[float, ...], min_volume_ml: float
+) -> np.ndarray:
+    """Relabel tumor components smaller than ``min_volume_ml`` as liver.
+
+    A few isolated voxels of "tumor" at vessel branchings or in noise are the commonest false
+    positives; below the model's resolution they are not reportable lesions. They lie inside
+    the liver, so they become liver rather than background.
+    """
+    if min_volume_ml <= 0:
+        return labels
+    tumor = labels == TUMOR
+    if not tumor.any():
+        return labels
+    voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
+    min_voxels = int(np.ceil(min_volume_ml / voxel_ml))
+    kept = cc3d.dust(tumor, threshold=min_voxels, connectivity=26, in_place=False)
+    out = labels.copy()
+    out[tumor & ~kept] = LIVER
     return out
 
 

@@ -37,3 +37,39 @@ def test_nothing_changes_at_probability_zero_or_without_liver_labels() -> None:
     rng = np.random.default_rng(0)
     assert np.array_equal(randomize_relative_contrast(hu, labels, ("liver", "tumor"), rng, 0.0), hu)
     assert np.array_equal(randomize_relative_contrast(hu, labels, ("vessel", "tumor"), rng, 1.0), hu)
+
+
+def test_synthetic_lesions_are_small_labelled_and_inside_plain_liver() -> None:
+    from scipy import ndimage
+
+    from training.augment import insert_synthetic_lesions
+
+    hu, labels = liver_with_dark_tumor()
+    labels[20, 4:28, 20] = 2  # a vessel the lesions must not cover
+    signs, inserted = set(), 0
+    for seed in range(30):
+        out_hu, out_labels = insert_synthetic_lesions(
+            hu, labels, ("liver", "vessel", "tumor"), np.random.default_rng(seed), 1.0, (2.0, 2.0, 2.0))
+        new = (out_labels == 3) & (labels != 3)
+        assert (labels[new] == 1).all()  # only plain liver becomes tumor
+        assert np.array_equal(out_labels[labels != 1], labels[labels != 1])
+        changed = out_hu != hu
+        assert not (changed & ~ndimage.binary_dilation(new, iterations=3)).any()  # a ramp, no more
+        components, n = ndimage.label(new)
+        for index in range(1, n + 1):
+            extent = np.ptp(np.argwhere(components == index), axis=0).max() + 1
+            assert extent * 2.0 <= 16.0 * 1.12 + 2.0  # diameter ≤ 16 mm (+ lobulation, 1 voxel)
+            signs.add(bool(np.median(out_hu[components == index]) > 110.0))
+        inserted += n
+    assert inserted >= 20 and signs == {True, False}
+    assert hu.dtype == np.float32 and (labels == 3).sum() == (liver_with_dark_tumor()[1] == 3).sum()
+
+
+def test_no_synthetic_lesions_without_tumor_labels_or_at_probability_zero() -> None:
+    from training.augment import insert_synthetic_lesions
+
+    hu, labels = liver_with_dark_tumor()
+    rng = np.random.default_rng(0)
+    for annotated, probability in ((("liver", "vessel"), 1.0), (("liver", "vessel", "tumor"), 0.0)):
+        out_hu, out_labels = insert_synthetic_lesions(hu, labels, annotated, rng, probability, (2.0, 2.0, 2.0))
+        assert np.array_equal(out_hu, hu) and np.array_equal(out_labels, labels)

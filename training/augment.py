@@ -46,13 +46,15 @@ CONTRAST_RANGE_HU = (10.0, 80.0)
 def randomize_relative_contrast(
     hu: np.ndarray, labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
     probability: float, structures: Sequence[str] = ("vessel", "tumor"),
+    contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU,
 ) -> np.ndarray:
     """Re-draw each structure's contrast to the liver, darker or brighter, with ``probability``.
 
     Tumors are hypodense in some phases and hyperenhancing in others (HCC in the arterial
     phase), and hepatic veins are dark before they fill; a model that saw mostly dark tumors
     learns "darker than liver" instead of "a round lesion", and misses bright ones. Moving
-    the structure's median to ``±U(10, 80)`` HU from the liver's median (with a one-voxel
+    the structure's median to ``±U(lo, hi)`` HU (``contrast_range_hu``, default 10–80) from the
+    liver's median (with a one-voxel
     ramp outside the label, so the edge keeps a partial-volume transition) makes shape the cue.
     """
     out = np.asarray(hu, dtype=np.float32)
@@ -68,9 +70,88 @@ def randomize_relative_contrast(
         region = labels == CLASS_VALUES[name]
         if region.sum() < 10:
             continue
-        target = float(rng.choice([-1.0, 1.0]) * rng.uniform(*CONTRAST_RANGE_HU))
+        target = float(rng.choice([-1.0, 1.0]) * rng.uniform(*contrast_range_hu))
         shift = target - (float(np.median(out[region])) - liver_hu)
         # full shift inside the label, a one-voxel partial-volume ramp just outside it
         weight = np.maximum(gaussian_filter(region.astype(np.float32), sigma=0.7), region)
         out = out + np.float32(shift) * weight
     return out
+
+
+SYNTHETIC_DIAMETER_MM = (4.0, 16.0)
+"""Diameters of the lesions :func:`insert_synthetic_lesions` draws: the small ones models miss."""
+
+
+MIN_PLAIN_LIVER = 0.85
+"""Smallest share of an inserted lesion's voxels that must be plain liver (the rest vessel)."""
+
+
+def _lesion_mask(shape: tuple[int, ...], center: np.ndarray, radii_vox: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A randomly rotated, slightly lobulated ellipsoid of ``radii_vox`` around ``center``."""
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
+    local = (grid - center.astype(np.float32)) @ q.astype(np.float32)
+    radius = np.sqrt(((local / radii_vox.astype(np.float32)) ** 2).sum(-1))
+    # lobulation: a low-order angular wave on the surface, up to ±12 % of the radius
+    direction = local / (np.linalg.norm(local, axis=-1, keepdims=True) + 1e-6)
+    wave = rng.normal(size=3).astype(np.float32)
+    radius *= 1.0 + np.float32(rng.uniform(0.0, 0.12)) * np.sin(direction @ wave * 3.0)
+    return radius <= 1.0
+
+
+def insert_synthetic_lesions(
+    hu: np.ndarray, labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
+    probability: float, spacing_zyx: Sequence[float], max_lesions: int = 3,
+    diameter_mm: tuple[float, float] = SYNTHETIC_DIAMETER_MM,
+    contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU,
+) -> tuple[np.ndarray, np.ndarray]:
+    """With ``probability``, add 1–``max_lesions`` small labelled lesions inside the patch's liver.
+
+    Small lesions (under ~15 mm) are what the model misses: the phantom draws few of them,
+    and a voxel-sampled patch centre rarely lands on one. Each inserted lesion is a lobulated
+    ellipsoid in the liver (vessels it touches keep their label and HU), darker or brighter by ``±U(contrast_range_hu)``
+    HU (a quarter of them ring-enhancing with a dark core), with a one-voxel partial-volume
+    ramp; the patch's own noise stays on top. Only sources that annotate liver and tumor take
+    part, so every inserted voxel is labelled. Returns new arrays; the inputs are untouched.
+    """
+    liver_value, tumor_value = CLASS_VALUES["liver"], CLASS_VALUES["tumor"]
+    vessel_value = CLASS_VALUES["vessel"]
+    if probability <= 0 or not {"liver", "tumor"} <= set(annotated) or rng.random() >= probability:
+        return hu, labels
+    liver = labels == liver_value
+    coords = np.argwhere(liver)
+    if len(coords) < 500:
+        return hu, labels
+    hu = np.asarray(hu, dtype=np.float32).copy()
+    labels = labels.copy()
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    wanted, placed = int(rng.integers(1, max_lesions + 1)), 0
+    for _ in range(4 * wanted):  # a few tries each: vessels and edges reject many places
+        if placed == wanted:
+            break
+        diameter = rng.uniform(*diameter_mm)
+        radii = diameter / 2 * np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)]) / spacing
+        center = coords[rng.integers(len(coords))]
+        reach = int(np.ceil(radii.max())) + 2
+        lo = np.maximum(center - reach, 0)
+        hi = np.minimum(center + reach + 1, labels.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        body = _lesion_mask(tuple(hi - lo), center - lo, radii, rng)
+        covered = labels[box][body]
+        # in the liver, apart from other tumors, clear of its edge; vessels it touches stay vessels
+        if body.sum() < 4 or (labels[box] == tumor_value).any() \
+                or not np.isin(covered, (liver_value, vessel_value)).all() \
+                or (covered == liver_value).mean() < MIN_PLAIN_LIVER:
+            continue
+        inside = body & (labels[box] == liver_value)
+        contrast = float(rng.choice([-1.0, 1.0]) * rng.uniform(*contrast_range_hu))
+        ramp = np.maximum(gaussian_filter(inside.astype(np.float32), sigma=0.7, truncate=2.0), inside)
+        shift = np.float32(contrast) * ramp
+        if rng.random() < 0.25 and inside.sum() > 30:  # enhancing rim, necrotic core
+            core = gaussian_filter(inside.astype(np.float32), sigma=1.0) > 0.9
+            shift[core] = np.float32(-abs(contrast))
+        hu[box] += shift
+        labels[box][inside] = tumor_value
+        placed += 1
+    return hu, labels

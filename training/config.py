@@ -67,6 +67,11 @@ class TrainConfig(BaseModel):
     # Per patch and structure (vessel, tumor): chance to re-draw its contrast to the liver,
     # darker or brighter (training/augment.randomize_relative_contrast). 0 keeps the phantom's.
     contrast_randomization: float = Field(0.0, ge=0, le=1)
+    # Magnitude range (HU) of that re-drawn contrast; a low bound near 0 also teaches faint lesions.
+    contrast_range_hu: tuple[float, float] = (10.0, 80.0)
+    # Per patch: chance to insert small labelled lesions (4–16 mm) into plain liver
+    # (training/augment.insert_synthetic_lesions); 0 keeps the phantom's lesions only.
+    synthetic_lesions: float = Field(0.0, ge=0, le=1)
     augment: bool = True
     fold: int = -1
     n_folds: int = 5
@@ -89,6 +94,13 @@ class TrainConfig(BaseModel):
     def _three(cls, value: list) -> list:
         if len(value) != 3:
             raise ValueError("needs three values (x, y, z)")
+        return value
+
+    @field_validator("contrast_range_hu")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError("needs 0 <= low <= high (HU)")
         return value
 
     @property

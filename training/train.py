@@ -34,7 +34,11 @@ from lvt_core.losses import DeepSupervisionLoss, bce_dice_loss, ce_dice_loss
 from lvt_core.network import build_network, network_config, patch_divisor
 from lvt_core.precision import autocast, channels_last, resolve_precision
 from lvt_core.transforms import DEFAULT_WINDOW, train_transforms, window_array
-from training.augment import randomize_intensity, randomize_relative_contrast
+from training.augment import (
+    insert_synthetic_lesions,
+    randomize_intensity,
+    randomize_relative_contrast,
+)
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
 from training.preprocess import Prepared, preprocess
@@ -121,7 +125,13 @@ class BatchMaker:
         size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
         hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
         if self.config.augment:
-            hu = randomize_relative_contrast(hu, lab, case.annotated, rng, self.config.contrast_randomization)
+            hu = randomize_relative_contrast(
+                hu, lab, case.annotated, rng, self.config.contrast_randomization,
+                contrast_range_hu=self.config.contrast_range_hu)
+            hu, lab = insert_synthetic_lesions(
+                hu, lab, case.annotated, rng, self.config.synthetic_lesions,
+                spacing_zyx=list(reversed(self.config.spacing_mm)),
+                contrast_range_hu=self.config.contrast_range_hu)
             hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
         sample = {"image": hu[None].astype(np.float32), **make_targets(self.config.mode, lab, case.annotated)}
         weights = L.class_weights(case.annotated)

@@ -84,32 +84,49 @@ def evaluate_model_command(
             typer.echo(f"{key}: {summary[key]}")
 
 
+def _numbers(option: str, text: str) -> list[float]:
+    try:
+        return [float(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be numbers separated by commas, got {text!r}") from None
+
+
 def calibrate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to calibrate."),
     cohort: Path = typer.Option(..., "--cohort", help="Validation phantom cohort: never the test cohort."),
     out: Path = typer.Option(..., "--out", help="Where to write the calibrated copy of the checkpoint."),
     candidates: str = typer.Option("0.5,0.4,0.3,0.2", "--candidates", help="Comma-separated tumor thresholds."),
+    vessel_candidates: str = typer.Option("0.5,0.4,0.3", "--vessel-candidates",
+                                          help="Comma-separated vessel thresholds."),
+    min_volumes: str = typer.Option("0,0.02,0.05,0.1", "--min-tumor-volumes",
+                                    help="Comma-separated smallest tumor components kept (ml)."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose the tumor channel's decision threshold on a validation cohort."""
-    from training.calibrate import calibrate_tumor_threshold
+    """Choose the vessel and tumor thresholds and the smallest tumor kept on a validation cohort."""
+    from training.calibrate import calibrate_decisions
 
+    tumor = _numbers("--candidates", candidates)
+    vessel = _numbers("--vessel-candidates", vessel_candidates)
+    volumes = _numbers("--min-tumor-volumes", min_volumes)
     try:
-        values = [float(c) for c in candidates.split(",") if c.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--candidates must be numbers separated by commas, got {candidates!r}") from None
-    try:
-        result = calibrate_tumor_threshold(checkpoint, cohort, out, values, device)
+        with progress_bar() as progress:
+            task = progress.add_task("calibrating", total=None)
+            result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
+                                         on_case=lambda case: progress.advance(task))
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
         print_json(result)
-    else:
-        for row in result["candidates"]:
-            typer.echo(f"tumor threshold {row['tumor_threshold']}: score {row['score']} "
-                       f"(tumor DSC {row['tumor_dsc']:.3f}, lesions ≥ 10 mm {row['lesion_sensitivity_10mm']})")
-        typer.echo(f"chosen {result['best_tumor_threshold']}; wrote {result['out']}")
+        return
+    for row in result["vessel_candidates"]:
+        typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
+    for row in result["candidates"]:
+        typer.echo(f"tumor threshold {row['tumor_threshold']}, min volume {row['min_tumor_volume_ml']} ml: "
+                   f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
+                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']})")
+    typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
+               f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
 
 
 @experiment_app.command("partial-labels")

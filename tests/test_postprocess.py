@@ -1,0 +1,46 @@
+"""Anatomical clean-up: the liver's largest component, and tumor specks below a volume."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
+from lvt_core.postprocess import keep_liver_component, remove_small_tumors
+
+
+def _liver_with_two_tumors() -> np.ndarray:
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:18, 2:18, 2:18] = LIVER
+    labels[4:10, 4:10, 4:10] = TUMOR  # 216 voxels
+    labels[14:16, 14:15, 14:15] = TUMOR  # a 2-voxel speck
+    labels[12, 3:17, 8] = VESSEL
+    return labels
+
+
+def test_small_tumor_components_become_liver() -> None:
+    labels = _liver_with_two_tumors()
+    # 2 mm voxels: 8 µl each; 0.1 ml keeps components of 13 voxels or more
+    cleaned = remove_small_tumors(labels, (2.0, 2.0, 2.0), min_volume_ml=0.1)
+    assert (cleaned[4:10, 4:10, 4:10] == TUMOR).all()
+    assert (cleaned[14:16, 14, 14] == LIVER).all()
+    assert (cleaned == VESSEL).sum() == (labels == VESSEL).sum()
+    assert (cleaned == BACKGROUND).sum() == (labels == BACKGROUND).sum()
+
+
+def test_volume_threshold_follows_voxel_size() -> None:
+    labels = _liver_with_two_tumors()
+    # 1 mm voxels: the 216-voxel lesion is 0.216 ml, below 0.3 ml; with 2 mm voxels it is 1.7 ml
+    assert not (remove_small_tumors(labels, (1.0, 1.0, 1.0), 0.3) == TUMOR).any()
+    assert (remove_small_tumors(labels, (2.0, 2.0, 2.0), 0.3) == TUMOR).sum() == 216
+
+
+def test_zero_volume_keeps_every_tumor_voxel() -> None:
+    labels = _liver_with_two_tumors()
+    assert np.array_equal(remove_small_tumors(labels, (2.0, 2.0, 2.0), 0.0), labels)
+
+
+def test_keep_liver_component_drops_detached_organ() -> None:
+    labels = _liver_with_two_tumors()
+    labels[0, 0, 0:2] = LIVER  # a detached speck of "liver"
+    kept = keep_liver_component(labels)
+    assert kept[0, 0, 0] == BACKGROUND and (kept[4:10, 4:10, 4:10] == TUMOR).all()
