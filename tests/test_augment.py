@@ -73,3 +73,26 @@ def test_no_synthetic_lesions_without_tumor_labels_or_at_probability_zero() -> N
     for annotated, probability in ((("liver", "vessel"), 1.0), (("liver", "vessel", "tumor"), 0.0)):
         out_hu, out_labels = insert_synthetic_lesions(hu, labels, annotated, rng, probability, (2.0, 2.0, 2.0))
         assert np.array_equal(out_hu, hu) and np.array_equal(out_labels, labels)
+
+
+def test_synthetic_lesions_can_be_placed_against_a_vessel() -> None:
+    from scipy import ndimage
+
+    from training.augment import insert_synthetic_lesions
+
+    hu, labels = liver_with_dark_tumor()
+    labels[labels == 3] = 1  # no phantom tumor: every tumor voxel below is inserted
+    labels[4:28, 14:16, 6:8] = 2  # one straight vessel
+    vessel = labels == 2
+    near = far = 0
+    for seed in range(20):
+        for share in (0.0, 1.0):
+            _, out = insert_synthetic_lesions(hu, labels, ("liver", "vessel", "tumor"),
+                                              np.random.default_rng(seed), 1.0, (2.0, 2.0, 2.0), near_vessel=share)
+            assert np.array_equal(out == 2, vessel)  # the vessel keeps its voxels
+            touching = ((out == 3) & ndimage.binary_dilation(vessel, iterations=2)).any()
+            if share:
+                near += touching
+            else:
+                far += touching
+    assert near >= 15 and near > far + 5

@@ -104,7 +104,7 @@ def insert_synthetic_lesions(
     hu: np.ndarray, labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
     probability: float, spacing_zyx: Sequence[float], max_lesions: int = 3,
     diameter_mm: tuple[float, float] = SYNTHETIC_DIAMETER_MM,
-    contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU,
+    contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU, near_vessel: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """With ``probability``, add 1–``max_lesions`` small labelled lesions inside the patch's liver.
 
@@ -113,7 +113,9 @@ def insert_synthetic_lesions(
     ellipsoid in the liver (vessels it touches keep their label and HU), darker or brighter by ``±U(contrast_range_hu)``
     HU (a quarter of them ring-enhancing with a dark core), with a one-voxel partial-volume
     ramp; the patch's own noise stays on top. Only sources that annotate liver and tumor take
-    part, so every inserted voxel is labelled. Returns new arrays; the inputs are untouched.
+    part, so every inserted voxel is labelled. With chance ``near_vessel`` a lesion is placed
+    against a vessel: 0.5.0 and 0.6.0 took such lesions for vessels or missed them.
+    Returns new arrays; the inputs are untouched.
     """
     liver_value, tumor_value = CLASS_VALUES["liver"], CLASS_VALUES["tumor"]
     vessel_value = CLASS_VALUES["vessel"]
@@ -126,6 +128,7 @@ def insert_synthetic_lesions(
     hu = np.asarray(hu, dtype=np.float32).copy()
     labels = labels.copy()
     spacing = np.asarray(spacing_zyx, dtype=float)
+    vessel_coords = np.argwhere(labels == vessel_value) if near_vessel > 0 else np.empty((0, 3), int)
     wanted, placed = int(rng.integers(1, max_lesions + 1)), 0
     for _ in range(4 * wanted):  # a few tries each: vessels and edges reject many places
         if placed == wanted:
@@ -133,6 +136,12 @@ def insert_synthetic_lesions(
         diameter = rng.uniform(*diameter_mm)
         radii = diameter / 2 * np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)]) / spacing
         center = coords[rng.integers(len(coords))]
+        if len(vessel_coords) and rng.random() < near_vessel:
+            # abutting a vessel, where lesions are easiest to mistake for one
+            step = rng.normal(size=3)
+            offset = step / np.linalg.norm(step) * (radii.max() + rng.uniform(0.5, 1.5))
+            center = np.clip(np.round(vessel_coords[rng.integers(len(vessel_coords))] + offset).astype(int),
+                             0, np.array(labels.shape) - 1)
         reach = int(np.ceil(radii.max())) + 2
         lo = np.maximum(center - reach, 0)
         hi = np.minimum(center + reach + 1, labels.shape)

@@ -106,7 +106,7 @@ def calibrate_decisions(
         for value in vessel_candidates:
             thresholds = list(base)
             thresholds[vessel_index] = value
-            pred = sitk.GetArrayViewFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0))
+            pred = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0))
             vessel_dsc[value].append(dice(pred == VESSEL, ref == VESSEL))
         for value in candidates:
             thresholds = list(base)

@@ -72,6 +72,8 @@ class TrainConfig(BaseModel):
     # Per patch: chance to insert small labelled lesions (4–16 mm) into plain liver
     # (training/augment.insert_synthetic_lesions); 0 keeps the phantom's lesions only.
     synthetic_lesions: float = Field(0.0, ge=0, le=1)
+    # Of those inserted lesions, the share placed against a vessel.
+    synthetic_near_vessel: float = Field(0.0, ge=0, le=1)
     augment: bool = True
     fold: int = -1
     n_folds: int = 5

@@ -131,7 +131,8 @@ class BatchMaker:
             hu, lab = insert_synthetic_lesions(
                 hu, lab, case.annotated, rng, self.config.synthetic_lesions,
                 spacing_zyx=list(reversed(self.config.spacing_mm)),
-                contrast_range_hu=self.config.contrast_range_hu)
+                contrast_range_hu=self.config.contrast_range_hu,
+                near_vessel=self.config.synthetic_near_vessel)
             hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
         sample = {"image": hu[None].astype(np.float32), **make_targets(self.config.mode, lab, case.annotated)}
         weights = L.class_weights(case.annotated)
