@@ -101,3 +101,11 @@ def test_lesion_findings_measure_size_contrast_and_coverage() -> None:
     assert rows[0]["contrast_hu"] == pytest.approx(-40.0)
     assert rows[1]["contrast_hu"] == pytest.approx(20.0)
     assert rows[0]["coverage"] == 1.0 and rows[1]["coverage"] == 0.0
+
+
+def test_evaluation_runs_with_and_without_mirroring_tta(tmp_path: Path, cohort: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    plain = evaluate_checkpoint(checkpoint, cohort, device="cpu", tta=False)
+    mirrored = evaluate_checkpoint(checkpoint, cohort, device="cpu", tta=True)
+    assert plain["tta"] is False and mirrored["tta"] is True
+    assert 0.0 < mirrored["liver_dsc"] <= 1.0 and mirrored["cases"] == plain["cases"] == 1

@@ -71,9 +71,11 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
-    thresholds: dict[str, float] | None = None,
+    thresholds: dict[str, float] | None = None, tta: bool | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on every scan of the phantom ``cohort`` (manifest.csv).
+
+    ``tta`` turns mirroring test-time augmentation on or off (default: the Predictor's).
 
     ``thresholds`` (channel name → value) overrides the checkpoint's decision thresholds.
     """
@@ -81,7 +83,7 @@ def evaluate_checkpoint(
     from lvt_core.labels import CHANNELS, channel_thresholds
     from lvt_core.metrics import CLASS_MASKS, evaluate_pair, mean_metrics
 
-    predictor = Predictor(checkpoint, device=device)
+    predictor = Predictor(checkpoint, device=device, tta=tta)
     predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, lesion_rows, results, detected, total = [], [], [], 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
@@ -108,7 +110,7 @@ def evaluate_checkpoint(
     mean = mean_metrics(results)
     summary = {
         "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": len(rows),
-        "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)),
+        "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)), "tta": predictor.tta,
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,

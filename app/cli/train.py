@@ -68,13 +68,14 @@ def evaluate_model_command(
     cohort: Path = typer.Option(..., "--cohort", help="Held-out phantom cohort folder (manifest.csv)."),
     out: Path = typer.Option(None, "--out", help="Folder for metrics.json and per_case.csv."),
     device: str = typer.Option("auto", "--device"),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Model-card metrics of a checkpoint on a held-out phantom cohort."""
     from training.evaluate_model import evaluate_checkpoint
 
     try:
-        summary = evaluate_checkpoint(checkpoint, cohort, out, device)
+        summary = evaluate_checkpoint(checkpoint, cohort, out, device, tta=tta)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
