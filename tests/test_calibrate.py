@@ -72,6 +72,8 @@ def test_calibration_scores_match_a_full_evaluation(tmp_path: Path, cohort: Path
                                  min_volumes_ml=(0.0,), device="cpu")
     full = evaluate_checkpoint(checkpoint, cohort, device="cpu", thresholds={"tumor": 0.4})
     assert result["candidates"][0]["tumor_dsc"] == pytest.approx(full["tumor_dsc"], abs=1e-4)
+    assert result["candidates"][0]["lesion_sensitivity_10mm"] == full["lesion_sensitivity_10mm"]
+    assert result["candidates"][0]["lesions_10mm"] == full["lesions_10mm"]
     assert result["vessel_candidates"][0]["vessel_dsc"] == pytest.approx(
         evaluate_checkpoint(checkpoint, cohort, device="cpu")["vessel_dsc"], abs=1e-4)
 

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
 from lvt_core.postprocess import remove_small_tumors
-from training.evaluate_model import DETECTED_COVERAGE, MIN_LESION_MM, lesion_findings
+from training.evaluate_model import DETECTED_COVERAGE, large_lesion_ids
 
 DEFAULT_CANDIDATES = (0.5, 0.4, 0.3, 0.2)
 DEFAULT_VESSEL_CANDIDATES = (0.5, 0.4, 0.3)
@@ -48,6 +48,21 @@ def _check_candidates(name: str, values: Sequence[float], volumes: bool = False)
         raise ValueError(f"{name} candidates must be {bounds}, got {list(values)}")
 
 
+class _ReferenceLesions:
+    """One scan's reference tumors, computed once and scored against every candidate."""
+
+    def __init__(self, ref: np.ndarray, spacing: tuple[float, ...]) -> None:
+        self.tumor = ref == TUMOR
+        self.components = cc3d.connected_components(self.tumor, connectivity=26)
+        self.large_ids = large_lesion_ids(self.components, spacing)
+        self.sizes = np.bincount(self.components.ravel())
+
+    def found(self, pred_tumor: np.ndarray) -> int:
+        """How many large lesions ``pred_tumor`` covers by more than ``DETECTED_COVERAGE``."""
+        hits = np.bincount(self.components[pred_tumor], minlength=len(self.sizes))
+        return int((hits[self.large_ids] / self.sizes[self.large_ids] > DETECTED_COVERAGE).sum())
+
+
 class _TumorTally:
     """Per-candidate tumor Dice per scan and large-lesion detections, summed over scans."""
 
@@ -56,14 +71,10 @@ class _TumorTally:
         self.found = 0
         self.total = 0
 
-    def add(self, pred_tumor: np.ndarray, ref_tumor: np.ndarray, components: np.ndarray,
-            large_ids: np.ndarray) -> None:
-        self.dsc.append(dice(pred_tumor, ref_tumor))
-        if len(large_ids):
-            hits = np.bincount(components[pred_tumor], minlength=int(components.max()) + 1)
-            sizes = np.bincount(components.ravel(), minlength=int(components.max()) + 1)
-            self.found += int((hits[large_ids] / sizes[large_ids] > DETECTED_COVERAGE).sum())
-            self.total += len(large_ids)
+    def add(self, pred_tumor: np.ndarray, reference: _ReferenceLesions) -> None:
+        self.dsc.append(dice(pred_tumor, reference.tumor))
+        self.found += reference.found(pred_tumor)
+        self.total += len(reference.large_ids)
 
     def summary(self) -> dict[str, Any]:
         return {"tumor_dsc": round(float(np.mean(self.dsc)), 4) if self.dsc else 0.0,
@@ -99,10 +110,7 @@ def calibrate_decisions(
         image, ref_image = case.load()
         ref = sitk.GetArrayViewFromImage(ref_image)
         probabilities = predictor.predict_probabilities(image)
-        components = cc3d.connected_components(ref == TUMOR, connectivity=26)
-        # lesion ids follow find_objects' order in lesion_findings: component 1, 2, ...
-        rows = lesion_findings(ref, ref, sitk.GetArrayViewFromImage(image), ref_image.GetSpacing())
-        large_ids = np.array([i + 1 for i, row in enumerate(rows) if row["diameter_mm"] >= MIN_LESION_MM], int)
+        reference = _ReferenceLesions(ref, ref_image.GetSpacing())
         for value in vessel_candidates:
             thresholds = list(base)
             thresholds[vessel_index] = value
@@ -114,7 +122,7 @@ def calibrate_decisions(
             labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0))
             for min_volume in min_volumes_ml:
                 cleaned = remove_small_tumors(labels, image.GetSpacing(), min_volume)
-                tumor_tallies[(value, min_volume)].add(cleaned == TUMOR, ref == TUMOR, components, large_ids)
+                tumor_tallies[(value, min_volume)].add(cleaned == TUMOR, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lvt_core.labels import CHANNELS
 from lvt_core.precision import Precision
+from training.augment import CONTRAST_RANGE_HU
 
 Mode = Literal["ML", "MLx", "MC"]
 
@@ -68,7 +69,7 @@ class TrainConfig(BaseModel):
     # darker or brighter (training/augment.randomize_relative_contrast). 0 keeps the phantom's.
     contrast_randomization: float = Field(0.0, ge=0, le=1)
     # Magnitude range (HU) of that re-drawn contrast; a low bound near 0 also teaches faint lesions.
-    contrast_range_hu: tuple[float, float] = (10.0, 80.0)
+    contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU
     # Per patch: chance to insert small labelled lesions (4–16 mm) into plain liver
     # (training/augment.insert_synthetic_lesions); 0 keeps the phantom's lesions only.
     synthetic_lesions: float = Field(0.0, ge=0, le=1)

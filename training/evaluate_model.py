@@ -39,6 +39,14 @@ def _longest_axial_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     return best
 
 
+def large_lesion_ids(components: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Labels of the components in a ``z, y, x`` lesion label map that are ≥ ``MIN_LESION_MM``
+    across (longest axial diameter), the lesions the sensitivity target counts."""
+    ids = [index for index, box in enumerate(ndimage.find_objects(components), start=1)
+           if box is not None and _longest_axial_mm(components[box] == index, spacing) >= MIN_LESION_MM]
+    return np.array(ids, dtype=int)
+
+
 DETECTED_COVERAGE = 0.1
 """A reference lesion counts as found when more than this fraction of it is predicted tumor."""
 
