@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from lvt_core.imageio import write_image
 from training.datasets import DatasetError, get_source, list_sources, load_cases
 from training.preprocess import preprocess
-from training.sampling import MixedSourceSampler, choose_center, step_rng
+from training.sampling import MixedSourceSampler, choose_center, step_rng, tumor_lesions
 
 SHAPE = (12, 20, 24)  # z, y, x
 
@@ -209,3 +209,24 @@ def test_foreground_class_weights_favour_rare_classes() -> None:
     equal = tumor_share(None)
     assert 0.35 < equal < 0.65  # liver or tumor first, about half each (no vessel present)
     assert tumor_share({"tumor": 4.0, "liver": 1.0, "vessel": 1.0}) > 0.75
+
+
+def test_lesion_balanced_sampling_centres_small_lesions_as_often_as_big_ones() -> None:
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[2:38, 2:38, 2:38] = 1
+    labels[4:20, 4:20, 4:20] = 3  # 4,096 voxels
+    labels[30:32, 30:32, 30:32] = 3  # 8 voxels, far from the big one
+    lesions = tumor_lesions(labels)
+    assert sorted(len(lesion) for lesion in lesions) == [8, 4096]
+    annotated = ("liver", "vessel", "tumor")
+    weights = {"tumor": 1.0, "liver": 0.0, "vessel": 0.0}
+
+    def small_share(lesion_list: list[np.ndarray] | None) -> float:
+        rng = np.random.default_rng(1)
+        centres = [choose_center(labels, annotated, rng, 1.0, weights, lesion_list) for _ in range(400)]
+        assert all(labels[c] == 3 for c in centres)
+        return float(np.mean([min(c) >= 30 for c in centres]))
+
+    assert small_share(None) < 0.02  # voxel sampling: 8 of 4,104 voxels
+    assert 0.4 < small_share(lesions) < 0.6  # one lesion of two
+    assert tumor_lesions(np.ones((4, 4, 4), np.uint8)) == []

@@ -91,6 +91,9 @@ class TrainConfig(BaseModel):
     foreground_prob: float = Field(1 / 3, ge=0, le=1)
     # Relative chance of each class being the foreground a patch is centred on (default equal).
     foreground_class_weights: dict[str, float] | None = None
+    # Centre tumor patches on a uniformly chosen lesion, then a voxel of it (small lesions are
+    # otherwise outnumbered by the voxels of big ones); False samples tumor voxels uniformly.
+    lesion_balanced_sampling: bool = False
 
     @field_validator("spacing_mm", "patch_size")
     @classmethod

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import cc3d
 import numpy as np
+from scipy import ndimage
 
-from lvt_core.labels import CLASS_VALUES
+from lvt_core.labels import CLASS_VALUES, TUMOR
 
 FOREGROUND_PROB = 0.333
 
@@ -40,14 +42,33 @@ class MixedSourceSampler:
         return int(group[rng.integers(len(group))])
 
 
+def tumor_lesions(labels: np.ndarray) -> list[np.ndarray]:
+    """Voxel coordinates (``k × 3``, ``z, y, x``) of each 26-connected tumor of a label map.
+
+    Computed once per case, so that :func:`choose_center` can pick a lesion before a voxel.
+    """
+    components = cc3d.connected_components(labels == TUMOR, connectivity=26)
+    lesions = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is not None:
+            offset = np.array([s.start for s in box])
+            lesions.append(np.argwhere(components[box] == index) + offset)
+    return lesions
+
+
 def choose_center(
     labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
     foreground_prob: float = FOREGROUND_PROB,
     class_weights: Mapping[str, float] | None = None,
+    lesions: Sequence[np.ndarray] | None = None,
 ) -> tuple[int, ...]:
     """nnU-Net-style centre: with ``foreground_prob`` a voxel of a random annotated class
     present in the case, otherwise a uniformly random voxel. ``class_weights`` makes some
-    classes likelier to be tried first (e.g. rare tumors); equal by default."""
+    classes likelier to be tried first (e.g. rare tumors); equal by default.
+
+    With ``lesions`` (:func:`tumor_lesions` of ``labels``) a tumor centre is a random voxel of
+    a uniformly chosen lesion: a 12 mm lesion beside a 45 mm one is then the centre half of
+    the time rather than 2 % of it, as voxel sampling would make it."""
     if rng.random() < foreground_prob:
         classes = list(annotated)
         weights = np.array([float((class_weights or {}).get(c, 1.0)) for c in classes])
@@ -58,6 +79,9 @@ def choose_center(
         else:
             rng.shuffle(classes)
         for name in classes:
+            if name == "tumor" and lesions:
+                lesion = lesions[rng.integers(len(lesions))]
+                return tuple(int(c) for c in lesion[rng.integers(len(lesion))])
             coords = np.argwhere(labels == CLASS_VALUES[name]) if labels.size < 4e7 else None
             if coords is not None and len(coords):
                 return tuple(int(c) for c in coords[rng.integers(len(coords))])

@@ -42,7 +42,13 @@ from training.augment import (
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
 from training.preprocess import Prepared, preprocess
-from training.sampling import MixedSourceSampler, choose_center, crop_around, step_rng
+from training.sampling import (
+    MixedSourceSampler,
+    choose_center,
+    crop_around,
+    step_rng,
+    tumor_lesions,
+)
 from training.splits import split_cases
 
 log = logging.getLogger(__name__)
@@ -116,12 +122,23 @@ class BatchMaker:
         self.transforms = train_transforms(
             self.patch_zyx, self.window, mask_key="mask" if config.mode == "MC" else None
         )
+        self._lesion_cache: dict[int, list[np.ndarray]] = {}
+
+    def _lesions(self, case_index: int) -> list[np.ndarray] | None:
+        """The tumors of ``prepared[case_index]`` for lesion-balanced sampling (found once)."""
+        case = self.prepared[case_index]
+        if not self.config.lesion_balanced_sampling or "tumor" not in case.annotated:
+            return None
+        if case_index not in self._lesion_cache:
+            self._lesion_cache[case_index] = tumor_lesions(np.asarray(case.labels))
+        return self._lesion_cache[case_index]
 
     def item(self, step: int, index: int) -> dict[str, np.ndarray]:
         rng = step_rng(self.config.seed, step, index)
-        case = self.prepared[self.sampler.choose(rng)]
+        case_index = self.sampler.choose(rng)
+        case = self.prepared[case_index]
         center = choose_center(case.labels, case.annotated, rng, self.config.foreground_prob,
-                               self.config.foreground_class_weights)
+                               self.config.foreground_class_weights, self._lesions(case_index))
         size = [p + (PRECROP_MARGIN if self.config.augment else 0) for p in self.patch_zyx]
         hu, lab = crop_around([case.image, case.labels], center, size, fill=(-1024, 0))
         if self.config.augment:
