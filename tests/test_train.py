@@ -53,11 +53,13 @@ def test_each_mode_trains_and_the_predictor_loads_the_checkpoint(tmp_path: Path,
     assert labels.GetSize() == image.GetSize()
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    straight = train(tiny_config(tmp_path, output_dir=str(tmp_path / "a")), device="cpu")
-    stopped = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b")), device="cpu", max_steps=4)
+@pytest.mark.parametrize("lesion_balanced", [False, True])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, lesion_balanced: bool) -> None:
+    extra = {"lesion_balanced_sampling": lesion_balanced, "foreground_prob": 0.9}
+    straight = train(tiny_config(tmp_path, output_dir=str(tmp_path / "a"), **extra), device="cpu")
+    stopped = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b"), **extra), device="cpu", max_steps=4)
     assert stopped.step == 4 and stopped.checkpoint is None
-    resumed = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b")), device="cpu", resume=True)
+    resumed = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b"), **extra), device="cpu", resume=True)
     assert resumed.step == straight.step == 6
     a, _ = load_checkpoint(straight.checkpoint)
     b, _ = load_checkpoint(resumed.checkpoint)
