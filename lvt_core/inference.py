@@ -188,6 +188,8 @@ class Predictor:
         self.patch_size = [int(p) for p in meta["patch_size"]]  # x, y, z like spacing_mm
         self.window = (float(meta["window"]["level"]), float(meta["window"]["width"]))
         self.orientation = str(meta.get("orientation", "LPS"))
+        # models trained on low-passed resampling need it at inference too (older ones: off)
+        self.antialiased = bool(dict(meta.get("preprocessing", {})).get("antialiased", False))
         inference_cfg = dict(meta.get("inference", {}))
         self.coarse_spacing = [
             float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
@@ -245,7 +247,8 @@ class Predictor:
         ``whole=True`` (the coarse pass) runs one window over the whole volume when it is at
         most ``WHOLE_VOLUME_FACTOR`` patches big: no overlap redundancy, several times faster.
         """
-        resampled = resample_to_spacing(image, spacing, sitk.sitkLinear, default_value=-1024.0)
+        resampled = resample_to_spacing(image, spacing, sitk.sitkLinear, default_value=-1024.0,
+                                        antialiased=self.antialiased)
         array = window_array(sitk.GetArrayViewFromImage(resampled), *self.window)
         tensor = torch.from_numpy(array)[None, None].to(self.device)
         roi = list(reversed(self.patch_size))  # array order z, y, x

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from lvt_core.imageio import write_image
 from training.datasets import DatasetError, get_source, list_sources, load_cases
-from training.preprocess import preprocess
+from training.preprocess import cache_key, preprocess
 from training.sampling import MixedSourceSampler, choose_center, step_rng, tumor_lesions
 
 SHAPE = (12, 20, 24)  # z, y, x
@@ -185,6 +185,11 @@ def test_preprocessing_is_cached_and_resampled(tmp_path: Path) -> None:
     assert first.image.dtype == np.int16 and set(np.unique(first.labels)) <= {0, 1, 2, 3}
     preprocess(case, (2.0, 2.0, 2.0), tmp_path / "cache")
     assert len(list((tmp_path / "cache").iterdir())) == 2
+    smooth = preprocess(case, (3.0, 3.0, 3.0), tmp_path / "cache", antialiased=True)
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # its own entry, the plain one kept
+    assert smooth.image.shape == first.image.shape and np.array_equal(smooth.labels, first.labels)
+    assert not np.array_equal(smooth.image, first.image)
+    assert cache_key(case, (3.0, 3.0, 3.0)) == cache_key(case, (3.0, 3.0, 3.0), False)
 
 
 def test_mixed_source_sampling_follows_weights() -> None:

@@ -219,3 +219,15 @@ def test_fine_probabilities_are_decoded_at_the_scan_resolution(toy_model: Path) 
     assert labels.GetSize() == scan.GetSize() and labels.GetPixelID() == sitk.sitkUInt8
     assert smooth > 0.97
     assert smooth > dice(nearest, truth) + 0.02
+
+
+def test_checkpoint_flag_switches_on_antialiased_resampling(toy_model: Path, tmp_path: Path) -> None:
+    """A model trained on low-passed resampling gets it at inference; older checkpoints do not."""
+    state, meta = load_checkpoint(toy_model)
+    flagged = save_checkpoint(tmp_path / "aa.pt", state, {**meta, "preprocessing": {"antialiased": True}})
+    plain, smooth = Predictor(toy_model, device="cpu"), Predictor(flagged, device="cpu")
+    assert not plain.antialiased and smooth.antialiased
+    ct, _ = toy_scan(spacing=(0.8, 0.8, 1.0), size=(110, 110, 80))
+    a = plain.predict_probabilities(ct).values.astype(np.float32)
+    b = smooth.predict_probabilities(ct).values.astype(np.float32)
+    assert a.shape == b.shape and np.abs(a - b).max() > 0.01

@@ -125,7 +125,7 @@ def evaluate_run(config: TrainConfig, model: Any, test: list[Case]) -> dict[str,
 
     results = []
     for case in test:
-        prepared = preprocess(case, tuple(config.spacing_mm), config.cache_dir)
+        prepared = preprocess(case, tuple(config.spacing_mm), config.cache_dir, config.antialiased)
         # The product's post-processing (one liver component), the same for every mode.
         pred = keep_liver_component(predict_array(model, config, prepared.image, torch.device("cpu")))
         ref = sitk.GetImageFromArray(np.asarray(prepared.labels))

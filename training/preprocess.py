@@ -36,29 +36,32 @@ class Prepared:
     spacing_mm: tuple[float, float, float]
 
 
-def cache_key(case: Case, spacing: tuple[float, ...]) -> str:
-    """Stable key for ``case`` resampled to ``spacing``."""
+def cache_key(case: Case, spacing: tuple[float, ...], antialiased: bool = False) -> str:
+    """Stable key for ``case`` resampled to ``spacing`` (with or without anti-aliasing)."""
     text = f"v{CACHE_VERSION}|{case.fingerprint()}|{tuple(round(s, 4) for s in spacing)}"
+    if antialiased:  # suffix only when set: caches made before the option keep their keys
+        text += "|antialiased"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def prepare_images(image: sitk.Image, labels: sitk.Image, spacing: tuple[float, ...]) -> tuple[
-    sitk.Image, sitk.Image
-]:
-    """LPS orientation, then ``spacing`` (linear for HU, nearest for labels)."""
-    image = resample_to_spacing(reorient(image), spacing, sitk.sitkLinear, -1024.0)
+def prepare_images(image: sitk.Image, labels: sitk.Image, spacing: tuple[float, ...],
+                   antialiased: bool = False) -> tuple[sitk.Image, sitk.Image]:
+    """LPS orientation, then ``spacing`` (linear for HU, after a low-pass if ``antialiased``,
+    as inference does for such a model; nearest for labels)."""
+    image = resample_to_spacing(reorient(image), spacing, sitk.sitkLinear, -1024.0, antialiased)
     labels = sitk.Resample(
         reorient(labels), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
     )
     return image, labels
 
 
-def preprocess(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | None = None) -> Prepared:
+def preprocess(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | None = None,
+               antialiased: bool = False) -> Prepared:
     """The cached, resampled arrays of ``case`` (computed on first use)."""
     root = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-    folder = root / cache_key(case, spacing)
+    folder = root / cache_key(case, spacing, antialiased)
     if not (folder / "meta.json").is_file():
-        image, labels = prepare_images(*case.load(), spacing)
+        image, labels = prepare_images(*case.load(), spacing, antialiased)
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

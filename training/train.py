@@ -280,6 +280,7 @@ def checkpoint_meta(config: TrainConfig, cases: list[Case], metrics: dict[str, A
         patch_size=[int(p) for p in config.patch_size],
         network=network_config(**{**config.network, "out_channels": config.out_channels}),
         training_data=[{"source": s, "cases": n} for s, n in counts.items()],
+        preprocessing={"antialiased": bool(config.antialiased)},
         metrics=metrics,
         mode=config.mode,
         training={"optimizer": config.optimizer.model_dump(), "steps": config.total_steps,
@@ -344,8 +345,8 @@ def train(
     if any(p % d for p, d in zip(config.patch_size, divisor, strict=True)):
         raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} per axis")
     spacing = tuple(float(s) for s in config.spacing_mm)
-    prepared = [preprocess(c, spacing, config.cache_dir) for c in train_cases]
-    prepared_val = [preprocess(c, spacing, config.cache_dir) for c in val_list]
+    prepared = [preprocess(c, spacing, config.cache_dir, config.antialiased) for c in train_cases]
+    prepared_val = [preprocess(c, spacing, config.cache_dir, config.antialiased) for c in val_list]
 
     torch.manual_seed(config.seed)
     model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
