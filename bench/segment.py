@@ -135,7 +135,8 @@ def run_plain(scan: Path, model: Path, out: Path, device: str) -> dict:
     net = net.eval().to(device)
     image = read_image(scan)
     work = resample_to_spacing(
-        sitk.Cast(image, sitk.sitkFloat32), meta["spacing_mm"], default_value=-1024
+        sitk.Cast(image, sitk.sitkFloat32), meta["spacing_mm"], default_value=-1024,
+        antialiased=bool(meta.get("preprocessing", {}).get("antialiased", False)),
     )
     x = torch.from_numpy(window_array(sitk.GetArrayViewFromImage(work), **meta["window"]))[
         None, None
