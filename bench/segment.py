@@ -123,7 +123,7 @@ def run_plain(scan: Path, model: Path, out: Path, device: str) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from lvt_core.checkpoint import load_checkpoint
+    from lvt_core.checkpoint import is_antialiased, load_checkpoint
     from lvt_core.imageio import read_image, write_image
     from lvt_core.labels import decode_exclusive
     from lvt_core.network import build_network
@@ -136,7 +136,7 @@ def run_plain(scan: Path, model: Path, out: Path, device: str) -> dict:
     image = read_image(scan)
     work = resample_to_spacing(
         sitk.Cast(image, sitk.sitkFloat32), meta["spacing_mm"], default_value=-1024,
-        antialiased=bool(meta.get("preprocessing", {}).get("antialiased", False)),
+        antialiased=is_antialiased(meta),
     )
     x = torch.from_numpy(window_array(sitk.GetArrayViewFromImage(work), **meta["window"]))[
         None, None

@@ -64,6 +64,11 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
     return meta
 
 
+def is_antialiased(meta: Mapping[str, Any]) -> bool:
+    """Whether the model was trained on anti-aliased resampling (older checkpoints: no)."""
+    return bool(dict(meta.get("preprocessing", {})).get("antialiased", False))
+
+
 def save_checkpoint(
     path: str | Path,
     model_state: Mapping[str, torch.Tensor],

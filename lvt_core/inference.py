@@ -32,7 +32,7 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from lvt_core.checkpoint import checkpoint_checksum, load_checkpoint
+from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_checkpoint
 from lvt_core.labels import (
     BACKGROUND,
     LIVER,
@@ -188,8 +188,8 @@ class Predictor:
         self.patch_size = [int(p) for p in meta["patch_size"]]  # x, y, z like spacing_mm
         self.window = (float(meta["window"]["level"]), float(meta["window"]["width"]))
         self.orientation = str(meta.get("orientation", "LPS"))
-        # models trained on low-passed resampling need it at inference too (older ones: off)
-        self.antialiased = bool(dict(meta.get("preprocessing", {})).get("antialiased", False))
+        # models trained on low-passed resampling need it at inference too
+        self.antialiased = is_antialiased(meta)
         inference_cfg = dict(meta.get("inference", {}))
         self.coarse_spacing = [
             float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
