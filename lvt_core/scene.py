@@ -163,7 +163,7 @@ def _load_cached(folder: Path) -> SceneMeshes | None:
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return None
-    names = json.loads(manifest.read_text())["names"]
+    names = json.loads(manifest.read_text(encoding="utf-8"))["names"]
     loaded = {name: pv.read(str(folder / f"{name}.vtp")) for name in names}
     tumors = {int(n.split("_", 1)[1]): m for n, m in loaded.items() if n.startswith("tumor_")}
     return SceneMeshes(loaded.get("liver"), loaded.get("vessels"), tumors)

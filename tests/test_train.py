@@ -121,6 +121,10 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     bad.write_text("mode: XYZ\ndatasets: []\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: mode"):
         load_config(bad)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: f\u00e9e\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 7\)"):
+        load_config(latin1)
     cfg = load_config(REPO / "training" / "configs" / "default_model.yaml")
     assert cfg.network["variant"] == "plain_in" and cfg.optimizer.name == "sgd" and cfg.mode == "ML"
     out = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "train", str(bad)], cwd=REPO,
@@ -151,3 +155,23 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch) ->
         precision.resolve_precision("bf16", torch.device("cpu"))
     assert precision.resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert precision.resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_two_cohorts_of_one_source_are_sampled_by_their_own_weights(tmp_path: Path) -> None:
+    from training.preprocess import preprocess
+    from training.sampling import step_rng
+    from training.train import BatchMaker, gather_cases
+
+    write_synthetic_cohort(tmp_path / "big", 4)
+    write_synthetic_cohort(tmp_path / "small", 1)
+    config = tiny_config(tmp_path, datasets=[
+        {"source": "synthetic", "path": str(tmp_path / "big"), "weight": 1.0},
+        {"source": "synthetic", "path": str(tmp_path / "small"), "weight": 3.0},
+    ])
+    cases = gather_cases(config)
+    prepared = [preprocess(c, (3.0, 3.0, 3.0), config.cache_dir) for c in cases]
+    sampler = BatchMaker(config, prepared).sampler
+    small = {i for i, c in enumerate(cases) if Path(c.image).is_relative_to(tmp_path / "small")}
+    assert len(small) == 1 and len(cases) == 5
+    share = np.mean([sampler.choose(step_rng(0, s)) in small for s in range(2000)])
+    assert 0.7 < share < 0.8  # 3 / (1 + 3): the one-case cohort's weight, not 1 case in 5

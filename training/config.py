@@ -25,6 +25,8 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str
     path: Path
+    # chance of drawing this entry (against the other entries' weights); its cases are then
+    # drawn uniformly, so a small cohort with a large weight is seen more per case
     weight: float = Field(1.0, ge=0)
     optional: bool = False  # skip (with a warning) when the folder is absent
     options: dict[str, Any] = Field(default_factory=dict)
@@ -131,7 +133,9 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):

@@ -52,6 +52,14 @@ class Case:
     mapping: Mapping[int, int] = field(default_factory=dict)
     masks: tuple[MaskPart, ...] = ()
     group: str = ""  # cases of one patient share a group, so splits never separate them
+    # the training config's dataset entry this case came from; its sampling weight applies
+    # (two cohorts of one source can be weighted apart). Empty: the source name.
+    dataset: str = ""
+
+    @property
+    def sampling_group(self) -> str:
+        """The unit mixed-source sampling weights: the dataset entry, else the source."""
+        return self.dataset or self.source
 
     @property
     def split_group(self) -> str:

@@ -34,6 +34,7 @@ class Prepared:
     image: np.ndarray
     labels: np.ndarray
     spacing_mm: tuple[float, float, float]
+    sampling_group: str = ""  # Case.sampling_group: whose configured weight draws this case
 
 
 def cache_key(case: Case, spacing: tuple[float, ...], antialiased: bool = False) -> str:
@@ -82,4 +83,5 @@ def preprocess(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | N
         np.load(folder / "image.npy", mmap_mode="r"),
         np.load(folder / "labels.npy", mmap_mode="r"),
         tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        case.sampling_group,
     )

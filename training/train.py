@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +87,24 @@ def gather_cases(config: TrainConfig) -> list[Case]:
         if not path.exists() and spec.optional:
             log.warning("optional dataset %s not found at %s; skipped", spec.source, path)
             continue
-        cases.extend(load_cases(spec.source, path, **spec.options))
+        key = dataset_key(spec.source, spec.path)
+        cases.extend(replace(case, dataset=key) for case in load_cases(spec.source, path, **spec.options))
     if not cases:
         raise DatasetError("no training cases: every configured dataset was empty or skipped")
     return cases
 
 
-def source_weights(config: TrainConfig) -> dict[str, float]:
-    """Sampling weight per source name (the last spec of a source wins)."""
-    return {spec.source: spec.weight for spec in config.datasets}
+def dataset_key(source: str, path: str | Path) -> str:
+    """The sampling group of one ``datasets:`` entry (two cohorts of one source stay apart)."""
+    return f"{source}:{path}"
+
+
+def sampling_weights(config: TrainConfig) -> dict[str, float]:
+    """Sampling weight per ``datasets:`` entry, plus per source name for cases that were
+    handed over without an entry (experiments; there the last entry of a source wins)."""
+    weights = {spec.source: spec.weight for spec in config.datasets}
+    weights.update({dataset_key(spec.source, spec.path): spec.weight for spec in config.datasets})
+    return weights
 
 
 def make_targets(mode: str, labels: np.ndarray, annotated: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -116,7 +125,7 @@ class BatchMaker:
     def __init__(self, config: TrainConfig, prepared: list[Prepared]):
         self.config = config
         self.prepared = prepared
-        self.sampler = MixedSourceSampler([p.source for p in prepared], source_weights(config))
+        self.sampler = MixedSourceSampler([p.sampling_group for p in prepared], sampling_weights(config))
         self.patch_zyx = list(reversed(config.patch_size))
         self.window = dict(config.window or DEFAULT_WINDOW)
         self.transforms = train_transforms(

@@ -31,7 +31,7 @@ def import_folder(path: Path, mapping: str | Path | None = None) -> list[Case]:
             raise DatasetError(f"{yaml_path}: no mapping YAML found (see training.importers.folder)")
         yaml_path = candidates[0]
     try:
-        spec = yaml.safe_load(yaml_path.read_text()) or {}
+        spec = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise DatasetError(f"{yaml_path}: not valid YAML ({exc})") from None
     root = yaml_path.parent

@@ -33,7 +33,7 @@ def import_msd(path: Path, source: str = "msd") -> list[Case]:
     if not meta_path.is_file():
         raise DatasetError(f"{path}: no dataset.json (expected an MSD task folder)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from None
     mapping: dict[int, int] = {}

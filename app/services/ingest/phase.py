@@ -51,7 +51,7 @@ def load_rules(path: Path) -> list[PhaseRule]:
     import yaml
 
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
         entries = document["rules"]
         rules = []
         for i, entry in enumerate(entries, start=1):
