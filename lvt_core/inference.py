@@ -35,13 +35,20 @@ from monai.inferers import sliding_window_inference
 from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_checkpoint
 from lvt_core.labels import (
     BACKGROUND,
+    CHANNELS,
     LIVER,
+    TUMOR,
     channel_thresholds,
     decode_exclusive,
     decode_multiclass,
 )
 from lvt_core.network import build_network, patch_divisor
-from lvt_core.postprocess import bounding_box, keep_liver_component, remove_small_tumors
+from lvt_core.postprocess import (
+    bounding_box,
+    keep_liver_component,
+    remove_small_tumors,
+    remove_unconfident_tumors,
+)
 from lvt_core.precision import autocast, resolve_precision
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
 
@@ -199,6 +206,8 @@ class Predictor:
         self.thresholds = channel_thresholds(inference_cfg.get("thresholds"))
         # tumor components below this volume become liver (calibrated; 0 keeps every speck)
         self.min_tumor_volume_ml = float(inference_cfg.get("min_tumor_volume_ml", 0.0))
+        # tumor components whose peak probability stays below this become liver (calibrated; 0 off)
+        self.min_tumor_peak = float(inference_cfg.get("min_tumor_peak", 0.0))
         model = build_network(meta["network"])
         model.load_state_dict(state)
         # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
@@ -282,6 +291,7 @@ class Predictor:
         spacing_xyz: tuple[float, ...],
         thresholds: list[float] | None = None,
         min_tumor_volume_ml: float | None = None,
+        min_tumor_peak: float | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks."""
         if self.label_space == "multiclass":
@@ -289,9 +299,17 @@ class Predictor:
         else:
             labels = decode_exclusive(probs, threshold=thresholds or self.thresholds)
         labels = keep_liver_component(labels)
+        if min_tumor_peak is None:
+            min_tumor_peak = self.min_tumor_peak
+        labels = remove_unconfident_tumors(labels, probs[self.tumor_channel], min_tumor_peak)
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         return remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+
+    @property
+    def tumor_channel(self) -> int:
+        """Index of the tumor probability (softmax models have a background channel first)."""
+        return TUMOR if self.label_space == "multiclass" else CHANNELS.index("tumor")
 
     def _segment_at(
         self, image: sitk.Image, spacing: list[float], overlap: float, whole: bool = False
@@ -340,16 +358,17 @@ class Predictor:
         image: sitk.Image,
         thresholds: list[float] | None = None,
         min_tumor_volume_ml: float | None = None,
+        min_tumor_peak: float | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
-        ``thresholds`` (one per channel) and ``min_tumor_volume_ml`` override the checkpoint's,
-        so a calibration decodes one network pass many ways.
+        ``thresholds`` (one per channel), ``min_tumor_volume_ml`` and ``min_tumor_peak``
+        override the checkpoint's, so a calibration decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
         if probabilities.box is not None:
             out[tuple(slice(lo, hi) for lo, hi in probabilities.box)] = self._decode(
-                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml
+                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml, min_tumor_peak
             )
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)

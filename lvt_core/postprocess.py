@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR
 
@@ -42,6 +43,28 @@ def remove_small_tumors(
     kept = cc3d.dust(tumor, threshold=min_voxels, connectivity=26, in_place=False)
     out = labels.copy()
     out[tumor & ~kept] = LIVER
+    return out
+
+
+def remove_unconfident_tumors(
+    labels: np.ndarray, tumor_probability: np.ndarray, min_peak: float
+) -> np.ndarray:
+    """Relabel tumor components whose highest tumor probability is below ``min_peak`` as liver.
+
+    Hysteresis thresholding: the decision threshold draws a lesion's extent and ``min_peak``
+    decides whether it is a lesion at all, so a lower threshold can grow true lesions to
+    their edges without keeping every faint speck in noise as a false lesion.
+    """
+    if min_peak <= 0:
+        return labels
+    tumor = labels == TUMOR
+    if not tumor.any():
+        return labels
+    components, count = cc3d.connected_components(tumor, connectivity=26, return_N=True)
+    peaks = ndimage.maximum(np.asarray(tumor_probability, np.float32), components, np.arange(1, count + 1))
+    unconfident = np.concatenate([[False], np.asarray(peaks) < min_peak])
+    out = labels.copy()
+    out[unconfident[components]] = LIVER
     return out
 
 

@@ -6,12 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from model_fixtures import save_tiny_checkpoint
 
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
+from lvt_core.labels import TUMOR
 from training.calibrate import calibrate_decisions, tumor_score
 from training.evaluate_model import evaluate_checkpoint
+
+# the tiny network's tumor components at threshold 0.4 peak at 0.40-0.49 (one at 0.99):
+# 0.45 keeps a few of them and drops the rest
+PEAK = 0.45
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +48,12 @@ def test_threshold_override_changes_the_tumor_decision(tmp_path: Path, cohort: P
 def test_calibration_writes_the_best_decisions_into_a_copy(tmp_path: Path, cohort: Path) -> None:
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     result = calibrate_decisions(checkpoint, cohort, tmp_path / "calibrated.pt", candidates=(0.5, 0.4),
-                                 vessel_candidates=(0.5, 0.3), min_volumes_ml=(0.0, 1.0), device="cpu")
-    scores = {(row["tumor_threshold"], row["min_tumor_volume_ml"]): row["score"] for row in result["candidates"]}
-    assert set(scores) == {(0.5, 0.0), (0.5, 1.0), (0.4, 0.0), (0.4, 1.0)}
-    best = (result["best_tumor_threshold"], result["best_min_tumor_volume_ml"])
+                                 vessel_candidates=(0.5, 0.3), min_volumes_ml=(0.0, 1.0), device="cpu",
+                                 min_peaks=(0.0, 0.9))
+    scores = {(row["tumor_threshold"], row["min_tumor_peak"], row["min_tumor_volume_ml"]): row["score"]
+              for row in result["candidates"]}
+    assert set(scores) == {(t, p, v) for t in (0.5, 0.4) for p in (0.0, 0.9) for v in (0.0, 1.0)}
+    best = (result["best_tumor_threshold"], result["best_min_tumor_peak"], result["best_min_tumor_volume_ml"])
     assert scores[best] == max(scores.values())
     vessel = {row["vessel_threshold"]: row["vessel_dsc"] for row in result["vessel_candidates"]}
     assert vessel[result["best_vessel_threshold"]] == max(vessel.values())
@@ -53,12 +61,14 @@ def test_calibration_writes_the_best_decisions_into_a_copy(tmp_path: Path, cohor
     assert meta["inference"]["thresholds"]["tumor"] == result["best_tumor_threshold"]
     assert meta["inference"]["thresholds"]["vessel"] == result["best_vessel_threshold"]
     assert meta["inference"]["min_tumor_volume_ml"] == result["best_min_tumor_volume_ml"]
-    assert len(meta["calibration"]["candidates"]) == 4 and meta["calibration"]["cases"] == 1
+    assert meta["inference"]["min_tumor_peak"] == result["best_min_tumor_peak"]
+    assert len(meta["calibration"]["candidates"]) == 8 and meta["calibration"]["cases"] == 1
     original_state, _ = load_checkpoint(checkpoint)
     assert all((state[k] == original_state[k]).all() for k in original_state)  # weights untouched
     calibrated = Predictor(result["out"], device="cpu")
     assert calibrated.thresholds[2] == result["best_tumor_threshold"]
     assert calibrated.min_tumor_volume_ml == result["best_min_tumor_volume_ml"]
+    assert calibrated.min_tumor_peak == result["best_min_tumor_peak"]
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         calibrate_decisions(checkpoint, cohort, None, candidates=(0.5, 1.2), device="cpu")
     with pytest.raises(ValueError, match="0 or more"):
@@ -76,6 +86,24 @@ def test_calibration_scores_match_a_full_evaluation(tmp_path: Path, cohort: Path
     assert result["candidates"][0]["lesions_10mm"] == full["lesions_10mm"]
     assert result["vessel_candidates"][0]["vessel_dsc"] == pytest.approx(
         evaluate_checkpoint(checkpoint, cohort, device="cpu")["vessel_dsc"], abs=1e-4)
+
+
+def test_peak_filter_scores_match_the_calibrated_checkpoint(tmp_path: Path, cohort: Path) -> None:
+    """The hysteresis calibrate scores on the liver box is the one the calibrated Predictor applies."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    plain, hysteresis = (
+        calibrate_decisions(checkpoint, cohort, tmp_path / f"peak{peak}.pt", candidates=(0.4,),
+                            vessel_candidates=(0.5,), min_volumes_ml=(0.0,), min_peaks=(peak,), device="cpu")
+        for peak in (0.0, PEAK)
+    )
+    from training.datasets import load_cases
+
+    image, _ = load_cases("synthetic", cohort)[0].load()
+    tumor_voxels = [int((sitk.GetArrayFromImage(Predictor(r["out"], device="cpu").predict(image)) == TUMOR).sum())
+                    for r in (plain, hysteresis)]
+    assert 0 < tumor_voxels[1] < tumor_voxels[0]  # some components go, not all
+    full = evaluate_checkpoint(hysteresis["out"], cohort, device="cpu")
+    assert full["tumor_dsc"] == pytest.approx(hysteresis["candidates"][0]["tumor_dsc"], abs=1e-4)
 
 
 def test_tumor_score_falls_back_to_dsc_without_large_lesions() -> None:

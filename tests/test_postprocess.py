@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
-from lvt_core.postprocess import keep_liver_component, remove_small_tumors
+from lvt_core.postprocess import (
+    keep_liver_component,
+    remove_small_tumors,
+    remove_unconfident_tumors,
+)
 
 
 def _liver_with_two_tumors() -> np.ndarray:
@@ -44,3 +48,15 @@ def test_keep_liver_component_drops_detached_organ() -> None:
     labels[0, 0, 0:2] = LIVER  # a detached speck of "liver"
     kept = keep_liver_component(labels)
     assert kept[0, 0, 0] == BACKGROUND and (kept[4:10, 4:10, 4:10] == TUMOR).all()
+
+
+def test_tumors_that_never_reach_the_peak_probability_become_liver() -> None:
+    labels = _liver_with_two_tumors()
+    probability = np.where(labels == TUMOR, 0.55, 0.05).astype(np.float16)
+    probability[6, 6, 6] = 0.97  # the big lesion is confident at its core; the speck never is
+    cleaned = remove_unconfident_tumors(labels, probability, min_peak=0.7)
+    assert (cleaned[4:10, 4:10, 4:10] == TUMOR).all()
+    assert (cleaned[14:16, 14, 14] == LIVER).all()
+    assert (cleaned == VESSEL).sum() == (labels == VESSEL).sum()
+    assert np.array_equal(remove_unconfident_tumors(labels, probability, 0.0), labels)
+    assert not (remove_unconfident_tumors(labels, probability, 0.98) == TUMOR).any()

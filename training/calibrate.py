@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cc3d
 import numpy as np
@@ -26,12 +26,16 @@ import SimpleITK as sitk
 
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
-from lvt_core.postprocess import remove_small_tumors
+from lvt_core.postprocess import remove_small_tumors, remove_unconfident_tumors
 from training.evaluate_model import DETECTED_COVERAGE, large_lesion_ids
+
+if TYPE_CHECKING:
+    from lvt_core.inference import ScanProbabilities
 
 DEFAULT_CANDIDATES = (0.5, 0.4, 0.3, 0.2)
 DEFAULT_VESSEL_CANDIDATES = (0.5, 0.4, 0.3)
 DEFAULT_MIN_VOLUMES_ML = (0.0, 0.02, 0.05, 0.1)
+DEFAULT_MIN_PEAKS = (0.0, 0.7, 0.9)  # 0: no hysteresis
 
 
 def tumor_score(summary: dict[str, Any]) -> float:
@@ -88,10 +92,12 @@ def calibrate_decisions(
     vessel_candidates: Sequence[float] = DEFAULT_VESSEL_CANDIDATES,
     min_volumes_ml: Sequence[float] = DEFAULT_MIN_VOLUMES_ML,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
+    min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
-    ``candidates`` are tumor thresholds, each paired with every minimum tumor volume (ml).
+    ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
+    tumor component must reach (hysteresis) and every minimum tumor volume (ml).
     """
     from lvt_core.checkpoint import load_checkpoint, save_checkpoint
     from lvt_core.inference import Predictor
@@ -100,10 +106,11 @@ def calibrate_decisions(
     _check_candidates("threshold", candidates)
     _check_candidates("vessel threshold", vessel_candidates)
     _check_candidates("minimum tumor volume", min_volumes_ml, volumes=True)
+    _check_candidates("minimum tumor peak", min_peaks, volumes=True)
     predictor = Predictor(checkpoint, device=device)
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
-    tumor_tallies = {(t, m): _TumorTally() for t in candidates for m in min_volumes_ml}
+    tumor_tallies = {(t, p, m): _TumorTally() for t in candidates for p in min_peaks for m in min_volumes_ml}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cases = 0
     for case in load_cases("synthetic", cohort):
@@ -119,10 +126,12 @@ def calibrate_decisions(
         for value in candidates:
             thresholds = list(base)
             thresholds[tumor_index] = value
-            labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0))
-            for min_volume in min_volumes_ml:
-                cleaned = remove_small_tumors(labels, image.GetSpacing(), min_volume)
-                tumor_tallies[(value, min_volume)].add(cleaned == TUMOR, reference)
+            labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0, 0.0))
+            for peak in min_peaks:
+                confident = _confident_tumors(labels, probabilities, predictor.tumor_channel, peak)
+                for min_volume in min_volumes_ml:
+                    cleaned = remove_small_tumors(confident, image.GetSpacing(), min_volume)
+                    tumor_tallies[(value, peak, min_volume)].add(cleaned == TUMOR, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -130,9 +139,9 @@ def calibrate_decisions(
         raise ValueError(f"{cohort}: the validation cohort has no scans")
 
     scores = []
-    for (value, min_volume), tally in tumor_tallies.items():
+    for (value, peak, min_volume), tally in tumor_tallies.items():
         summary = tally.summary()
-        scores.append({"tumor_threshold": value, "min_tumor_volume_ml": min_volume,
+        scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
                        "score": round(tumor_score(summary), 4), **summary})
     # ties go to the earlier candidate: the default threshold and the smallest volume removed
     best = max(scores, key=lambda row: row["score"])
@@ -142,6 +151,7 @@ def calibrate_decisions(
         "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": cases,
         "best_tumor_threshold": best["tumor_threshold"],
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
+        "best_min_tumor_peak": best["min_tumor_peak"],
         "best_vessel_threshold": best_vessel["vessel_threshold"],
         "candidates": scores, "vessel_candidates": vessel_rows,
     }
@@ -151,11 +161,24 @@ def calibrate_decisions(
         inference["thresholds"] = {**dict(inference.get("thresholds", {})),
                                    "tumor": best["tumor_threshold"], "vessel": best_vessel["vessel_threshold"]}
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
+        inference["min_tumor_peak"] = best["min_tumor_peak"]
         meta = {**meta, "inference": inference,
                 "calibration": {"cohort": str(cohort), "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
         result["out"] = str(save_checkpoint(out, state, meta, fp16=_stored_half(checkpoint)))
     return result
+
+
+def _confident_tumors(
+    labels: np.ndarray, probabilities: ScanProbabilities, channel: int, peak: float
+) -> np.ndarray:
+    """``labels`` without the tumor components whose peak probability is below ``peak``."""
+    if peak <= 0 or probabilities.box is None:
+        return labels
+    region = tuple(slice(lo, hi) for lo, hi in probabilities.box)
+    out = labels.copy()
+    out[region] = remove_unconfident_tumors(labels[region], probabilities.values[channel], peak)
+    return out
 
 
 def _stored_half(checkpoint: str | Path) -> bool:

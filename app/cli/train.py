@@ -101,6 +101,9 @@ def calibrate_command(
                                           help="Comma-separated vessel thresholds."),
     min_volumes: str = typer.Option("0,0.02,0.05,0.1", "--min-tumor-volumes",
                                     help="Comma-separated smallest tumor components kept (ml)."),
+    min_peaks: str = typer.Option("0,0.7,0.9", "--min-tumor-peaks",
+                                  help="Comma-separated lowest peak probability a tumor component "
+                                       "must reach to be kept (0: any)."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -110,11 +113,12 @@ def calibrate_command(
     tumor = _numbers("--candidates", candidates)
     vessel = _numbers("--vessel-candidates", vessel_candidates)
     volumes = _numbers("--min-tumor-volumes", min_volumes)
+    peaks = _numbers("--min-tumor-peaks", min_peaks)
     try:
         with progress_bar() as progress:
             task = progress.add_task("calibrating", total=None)
             result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
-                                         on_case=lambda case: progress.advance(task))
+                                         on_case=lambda case: progress.advance(task), min_peaks=peaks)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
@@ -123,10 +127,12 @@ def calibrate_command(
     for row in result["vessel_candidates"]:
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
-        typer.echo(f"tumor threshold {row['tumor_threshold']}, min volume {row['min_tumor_volume_ml']} ml: "
+        typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
+                   f"min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
+               f"min tumor peak {result['best_min_tumor_peak']}, "
                f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
 
 
