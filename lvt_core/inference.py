@@ -292,12 +292,19 @@ class Predictor:
         thresholds: list[float] | None = None,
         min_tumor_volume_ml: float | None = None,
         min_tumor_peak: float | None = None,
+        air: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Exclusive labels from probabilities, cleaned up anatomically and of specks."""
+        """Exclusive labels from probabilities, cleaned up anatomically and of specks.
+
+        ``air`` (voxels below ``BODY_THRESHOLD_HU`` on the same grid) is never liver, vessel or
+        tumor: on out-of-domain scans the network can spill the liver past the body wall.
+        """
         if self.label_space == "multiclass":
             labels = decode_multiclass(probs)
         else:
             labels = decode_exclusive(probs, threshold=thresholds or self.thresholds)
+        if air is not None:
+            labels[air] = BACKGROUND
         labels = keep_liver_component(labels)
         if min_tumor_peak is None:
             min_tumor_peak = self.min_tumor_peak
@@ -367,8 +374,10 @@ class Predictor:
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
         if probabilities.box is not None:
-            out[tuple(slice(lo, hi) for lo, hi in probabilities.box)] = self._decode(
-                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml, min_tumor_peak
+            region = tuple(slice(lo, hi) for lo, hi in probabilities.box)
+            air = sitk.GetArrayViewFromImage(image)[region] < BODY_THRESHOLD_HU
+            out[region] = self._decode(
+                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml, min_tumor_peak, air
             )
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)

@@ -231,3 +231,20 @@ def test_checkpoint_flag_switches_on_antialiased_resampling(toy_model: Path, tmp
     a = plain.predict_probabilities(ct).values.astype(np.float32)
     b = smooth.predict_probabilities(ct).values.astype(np.float32)
     assert a.shape == b.shape and np.abs(a - b).max() > 0.01
+
+
+def test_air_is_never_labelled_liver(tmp_path: Path) -> None:
+    """A liver probability that spills past the body wall (out-of-domain scans) stops at air."""
+    from lvt_core.inference import ScanProbabilities
+
+    hu = np.full((8, 10, 12), 60, np.int16)
+    hu[:, :, 8:] = -1000  # air to the right of the body
+    image = sitk.GetImageFromArray(hu)
+    probs = np.zeros((3, 8, 10, 12), np.float16)
+    probs[0] = 0.9  # "liver" everywhere, air included
+    checkpoint = save_checkpoint(tmp_path / "m.pt", build_network(TOY_NETWORK).state_dict(),
+                                 default_meta(name="air", network=TOY_NETWORK))
+    labels = Predictor(checkpoint, device="cpu").labels_from(
+        ScanProbabilities(probs, ((0, 8), (0, 10), (0, 12))), image)
+    out = sitk.GetArrayFromImage(labels)
+    assert (out[:, :, :8] == 1).all() and (out[:, :, 8:] == 0).all()
