@@ -9,9 +9,11 @@ come back exactly on their own grid):
    weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU);
 4. sigmoid (or softmax) probabilities resampled linearly onto the input's own grid over that
    box (nnU-Net's export), then exclusive decoding there: smooth boundaries at the scan's
-   resolution instead of 2 mm staircases;
-5. keep the liver's largest component with the vessels and tumors in or touching it, and
-   turn tumor specks below the calibrated ``min_tumor_volume_ml`` into liver.
+   resolution instead of model-spacing staircases;
+5. air (below ``BODY_THRESHOLD_HU``) becomes background; keep the liver's largest component
+   with the vessels and tumors in or touching it; tumor components whose probability never
+   reaches the calibrated ``min_tumor_peak``, or smaller than ``min_tumor_volume_ml``, become
+   liver.
 
 Memory stays bounded: probabilities exist only over the liver box, at model spacing in
 float32 while the windows are blended, float16 after; full-resolution maps are uint8.
