@@ -68,6 +68,11 @@ class ScanProbabilities:
     values: np.ndarray
     box: tuple[tuple[int, int], ...] | None
 
+    @property
+    def region(self) -> tuple[slice, ...] | None:
+        """``box`` as array slices of the scan (None when the pass missed it)."""
+        return None if self.box is None else tuple(slice(lo, hi) for lo, hi in self.box)
+
 
 class InputImageError(ValueError):
     """An image the predictor cannot segment (not 3D, not scalar, non-finite values)."""
@@ -375,8 +380,8 @@ class Predictor:
         override the checkpoint's, so a calibration decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
-        if probabilities.box is not None:
-            region = tuple(slice(lo, hi) for lo, hi in probabilities.box)
+        region = probabilities.region
+        if region is not None:
             air = sitk.GetArrayViewFromImage(image)[region] < BODY_THRESHOLD_HU
             out[region] = self._decode(
                 probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml, min_tumor_peak, air

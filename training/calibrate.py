@@ -173,9 +173,9 @@ def _confident_tumors(
     labels: np.ndarray, probabilities: ScanProbabilities, channel: int, peak: float
 ) -> np.ndarray:
     """``labels`` without the tumor components whose peak probability is below ``peak``."""
-    if peak <= 0 or probabilities.box is None:
+    region = probabilities.region
+    if peak <= 0 or region is None:
         return labels
-    region = tuple(slice(lo, hi) for lo, hi in probabilities.box)
     out = labels.copy()
     out[region] = remove_unconfident_tumors(labels[region], probabilities.values[channel], peak)
     return out
