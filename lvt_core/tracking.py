@@ -12,6 +12,11 @@ Hungarian assignment on ``(1 - overlap) + distance / max_distance_mm`` picks one
 Leftover lesions that overlap a matched one become merges (previous side) or splits (follow-up
 side); other leftovers are new or disappeared.
 
+A lesion missed at one study (by the model, or hidden by a poor contrast phase) must not come
+back as a "new" lesion, which RECIST reads as progression. So a follow-up lesion left over as
+new is first offered, by the same cues and a second assignment, to the tracks that disappeared
+at most ``max_gap`` studies before, measured through the composed registrations.
+
 A track's ``status`` is its latest event: ``new`` (first seen at the latest timepoint, or at the
 only one), ``persisting``, ``merged`` (it absorbed another track, or ended inside one —
 ``merged_into`` says which), ``split`` (it broke into pieces, or was born from one —
@@ -76,6 +81,7 @@ class TrackingConfig:
     min_overlap: float = 0.1
     max_distance_mm: float = 15.0
     min_voxels: int = 10
+    max_gap: int = 1  # studies a track may be missing from and still continue
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
 
 
@@ -106,7 +112,8 @@ class Track:
 
 @dataclass
 class Link:
-    """An edge between lesions of consecutive (or, when forced, any earlier) timepoints."""
+    """An edge between lesions of consecutive timepoints, or across a gap (a match after a
+    missed study, or a forced link)."""
 
     source: LesionKey
     target: LesionKey
@@ -350,6 +357,12 @@ def track_lesions(
                     )
                 )
 
+        for chain, c, source, ov, dist in _reconnect_across_gaps(
+            chains, timepoints, components, transforms, t, cur_ids, assigned_cols, overlap, config
+        ):
+            assigned_cols[c] = chain
+            links.append(Link(source, (t, cur_ids[c]), "match", ov, dist))
+
         events: dict[int, Status] = {}
         for c, chain in assigned_cols.items():
             key = (t, cur_ids[c])
@@ -408,6 +421,67 @@ def track_lesions(
         excluded=excluded,
         dates=[tp.date for tp in timepoints],
     )
+
+
+def _compose(transforms: Sequence[sitk.Transform]) -> sitk.Transform:
+    """One affine transform applying ``transforms`` in order (each maps a study to the next)."""
+    matrix, offset = np.eye(3), np.zeros(3)
+    for transform in transforms:
+        step_matrix, step_offset = matrix_offset(transform)
+        assert step_matrix is not None  # _pair_metrics already refused non-linear transforms
+        matrix, offset = step_matrix @ matrix, step_matrix @ offset + step_offset
+    composed = sitk.AffineTransform(3)
+    composed.SetMatrix(matrix.ravel().tolist())
+    composed.SetTranslation(offset.tolist())
+    return composed
+
+
+def _reconnect_across_gaps(
+    chains: list[_Chain],
+    timepoints: Sequence[TimepointInput],
+    components: list[np.ndarray],
+    transforms: list[sitk.Transform],
+    t: int,
+    cur_ids: list[int],
+    assigned_cols: Mapping[int, int],
+    overlap_with_previous: np.ndarray,
+    config: TrackingConfig,
+) -> list[tuple[int, int, LesionKey, float, float]]:
+    """``(chain, column, last member, overlap, distance)`` for leftover lesions at ``t`` that
+    continue a track last seen 2 to ``max_gap + 1`` studies before.
+
+    Leftovers overlapping a previous lesion are splits, not candidates; merged tracks ended for
+    good. Each gap length is its own assignment, the shortest first.
+    """
+    free = [
+        c for c in range(len(cur_ids))
+        if c not in assigned_cols
+        and not (overlap_with_previous.shape[0] and overlap_with_previous[:, c].max() >= config.min_overlap)
+    ]
+    found: list[tuple[int, int, LesionKey, float, float]] = []
+    continued = set(assigned_cols.values())  # forced links may already continue a track
+    for last_seen in range(t - 2, max(t - 2 - config.max_gap, -1), -1):
+        dormant = [
+            i for i, chain in enumerate(chains)
+            if chain.members[-1][0] == last_seen and chain.merged_into is None and i not in continued
+        ]
+        if not dormant or not free:
+            continue
+        prev_ids = [chains[i].members[-1][1] for i in dormant]
+        overlap, distance = _pair_metrics(
+            timepoints[last_seen], components[last_seen], timepoints[t], components[t],
+            _compose(transforms[last_seen:t]), prev_ids, [cur_ids[c] for c in free],
+        )
+        candidate = (overlap >= config.min_overlap) | (distance <= config.max_distance_mm)
+        cost = np.where(candidate, (1.0 - overlap) + distance / config.max_distance_mm, _BIG)
+        taken = set()
+        for r, k in zip(*linear_sum_assignment(cost), strict=True):
+            if cost[r, k] < _BIG:
+                found.append((dormant[r], free[k], (last_seen, prev_ids[r]),
+                              float(overlap[r, k]), float(distance[r, k])))
+                taken.add(free[k])
+        free = [c for c in free if c not in taken]
+    return found
 
 
 def _number_tracks(chains: list[_Chain], previous: Mapping[LesionKey, int]) -> list[Track]:

@@ -1,10 +1,16 @@
-"""Intensity augmentation: relative-contrast randomisation of vessels and tumors."""
+"""Intensity augmentation: relative-contrast randomisation of vessels and tumors, synthetic
+lesions, and the relabelling of lesions too faint to see."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.augment import CONTRAST_RANGE_HU, randomize_relative_contrast
+from lvt_core.labels import CLASS_VALUES
+from training.augment import (
+    CONTRAST_RANGE_HU,
+    randomize_relative_contrast,
+    relabel_invisible_lesions,
+)
 
 
 def liver_with_dark_tumor() -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +102,43 @@ def test_synthetic_lesions_can_be_placed_against_a_vessel() -> None:
             else:
                 far += touching
     assert near >= 15 and near > far + 5
+
+
+def noisy_liver_with_lesions(contrast_hu: float, ring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Liver (100 HU, noise sd 20) with a 3-voxel-radius lesion and a 7-voxel one."""
+    rng = np.random.default_rng(4)
+    labels = np.full((64, 64, 64), CLASS_VALUES["liver"], np.uint8)
+    hu = rng.normal(100.0, 20.0, labels.shape).astype(np.float32)
+    zz, yy, xx = np.mgrid[:64, :64, :64]
+    for radius, center in ((3, (16, 16, 16)), (7, (42, 42, 42))):
+        distance = np.sqrt((zz - center[0]) ** 2 + (yy - center[1]) ** 2 + (xx - center[2]) ** 2)
+        labels[distance <= radius] = CLASS_VALUES["tumor"]
+        hu[distance <= radius] -= contrast_hu
+        if ring:  # bright rim, dark core: the lesion's mean is the liver's
+            hu[(distance <= radius) & (distance > radius - 1.5)] += 2 * contrast_hu
+    return hu, labels
+
+
+def lesion_kept(labels: np.ndarray, center: tuple[int, int, int]) -> bool:
+    return bool(labels[center] == CLASS_VALUES["tumor"])
+
+
+def test_lesions_fainter_than_the_noise_become_liver() -> None:
+    annotated = ["liver", "vessel", "tumor"]
+    faint = relabel_invisible_lesions(*noisy_liver_with_lesions(4.0), annotated, 4.0)
+    # 4 HU: the noise moves a 113-voxel liver mean by ~2 HU (sd), a 1,400-voxel one by ~0.5 HU
+    assert not lesion_kept(faint, (16, 16, 16)) and lesion_kept(faint, (42, 42, 42))
+    assert faint[16, 16, 16] == CLASS_VALUES["liver"]
+    clear = relabel_invisible_lesions(*noisy_liver_with_lesions(40.0), annotated, 4.0)
+    assert lesion_kept(clear, (16, 16, 16)) and lesion_kept(clear, (42, 42, 42))
+    ring = relabel_invisible_lesions(*noisy_liver_with_lesions(40.0, ring=True), annotated, 4.0)
+    assert lesion_kept(ring, (16, 16, 16)) and lesion_kept(ring, (42, 42, 42))  # seen by its core
+
+
+def test_relabelling_is_off_at_zero_and_leaves_the_input_alone() -> None:
+    hu, labels = noisy_liver_with_lesions(4.0)
+    before = labels.copy()
+    assert relabel_invisible_lesions(hu, labels, ["liver", "vessel", "tumor"], 0.0) is labels
+    assert relabel_invisible_lesions(hu, labels, ["liver"], 4.0) is labels  # no tumor labels
+    relabel_invisible_lesions(hu, labels, ["liver", "vessel", "tumor"], 4.0)
+    assert np.array_equal(labels, before)

@@ -139,3 +139,21 @@ def test_evaluation_runs_with_and_without_mirroring_tta(tmp_path: Path, cohort: 
     mirrored = evaluate_checkpoint(checkpoint, cohort, device="cpu", tta=True)
     assert plain["tta"] is False and mirrored["tta"] is True
     assert 0.0 < mirrored["liver_dsc"] <= 1.0 and mirrored["cases"] == plain["cases"] == 1
+
+
+def test_calibration_pools_several_cohorts_scan_by_scan(tmp_path: Path, cohort: Path) -> None:
+    """Thin- and thick-slice validation sets calibrate together: every scan counts once."""
+    from lvt_core.phantom import CohortConfig, generate_cohort
+
+    other = tmp_path / "other"
+    generate_cohort(other, CohortConfig(patients=1, timepoints=1, phases=1, size="tiny", seed=78))
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    options = {"candidates": (0.4,), "vessel_candidates": (0.5,), "min_volumes_ml": (0.0,),
+               "min_peaks": (0.0,), "device": "cpu"}
+    alone = [calibrate_decisions(checkpoint, c, None, **options)["candidates"][0] for c in (cohort, other)]
+    pooled = calibrate_decisions(checkpoint, [cohort, other], tmp_path / "pooled.pt", **options)
+    assert pooled["cases"] == 2
+    row = pooled["candidates"][0]
+    assert row["tumor_dsc"] == pytest.approx((alone[0]["tumor_dsc"] + alone[1]["tumor_dsc"]) / 2, abs=1e-4)
+    assert row["lesions_10mm"] == alone[0]["lesions_10mm"] + alone[1]["lesions_10mm"]
+    assert str(other) in load_checkpoint(pooled["out"])[1]["calibration"]["cohort"]

@@ -250,3 +250,42 @@ def test_registration_refined_on_ct_images(cohort) -> None:
     points = np.array([[-25.0, -15.0, -5.0], [40.0, -20.0, 8.0]])
     mapped = transform_points(result.transforms[0], poses[0].to_scanner(points))
     assert np.abs(mapped - poses[1].to_scanner(points)).max() < 3.0
+
+
+def _missed_at_middle_study() -> list[TimepointInput]:
+    """Lesions A (missed at the middle study, as a model may miss it) and F (only at the end,
+    far from A): three studies, each patient position different."""
+    a = Ellipsoid((-25.0, -15.0, -5.0), (8.0, 6.0, 6.0))
+    b = Ellipsoid((15.0, -10.0, 10.0), (6.0, 5.0, 5.0))
+    f = Ellipsoid((30.0, 20.0, -15.0), (5.0, 5.0, 5.0))
+    studies = [((a, b), Pose()), ((b,), Pose(angle_deg=6.0, translation=(8.0, -6.0, 5.0))),
+               ((a, b, f), Pose(angle_deg=-4.0, translation=(-5.0, 7.0, -3.0)))]
+    timepoints = []
+    for lesions, pose in studies:
+        labels, ct, _ = render_scan(Anatomy(lesions=lesions), pose=pose)
+        timepoints.append(TimepointInput.from_labels(labels, ct, min_voxels=5))
+    return timepoints
+
+
+def test_a_lesion_missed_at_one_study_keeps_its_track() -> None:
+    timepoints = _missed_at_middle_study()
+    result = track_lesions(timepoints)
+    first, last = (sorted(tp.lesions, key=lambda les: les.volume_ml) for tp in (timepoints[0], timepoints[2]))
+    a0, a2, f2 = first[-1].id, last[-1].id, last[0].id  # A is the largest, F the smallest
+    tracks = {track.track_id: track for track in result.tracks}
+    track_a = tracks[result.track_of((0, a0))]
+    assert track_a.members == [(0, a0), (2, a2)]
+    assert track_a.status == "persisting"
+    assert track_a.history == [(0, "new"), (1, "disappeared"), (2, "persisting")]
+    gap_links = [lk for lk in result.links if lk.source[0] == 0 and lk.target[0] == 2]
+    assert [(lk.source, lk.target, lk.kind) for lk in gap_links] == [((0, a0), (2, a2), "match")]
+    assert gap_links[0].distance_mm < 3.0  # measured through both registrations
+    assert tracks[result.track_of((2, f2))].status == "new"  # far away: truly new
+    assert len(result.tracks) == 3  # A, B, F
+
+
+def test_gap_bridging_can_be_switched_off() -> None:
+    timepoints = _missed_at_middle_study()
+    result = track_lesions(timepoints, TrackingConfig(max_gap=0))
+    assert len(result.tracks) == 4  # A at the last study starts a track of its own
+    assert sorted(t.status for t in result.tracks) == ["disappeared", "new", "new", "persisting"]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_CANDIDATES = (0.5, 0.4, 0.3, 0.2)
 DEFAULT_VESSEL_CANDIDATES = (0.5, 0.4, 0.3)
 DEFAULT_MIN_VOLUMES_ML = (0.0, 0.02, 0.05, 0.1)
-DEFAULT_MIN_PEAKS = (0.0, 0.7, 0.9)  # 0: no hysteresis
+DEFAULT_MIN_PEAKS = (0.0, 0.7, 0.9, 0.95, 0.98)  # 0: no hysteresis
 
 
 def tumor_score(summary: dict[str, Any]) -> float:
@@ -87,7 +87,7 @@ class _TumorTally:
 
 
 def calibrate_decisions(
-    checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
+    checkpoint: str | Path, cohort: str | Path | Sequence[str | Path], out: str | Path | None = None,
     candidates: Sequence[float] = DEFAULT_CANDIDATES,
     vessel_candidates: Sequence[float] = DEFAULT_VESSEL_CANDIDATES,
     min_volumes_ml: Sequence[float] = DEFAULT_MIN_VOLUMES_ML,
@@ -96,7 +96,8 @@ def calibrate_decisions(
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
-    ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
+    ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
+    so the decisions hold for every kind of scan users send. ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
     tumor component must reach (hysteresis) and every minimum tumor volume (ml).
     """
     from lvt_core.checkpoint import load_checkpoint, save_checkpoint
@@ -112,8 +113,9 @@ def calibrate_decisions(
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
     tumor_tallies = {(t, p, m): _TumorTally() for t in candidates for p in min_peaks for m in min_volumes_ml}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
+    cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
     cases = 0
-    for case in load_cases("synthetic", cohort):
+    for case in (case for folder in cohorts for case in load_cases("synthetic", folder)):
         image, ref_image = case.load()
         ref = sitk.GetArrayViewFromImage(ref_image)
         probabilities = predictor.predict_probabilities(image)
@@ -136,7 +138,7 @@ def calibrate_decisions(
         if on_case:
             on_case(case.case_id)
     if not cases:
-        raise ValueError(f"{cohort}: the validation cohort has no scans")
+        raise ValueError(f"{', '.join(map(str, cohorts))}: the validation cohort has no scans")
 
     scores = []
     for (value, peak, min_volume), tally in tumor_tallies.items():
@@ -147,8 +149,9 @@ def calibrate_decisions(
     best = max(scores, key=lambda row: row["score"])
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
     best_vessel = max(vessel_rows, key=lambda row: row["vessel_dsc"])
+    cohort_names = ", ".join(str(c) for c in cohorts)
     result: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": cases,
+        "checkpoint": str(checkpoint), "cohort": cohort_names, "cases": cases,
         "best_tumor_threshold": best["tumor_threshold"],
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
         "best_min_tumor_peak": best["min_tumor_peak"],
@@ -163,7 +166,7 @@ def calibrate_decisions(
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
         meta = {**meta, "inference": inference,
-                "calibration": {"cohort": str(cohort), "cases": cases, "candidates": scores,
+                "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
         result["out"] = str(save_checkpoint(out, state, meta, fp16=_stored_half(checkpoint)))
     return result

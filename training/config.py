@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
     synthetic_lesions: float = Field(0.0, ge=0, le=1)
     # Of those inserted lesions, the share placed against a vessel.
     synthetic_near_vessel: float = Field(0.0, ge=0, le=1)
+    # Tumors fainter than this many noise SDs of a same-size liver region are labelled liver
+    # (training/augment.relabel_invisible_lesions); 0 keeps every labelled lesion.
+    min_lesion_detectability: float = Field(0.0, ge=0)
     augment: bool = True
     fold: int = -1
     n_folds: int = 5

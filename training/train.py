@@ -38,6 +38,7 @@ from training.augment import (
     insert_synthetic_lesions,
     randomize_intensity,
     randomize_relative_contrast,
+    relabel_invisible_lesions,
 )
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
@@ -160,6 +161,7 @@ class BatchMaker:
                 contrast_range_hu=self.config.contrast_range_hu,
                 near_vessel=self.config.synthetic_near_vessel)
             hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
+            lab = relabel_invisible_lesions(hu, lab, case.annotated, self.config.min_lesion_detectability)
         sample = {"image": hu[None].astype(np.float32), **make_targets(self.config.mode, lab, case.annotated)}
         weights = L.class_weights(case.annotated)
         if self.config.augment:

@@ -88,6 +88,7 @@ def track_command(
     min_overlap: float,
     max_distance_mm: float,
     min_voxels: int,
+    max_gap: int = 1,
 ) -> dict[str, Any]:
     """The ``lvt track`` document for label maps given in time order."""
     from lvt_core.registration import RegistrationConfig
@@ -104,6 +105,7 @@ def track_command(
         min_overlap=min_overlap,
         max_distance_mm=max_distance_mm,
         min_voxels=min_voxels,
+        max_gap=max_gap,
         registration=RegistrationConfig(
             kind=registration,  # type: ignore[arg-type]
             on="both" if images else "mask",
@@ -223,6 +225,10 @@ def register(app: typer.Typer) -> None:
         min_overlap: float = typer.Option(0.1, "--min-overlap", min=0.0, max=1.0),
         max_distance_mm: float = typer.Option(15.0, "--max-distance", min=0.0),
         min_voxels: int = typer.Option(10, "--min-voxels", min=1),
+        max_gap: int = typer.Option(
+            1, "--max-gap", min=0,
+            help="Studies a lesion may be missing from and still continue its track (0: never).",
+        ),
         json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Lesion tracks across timepoints: new, persisting, disappeared, merged, split."""
@@ -237,6 +243,7 @@ def register(app: typer.Typer) -> None:
                 min_overlap,
                 max_distance_mm,
                 min_voxels,
+                max_gap,
             )
         except UserError as exc:
             fail(str(exc))

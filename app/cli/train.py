@@ -94,14 +94,15 @@ def _numbers(option: str, text: str) -> list[float]:
 
 def calibrate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to calibrate."),
-    cohort: Path = typer.Option(..., "--cohort", help="Validation phantom cohort: never the test cohort."),
+    cohort: list[Path] = typer.Option(..., "--cohort", help="Validation phantom cohort, never the test "
+                                      "cohort; repeat to pool several (thin- and thick-slice scans)."),
     out: Path = typer.Option(..., "--out", help="Where to write the calibrated copy of the checkpoint."),
     candidates: str = typer.Option("0.5,0.4,0.3,0.2", "--candidates", help="Comma-separated tumor thresholds."),
     vessel_candidates: str = typer.Option("0.5,0.4,0.3", "--vessel-candidates",
                                           help="Comma-separated vessel thresholds."),
     min_volumes: str = typer.Option("0,0.02,0.05,0.1", "--min-tumor-volumes",
                                     help="Comma-separated smallest tumor components kept (ml)."),
-    min_peaks: str = typer.Option("0,0.7,0.9", "--min-tumor-peaks",
+    min_peaks: str = typer.Option("0,0.7,0.9,0.95,0.98", "--min-tumor-peaks",
                                   help="Comma-separated lowest peak probability a tumor component "
                                        "must reach to be kept (0: any)."),
     device: str = typer.Option("auto", "--device"),
