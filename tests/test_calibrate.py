@@ -13,7 +13,7 @@ from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
 from lvt_core.labels import TUMOR
 from training.calibrate import calibrate_decisions, tumor_score
-from training.evaluate_model import evaluate_checkpoint
+from training.evaluate_model import evaluate_checkpoint, false_lesions
 
 # the tiny network's tumor components at threshold 0.4 peak at 0.40-0.49 (one at 0.99):
 # 0.45 keeps a few of them and drops the rest
@@ -109,6 +109,24 @@ def test_peak_filter_scores_match_the_calibrated_checkpoint(tmp_path: Path, coho
 def test_tumor_score_falls_back_to_dsc_without_large_lesions() -> None:
     assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": 0.8}) == pytest.approx(0.6)
     assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": None}) == pytest.approx(0.4)
+
+
+def test_tumor_score_charges_false_lesions() -> None:
+    clean = {"tumor_dsc": 0.6, "lesion_sensitivity_10mm": 0.9, "lesion_precision": 0.9}
+    noisy = {**clean, "tumor_dsc": 0.62, "lesion_precision": 0.3}  # a hair more Dice, many false lesions
+    assert tumor_score(clean) == pytest.approx(0.8)
+    assert tumor_score(noisy) < tumor_score(clean)
+
+
+def test_false_lesions_are_predicted_components_touching_no_reference_tumor() -> None:
+    ref = np.zeros((20, 20, 20), bool)
+    ref[2:6, 2:6, 2:6] = True
+    pred = np.zeros_like(ref)
+    pred[4:8, 4:8, 4:8] = True  # overlaps the reference lesion
+    pred[12:14, 12:14, 12:14] = True  # a false lesion
+    pred[17:19, 2:4, 15:17] = True  # another
+    assert false_lesions(pred, ref) == (3, 2)
+    assert false_lesions(np.zeros_like(ref), ref) == (0, 0)
 
 
 def test_lesion_findings_measure_size_contrast_and_coverage() -> None:

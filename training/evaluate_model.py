@@ -76,6 +76,23 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
     return rows
 
 
+def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, int]:
+    """``(predicted lesions, those touching no reference tumor)``: what a reader would dismiss.
+
+    Voxel Dice barely notices a few small false lesions on a scan with a large true one, but
+    every one of them is a row in the lesion table and, at a follow-up, a "new lesion".
+    """
+    from lvt_core.postprocess import bounding_box
+
+    box = bounding_box(pred_tumor)
+    if box is None:
+        return 0, 0
+    region = tuple(slice(lo, hi) for lo, hi in box)
+    components, n = cc3d.connected_components(pred_tumor[region], connectivity=26, return_N=True)
+    touching = np.unique(components[ref_tumor[region] & (components > 0)])
+    return n, n - len(touching)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
@@ -94,6 +111,7 @@ def evaluate_checkpoint(
     predictor = Predictor(checkpoint, device=device, tta=tta)
     predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, lesion_rows, results, detected, total = [], [], [], 0, 0
+    predicted_lesions, false_total = 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
     sizes = dict.fromkeys(CLASS_MASKS, 0)
     for case in load_cases("synthetic", cohort):
@@ -110,9 +128,12 @@ def evaluate_checkpoint(
         large = [row for row in findings if row["diameter_mm"] >= MIN_LESION_MM]
         d, t = sum(row["found"] for row in large), len(large)
         detected, total = detected + d, total + t
+        predicted, false = false_lesions(sitk.GetArrayViewFromImage(pred) == 3, sitk.GetArrayViewFromImage(ref) == 3)
+        predicted_lesions, false_total = predicted_lesions + predicted, false_total + false
         results.append(result)
         rows.append({"case": case.case_id, **{f"{c}_dsc": result[c]["dsc"] for c in ("liver", "vessel", "tumor")},
-                     "lesion_sensitivity": result["lesion_sensitivity"], "lesions_10mm": t, "detected_10mm": d})
+                     "lesion_sensitivity": result["lesion_sensitivity"], "lesions_10mm": t, "detected_10mm": d,
+                     "predicted_lesions": predicted, "false_lesions": false})
         if on_case:
             on_case(case.case_id)
     mean = mean_metrics(results)
@@ -123,6 +144,8 @@ def evaluate_checkpoint(
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,
+        "false_lesions_per_scan": false_total / len(rows) if rows else 0.0,
+        "lesion_precision": (predicted_lesions - false_total) / predicted_lesions if predicted_lesions else 1.0,
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},
         "global_dsc": {c: 2 * overlap[c] / sizes[c] if sizes[c] else 1.0 for c in CLASS_MASKS},
     }

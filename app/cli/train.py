@@ -131,7 +131,8 @@ def calibrate_command(
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
                    f"min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
-                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']})")
+                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
+                   f"false lesions per scan {row['false_lesions_per_scan']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']}, "
                f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
