@@ -63,7 +63,8 @@ def test_calibration_writes_the_best_decisions_into_a_copy(tmp_path: Path, cohor
     assert meta["inference"]["min_tumor_volume_ml"] == result["best_min_tumor_volume_ml"]
     assert meta["inference"]["min_tumor_peak"] == result["best_min_tumor_peak"]
     assert len(meta["calibration"]["candidates"]) == 8 and meta["calibration"]["cases"] == 1
-    original_state, _ = load_checkpoint(checkpoint)
+    original_state, original_meta = load_checkpoint(checkpoint)
+    assert meta["version"] == original_meta["version"]  # kept unless a new one is given
     assert all((state[k] == original_state[k]).all() for k in original_state)  # weights untouched
     calibrated = Predictor(result["out"], device="cpu")
     assert calibrated.thresholds[2] == result["best_tumor_threshold"]
@@ -169,9 +170,11 @@ def test_calibration_pools_several_cohorts_scan_by_scan(tmp_path: Path, cohort: 
     options = {"candidates": (0.4,), "vessel_candidates": (0.5,), "min_volumes_ml": (0.0,),
                "min_peaks": (0.0,), "device": "cpu"}
     alone = [calibrate_decisions(checkpoint, c, None, **options)["candidates"][0] for c in (cohort, other)]
-    pooled = calibrate_decisions(checkpoint, [cohort, other], tmp_path / "pooled.pt", **options)
+    pooled = calibrate_decisions(checkpoint, [cohort, other], tmp_path / "pooled.pt", version="9.9.1", **options)
     assert pooled["cases"] == 2
     row = pooled["candidates"][0]
     assert row["tumor_dsc"] == pytest.approx((alone[0]["tumor_dsc"] + alone[1]["tumor_dsc"]) / 2, abs=1e-4)
     assert row["lesions_10mm"] == alone[0]["lesions_10mm"] + alone[1]["lesions_10mm"]
-    assert str(other) in load_checkpoint(pooled["out"])[1]["calibration"]["cohort"]
+    _, meta = load_checkpoint(pooled["out"])
+    assert str(other) in meta["calibration"]["cohort"]
+    assert meta["version"] == "9.9.1"  # new decisions, new version for the store

@@ -105,12 +105,15 @@ def calibrate_decisions(
     min_volumes_ml: Sequence[float] = DEFAULT_MIN_VOLUMES_ML,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
     min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
     ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
     so the decisions hold for every kind of scan users send. ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
-    tumor component must reach (hysteresis) and every minimum tumor volume (ml).
+    tumor component must reach (hysteresis) and every minimum tumor volume (ml). ``version``
+    renames the copy: new decisions change every result, and a store keeps one checksum per
+    model name and version.
     """
     from lvt_core.checkpoint import load_checkpoint, save_checkpoint
     from lvt_core.inference import Predictor
@@ -177,7 +180,7 @@ def calibrate_decisions(
                                    "tumor": best["tumor_threshold"], "vessel": best_vessel["vessel_threshold"]}
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
-        meta = {**meta, "inference": inference,
+        meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
         result["out"] = str(save_checkpoint(out, state, meta, fp16=_stored_half(checkpoint)))

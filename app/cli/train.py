@@ -106,6 +106,8 @@ def calibrate_command(
                                   help="Comma-separated lowest peak probability a tumor component "
                                        "must reach to be kept (0: any)."),
     device: str = typer.Option("auto", "--device"),
+    version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
+                                "the checkpoint's); a store refuses two checksums under one version."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose the vessel and tumor thresholds and the smallest tumor kept on a validation cohort."""
@@ -119,7 +121,8 @@ def calibrate_command(
         with progress_bar() as progress:
             task = progress.add_task("calibrating", total=None)
             result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
-                                         on_case=lambda case: progress.advance(task), min_peaks=peaks)
+                                         on_case=lambda case: progress.advance(task), min_peaks=peaks,
+                                         version=version)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
