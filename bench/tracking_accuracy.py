@@ -5,9 +5,11 @@ lesions of each patient's studies in time order, and maps every tracked lesion t
 lesion (``lesion_ids.nii.gz``) it overlaps most. A true lesion detected at several studies but
 spread over more than one track is *fragmented*; a track that holds two different true lesions
 is a *false merge*. Runs on the ground-truth label maps (tracking alone) and, with ``--model``,
-on the model's label maps (what users see), under each ``--max-gaps`` setting so the
-configurations are compared in the same run.
+on each ``--model``'s label maps (what users see), under each ``--max-gaps`` setting so
+models and settings are compared in the same run. ``tracks`` counts every track, false
+lesions included; the truth's count is what a perfect model would show.
 
+    lvt phantom var/cohorts/track_demo --patients 4 --timepoints 4 --phases 1 --size demo --seed 7000
     .venv/bin/python bench/tracking_accuracy.py var/cohorts/track_demo --model lvt_core/models/lvt_default.pt
 """
 
@@ -83,7 +85,8 @@ def score(studies: list[Study], config: TrackingConfig) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort", type=Path)
-    parser.add_argument("--model", type=Path, default=None, help="also track the model's label maps")
+    parser.add_argument("--model", type=Path, action="append", default=[],
+                        help="also track this model's label maps (repeat to compare models)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-gaps", default="0,1,2", help="comma-separated TrackingConfig.max_gap values")
     args = parser.parse_args()
@@ -93,12 +96,14 @@ def main() -> None:
     for row in rows:
         by_patient[row["patient_id"]].append(row)
     sources: dict[str, object | None] = {"truth": None}
-    if args.model is not None:
+    if args.model:
         from lvt_core.inference import Predictor
 
-        sources["model"] = Predictor(args.model, device=args.device)
+        for path in args.model:
+            predictor = Predictor(path, device=args.device)
+            sources[f"{predictor.version} ({path.name})"] = predictor
     gaps = [int(g) for g in args.max_gaps.split(",")]
-    print(f"{'labels':<7} {'max_gap':>7} {'followed':>9} {'fragmented':>11} {'extra':>6} {'merges':>7} {'tracks':>7}")
+    print(f"{'labels':<28} {'max_gap':>7} {'followed':>9} {'fragmented':>11} {'extra':>6} {'merges':>7} {'tracks':>7}")
     for name, predictor in sources.items():
         patients = {pid: load_patient(args.cohort, prs, predictor) for pid, prs in sorted(by_patient.items())}
         for gap in gaps:
@@ -107,7 +112,7 @@ def main() -> None:
             for studies in patients.values():
                 for key, value in score(studies, config).items():
                     totals[key] += value
-            print(f"{name:<7} {gap:>7} {totals['followed']:>9} {totals['fragmented']:>11} "
+            print(f"{name:<28} {gap:>7} {totals['followed']:>9} {totals['fragmented']:>11} "
                   f"{totals['extra_tracks']:>6} {totals['false_merges']:>7} {totals['tracks']:>7}")
 
 

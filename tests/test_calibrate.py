@@ -12,7 +12,7 @@ from model_fixtures import save_tiny_checkpoint
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
 from lvt_core.labels import TUMOR
-from training.calibrate import calibrate_decisions, tumor_score
+from training.calibrate import calibrate_decisions, choose_operating_point, tumor_score
 from training.evaluate_model import evaluate_checkpoint, false_lesions
 
 # the tiny network's tumor components at threshold 0.4 peak at 0.40-0.49 (one at 0.99):
@@ -112,11 +112,15 @@ def test_tumor_score_falls_back_to_dsc_without_large_lesions() -> None:
     assert tumor_score({"tumor_dsc": 0.4, "lesion_sensitivity_10mm": None}) == pytest.approx(0.4)
 
 
-def test_tumor_score_charges_false_lesions() -> None:
-    clean = {"tumor_dsc": 0.6, "lesion_sensitivity_10mm": 0.9, "lesion_precision": 0.9}
-    noisy = {**clean, "tumor_dsc": 0.62, "lesion_precision": 0.3}  # a hair more Dice, many false lesions
-    assert tumor_score(clean) == pytest.approx(0.8)
-    assert tumor_score(noisy) < tumor_score(clean)
+def test_operating_point_keeps_false_lesions_within_the_budget() -> None:
+    def row(score: float, false: float) -> dict[str, float]:
+        return {"score": score, "false_lesions_per_scan": false}
+
+    rows = [row(0.60, 2.7), row(0.55, 1.0), row(0.50, 0.5)]
+    assert choose_operating_point(rows, 1.0) == rows[1]
+    assert choose_operating_point(rows, 0.5) == rows[2]
+    assert choose_operating_point(rows, None) == rows[0]
+    assert choose_operating_point(rows, 0.1) == rows[2]  # none within budget: the fewest
 
 
 def test_false_lesions_are_predicted_components_touching_no_reference_tumor() -> None:

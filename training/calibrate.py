@@ -36,17 +36,29 @@ DEFAULT_CANDIDATES = (0.5, 0.4, 0.3, 0.2)
 DEFAULT_VESSEL_CANDIDATES = (0.5, 0.4, 0.3)
 DEFAULT_MIN_VOLUMES_ML = (0.0, 0.02, 0.05, 0.1)
 DEFAULT_MIN_PEAKS = (0.0, 0.7, 0.9, 0.95, 0.98)  # 0: no hysteresis
+DEFAULT_MAX_FALSE_PER_SCAN = 1.0
 
 
 def tumor_score(summary: dict[str, Any]) -> float:
-    """What the calibration maximises: the mean of tumor DSC, sensitivity for lesions ≥ 10 mm
-    (DSC again when there are none) and, when given, lesion precision (the share of predicted
-    lesions that touch a true one), so false lesions cost what they cost a reader."""
+    """What the calibration maximises: mean of tumor DSC and sensitivity for lesions ≥ 10 mm."""
     sensitivity = summary["lesion_sensitivity_10mm"]
-    parts = [summary["tumor_dsc"], sensitivity if sensitivity is not None else summary["tumor_dsc"]]
-    if summary.get("lesion_precision") is not None:
-        parts.append(summary["lesion_precision"])
-    return sum(parts) / len(parts)
+    return (summary["tumor_dsc"] + (sensitivity if sensitivity is not None else summary["tumor_dsc"])) / 2
+
+
+def choose_operating_point(scores: list[dict[str, Any]], max_false_per_scan: float | None) -> dict[str, Any]:
+    """The best-scoring candidate with at most ``max_false_per_scan`` false lesions per scan.
+
+    Like reading a FROC curve at a fixed false-positive rate: Dice barely notices a few small
+    false lesions beside a large true one, but each is a row in the lesion table and, at a
+    follow-up, a "new lesion". When no candidate stays under the budget, the one with the
+    fewest false lesions wins. Ties go to the earlier candidate. ``None`` disables the budget.
+    """
+    allowed = scores if max_false_per_scan is None else [
+        row for row in scores if row["false_lesions_per_scan"] <= max_false_per_scan]
+    if not allowed:
+        fewest = min(row["false_lesions_per_scan"] for row in scores)
+        allowed = [row for row in scores if row["false_lesions_per_scan"] == fewest]
+    return max(allowed, key=lambda row: row["score"])
 
 
 def _check_candidates(name: str, values: Sequence[float], volumes: bool = False) -> None:
@@ -106,12 +118,14 @@ def calibrate_decisions(
     device: str = "auto", on_case: Callable[[str], None] | None = None,
     min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
     version: str | None = None,
+    max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
     ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
     so the decisions hold for every kind of scan users send. ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
-    tumor component must reach (hysteresis) and every minimum tumor volume (ml). ``version``
+    tumor component must reach (hysteresis) and every minimum tumor volume (ml); the best
+    one within ``max_false_per_scan`` false lesions per scan wins. ``version``
     renames the copy: new decisions change every result, and a store keeps one checksum per
     model name and version.
     """
@@ -160,8 +174,7 @@ def calibrate_decisions(
         summary = tally.summary()
         scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
                        "score": round(tumor_score(summary), 4), **summary})
-    # ties go to the earlier candidate: the default threshold and the smallest volume removed
-    best = max(scores, key=lambda row: row["score"])
+    best = choose_operating_point(scores, max_false_per_scan)
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
     best_vessel = max(vessel_rows, key=lambda row: row["vessel_dsc"])
     cohort_names = ", ".join(str(c) for c in cohorts)
@@ -171,6 +184,7 @@ def calibrate_decisions(
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
         "best_min_tumor_peak": best["min_tumor_peak"],
         "best_vessel_threshold": best_vessel["vessel_threshold"],
+        "max_false_lesions_per_scan": max_false_per_scan,
         "candidates": scores, "vessel_candidates": vessel_rows,
     }
     if out is not None:

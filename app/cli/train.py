@@ -105,6 +105,9 @@ def calibrate_command(
     min_peaks: str = typer.Option("0,0.7,0.9,0.95,0.98", "--min-tumor-peaks",
                                   help="Comma-separated lowest peak probability a tumor component "
                                        "must reach to be kept (0: any)."),
+    max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
+                                    help="Most false lesions per validation scan the chosen "
+                                         "decisions may produce (the FROC operating point)."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
                                 "the checkpoint's); a store refuses two checksums under one version."),
@@ -122,7 +125,7 @@ def calibrate_command(
             task = progress.add_task("calibrating", total=None)
             result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
                                          on_case=lambda case: progress.advance(task), min_peaks=peaks,
-                                         version=version)
+                                         version=version, max_false_per_scan=max_false)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
