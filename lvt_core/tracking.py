@@ -260,6 +260,12 @@ def _pair_metrics(
     return overlap, distance
 
 
+def _match_cost(overlap: np.ndarray, distance: np.ndarray, config: TrackingConfig) -> np.ndarray:
+    """Assignment cost of each pair; ``_BIG`` where neither cue makes it a candidate."""
+    candidate = (overlap >= config.min_overlap) | (distance <= config.max_distance_mm)
+    return np.where(candidate, (1.0 - overlap) + distance / config.max_distance_mm, _BIG)
+
+
 def _components(tp: TimepointInput, min_voxels: int) -> np.ndarray:
     if tp.component_map is not None:
         return np.asarray(sitk.GetArrayViewFromImage(tp.component_map))
@@ -315,8 +321,7 @@ def track_lesions(
         )
         row_of = {lid: r for r, lid in enumerate(prev_ids)}
         col_of = {lid: c for c, lid in enumerate(cur_ids)}
-        candidate = (overlap >= config.min_overlap) | (distance <= config.max_distance_mm)
-        cost = np.where(candidate, (1.0 - overlap) + distance / config.max_distance_mm, _BIG)
+        cost = _match_cost(overlap, distance, config)
 
         assigned_rows: dict[int, int] = {}
         assigned_cols: dict[int, int] = {}  # column -> chain
@@ -472,8 +477,7 @@ def _reconnect_across_gaps(
             timepoints[last_seen], components[last_seen], timepoints[t], components[t],
             _compose(transforms[last_seen:t]), prev_ids, [cur_ids[c] for c in free],
         )
-        candidate = (overlap >= config.min_overlap) | (distance <= config.max_distance_mm)
-        cost = np.where(candidate, (1.0 - overlap) + distance / config.max_distance_mm, _BIG)
+        cost = _match_cost(overlap, distance, config)
         taken = set()
         for r, k in zip(*linear_sum_assignment(cost), strict=True):
             if cost[r, k] < _BIG:
