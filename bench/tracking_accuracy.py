@@ -52,8 +52,8 @@ def load_patient(cohort: Path, rows: list[dict[str, str]], predictor: object | N
     studies = []
     for row in sorted(rows, key=lambda r: int(r["study_index"])):
         image = sitk.ReadImage(str(cohort / row["image"]))
-        truth_labels = sitk.ReadImage(str(cohort / row["labels"]))
-        labels = predictor.predict(image) if predictor is not None else truth_labels  # type: ignore[attr-defined]
+        labels = (predictor.predict(image) if predictor is not None  # type: ignore[attr-defined]
+                  else sitk.ReadImage(str(cohort / row["labels"])))
         timepoint = TimepointInput.from_labels(labels, image)
         studies.append(Study(timepoint, truth_mapping(timepoint, sitk.ReadImage(str(cohort / row["lesion_ids"])))))
     return studies

@@ -27,7 +27,12 @@ import SimpleITK as sitk
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
 from lvt_core.postprocess import remove_small_tumors, remove_unconfident_tumors
-from training.evaluate_model import DETECTED_COVERAGE, false_lesions, large_lesion_ids
+from training.evaluate_model import (
+    DETECTED_COVERAGE,
+    false_lesions,
+    large_lesion_ids,
+    lesion_precision,
+)
 
 if TYPE_CHECKING:
     from lvt_core.inference import ScanProbabilities
@@ -106,7 +111,7 @@ class _TumorTally:
         return {"tumor_dsc": round(float(np.mean(self.dsc)), 4) if self.dsc else 0.0,
                 "lesion_sensitivity_10mm": round(self.found / self.total, 4) if self.total else None,
                 "detected_10mm": self.found, "lesions_10mm": self.total,
-                "lesion_precision": round((self.predicted - self.false) / self.predicted, 4) if self.predicted else 1.0,
+                "lesion_precision": round(lesion_precision(self.predicted, self.false), 4),
                 "false_lesions_per_scan": round(self.false / scans, 3) if scans else 0.0}
 
 
@@ -123,11 +128,11 @@ def calibrate_decisions(
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
     ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
-    so the decisions hold for every kind of scan users send. ``candidates`` are tumor thresholds, each paired with every lowest peak probability a
-    tumor component must reach (hysteresis) and every minimum tumor volume (ml); the best
-    one within ``max_false_per_scan`` false lesions per scan wins. ``version``
-    renames the copy: new decisions change every result, and a store keeps one checksum per
-    model name and version.
+    so the decisions hold for every kind of scan users send. ``candidates`` are tumor
+    thresholds, each paired with every lowest peak probability a tumor component must reach
+    (hysteresis) and every minimum tumor volume (ml); the best one within
+    ``max_false_per_scan`` false lesions per scan wins. ``version`` renames the copy: new
+    decisions change every result, and a store keeps one checksum per model name and version.
     """
     from lvt_core.checkpoint import load_checkpoint, save_checkpoint
     from lvt_core.inference import Predictor
@@ -143,6 +148,7 @@ def calibrate_decisions(
     tumor_tallies = {(t, p, m): _TumorTally() for t in candidates for p in min_peaks for m in min_volumes_ml}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
+    cohort_names = ", ".join(str(c) for c in cohorts)
     cases = 0
     for case in (case for folder in cohorts for case in load_cases("synthetic", folder)):
         image, ref_image = case.load()
@@ -167,7 +173,7 @@ def calibrate_decisions(
         if on_case:
             on_case(case.case_id)
     if not cases:
-        raise ValueError(f"{', '.join(map(str, cohorts))}: the validation cohort has no scans")
+        raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
     for (value, peak, min_volume), tally in tumor_tallies.items():
@@ -177,7 +183,6 @@ def calibrate_decisions(
     best = choose_operating_point(scores, max_false_per_scan)
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
     best_vessel = max(vessel_rows, key=lambda row: row["vessel_dsc"])
-    cohort_names = ", ".join(str(c) for c in cohorts)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": cohort_names, "cases": cases,
         "best_tumor_threshold": best["tumor_threshold"],

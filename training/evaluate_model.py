@@ -93,6 +93,11 @@ def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, i
     return n, n - len(touching)
 
 
+def lesion_precision(predicted: int, false: int) -> float:
+    """Share of predicted lesions that touch a true one (1 when none is predicted)."""
+    return (predicted - false) / predicted if predicted else 1.0
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
@@ -145,7 +150,7 @@ def evaluate_checkpoint(
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,
         "false_lesions_per_scan": false_total / len(rows) if rows else 0.0,
-        "lesion_precision": (predicted_lesions - false_total) / predicted_lesions if predicted_lesions else 1.0,
+        "lesion_precision": lesion_precision(predicted_lesions, false_total),
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},
         "global_dsc": {c: 2 * overlap[c] / sizes[c] if sizes[c] else 1.0 for c in CLASS_MASKS},
     }
