@@ -13,7 +13,8 @@ come back exactly on their own grid):
 5. air (below ``BODY_THRESHOLD_HU``) becomes background; keep the liver's largest component
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak``, or smaller than ``min_tumor_volume_ml``, become
-   liver.
+   liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
+   below ``min_lesion_score``.
 
 Memory stays bounded: probabilities exist only over the liver box, at model spacing in
 float32 while the windows are blended, float16 after; full-resolution maps are uint8.
@@ -44,6 +45,7 @@ from lvt_core.labels import (
     decode_exclusive,
     decode_multiclass,
 )
+from lvt_core.lesion_filter import LesionFilter, remove_unlikely_lesions
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import (
     bounding_box,
@@ -215,6 +217,10 @@ class Predictor:
         self.min_tumor_volume_ml = float(inference_cfg.get("min_tumor_volume_ml", 0.0))
         # tumor components whose peak probability stays below this become liver (calibrated; 0 off)
         self.min_tumor_peak = float(inference_cfg.get("min_tumor_peak", 0.0))
+        # second look at each tumor component (fitted on phantoms; None: every component kept)
+        filter_meta = inference_cfg.get("lesion_filter")
+        self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
+        self.min_lesion_score = float(inference_cfg.get("min_lesion_score", 0.0))
         model = build_network(meta["network"])
         model.load_state_dict(state)
         # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
@@ -299,20 +305,28 @@ class Predictor:
         thresholds: list[float] | None = None,
         min_tumor_volume_ml: float | None = None,
         min_tumor_peak: float | None = None,
-        air: np.ndarray | None = None,
+        hu: np.ndarray | None = None,
+        min_lesion_score: float | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks.
 
-        ``air`` (voxels below ``BODY_THRESHOLD_HU`` on the same grid) is never liver, vessel or
-        tumor: on out-of-domain scans the network can spill the liver past the body wall.
+        ``hu`` is the scan on the same grid: air (below ``BODY_THRESHOLD_HU``) is never liver,
+        vessel or tumor (on out-of-domain scans the network can spill the liver past the body
+        wall), and the lesion filter measures each tumor candidate on it. Without ``hu`` (the
+        coarse pass) the filter is skipped.
         """
         if self.label_space == "multiclass":
             labels = decode_multiclass(probs)
         else:
             labels = decode_exclusive(probs, threshold=thresholds or self.thresholds)
-        if air is not None:
-            labels[air] = BACKGROUND
+        if hu is not None:
+            labels[hu < BODY_THRESHOLD_HU] = BACKGROUND
         labels = keep_liver_component(labels)
+        if min_lesion_score is None:
+            min_lesion_score = self.min_lesion_score
+        if hu is not None and self.lesion_filter is not None:
+            labels = remove_unlikely_lesions(labels, probs[self.tumor_channel], hu, spacing_xyz,
+                                             self.lesion_filter, min_lesion_score)
         if min_tumor_peak is None:
             min_tumor_peak = self.min_tumor_peak
         labels = remove_unconfident_tumors(labels, probs[self.tumor_channel], min_tumor_peak)
@@ -373,19 +387,20 @@ class Predictor:
         thresholds: list[float] | None = None,
         min_tumor_volume_ml: float | None = None,
         min_tumor_peak: float | None = None,
+        min_lesion_score: float | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
-        ``thresholds`` (one per channel), ``min_tumor_volume_ml`` and ``min_tumor_peak``
-        override the checkpoint's, so a calibration decodes one network pass many ways.
+        ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak`` and
+        ``min_lesion_score`` override the checkpoint's, so a calibration decodes one network
+        pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
         region = probabilities.region
         if region is not None:
-            air = sitk.GetArrayViewFromImage(image)[region] < BODY_THRESHOLD_HU
-            out[region] = self._decode(
-                probabilities.values, image.GetSpacing(), thresholds, min_tumor_volume_ml, min_tumor_peak, air
-            )
+            hu = sitk.GetArrayViewFromImage(image)[region]
+            out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
+                                       min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score)
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)
         return labels

@@ -17,6 +17,7 @@ tumor threshold and minimum volume are chosen together and the vessel threshold 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,22 +27,21 @@ import SimpleITK as sitk
 
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
-from lvt_core.postprocess import remove_small_tumors, remove_unconfident_tumors
 from training.evaluate_model import (
     DETECTED_COVERAGE,
-    false_lesions,
     large_lesion_ids,
     lesion_precision,
 )
 
 if TYPE_CHECKING:
-    from lvt_core.inference import ScanProbabilities
+    from lvt_core.inference import Predictor, ScanProbabilities
 
 DEFAULT_CANDIDATES = (0.5, 0.4, 0.3, 0.2)
 DEFAULT_VESSEL_CANDIDATES = (0.5, 0.4, 0.3)
 DEFAULT_MIN_VOLUMES_ML = (0.0, 0.02, 0.05, 0.1)
 DEFAULT_MIN_PEAKS = (0.0, 0.7, 0.9, 0.95, 0.98)  # 0: no hysteresis
 DEFAULT_MAX_FALSE_PER_SCAN = 1.0
+DEFAULT_MIN_LESION_SCORES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # 0: the filter keeps all
 
 
 def tumor_score(summary: dict[str, Any]) -> float:
@@ -78,15 +78,27 @@ class _ReferenceLesions:
     """One scan's reference tumors, computed once and scored against every candidate."""
 
     def __init__(self, ref: np.ndarray, spacing: tuple[float, ...]) -> None:
-        self.tumor = ref == TUMOR
-        self.components = cc3d.connected_components(self.tumor, connectivity=26)
+        self.components, self.count = cc3d.connected_components(ref == TUMOR, connectivity=26, return_N=True)
         self.large_ids = large_lesion_ids(self.components, spacing)
-        self.sizes = np.bincount(self.components.ravel())
+        self.sizes = np.bincount(self.components.ravel(), minlength=self.count + 1)
 
-    def found(self, pred_tumor: np.ndarray) -> int:
-        """How many large lesions ``pred_tumor`` covers by more than ``DETECTED_COVERAGE``."""
-        hits = np.bincount(self.components[pred_tumor], minlength=len(self.sizes))
-        return int((hits[self.large_ids] / self.sizes[self.large_ids] > DETECTED_COVERAGE).sum())
+
+class _CandidateTable:
+    """One scan's predicted tumor components at one threshold and their overlap with every
+    reference lesion, so each peak, volume and lesion-score rule, which keeps or drops whole
+    components, is scored without touching the voxels again."""
+
+    def __init__(self, components: np.ndarray, ref_components: np.ndarray, ref_count: int) -> None:
+        n = int(components.max(initial=0))
+        both = (components > 0) & (ref_components > 0)
+        pairs = components[both].astype(np.int64) * (ref_count + 1) + ref_components[both]
+        counts = np.bincount(pairs, minlength=(n + 1) * (ref_count + 1))
+        self.overlap = counts.reshape(n + 1, ref_count + 1)[1:, 1:]  # predicted × reference voxels
+        self.sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+
+    @classmethod
+    def empty(cls, ref_count: int) -> _CandidateTable:
+        return cls(np.zeros((1, 1, 1), np.int32), np.zeros((1, 1, 1), np.int32), ref_count)
 
 
 class _TumorTally:
@@ -99,12 +111,19 @@ class _TumorTally:
         self.predicted = 0
         self.false = 0
 
-    def add(self, pred_tumor: np.ndarray, reference: _ReferenceLesions) -> None:
-        self.dsc.append(dice(pred_tumor, reference.tumor))
-        self.found += reference.found(pred_tumor)
-        self.total += len(reference.large_ids)
-        predicted, false = false_lesions(pred_tumor, reference.tumor)
-        self.predicted, self.false = self.predicted + predicted, self.false + false
+    def add(self, table: _CandidateTable, keep: np.ndarray, reference: _ReferenceLesions) -> None:
+        """Score the components of ``table`` that ``keep`` keeps (``metrics.dice``'s convention:
+        1 when neither prediction nor reference has tumor)."""
+        overlap = table.overlap[keep]
+        predicted_voxels, ref_voxels = int(table.sizes[keep].sum()), int(reference.sizes[1:].sum())
+        total = predicted_voxels + ref_voxels
+        self.dsc.append(2.0 * int(overlap.sum()) / total if total else 1.0)
+        large = reference.large_ids
+        covered = overlap[:, large - 1].sum(axis=0) / reference.sizes[large] if len(large) else np.zeros(0)
+        self.found += int((covered > DETECTED_COVERAGE).sum())
+        self.total += len(large)
+        self.predicted += int(keep.sum())
+        self.false += int((overlap.sum(axis=1) == 0).sum())
 
     def summary(self) -> dict[str, Any]:
         scans = len(self.dsc)
@@ -124,28 +143,38 @@ def calibrate_decisions(
     min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
     version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
+    min_lesion_scores: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
     ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
     so the decisions hold for every kind of scan users send. ``candidates`` are tumor
     thresholds, each paired with every lowest peak probability a tumor component must reach
-    (hysteresis) and every minimum tumor volume (ml); the best one within
-    ``max_false_per_scan`` false lesions per scan wins. ``version`` renames the copy: new
-    decisions change every result, and a store keeps one checksum per model name and version.
+    (hysteresis), every minimum tumor volume (ml) and, when the checkpoint has a lesion filter
+    (``lvt fit-lesion-filter``), every lowest lesion score (default
+    :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
+    lesions per scan wins. ``version`` renames the copy: new decisions change every result,
+    and a store keeps one checksum per model name and version.
     """
     from lvt_core.checkpoint import load_checkpoint, save_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
+    predictor = Predictor(checkpoint, device=device)
+    if min_lesion_scores is None:
+        min_lesion_scores = DEFAULT_MIN_LESION_SCORES if predictor.lesion_filter else (0.0,)
     _check_candidates("threshold", candidates)
     _check_candidates("vessel threshold", vessel_candidates)
     _check_candidates("minimum tumor volume", min_volumes_ml, volumes=True)
     _check_candidates("minimum tumor peak", min_peaks, volumes=True)
-    predictor = Predictor(checkpoint, device=device)
+    _check_candidates("minimum lesion score", min_lesion_scores, volumes=True)
+    if predictor.lesion_filter is None and any(min_lesion_scores):
+        raise ValueError(f"{checkpoint}: has no lesion filter to score lesions with; "
+                         "fit one with `lvt fit-lesion-filter` or leave --min-lesion-scores out")
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
-    tumor_tallies = {(t, p, m): _TumorTally() for t in candidates for p in min_peaks for m in min_volumes_ml}
+    rules = [(p, m, s) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores]
+    tumor_tallies = {(t, *rule): _TumorTally() for t in candidates for rule in rules}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
     cohort_names = ", ".join(str(c) for c in cohorts)
@@ -163,12 +192,11 @@ def calibrate_decisions(
         for value in candidates:
             thresholds = list(base)
             thresholds[tumor_index] = value
-            labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0, 0.0))
-            for peak in min_peaks:
-                confident = _confident_tumors(labels, probabilities, predictor.tumor_channel, peak)
-                for min_volume in min_volumes_ml:
-                    cleaned = remove_small_tumors(confident, image.GetSpacing(), min_volume)
-                    tumor_tallies[(value, peak, min_volume)].add(cleaned == TUMOR, reference)
+            rows = _candidate_rows(predictor, probabilities, image, thresholds, reference)
+            for peak, min_volume, min_score in rules:
+                keep = (rows.peaks >= peak) & (rows.table.sizes >= _voxels(min_volume, image)) & (
+                    rows.scores >= min_score)
+                tumor_tallies[(value, peak, min_volume, min_score)].add(rows.table, keep, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -176,10 +204,10 @@ def calibrate_decisions(
         raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
-    for (value, peak, min_volume), tally in tumor_tallies.items():
+    for (value, peak, min_volume, min_score), tally in tumor_tallies.items():
         summary = tally.summary()
         scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
-                       "score": round(tumor_score(summary), 4), **summary})
+                       "min_lesion_score": min_score, "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
     best_vessel = max(vessel_rows, key=lambda row: row["vessel_dsc"])
@@ -188,6 +216,7 @@ def calibrate_decisions(
         "best_tumor_threshold": best["tumor_threshold"],
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
         "best_min_tumor_peak": best["min_tumor_peak"],
+        "best_min_lesion_score": best["min_lesion_score"],
         "best_vessel_threshold": best_vessel["vessel_threshold"],
         "max_false_lesions_per_scan": max_false_per_scan,
         "candidates": scores, "vessel_candidates": vessel_rows,
@@ -199,26 +228,48 @@ def calibrate_decisions(
                                    "tumor": best["tumor_threshold"], "vessel": best_vessel["vessel_threshold"]}
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
+        inference["min_lesion_score"] = best["min_lesion_score"]
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
-        result["out"] = str(save_checkpoint(out, state, meta, fp16=_stored_half(checkpoint)))
+        result["out"] = str(save_checkpoint(out, state, meta, fp16=stored_half(checkpoint)))
     return result
 
 
-def _confident_tumors(
-    labels: np.ndarray, probabilities: ScanProbabilities, channel: int, peak: float
-) -> np.ndarray:
-    """``labels`` without the tumor components whose peak probability is below ``peak``."""
-    region = probabilities.region
-    if peak <= 0 or region is None:
-        return labels
-    out = labels.copy()
-    out[region] = remove_unconfident_tumors(labels[region], probabilities.values[channel], peak)
-    return out
+@dataclass
+class _CandidateRows:
+    """Per predicted tumor component: its overlaps, peak probability and lesion score."""
+
+    table: _CandidateTable
+    peaks: np.ndarray
+    scores: np.ndarray
 
 
-def _stored_half(checkpoint: str | Path) -> bool:
+def _candidate_rows(
+    predictor: Predictor, probabilities: ScanProbabilities, image: sitk.Image,
+    thresholds: list[float], reference: _ReferenceLesions,
+) -> _CandidateRows:
+    """The tumor components ``thresholds`` draw before any component rule, measured once."""
+    from training.lesion_filter import decoded_candidates
+
+    decoded = decoded_candidates(predictor, probabilities, image, thresholds)
+    if decoded is None:
+        return _CandidateRows(_CandidateTable.empty(reference.count), np.zeros(0), np.zeros(0))
+    candidates, region = decoded
+    table = _CandidateTable(candidates.components, reference.components[region], reference.count)
+    scores = predictor.lesion_filter.scores(candidates) if predictor.lesion_filter else np.ones(candidates.count)
+    return _CandidateRows(table, candidates.column("peak_probability"), scores)
+
+
+def _voxels(volume_ml: float, image: sitk.Image) -> int:
+    """The fewest voxels of ``image`` a component needs to reach ``volume_ml`` (as
+    :func:`lvt_core.postprocess.remove_small_tumors` counts them)."""
+    if volume_ml <= 0:
+        return 0
+    return int(np.ceil(volume_ml / (float(np.prod(image.GetSpacing())) / 1000.0)))
+
+
+def stored_half(checkpoint: str | Path) -> bool:
     """Whether the file holds fp16 weights, so that the copy keeps the same precision."""
     import torch
 

@@ -105,6 +105,9 @@ def calibrate_command(
     min_peaks: str = typer.Option("0,0.7,0.9,0.95,0.98", "--min-tumor-peaks",
                                   help="Comma-separated lowest peak probability a tumor component "
                                        "must reach to be kept (0: any)."),
+    min_scores: str = typer.Option(None, "--min-lesion-scores",
+                                   help="Comma-separated lowest lesion-filter scores a tumor component "
+                                        "must reach (default 0,0.1,…,0.7 with a filter; 0 without)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen "
                                          "decisions may produce (the FROC operating point)."),
@@ -120,12 +123,14 @@ def calibrate_command(
     vessel = _numbers("--vessel-candidates", vessel_candidates)
     volumes = _numbers("--min-tumor-volumes", min_volumes)
     peaks = _numbers("--min-tumor-peaks", min_peaks)
+    scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
     try:
         with progress_bar() as progress:
             task = progress.add_task("calibrating", total=None)
             result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
                                          on_case=lambda case: progress.advance(task), min_peaks=peaks,
-                                         version=version, max_false_per_scan=max_false)
+                                         version=version, max_false_per_scan=max_false,
+                                         min_lesion_scores=scores)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
@@ -135,13 +140,50 @@ def calibrate_command(
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
+                   f"min lesion score {row['min_lesion_score']}, "
                    f"min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']}, "
+               f"min lesion score {result['best_min_lesion_score']}, "
                f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
+
+
+def fit_lesion_filter_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) whose tumor candidates to filter."),
+    cohort: list[Path] = typer.Option(..., "--cohort", help="Phantom cohort used by neither training, "
+                                      "calibration nor the test; repeat to pool several."),
+    out: Path = typer.Option(..., "--out", help="Where to write the copy carrying the filter."),
+    thresholds: str = typer.Option("0.3,0.2", "--thresholds",
+                                   help="Comma-separated tumor thresholds whose candidates to learn from."),
+    candidates_csv: Path = typer.Option(None, "--candidates-csv", help="Also write every candidate's features."),
+    device: str = typer.Option("auto", "--device"),
+    version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit the false-lesion filter (a second look at each tumor component) on phantoms."""
+    from training.lesion_filter import fit_lesion_filter
+
+    values = _numbers("--thresholds", thresholds)
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("collecting candidates", total=None)
+            result = fit_lesion_filter(checkpoint, cohort, out, values, version, device,
+                                       on_case=lambda case: progress.advance(task),
+                                       candidates_csv=candidates_csv)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['candidates']} candidates ({result['true_candidates']} true lesions, "
+               f"{result['false_candidates']} false); cross-validated ROC AUC {result['cv_roc_auc']} "
+               f"over {result['cv_folds']} patient folds, on the fitting data {result['train_roc_auc']}")
+    for name, weight in result["weights"].items():
+        typer.echo(f"  {name:<20} {weight:+.3f}")
+    typer.echo(f"wrote {result['out']}; choose its min lesion score with `lvt calibrate`")
 
 
 @experiment_app.command("partial-labels")
@@ -178,4 +220,5 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate-model")(evaluate_model_command)
     app.command("calibrate")(calibrate_command)
+    app.command("fit-lesion-filter")(fit_lesion_filter_command)
     app.add_typer(experiment_app, name="experiment")
