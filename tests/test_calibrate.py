@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from model_fixtures import save_tiny_checkpoint
+from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
@@ -22,11 +22,7 @@ PEAK = 0.45
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lvt_core.phantom import CohortConfig, generate_cohort
-
-    folder = tmp_path_factory.mktemp("val") / "cohort"
-    generate_cohort(folder, CohortConfig(patients=1, timepoints=1, phases=1, size="tiny", seed=77))
-    return folder
+    return tiny_phantom_cohort(tmp_path_factory, "val", seed=77)
 
 
 def test_threshold_override_changes_the_tumor_decision(tmp_path: Path, cohort: Path) -> None:

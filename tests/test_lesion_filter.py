@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import save_tiny_checkpoint
+from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
@@ -105,11 +105,7 @@ def test_fitting_learns_a_separating_feature_and_reports_grouped_cv_auc() -> Non
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lvt_core.phantom import CohortConfig, generate_cohort
-
-    folder = tmp_path_factory.mktemp("filter") / "cohort"
-    generate_cohort(folder, CohortConfig(patients=2, timepoints=1, phases=1, size="tiny", seed=81))
-    return folder
+    return tiny_phantom_cohort(tmp_path_factory, "filter", seed=81, patients=2)
 
 
 def test_a_fitted_filter_is_calibrated_and_applied_like_calibration_scored_it(tmp_path: Path, cohort: Path) -> None:

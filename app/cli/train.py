@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -92,6 +94,17 @@ def _numbers(option: str, text: str) -> list[float]:
         raise typer.BadParameter(f"{option} must be numbers separated by commas, got {text!r}") from None
 
 
+def _per_case_progress(label: str, work: Callable[[Callable[[str], None]], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work(on_case)`` under a progress bar that ticks once per scan; bad input becomes
+    a :class:`UserError` (a clear message and a non-zero exit)."""
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task(label, total=None)
+            return work(lambda _case: progress.advance(task))
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def calibrate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to calibrate."),
     cohort: list[Path] = typer.Option(..., "--cohort", help="Validation phantom cohort, never the test "
@@ -124,15 +137,9 @@ def calibrate_command(
     volumes = _numbers("--min-tumor-volumes", min_volumes)
     peaks = _numbers("--min-tumor-peaks", min_peaks)
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
-    try:
-        with progress_bar() as progress:
-            task = progress.add_task("calibrating", total=None)
-            result = calibrate_decisions(checkpoint, cohort, out, tumor, vessel, volumes, device,
-                                         on_case=lambda case: progress.advance(task), min_peaks=peaks,
-                                         version=version, max_false_per_scan=max_false,
-                                         min_lesion_scores=scores)
-    except (ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
+        checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
+        version=version, max_false_per_scan=max_false, min_lesion_scores=scores))
     if as_json:
         print_json(result)
         return
@@ -167,14 +174,8 @@ def fit_lesion_filter_command(
     from training.lesion_filter import fit_lesion_filter
 
     values = _numbers("--thresholds", thresholds)
-    try:
-        with progress_bar() as progress:
-            task = progress.add_task("collecting candidates", total=None)
-            result = fit_lesion_filter(checkpoint, cohort, out, values, version, device,
-                                       on_case=lambda case: progress.advance(task),
-                                       candidates_csv=candidates_csv)
-    except (ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    result = _per_case_progress("collecting candidates", lambda on_case: fit_lesion_filter(
+        checkpoint, cohort, out, values, version, device, on_case=on_case, candidates_csv=candidates_csv))
     if as_json:
         print_json(result)
         return
