@@ -25,7 +25,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
-from lvt_core.lesion_filter import FEATURES, TumorCandidates
+from lvt_core.lesion_filter import FEATURES
 from training.lesion_filter import CV_FOLDS, fit_filter
 
 PEAKS = (0.0, 0.7, 0.9, 0.95)
@@ -42,7 +42,7 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict
     scores = {"logistic": np.zeros(len(y)), "trees": np.zeros(len(y))}
     for train, held in GroupKFold(min(CV_FOLDS, len(set(groups)))).split(x, y, groups):
         logistic, _ = fit_filter(x[train], y[train], groups[train])
-        scores["logistic"][held] = logistic.scores(TumorCandidates(np.zeros((1, 1, 1), np.int32), x[held]))
+        scores["logistic"][held] = logistic.scores(x[held])
         trees = HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, max_iter=200,
                                                class_weight="balanced", random_state=0)
         scores["trees"][held] = trees.fit(x[train], y[train]).predict_proba(x[held])[:, 1]

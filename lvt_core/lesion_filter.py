@@ -134,10 +134,11 @@ class LesionFilter:
         if unknown or len(sizes) != 1:
             raise ValueError(f"lesion filter: unknown features {unknown} or mismatched lengths {sorted(sizes)}")
 
-    def scores(self, candidates: TumorCandidates) -> np.ndarray:
-        """One probability per candidate component (empty when there are none)."""
-        columns = np.stack([candidates.column(name) for name in self.features], axis=1) \
-            if candidates.count else np.zeros((0, len(self.features)))
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """One probability per row of ``features`` (columns in :data:`FEATURES` order, as
+        :attr:`TumorCandidates.features` holds them; empty when there are no rows)."""
+        columns = np.asarray(features, np.float64).reshape(-1, len(FEATURES))
+        columns = columns[:, [FEATURES.index(name) for name in self.features]]
         z = (columns - np.asarray(self.mean)) / np.asarray(self.scale)
         return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
 
@@ -171,4 +172,4 @@ def remove_unlikely_lesions(
     if min_score <= 0 or not (labels == TUMOR).any():
         return labels
     candidates = candidate_features(labels, tumor_probability, hu, spacing_xyz)
-    return drop_components(labels, candidates.components, lesion_filter.scores(candidates) >= min_score)
+    return drop_components(labels, candidates.components, lesion_filter.scores(candidates.features) >= min_score)

@@ -24,6 +24,13 @@ def keep_liver_component(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def min_tumor_voxels(min_volume_ml: float, spacing_xyz: tuple[float, ...]) -> int:
+    """The fewest voxels of this spacing a tumor component needs to reach ``min_volume_ml``."""
+    if min_volume_ml <= 0:
+        return 0
+    return int(np.ceil(min_volume_ml / (float(np.prod(spacing_xyz)) / 1000.0)))
+
+
 def remove_small_tumors(
     labels: np.ndarray, spacing_xyz: tuple[float, ...], min_volume_ml: float
 ) -> np.ndarray:
@@ -38,9 +45,8 @@ def remove_small_tumors(
     tumor = labels == TUMOR
     if not tumor.any():
         return labels
-    voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
-    min_voxels = int(np.ceil(min_volume_ml / voxel_ml))
-    kept = cc3d.dust(tumor, threshold=min_voxels, connectivity=26, in_place=False)
+    kept = cc3d.dust(tumor, threshold=min_tumor_voxels(min_volume_ml, spacing_xyz), connectivity=26,
+                     in_place=False)
     out = labels.copy()
     out[tumor & ~kept] = LIVER
     return out

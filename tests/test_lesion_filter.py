@@ -15,7 +15,6 @@ from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.lesion_filter import (
     FEATURES,
     LesionFilter,
-    TumorCandidates,
     candidate_features,
     remove_unlikely_lesions,
 )
@@ -97,7 +96,7 @@ def test_fitting_learns_a_separating_feature_and_reports_grouped_cv_auc() -> Non
     assert report["cv_folds"] == 5 and report["cv_roc_auc"] > 0.85
     weights = report["weights"]
     assert max(weights, key=lambda k: abs(weights[k])) == "log_detectability" and weights["log_detectability"] > 0
-    fitted_scores = lesion_filter.scores(TumorCandidates(np.zeros((1, 1, 1), np.int32), x))
+    fitted_scores = lesion_filter.scores(x)
     assert fitted_scores[y == 1].mean() > fitted_scores[y == 0].mean() + 0.3
     with pytest.raises(ValueError, match="at least 2 true and 2 false"):
         fit_filter(x[:5], np.array([1, 0, 0, 0, 0]), groups[:5])

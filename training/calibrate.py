@@ -27,6 +27,7 @@ import SimpleITK as sitk
 
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
+from lvt_core.postprocess import min_tumor_voxels
 from training.evaluate_model import (
     DETECTED_COVERAGE,
     large_lesion_ids,
@@ -194,7 +195,7 @@ def calibrate_decisions(
             thresholds[tumor_index] = value
             rows = _candidate_rows(predictor, probabilities, image, thresholds, reference)
             for peak, min_volume, min_score in rules:
-                keep = (rows.peaks >= peak) & (rows.table.sizes >= _voxels(min_volume, image)) & (
+                keep = (rows.peaks >= peak) & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
                     rows.scores >= min_score)
                 tumor_tallies[(value, peak, min_volume, min_score)].add(rows.table, keep, reference)
         cases += 1
@@ -257,16 +258,8 @@ def _candidate_rows(
         return _CandidateRows(_CandidateTable.empty(reference.count), np.zeros(0), np.zeros(0))
     candidates, region = decoded
     table = _CandidateTable(candidates.components, reference.components[region], reference.count)
-    scores = predictor.lesion_filter.scores(candidates) if predictor.lesion_filter else np.ones(candidates.count)
+    scores = predictor.lesion_filter.scores(candidates.features) if predictor.lesion_filter else np.ones(candidates.count)
     return _CandidateRows(table, candidates.column("peak_probability"), scores)
-
-
-def _voxels(volume_ml: float, image: sitk.Image) -> int:
-    """The fewest voxels of ``image`` a component needs to reach ``volume_ml`` (as
-    :func:`lvt_core.postprocess.remove_small_tumors` counts them)."""
-    if volume_ml <= 0:
-        return 0
-    return int(np.ceil(volume_ml / (float(np.prod(image.GetSpacing())) / 1000.0)))
 
 
 def stored_half(checkpoint: str | Path) -> bool:
