@@ -244,3 +244,15 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--phases", "5"])
     assert result.exit_code == 2
+
+
+def test_patients_rendered_by_worker_processes_give_the_same_files(tmp_path: Path) -> None:
+    config = CohortConfig(patients=3, timepoints=2, phases=1, seed=11, size="tiny")
+    calls: list[tuple[int, int]] = []
+    generate_cohort(tmp_path / "one", config)
+    generate_cohort(tmp_path / "three", config, progress=lambda done, total: calls.append((done, total)),
+                    workers=3)
+    first, second = _files(tmp_path / "one"), _files(tmp_path / "three")
+    assert sorted(first) == sorted(second) and len(first) > 3 * 2 * 3
+    assert [name for name in first if first[name] != second[name]] == []
+    assert calls[-1] == (6, 6) and len(calls) == 3  # one report per patient

@@ -175,3 +175,44 @@ def test_two_cohorts_of_one_source_are_sampled_by_their_own_weights(tmp_path: Pa
     assert len(small) == 1 and len(cases) == 5
     share = np.mean([sampler.choose(step_rng(0, s)) in small for s in range(2000)])
     assert 0.7 < share < 0.8  # 3 / (1 + 3): the one-case cohort's weight, not 1 case in 5
+
+
+def test_worker_processes_build_the_batches_the_loop_would(tmp_path: Path) -> None:
+    from training.loader import prepare_all, step_batches
+    from training.train import BatchMaker, gather_cases
+
+    config = tiny_config(tmp_path, synthetic_lesions=0.5, contrast_randomization=0.5)
+    cases = gather_cases(config)
+    spacing = tuple(config.spacing_mm)
+    serial = prepare_all(cases, spacing, tmp_path / "serial_cache", False, workers=0)
+    pooled = prepare_all(cases, spacing, tmp_path / "pooled_cache", False, workers=2)
+    for a, b in zip(serial, pooled, strict=True):
+        assert a.case_id == b.case_id
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    maker = BatchMaker(config, serial)
+    here = list(step_batches(maker, 3, 8, workers=0))
+    there = list(step_batches(maker, 3, 8, workers=2))
+    assert len(here) == len(there) == 5
+    for a, b in zip(here, there, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(here[0]["image"], here[1]["image"])  # steps differ from each other
+
+
+def test_a_run_with_data_workers_ends_with_the_weights_of_one_without(tmp_path: Path) -> None:
+    plain = train(tiny_config(tmp_path, output_dir=str(tmp_path / "plain")), device="cpu")
+    pooled = train(tiny_config(tmp_path, output_dir=str(tmp_path / "pooled"), data_workers=2), device="cpu")
+    a, _ = load_checkpoint(plain.checkpoint)
+    b, _ = load_checkpoint(pooled.checkpoint)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-3), key
+
+
+def test_max_minutes_stops_with_the_state_saved_and_resume_finishes(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, output_dir=str(tmp_path / "timed"), data_workers=1)
+    stopped = train(config, device="cpu", max_minutes=0)
+    assert stopped.step == 0 and stopped.checkpoint is None
+    assert (tmp_path / "timed" / "state.pt").is_file()
+    resumed = train(config, device="cpu", resume=True, max_minutes=30)
+    assert resumed.step == resumed.total_steps == 6 and resumed.checkpoint is not None

@@ -187,24 +187,15 @@ def relabel_invisible_lesions(
     if not (labels == tumor_value).any() or liver.sum() < 500:
         return labels
     import cc3d
-    from scipy.ndimage import binary_erosion, find_objects, uniform_filter
+    from scipy.ndimage import binary_erosion, find_objects
 
-    hu = np.asarray(hu, dtype=np.float32)
-    liver_median = float(np.median(hu[liver]))
-    spread_by_side: dict[int, float] = {}
+    from lvt_core.detectability import LiverNoise
 
-    def spread(voxels: int) -> float:
-        """Robust sd of the liver's mean over cubes of ``voxels`` (clear of vessel edges)."""
-        side = max(1, round(voxels ** (1 / 3)))
-        if side not in spread_by_side:
-            core = binary_erosion(liver, iterations=side // 2 + 1)
-            means = uniform_filter(hu, size=side)[core if core.sum() >= 50 else liver]
-            spread_by_side[side] = 1.4826 * float(np.median(np.abs(means - np.median(means))))
-        return spread_by_side[side]
+    noise = LiverNoise(hu, liver)
 
     def visible(region: np.ndarray, values: np.ndarray) -> bool:
         n = int(region.sum())
-        return n > 0 and abs(float(values[region].mean()) - liver_median) >= min_detectability * spread(n)
+        return n > 0 and noise.detectability(float(values[region].mean()) - noise.median, n) >= min_detectability
 
     components = cc3d.connected_components(labels == tumor_value, connectivity=26)
     out = labels

@@ -54,9 +54,14 @@ DETECTED_COVERAGE = 0.1
 def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
                     spacing: tuple[float, ...]) -> list[dict[str, Any]]:
     """One row per reference lesion: longest axial diameter, mean HU contrast against a 2–6 mm
-    shell of liver around it, the fraction covered by predicted tumor, and whether it is found."""
+    shell of liver around it, its detectability (that contrast against the noise of a liver
+    region of its volume, :mod:`lvt_core.detectability`), the fraction covered by predicted
+    tumor, and whether it is found."""
+    from lvt_core.detectability import LiverNoise
+
     components = cc3d.connected_components(ref == 3, connectivity=26)
     liver = ref == 1
+    noise = LiverNoise(hu, liver) if liver.any() else None
     rows = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
@@ -67,13 +72,25 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
         shell = near & liver[grown]
         inside = hu[grown][lesion]
         coverage = float((pred[grown][lesion] == 3).mean())
+        contrast = float(inside.mean() - hu[grown][shell].mean()) if shell.any() else None
+        visible = (noise.detectability(contrast, int(lesion.sum()))
+                   if noise is not None and contrast is not None else None)
         rows.append({
             "diameter_mm": round(_longest_axial_mm(lesion, spacing), 1),
             "voxels": int(lesion.sum()),
-            "contrast_hu": round(float(inside.mean() - hu[grown][shell].mean()), 1) if shell.any() else None,
+            "contrast_hu": round(contrast, 1) if contrast is not None else None,
+            "detectability": round(visible, 2) if visible is not None else None,
             "coverage": round(coverage, 3), "found": coverage > DETECTED_COVERAGE,
         })
     return rows
+
+
+def visible_large_lesions(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lesions ≥ 10 mm an observer searching the liver could see (Rose criterion)."""
+    from lvt_core.detectability import ROSE_THRESHOLD
+
+    return [row for row in findings if row["diameter_mm"] >= MIN_LESION_MM
+            and row["detectability"] is not None and row["detectability"] >= ROSE_THRESHOLD]
 
 
 def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, int]:
@@ -116,6 +133,7 @@ def evaluate_checkpoint(
     predictor = Predictor(checkpoint, device=device, tta=tta)
     predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, lesion_rows, results, detected, total = [], [], [], 0, 0
+    visible_found, visible_total = 0, 0
     predicted_lesions, false_total = 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
     sizes = dict.fromkeys(CLASS_MASKS, 0)
@@ -133,6 +151,8 @@ def evaluate_checkpoint(
         large = [row for row in findings if row["diameter_mm"] >= MIN_LESION_MM]
         d, t = sum(row["found"] for row in large), len(large)
         detected, total = detected + d, total + t
+        visible = visible_large_lesions(findings)
+        visible_found, visible_total = visible_found + sum(r["found"] for r in visible), visible_total + len(visible)
         predicted, false = false_lesions(sitk.GetArrayViewFromImage(pred) == 3, sitk.GetArrayViewFromImage(ref) == 3)
         predicted_lesions, false_total = predicted_lesions + predicted, false_total + false
         results.append(result)
@@ -149,6 +169,9 @@ def evaluate_checkpoint(
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,
+        # the same for the lesions >= 10 mm that stand out of the noise (detectability >= 5)
+        "lesion_sensitivity_10mm_visible": visible_found / visible_total if visible_total else None,
+        "lesions_10mm_visible": visible_total,
         "false_lesions_per_scan": false_total / len(rows) if rows else 0.0,
         "lesion_precision": lesion_precision(predicted_lesions, false_total),
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},

@@ -42,7 +42,8 @@ from training.augment import (
 )
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
-from training.preprocess import Prepared, preprocess
+from training.loader import prepare_all, resolve_data_workers, step_batches
+from training.preprocess import Prepared
 from training.sampling import (
     MixedSourceSampler,
     choose_center,
@@ -75,8 +76,9 @@ class TrainResult:
 # -- data ------------------------------------------------------------------------------------
 
 
-def gather_cases(config: TrainConfig) -> list[Case]:
-    """Import every configured source (generating phantom cohorts when asked)."""
+def gather_cases(config: TrainConfig, workers: int = 1) -> list[Case]:
+    """Import every configured source (generating phantom cohorts when asked, ``workers``
+    patients at a time)."""
     cases: list[Case] = []
     for spec in config.datasets:
         path = Path(spec.path)
@@ -84,7 +86,7 @@ def gather_cases(config: TrainConfig) -> list[Case]:
             from lvt_core.phantom import CohortConfig, generate_cohort
 
             log.info("generating phantom cohort in %s", path)
-            generate_cohort(path, CohortConfig(**spec.generate))
+            generate_cohort(path, CohortConfig(**spec.generate), workers=workers)
         if not path.exists() and spec.optional:
             log.warning("optional dataset %s not found at %s; skipped", spec.source, path)
             continue
@@ -333,31 +335,36 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
     cases: list[Case] | None = None,
     val_cases: list[Case] | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train (or resume) the run described by ``config``; returns where the model went.
 
     ``max_steps`` stops after that many steps *in total* (a smoke run, or a deliberate
-    interruption); the state is saved, so ``resume=True`` continues it later. ``cases`` and
+    interruption); ``max_minutes`` stops once the loop has run that long (a job with a wall
+    clock: a lent GPU, a cluster slot). Either way the state is saved, so ``resume=True``
+    continues it later, and ``best.pt`` holds the best epoch so far. ``cases`` and
     ``val_cases`` replace the configured datasets and fold split (used by experiments).
     """
     started = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     dev = resolve_device(device)
+    workers = resolve_data_workers(config.data_workers, dev)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(_yaml(config))
 
     if cases is None:
-        train_cases, val_list = split_cases(gather_cases(config), config.fold, config.n_folds, config.seed)
+        train_cases, val_list = split_cases(gather_cases(config, max(1, workers)), config.fold,
+                                            config.n_folds, config.seed)
     else:
         train_cases, val_list = list(cases), list(val_cases or [])
     divisor = patch_divisor(config.network)
     if any(p % d for p, d in zip(config.patch_size, divisor, strict=True)):
         raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} per axis")
     spacing = tuple(float(s) for s in config.spacing_mm)
-    prepared = [preprocess(c, spacing, config.cache_dir, config.antialiased) for c in train_cases]
-    prepared_val = [preprocess(c, spacing, config.cache_dir, config.antialiased) for c in val_list]
+    prepared = prepare_all(train_cases, spacing, config.cache_dir, config.antialiased, workers)
+    prepared_val = prepare_all(val_list, spacing, config.cache_dir, config.antialiased, workers)
 
     torch.manual_seed(config.seed)
     model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
@@ -398,8 +405,15 @@ def train(
     stop = min(total, max_steps) if max_steps is not None else total
     model.train()
     running: list[float] = []
-    while step < stop:
-        batch = {k: v.to(dev) for k, v in maker.batch(step).items()}
+    log.info("batches built by %s", f"{workers} worker processes" if workers else "the training loop")
+    loop_started = time.perf_counter()
+    out_of_time = False
+    batches = step_batches(maker, step, stop, workers, pin_memory=dev.type == "cuda")
+    for cpu_batch in batches:
+        if max_minutes is not None and time.perf_counter() - loop_started >= 60 * max_minutes:
+            out_of_time = True
+            break
+        batch = {k: v.to(dev, non_blocking=True) for k, v in cpu_batch.items()}
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, dev):
             outputs = model(batch["image"].to(memory_format=memory_format))
@@ -434,6 +448,10 @@ def train(
                     writer.add_scalar(key, value, step)
         if step % config.checkpoint_every == 0 or step == stop:
             save_state()
+    batches.close()  # ends the worker processes when the loop stopped early
+    if out_of_time:
+        log.info("stopped at step %d after %.1f min (max_minutes)", step, max_minutes)
+        save_state()
     checkpoint = None
     if step >= total:
         last = history[-1] if history else {}

@@ -19,6 +19,10 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output_dir."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke run)."),
+    max_minutes: float = typer.Option(None, "--max-minutes", min=0,
+                                      help="Stop the loop after this many minutes (state saved; --resume goes on)."),
+    workers: int = typer.Option(None, "--workers", min=0,
+                                help="Processes building batches ahead (default: 0 on CPU, up to 8 with a GPU)."),
     precision: str = typer.Option(None, "--precision",
                                   help="auto (fp16 AMP on CUDA, fp32 on CPU), fp32, or bf16 (CPUs with AMX/AVX-512 BF16)."),
     list_datasets: bool = typer.Option(False, "--list-datasets", help="Show the registered sources."),
@@ -44,14 +48,15 @@ def train_command(
     from training.train import train
 
     try:
-        cfg = load_config(config, precision=precision)
+        cfg = load_config(config, precision=precision, data_workers=workers)
         with progress_bar() as progress:
             task = progress.add_task(f"training {cfg.name}", total=cfg.total_steps)
 
             def on_step(step: int, total: int, loss: float) -> None:
                 progress.update(task, completed=step, description=f"training {cfg.name} loss {loss:.3f}")
 
-            result = train(cfg, resume=resume, device=device, max_steps=max_steps, on_step=on_step)
+            result = train(cfg, resume=resume, device=device, max_steps=max_steps, on_step=on_step,
+                           max_minutes=max_minutes)
     except (ConfigError, DatasetError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     summary = {"output_dir": str(result.output_dir), "checkpoint": str(result.checkpoint) if result.checkpoint else None,
