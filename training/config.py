@@ -87,8 +87,9 @@ class TrainConfig(BaseModel):
     val_overlap: float = 0.25
     fp16_checkpoint: bool = True
     num_threads: int | None = None
-    # Processes that build batches ahead of the network, generate phantom cohorts and fill the
-    # preprocessing cache; unset: none on a CPU, up to 8 beside a GPU (training.loader).
+    # Processes that build batches ahead of the network; unset: none on a CPU, up to 8 beside a
+    # GPU. Cohort generation and the preprocessing cache use them, or every core (up to 8)
+    # when batches are built in the loop (training.loader).
     data_workers: int | None = Field(None, ge=0)
     # auto: fp16 AMP on CUDA, float32 on CPU; bf16: bfloat16 autocast (CPUs with AMX/AVX-512 BF16).
     precision: Precision = "auto"

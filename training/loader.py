@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 
 from training.datasets import Case
-from training.preprocess import Prepared, preprocess
+from training.preprocess import Prepared, cache_folder, preprocess
 
 log = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
@@ -39,6 +39,13 @@ def resolve_data_workers(configured: int | None, device: torch.device) -> int:
     return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
 
 
+def preparation_workers(batch_workers: int) -> int:
+    """Processes for generating cohorts and filling the cache before the loop starts: the
+    batch workers, or, when batches are built in the loop, every core (up to the cap), since
+    nothing else runs yet."""
+    return batch_workers or max(1, min(MAX_AUTO_WORKERS, os.cpu_count() or 1))
+
+
 def _fill_cache(case: Case, spacing: tuple[float, ...], cache_dir: str | None, antialiased: bool) -> str:
     preprocess(case, spacing, cache_dir, antialiased)
     return case.case_id
@@ -49,10 +56,11 @@ def prepare_all(cases: Sequence[Case], spacing: tuple[float, ...], cache_dir: st
     """:func:`preprocess` every case; with ``workers`` > 1, cache misses are resampled side
     by side first (``preprocess`` is safe against two processes writing one entry)."""
     cache = str(cache_dir) if cache_dir else None
-    if workers > 1 and len(cases) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
-            n = len(cases)
-            for _ in pool.map(_fill_cache, cases, [spacing] * n, [cache] * n, [antialiased] * n):
+    missing = [c for c in cases if not (cache_folder(c, spacing, cache, antialiased) / "meta.json").is_file()]
+    if workers > 1 and len(missing) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(missing))) as pool:
+            n = len(missing)
+            for _ in pool.map(_fill_cache, missing, [spacing] * n, [cache] * n, [antialiased] * n):
                 pass
     return [preprocess(case, spacing, cache, antialiased) for case in cases]
 

@@ -56,11 +56,16 @@ def prepare_images(image: sitk.Image, labels: sitk.Image, spacing: tuple[float, 
     return image, labels
 
 
+def cache_folder(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | None = None,
+                 antialiased: bool = False) -> Path:
+    """Where the preprocessed arrays of ``case`` live (``meta.json`` there once complete)."""
+    return (Path(cache_dir) if cache_dir else DEFAULT_CACHE) / cache_key(case, spacing, antialiased)
+
+
 def preprocess(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | None = None,
                antialiased: bool = False) -> Prepared:
     """The cached, resampled arrays of ``case`` (computed on first use)."""
-    root = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-    folder = root / cache_key(case, spacing, antialiased)
+    folder = cache_folder(case, spacing, cache_dir, antialiased)
     if not (folder / "meta.json").is_file():
         image, labels = prepare_images(*case.load(), spacing, antialiased)
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

@@ -42,7 +42,7 @@ from training.augment import (
 )
 from training.config import TrainConfig
 from training.datasets import Case, DatasetError, load_cases
-from training.loader import prepare_all, resolve_data_workers, step_batches
+from training.loader import preparation_workers, prepare_all, resolve_data_workers, step_batches
 from training.preprocess import Prepared
 from training.sampling import (
     MixedSourceSampler,
@@ -355,7 +355,7 @@ def train(
     (out / "config.yaml").write_text(_yaml(config))
 
     if cases is None:
-        train_cases, val_list = split_cases(gather_cases(config, max(1, workers)), config.fold,
+        train_cases, val_list = split_cases(gather_cases(config, preparation_workers(workers)), config.fold,
                                             config.n_folds, config.seed)
     else:
         train_cases, val_list = list(cases), list(val_cases or [])
@@ -363,8 +363,10 @@ def train(
     if any(p % d for p, d in zip(config.patch_size, divisor, strict=True)):
         raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} per axis")
     spacing = tuple(float(s) for s in config.spacing_mm)
-    prepared = prepare_all(train_cases, spacing, config.cache_dir, config.antialiased, workers)
-    prepared_val = prepare_all(val_list, spacing, config.cache_dir, config.antialiased, workers)
+    prepared = prepare_all(train_cases, spacing, config.cache_dir, config.antialiased,
+                           preparation_workers(workers))
+    prepared_val = prepare_all(val_list, spacing, config.cache_dir, config.antialiased,
+                               preparation_workers(workers))
 
     torch.manual_seed(config.seed)
     model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
