@@ -75,6 +75,29 @@ def write_dicom_series(image: sitk.Image, folder: Path) -> None:
         writer.Execute(s)
 
 
+def write_public_layouts(root: Path, seed: int = 0) -> dict[str, Path]:
+    """One small case of each public source in its real layout: LiTS, MSD Task08, HV Liver
+    (liver masks of the Task08 images) and 3D-IRCADb-01; returns source name -> folder."""
+    image, lab = ct_and_labels(seed)
+    lits = root / "LiTS"
+    write_image(image, lits / "volume-0.nii")
+    write_image(labels_like(np.where(lab == 3, 2, np.where(lab > 0, 1, 0)), image), lits / "segmentation-0.nii")
+    task08 = root / "Task08_HepaticVessel"
+    write_image(image, task08 / "imagesTr" / "hepaticvessel_001.nii.gz")
+    write_image(labels_like(np.where(lab == 3, 2, np.where(lab == 2, 1, 0)), image),
+                task08 / "labelsTr" / "hepaticvessel_001.nii.gz")
+    (task08 / "dataset.json").write_text(json.dumps({
+        "labels": {"0": "background", "1": "Vessel", "2": "Tumour"},
+        "training": [{"image": "./imagesTr/hepaticvessel_001.nii.gz", "label": "./labelsTr/hepaticvessel_001.nii.gz"}]}))
+    hv_liver = root / "HVLiver"
+    write_image(labels_like((lab > 0) * 255, image), hv_liver / "hepaticvessel_001.nii.gz")
+    ircadb = root / "3Dircadb1"
+    write_dicom_series(image, ircadb / "3Dircadb1.1" / "PATIENT_DICOM")
+    for name, mask in {"liver": lab > 0, "portalvein": lab == 2, "livertumor01": lab == 3}.items():
+        write_dicom_series(labels_like(mask * 255, image), ircadb / "3Dircadb1.1" / "MASKS_DICOM" / name)
+    return {"lits": lits, "msd_hepaticvessel": task08, "hv_liver": hv_liver, "ircadb": ircadb}
+
+
 def lvt_array(case) -> np.ndarray:
     return sitk.GetArrayFromImage(case.load()[1])
 

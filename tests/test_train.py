@@ -216,3 +216,32 @@ def test_max_minutes_stops_with_the_state_saved_and_resume_finishes(tmp_path: Pa
     assert (tmp_path / "timed" / "state.pt").is_file()
     resumed = train(config, device="cpu", resume=True, max_minutes=30)
     assert resumed.step == resumed.total_steps == 6 and resumed.checkpoint is not None
+
+
+def test_the_paper_recipe_on_public_data_builds_nnunet_sized_and_trains_on_all_four_sources(tmp_path: Path) -> None:
+    from test_datasets import write_public_layouts
+
+    from lvt_core.network import build_network, patch_divisor
+
+    config = load_config(REPO / "training" / "configs" / "paper_lvt_public.yaml")
+    assert config.spacing_mm == [1.0, 1.0, 1.0] and config.patch_size == [128, 128, 96]
+    assert config.optimizer.name == "sgd" and config.mode == "ML" and config.network["deep_supr_num"] == 2
+    assert config.total_steps * config.batch_size == 448_000
+    assert all(p % d == 0 for p, d in zip(config.patch_size, patch_divisor(config.network), strict=True))
+    network = build_network({**config.network, "out_channels": config.out_channels}).eval()
+    assert 25e6 < sum(p.numel() for p in network.parameters()) < 40e6  # nnU-Net 3d_fullres: ~31M
+    with torch.inference_mode():
+        assert network(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 3, 64, 64, 64)
+
+    folders = write_public_layouts(tmp_path / "public")
+    datasets = [{**spec.model_dump(mode="json"), "path": str(folders[spec.source]),
+                 **({"options": {"images": str(folders["msd_hepaticvessel"])}} if spec.source == "hv_liver" else {})}
+                for spec in config.datasets]
+    small = config.model_copy(update={
+        "datasets": [type(config.datasets[0]).model_validate(d) for d in datasets],
+        "output_dir": tmp_path / "run", "cache_dir": tmp_path / "cache", "spacing_mm": [3.0, 3.0, 3.0],
+        "patch_size": [16, 16, 16], "network": {**config.network, "filters": [4, 8, 16, 32]},
+        "epochs": 1, "steps_per_epoch": 2, "checkpoint_every": 1, "fold": -1, "num_threads": 1})
+    result = train(small, device="cpu")
+    _, meta = load_checkpoint(result.checkpoint)
+    assert {d["source"] for d in meta["training_data"]} == {"lits", "msd_hepaticvessel", "hv_liver", "ircadb"}
