@@ -10,7 +10,6 @@ resume do not depend on the worker count.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +20,6 @@ import torch
 from training.datasets import Case
 from training.preprocess import Prepared, cache_folder, preprocess
 
-log = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
 
 
@@ -46,9 +44,8 @@ def preparation_workers(batch_workers: int) -> int:
     return batch_workers or max(1, min(MAX_AUTO_WORKERS, os.cpu_count() or 1))
 
 
-def _fill_cache(case: Case, spacing: tuple[float, ...], cache_dir: str | None, antialiased: bool) -> str:
+def _fill_cache(case: Case, spacing: tuple[float, ...], cache_dir: str | None, antialiased: bool) -> None:
     preprocess(case, spacing, cache_dir, antialiased)
-    return case.case_id
 
 
 def prepare_all(cases: Sequence[Case], spacing: tuple[float, ...], cache_dir: str | os.PathLike | None,

@@ -350,12 +350,13 @@ def train(
         torch.set_num_threads(config.num_threads)
     dev = resolve_device(device)
     workers = resolve_data_workers(config.data_workers, dev)
+    preparing = preparation_workers(workers)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(_yaml(config))
 
     if cases is None:
-        train_cases, val_list = split_cases(gather_cases(config, preparation_workers(workers)), config.fold,
+        train_cases, val_list = split_cases(gather_cases(config, preparing), config.fold,
                                             config.n_folds, config.seed)
     else:
         train_cases, val_list = list(cases), list(val_cases or [])
@@ -363,10 +364,8 @@ def train(
     if any(p % d for p, d in zip(config.patch_size, divisor, strict=True)):
         raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} per axis")
     spacing = tuple(float(s) for s in config.spacing_mm)
-    prepared = prepare_all(train_cases, spacing, config.cache_dir, config.antialiased,
-                           preparation_workers(workers))
-    prepared_val = prepare_all(val_list, spacing, config.cache_dir, config.antialiased,
-                               preparation_workers(workers))
+    prepared = prepare_all(train_cases, spacing, config.cache_dir, config.antialiased, preparing)
+    prepared_val = prepare_all(val_list, spacing, config.cache_dir, config.antialiased, preparing)
 
     torch.manual_seed(config.seed)
     model = build_network({**config.network, "out_channels": config.out_channels}).to(dev)
