@@ -48,7 +48,7 @@ def network_step_seconds(config, maker: BatchMaker, device: torch.device, repeat
 
     model = build_network({**config.network, "out_channels": config.out_channels}).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = make_loss(config.mode)
+    loss_fn = make_loss(config.mode, config.batch_dice)
     precision = resolve_precision(config.precision, device)
     batch = {k: v.to(device) for k, v in maker.batch(0).items()}
     times = []

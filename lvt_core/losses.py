@@ -79,6 +79,26 @@ def masked_dice_binary(logits: Tensor, target: Tensor, class_weights: Tensor) ->
     return _batch_mean(per_sample, w_sum > 0, logits)
 
 
+def masked_batch_dice_binary(logits: Tensor, target: Tensor, class_weights: Tensor) -> Tensor:
+    """Soft Dice per class over the whole batch (nnU-Net's ``batch_dice``), class-masked.
+
+    Per-sample Dice scores a patch without tumor as a total loss for any tumor probability
+    above zero, which pushes the network towards missing small lesions. Summing the overlap
+    and the volumes over the samples that annotate a class first (``w_bk > 0``) treats the batch
+    as one volume: a tumor-free patch then only adds its false voxels to the denominator.
+    Classes no sample annotates drop out, so Eq. 1's masking still holds.
+    """
+    w = class_weights.to(logits.dtype)  # [B, K]
+    p, y = _flat(torch.sigmoid(logits), 2), _flat(target.to(logits.dtype), 2)
+    intersection = ((p * y).sum(-1) * w).sum(0)  # [K]
+    denominator = (((y * y).sum(-1) + (p * p).sum(-1)) * w).sum(0)
+    per_class = 1.0 - (2.0 * intersection + SMOOTH) / (denominator + SMOOTH)
+    annotated = (w > 0).any(0)
+    if not bool(annotated.any()):
+        return logits.sum() * 0.0
+    return per_class[annotated].mean()
+
+
 def masked_dice_multiclass(logits: Tensor, target_index: Tensor, voxel_mask: Tensor) -> Tensor:
     """Soft Dice on softmax foreground classes, computed over the voxels where ``W = 1``."""
     n_classes = logits.shape[1]
@@ -93,6 +113,13 @@ def masked_dice_multiclass(logits: Tensor, target_index: Tensor, voxel_mask: Ten
 def bce_dice_loss(logits: Tensor, target: Tensor, class_weights: Tensor) -> Tensor:
     """The ML / MLx training loss: masked BCE + masked soft Dice."""
     return masked_bce(logits, target, class_weights) + masked_dice_binary(
+        logits, target, class_weights
+    )
+
+
+def bce_batch_dice_loss(logits: Tensor, target: Tensor, class_weights: Tensor) -> Tensor:
+    """The ML / MLx loss with batch Dice: masked BCE + :func:`masked_batch_dice_binary`."""
+    return masked_bce(logits, target, class_weights) + masked_batch_dice_binary(
         logits, target, class_weights
     )
 

@@ -9,9 +9,11 @@ import torch
 
 from lvt_core.losses import (
     DeepSupervisionLoss,
+    bce_batch_dice_loss,
     bce_dice_loss,
     ce_dice_loss,
     deep_supervision_weights,
+    masked_batch_dice_binary,
     masked_bce,
     masked_ce,
     masked_dice_binary,
@@ -43,7 +45,8 @@ def test_masked_bce_zero_gradient_for_masked_class() -> None:
     logits = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
     target = (torch.rand(2, 3, 4, 4, 4) > 0.5).float()
     w = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    for loss_fn in (masked_bce, masked_dice_binary, bce_dice_loss):
+    for loss_fn in (masked_bce, masked_dice_binary, bce_dice_loss, masked_batch_dice_binary,
+                    bce_batch_dice_loss):
         logits.grad = None
         loss_fn(logits, target, w).backward()
         assert torch.all(logits.grad[0, 1] == 0) and torch.all(logits.grad[1, 0] == 0)
@@ -85,9 +88,10 @@ def test_masked_ce_skips_samples_without_mask() -> None:
     assert masked_ce(logits, target, mask).item() == pytest.approx(alone.item(), rel=1e-6)
 
 
-def test_fully_masked_batch_gives_connected_zero() -> None:
+@pytest.mark.parametrize("loss_fn", [masked_bce, masked_batch_dice_binary])
+def test_fully_masked_batch_gives_connected_zero(loss_fn) -> None:
     logits = torch.randn(1, 3, 4, requires_grad=True)
-    loss = masked_bce(logits, torch.zeros(1, 3, 4), torch.zeros(1, 3))
+    loss = loss_fn(logits, torch.zeros(1, 3, 4), torch.zeros(1, 3))
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(logits.grad == 0)
@@ -130,3 +134,47 @@ def test_deep_supervision_weights_and_loss() -> None:
     assert ds(stacked, target, w).item() == pytest.approx(
         bce_dice_loss(main, target, w).item(), rel=1e-5
     )
+
+
+def sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def test_batch_dice_hand_computed() -> None:
+    """Overlap and volumes are summed over the samples that annotate a class, then divided."""
+    logits = torch.tensor(
+        [[[0.0, 2.0], [1.0, -1.0], [3.0, 0.5]], [[-2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]]
+    )
+    target = torch.tensor(
+        [[[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]]
+    )
+    w = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # liver: sample 1; tumor: both
+    p = [[[sigmoid(z) for z in c] for c in s] for s in logits.tolist()]
+    y = target.tolist()
+
+    def dice_loss(samples: list[int], k: int) -> float:
+        inter = sum(p[b][k][i] * y[b][k][i] for b in samples for i in range(2))
+        denom = sum(p[b][k][i] ** 2 + y[b][k][i] ** 2 for b in samples for i in range(2))
+        return 1 - (2 * inter + 1e-5) / (denom + 1e-5)
+
+    expected = (dice_loss([0], 0) + dice_loss([0, 1], 2)) / 2  # vessel: no sample annotates it
+    assert masked_batch_dice_binary(logits, target, w).item() == pytest.approx(expected, rel=1e-6)
+    assert bce_batch_dice_loss(logits, target, w).item() == pytest.approx(
+        masked_bce(logits, target, w).item() + expected, rel=1e-6
+    )
+
+
+def test_batch_dice_is_lenient_to_a_faint_guess_in_a_tumor_free_patch() -> None:
+    """Per-patch Dice calls any tumor probability in a tumor-free patch a total miss (loss
+    near 1); batch Dice counts it against the lesion next door, so it costs a little."""
+    target = torch.zeros(2, 1, 1000)
+    target[0, 0, :100] = 1.0  # patch 1 holds a lesion, patch 2 none
+    logits = torch.full((2, 1, 1000), -8.0)
+    logits[0, 0, :100] = 8.0  # the lesion is found exactly
+    logits[1, 0, :5] = 0.0  # five voxels at p = 0.5 in the tumor-free patch
+    w = torch.ones(2, 1)
+    per_patch = masked_dice_binary(logits, target, w).item()
+    batch = masked_batch_dice_binary(logits, target, w).item()
+    assert per_patch > 0.45  # the empty patch alone scores ~1, halved by the batch mean
+    assert batch < 0.01
+

@@ -53,6 +53,14 @@ def test_each_mode_trains_and_the_predictor_loads_the_checkpoint(tmp_path: Path,
     assert labels.GetSize() == image.GetSize()
 
 
+def test_batch_dice_trains_on_the_same_batches_with_another_loss(tmp_path: Path) -> None:
+    per_patch = train(tiny_config(tmp_path, output_dir=str(tmp_path / "a")), device="cpu")
+    batch = train(tiny_config(tmp_path, output_dir=str(tmp_path / "b"), batch_dice=True), device="cpu")
+    assert batch.step == per_patch.step == 6
+    losses = [(r["train_loss"], q["train_loss"]) for r, q in zip(batch.history, per_patch.history, strict=True)]
+    assert all(np.isfinite(a) and a != b for a, b in losses)
+
+
 @pytest.mark.parametrize("lesion_balanced", [False, True])
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, lesion_balanced: bool) -> None:
     extra = {"lesion_balanced_sampling": lesion_balanced, "foreground_prob": 0.9}
@@ -125,6 +133,10 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     latin1.write_bytes("name: f\u00e9e\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 7\)"):
         load_config(latin1)
+    mc_batch = tmp_path / "mc_batch.yaml"
+    mc_batch.write_text("mode: MC\nbatch_dice: true\ndatasets: []\n")
+    with pytest.raises(ConfigError, match=r"mc_batch.yaml: batch_dice is for the sigmoid modes"):
+        load_config(mc_batch)
     cfg = load_config(REPO / "training" / "configs" / "default_model.yaml")
     assert cfg.network["variant"] == "plain_in" and cfg.optimizer.name == "sgd" and cfg.mode == "ML"
     out = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "train", str(bad)], cwd=REPO,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lvt_core.labels import CHANNELS
 from lvt_core.precision import Precision
@@ -106,6 +106,9 @@ class TrainConfig(BaseModel):
     # Low-pass the CT before resampling it to spacing_mm (lvt_core.transforms.antialias), in
     # training and, through the checkpoint's preprocessing.antialiased, at inference.
     antialiased: bool = False
+    # Soft Dice summed over the batch before the ratio (nnU-Net's batch_dice) instead of per
+    # patch: a tumor-free patch no longer scores any tumor probability as a total miss.
+    batch_dice: bool = False
 
     @field_validator("spacing_mm", "patch_size")
     @classmethod
@@ -120,6 +123,12 @@ class TrainConfig(BaseModel):
         if not 0 <= value[0] <= value[1]:
             raise ValueError("needs 0 <= low <= high (HU)")
         return value
+
+    @model_validator(mode="after")
+    def _batch_dice_needs_sigmoid(self) -> TrainConfig:
+        if self.batch_dice and self.mode == "MC":
+            raise ValueError("batch_dice is for the sigmoid modes (ML, MLx), not MC")
+        return self
 
     @property
     def total_steps(self) -> int:
@@ -152,5 +161,7 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s))") from None
+        key = ".".join(str(p) for p in first["loc"])
+        where = f"{key}: " if key else ""  # a check across keys has no single key to name
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where}{message} ({exc.error_count()} error(s))") from None

@@ -30,7 +30,12 @@ import torch
 
 from lvt_core import labels as L
 from lvt_core.checkpoint import default_meta, save_checkpoint
-from lvt_core.losses import DeepSupervisionLoss, bce_dice_loss, ce_dice_loss
+from lvt_core.losses import (
+    DeepSupervisionLoss,
+    bce_batch_dice_loss,
+    bce_dice_loss,
+    ce_dice_loss,
+)
 from lvt_core.network import build_network, network_config, patch_divisor
 from lvt_core.precision import autocast, channels_last, resolve_precision
 from lvt_core.transforms import DEFAULT_WINDOW, train_transforms, window_array
@@ -215,11 +220,15 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> tuple[
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_loss(mode: str) -> DeepSupervisionLoss:
-    """Masked BCE + Dice per class (ML, MLx) or voxel-masked CE + Dice (MC)."""
+def make_loss(mode: str, batch_dice: bool = False) -> DeepSupervisionLoss:
+    """Masked BCE + Dice per class (ML, MLx; Dice per sample or over the batch) or voxel-masked
+    CE + Dice (MC)."""
     if mode == "MC":
+        if batch_dice:
+            raise ValueError("batch_dice is for the sigmoid modes (ML, MLx), not MC")
         return DeepSupervisionLoss(ce_dice_loss, spatial_weight=True)
-    return DeepSupervisionLoss(bce_dice_loss, spatial_weight=False)
+    return DeepSupervisionLoss(bce_batch_dice_loss if batch_dice else bce_dice_loss,
+                               spatial_weight=False)
 
 
 def compute_loss(loss_fn: DeepSupervisionLoss, mode: str, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -375,7 +384,7 @@ def train(
     optimizer, scheduler = make_optimizer(config, model)
     use_amp = precision == "fp16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = make_loss(config.mode)
+    loss_fn = make_loss(config.mode, config.batch_dice)
     step, history, best = 0, [], -1.0
     state_path = out / STATE_FILE
     if config.init_checkpoint and not (resume and state_path.is_file()):
