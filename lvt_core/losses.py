@@ -65,8 +65,11 @@ def _soft_dice(prob: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         prob = prob * mask
         target = target * mask
     p, y = _flat(prob, 2), _flat(target, 2)
-    intersection = (p * y).sum(-1)
-    denominator = (y * y).sum(-1) + (p * p).sum(-1)
+    return _dice_loss_from_sums((p * y).sum(-1), (y * y).sum(-1) + (p * p).sum(-1))
+
+
+def _dice_loss_from_sums(intersection: Tensor, denominator: Tensor) -> Tensor:
+    """``1 - (2Σyp + s) / (Σy² + Σp² + s)`` from sums taken per patch or over a batch."""
     return 1.0 - (2.0 * intersection + SMOOTH) / (denominator + SMOOTH)
 
 
@@ -92,7 +95,7 @@ def masked_batch_dice_binary(logits: Tensor, target: Tensor, class_weights: Tens
     p, y = _flat(torch.sigmoid(logits), 2), _flat(target.to(logits.dtype), 2)
     intersection = ((p * y).sum(-1) * w).sum(0)  # [K]
     denominator = (((y * y).sum(-1) + (p * p).sum(-1)) * w).sum(0)
-    per_class = 1.0 - (2.0 * intersection + SMOOTH) / (denominator + SMOOTH)
+    per_class = _dice_loss_from_sums(intersection, denominator)
     annotated = (w > 0).any(0)
     if not bool(annotated.any()):
         return logits.sum() * 0.0
