@@ -142,3 +142,45 @@ def test_relabelling_is_off_at_zero_and_leaves_the_input_alone() -> None:
     assert relabel_invisible_lesions(hu, labels, ["liver"], 4.0) is labels  # no tumor labels
     relabel_invisible_lesions(hu, labels, ["liver", "vessel", "tumor"], 4.0)
     assert np.array_equal(labels, before)
+
+
+def test_log_uniform_contrast_draws_faint_lesions_as_often_as_strong_ones() -> None:
+    from training.augment import draw_contrast
+
+    def magnitudes(sampling: str) -> np.ndarray:
+        rng = np.random.default_rng(16)
+        return np.abs([draw_contrast(rng, (3.0, 80.0), sampling) for _ in range(4000)])
+
+    uniform, log_uniform = magnitudes("uniform"), magnitudes("log_uniform")
+    for drawn in (uniform, log_uniform):
+        assert drawn.min() >= 3.0 and drawn.max() <= 80.0
+    # 3-12 HU: 9/77 = 0.12 of uniform draws; ln 4 / ln(80/3) = 0.42 of log-uniform ones,
+    # the same share as 20-80 HU (also a factor of 4)
+    assert abs(((uniform >= 3) & (uniform < 12)).mean() - 9 / 77) < 0.03
+    assert abs(((log_uniform >= 3) & (log_uniform < 12)).mean() - 0.422) < 0.03
+    assert abs(((log_uniform >= 3) & (log_uniform < 12)).mean() - (log_uniform >= 20).mean()) < 0.04
+    signs = np.sign([draw_contrast(np.random.default_rng(s), (3.0, 80.0), "log_uniform") for s in range(200)])
+    assert 60 < (signs > 0).sum() < 140  # darker and brighter alike
+    assert abs(draw_contrast(np.random.default_rng(0), (0.0, 0.0), "log_uniform")) == 1.0  # log(0): 1 HU
+
+
+def test_synthetic_lesions_take_a_diameter_range_and_the_contrast_sampling() -> None:
+    from scipy import ndimage
+
+    from training.augment import insert_synthetic_lesions
+
+    hu, labels = liver_with_dark_tumor()
+    labels[labels == 3] = 1
+    big = 0
+    for seed in range(30):
+        out_hu, out_labels = insert_synthetic_lesions(
+            hu, labels, ("liver", "vessel", "tumor"), np.random.default_rng(seed), 1.0, (1.0, 1.0, 1.0),
+            max_lesions=1, diameter_mm=(14.0, 16.0), contrast_range_hu=(5.0, 5.0), contrast_sampling="log_uniform")
+        components, n = ndimage.label(out_labels == 3)
+        for index in range(1, n + 1):
+            lesion = components == index
+            extent = np.ptp(np.argwhere(lesion), axis=0).max() + 1
+            assert 0.7 * 14.0 - 1 <= extent <= 16.0 * 1.12 + 1
+            assert abs(abs(float(np.median(out_hu[lesion] - hu[lesion]))) - 5.0) < 0.01
+            big += 1
+    assert big >= 12

@@ -137,6 +137,16 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     mc_batch.write_text("mode: MC\nbatch_dice: true\ndatasets: []\n")
     with pytest.raises(ConfigError, match=r"mc_batch.yaml: batch_dice is for the sigmoid modes"):
         load_config(mc_batch)
+    sampling = tmp_path / "sampling.yaml"
+    sampling.write_text("contrast_sampling: gaussian\ndatasets: []\n")
+    with pytest.raises(ConfigError, match=r"sampling.yaml: contrast_sampling"):
+        load_config(sampling)
+    diameters = tmp_path / "diameters.yaml"
+    diameters.write_text("synthetic_lesion_diameter_mm: [20, 4]\ndatasets: []\n")
+    with pytest.raises(ConfigError, match=r"diameters.yaml: synthetic_lesion_diameter_mm: needs 0 < low <= high"):
+        load_config(diameters)
+    stage16 = load_config(REPO / "training" / "configs" / "default_model_stage16.yaml")
+    assert stage16.contrast_sampling == "log_uniform" and stage16.synthetic_lesion_diameter_mm == (4.0, 24.0)
     cfg = load_config(REPO / "training" / "configs" / "default_model.yaml")
     assert cfg.network["variant"] == "plain_in" and cfg.optimizer.name == "sgd" and cfg.mode == "ML"
     out = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "train", str(bad)], cwd=REPO,

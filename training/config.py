@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lvt_core.labels import CHANNELS
 from lvt_core.precision import Precision
-from training.augment import CONTRAST_RANGE_HU
+from training.augment import CONTRAST_RANGE_HU, SYNTHETIC_DIAMETER_MM, ContrastSampling
 
 Mode = Literal["ML", "MLx", "MC"]
 
@@ -72,9 +72,13 @@ class TrainConfig(BaseModel):
     contrast_randomization: float = Field(0.0, ge=0, le=1)
     # Magnitude range (HU) of that re-drawn contrast; a low bound near 0 also teaches faint lesions.
     contrast_range_hu: tuple[float, float] = CONTRAST_RANGE_HU
-    # Per patch: chance to insert small labelled lesions (4–16 mm) into plain liver
+    # How that magnitude is drawn: uniform in HU, or log_uniform (as many faint as strong ones).
+    contrast_sampling: ContrastSampling = "uniform"
+    # Per patch: chance to insert small labelled lesions (synthetic_lesion_diameter_mm) into liver
     # (training/augment.insert_synthetic_lesions); 0 keeps the phantom's lesions only.
     synthetic_lesions: float = Field(0.0, ge=0, le=1)
+    # Diameter range (mm) of those inserted lesions.
+    synthetic_lesion_diameter_mm: tuple[float, float] = SYNTHETIC_DIAMETER_MM
     # Of those inserted lesions, the share placed against a vessel.
     synthetic_near_vessel: float = Field(0.0, ge=0, le=1)
     # Tumors fainter than this many noise SDs of a same-size liver region are labelled liver
@@ -122,6 +126,13 @@ class TrainConfig(BaseModel):
     def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not 0 <= value[0] <= value[1]:
             raise ValueError("needs 0 <= low <= high (HU)")
+        return value
+
+    @field_validator("synthetic_lesion_diameter_mm")
+    @classmethod
+    def _ordered_diameters(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("needs 0 < low <= high (mm)")
         return value
 
     @model_validator(mode="after")

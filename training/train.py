@@ -161,11 +161,14 @@ class BatchMaker:
         if self.config.augment:
             hu = randomize_relative_contrast(
                 hu, lab, case.annotated, rng, self.config.contrast_randomization,
-                contrast_range_hu=self.config.contrast_range_hu)
+                contrast_range_hu=self.config.contrast_range_hu,
+                contrast_sampling=self.config.contrast_sampling)
             hu, lab = insert_synthetic_lesions(
                 hu, lab, case.annotated, rng, self.config.synthetic_lesions,
                 spacing_zyx=list(reversed(self.config.spacing_mm)),
+                diameter_mm=self.config.synthetic_lesion_diameter_mm,
                 contrast_range_hu=self.config.contrast_range_hu,
+                contrast_sampling=self.config.contrast_sampling,
                 near_vessel=self.config.synthetic_near_vessel)
             hu = randomize_intensity(hu, lab, case.annotated, rng, self.config.domain_randomization)
             lab = relabel_invisible_lesions(hu, lab, case.annotated, self.config.min_lesion_detectability)
