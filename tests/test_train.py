@@ -125,26 +125,22 @@ def test_schedules() -> None:
 
 
 def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    refused = {  # file name: (text, what the message must say after the file name)
+        "bad.yaml": ("mode: XYZ\n", r"mode"),
+        "mc_batch.yaml": ("mode: MC\nbatch_dice: true\n", r"batch_dice is for the sigmoid modes"),
+        "sampling.yaml": ("contrast_sampling: gaussian\n", r"contrast_sampling"),
+        "diameters.yaml": ("synthetic_lesion_diameter_mm: [20, 4]\n",
+                           r"synthetic_lesion_diameter_mm: needs 0 < low <= high"),
+    }
+    for name, (text, message) in refused.items():
+        (tmp_path / name).write_text(text + "datasets: []\n")
+        with pytest.raises(ConfigError, match=rf"{name}: {message}"):
+            load_config(tmp_path / name)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("mode: XYZ\ndatasets: []\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: mode"):
-        load_config(bad)
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("name: f\u00e9e\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 7\)"):
         load_config(latin1)
-    mc_batch = tmp_path / "mc_batch.yaml"
-    mc_batch.write_text("mode: MC\nbatch_dice: true\ndatasets: []\n")
-    with pytest.raises(ConfigError, match=r"mc_batch.yaml: batch_dice is for the sigmoid modes"):
-        load_config(mc_batch)
-    sampling = tmp_path / "sampling.yaml"
-    sampling.write_text("contrast_sampling: gaussian\ndatasets: []\n")
-    with pytest.raises(ConfigError, match=r"sampling.yaml: contrast_sampling"):
-        load_config(sampling)
-    diameters = tmp_path / "diameters.yaml"
-    diameters.write_text("synthetic_lesion_diameter_mm: [20, 4]\ndatasets: []\n")
-    with pytest.raises(ConfigError, match=r"diameters.yaml: synthetic_lesion_diameter_mm: needs 0 < low <= high"):
-        load_config(diameters)
     stage16 = load_config(REPO / "training" / "configs" / "default_model_stage16.yaml")
     assert stage16.contrast_sampling == "log_uniform" and stage16.synthetic_lesion_diameter_mm == (4.0, 24.0)
     cfg = load_config(REPO / "training" / "configs" / "default_model.yaml")
