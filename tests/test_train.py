@@ -124,6 +124,18 @@ def test_schedules() -> None:
     assert lrs[0] < lrs[9] == pytest.approx(1e-3) and lrs[99] < 1e-5
 
 
+@pytest.mark.parametrize(
+    "config_path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_loads(config_path: Path) -> None:
+    """Each recorded stage or trial must stay reproducible: its config still passes validation."""
+    config = load_config(config_path)
+    assert config.datasets, f"{config_path.name} names no training data"
+    assert f"training/configs/{config_path.name}" in config_path.read_text(), (
+        f"{config_path.name}: the header should show the command that runs it"
+    )
+
+
 def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     refused = {  # file name: (text, what the message must say after the file name)
         "bad.yaml": ("mode: XYZ\n", r"mode"),
