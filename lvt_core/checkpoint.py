@@ -1,7 +1,9 @@
 """Checkpoints that know how they were trained: weights plus metadata (nnU-Net's plans idea).
 
 A checkpoint is one ``torch.save`` file ``{"format_version", "meta", "state_dict"}`` that
-loads with ``weights_only=True`` (no pickled code). ``meta`` says the label space, spacing,
+loads with ``weights_only=True`` (no pickled code). An ensemble (``lvt ensemble``, e.g. the
+paper's five cross-validation folds) adds ``"members"``: the weights of its further networks,
+which share the first one's metadata; readers that want one network just see the first. ``meta`` says the label space, spacing,
 window, patch size, network config, training data, version and metrics, so the predictor
 needs nothing else. The file's SHA-256 (:func:`checkpoint_checksum`) identifies a model in
 results and the database.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,35 +71,43 @@ def is_antialiased(meta: Mapping[str, Any]) -> bool:
     return bool(dict(meta.get("preprocessing", {})).get("antialiased", False))
 
 
+def _stored(state: Mapping[str, torch.Tensor], fp16: bool) -> dict[str, torch.Tensor]:
+    return {
+        key: value.detach().cpu().half() if fp16 and value.is_floating_point() else value.detach().cpu()
+        for key, value in state.items()
+    }
+
+
+def _write_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def save_checkpoint(
     path: str | Path,
     model_state: Mapping[str, torch.Tensor],
     meta: dict[str, Any],
     fp16: bool = False,
+    members: Sequence[Mapping[str, torch.Tensor]] = (),
 ) -> Path:
-    """Write weights and metadata atomically; ``fp16`` halves the file (floats stored as half)."""
+    """Write weights and metadata atomically; ``fp16`` halves the file (floats stored as half).
+
+    ``members`` are the weights of an ensemble's further networks (same architecture)."""
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
-    state = {
-        key: (
-            value.detach().cpu().half()
-            if fp16 and value.is_floating_point()
-            else value.detach().cpu()
-        )
-        for key, value in model_state.items()
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format_version": FORMAT_VERSION, "meta": dict(meta), "state_dict": state}, tmp)
-    os.replace(tmp, path)
-    return path
+    payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "meta": dict(meta),
+                               "state_dict": _stored(model_state, fp16)}
+    if members:
+        payload["members"] = [_stored(member, fp16) for member in members]
+    return _write_atomically(path, payload)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(state_dict, meta)``; half-precision weights come back as float32."""
-    path = Path(path)
+def _read_payload(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
             f"{path}: model checkpoint not found. Train one with `lvt train CONFIG` "
@@ -109,15 +119,39 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path}: not a readable LVT checkpoint ({exc})") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CheckpointError(f"{path}: not an LVT checkpoint (no state_dict/meta)")
-    meta = dict(payload["meta"])
-    missing = [key for key in REQUIRED_META if key not in meta]
+    missing = [key for key in REQUIRED_META if key not in payload["meta"]]
     if missing:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
-    state = {
-        key: value.float() if value.dtype == torch.float16 else value
-        for key, value in payload["state_dict"].items()
-    }
-    return state, meta
+    return payload
+
+
+def _as_float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.float() if value.dtype == torch.float16 else value for key, value in state.items()}
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, meta)``; half-precision weights come back as float32.
+
+    For an ensemble this is its first network (enough to start training from)."""
+    payload = _read_payload(Path(path))
+    return _as_float32(payload["state_dict"]), dict(payload["meta"])
+
+
+def load_member_states(path: str | Path) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read every network's weights (one for a plain checkpoint, all for an ensemble) and meta."""
+    payload = _read_payload(Path(path))
+    states = [payload["state_dict"], *payload.get("members", [])]
+    return [_as_float32(state) for state in states], dict(payload["meta"])
+
+
+def copy_with_meta(source: str | Path, out: str | Path, meta: dict[str, Any]) -> Path:
+    """Copy a checkpoint with new metadata (calibrated decisions, a filter): every network's
+    weights are kept exactly as stored, fp16 or not."""
+    payload = _read_payload(Path(source))
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise CheckpointError(f"{out}: checkpoint metadata lacks {missing}")
+    return _write_atomically(out, {**payload, "meta": dict(meta)})
 
 
 def checkpoint_checksum(path: str | Path) -> str:

@@ -35,7 +35,7 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_checkpoint
+from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member_states
 from lvt_core.labels import (
     BACKGROUND,
     CHANNELS,
@@ -188,7 +188,7 @@ class Predictor:
     ) -> None:
         self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision)
         self.checkpoint_path = Path(checkpoint_path)
-        state, meta = load_checkpoint(self.checkpoint_path)
+        states, meta = load_member_states(self.checkpoint_path)
         self.meta: dict[str, Any] = meta
         self.checksum: str = checkpoint_checksum(self.checkpoint_path)
         self.name: str = str(meta["name"])
@@ -221,12 +221,17 @@ class Predictor:
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
         self.min_lesion_score = float(inference_cfg.get("min_lesion_score", 0.0))
-        model = build_network(meta["network"])
-        model.load_state_dict(state)
-        # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last_3d)
+        # one network, or an ensemble's networks whose probabilities are averaged
+        self.models: list[torch.nn.Module] = [self._network(state) for state in states]
+        self.model = self.models[0]
         self.last_timings: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
+
+    def _network(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = build_network(self.meta["network"])
+        model.load_state_dict(state)
+        # channels-last 3D convolutions run markedly faster on CPU (oneDNN) and on GPU
+        return model.to(self.device).eval().to(memory_format=torch.channels_last_3d)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"args": self._args}
@@ -249,14 +254,15 @@ class Predictor:
         def run(batch: torch.Tensor) -> torch.Tensor:
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
             total = None
-            for dims in flips:
-                x = torch.flip(batch, dims) if dims else batch
-                with autocast(self.precision, self.device):
-                    prob = self._activation(self.model(x))
-                prob = torch.flip(prob, dims) if dims else prob
-                total = prob if total is None else total + prob
+            for model in self.models:
+                for dims in flips:
+                    x = torch.flip(batch, dims) if dims else batch
+                    with autocast(self.precision, self.device):
+                        prob = self._activation(model(x))
+                    prob = torch.flip(prob, dims) if dims else prob
+                    total = prob if total is None else total + prob
             assert total is not None
-            return total / len(flips)
+            return total / (len(flips) * len(self.models))
 
         return run
 

@@ -157,7 +157,7 @@ def calibrate_decisions(
     lesions per scan wins. ``version`` renames the copy: new decisions change every result,
     and a store keeps one checksum per model name and version.
     """
-    from lvt_core.checkpoint import load_checkpoint, save_checkpoint
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
@@ -223,7 +223,7 @@ def calibrate_decisions(
         "candidates": scores, "vessel_candidates": vessel_rows,
     }
     if out is not None:
-        state, meta = load_checkpoint(checkpoint)
+        _, meta = load_checkpoint(checkpoint)
         inference = dict(meta.get("inference", {}))
         inference["thresholds"] = {**dict(inference.get("thresholds", {})),
                                    "tumor": best["tumor_threshold"], "vessel": best_vessel["vessel_threshold"]}
@@ -233,7 +233,7 @@ def calibrate_decisions(
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
-        result["out"] = str(save_checkpoint(out, state, meta, fp16=stored_half(checkpoint)))
+        result["out"] = str(copy_with_meta(checkpoint, out, meta))
     return result
 
 
@@ -260,11 +260,3 @@ def _candidate_rows(
     table = _CandidateTable(candidates.components, reference.components[region], reference.count)
     scores = predictor.lesion_filter.scores(candidates.features) if predictor.lesion_filter else np.ones(candidates.count)
     return _CandidateRows(table, candidates.column("peak_probability"), scores)
-
-
-def stored_half(checkpoint: str | Path) -> bool:
-    """Whether the file holds fp16 weights, so that the copy keeps the same precision."""
-    import torch
-
-    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return any(t.dtype == torch.float16 for t in raw["state_dict"].values())

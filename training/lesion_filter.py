@@ -138,9 +138,8 @@ def fit_lesion_filter(
     The copy keeps every decision of the original and sets ``min_lesion_score`` to 0 (the
     filter keeps every candidate) until ``lvt calibrate`` chooses it.
     """
-    from lvt_core.checkpoint import load_checkpoint, save_checkpoint
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
-    from training.calibrate import stored_half
     from training.experiment import write_rows
 
     if not thresholds or not all(0.0 < t < 1.0 for t in thresholds):
@@ -152,10 +151,10 @@ def fit_lesion_filter(
     lesion_filter, report = fit_filter(x, y, groups)
     if candidates_csv:
         write_rows(Path(candidates_csv), found.rows)
-    state, meta = load_checkpoint(checkpoint)
+    _, meta = load_checkpoint(checkpoint)
     inference = {**dict(meta.get("inference", {})), "lesion_filter": lesion_filter.to_meta(),
                  "min_lesion_score": 0.0}
     fitted_on = {"cohorts": [str(f) for f in folders], "tumor_thresholds": list(thresholds), **report}
     meta = {**meta, "inference": inference, "version": version or meta["version"], "lesion_filter": fitted_on}
-    written = save_checkpoint(out, state, meta, fp16=stored_half(checkpoint))
+    written = copy_with_meta(checkpoint, out, meta)
     return {"checkpoint": str(checkpoint), "out": str(written), **fitted_on}

@@ -1,4 +1,4 @@
-"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate`` and ``lvt experiment partial-labels``."""
+"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt ensemble`` and ``lvt experiment partial-labels``."""
 
 from __future__ import annotations
 
@@ -192,6 +192,30 @@ def fit_lesion_filter_command(
     typer.echo(f"wrote {result['out']}; choose its min lesion score with `lvt calibrate`")
 
 
+def ensemble_command(
+    checkpoints: list[Path] = typer.Argument(..., help="Two or more checkpoints of one architecture "
+                                             "(e.g. the five folds of a training config)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the ensemble checkpoint."),
+    version: str = typer.Option(None, "--version", help="Its version (default: the first's +ensembleN)."),
+    name: str = typer.Option(None, "--name", help="Its name (default: the first's _ensemble)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Combine checkpoints into one whose networks' probabilities are averaged at inference."""
+    from lvt_core.checkpoint import CheckpointError
+    from lvt_core.ensemble import build_ensemble
+
+    try:
+        result = build_ensemble(checkpoints, out, version=version, name=name)
+    except (CheckpointError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"wrote {result['out']}: {result['networks']} networks, version {result['version']}, "
+               f"{result['size_mb']} MB; its decisions are the first member's until "
+               "`lvt calibrate` chooses them for the average")
+
+
 @experiment_app.command("partial-labels")
 def partial_labels(
     out: Path = typer.Option(Path("docs/experiments/partial_labels"), "--out", help="Result folder."),
@@ -227,4 +251,5 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate-model")(evaluate_model_command)
     app.command("calibrate")(calibrate_command)
     app.command("fit-lesion-filter")(fit_lesion_filter_command)
+    app.command("ensemble")(ensemble_command)
     app.add_typer(experiment_app, name="experiment")
