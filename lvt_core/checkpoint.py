@@ -71,6 +71,12 @@ def is_antialiased(meta: Mapping[str, Any]) -> bool:
     return bool(dict(meta.get("preprocessing", {})).get("antialiased", False))
 
 
+def _require_meta(path: str | Path, meta: Mapping[str, Any]) -> None:
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
+
+
 def _stored(state: Mapping[str, torch.Tensor], fp16: bool) -> dict[str, torch.Tensor]:
     return {
         key: value.detach().cpu().half() if fp16 and value.is_floating_point() else value.detach().cpu()
@@ -97,9 +103,7 @@ def save_checkpoint(
     """Write weights and metadata atomically; ``fp16`` halves the file (floats stored as half).
 
     ``members`` are the weights of an ensemble's further networks (same architecture)."""
-    missing = [key for key in REQUIRED_META if key not in meta]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
+    _require_meta(path, meta)
     payload: dict[str, Any] = {"format_version": FORMAT_VERSION, "meta": dict(meta),
                                "state_dict": _stored(model_state, fp16)}
     if members:
@@ -119,9 +123,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable LVT checkpoint ({exc})") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CheckpointError(f"{path}: not an LVT checkpoint (no state_dict/meta)")
-    missing = [key for key in REQUIRED_META if key not in payload["meta"]]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
+    _require_meta(path, payload["meta"])
     return payload
 
 
@@ -148,9 +150,7 @@ def copy_with_meta(source: str | Path, out: str | Path, meta: dict[str, Any]) ->
     """Copy a checkpoint with new metadata (calibrated decisions, a filter): every network's
     weights are kept exactly as stored, fp16 or not."""
     payload = _read_payload(Path(source))
-    missing = [key for key in REQUIRED_META if key not in meta]
-    if missing:
-        raise CheckpointError(f"{out}: checkpoint metadata lacks {missing}")
+    _require_meta(out, meta)
     return _write_atomically(out, {**payload, "meta": dict(meta)})
 
 
