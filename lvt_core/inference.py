@@ -14,7 +14,8 @@ come back exactly on their own grid):
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak``, or smaller than ``min_tumor_volume_ml``, become
    liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
-   below ``min_lesion_score``.
+   below ``min_lesion_score``; last, when the checkpoint enables it, a matched-filter search
+   (:mod:`lvt_core.faint_lesions`) adds faint lesions the network left as liver.
 
 Memory stays bounded: probabilities exist only over the liver box, at model spacing in
 float32 while the windows are blended, float16 after; full-resolution maps are uint8.
@@ -36,6 +37,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member_states
+from lvt_core.faint_lesions import FaintLesionSearch, add_faint_lesions
 from lvt_core.labels import (
     BACKGROUND,
     CHANNELS,
@@ -221,6 +223,8 @@ class Predictor:
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
         self.min_lesion_score = float(inference_cfg.get("min_lesion_score", 0.0))
+        # matched-filter search for faint lesions the network left as liver (calibrated; off)
+        self.faint_search = FaintLesionSearch.from_meta(inference_cfg.get("faint_lesions"))
         # one network, or an ensemble's networks whose probabilities are averaged
         self.models: list[torch.nn.Module] = [self._network(state) for state in states]
         self.model = self.models[0]
@@ -313,13 +317,14 @@ class Predictor:
         min_tumor_peak: float | None = None,
         hu: np.ndarray | None = None,
         min_lesion_score: float | None = None,
+        faint_search: FaintLesionSearch | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks.
 
         ``hu`` is the scan on the same grid: air (below ``BODY_THRESHOLD_HU``) is never liver,
         vessel or tumor (on out-of-domain scans the network can spill the liver past the body
-        wall), and the lesion filter measures each tumor candidate on it. Without ``hu`` (the
-        coarse pass) the filter is skipped.
+        wall), the lesion filter measures each tumor candidate on it, and the faint-lesion
+        search looks for lesions in it last. Without ``hu`` (the coarse pass) both are skipped.
         """
         if self.label_space == "multiclass":
             labels = decode_multiclass(probs)
@@ -338,7 +343,10 @@ class Predictor:
         labels = remove_unconfident_tumors(labels, probs[self.tumor_channel], min_tumor_peak)
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
-        return remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+        labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+        if hu is not None:
+            labels = add_faint_lesions(labels, hu, spacing_xyz, faint_search or self.faint_search)
+        return labels
 
     @property
     def tumor_channel(self) -> int:
@@ -394,19 +402,21 @@ class Predictor:
         min_tumor_volume_ml: float | None = None,
         min_tumor_peak: float | None = None,
         min_lesion_score: float | None = None,
+        faint_search: FaintLesionSearch | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
-        ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak`` and
-        ``min_lesion_score`` override the checkpoint's, so a calibration decodes one network
-        pass many ways.
+        ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak``,
+        ``min_lesion_score`` and ``faint_search`` override the checkpoint's, so a calibration
+        decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
         region = probabilities.region
         if region is not None:
             hu = sitk.GetArrayViewFromImage(image)[region]
             out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
-                                       min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score)
+                                       min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
+                                       faint_search)
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)
         return labels

@@ -25,6 +25,7 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.faint_lesions import FaintLesionSearch
 from lvt_core.labels import CHANNELS, TUMOR, VESSEL
 from lvt_core.metrics import dice
 from lvt_core.postprocess import min_tumor_voxels
@@ -188,7 +189,8 @@ def calibrate_decisions(
         for value in vessel_candidates:
             thresholds = list(base)
             thresholds[vessel_index] = value
-            pred = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0))
+            pred = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0,
+                                                                faint_search=FaintLesionSearch()))
             vessel_dsc[value].append(dice(pred == VESSEL, ref == VESSEL))
         for value in candidates:
             thresholds = list(base)

@@ -1,4 +1,4 @@
-"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt ensemble`` and ``lvt experiment partial-labels``."""
+"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt calibrate-faint``, ``lvt ensemble`` and ``lvt experiment partial-labels``."""
 
 from __future__ import annotations
 
@@ -163,6 +163,42 @@ def calibrate_command(
                f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
 
 
+def calibrate_faint_command(
+    checkpoint: Path = typer.Argument(..., help="Calibrated checkpoint (.pt) to add the search to."),
+    cohort: list[Path] = typer.Option(..., "--cohort", help="Validation phantom cohort, never the test "
+                                      "cohort; repeat to pool several."),
+    out: Path = typer.Option(..., "--out", help="Where to write the copy carrying the search's decisions."),
+    min_z: str = typer.Option("5,6,7,8,10", "--min-z", help="Comma-separated contrasts, in robust noise "
+                              "spreads, a region must reach to be a candidate."),
+    min_blobness: str = typer.Option("0.3,0.4,0.5", "--min-blobness",
+                                     help="Comma-separated lowest blobness (1 sphere, 0 tube) kept."),
+    max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
+                                    help="Most false lesions per validation scan the chosen decisions may produce."),
+    device: str = typer.Option("auto", "--device"),
+    version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Choose the faint-lesion search's decisions on validation phantoms (off if it does not help)."""
+    from training.calibrate_faint import calibrate_faint_search
+
+    zs = _numbers("--min-z", min_z)
+    blobs = _numbers("--min-blobness", min_blobness)
+    result = _per_case_progress("calibrating the faint-lesion search", lambda on_case: calibrate_faint_search(
+        checkpoint, cohort, out, zs, blobs, device, on_case=on_case, version=version,
+        max_false_per_scan=max_false))
+    if as_json:
+        print_json(result)
+        return
+    for row in result["candidates"]:
+        name = "off" if not row["min_z"] else f"min z {row['min_z']}, min blobness {row['min_blobness']}"
+        typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
+                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
+                   f"false lesions per scan {row['false_lesions_per_scan']})")
+    chosen = ("off" if not result["best_min_z"]
+              else f"min z {result['best_min_z']}, min blobness {result['best_min_blobness']}")
+    typer.echo(f"chosen: {chosen}; wrote {result['out']}")
+
+
 def fit_lesion_filter_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) whose tumor candidates to filter."),
     cohort: list[Path] = typer.Option(..., "--cohort", help="Phantom cohort used by neither training, "
@@ -250,6 +286,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate-model")(evaluate_model_command)
     app.command("calibrate")(calibrate_command)
+    app.command("calibrate-faint")(calibrate_faint_command)
     app.command("fit-lesion-filter")(fit_lesion_filter_command)
     app.command("ensemble")(ensemble_command)
     app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,115 @@
+"""The matched-filter search for faint lesions the network left as liver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
+
+from lvt_core.checkpoint import load_checkpoint
+from lvt_core.faint_lesions import FaintLesionSearch, add_faint_lesions, faint_candidates
+from lvt_core.inference import Predictor
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
+from lvt_core.metrics import dice
+from training.calibrate_faint import calibrate_faint_search
+from training.evaluate_model import evaluate_checkpoint
+
+SPACING_XYZ = (1.0, 1.0, 2.0)
+SHAPE_ZYX = (40, 96, 96)
+LIVER_HU = 110.0
+NOISE_HU = 15.0
+
+
+def _distance_mm(centre_zyx: tuple[float, float, float]) -> np.ndarray:
+    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)],
+                          indexing="ij")
+    cz, cy, cx = (c * s for c, s in zip(centre_zyx, SPACING_XYZ[::-1], strict=True))
+    return np.sqrt((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
+
+
+def _liver_scan(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A block of liver in fat with white noise, all labelled liver: what the network returns
+    when it sees no lesion."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(SHAPE_ZYX, np.uint8)
+    labels[3:-3, 6:-6, 6:-6] = LIVER
+    hu = np.where(labels == LIVER, LIVER_HU, -100.0) + rng.normal(0.0, NOISE_HU, SHAPE_ZYX)
+    return hu.astype(np.float32), labels
+
+
+def test_a_faint_sphere_is_found_and_drawn_where_it_is() -> None:
+    hu, labels = _liver_scan()
+    lesion = _distance_mm((20, 48, 40)) <= 7.0  # 14 mm across, 12 HU darker: 0.8 noise sd
+    hu[lesion] -= 12.0
+    out = add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0, min_blobness=0.3))
+    found = out == TUMOR
+    assert dice(found, lesion) > 0.6
+    assert not (found & ~(_distance_mm((20, 48, 40)) <= 14.0)).any()  # nothing elsewhere
+    assert ((out != labels) <= (labels == LIVER)).all()  # only liver became tumor
+
+
+def test_noise_alone_gives_no_lesion_and_the_search_is_off_by_default() -> None:
+    hu, labels = _liver_scan(seed=1)
+    assert not (add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0)) == TUMOR).any()
+    hu[_distance_mm((20, 48, 40)) <= 7.0] -= 40.0
+    assert FaintLesionSearch() == FaintLesionSearch.from_meta(None)
+    assert add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch()) is labels
+
+
+def test_a_dark_tube_is_a_candidate_but_blobness_rejects_it() -> None:
+    """Unsegmented veins are dark tubes in the arterial phase; a lesion is round."""
+    hu, labels = _liver_scan(seed=2)
+    z, y, _ = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)],
+                          indexing="ij")
+    tube = np.sqrt((z - 40.0) ** 2 + (y - 48.0) ** 2) <= 3.0
+    hu[tube] -= 40.0
+    candidates = faint_candidates(hu, labels, SPACING_XYZ, FaintLesionSearch(min_z=6.0))
+    assert candidates and max(c.blobness for c in candidates) < 0.3
+    assert not (add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0, min_blobness=0.3))
+                == TUMOR).any()
+
+
+def test_segmented_structures_are_never_overwritten_and_meta_round_trips() -> None:
+    hu, labels = _liver_scan(seed=3)
+    lesion = _distance_mm((20, 48, 48)) <= 7.0
+    hu[lesion] -= 20.0
+    labels[lesion & (_distance_mm((20, 48, 48)) <= 2.0)] = VESSEL
+    labels[:, :, :8] = BACKGROUND
+    out = add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0))
+    assert (out[labels != LIVER] == labels[labels != LIVER]).all()
+    assert (out[lesion] == TUMOR).mean() > 0.5
+    search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, bright=True, radii_mm=(4.0, 8.0))
+    assert FaintLesionSearch.from_meta(search.to_meta()) == search
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_phantom_cohort(tmp_path_factory, "faint", seed=78)
+
+
+def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: Path, cohort: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    result = calibrate_faint_search(checkpoint, [cohort], tmp_path / "faint.pt", min_zs=(3.0, 6.0),
+                                    min_blobness=(0.0,), device="cpu", max_false_per_scan=None,
+                                    version="0.0.2")
+    rows = {(row["min_z"], row["min_blobness"]): row for row in result["candidates"]}
+    assert set(rows) == {(0.0, 0.0), (3.0, 0.0), (6.0, 0.0)}
+    plain = evaluate_checkpoint(checkpoint, cohort, device="cpu")
+    assert rows[(0.0, 0.0)]["tumor_dsc"] == pytest.approx(plain["tumor_dsc"], abs=1e-4)
+    best = rows[(result["best_min_z"], result["best_min_blobness"])]
+    assert best["score"] == max(row["score"] for row in rows.values())
+    _, meta = load_checkpoint(result["out"])
+    assert meta["version"] == "0.0.2"
+    assert Predictor(result["out"], device="cpu").faint_search == FaintLesionSearch(min_z=result["best_min_z"])
+    # a copy searching at min_z 3 scores on a full evaluation what the calibration said it would
+    _, base_meta = load_checkpoint(checkpoint)
+    from lvt_core.checkpoint import copy_with_meta
+
+    searching = copy_with_meta(checkpoint, tmp_path / "z3.pt", {
+        **base_meta, "inference": {**base_meta["inference"], "faint_lesions": FaintLesionSearch(min_z=3.0).to_meta()}})
+    full = evaluate_checkpoint(searching, cohort, device="cpu")
+    assert full["tumor_dsc"] == pytest.approx(rows[(3.0, 0.0)]["tumor_dsc"], abs=1e-4)
+    with pytest.raises(ValueError, match="above 0"):
+        calibrate_faint_search(checkpoint, [cohort], None, min_zs=(0.0,), device="cpu")

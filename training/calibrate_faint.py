@@ -1,0 +1,100 @@
+"""Choose the faint-lesion search's decisions (:mod:`lvt_core.faint_lesions`) on validation
+phantoms, after ``lvt calibrate`` has chosen the network's.
+
+The search runs on the labels the checkpoint already decodes, so it is a second stage: each
+validation scan runs through the network once, its candidates are drawn once at the lowest
+``min_z``, and every pair of ``min_z`` and ``min_blobness`` keeps a subset of them. The pair
+with the best tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the
+false-lesion budget wins, the search switched off being one of the candidates: when it does
+not help on validation, the copy keeps it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cc3d
+import numpy as np
+import SimpleITK as sitk
+
+from lvt_core.faint_lesions import FaintLesionSearch, faint_candidates, paint_candidates
+from lvt_core.labels import TUMOR
+from training.calibrate import (
+    DEFAULT_MAX_FALSE_PER_SCAN,
+    _CandidateTable,
+    _ReferenceLesions,
+    _TumorTally,
+    choose_operating_point,
+    tumor_score,
+)
+
+DEFAULT_MIN_Z = (5.0, 6.0, 7.0, 8.0, 10.0)
+DEFAULT_MIN_BLOBNESS = (0.3, 0.4, 0.5)
+OFF = (0.0, 0.0)
+
+
+def calibrate_faint_search(
+    checkpoint: str | Path, cohort: Sequence[str | Path], out: str | Path | None = None,
+    min_zs: Sequence[float] = DEFAULT_MIN_Z, min_blobness: Sequence[float] = DEFAULT_MIN_BLOBNESS,
+    device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
+    max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
+) -> dict[str, Any]:
+    """Score the search off and at every ``min_z`` × ``min_blobness`` on the pooled ``cohort``;
+    write the best into a copy of the checkpoint at ``out`` (``inference.faint_lesions``)."""
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+    from lvt_core.inference import Predictor
+    from training.datasets import load_cases
+
+    if not min_zs or any(z <= 0 for z in min_zs):
+        raise ValueError(f"minimum z candidates must be above 0, got {list(min_zs)}")
+    if not min_blobness or any(not -1.0 <= b <= 1.0 for b in min_blobness):
+        raise ValueError(f"minimum blobness candidates must lie in -1..1, got {list(min_blobness)}")
+    predictor = Predictor(checkpoint, device=device)
+    off = FaintLesionSearch()
+    grid = [OFF] + [(float(z), float(b)) for z in min_zs for b in min_blobness]
+    tallies = {pair: _TumorTally() for pair in grid}
+    lowest = FaintLesionSearch(min_z=min(min_zs))
+    folders = [Path(c) for c in cohort]
+    cases = 0
+    for case in (case for folder in folders for case in load_cases("synthetic", folder)):
+        image, ref_image = case.load()
+        ref = sitk.GetArrayViewFromImage(ref_image)
+        hu = sitk.GetArrayViewFromImage(image)
+        probabilities = predictor.predict_probabilities(image)
+        base = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, faint_search=off))
+        reference = _ReferenceLesions(ref, ref_image.GetSpacing())
+        candidates = faint_candidates(hu, base, image.GetSpacing(), lowest)
+        for min_z, blob in grid:
+            search = FaintLesionSearch(min_z=min_z, min_blobness=blob)
+            kept = [c for c in candidates if c.kept_by(search)] if search.enabled else []
+            labels = paint_candidates(base, kept) if kept else base
+            components = cc3d.connected_components(labels == TUMOR, connectivity=26)
+            table = _CandidateTable(components, reference.components, reference.count)
+            tallies[(min_z, blob)].add(table, np.ones(len(table.sizes), bool), reference)
+        cases += 1
+        if on_case:
+            on_case(case.case_id)
+    if not cases:
+        raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
+
+    scores = []
+    for (min_z, blob), tally in tallies.items():
+        summary = tally.summary()
+        scores.append({"min_z": min_z, "min_blobness": blob, "score": round(tumor_score(summary), 4), **summary})
+    best = choose_operating_point(scores, max_false_per_scan)
+    chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"])
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
+        "best_min_z": chosen.min_z, "best_min_blobness": chosen.min_blobness,
+        "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
+    }
+    if out is not None:
+        _, meta = load_checkpoint(checkpoint)
+        inference = dict(meta.get("inference", {}))
+        inference["faint_lesions"] = chosen.to_meta()
+        meta = {**meta, "inference": inference, "version": version or meta["version"],
+                "faint_calibration": {"cohort": result["cohort"], "cases": cases, "candidates": scores}}
+        result["out"] = str(copy_with_meta(checkpoint, out, meta))
+    return result
