@@ -265,11 +265,18 @@ def paint_candidates(labels: np.ndarray, candidates: list[FaintCandidate]) -> np
     return out
 
 
+def kept_faint_lesions(
+    hu: np.ndarray, labels: np.ndarray, spacing_xyz: tuple[float, ...], search: FaintLesionSearch
+) -> list[FaintCandidate]:
+    """The lesions the search adds to ``labels`` (none when it is off)."""
+    if not search.enabled:
+        return []
+    return [c for c in faint_candidates(hu, labels, spacing_xyz, search) if c.kept_by(search)]
+
+
 def add_faint_lesions(
     labels: np.ndarray, hu: np.ndarray, spacing_xyz: tuple[float, ...], search: FaintLesionSearch
 ) -> np.ndarray:
     """``labels`` with the lesions the search keeps as tumor (unchanged when it is off)."""
-    if not search.enabled:
-        return labels
-    kept = [c for c in faint_candidates(hu, labels, spacing_xyz, search) if c.kept_by(search)]
+    kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
     return paint_candidates(labels, kept) if kept else labels

@@ -37,7 +37,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member_states
-from lvt_core.faint_lesions import FaintLesionSearch, add_faint_lesions
+from lvt_core.faint_lesions import FaintLesionSearch, kept_faint_lesions, paint_candidates
 from lvt_core.labels import (
     BACKGROUND,
     CHANNELS,
@@ -344,8 +344,11 @@ class Predictor:
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
-        if hu is not None:
-            labels = add_faint_lesions(labels, hu, spacing_xyz, faint_search or self.faint_search)
+        search = faint_search or self.faint_search
+        if hu is not None and search.enabled:
+            kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
+            labels = paint_candidates(labels, kept) if kept else labels
+            self.last_info["faint_lesions_added"] = len(kept)  # summary.json: not the network's
         return labels
 
     @property

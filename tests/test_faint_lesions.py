@@ -6,10 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 
 from lvt_core.checkpoint import load_checkpoint
-from lvt_core.faint_lesions import FaintLesionSearch, add_faint_lesions, faint_candidates
+from lvt_core.faint_lesions import (
+    FaintLesionSearch,
+    add_faint_lesions,
+    faint_candidates,
+    kept_faint_lesions,
+)
 from lvt_core.inference import Predictor
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
 from lvt_core.metrics import dice
@@ -111,5 +117,15 @@ def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: P
         **base_meta, "inference": {**base_meta["inference"], "faint_lesions": FaintLesionSearch(min_z=3.0).to_meta()}})
     full = evaluate_checkpoint(searching, cohort, device="cpu")
     assert full["tumor_dsc"] == pytest.approx(rows[(3.0, 0.0)]["tumor_dsc"], abs=1e-4)
+    # and it says how many lesions the search, not the network, added (summary.json's regions)
+    from training.datasets import load_cases
+
+    image, _ = load_cases("synthetic", cohort)[0].load()
+    predictor = Predictor(searching, device="cpu")
+    labels = sitk.GetArrayFromImage(predictor.predict(image))
+    assert predictor.last_info["faint_lesions_added"] == len(
+        kept_faint_lesions(sitk.GetArrayViewFromImage(image), sitk.GetArrayFromImage(
+            Predictor(checkpoint, device="cpu").predict(image)), image.GetSpacing(), FaintLesionSearch(min_z=3.0)))
+    assert (labels == TUMOR).any()
     with pytest.raises(ValueError, match="above 0"):
         calibrate_faint_search(checkpoint, [cohort], None, min_zs=(0.0,), device="cpu")
