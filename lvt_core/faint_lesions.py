@@ -42,6 +42,8 @@ class FaintLesionSearch:
     min_z: float = 0.0
     radii_mm: tuple[float, ...] = DEFAULT_RADII_MM
     edge_margin_mm: float = 3.0  # partial volume with fat at the liver's edge
+    draw_edge_mm: float = 1.5  # a lesion is not drawn into the organ's outermost rim, where
+    # partial volume with fat would let it leak along the edge
     structure_margin_mm: float = 1.5  # partial volume with segmented vessels and tumors
     background_factor: float = 3.0  # the wider mean's sigma, in units of the candidate's
     min_coverage: float = 0.6  # the share of a kernel that must be parenchyma
@@ -79,6 +81,7 @@ class FaintLesionMaps:
     z: np.ndarray
     best_radius: np.ndarray
     parenchyma: np.ndarray
+    depth_mm: np.ndarray  # distance to the organ's edge
 
 
 def _sigma_voxels(sigma_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
@@ -132,7 +135,7 @@ def contrast_maps(
         better = sign * z > sign * best_z
         best_z[better] = z[better]
         best_radius[better] = index
-    return FaintLesionMaps(best_z, best_radius, parenchyma)
+    return FaintLesionMaps(best_z, best_radius, parenchyma, inside.astype(np.float32))
 
 
 @dataclass
@@ -183,6 +186,7 @@ def _draw_candidates(
         return []
     voxel_ml = float(np.prod(spacing)) / 1000.0
     liver = sub_labels == LIVER
+    drawable = liver & (maps.depth_mm > search.draw_edge_mm)
     # curvature is measured on the liver alone: fat at the edge and segmented vessels would
     # otherwise bend it more than the lesion does
     liver_only = np.where(liver, hu, np.float32(np.median(hu[maps.parenchyma]))).astype(np.float32)
@@ -194,7 +198,7 @@ def _draw_candidates(
         peak = np.unravel_index(np.argmax(np.where(local, sign * maps.z[box_c], -np.inf)), local.shape)
         peak = tuple(int(p + s.start) for p, s in zip(peak, box_c, strict=True))
         radius = search.radii_mm[int(maps.best_radius[peak])]
-        lesion = _draw_lesion(hu, liver, peak, radius, spacing, sign)
+        lesion = _draw_lesion(hu, liver, drawable, peak, radius, spacing, sign)
         if lesion is not None:
             window, mask = lesion
             out.append(FaintCandidate(window, mask, float(sign * maps.z[peak]),
@@ -225,12 +229,12 @@ def blobness(hu: np.ndarray, peak: tuple[int, ...], sigma_mm: float, spacing: np
 
 
 def _draw_lesion(
-    hu: np.ndarray, liver: np.ndarray, peak: tuple[int, ...], radius_mm: float, spacing: np.ndarray,
-    sign: float,
+    hu: np.ndarray, liver: np.ndarray, drawable: np.ndarray, peak: tuple[int, ...], radius_mm: float,
+    spacing: np.ndarray, sign: float,
 ) -> tuple[tuple[slice, ...], np.ndarray] | None:
-    """The liver voxels within ``REACH`` radii of ``peak`` whose smoothed HU (a third of the
-    radius, at least 1 mm: enough to quiet the noise, not the lesion's edge) lies past half
-    way from the surrounding liver to the peak, connected to the peak, holes filled."""
+    """The ``drawable`` liver voxels within ``REACH`` radii of ``peak`` whose smoothed HU (a
+    third of the radius, at least 1 mm: enough to quiet the noise, not the lesion's edge) lies
+    past half way from the surrounding liver to the peak, connected to the peak, holes filled."""
     reach = np.ceil(REACH * radius_mm / spacing).astype(int) + 1
     window = tuple(slice(max(0, p - r), min(n, p + r + 1)) for p, r, n in zip(peak, reach, hu.shape, strict=True))
     local_liver = liver[window]
@@ -248,12 +252,12 @@ def _draw_lesion(
     if contrast * sign <= 0:
         return None
     near = distance2 <= (REACH * radius_mm) ** 2
-    passed = near & local_liver & ((smooth - level) * np.sign(contrast) >= abs(contrast) / 2.0)
+    passed = near & drawable[window] & ((smooth - level) * np.sign(contrast) >= abs(contrast) / 2.0)
     parts = cc3d.connected_components(passed, connectivity=6)
     keep = parts[centre]
     if keep == 0:
         return None
-    return window, ndimage.binary_fill_holes(parts == keep) & local_liver
+    return window, ndimage.binary_fill_holes(parts == keep) & drawable[window]
 
 
 def paint_candidates(labels: np.ndarray, candidates: list[FaintCandidate]) -> np.ndarray:
