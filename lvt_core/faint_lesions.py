@@ -11,12 +11,17 @@ moves a region of that size. This is that observer, as a matched filter over the
    and the edge do not leak in) minus a wider local mean (slow HU gradients are not lesions);
 3. that contrast in units of its own robust spread over the liver (median and MAD), measured
    on the scan itself, so noise level and correlation are what they are in this scan;
-4. regions beyond ``min_z`` at any radius become candidates, drawn as the voxels connected
-   to the peak whose finely smoothed contrast passes half the peak contrast.
+4. regions darker than ``min_z`` at any radius become candidates, drawn as the liver voxels
+   connected to the peak, not in the organ's outer rim, past half way from the surrounding
+   liver to the peak on the scan smoothed at a third of the radius;
+5. a candidate is kept when it is round (``min_blobness``: unsegmented veins are dark tubes
+   in the arterial phase) and large enough (``min_volume_ml``).
 
-The network's labels stay; candidates are only added as tumor where the network said liver.
-Nothing here is learned: ``min_z`` is a decision, chosen on validation phantoms by ``lvt
-calibrate`` with the other decisions and stored in the checkpoint (0 turns the search off).
+Only lesions darker than the liver are searched: brighter candidates in the arterial phase
+are mostly unsegmented vessels. The network's labels stay; candidates are only added as tumor
+where the network said liver. Nothing here is learned: ``min_z`` and ``min_blobness`` are
+decisions, chosen on validation phantoms by ``lvt calibrate-faint`` and stored in the
+checkpoint (``min_z`` 0 turns the search off).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from lvt_core.detectability import robust_spread
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.postprocess import bounding_box
 
 DEFAULT_RADII_MM = (3.0, 4.5, 6.5, 9.0)
 MIN_PARENCHYMA_VOXELS = 1000
 REACH = 2.0
+DARKER = -1.0  # the polarity searched (the helpers take either)
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,6 @@ class FaintLesionSearch:
     min_volume_ml: float = 0.2
     min_blobness: float = 0.0  # smallest over largest Hessian eigenvalue at the peak: 1 for a
     # sphere, 0 for a tube (unsegmented veins are dark tubes in the arterial phase)
-    bright: bool = False  # also look for lesions brighter than the liver (unsegmented vessels
-    # look like them too, so off unless calibration says otherwise)
 
     @property
     def enabled(self) -> bool:
@@ -84,10 +89,6 @@ class FaintLesionMaps:
     depth_mm: np.ndarray  # distance to the organ's edge
 
 
-def _sigma_voxels(sigma_mm: float, spacing_zyx: np.ndarray) -> np.ndarray:
-    return sigma_mm / spacing_zyx
-
-
 def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian mean of ``values`` over ``weight`` (normalised convolution) and the weight."""
     numerator = ndimage.gaussian_filter(values * weight, sigma, truncate=3.0)
@@ -96,17 +97,14 @@ def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: np.ndarray) -> tu
 
 
 def _robust_z(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """``values`` in units of their robust spread (1.4826 × MAD) over ``where``, centred on
-    their median there; the liver's lesions are too few to move either."""
-    sample = values[where]
-    centre = float(np.median(sample))
-    spread = 1.4826 * float(np.median(np.abs(sample - centre)))
+    """``values`` in units of their robust spread over ``where``, centred on their median there."""
+    centre, spread = robust_spread(values[where])
     return (values - centre) / max(spread, 1e-6)
 
 
 def contrast_maps(
     hu: np.ndarray, labels: np.ndarray, spacing_xyz: tuple[float, ...], search: FaintLesionSearch,
-    sign: float = -1.0,
+    sign: float = DARKER,
 ) -> FaintLesionMaps | None:
     """The matched filter's z-map over ``labels``' liver (``z, y, x`` arrays of one region),
     each voxel at the radius where it stands out most in the direction of ``sign`` (-1: darker
@@ -115,7 +113,8 @@ def contrast_maps(
     organ = labels > 0
     inside = ndimage.distance_transform_edt(organ, sampling=spacing)
     structures = (labels == VESSEL) | (labels == TUMOR)
-    clear = ndimage.distance_transform_edt(~structures, sampling=spacing) if structures.any() else inside * 0 + np.inf
+    clear = (ndimage.distance_transform_edt(~structures, sampling=spacing) if structures.any()
+             else np.full(labels.shape, np.inf))
     parenchyma = (labels == LIVER) & (inside > search.edge_margin_mm) & (clear > search.structure_margin_mm)
     if parenchyma.sum() < MIN_PARENCHYMA_VOXELS:
         return None
@@ -125,8 +124,8 @@ def contrast_maps(
     best_radius = np.zeros(hu.shape, np.uint8)
     for index, radius in enumerate(search.radii_mm):
         sigma_mm = radius / 2.0
-        mean, coverage = _local_mean(values, weight, _sigma_voxels(sigma_mm, spacing))
-        background, _ = _local_mean(values, weight, _sigma_voxels(sigma_mm * search.background_factor, spacing))
+        mean, coverage = _local_mean(values, weight, sigma_mm / spacing)
+        background, _ = _local_mean(values, weight, sigma_mm * search.background_factor / spacing)
         contrast = mean - background
         valid = parenchyma & (coverage >= search.min_coverage)
         if valid.sum() < MIN_PARENCHYMA_VOXELS:
@@ -164,11 +163,10 @@ def faint_candidates(
         return []
     region = tuple(slice(a, b) for a, b in box)
     sub_labels, sub_hu = labels[region], np.asarray(hu[region])
-    candidates = []
-    for sign in (-1.0, 1.0) if search.bright else (-1.0,):
-        maps = contrast_maps(sub_hu, sub_labels, spacing_xyz, search, sign)
-        if maps is not None:
-            candidates += _draw_candidates(sub_hu, sub_labels, maps, sign, spacing_xyz, search)
+    maps = contrast_maps(sub_hu, sub_labels, spacing_xyz, search, DARKER)
+    if maps is None:
+        return []
+    candidates = _draw_candidates(sub_hu, sub_labels, maps, DARKER, spacing_xyz, search)
     for candidate in candidates:  # back to the full array's coordinates
         candidate.window = tuple(slice(w.start + r.start, w.stop + r.start)
                                  for w, r in zip(candidate.window, region, strict=True))
@@ -239,7 +237,7 @@ def _draw_lesion(
     window = tuple(slice(max(0, p - r), min(n, p + r + 1)) for p, r, n in zip(peak, reach, hu.shape, strict=True))
     local_liver = liver[window]
     smooth, _ = _local_mean(hu[window].astype(np.float32), local_liver.astype(np.float32),
-                            _sigma_voxels(max(1.0, radius_mm / 3.0), spacing))
+                            max(1.0, radius_mm / 3.0) / spacing)
     grid = np.meshgrid(*[(np.arange(w.start, w.stop) - p) * s for w, p, s in zip(window, peak, spacing, strict=True)],
                        indexing="ij")
     distance2 = sum(g**2 for g in grid)
@@ -261,7 +259,10 @@ def _draw_lesion(
 
 
 def paint_candidates(labels: np.ndarray, candidates: list[FaintCandidate]) -> np.ndarray:
-    """``labels`` with ``candidates`` as tumor where the network said liver (a copy)."""
+    """``labels`` with ``candidates`` as tumor where the network said liver (a copy; ``labels``
+    itself when there are none)."""
+    if not candidates:
+        return labels
     out = labels.copy()
     for candidate in candidates:
         view = out[candidate.window]
@@ -282,5 +283,4 @@ def add_faint_lesions(
     labels: np.ndarray, hu: np.ndarray, spacing_xyz: tuple[float, ...], search: FaintLesionSearch
 ) -> np.ndarray:
     """``labels`` with the lesions the search keeps as tumor (unchanged when it is off)."""
-    kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
-    return paint_candidates(labels, kept) if kept else labels
+    return paint_candidates(labels, kept_faint_lesions(hu, labels, spacing_xyz, search))

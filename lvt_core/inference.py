@@ -347,7 +347,7 @@ class Predictor:
         search = faint_search or self.faint_search
         if hu is not None and search.enabled:
             kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
-            labels = paint_candidates(labels, kept) if kept else labels
+            labels = paint_candidates(labels, kept)
             self.last_info["faint_lesions_added"] = len(kept)  # summary.json: not the network's
         return labels
 

@@ -86,7 +86,7 @@ def test_segmented_structures_are_never_overwritten_and_meta_round_trips() -> No
     out = add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0))
     assert (out[labels != LIVER] == labels[labels != LIVER]).all()
     assert (out[lesion] == TUMOR).mean() > 0.5
-    search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, bright=True, radii_mm=(4.0, 8.0))
+    search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, draw_edge_mm=1.0, radii_mm=(4.0, 8.0))
     assert FaintLesionSearch.from_meta(search.to_meta()) == search
 
 

@@ -69,7 +69,7 @@ def calibrate_faint_search(
         for min_z, blob in grid:
             search = FaintLesionSearch(min_z=min_z, min_blobness=blob)
             kept = [c for c in candidates if c.kept_by(search)] if search.enabled else []
-            labels = paint_candidates(base, kept) if kept else base
+            labels = paint_candidates(base, kept)
             components = cc3d.connected_components(labels == TUMOR, connectivity=26)
             table = _CandidateTable(components, reference.components, reference.count)
             tallies[(min_z, blob)].add(table, np.ones(len(table.sizes), bool), reference)
