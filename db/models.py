@@ -185,6 +185,9 @@ class Lesion(Base):
     centroid_z: Mapped[float] = mapped_column(Float)
     bbox: Mapped[list[int] | None] = mapped_column(JSON)
     mean_hu: Mapped[float | None] = mapped_column(Float)
+    # who drew it: "network", "faint_search" (the search after the network), NULL unknown
+    # (an imported label map, or a row older than migration 0003)
+    found_by: Mapped[str | None] = mapped_column(String(16))
 
     segmentation: Mapped[Segmentation] = relationship(back_populates="lesions")
 

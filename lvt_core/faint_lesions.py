@@ -143,6 +143,7 @@ class FaintCandidate:
 
     window: tuple[slice, ...]  # in the full array
     mask: np.ndarray  # within ``window``
+    peak: tuple[int, ...]  # in the full array; always inside ``mask``, so it names the lesion
     z: float  # how far the peak stands out, in robust spreads
     blobness: float
     volume_ml: float
@@ -170,6 +171,7 @@ def faint_candidates(
     for candidate in candidates:  # back to the full array's coordinates
         candidate.window = tuple(slice(w.start + r.start, w.stop + r.start)
                                  for w, r in zip(candidate.window, region, strict=True))
+        candidate.peak = tuple(p + r.start for p, r in zip(candidate.peak, region, strict=True))
     return candidates
 
 
@@ -199,7 +201,7 @@ def _draw_candidates(
         lesion = _draw_lesion(hu, liver, drawable, peak, radius, spacing, sign)
         if lesion is not None:
             window, mask = lesion
-            out.append(FaintCandidate(window, mask, float(sign * maps.z[peak]),
+            out.append(FaintCandidate(window, mask, peak, float(sign * maps.z[peak]),
                                       blobness(liver_only, peak, radius / 2.0, spacing, sign),
                                       float(mask.sum()) * voxel_ml))
     return out

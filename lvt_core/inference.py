@@ -171,6 +171,12 @@ def _extent_mm(image: sitk.Image) -> list[float]:
     return [round(n * s, 1) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
 
 
+def _physical_point(image: sitk.Image, zyx: tuple[int, ...], region: tuple[slice, ...]) -> list[float]:
+    """The LPS point (mm) of voxel ``zyx`` of ``region`` of ``image``'s array."""
+    index = [int(i + r.start) for i, r in zip(zyx, region, strict=True)]
+    return [round(v, 3) for v in image.TransformIndexToPhysicalPoint(index[::-1])]
+
+
 class Predictor:
     """Liver, vessel and tumor segmentation with one checkpoint, loaded once.
 
@@ -187,8 +193,9 @@ class Predictor:
         fast: bool = False,
         sw_batch_size: int | None = None,
         precision: str | None = None,
+        faint_search: bool = True,
     ) -> None:
-        self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision)
+        self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision, faint_search)
         self.checkpoint_path = Path(checkpoint_path)
         states, meta = load_member_states(self.checkpoint_path)
         self.meta: dict[str, Any] = meta
@@ -223,13 +230,16 @@ class Predictor:
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
         self.min_lesion_score = float(inference_cfg.get("min_lesion_score", 0.0))
-        # matched-filter search for faint lesions the network left as liver (calibrated; off)
-        self.faint_search = FaintLesionSearch.from_meta(inference_cfg.get("faint_lesions"))
+        # matched-filter search for faint lesions the network left as liver (calibrated; off);
+        # ``faint_search=False`` keeps the network's lesions alone
+        self.faint_search = (FaintLesionSearch.from_meta(inference_cfg.get("faint_lesions"))
+                             if faint_search else FaintLesionSearch())
         # one network, or an ensemble's networks whose probabilities are averaged
         self.models: list[torch.nn.Module] = [self._network(state) for state in states]
         self.model = self.models[0]
         self.last_timings: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
+        self._faint_peaks: list[tuple[int, ...]] = []  # the last decoding's, in its array
 
     def _network(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = build_network(self.meta["network"])
@@ -345,10 +355,12 @@ class Predictor:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
         search = faint_search or self.faint_search
+        self._faint_peaks = []
         if hu is not None and search.enabled:
             kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
             labels = paint_candidates(labels, kept)
             self.last_info["faint_lesions_added"] = len(kept)  # summary.json: not the network's
+            self._faint_peaks = [c.peak for c in kept]
         return labels
 
     @property
@@ -420,6 +432,9 @@ class Predictor:
             out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
                                        min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
                                        faint_search)
+            self.last_info["faint_lesion_points_mm"] = [
+                _physical_point(image, peak, region) for peak in self._faint_peaks
+            ]
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)
         return labels

@@ -10,12 +10,15 @@ Definitions follow ARCHITECTURE.md:
   spans ``n`` voxels measures about ``n`` voxel widths, as a radiologist's caliper would;
 - the short axis is the lesion's width in that slice perpendicular to the longest diameter;
 - distances to vessels and to the liver surface are between voxel centres, in mm (a lesion
-  that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away).
+  that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away);
+- ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
+  it holds a point where the faint-lesion search (:mod:`lvt_core.faint_lesions`) added tumor
+  after the network, ``"network"`` otherwise, ``None`` for a label map of unknown origin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,9 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from skimage import measure
 
 from lvt_core.labels import LIVER, TUMOR, VESSEL
+
+FOUND_BY_NETWORK = "network"
+FOUND_BY_FAINT_SEARCH = "faint_search"
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Lesion:
     mean_hu: float | None = None
     distance_to_vessel_mm: float | None = None
     distance_to_liver_surface_mm: float | None = None
+    found_by: str | None = None  # "network", "faint_search", or None when not known
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples become lists)."""
@@ -221,10 +228,13 @@ def extract_lesions(
     min_voxels: int = 10,
     *,
     component_map: sitk.Image | None = None,
+    faint_points_mm: Sequence[Sequence[float]] | None = None,
 ) -> list[Lesion]:
     """Measure every lesion of ``labels``; ``image`` (any grid, resampled) gives the mean HU.
 
-    Pass ``component_map`` (from :func:`lesion_component_map`) to skip recomputing components.
+    Pass ``component_map`` (from :func:`lesion_component_map`) to skip recomputing components,
+    and ``faint_points_mm`` (the segmenter's ``faint_lesion_points_mm``, empty when its search
+    added nothing) to say which lesions the faint-lesion search drew (``found_by``).
     """
     array = _label_array(labels)
     components = (
@@ -235,6 +245,8 @@ def extract_lesions(
     region = _bbox(components > 0)
     if region is None:
         return []
+    searched = (None if faint_points_mm is None
+                else _components_at(labels, components, faint_points_mm))
     region_start = np.array([s.start for s in region])
     sub = components[region]
     spacing = tuple(float(s) for s in labels.GetSpacing())
@@ -286,9 +298,23 @@ def extract_lesions(
                 mean_hu=mean_hu,
                 distance_to_vessel_mm=d_vessel,
                 distance_to_liver_surface_mm=d_surface,
+                found_by=(None if searched is None else
+                          FOUND_BY_FAINT_SEARCH if lesion_id in searched else FOUND_BY_NETWORK),
             )
         )
     return lesions
+
+
+def _components_at(
+    labels: sitk.Image, components: np.ndarray, points_mm: Sequence[Sequence[float]]
+) -> set[int]:
+    """The component ids (0 excluded) at the physical ``points_mm`` of ``labels``' grid."""
+    found = set()
+    for point in points_mm:
+        x, y, z = labels.TransformPhysicalPointToIndex([float(v) for v in point])
+        if all(0 <= i < n for i, n in zip((z, y, x), components.shape, strict=True)):
+            found.add(int(components[z, y, x]))
+    return found - {0}
 
 
 def mean_hu_per_phase(

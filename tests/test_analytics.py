@@ -19,7 +19,7 @@ from app.services.batch import import_label_map
 from app.services.ingest.service import IngestOptions, ingest_paths
 from app.services.measurements import import_measurements
 from db.engine import default_url, ensure_schema, make_session_factory
-from db.models import Model, Patient, Response
+from db.models import Lesion, Model, Patient, Response
 
 SPACING = (1.5, 1.5, 3.0)
 SIZE = (64, 64, 20)  # x, y, z
@@ -104,8 +104,11 @@ def _track_of(followup: analytics.PatientFollowup, x_sign: float) -> dict:
 
 
 def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
+    with make_session_factory(store["url"])() as s:  # imported label maps: origin not known
+        assert set(s.scalars(select(Lesion.found_by))) == {None}
     f = analytics.patient_followup(store["patient"], store["model_id"])
     assert len(f.timeline) == 3 and len(f.tracks) == 2
+    assert {p["found_by"] for t in f.tracks for p in t["points"]} == {None}
     a, b = _track_of(f, -1.0), _track_of(f, 1.0)
     assert [p["date"] for p in a["points"]] == [s["date"] for s in f.timeline]
     diam = [p["diameter_mm"] for p in a["points"]]

@@ -92,6 +92,8 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
     with make_session_factory(cohort)() as s:
         lesion_ids = sorted(s.scalars(select(Lesion.id)))
         assert s.scalar(select(BatchRun.status)) == "done"
+        # this checkpoint has no faint-lesion search: every lesion is the network's, on record
+        assert set(s.scalars(select(Lesion.found_by))) == {"network"}
 
     again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert again.series_total == 0

@@ -111,6 +111,7 @@ def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
     lesions = pd.read_parquet(tmp_path / "pq" / "lesions.parquet")
     assert len(lesions) == 2 and pq["tables"]["lesions"]["rows"] == 2
     assert (lesions["volume_ml"] > 0).all()
+    assert lesions["found_by"].isna().all()  # who drew them is exported; imported maps: not known
     env = {**os.environ, "LVT_DATABASE_URL": store["url"]}
     proc = subprocess.run([str(LVT), "export", "cohort", str(tmp_path / "cli"), "--json"],
                           capture_output=True, text=True, env=env, timeout=120)

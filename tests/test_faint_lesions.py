@@ -18,6 +18,7 @@ from lvt_core.faint_lesions import (
 )
 from lvt_core.inference import Predictor
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
+from lvt_core.lesions import extract_lesions
 from lvt_core.metrics import dice
 from training.calibrate_faint import calibrate_faint_search
 from training.evaluate_model import evaluate_checkpoint
@@ -122,10 +123,62 @@ def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: P
 
     image, _ = load_cases("synthetic", cohort)[0].load()
     predictor = Predictor(searching, device="cpu")
-    labels = sitk.GetArrayFromImage(predictor.predict(image))
-    assert predictor.last_info["faint_lesions_added"] == len(
-        kept_faint_lesions(sitk.GetArrayViewFromImage(image), sitk.GetArrayFromImage(
-            Predictor(checkpoint, device="cpu").predict(image)), image.GetSpacing(), FaintLesionSearch(min_z=3.0)))
-    assert (labels == TUMOR).any()
+    label_image = predictor.predict(image)
+    labels = sitk.GetArrayFromImage(label_image)
+    network_only = sitk.GetArrayFromImage(Predictor(checkpoint, device="cpu").predict(image))
+    added = predictor.last_info["faint_lesions_added"]
+    assert added > 0 and added == len(kept_faint_lesions(
+        sitk.GetArrayViewFromImage(image), network_only, image.GetSpacing(), FaintLesionSearch(min_z=3.0)))
+    # each added lesion is named by a point inside it, so its lesion says who found it
+    points = predictor.last_info["faint_lesion_points_mm"]
+    assert len(points) == added
+    for point in points:
+        x, y, z = label_image.TransformPhysicalPointToIndex(point)
+        assert labels[z, y, x] == TUMOR and network_only[z, y, x] != TUMOR
+    found_by = [lesion.found_by for lesion in extract_lesions(label_image, image, faint_points_mm=points)]
+    assert 0 < found_by.count("faint_search") <= added
+    assert set(found_by) <= {"network", "faint_search"}
+    # the user can switch the search off: the network's lesions alone, none said to be searched
+    switched_off = Predictor(searching, device="cpu", faint_search=False)
+    assert np.array_equal(sitk.GetArrayFromImage(switched_off.predict(image)), network_only)
+    assert switched_off.last_info["faint_lesion_points_mm"] == []
     with pytest.raises(ValueError, match="above 0"):
         calibrate_faint_search(checkpoint, [cohort], None, min_zs=(0.0,), device="cpu")
+
+
+def test_segment_says_which_lesions_the_search_found_and_can_switch_it_off(
+    tmp_path: Path, cohort: Path, lvt_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from test_cli_segment import run_lvt
+
+    from lvt_core.checkpoint import copy_with_meta
+    from training.datasets import load_cases
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    _, meta = load_checkpoint(checkpoint)
+    searching = copy_with_meta(checkpoint, tmp_path / "z3.pt", {
+        **meta, "inference": {**meta["inference"], "faint_lesions": FaintLesionSearch(min_z=3.0).to_meta()}})
+    scan = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(load_cases("synthetic", cohort)[0].load()[0], str(scan))
+
+    def segment(*extra: str) -> dict:
+        code, out, err = run_lvt(["segment", "-i", str(scan), "-o", str(tmp_path / "out"), "--model",
+                                  str(searching), "--device", "cpu", "--json", *extra], monkeypatch, capsys)
+        assert code == 0, err
+        return json.loads(out)
+
+    summary = segment()
+    searched = [lesion for lesion in summary["lesions"] if lesion["found_by"] == "faint_search"]
+    assert 0 < len(searched) <= summary["regions"]["faint_lesions_added"]
+    assert {lesion["found_by"] for lesion in summary["lesions"]} <= {"network", "faint_search"}
+    assert summary["faint_search"]["min_z"] == 3.0
+    off = segment("--no-faint-search")
+    assert off["faint_search"] is None and "faint_lesions_added" not in off["regions"]
+    assert {lesion["found_by"] for lesion in off["lesions"]} <= {"network"}
+    assert off["volumes_ml"]["tumor"] < summary["volumes_ml"]["tumor"]
+    # the line on the terminal (stderr: stdout is for --json) says it too
+    code, _, err = run_lvt(["segment", "-i", str(scan), "-o", str(tmp_path / "out"), "--model",
+                            str(searching), "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0 and f"({len(searched)} found by the faint-lesion search" in " ".join(err.split()), err

@@ -214,3 +214,22 @@ def test_min_voxels_drops_specks_and_ids_are_consecutive() -> None:
 def test_no_tumor_gives_no_lesions() -> None:
     labels = sitk.GetImageFromArray(np.ones((4, 4, 4), dtype=np.uint8))
     assert extract_lesions(labels) == []
+
+
+def test_found_by_names_the_lesions_holding_a_search_point() -> None:
+    """A point where the faint-lesion search drew tumor marks its lesion, in any pose."""
+    anatomy = Anatomy(lesions=(Ellipsoid((-20.0, -15.0, -5.0), (8.0, 6.0, 6.0)),
+                               Ellipsoid((10.0, 30.0, 0.0), (6.0, 6.0, 6.0))))
+    labels, ct, truth = render_scan(anatomy, spacing=(2.0, 2.0, 2.0), pose=Pose(angle_deg=20.0))
+    cmap = sitk.GetArrayFromImage(lesion_component_map(labels))
+    second = int(np.bincount(cmap[truth == 2]).argmax())
+    # the searched lesion's voxel nearest its ellipsoid's centre, as the segmenter reports it
+    z, y, x = np.argwhere(truth == 2)[len(np.argwhere(truth == 2)) // 2]
+    point = labels.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+    outside = (500.0, 500.0, 500.0)  # off the grid: ignored, not an error
+    found = {les.id: les.found_by for les in extract_lesions(labels, ct, faint_points_mm=[point, outside])}
+    assert found[second] == "faint_search"
+    assert [v for k, v in found.items() if k != second] == ["network"]
+    assert {les.found_by for les in extract_lesions(labels, ct, faint_points_mm=[])} == {"network"}
+    # a label map of unknown origin does not claim either
+    assert {les.found_by for les in extract_lesions(labels, ct)} == {None}

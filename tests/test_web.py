@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
@@ -64,6 +64,16 @@ def _signed_in(role: str) -> AppTest:
     return at
 
 
+def _set_found_by(url: str, patient_id: int, value: str | None) -> None:
+    """Mark every lesion of the patient as found by ``value`` (what a segmenter records)."""
+    from db.engine import session_scope
+    from db.models import Lesion, Segmentation, Series, Study
+
+    with session_scope(url) as session:
+        ids = select(Lesion.id).join(Segmentation).join(Series).join(Study).where(Study.patient_id == patient_id)
+        session.execute(update(Lesion).where(Lesion.id.in_(ids)).values(found_by=value))
+
+
 def _text(at: AppTest) -> str:
     parts = [e.value for e in (*at.title, *at.markdown, *at.caption, *at.info, *at.success, *at.error, *at.subheader)]
     return "\n".join(str(p) for p in parts)
@@ -111,6 +121,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
 
     at = _signed_in("clinician")
     patient = at.dataframe[0].value["patient"].iloc[0]
+    _set_found_by(demo_db, _scalar(demo_db, select(Patient.id).where(Patient.pseudo_id == patient)), "faint_search")
     at.selectbox(key="patient_pick").select(patient)
     at.button(key="open_patient").click().run()
     assert not at.exception, at.exception
@@ -126,6 +137,9 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert any("at this size filter" in i.value for i in at.info)
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert len(at.get("plotly_chart")) >= 2  # timeline and trajectory
+    # each lesion says who drew it (marked as a searching segmenter would, before opening)
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns)
+    assert len(table) > 0 and set(table["found by"]) == {"faint-lesion search"}
     assert len(at.get("image")) == 1  # the CT slice
     opened = _scalar(
         demo_db,
@@ -144,6 +158,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1
     assert [b.label for b in at.get("download_button")] == ["Download GLB", "Download STL"]
+    _set_found_by(demo_db, pid, None)  # back to the demo's ground truth (origin unknown)
 
 
 def test_volumetry_page_counts_flags(demo_db: str) -> None:
@@ -233,3 +248,22 @@ def test_size_filter_keeps_whole_tracks() -> None:
     assert tracks_at_least(lesions, 5.0)["track"].tolist() == [1, 1, 3]  # track 1 grew past 5 mm
     assert tracks_at_least(lesions, 0.0).equals(lesions)
     assert tracks_at_least(lesions, 20.0).empty
+
+
+def test_early_badge_says_when_the_search_drew_the_first_sighting() -> None:
+    import pandas as pd
+
+    from app.web.analysis import first_found_by_search
+
+    lesions = pd.DataFrame({"track": [1, 1, 2, 2], "study_date": ["2024-01-01", "2024-04-01"] * 2,
+                            "found_by": ["faint_search", "network", "network", "faint_search"]})
+    assert first_found_by_search(lesions, 1)  # first seen by the search, then by the network too
+    assert not first_found_by_search(lesions, 2)  # the network saw it first
+    assert not first_found_by_search(lesions, 3)  # no such track
+
+
+def test_found_by_labels() -> None:
+    from app.web.theme import found_by_label
+
+    assert [found_by_label(v) for v in ("network", "faint_search", None, float("nan"))] == [
+        "network", "faint-lesion search", "unknown", "unknown"]

@@ -28,11 +28,15 @@ def volumes_ml(labels: sitk.Image) -> dict[str, float]:
     }
 
 
-def lesion_list(labels: sitk.Image, image: sitk.Image) -> list[dict[str, Any]]:
-    """The lesions as ``lvt lesions`` reports them (imported lazily: optional at import time)."""
+def lesion_list(
+    labels: sitk.Image, image: sitk.Image, faint_points_mm: list[list[float]] | None = None
+) -> list[dict[str, Any]]:
+    """The lesions as ``lvt lesions`` reports them, each saying who found it (``found_by``)
+    when the faint-lesion search's points are given (imported lazily: optional at import time)."""
     from lvt_core.lesions import extract_lesions
 
-    return [lesion.to_dict() for lesion in extract_lesions(labels, image)]
+    return [lesion.to_dict()
+            for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)]
 
 
 def segment_scan(
@@ -42,6 +46,7 @@ def segment_scan(
     device: str = "auto",
     tta: bool | None = None,
     fast: bool = False,
+    faint_search: bool = True,
 ) -> dict[str, Any]:
     """Run the whole command and return the summary document (also written to disk)."""
     from lvt_core.checkpoint import CheckpointError
@@ -55,7 +60,7 @@ def segment_scan(
         try:
             progress.update(task, description="loading model")
             predictor = Predictor(model_path, device=device, tta=tta, fast=fast,
-                                  precision=get_settings().precision)
+                                  precision=get_settings().precision, faint_search=faint_search)
             progress.advance(task)
             progress.update(task, description=f"reading {input_path.name}")
             t_read = time.perf_counter()
@@ -74,7 +79,7 @@ def segment_scan(
         progress.update(task, description="writing results")
         output_dir.mkdir(parents=True, exist_ok=True)
         labels_path = write_image(labels, output_dir / "labels.nii.gz")
-        lesions = lesion_list(labels, image)
+        lesions = lesion_list(labels, image, predictor.last_info.get("faint_lesion_points_mm", []))
         summary: dict[str, Any] = {
             "input": str(input_path),
             "labels": str(labels_path),
@@ -87,6 +92,7 @@ def segment_scan(
             "device": predictor.device.type,
             "tta": predictor.tta,
             "fast": predictor.fast,
+            "faint_search": predictor.faint_search.to_meta() if predictor.faint_search.enabled else None,
             "size": list(labels.GetSize()),
             "spacing_mm": list(labels.GetSpacing()),
             "volumes_ml": volumes_ml(labels),
@@ -120,6 +126,11 @@ def register(app: typer.Typer) -> None:
             None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."
         ),
         fast: bool = typer.Option(False, "--fast", help="Coarse pass only: faster, coarser."),
+        faint_search: bool = typer.Option(
+            True, "--faint-search/--no-faint-search",
+            help="After the network, search the liver for faint lesions, as the model's "
+            "checkpoint says (default); --no-faint-search keeps the network's lesions alone.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
@@ -127,14 +138,16 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"{device!r} is not one of auto, cpu, cuda", param_hint="--device"
             )
-        summary = segment_scan(input_path, output_dir, model, device, tta, fast)
+        summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search)
         if as_json:
             print_json(summary)
             return
         vol = summary["volumes_ml"]
+        searched = sum(lesion["found_by"] == "faint_search" for lesion in summary["lesions"])
         console.print(
             f"{summary['labels']}: total liver {vol['liver_total']:.1f} ml "
             f"(functional {vol['liver_functional']:.1f} ml), vessels {vol['vessel']:.1f} ml, "
-            f"tumors {vol['tumor']:.1f} ml in {summary['n_lesions']} lesions; "
-            f"{summary['runtime_s']['total_s']:.1f} s"
+            f"tumors {vol['tumor']:.1f} ml in {summary['n_lesions']} lesions"
+            + (f" ({searched} found by the faint-lesion search, not the network)" if searched else "")
+            + f"; {summary['runtime_s']['total_s']:.1f} s"
         )

@@ -540,7 +540,8 @@ def patient_followup(
                     "study_id": study_id, "date": date, "lesion_id": lesion.id,
                     "diameter_mm": lesion.longest_axial_diameter_mm,
                     "short_axis_mm": lesion.short_axis_mm, "volume_ml": lesion.volume_ml,
-                    "centroid_mm": [lesion.centroid_x, lesion.centroid_y, lesion.centroid_z]})
+                    "centroid_mm": [lesion.centroid_x, lesion.centroid_y, lesion.centroid_z],
+                    "found_by": lesion.found_by})
         responses: dict[str, list[dict[str, Any]]] = {"model": [], "radiologist": []}
         for r, date in session.execute(
             select(Response, Study.study_date).join(Study, Study.id == Response.study_id)
@@ -669,7 +670,8 @@ def cohort_tables(
                        Series.id.label("series_id"), Study.id.label("study_id"),
                        Patient.pseudo_id.label("patient"), Lesion.voxels, Lesion.volume_ml,
                        Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
-                       Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z, Lesion.mean_hu)
+                       Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z, Lesion.mean_hu,
+                       Lesion.found_by)
                 .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
                 .join(Series, Series.id == Segmentation.series_id)
                 .join(Study, Study.id == Series.study_id)

@@ -295,6 +295,7 @@ def _store_lesions(session: Session, segmentation_id: int, lesions: list[dict[st
         row.centroid_x, row.centroid_y, row.centroid_z = (float(v) for v in item["centroid_mm"])
         row.bbox = [int(v) for v in item.get("bbox") or []] or None
         row.mean_hu = item.get("mean_hu")
+        row.found_by = item.get("found_by")
     for row in existing.values():
         session.delete(row)
 

@@ -38,8 +38,12 @@ def get_predictor(checkpoint: str, device: str = "auto") -> Any:
         return _PREDICTORS[key]
 
 
-def measure_labels(labels: sitk.Image, image: sitk.Image | None = None) -> dict[str, Any]:
-    """Lesions and liver volumes of one label map, as plain JSON-ready values."""
+def measure_labels(
+    labels: sitk.Image, image: sitk.Image | None = None,
+    faint_points_mm: list[list[float]] | None = None,
+) -> dict[str, Any]:
+    """Lesions and liver volumes of one label map, as plain JSON-ready values; with the
+    segmenter's ``faint_points_mm`` each lesion says who found it (``found_by``)."""
     total_ml, functional_ml = liver_volumes_ml(labels)
     lesions = [
         {
@@ -51,8 +55,9 @@ def measure_labels(labels: sitk.Image, image: sitk.Image | None = None) -> dict[
             "centroid_mm": list(lesion.centroid_mm),
             "bbox": list(lesion.bbox_index),
             "mean_hu": lesion.mean_hu,
+            "found_by": lesion.found_by,
         }
-        for lesion in extract_lesions(labels, image)
+        for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)
     ]
     return {"total_ml": total_ml, "functional_ml": functional_ml, "lesions": lesions}
 
@@ -76,7 +81,7 @@ def segment_series(task: dict[str, Any]) -> dict[str, Any]:
         predictor = get_predictor(task["checkpoint"], task.get("device", "auto"))
         labels = predictor.predict(image)
         rel, sha = storage.store_image(labels, root)
-        out.update(measure_labels(labels, image))
+        out.update(measure_labels(labels, image, predictor.last_info.get("faint_lesion_points_mm", [])))
         out.update(label_map_path=rel, label_map_hash=sha)
         delay = float(task.get("test_delay_s") or 0.0)
         if delay:  # lets crash tests hit a batch mid-run; never set in production

@@ -58,6 +58,15 @@ def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataF
     return [e.to_dict() for e in earlier_detection(model, links)]
 
 
+def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:
+    """True when the faint-lesion search, not the network, drew ``track`` at its first study."""
+    rows = lesions[lesions["track"] == track]
+    if rows.empty:
+        return False
+    first = rows[rows["study_date"] == rows["study_date"].min()]
+    return bool((first["found_by"] == "faint_search").any())
+
+
 def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[int | None]:
     """The track each measurement links to (None where nothing fits), in row order."""
     if lesions.empty or measurements.empty:

@@ -170,7 +170,7 @@ class FollowUp:
 
 LESION_COLUMNS = [
     "lesion_id", "lesion_index", "study_id", "study_date", "series_id", "phase", "track",
-    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z",
+    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z", "found_by",
 ]
 
 
@@ -187,7 +187,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             Lesion.id, Lesion.lesion_index, Study.id, Study.study_date, Series.id, Series.phase,
             LesionTrack.track_number, LesionTrack.id, Lesion.longest_axial_diameter_mm,
             Lesion.short_axis_mm, Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y,
-            Lesion.centroid_z,
+            Lesion.centroid_z, Lesion.found_by,
         )
         .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
         .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
@@ -329,7 +329,7 @@ def cohort_lesion_rows(
     columns = [
         Patient.pseudo_id, Study.id, Study.study_date, Series.phase, LesionTrack.track_number,
         LesionTrack.status, Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
-        Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z,
+        Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z, Lesion.found_by,
     ]
     stmt = _lesion_query(session, flt or LesionFilter(), columns).order_by(
         Patient.pseudo_id, Study.study_date, LesionTrack.track_number).limit(limit)
@@ -337,7 +337,7 @@ def cohort_lesion_rows(
         session.execute(stmt).all(),
         columns=[
             "patient", "study_id", "study_date", "phase", "track", "track_status", "diameter_mm",
-            "short_axis_mm", "volume_ml", "x", "y", "z",
+            "short_axis_mm", "volume_ml", "x", "y", "z", "found_by",
         ],
     )
 

@@ -22,6 +22,19 @@ WINDOWS = {
     "Lung (W1500 L-600)": (1500.0, -600.0),
 }
 
+FOUND_BY = {"network": "network", "faint_search": "faint-lesion search"}
+"""Who drew a lesion (``lesions.found_by``), as the tables say it."""
+FOUND_BY_HELP = (
+    "network: the segmentation network drew it. faint-lesion search: a matched filter that "
+    "runs after the network drew (part of) it; it finds faint lesions the network misses and "
+    "is wrong more often, so look twice. unknown: an imported label map or an older run."
+)
+
+
+def found_by_label(value: object) -> str:
+    """``found_by`` for a table cell (``unknown`` where it was not recorded)."""
+    return FOUND_BY.get(value, "unknown") if isinstance(value, str) else "unknown"
+
 
 def track_colour(track_number: int) -> str:
     """The hex colour of a track (stable for the patient across pages)."""

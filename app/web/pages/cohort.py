@@ -60,12 +60,14 @@ flt = queries.LesionFilter(
 )
 SHOWN = 1000
 table, n_rows, n_patients = data.cohort_lesions(flt, SHOWN)
+table = table.assign(found_by=table["found_by"].map(theme.found_by_label))  # downloads keep the codes
 st.caption(f"{n_rows} lesion measurements of {n_patients} patients")
 if n_rows > SHOWN:
     st.caption(f"Showing the first {SHOWN} rows; the downloads hold all {n_rows}.")
 st.dataframe(table.round(2), hide_index=True, width="stretch", key="cohort_table", height=280,
              column_config={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)",
-                            "volume_ml": "volume (ml)", "x": "x (mm)", "y": "y (mm)", "z": "z (mm)"})
+                            "volume_ml": "volume (ml)", "x": "x (mm)", "y": "y (mm)", "z": "z (mm)",
+                            "found_by": st.column_config.TextColumn("found by", help=theme.FOUND_BY_HELP)})
 d1, d2, _ = st.columns([1, 1, 3])
 d1.download_button("Download CSV", lambda: data.lesion_table_bytes(flt, "csv"), "lvt-cohort-lesions.csv",
                    mime="text/csv", key="dl_csv", width="stretch")

@@ -64,9 +64,11 @@ metrics[1].metric("Lesion tracks", int(shown_lesions["track"].nunique()) if not 
 metrics[2].metric("Response (model, latest)", latest["category"].iloc[0] if not latest.empty else "–")
 metrics[3].metric("Volumetry flags", int(info.volumes["flagged"].sum()) if not info.volumes.empty else 0)
 for b in badges:
+    searched = analysis.first_found_by_search(lesions, int(b["track_id"]))
     st.success(
         f"Track {b['track_id']}: seen by the model **{b['lead_months']:.0f} months** before the "
-        f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']}).",
+        f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']})"
+        + (": first drawn by the faint-lesion search, not the network; look twice." if searched else "."),
         icon=":material/visibility:",
     )
 
@@ -91,8 +93,10 @@ with table:
     else:
         shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].rename(
             columns={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)", "volume_ml": "volume (ml)"}
-        )
-        st.dataframe(shown.round(1), hide_index=True, width="stretch", key="fu_lesions")
+        ).round(1)
+        shown["found by"] = study_lesions["found_by"].map(theme.found_by_label)
+        st.dataframe(shown, hide_index=True, width="stretch", key="fu_lesions",
+                     column_config={"found by": st.column_config.TextColumn(help=theme.FOUND_BY_HELP)})
 
 settings = get_settings()
 data_dir = str(settings.resolved_data_dir)
