@@ -39,14 +39,17 @@ from lvt_core.postprocess import bounding_box
 DEFAULT_RADII_MM = (3.0, 4.5, 6.5, 9.0)
 MIN_PARENCHYMA_VOXELS = 1000
 REACH = 2.0
-DARKER = -1.0  # the polarity searched (the helpers take either)
+DARKER = -1.0
+BRIGHTER = 1.0
 
 
 @dataclass(frozen=True)
 class FaintLesionSearch:
-    """How the search runs; ``min_z`` 0 switches it off."""
+    """How the search runs; ``min_z`` 0 switches it off, ``min_z_bright`` 0 (the default)
+    leaves lesions brighter than the liver unsearched."""
 
     min_z: float = 0.0
+    min_z_bright: float = 0.0
     radii_mm: tuple[float, ...] = DEFAULT_RADII_MM
     edge_margin_mm: float = 3.0  # partial volume with fat at the liver's edge
     draw_edge_mm: float = 1.5  # a lesion is not drawn into the organ's outermost rim, where
@@ -61,6 +64,12 @@ class FaintLesionSearch:
     @property
     def enabled(self) -> bool:
         return self.min_z > 0
+
+    def threshold(self, sign: float) -> float:
+        """The ``min_z`` of lesions of polarity ``sign`` (0: that polarity is not searched)."""
+        if not self.enabled:
+            return 0.0
+        return self.min_z if sign == DARKER else self.min_z_bright
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> FaintLesionSearch:
@@ -144,12 +153,14 @@ class FaintCandidate:
     window: tuple[slice, ...]  # in the full array
     mask: np.ndarray  # within ``window``
     peak: tuple[int, ...]  # in the full array; always inside ``mask``, so it names the lesion
+    sign: float  # DARKER or BRIGHTER than the liver
     z: float  # how far the peak stands out, in robust spreads
     blobness: float
     volume_ml: float
 
     def kept_by(self, search: FaintLesionSearch) -> bool:
-        return (self.z >= search.min_z and self.blobness >= search.min_blobness
+        threshold = search.threshold(self.sign)
+        return (0 < threshold <= self.z and self.blobness >= search.min_blobness
                 and self.volume_ml >= search.min_volume_ml)
 
 
@@ -164,10 +175,12 @@ def faint_candidates(
         return []
     region = tuple(slice(a, b) for a, b in box)
     sub_labels, sub_hu = labels[region], np.asarray(hu[region])
-    maps = contrast_maps(sub_hu, sub_labels, spacing_xyz, search, DARKER)
-    if maps is None:
-        return []
-    candidates = _draw_candidates(sub_hu, sub_labels, maps, DARKER, spacing_xyz, search)
+    candidates = []
+    for sign in (DARKER, BRIGHTER):
+        threshold = search.threshold(sign)
+        maps = contrast_maps(sub_hu, sub_labels, spacing_xyz, search, sign) if threshold > 0 else None
+        if maps is not None:
+            candidates += _draw_candidates(sub_hu, sub_labels, maps, sign, threshold, spacing_xyz, search)
     for candidate in candidates:  # back to the full array's coordinates
         candidate.window = tuple(slice(w.start + r.start, w.stop + r.start)
                                  for w, r in zip(candidate.window, region, strict=True))
@@ -176,12 +189,12 @@ def faint_candidates(
 
 
 def _draw_candidates(
-    hu: np.ndarray, sub_labels: np.ndarray, maps: FaintLesionMaps, sign: float,
+    hu: np.ndarray, sub_labels: np.ndarray, maps: FaintLesionMaps, sign: float, min_z: float,
     spacing_xyz: tuple[float, ...], search: FaintLesionSearch,
 ) -> list[FaintCandidate]:
     """Each region beyond ``min_z`` drawn as a lesion (:func:`_draw_lesion`) and measured."""
     spacing = np.array(spacing_xyz[::-1], dtype=np.float64)
-    components, count = cc3d.connected_components(sign * maps.z >= search.min_z, connectivity=26, return_N=True)
+    components, count = cc3d.connected_components(sign * maps.z >= min_z, connectivity=26, return_N=True)
     if not count:
         return []
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -201,7 +214,7 @@ def _draw_candidates(
         lesion = _draw_lesion(hu, liver, drawable, peak, radius, spacing, sign)
         if lesion is not None:
             window, mask = lesion
-            out.append(FaintCandidate(window, mask, peak, float(sign * maps.z[peak]),
+            out.append(FaintCandidate(window, mask, peak, sign, float(sign * maps.z[peak]),
                                       blobness(liver_only, peak, radius / 2.0, spacing, sign),
                                       float(mask.sum()) * voxel_ml))
     return out

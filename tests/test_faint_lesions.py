@@ -57,6 +57,19 @@ def test_a_faint_sphere_is_found_and_drawn_where_it_is() -> None:
     assert ((out != labels) <= (labels == LIVER)).all()  # only liver became tumor
 
 
+def test_a_brighter_sphere_is_searched_only_when_asked_for() -> None:
+    hu, labels = _liver_scan(seed=4)
+    lesion = _distance_mm((20, 48, 40)) <= 7.0
+    hu[lesion] += 12.0
+    dark_only = FaintLesionSearch(min_z=6.0, min_blobness=0.3)
+    assert add_faint_lesions(labels, hu, SPACING_XYZ, dark_only) is labels
+    both = FaintLesionSearch(min_z=6.0, min_blobness=0.3, min_z_bright=6.0)
+    found = add_faint_lesions(labels, hu, SPACING_XYZ, both) == TUMOR
+    assert dice(found, lesion) > 0.6
+    assert [c.sign for c in kept_faint_lesions(hu, labels, SPACING_XYZ, both)] == [1.0]
+    assert not kept_faint_lesions(hu, labels, SPACING_XYZ, FaintLesionSearch(min_z_bright=6.0))  # off
+
+
 def test_noise_alone_gives_no_lesion_and_the_search_is_off_by_default() -> None:
     hu, labels = _liver_scan(seed=1)
     assert not (add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0)) == TUMOR).any()
@@ -100,16 +113,17 @@ def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: P
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     result = calibrate_faint_search(checkpoint, [cohort], tmp_path / "faint.pt", min_zs=(3.0, 6.0),
                                     min_blobness=(0.0,), device="cpu", max_false_per_scan=None,
-                                    version="0.0.2")
-    rows = {(row["min_z"], row["min_blobness"]): row for row in result["candidates"]}
-    assert set(rows) == {(0.0, 0.0), (3.0, 0.0), (6.0, 0.0)}
+                                    version="0.0.2", min_z_bright=(0.0, 3.0))
+    rows = {(row["min_z"], row["min_blobness"], row["min_z_bright"]): row for row in result["candidates"]}
+    assert set(rows) == {(0.0, 0.0, 0.0), (3.0, 0.0, 0.0), (6.0, 0.0, 0.0), (3.0, 0.0, 3.0), (6.0, 0.0, 3.0)}
     plain = evaluate_checkpoint(checkpoint, cohort, device="cpu")
-    assert rows[(0.0, 0.0)]["tumor_dsc"] == pytest.approx(plain["tumor_dsc"], abs=1e-4)
-    best = rows[(result["best_min_z"], result["best_min_blobness"])]
+    assert rows[(0.0, 0.0, 0.0)]["tumor_dsc"] == pytest.approx(plain["tumor_dsc"], abs=1e-4)
+    best = rows[(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"])]
     assert best["score"] == max(row["score"] for row in rows.values())
     _, meta = load_checkpoint(result["out"])
     assert meta["version"] == "0.0.2"
-    assert Predictor(result["out"], device="cpu").faint_search == FaintLesionSearch(min_z=result["best_min_z"])
+    assert Predictor(result["out"], device="cpu").faint_search == FaintLesionSearch(
+        min_z=result["best_min_z"], min_z_bright=result["best_min_z_bright"])
     # a copy searching at min_z 3 scores on a full evaluation what the calibration said it would
     _, base_meta = load_checkpoint(checkpoint)
     from lvt_core.checkpoint import copy_with_meta
@@ -117,7 +131,7 @@ def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: P
     searching = copy_with_meta(checkpoint, tmp_path / "z3.pt", {
         **base_meta, "inference": {**base_meta["inference"], "faint_lesions": FaintLesionSearch(min_z=3.0).to_meta()}})
     full = evaluate_checkpoint(searching, cohort, device="cpu")
-    assert full["tumor_dsc"] == pytest.approx(rows[(3.0, 0.0)]["tumor_dsc"], abs=1e-4)
+    assert full["tumor_dsc"] == pytest.approx(rows[(3.0, 0.0, 0.0)]["tumor_dsc"], abs=1e-4)
     # and it says how many lesions the search, not the network, added (summary.json's regions)
     from training.datasets import load_cases
 
@@ -144,6 +158,8 @@ def test_calibration_scores_what_the_calibrated_checkpoint_then_does(tmp_path: P
     assert switched_off.last_info["faint_lesion_points_mm"] == []
     with pytest.raises(ValueError, match="above 0"):
         calibrate_faint_search(checkpoint, [cohort], None, min_zs=(0.0,), device="cpu")
+    with pytest.raises(ValueError, match="brighter lesions must be 0"):
+        calibrate_faint_search(checkpoint, [cohort], None, min_z_bright=(-1.0,), device="cpu")
 
 
 def test_segment_says_which_lesions_the_search_found_and_can_switch_it_off(
@@ -182,3 +198,26 @@ def test_segment_says_which_lesions_the_search_found_and_can_switch_it_off(
     code, _, err = run_lvt(["segment", "-i", str(scan), "-o", str(tmp_path / "out"), "--model",
                             str(searching), "--device", "cpu"], monkeypatch, capsys)
     assert code == 0 and f"({len(searched)} found by the faint-lesion search" in " ".join(err.split()), err
+
+
+def test_calibrate_faint_command(
+    tmp_path: Path, cohort: Path, lvt_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from test_cli_segment import run_lvt
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    base = ["calibrate-faint", str(checkpoint), "--cohort", str(cohort), "--out", str(tmp_path / "out.pt"),
+            "--device", "cpu"]
+    code, out, err = run_lvt([*base, "--min-z", "3", "--min-blobness", "0", "--min-z-bright", "0,3"],
+                             monkeypatch, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("off: score") and len(lines) == 4  # off, dark only, dark and bright, chosen
+    assert "brighter lesions from z 3.0" in lines[2] and lines[-1].startswith("chosen: ")
+    assert (tmp_path / "out.pt").is_file()
+    for option, value, message in (("--min-z", "0", "above 0"), ("--min-z-bright", "-1", "brighter lesions"),
+                                   ("--min-blobness", "2", "-1..1")):
+        (tmp_path / "bad.pt").unlink(missing_ok=True)
+        code, out, err = run_lvt([*base[:4], "--out", str(tmp_path / "bad.pt"), option, value], monkeypatch, capsys)
+        assert code == 1 and message in " ".join(err.split()), (option, err)
+        assert not (tmp_path / "bad.pt").exists()

@@ -32,7 +32,8 @@ from training.calibrate import (
 
 DEFAULT_MIN_Z = (5.0, 6.0, 7.0, 8.0, 10.0)
 DEFAULT_MIN_BLOBNESS = (0.3, 0.4, 0.5)
-OFF = (0.0, 0.0)
+DEFAULT_MIN_Z_BRIGHT = (0.0,)  # brighter lesions: not searched unless asked for
+OFF = (0.0, 0.0, 0.0)
 
 
 def calibrate_faint_search(
@@ -40,6 +41,7 @@ def calibrate_faint_search(
     min_zs: Sequence[float] = DEFAULT_MIN_Z, min_blobness: Sequence[float] = DEFAULT_MIN_BLOBNESS,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
+    min_z_bright: Sequence[float] = DEFAULT_MIN_Z_BRIGHT,
 ) -> dict[str, Any]:
     """Score the search off and at every ``min_z`` × ``min_blobness`` on the pooled ``cohort``;
     write the best into a copy of the checkpoint at ``out`` (``inference.faint_lesions``)."""
@@ -51,11 +53,16 @@ def calibrate_faint_search(
         raise ValueError(f"minimum z candidates must be above 0, got {list(min_zs)}")
     if not min_blobness or any(not -1.0 <= b <= 1.0 for b in min_blobness):
         raise ValueError(f"minimum blobness candidates must lie in -1..1, got {list(min_blobness)}")
+    if not min_z_bright or any(z < 0 for z in min_z_bright):
+        raise ValueError(f"minimum z candidates for brighter lesions must be 0 (off) or above, "
+                         f"got {list(min_z_bright)}")
     predictor = Predictor(checkpoint, device=device)
     off = FaintLesionSearch()
-    grid = [OFF] + [(float(z), float(b)) for z in min_zs for b in min_blobness]
-    tallies = {pair: _TumorTally() for pair in grid}
-    lowest = FaintLesionSearch(min_z=min(min_zs))
+    grid = [OFF] + [(float(z), float(b), float(zb))
+                    for z in min_zs for b in min_blobness for zb in min_z_bright]
+    tallies = {decisions: _TumorTally() for decisions in grid}
+    bright = [z for z in min_z_bright if z > 0]
+    lowest = FaintLesionSearch(min_z=min(min_zs), min_z_bright=min(bright) if bright else 0.0)
     folders = [Path(c) for c in cohort]
     cases = 0
     for case in (case for folder in folders for case in load_cases("synthetic", folder)):
@@ -66,13 +73,13 @@ def calibrate_faint_search(
         base = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, faint_search=off))
         reference = _ReferenceLesions(ref, ref_image.GetSpacing())
         candidates = faint_candidates(hu, base, image.GetSpacing(), lowest)
-        for min_z, blob in grid:
-            search = FaintLesionSearch(min_z=min_z, min_blobness=blob)
-            kept = [c for c in candidates if c.kept_by(search)] if search.enabled else []
+        for min_z, blob, bright_z in grid:
+            search = FaintLesionSearch(min_z=min_z, min_blobness=blob, min_z_bright=bright_z)
+            kept = [c for c in candidates if c.kept_by(search)]
             labels = paint_candidates(base, kept)
             components = cc3d.connected_components(labels == TUMOR, connectivity=26)
             table = _CandidateTable(components, reference.components, reference.count)
-            tallies[(min_z, blob)].add(table, np.ones(len(table.sizes), bool), reference)
+            tallies[(min_z, blob, bright_z)].add(table, np.ones(len(table.sizes), bool), reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -80,14 +87,17 @@ def calibrate_faint_search(
         raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
 
     scores = []
-    for (min_z, blob), tally in tallies.items():
+    for (min_z, blob, bright_z), tally in tallies.items():
         summary = tally.summary()
-        scores.append({"min_z": min_z, "min_blobness": blob, "score": round(tumor_score(summary), 4), **summary})
+        scores.append({"min_z": min_z, "min_blobness": blob, "min_z_bright": bright_z,
+                       "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
-    chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"])
+    chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"],
+                               min_z_bright=best["min_z_bright"])
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         "best_min_z": chosen.min_z, "best_min_blobness": chosen.min_blobness,
+        "best_min_z_bright": chosen.min_z_bright,
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:

@@ -172,6 +172,8 @@ def calibrate_faint_command(
                               "spreads, a region must reach to be a candidate."),
     min_blobness: str = typer.Option("0.3,0.4,0.5", "--min-blobness",
                                      help="Comma-separated lowest blobness (1 sphere, 0 tube) kept."),
+    min_z_bright: str = typer.Option("0", "--min-z-bright", help="Comma-separated contrasts for lesions "
+                                     "brighter than the liver; 0 leaves them unsearched (the default)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen decisions may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -183,20 +185,28 @@ def calibrate_faint_command(
 
     zs = _numbers("--min-z", min_z)
     blobs = _numbers("--min-blobness", min_blobness)
+    bright = _numbers("--min-z-bright", min_z_bright)
     result = _per_case_progress("calibrating the faint-lesion search", lambda on_case: calibrate_faint_search(
         checkpoint, cohort, out, zs, blobs, device, on_case=on_case, version=version,
-        max_false_per_scan=max_false))
+        max_false_per_scan=max_false, min_z_bright=bright))
     if as_json:
         print_json(result)
         return
     for row in result["candidates"]:
-        name = "off" if not row["min_z"] else f"min z {row['min_z']}, min blobness {row['min_blobness']}"
+        name = _faint_decisions(row["min_z"], row["min_blobness"], row["min_z_bright"])
         typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
-    chosen = ("off" if not result["best_min_z"]
-              else f"min z {result['best_min_z']}, min blobness {result['best_min_blobness']}")
+    chosen = _faint_decisions(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"])
     typer.echo(f"chosen: {chosen}; wrote {result['out']}")
+
+
+def _faint_decisions(min_z: float, min_blobness: float, min_z_bright: float) -> str:
+    """One row of the faint-lesion calibration, as the terminal says it."""
+    if not min_z:
+        return "off"
+    bright = f", brighter lesions from z {min_z_bright}" if min_z_bright else ""
+    return f"min z {min_z}, min blobness {min_blobness}{bright}"
 
 
 def fit_lesion_filter_command(
