@@ -138,8 +138,8 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert len(at.get("plotly_chart")) >= 2  # timeline and trajectory
     # each lesion says who drew it (marked as a searching segmenter would, before opening)
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns)
-    assert len(table) > 0 and set(table["found by"]) == {"faint-lesion search"}
+    table = next(d.value for d in at.dataframe if "found_by" in d.value.columns and "track" in d.value.columns)
+    assert len(table) > 0 and set(table["found_by"]) == {"faint search"}
     assert len(at.get("image")) == 1  # the CT slice
     opened = _scalar(
         demo_db,
@@ -266,4 +266,4 @@ def test_found_by_labels() -> None:
     from app.web.theme import found_by_label
 
     assert [found_by_label(v) for v in ("network", "faint_search", None, float("nan"))] == [
-        "network", "faint-lesion search", "unknown", "unknown"]
+        "network", "faint search", "unknown", "unknown"]

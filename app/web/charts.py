@@ -68,8 +68,9 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
             yref="paper",
             text=label,
             showarrow=False,
-            bgcolor=theme.RESPONSE_COLOURS.get(r["category"], "#ddd"),
-            font={"size": 11},
+            bgcolor=theme.RESPONSE_COLOURS.get(r["category"], "#dddddd"),
+            font={"size": 11, "color": theme.RESPONSE_TEXT_COLOUR},
+            borderpad=2,
         )
     fig.update_layout(**LAYOUT, title="Longest axial diameter per lesion track (RECIST: M model, R radiologist)")
     fig.update_layout(title_font_size=14)
@@ -81,11 +82,13 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
 def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure:
     """Tumor volume per track and total liver volume over time."""
     fig = go.Figure()
+    width_ms = bar_width_ms(pd.concat([lesions["study_date"], volumes.get("study_date", pd.Series(dtype=object))]))
     for track, rows in lesions.groupby("track"):
         rows = rows.sort_values("study_date")
         fig.add_trace(
-            go.Bar(x=rows["study_date"], y=rows["volume_ml"], name=f"track {track}",
-                   marker_color=theme.track_colour(int(track)))
+            go.Bar(x=rows["study_date"], y=rows["volume_ml"], name=f"track {track}", width=width_ms,
+                   marker_color=theme.track_colour(int(track)),
+                   hovertemplate="%{x|%Y-%m-%d}: %{y:.2f} ml<extra>track " + str(track) + "</extra>")
         )
     if not volumes.empty:
         liver = volumes.groupby("study_date", as_index=False)["total_ml"].mean()
@@ -96,8 +99,20 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure
     fig.update_layout(**LAYOUT, barmode="stack", title="Tumor volume per track (ml) and total liver volume")
     fig.update_layout(title_font_size=14, yaxis2={"overlaying": "y", "side": "right", "title": "liver (ml)",
                                                    "rangemode": "tozero"})
-    fig.update_yaxes(title="tumor (ml)", selector={"anchor": "x"})
+    fig.update_layout(yaxis={"title": "tumor (ml)", "rangemode": "tozero"})
     return fig
+
+
+def bar_width_ms(dates: pd.Series) -> float:
+    """Bar width on a date axis, in milliseconds: 60 % of the shortest gap between studies.
+
+    Plotly sizes date bars from the gaps within one trace, so a track seen at a single study
+    gets a bar a few pixels wide; one width for every track keeps each bar visible."""
+    day_ms = 86_400_000.0
+    days = pd.to_datetime(pd.Series(dates).dropna()).drop_duplicates().sort_values()
+    gaps = days.diff().dropna()
+    shortest = gaps.min() / pd.Timedelta(days=1) if len(gaps) else 30.0
+    return 0.6 * min(max(float(shortest), 1.0), 60.0) * day_ms
 
 
 def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Figure:

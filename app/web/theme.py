@@ -11,6 +11,8 @@ TRACK_COLOURS = [
 ]
 """One colour per lesion track (yellow/green first), reused in tables, charts, slices and 3D."""
 RESPONSE_COLOURS = {"CR": "#2a9d8f", "PR": "#8ab17d", "SD": "#9aa5b1", "PD": "#e76f51", "NE": "#cccccc"}
+RESPONSE_TEXT_COLOUR = "#111111"
+"""Text on every RECIST badge: at least 6 : 1 against each of the colours above (WCAG AA is 4.5)."""
 DISCLAIMER = (
     "Research software. The shipped model was trained on synthetic data and is "
     "**not for clinical decisions**."
@@ -22,12 +24,13 @@ WINDOWS = {
     "Lung (W1500 L-600)": (1500.0, -600.0),
 }
 
-FOUND_BY = {"network": "network", "faint_search": "faint-lesion search"}
+FOUND_BY = {"network": "network", "faint_search": "faint search"}
 """Who drew a lesion (``lesions.found_by``), as the tables say it."""
 FOUND_BY_HELP = (
-    "network: the segmentation network drew it. faint-lesion search: a matched filter that "
-    "runs after the network drew (part of) it; it finds faint lesions the network misses and "
-    "is wrong more often, so look twice. unknown: an imported label map or an older run."
+    "network: the segmentation network drew it. faint search: the faint-lesion search, a "
+    "matched filter run after the network, drew it (in part or whole); it finds faint lesions "
+    "the network misses and is wrong more often, so look twice. unknown: an imported label "
+    "map or an older run."
 )
 
 

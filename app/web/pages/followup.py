@@ -77,6 +77,16 @@ st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_cha
                 config={"displayModeBar": False})
 
 # ----------------------------------------------------------------- viewer and lesion table
+# Narrow headers: the table shares the row with the viewer, and every column must stay readable.
+_LESION_COLUMNS = {
+    "track": st.column_config.NumberColumn("track", width="small"),
+    "diameter_mm": st.column_config.NumberColumn("⌀ (mm)", width="small", help="longest axial diameter"),
+    "short_axis_mm": st.column_config.NumberColumn("short (mm)", width="small",
+                                                   help="short axis, perpendicular to the longest diameter"),
+    "volume_ml": st.column_config.NumberColumn("ml", width="small", help="lesion volume"),
+    "found_by": st.column_config.TextColumn("found by", help=theme.FOUND_BY_HELP),
+}
+
 st.subheader("Images and lesions")
 dates = list(dict.fromkeys(series_rows["study_date"]))
 viewer, table = st.columns([3, 2], gap="medium")
@@ -91,12 +101,10 @@ with table:
     if study_lesions.empty:
         st.caption("No tracked lesions in this study.")
     else:
-        shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].rename(
-            columns={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)", "volume_ml": "volume (ml)"}
-        ).round(1)
-        shown["found by"] = study_lesions["found_by"].map(theme.found_by_label)
+        shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].round(1)
+        shown["found_by"] = study_lesions["found_by"].map(theme.found_by_label)
         st.dataframe(shown, hide_index=True, width="stretch", key="fu_lesions",
-                     column_config={"found by": st.column_config.TextColumn(help=theme.FOUND_BY_HELP)})
+                     column_config=_LESION_COLUMNS)
 
 settings = get_settings()
 data_dir = str(settings.resolved_data_dir)

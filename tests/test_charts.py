@@ -1,0 +1,56 @@
+"""The follow-up charts stay readable: every tumor bar is wide enough to see, every RECIST
+badge's text contrasts with its colour."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from app.web import charts, theme
+
+DAY_MS = 86_400_000
+
+
+def _relative_luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+@pytest.mark.parametrize("category", sorted(theme.RESPONSE_COLOURS))
+def test_recist_badge_text_meets_wcag_aa(category: str) -> None:
+    lighter, darker = sorted((_relative_luminance(theme.RESPONSE_COLOURS[category]),
+                              _relative_luminance(theme.RESPONSE_TEXT_COLOUR)), reverse=True)
+    assert (lighter + 0.05) / (darker + 0.05) >= 4.5
+
+
+def test_trajectory_badges_use_the_readable_text_colour() -> None:
+    responses = pd.DataFrame({"study_date": [dt.date(2021, 7, 1), dt.date(2021, 7, 1)],
+                              "source": ["model", "radiologist"], "category": ["PD", "SD"]})
+    empty = pd.DataFrame(columns=["track", "study_date", "diameter_mm"])
+    fig = charts.trajectory(empty, pd.DataFrame(), responses)
+    assert [a.text for a in fig.layout.annotations] == ["M: PD", "R: SD"]
+    assert {a.font.color for a in fig.layout.annotations} == {theme.RESPONSE_TEXT_COLOUR}
+
+
+def test_a_track_seen_once_gets_a_visible_bar() -> None:
+    """Plotly sizes date bars from gaps within a trace: a lone study got a sliver before."""
+    dates = [dt.date(2021, 7, 1), dt.date(2021, 11, 2), dt.date(2022, 1, 23)]
+    lesions = pd.DataFrame({"track": [1, 2, 2], "study_date": [dates[2], dates[1], dates[2]],
+                            "volume_ml": [0.3, 1.0, 1.3]})
+    volumes = pd.DataFrame({"study_date": dates, "total_ml": [1480.0, 1470.0, 1490.0]})
+    fig = charts.volume_trajectory(lesions, volumes)
+    bars = [t for t in fig.data if t.type == "bar"]
+    shortest_gap_days = (dates[2] - dates[1]).days  # 82 days: capped at 60
+    assert [b.width for b in bars] == [pytest.approx(0.6 * min(shortest_gap_days, 60) * DAY_MS)] * 2
+    assert fig.layout.yaxis.title.text == "tumor (ml)"
+
+
+def test_bar_width_follows_the_closest_studies() -> None:
+    close = pd.Series([dt.date(2021, 7, 1), dt.date(2021, 7, 11), dt.date(2022, 1, 1)])
+    assert charts.bar_width_ms(close) == pytest.approx(0.6 * 10 * DAY_MS)
+    assert charts.bar_width_ms(pd.Series([dt.date(2021, 7, 1)])) == pytest.approx(0.6 * 30 * DAY_MS)
+    same_day = pd.Series([dt.date(2021, 7, 1), dt.date(2021, 7, 1)])  # two phases, one study
+    assert charts.bar_width_ms(same_day) == pytest.approx(0.6 * 30 * DAY_MS)
