@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from app.web import charts, theme
@@ -54,3 +55,22 @@ def test_bar_width_follows_the_closest_studies() -> None:
     assert charts.bar_width_ms(pd.Series([dt.date(2021, 7, 1)])) == pytest.approx(0.6 * 30 * DAY_MS)
     same_day = pd.Series([dt.date(2021, 7, 1), dt.date(2021, 7, 1)])  # two phases, one study
     assert charts.bar_width_ms(same_day) == pytest.approx(0.6 * 30 * DAY_MS)
+
+
+def _drawn(fig: go.Figure, shape: go.layout.Shape) -> tuple[float, float]:
+    """(line width, opacity) that plotly.js draws: the shape's own, else the template's default."""
+    defaults = fig.layout.template.layout.shapedefaults
+    width = shape.line.width if shape.line.width is not None else defaults.line.width
+    opacity = shape.opacity if shape.opacity is not None else defaults.opacity
+    return (2.0 if width is None else float(width)), (1.0 if opacity is None else float(opacity))
+
+
+def test_reference_lines_are_drawn() -> None:
+    """The ±2 % volumetry band and the Bland–Altman bias and limits must be visible lines
+    (the simple_white template alone draws them with width 0)."""
+    pairs = pd.DataFrame({"model_mm": [10.0, 20.0, 30.0, 25.0], "radiologist_mm": [12.0, 18.0, 29.0, 20.0]})
+    deviation = pd.DataFrame({"phase": ["portal", "arterial"], "deviation_pct": [0.5, -0.5],
+                              "patient": ["P-1", "P-1"]})
+    for fig, lines in ((charts.bland_altman(pairs), 3), (charts.volumetry_deviation(deviation), 2)):
+        assert len(fig.layout.shapes) == lines
+        assert all(_drawn(fig, s) == (1.5, 1.0) for s in fig.layout.shapes)

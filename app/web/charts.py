@@ -16,6 +16,13 @@ LAYOUT = {
 }
 
 
+def reference_line(fig: go.Figure, y: float, colour: str, dash: str = "solid", label: str | None = None) -> None:
+    """A horizontal line across the plot at ``y``, drawn whatever the template says: simple_white
+    gives shapes no line (width 0, opacity 0.3), and a figure cannot override that default."""
+    fig.add_hline(y=y, line={"color": colour, "dash": dash, "width": 1.5}, opacity=1.0,
+                  annotation_text=label)
+
+
 def timeline(studies: pd.DataFrame) -> go.Figure:
     """Studies on a date axis, one marker per series, labelled by phase."""
     fig = go.Figure(
@@ -140,7 +147,7 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
                                  text=out["patient"].map(theme.short_id),
                                  hovertemplate="%{text}: %{y:.2f} %<extra></extra>"))
     for y in (threshold_pct, -threshold_pct):
-        fig.add_hline(y=y, line_dash="dash", line_color="#e76f51")
+        reference_line(fig, y, dash="dash", colour="#e76f51")
     fig.update_layout(**LAYOUT, showlegend=False, title="Relative deviation of liver volume per phase (%)")
     fig.update_layout(title_font_size=14)
     span = float(rows["deviation_pct"].abs().max()) if len(rows) else 0.0
@@ -188,9 +195,9 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
     bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     scatter = go.Scattergl if len(pairs) > 2000 else go.Scatter
     fig = go.Figure(scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
-    fig.add_hline(y=bias, line_color="#333", annotation_text=f"bias {bias:.1f} mm")
+    reference_line(fig, bias, colour="#333333", label=f"bias {bias:.1f} mm")
     for y in (bias + 1.96 * sd, bias - 1.96 * sd):
-        fig.add_hline(y=y, line_dash="dash", line_color="#e76f51", annotation_text=f"{y:.1f}")
+        reference_line(fig, y, dash="dash", colour="#e76f51", label=f"{y:.1f}")
     fig.update_layout(**LAYOUT, showlegend=False, title="Bland–Altman (model − radiologist)")
     fig.update_layout(title_font_size=14)
     fig.update_xaxes(title="mean of both (mm)")
