@@ -74,3 +74,6 @@ def test_reference_lines_are_drawn() -> None:
     for fig, lines in ((charts.bland_altman(pairs), 3), (charts.volumetry_deviation(deviation), 2)):
         assert len(fig.layout.shapes) == lines
         assert all(_drawn(fig, s) == (1.5, 1.0) for s in fig.layout.shapes)
+        assert all(a.text for a in fig.layout.annotations)  # an empty one shows plotly's "new text"
+    assert [a.text for a in charts.volumetry_deviation(deviation).layout.annotations] == ["+2 %", "-2 %"]
+    assert charts.bland_altman(pairs).layout.annotations[0].text == "bias 1.5 mm"

@@ -19,8 +19,8 @@ LAYOUT = {
 def reference_line(fig: go.Figure, y: float, colour: str, dash: str = "solid", label: str | None = None) -> None:
     """A horizontal line across the plot at ``y``, drawn whatever the template says: simple_white
     gives shapes no line (width 0, opacity 0.3), and a figure cannot override that default."""
-    fig.add_hline(y=y, line={"color": colour, "dash": dash, "width": 1.5}, opacity=1.0,
-                  annotation_text=label)
+    labelled = {"annotation_text": label} if label else {}  # None would print plotly's "new text"
+    fig.add_hline(y=y, line={"color": colour, "dash": dash, "width": 1.5}, opacity=1.0, **labelled)
 
 
 def timeline(studies: pd.DataFrame) -> go.Figure:
@@ -147,7 +147,7 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
                                  text=out["patient"].map(theme.short_id),
                                  hovertemplate="%{text}: %{y:.2f} %<extra></extra>"))
     for y in (threshold_pct, -threshold_pct):
-        reference_line(fig, y, dash="dash", colour="#e76f51")
+        reference_line(fig, y, dash="dash", colour="#e76f51", label=f"{y:+g} %")
     fig.update_layout(**LAYOUT, showlegend=False, title="Relative deviation of liver volume per phase (%)")
     fig.update_layout(title_font_size=14)
     span = float(rows["deviation_pct"].abs().max()) if len(rows) else 0.0
