@@ -36,6 +36,19 @@ def test_trajectory_badges_use_the_readable_text_colour() -> None:
     assert {a.font.color for a in fig.layout.annotations} == {theme.RESPONSE_TEXT_COLOUR}
 
 
+def test_recist_badges_never_cover_a_diameter() -> None:
+    """The badges hang from the top of the plot (paper y 1.0 and 0.92, about 8 % tall each):
+    the largest diameter, model's or radiologist's, must stay below them."""
+    day = dt.date(2022, 1, 23)
+    lesions = pd.DataFrame({"track": [1], "study_date": [day], "diameter_mm": [15.8]})
+    measurements = pd.DataFrame({"study_date": [day], "diameter_mm": [21.5], "lesion": ["L1"]})
+    responses = pd.DataFrame({"study_date": [day, day], "source": ["model", "radiologist"], "category": ["PD", "PD"]})
+    fig = charts.trajectory(lesions, measurements, responses)
+    low, high = fig.layout.yaxis.range
+    assert low == 0 and 21.5 / high <= 0.92 - 0.2  # a badge is ~20 px of a ~250 px plot, plus the marker
+    assert all(a.yanchor == "top" for a in fig.layout.annotations)
+
+
 def test_a_track_seen_once_gets_a_visible_bar() -> None:
     """Plotly sizes date bars from gaps within a trace: a lone study got a sliver before."""
     dates = [dt.date(2021, 7, 1), dt.date(2021, 11, 2), dt.date(2022, 1, 23)]

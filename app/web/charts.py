@@ -16,6 +16,10 @@ LAYOUT = {
 }
 
 
+BADGE_FREE_FRACTION = 0.7
+"""Share of the trajectory chart's height, from the bottom, that holds data and no RECIST badge."""
+
+
 def reference_line(fig: go.Figure, y: float, colour: str, dash: str = "solid", label: str | None = None) -> None:
     """A horizontal line across the plot at ``y``, drawn whatever the template says: simple_white
     gives shapes no line (width 0, opacity 0.3), and a figure cannot override that default."""
@@ -73,6 +77,7 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
             x=r["study_date"],
             y=1.0 if r["source"] == "model" else 0.92,
             yref="paper",
+            yanchor="top",
             text=label,
             showarrow=False,
             bgcolor=theme.RESPONSE_COLOURS.get(r["category"], "#dddddd"),
@@ -82,6 +87,12 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
     fig.update_layout(**LAYOUT, title="Longest axial diameter per lesion track (RECIST: M model, R radiologist)")
     fig.update_layout(title_font_size=14)
     fig.update_yaxes(title="diameter (mm)", rangemode="tozero")
+    if not responses.empty:
+        # the RECIST badges take the top 17 % or so of the plot: keep every diameter below them
+        largest = pd.concat([lesions.get("diameter_mm", pd.Series(dtype=float)),
+                             measurements.get("diameter_mm", pd.Series(dtype=float))]).max()
+        if pd.notna(largest) and largest > 0:
+            fig.update_yaxes(range=[0, float(largest) / BADGE_FREE_FRACTION])
     fig.update_xaxes(title=None)
     return fig
 
