@@ -44,11 +44,11 @@ class VolumetryResult:
 
     @property
     def deviation_pct(self) -> list[float]:
-        return _residuals_pct(self.volumes_ml)
+        return residuals_pct(self.volumes_ml)
 
     @property
     def functional_deviation_pct(self) -> list[float]:
-        return _residuals_pct(self.functional_volumes_ml)
+        return residuals_pct(self.functional_volumes_ml)
 
     @property
     def max_abs_deviation_pct(self) -> float:
@@ -86,7 +86,8 @@ class VolumetryResult:
         }
 
 
-def _residuals_pct(values: Sequence[float]) -> list[float]:
+def residuals_pct(values: Sequence[float]) -> list[float]:
+    """Each value's relative residual from their mean, in % (0 for all when the mean is 0)."""
     mean = float(np.mean(values))
     if mean == 0.0:
         return [0.0 for _ in values]

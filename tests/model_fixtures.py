@@ -83,10 +83,10 @@ def write_tiny_cohort(folder: Path, patients: int = 2, timepoints: int = 2) -> P
 
 
 def tiny_phantom_cohort(tmp_path_factory: pytest.TempPathFactory, name: str, seed: int,
-                        patients: int = 1) -> Path:
-    """A tiny one-study, one-phase phantom cohort with ground truth, for calibration tests."""
+                        patients: int = 1, phases: int = 1) -> Path:
+    """A tiny one-study phantom cohort (one phase unless asked) with ground truth, for calibration tests."""
     from lvt_core.phantom import CohortConfig, generate_cohort
 
     folder = tmp_path_factory.mktemp(name) / "cohort"
-    generate_cohort(folder, CohortConfig(patients=patients, timepoints=1, phases=1, size="tiny", seed=seed))
+    generate_cohort(folder, CohortConfig(patients=patients, timepoints=1, phases=phases, size="tiny", seed=seed))
     return folder

@@ -55,6 +55,10 @@ class Case:
     # the training config's dataset entry this case came from; its sampling weight applies
     # (two cohorts of one source can be weighted apart). Empty: the source name.
     dataset: str = ""
+    # same-day phases of one study share ``study`` (empty: unknown), so evaluation can check
+    # that the liver volume agrees across them, as the app's volumetry does
+    study: str = ""
+    phase: str = ""
 
     @property
     def sampling_group(self) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lvt_core.volumetry import liver_volumes_ml, residuals_pct
 from training.datasets import load_cases
 
 MIN_LESION_MM = 10.0
@@ -115,6 +116,40 @@ def lesion_precision(predicted: int, false: int) -> float:
     return (predicted - false) / predicted if predicted else 1.0
 
 
+def phase_volumetry(rows: list[dict[str, Any]], threshold_pct: float = 2.0) -> dict[str, Any]:
+    """How far the model's total liver volume strays between the same-day phases of a study,
+    next to the ground truth's own spread: the app flags a study beyond ``threshold_pct``, so a
+    model whose phases disagree by that much raises false flags.
+
+    ``rows`` are per-scan rows with ``study``, ``phase``, ``liver_total_ml`` and
+    ``reference_total_ml``; studies with fewer than two phases are left out.
+    """
+    studies: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("study"):
+            studies.setdefault(str(row["study"]), []).append(row)
+    predicted, reference, by_phase = [], [], {}
+    flagged = compared = 0
+    for members in studies.values():
+        if len(members) < 2 or any(m["liver_total_ml"] <= 0 for m in members):
+            continue
+        compared += 1
+        deviations = residuals_pct([m["liver_total_ml"] for m in members])
+        predicted.extend(abs(d) for d in deviations)
+        reference.extend(abs(d) for d in residuals_pct([m["reference_total_ml"] for m in members]))
+        flagged += any(abs(d) > threshold_pct for d in deviations)
+        for member, deviation in zip(members, deviations, strict=True):
+            by_phase.setdefault(str(member.get("phase") or "unknown"), []).append(deviation)
+    return {
+        "studies": compared, "threshold_pct": threshold_pct, "flagged_studies": flagged,
+        "median_abs_deviation_pct": float(np.median(predicted)) if predicted else None,
+        "max_abs_deviation_pct": float(max(predicted)) if predicted else None,
+        "reference_max_abs_deviation_pct": float(max(reference)) if reference else None,
+        # signed: a phase the model segments larger than the others on average is positive
+        "mean_deviation_pct_by_phase": {phase: float(np.mean(v)) for phase, v in sorted(by_phase.items())},
+    }
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
@@ -158,7 +193,9 @@ def evaluate_checkpoint(
         results.append(result)
         rows.append({"case": case.case_id, **{f"{c}_dsc": result[c]["dsc"] for c in ("liver", "vessel", "tumor")},
                      "lesion_sensitivity": result["lesion_sensitivity"], "lesions_10mm": t, "detected_10mm": d,
-                     "predicted_lesions": predicted, "false_lesions": false})
+                     "predicted_lesions": predicted, "false_lesions": false,
+                     "study": case.study, "phase": case.phase,
+                     "liver_total_ml": liver_volumes_ml(pred)[0], "reference_total_ml": liver_volumes_ml(ref)[0]})
         if on_case:
             on_case(case.case_id)
     mean = mean_metrics(results)
@@ -176,6 +213,7 @@ def evaluate_checkpoint(
         "lesion_precision": lesion_precision(predicted_lesions, false_total),
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},
         "global_dsc": {c: 2 * overlap[c] / sizes[c] if sizes[c] else 1.0 for c in CLASS_MASKS},
+        "phase_volumetry": phase_volumetry(rows),
     }
     summary["targets_met"] = {k: (summary[k] is not None and summary[k] >= v) for k, v in TARGETS.items()}
     if out:

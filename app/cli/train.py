@@ -90,6 +90,12 @@ def evaluate_model_command(
     else:
         for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm"):
             typer.echo(f"{key}: {summary[key]}")
+        volumetry = summary["phase_volumetry"]
+        if volumetry["studies"]:
+            typer.echo(f"same-day phases: {volumetry['flagged_studies']} of {volumetry['studies']} studies beyond "
+                       f"±{volumetry['threshold_pct']:g} % (median |deviation| "
+                       f"{volumetry['median_abs_deviation_pct']:.2f} %, max {volumetry['max_abs_deviation_pct']:.2f} %; "
+                       f"ground truth max {volumetry['reference_max_abs_deviation_pct']:.2f} %)")
 
 
 def _numbers(option: str, text: str) -> list[float]:

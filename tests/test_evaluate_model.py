@@ -1,0 +1,53 @@
+"""evaluate-model measures what the app's volumetry check will see: how far the model's
+liver volume strays between the same-day phases, next to the ground truth's own spread."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
+from training.datasets import load_cases
+from training.evaluate_model import evaluate_checkpoint, phase_volumetry
+
+
+def _row(study: str, phase: str, predicted: float, reference: float) -> dict[str, object]:
+    return {"study": study, "phase": phase, "liver_total_ml": predicted, "reference_total_ml": reference}
+
+
+def test_phase_volumetry_flags_a_model_whose_phases_disagree() -> None:
+    rows = [
+        _row("P1_0", "portal", 1000.0, 1500.0), _row("P1_0", "arterial", 1060.0, 1500.0),  # ±2.9 %: flagged
+        _row("P2_0", "portal", 1490.0, 1500.0), _row("P2_0", "arterial", 1510.0, 1501.0),  # ±0.67 %
+        _row("P3_0", "portal", 1200.0, 1200.0),  # one phase: nothing to compare
+        _row("", "portal", 900.0, 900.0),  # study unknown (a source without one)
+    ]
+    result = phase_volumetry(rows)
+    assert result["studies"] == 2 and result["flagged_studies"] == 1
+    assert result["max_abs_deviation_pct"] == pytest.approx(100 * 30 / 1030)
+    assert result["median_abs_deviation_pct"] == pytest.approx((100 * 30 / 1030 + 100 * 10 / 1500) / 2)
+    assert result["reference_max_abs_deviation_pct"] == pytest.approx(100 * 0.5 / 1500.5)
+    by_phase = result["mean_deviation_pct_by_phase"]
+    assert set(by_phase) == {"arterial", "portal"}
+    assert by_phase["arterial"] > 0 > by_phase["portal"]  # the model draws arterial livers larger
+    assert phase_volumetry(rows, threshold_pct=3.0)["flagged_studies"] == 0
+    assert phase_volumetry(rows[4:])["studies"] == 0 and phase_volumetry(rows[4:])["max_abs_deviation_pct"] is None
+
+
+def test_evaluate_model_reports_the_phase_volumetry_of_a_two_phase_study(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    cohort = tiny_phantom_cohort(tmp_path_factory, "phases", seed=91, phases=2)
+    cases = load_cases("synthetic", cohort)
+    assert len(cases) == 2 and len({c.study for c in cases}) == 1 and {c.phase for c in cases} == {"portal", "arterial"}
+    summary = evaluate_checkpoint(save_tiny_checkpoint(tmp_path / "tiny.pt"), cohort, tmp_path / "eval", device="cpu")
+    volumetry = summary["phase_volumetry"]
+    assert volumetry["studies"] == 1 and set(volumetry["mean_deviation_pct_by_phase"]) == {"portal", "arterial"}
+    assert volumetry["reference_max_abs_deviation_pct"] < 2.0  # the phantom's liver is one organ on one day
+    with (tmp_path / "eval" / "per_case.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["phase"] for r in rows} == {"portal", "arterial"}
+    assert all(float(r["reference_total_ml"]) > 0 for r in rows)
+    assert phase_volumetry([{**r, "liver_total_ml": float(r["liver_total_ml"]),
+                             "reference_total_ml": float(r["reference_total_ml"])} for r in rows]) == volumetry
