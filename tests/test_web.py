@@ -175,6 +175,8 @@ def test_volumetry_page_counts_flags(demo_db: str) -> None:
     multi = _scalar(demo_db, select(func.count(func.distinct(VolumetryResult.study_id)))
                     .where(VolumetryResult.deviation_pct.is_not(None)))
     assert metric["Multi-phase studies"] == str(multi) == "4"
+    # a reader learns that the model alone can cross the band (MODEL_CARD, Known limits)
+    assert any("arterial phase first" in c.value for c in at.caption)
 
 
 def _cannot_open(at: AppTest, page: str, title: str) -> None:
