@@ -22,6 +22,9 @@ import SimpleITK as sitk
 
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
+FLAG_THRESHOLD_PCT = 2.0
+"""A phase whose total liver volume strays further than this from its study's mean is flagged."""
+
 
 @dataclass
 class VolumetryResult:
@@ -105,7 +108,7 @@ def liver_volumes_ml(labels: sitk.Image) -> tuple[float, float]:
 
 def volumetry(
     labelmaps: Sequence[sitk.Image],
-    threshold_pct: float = 2.0,
+    threshold_pct: float = FLAG_THRESHOLD_PCT,
     names: Sequence[str] | None = None,
     slice_thickness_mm: Sequence[float] | None = None,
     thickness_tolerance_mm: float = 0.01,

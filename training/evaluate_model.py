@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lvt_core.volumetry import liver_volumes_ml, residuals_pct
+from lvt_core.volumetry import FLAG_THRESHOLD_PCT, liver_volumes_ml, residuals_pct
 from training.datasets import load_cases
 
 MIN_LESION_MM = 10.0
@@ -116,7 +116,7 @@ def lesion_precision(predicted: int, false: int) -> float:
     return (predicted - false) / predicted if predicted else 1.0
 
 
-def phase_volumetry(rows: list[dict[str, Any]], threshold_pct: float = 2.0) -> dict[str, Any]:
+def phase_volumetry(rows: list[dict[str, Any]], threshold_pct: float = FLAG_THRESHOLD_PCT) -> dict[str, Any]:
     """How far the model's total liver volume strays between the same-day phases of a study,
     next to the ground truth's own spread: the app flags a study beyond ``threshold_pct``, so a
     model whose phases disagree by that much raises false flags.

@@ -53,6 +53,7 @@ from lvt_core.agreement import (
 )
 from lvt_core.response import recist_from_measurements, recist_from_tracks, volumetric_response
 from lvt_core.tracking import TimepointInput, TrackingConfig, TrackOverrides, track_lesions
+from lvt_core.volumetry import FLAG_THRESHOLD_PCT
 
 PHASE_PRIORITY = ("portal", "late", "arterial", "unknown", "noncontrast")
 
@@ -61,7 +62,7 @@ PHASE_PRIORITY = ("portal", "late", "arterial", "unknown", "noncontrast")
 class AnalyticsConfig:
     """Thresholds of the persisted analytics."""
 
-    volumetry_threshold_pct: float = 2.0
+    volumetry_threshold_pct: float = FLAG_THRESHOLD_PCT
     thickness_tolerance_mm: float = 0.01
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

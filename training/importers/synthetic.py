@@ -26,11 +26,11 @@ def import_synthetic(path: Path) -> list[Case]:
         case_id = "_".join(
             str(row.get(key, "")) for key in ("patient_id", "study_index", "phase") if row.get(key)
         ) or f"row{line}"
-        study = "_".join(str(row[key]) for key in ("patient_id", "study_index") if row.get(key))
+        study = f"{row['patient_id']}_{row['study_index']}" if row.get("patient_id") and row.get("study_index") else ""
         cases.append(
             Case(case_id, "synthetic", ("liver", "vessel", "tumor"), root / row["image"],
                  root / row["labels"], IDENTITY, group=str(row.get("patient_id") or case_id),
-                 study=study if row.get("patient_id") and row.get("study_index") else "",
+                 study=study,
                  phase=str(row.get("phase") or ""))
         )
     return cases
