@@ -1,0 +1,123 @@
+"""Train inside a fixed wall-clock slot (a lent GPU, a cluster job): prepare, size, train.
+
+``lvt train --max-minutes`` stops a run when the clock runs out, but a schedule (cosine,
+poly) sized for more steps is then cut mid-way, at a high learning rate. Here the slot is
+known up front, so the run is sized to end on time instead:
+
+1. generate the config's phantom cohorts with every core (patients of all cohorts at once),
+   and fill the preprocessing cache;
+2. time a few batches in this process to estimate how many steps the batch workers deliver
+   in what is left of the slot (batch building, not the network, bounds a small model on a
+   GPU);
+3. train that many steps, with ``max_minutes`` as a backstop, and write ``model.pt`` even
+   if the backstop fired (from the saved state), so the slot always yields a checkpoint.
+
+Run it as ``python -m training.timed_run CONFIG --minutes 8.5``: it needs the training
+stack (torch, MONAI, SimpleITK, cc3d, pydantic) but not the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from training.config import TrainConfig, load_config
+from training.train import MODEL_FILE, STATE_FILE, BatchMaker, checkpoint_meta, gather_cases, train
+
+log = logging.getLogger("lvt.timed_run")
+SAFETY = 0.8  # share of the estimated step rate to plan on (workers share cores with the loop)
+
+
+def generate_all(config: TrainConfig, workers: int) -> None:
+    """Render every configured phantom cohort that is missing, all at once on ``workers``."""
+    from lvt_core.phantom import CohortConfig, generate_cohort
+
+    todo = [spec for spec in config.datasets
+            if spec.generate and not (Path(spec.path) / "manifest.csv").is_file()]
+    if not todo:
+        return
+    with ThreadPoolExecutor(len(todo)) as threads:  # each cohort runs its own process pool
+        jobs = [threads.submit(generate_cohort, Path(spec.path), CohortConfig(**spec.generate),
+                               None, workers) for spec in todo]
+        for job in jobs:
+            job.result()
+
+
+def planned_steps(config: TrainConfig, seconds: float, workers: int, probe_batches: int = 3) -> int:
+    """Steps that ``workers`` batch builders can feed in ``seconds`` (timed here, one core)."""
+    from training.loader import prepare_all
+    from training.splits import split_cases
+
+    cases, _ = split_cases(gather_cases(config, workers), config.fold, config.n_folds, config.seed)
+    prepared = prepare_all(cases, tuple(config.spacing_mm), config.cache_dir, config.antialiased, workers)
+    maker = BatchMaker(config, prepared)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    for step in range(probe_batches):
+        maker.batch(step)
+    per_batch = (time.perf_counter() - started) / probe_batches
+    torch.set_num_threads(threads)
+    rate = SAFETY * max(1, workers) / per_batch
+    log.info("one batch of %d takes %.2f s on one core: about %.1f steps/s with %d workers",
+             config.batch_size, per_batch, rate, workers)
+    return max(config.steps_per_epoch, int(rate * seconds))
+
+
+def finish_from_state(config: TrainConfig) -> Path:
+    """``model.pt`` from the saved state of a run the backstop stopped (lr not yet annealed)."""
+    from lvt_core.checkpoint import save_checkpoint
+
+    out = Path(config.output_dir)
+    state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+    meta = checkpoint_meta(config, [], {"step": state["step"], "stopped_early": True})
+    return save_checkpoint(out / MODEL_FILE, state["model"], meta, config.fp16_checkpoint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--minutes", type=float, required=True, help="The whole slot, preparation included.")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 2) - 1)
+    parser.add_argument("--summary", type=Path, help="Write a JSON summary here too.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    started = time.monotonic()
+    deadline = started + 60 * args.minutes
+    config = load_config(args.config, data_workers=args.workers)
+
+    generate_all(config, max(args.workers, os.cpu_count() or 1))  # before any batch worker exists
+    prepared_at = time.monotonic()
+    left = deadline - prepared_at - 45  # start-up of the workers, the last save
+    steps = planned_steps(config, left, args.workers)
+    epochs = max(1, math.floor(steps / config.steps_per_epoch))
+    config = replace_epochs(config, epochs)
+    log.info("prepared in %.0f s; planning %d steps (%d epochs) in %.0f s",
+             prepared_at - started, config.total_steps, epochs, left)
+    result = train(config, device=args.device, max_minutes=max(0.5, (deadline - time.monotonic() - 20) / 60))
+    checkpoint = result.checkpoint or finish_from_state(config)
+    summary = {"checkpoint": str(checkpoint), "step": result.step, "planned_steps": config.total_steps,
+               "finished": result.step >= config.total_steps, "seconds": round(result.seconds, 1),
+               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    log.info("%s", summary)
+    if args.summary:
+        args.summary.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def replace_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """The config with ``epochs`` (validated again, so the schedule sees the new total)."""
+    return TrainConfig.model_validate({**config.model_dump(), "epochs": epochs})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
