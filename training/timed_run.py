@@ -6,9 +6,9 @@ known up front, so the run is sized to end on time instead:
 
 1. generate the config's phantom cohorts with every core (patients of all cohorts at once),
    and fill the preprocessing cache;
-2. time a few batches in this process to estimate how many steps the batch workers deliver
-   in what is left of the slot (batch building, not the network, bounds a small model on a
-   GPU);
+2. time a few batches in this process, and a step of the network on the device, to
+   estimate how many steps fit in what is left of the slot (beside a GPU, the batch
+   builders, not a small network, set the pace; on a CPU, the network does);
 3. train that many steps, with ``max_minutes`` as a backstop, and write ``model.pt`` even
    if the backstop fired (from the saved state), so the slot always yields a checkpoint.
 
@@ -30,7 +30,15 @@ from pathlib import Path
 import torch
 
 from training.config import TrainConfig, load_config
-from training.train import MODEL_FILE, STATE_FILE, BatchMaker, checkpoint_meta, gather_cases, train
+from training.train import (
+    MODEL_FILE,
+    STATE_FILE,
+    BatchMaker,
+    checkpoint_meta,
+    gather_cases,
+    resolve_device,
+    train,
+)
 
 log = logging.getLogger("lvt.timed_run")
 SAFETY = 0.8  # share of the estimated step rate to plan on (workers share cores with the loop)
@@ -51,8 +59,10 @@ def generate_all(config: TrainConfig, workers: int) -> None:
             job.result()
 
 
-def planned_steps(config: TrainConfig, seconds: float, workers: int, probe_batches: int = 3) -> int:
-    """Steps that ``workers`` batch builders can feed in ``seconds`` (timed here, one core)."""
+def planned_steps(config: TrainConfig, seconds: float, workers: int, device: torch.device,
+                  probe_batches: int = 3) -> int:
+    """Steps that fit in ``seconds``: the slower of the batch builders (``workers`` of them,
+    each timed here on one core) and the network's step on ``device`` (timed after a warm-up)."""
     from training.loader import prepare_all
     from training.splits import split_cases
 
@@ -62,14 +72,35 @@ def planned_steps(config: TrainConfig, seconds: float, workers: int, probe_batch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    for step in range(probe_batches):
-        maker.batch(step)
+    batches = [maker.batch(step) for step in range(probe_batches)]
     per_batch = (time.perf_counter() - started) / probe_batches
     torch.set_num_threads(threads)
-    rate = SAFETY * max(1, workers) / per_batch
-    log.info("one batch of %d takes %.2f s on one core: about %.1f steps/s with %d workers",
-             config.batch_size, per_batch, rate, workers)
+    per_step = network_step_seconds(config, batches[0], device)
+    rate = SAFETY / (max(per_batch / workers, per_step) if workers else per_batch + per_step)
+    log.info("a batch of %d: %.2f s to build on one core, %.3f s through the network on %s; "
+             "planning %.2f steps/s with %d workers", config.batch_size, per_batch, per_step,
+             device, rate, workers)
     return max(config.steps_per_epoch, int(rate * seconds))
+
+
+def network_step_seconds(config: TrainConfig, batch: dict[str, torch.Tensor], device: torch.device) -> float:
+    """One forward and backward pass of the configured network on ``batch`` (the second of
+    two, so start-up costs are not counted)."""
+    from lvt_core.network import build_network
+    from lvt_core.precision import autocast, resolve_precision
+
+    model = build_network({**config.network, "out_channels": config.out_channels}).to(device)
+    precision = resolve_precision(config.precision, device)
+    image = batch["image"].to(device)
+    for _ in range(2):
+        started = time.perf_counter()
+        with autocast(precision, device):
+            output = model(image)
+        output.float().mean().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    return seconds
 
 
 def finish_from_state(config: TrainConfig) -> Path:
@@ -97,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
     generate_all(config, max(args.workers, os.cpu_count() or 1))  # before any batch worker exists
     prepared_at = time.monotonic()
-    left = deadline - prepared_at - 45  # start-up of the workers, the last save
-    steps = planned_steps(config, left, args.workers)
+    margin = min(45.0, 6.0 * args.minutes)  # start-up of the workers, the last save
+    left = deadline - prepared_at - margin
+    steps = planned_steps(config, left, args.workers, resolve_device(args.device))
     epochs = max(1, math.floor(steps / config.steps_per_epoch))
     config = replace_epochs(config, epochs)
     log.info("prepared in %.0f s; planning %d steps (%d epochs) in %.0f s",
              prepared_at - started, config.total_steps, epochs, left)
-    result = train(config, device=args.device, max_minutes=max(0.5, (deadline - time.monotonic() - 20) / 60))
+    backstop = max(0.1, (deadline - time.monotonic() - margin / 2) / 60)
+    result = train(config, device=args.device, max_minutes=backstop)
     checkpoint = result.checkpoint or finish_from_state(config)
     summary = {"checkpoint": str(checkpoint), "step": result.step, "planned_steps": config.total_steps,
                "finished": result.step >= config.total_steps, "seconds": round(result.seconds, 1),
