@@ -14,7 +14,9 @@ come back exactly on their own grid):
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak``, or smaller than ``min_tumor_volume_ml``, become
    liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
-   below ``min_lesion_score``; last, when the checkpoint enables it, a matched-filter search
+   below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
+   and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
+   last, when the checkpoint enables it, a matched-filter search
    (:mod:`lvt_core.faint_lesions`) adds faint lesions the network left as liver.
 
 Memory stays bounded: probabilities exist only over the liver box, at model spacing in
@@ -47,6 +49,7 @@ from lvt_core.labels import (
     decode_exclusive,
     decode_multiclass,
 )
+from lvt_core.lesion_edges import LesionEdgeRule, trim_lesion_edges
 from lvt_core.lesion_filter import LesionFilter, remove_unlikely_lesions
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import (
@@ -234,6 +237,8 @@ class Predictor:
         # ``faint_search=False`` keeps the network's lesions alone
         self.faint_search = (FaintLesionSearch.from_meta(inference_cfg.get("faint_lesions"))
                              if faint_search else FaintLesionSearch())
+        # each lesion's edge moved to half way between it and the liver in the CT (calibrated; off)
+        self.lesion_edges = LesionEdgeRule.from_meta(inference_cfg.get("lesion_edges"))
         # one network, or an ensemble's networks whose probabilities are averaged
         self.models: list[torch.nn.Module] = [self._network(state) for state in states]
         self.model = self.models[0]
@@ -328,6 +333,7 @@ class Predictor:
         hu: np.ndarray | None = None,
         min_lesion_score: float | None = None,
         faint_search: FaintLesionSearch | None = None,
+        lesion_edges: LesionEdgeRule | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks.
 
@@ -354,6 +360,11 @@ class Predictor:
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+        edges = lesion_edges or self.lesion_edges
+        if hu is not None and edges.enabled:
+            vessel = None if self.label_space == "multiclass" else probs[CHANNELS.index("vessel")]
+            labels = trim_lesion_edges(labels, probs[self.tumor_channel], hu, spacing_xyz, edges, vessel,
+                                       (thresholds or self.thresholds)[CHANNELS.index("vessel")])
         search = faint_search or self.faint_search
         self._faint_peaks = []
         if hu is not None and search.enabled:
@@ -418,12 +429,13 @@ class Predictor:
         min_tumor_peak: float | None = None,
         min_lesion_score: float | None = None,
         faint_search: FaintLesionSearch | None = None,
+        lesion_edges: LesionEdgeRule | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
         ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak``,
-        ``min_lesion_score`` and ``faint_search`` override the checkpoint's, so a calibration
-        decodes one network pass many ways.
+        ``min_lesion_score``, ``faint_search`` and ``lesion_edges`` override the checkpoint's,
+        so a calibration decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
         region = probabilities.region
@@ -431,7 +443,7 @@ class Predictor:
             hu = sitk.GetArrayViewFromImage(image)[region]
             out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
                                        min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
-                                       faint_search)
+                                       faint_search, lesion_edges)
             self.last_info["faint_lesion_points_mm"] = [
                 _physical_point(image, peak, region) for peak in self._faint_peaks
             ]

@@ -26,7 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from lvt_core.faint_lesions import FaintLesionSearch
-from lvt_core.labels import CHANNELS, TUMOR, VESSEL
+from lvt_core.labels import CHANNELS, LIVER, TUMOR, VESSEL
+from lvt_core.lesion_edges import LesionEdgeRule, kept_lesion_voxels
 from lvt_core.metrics import dice
 from lvt_core.postprocess import min_tumor_voxels
 from training.evaluate_model import (
@@ -90,13 +91,15 @@ class _CandidateTable:
     reference lesion, so each peak, volume and lesion-score rule, which keeps or drops whole
     components, is scored without touching the voxels again."""
 
-    def __init__(self, components: np.ndarray, ref_components: np.ndarray, ref_count: int) -> None:
-        n = int(components.max(initial=0))
+    def __init__(self, components: np.ndarray, ref_components: np.ndarray, ref_count: int,
+                 count: int | None = None) -> None:
+        n = int(components.max(initial=0)) if count is None else count
         both = (components > 0) & (ref_components > 0)
         pairs = components[both].astype(np.int64) * (ref_count + 1) + ref_components[both]
         counts = np.bincount(pairs, minlength=(n + 1) * (ref_count + 1))
         self.overlap = counts.reshape(n + 1, ref_count + 1)[1:, 1:]  # predicted × reference voxels
         self.sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        self.count = n
 
     @classmethod
     def empty(cls, ref_count: int) -> _CandidateTable:
@@ -146,6 +149,7 @@ def calibrate_decisions(
     version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
     min_lesion_scores: Sequence[float] | None = None,
+    edge_fractions: Sequence[float] = (0.0,),
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
@@ -155,7 +159,8 @@ def calibrate_decisions(
     (hysteresis), every minimum tumor volume (ml) and, when the checkpoint has a lesion filter
     (``lvt fit-lesion-filter``), every lowest lesion score (default
     :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
-    lesions per scan wins. ``version`` renames the copy: new decisions change every result,
+    lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
+    0 keeps the network's extent). ``version`` renames the copy: new decisions change every result,
     and a store keeps one checksum per model name and version.
     """
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
@@ -170,13 +175,16 @@ def calibrate_decisions(
     _check_candidates("minimum tumor volume", min_volumes_ml, volumes=True)
     _check_candidates("minimum tumor peak", min_peaks, volumes=True)
     _check_candidates("minimum lesion score", min_lesion_scores, volumes=True)
+    _check_candidates("edge fraction", edge_fractions, volumes=True)
+    if any(f >= 1 for f in edge_fractions):
+        raise ValueError(f"edge fraction candidates must be below 1, got {list(edge_fractions)}")
     if predictor.lesion_filter is None and any(min_lesion_scores):
         raise ValueError(f"{checkpoint}: has no lesion filter to score lesions with; "
                          "fit one with `lvt fit-lesion-filter` or leave --min-lesion-scores out")
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
     rules = [(p, m, s) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores]
-    tumor_tallies = {(t, *rule): _TumorTally() for t in candidates for rule in rules}
+    tumor_tallies = {(t, f, *rule): _TumorTally() for t in candidates for f in edge_fractions for rule in rules}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
     cohort_names = ", ".join(str(c) for c in cohorts)
@@ -195,11 +203,12 @@ def calibrate_decisions(
         for value in candidates:
             thresholds = list(base)
             thresholds[tumor_index] = value
-            rows = _candidate_rows(predictor, probabilities, image, thresholds, reference)
+            rows = _candidate_rows(predictor, probabilities, image, thresholds, reference, edge_fractions)
             for peak, min_volume, min_score in rules:
                 keep = (rows.peaks >= peak) & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
                     rows.scores >= min_score)
-                tumor_tallies[(value, peak, min_volume, min_score)].add(rows.table, keep, reference)
+                for fraction, drawn in rows.drawn.items():
+                    tumor_tallies[(value, fraction, peak, min_volume, min_score)].add(drawn, keep, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -207,10 +216,11 @@ def calibrate_decisions(
         raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
-    for (value, peak, min_volume, min_score), tally in tumor_tallies.items():
+    for (value, fraction, peak, min_volume, min_score), tally in tumor_tallies.items():
         summary = tally.summary()
         scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
-                       "min_lesion_score": min_score, "score": round(tumor_score(summary), 4), **summary})
+                       "min_lesion_score": min_score, "edge_fraction": fraction,
+                       "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
     best_vessel = max(vessel_rows, key=lambda row: row["vessel_dsc"])
@@ -220,6 +230,7 @@ def calibrate_decisions(
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
         "best_min_tumor_peak": best["min_tumor_peak"],
         "best_min_lesion_score": best["min_lesion_score"],
+        "best_edge_fraction": best["edge_fraction"],
         "best_vessel_threshold": best_vessel["vessel_threshold"],
         "max_false_lesions_per_scan": max_false_per_scan,
         "candidates": scores, "vessel_candidates": vessel_rows,
@@ -232,6 +243,7 @@ def calibrate_decisions(
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
         inference["min_lesion_score"] = best["min_lesion_score"]
+        inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"]).to_meta()
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}
@@ -241,24 +253,40 @@ def calibrate_decisions(
 
 @dataclass
 class _CandidateRows:
-    """Per predicted tumor component: its overlaps, peak probability and lesion score."""
+    """Per predicted tumor component: its overlaps, peak probability and lesion score, and
+    its overlaps once drawn with each edge fraction (same component numbers)."""
 
     table: _CandidateTable
     peaks: np.ndarray
     scores: np.ndarray
+    drawn: dict[float, _CandidateTable]
 
 
 def _candidate_rows(
     predictor: Predictor, probabilities: ScanProbabilities, image: sitk.Image,
-    thresholds: list[float], reference: _ReferenceLesions,
+    thresholds: list[float], reference: _ReferenceLesions, edge_fractions: Sequence[float] = (0.0,),
 ) -> _CandidateRows:
-    """The tumor components ``thresholds`` draw before any component rule, measured once."""
+    """The tumor components ``thresholds`` draw before any component rule, measured once,
+    and again as each of ``edge_fractions`` draws their edges."""
     from training.lesion_filter import decoded_candidates
 
     decoded = decoded_candidates(predictor, probabilities, image, thresholds)
     if decoded is None:
-        return _CandidateRows(_CandidateTable.empty(reference.count), np.zeros(0), np.zeros(0))
-    candidates, region = decoded
-    table = _CandidateTable(candidates.components, reference.components[region], reference.count)
+        empty = _CandidateTable.empty(reference.count)
+        return _CandidateRows(empty, np.zeros(0), np.zeros(0), dict.fromkeys(edge_fractions, empty))
+    candidates, region, labels = decoded
+    ref_components = reference.components[region]
+    table = _CandidateTable(candidates.components, ref_components, reference.count)
+    drawn = {}
+    for fraction in edge_fractions:
+        if fraction <= 0:
+            drawn[fraction] = table
+            continue
+        kept = kept_lesion_voxels(candidates.components, labels == LIVER,
+                                  probabilities.values[predictor.tumor_channel],
+                                  sitk.GetArrayViewFromImage(image)[region], image.GetSpacing(),
+                                  LesionEdgeRule(fraction=fraction))
+        drawn[fraction] = _CandidateTable(np.where(kept, candidates.components, 0), ref_components,
+                                          reference.count, table.count)
     scores = predictor.lesion_filter.scores(candidates.features) if predictor.lesion_filter else np.ones(candidates.count)
-    return _CandidateRows(table, candidates.column("peak_probability"), scores)
+    return _CandidateRows(table, candidates.column("peak_probability"), scores, drawn)

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.faint_lesions import FaintLesionSearch
 from lvt_core.labels import CHANNELS, TUMOR
+from lvt_core.lesion_edges import LesionEdgeRule
 from lvt_core.lesion_filter import FEATURES, LesionFilter, TumorCandidates, candidate_features
 
 if TYPE_CHECKING:
@@ -33,17 +35,20 @@ CV_FOLDS = 5
 
 def decoded_candidates(
     predictor: Predictor, probabilities: ScanProbabilities, image: sitk.Image, thresholds: list[float],
-) -> tuple[TumorCandidates, tuple[slice, ...]] | None:
+) -> tuple[TumorCandidates, tuple[slice, ...], np.ndarray] | None:
     """The tumor components ``thresholds`` draw as the predictor decodes them (air and the
-    liver's largest component applied) before any component rule, measured, with the region
-    of the scan they lie in; None when the fine pass missed the scan."""
+    liver's largest component applied) before any component rule (and without the faint-lesion
+    search or the edge rule, which act on what the rules keep), measured, with the region
+    of the scan they lie in and the labels there; None when the fine pass missed the scan."""
     region = probabilities.region
     if region is None:
         return None
-    labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0, 0.0, 0.0))
+    labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0, 0.0, 0.0,
+                                                          faint_search=FaintLesionSearch(),
+                                                          lesion_edges=LesionEdgeRule()))
     candidates = candidate_features(labels[region], probabilities.values[predictor.tumor_channel],
                                     sitk.GetArrayViewFromImage(image)[region], image.GetSpacing())
-    return candidates, region
+    return candidates, region, labels[region]
 
 
 @dataclass
@@ -88,7 +93,7 @@ def collect_candidates(
                 decoded = decoded_candidates(predictor, probabilities, image, decision)
                 if decoded is None:
                     continue
-                candidates, region = decoded
+                candidates, region, _ = decoded
                 hit = np.unique(candidates.components[ref_tumor[region] & (candidates.components > 0)])
                 touches = np.isin(np.arange(1, candidates.count + 1), hit)
                 found.add(candidates, touches, f"{folder}/{case.split_group}",

@@ -135,12 +135,17 @@ def calibrate_command(
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen "
                                          "decisions may produce (the FROC operating point)."),
+    edge_fractions: str = typer.Option("0", "--edge-fractions",
+                                       help="Comma-separated fractions of the way from the liver "
+                                            "around a lesion to its core at which its edge is drawn "
+                                            "in the CT (0: the network's extent; 0.5: half way)."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
                                 "the checkpoint's); a store refuses two checksums under one version."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose the vessel and tumor thresholds and the smallest tumor kept on a validation cohort."""
+    """Choose the vessel and tumor thresholds, the smallest tumor kept and where lesion edges are
+    drawn on a validation cohort."""
     from training.calibrate import calibrate_decisions
 
     tumor = _numbers("--candidates", candidates)
@@ -148,9 +153,10 @@ def calibrate_command(
     volumes = _numbers("--min-tumor-volumes", min_volumes)
     peaks = _numbers("--min-tumor-peaks", min_peaks)
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
+    fractions = _numbers("--edge-fractions", edge_fractions)
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
-        version=version, max_false_per_scan=max_false, min_lesion_scores=scores))
+        version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions))
     if as_json:
         print_json(result)
         return
@@ -158,7 +164,7 @@ def calibrate_command(
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
-                   f"min lesion score {row['min_lesion_score']}, "
+                   f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']}, "
                    f"min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
@@ -166,6 +172,7 @@ def calibrate_command(
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']}, "
                f"min lesion score {result['best_min_lesion_score']}, "
+               f"edge fraction {result['best_edge_fraction']}, "
                f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
 
 
