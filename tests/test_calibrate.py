@@ -131,7 +131,7 @@ def test_false_lesions_are_predicted_components_touching_no_reference_tumor() ->
 
 
 def test_lesion_findings_measure_size_contrast_and_coverage() -> None:
-    from training.evaluate_model import lesion_findings
+    from training.evaluate_model import diameter_agreement, lesion_findings
 
     ref = np.zeros((40, 40, 40), np.uint8)
     ref[4:36, 4:36, 4:36] = 1
@@ -150,6 +150,14 @@ def test_lesion_findings_measure_size_contrast_and_coverage() -> None:
     assert rows[0]["contrast_hu"] == pytest.approx(-40.0)
     assert rows[1]["contrast_hu"] == pytest.approx(20.0)
     assert rows[0]["coverage"] == 1.0 and rows[1]["coverage"] == 0.0
+    assert rows[0]["predicted_diameter_mm"] == rows[0]["diameter_mm"] and rows[1]["predicted_diameter_mm"] is None
+    grown = pred.copy()
+    grown[((zz - 14) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 64) & (ref == 1)] = 3  # drawn 2 mm too wide
+    rows = sorted(lesion_findings(grown, ref, hu, (1.0, 1.0, 1.0)), key=lambda r: -r["voxels"])
+    assert rows[0]["predicted_diameter_mm"] == pytest.approx(16.0, abs=0.5)
+    agreement = diameter_agreement(rows)
+    assert agreement["lesions"] == 1 and agreement["mean_signed_error_mm"] == pytest.approx(4.0, abs=0.5)
+    assert diameter_agreement(rows[1:])["median_abs_error_mm"] is None
 
 
 def test_evaluation_runs_with_and_without_mirroring_tta(tmp_path: Path, cohort: Path) -> None:

@@ -57,10 +57,13 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
     """One row per reference lesion: longest axial diameter, mean HU contrast against a 2–6 mm
     shell of liver around it, its detectability (that contrast against the noise of a liver
     region of its volume, :mod:`lvt_core.detectability`), the fraction covered by predicted
-    tumor, and whether it is found."""
+    tumor, whether it is found, and the longest axial diameter of the predicted lesions that
+    touch it (what the app would measure for it; None when none does)."""
     from lvt_core.detectability import LiverNoise
 
     components = cc3d.connected_components(ref == 3, connectivity=26)
+    predicted = cc3d.connected_components(np.asarray(pred) == 3, connectivity=26)
+    predicted_boxes = ndimage.find_objects(predicted)
     liver = ref == 1
     noise = LiverNoise(hu, liver) if liver.any() else None
     rows = []
@@ -76,14 +79,38 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
         contrast = float(inside.mean() - hu[grown][shell].mean()) if shell.any() else None
         visible = (noise.detectability(contrast, int(lesion.sum()))
                    if noise is not None and contrast is not None else None)
+        touching = np.unique(predicted[grown][lesion])
+        touching = touching[touching > 0]
         rows.append({
             "diameter_mm": round(_longest_axial_mm(lesion, spacing), 1),
+            "predicted_diameter_mm": _predicted_diameter(predicted, predicted_boxes, touching, spacing),
             "voxels": int(lesion.sum()),
             "contrast_hu": round(contrast, 1) if contrast is not None else None,
             "detectability": round(visible, 2) if visible is not None else None,
             "coverage": round(coverage, 3), "found": coverage > DETECTED_COVERAGE,
         })
     return rows
+
+
+def _predicted_diameter(predicted: np.ndarray, boxes: list, ids: np.ndarray,
+                        spacing: tuple[float, ...]) -> float | None:
+    """Longest axial diameter of the predicted components ``ids`` together."""
+    if not len(ids):
+        return None
+    box = tuple(slice(min(boxes[i - 1][a].start for i in ids), max(boxes[i - 1][a].stop for i in ids))
+                for a in range(3))
+    return round(_longest_axial_mm(np.isin(predicted[box], ids), spacing), 1)
+
+
+def diameter_agreement(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the model's longest axial diameter of each found lesion ≥ 10 mm compares with the
+    truth's: median absolute and mean signed error (mm; positive: drawn too large)."""
+    errors = [row["predicted_diameter_mm"] - row["diameter_mm"] for row in findings
+              if row["diameter_mm"] >= MIN_LESION_MM and row["found"] and row["predicted_diameter_mm"] is not None]
+    if not errors:
+        return {"lesions": 0, "median_abs_error_mm": None, "mean_signed_error_mm": None}
+    return {"lesions": len(errors), "median_abs_error_mm": round(float(np.median(np.abs(errors))), 2),
+            "mean_signed_error_mm": round(float(np.mean(errors)), 2)}
 
 
 def visible_large_lesions(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -168,6 +195,7 @@ def evaluate_checkpoint(
     predictor = Predictor(checkpoint, device=device, tta=tta)
     predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, lesion_rows, results, detected, total = [], [], [], 0, 0
+    all_findings: list[dict[str, Any]] = []
     visible_found, visible_total = 0, 0
     predicted_lesions, false_total = 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
@@ -179,6 +207,7 @@ def evaluate_checkpoint(
         findings = lesion_findings(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref),
                                    sitk.GetArrayViewFromImage(image), ref.GetSpacing())
         lesion_rows.extend({"case": case.case_id, **row} for row in findings)
+        all_findings.extend(findings)
         for name, values in CLASS_MASKS.items():
             p, r = np.isin(sitk.GetArrayViewFromImage(pred), values), np.isin(sitk.GetArrayViewFromImage(ref), values)
             overlap[name] += int(np.count_nonzero(p & r))
@@ -214,6 +243,7 @@ def evaluate_checkpoint(
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},
         "global_dsc": {c: 2 * overlap[c] / sizes[c] if sizes[c] else 1.0 for c in CLASS_MASKS},
         "phase_volumetry": phase_volumetry(rows),
+        "diameter_agreement": diameter_agreement(all_findings),
     }
     summary["targets_met"] = {k: (summary[k] is not None and summary[k] >= v) for k, v in TARGETS.items()}
     if out:

@@ -96,6 +96,11 @@ def evaluate_model_command(
                        f"±{volumetry['threshold_pct']:g} % (median |deviation| "
                        f"{volumetry['median_abs_deviation_pct']:.2f} %, max {volumetry['max_abs_deviation_pct']:.2f} %; "
                        f"ground truth max {volumetry['reference_max_abs_deviation_pct']:.2f} %)")
+        sizes = summary["diameter_agreement"]
+        if sizes["lesions"]:
+            typer.echo(f"longest axial diameter of {sizes['lesions']} found lesions ≥ 10 mm: median |error| "
+                       f"{sizes['median_abs_error_mm']:.1f} mm, mean {sizes['mean_signed_error_mm']:+.1f} mm "
+                       "(+: drawn larger than the truth)")
 
 
 def _numbers(option: str, text: str) -> list[float]:
