@@ -32,6 +32,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.detectability import robust_spread
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.postprocess import bounding_box
@@ -74,17 +75,11 @@ class FaintLesionSearch:
     @classmethod
     def from_meta(cls, meta: dict | None) -> FaintLesionSearch:
         """The search a checkpoint's ``inference.faint_lesions`` describes (off when absent)."""
-        if not meta:
-            return cls()
-        known = {name: meta[name] for name in cls.__dataclass_fields__ if name in meta}
-        if "radii_mm" in known:
-            known["radii_mm"] = tuple(float(r) for r in known["radii_mm"])
-        return cls(**known)
+        return decisions_from_meta(cls, meta, ("radii_mm",))
 
     def to_meta(self) -> dict:
         """Plain numbers for a checkpoint's metadata."""
-        return {name: (list(value) if isinstance(value, tuple) else value)
-                for name, value in self.__dict__.items()}
+        return decisions_to_meta(self)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 MIN_CORE_VOXELS = 5
@@ -51,17 +52,11 @@ class LesionEdgeRule:
     @classmethod
     def from_meta(cls, meta: dict | None) -> LesionEdgeRule:
         """The rule a checkpoint's ``inference.lesion_edges`` describes (off when absent)."""
-        if not meta:
-            return cls()
-        known = {name: meta[name] for name in cls.__dataclass_fields__ if name in meta}
-        if "ring_mm" in known:
-            known["ring_mm"] = tuple(float(r) for r in known["ring_mm"])
-        return cls(**known)
+        return decisions_from_meta(cls, meta, ("ring_mm",))
 
     def to_meta(self) -> dict:
         """Plain numbers for a checkpoint's metadata."""
-        return {name: (list(value) if isinstance(value, tuple) else value)
-                for name, value in self.__dict__.items()}
+        return decisions_to_meta(self)
 
 
 def kept_lesion_voxels(
