@@ -23,6 +23,7 @@ from lvt_core.phantom import (
     PHASES,
     CohortConfig,
     generate_cohort,
+    generate_cohorts,
     phantom_scan,
 )
 from lvt_core.phantom.scan import make_patient
@@ -256,3 +257,19 @@ def test_patients_rendered_by_worker_processes_give_the_same_files(tmp_path: Pat
     assert sorted(first) == sorted(second) and len(first) > 3 * 2 * 3
     assert [name for name in first if first[name] != second[name]] == []
     assert calls[-1] == (6, 6) and len(calls) == 3  # one report per patient
+
+
+def test_cohorts_rendered_in_one_shared_pool_match_cohorts_rendered_alone(tmp_path: Path) -> None:
+    small = CohortConfig(patients=1, timepoints=1, phases=2, seed=11, size="tiny")
+    large = CohortConfig(patients=3, timepoints=1, phases=1, seed=12, size="tiny")
+    generate_cohort(tmp_path / "alone_small", small)
+    generate_cohort(tmp_path / "alone_large", large)
+    calls: list[tuple[int, int]] = []
+    manifests = generate_cohorts([(tmp_path / "shared_small", small), (tmp_path / "shared_large", large)],
+                                 workers=2, progress=lambda done, total: calls.append((done, total)))
+    assert manifests == [tmp_path / "shared_small" / "manifest.csv", tmp_path / "shared_large" / "manifest.csv"]
+    for name in ("small", "large"):
+        alone, shared = _files(tmp_path / f"alone_{name}"), _files(tmp_path / f"shared_{name}")
+        assert sorted(alone) == sorted(shared) and len(alone) >= 5
+        assert [path for path in alone if alone[path] != shared[path]] == []
+    assert calls[-1] == (5, 5) and len(calls) == 4  # one report per patient of either cohort

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -32,8 +33,8 @@ def test_the_plan_grows_with_the_slot_and_never_drops_below_one_epoch(tmp_path: 
     config = load_config(slot_config(tmp_path))
     generate_all(config, workers=2)
     assert (tmp_path / "cohort" / "manifest.csv").is_file()
-    short = planned_steps(config, 1.0, workers=0, device=torch.device("cpu"))
-    long = planned_steps(config, 120.0, workers=0, device=torch.device("cpu"))
+    short = planned_steps(config, time.monotonic() + 1.0, workers=0, device=torch.device("cpu"))
+    long = planned_steps(config, time.monotonic() + 120.0, workers=0, device=torch.device("cpu"))
     assert short >= config.steps_per_epoch
     assert long > 10 * short or long > 100
     assert replace_epochs(config, 7).total_steps == 14

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -46,23 +45,20 @@ SAFETY = 0.8  # share of the estimated step rate to plan on (workers share cores
 
 def generate_all(config: TrainConfig, workers: int) -> None:
     """Render every configured phantom cohort that is missing, all at once on ``workers``."""
-    from lvt_core.phantom import CohortConfig, generate_cohort
+    from lvt_core.phantom import CohortConfig, generate_cohorts
 
     todo = [spec for spec in config.datasets
             if spec.generate and not (Path(spec.path) / "manifest.csv").is_file()]
     if not todo:
         return
-    with ThreadPoolExecutor(len(todo)) as threads:  # each cohort runs its own process pool
-        jobs = [threads.submit(generate_cohort, Path(spec.path), CohortConfig(**spec.generate),
-                               None, workers) for spec in todo]
-        for job in jobs:
-            job.result()
+    generate_cohorts([(Path(spec.path), CohortConfig(**spec.generate)) for spec in todo], workers)
 
 
-def planned_steps(config: TrainConfig, seconds: float, workers: int, device: torch.device,
+def planned_steps(config: TrainConfig, end: float, workers: int, device: torch.device,
                   probe_batches: int = 3) -> int:
-    """Steps that fit in ``seconds``: the slower of the batch builders (``workers`` of them,
-    each timed here on one core) and the network's step on ``device`` (timed after a warm-up)."""
+    """Steps that fit between the preprocessing cache being filled and ``end`` (a
+    ``time.monotonic`` instant): the slower of the batch builders (``workers`` of them, each
+    timed here on one core) and the network's step on ``device`` (timed after a warm-up)."""
     from training.loader import prepare_all
     from training.splits import split_cases
 
@@ -76,10 +72,11 @@ def planned_steps(config: TrainConfig, seconds: float, workers: int, device: tor
     per_batch = (time.perf_counter() - started) / probe_batches
     torch.set_num_threads(threads)
     per_step = network_step_seconds(config, batches[0], device)
+    seconds = max(0.0, end - time.monotonic())
     rate = SAFETY / (max(per_batch / workers, per_step) if workers else per_batch + per_step)
     log.info("a batch of %d: %.2f s to build on one core, %.3f s through the network on %s; "
-             "planning %.2f steps/s with %d workers", config.batch_size, per_batch, per_step,
-             device, rate, workers)
+             "planning %.2f steps/s with %d workers for %.0f s", config.batch_size, per_batch,
+             per_step, device, rate, workers, seconds)
     return max(config.steps_per_epoch, int(rate * seconds))
 
 
@@ -129,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     generate_all(config, max(args.workers, os.cpu_count() or 1))  # before any batch worker exists
     prepared_at = time.monotonic()
     margin = min(45.0, 6.0 * args.minutes)  # start-up of the workers, the last save
-    left = deadline - prepared_at - margin
-    steps = planned_steps(config, left, args.workers, resolve_device(args.device))
+    steps = planned_steps(config, deadline - margin, args.workers, resolve_device(args.device))
     epochs = max(1, math.floor(steps / config.steps_per_epoch))
     config = replace_epochs(config, epochs)
-    log.info("prepared in %.0f s; planning %d steps (%d epochs) in %.0f s",
-             prepared_at - started, config.total_steps, epochs, left)
+    log.info("cohorts in %.0f s, cache and probes in %.0f s; planning %d steps (%d epochs)",
+             prepared_at - started, time.monotonic() - prepared_at, config.total_steps, epochs)
     backstop = max(0.1, (deadline - time.monotonic() - margin / 2) / 60)
     result = train(config, device=args.device, max_minutes=backstop)
     checkpoint = result.checkpoint or finish_from_state(config)

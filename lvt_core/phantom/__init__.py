@@ -12,6 +12,7 @@ from lvt_core.phantom.cohort import (
     MEASUREMENT_COLUMNS,
     CohortConfig,
     generate_cohort,
+    generate_cohorts,
 )
 from lvt_core.phantom.lesions import MAX_TIMEPOINTS, lesion_stats
 from lvt_core.phantom.scan import SIZES, PhantomScan, phantom_scan
@@ -30,6 +31,7 @@ __all__ = [
     "CohortConfig",
     "PhantomScan",
     "generate_cohort",
+    "generate_cohorts",
     "lesion_stats",
     "phantom_scan",
 ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -79,31 +80,52 @@ def generate_cohort(out_dir: Path, config: CohortConfig,
     ``workers`` > 1). Patients are independent draws of the seed, so ``workers`` processes
     render them side by side and the files are the same, byte for byte, as with one.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    total = config.patients * config.timepoints * len(config.phase_names)
-    results: list[PatientRows] = []
-    if workers > 1 and config.patients > 1:
+    return generate_cohorts([(Path(out_dir), config)], workers, progress)[0]
+
+
+def generate_cohorts(cohorts: Sequence[tuple[Path, CohortConfig]], workers: int = 1,
+                     progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Render several cohorts with one pool of ``workers`` processes and return their manifests.
+
+    The patients of all cohorts share the pool, so a small cohort does not leave cores idle
+    while a large one renders. The pool is forked from the calling thread alone: forking
+    while other threads run (one pool per cohort, each from its own thread) is unsafe, and
+    some libraries refuse it outright (filelock's fork audit raised on a GPU machine).
+    """
+    cohorts = [(Path(out_dir), config) for out_dir, config in cohorts]
+    jobs = [(index, p) for index, (_, config) in enumerate(cohorts) for p in range(config.patients)]
+    total = sum(c.patients * c.timepoints * len(c.phase_names) for _, c in cohorts)
+    for out_dir, _ in cohorts:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[list[PatientRows]] = [[] for _ in cohorts]
+    done = 0
+    if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(workers, config.patients)) as pool:
-            done = 0
-            for rows in pool.map(_render_patient, [out_dir] * config.patients,
-                                 [config] * config.patients, range(config.patients)):
-                results.append(rows)
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            rendered = pool.map(_render_patient, [cohorts[i][0] for i, _ in jobs],
+                                [cohorts[i][1] for i, _ in jobs], [p for _, p in jobs])
+            for (index, _), rows in zip(jobs, rendered, strict=True):
+                results[index].append(rows)
                 done += len(rows.manifest)
                 if progress is not None:
                     progress(done, total)
     else:
-        done_before = 0
+        for index, p in jobs:
+            each_scan = None if progress is None else partial(_report_after, progress, done, total)
+            results[index].append(_render_patient(cohorts[index][0], cohorts[index][1], p, each_scan))
+            done += len(results[index][-1].manifest)
+    return [_write_tables(out_dir, rows) for (out_dir, _), rows in zip(cohorts, results, strict=True)]
 
-        def each_scan(done: int) -> None:
-            if progress is not None:
-                progress(done_before + done, total)
 
-        for p in range(config.patients):
-            results.append(_render_patient(out_dir, config, p, each_scan))
-            done_before += len(results[-1].manifest)
+def _report_after(progress: Callable[[int, int], None], done_before: int, total: int,
+                  scans: int) -> None:
+    progress(done_before + scans, total)
+
+
+def _write_tables(out_dir: Path, results: list[PatientRows]) -> Path:
+    """The cohort's lesion, measurement and manifest tables (the manifest last: it marks the
+    cohort complete)."""
     _write_csv(out_dir / "lesions.csv", LESION_COLUMNS, [r for rows in results for r in rows.lesions])
     _write_csv(out_dir / "measurements.csv", MEASUREMENT_COLUMNS,
                [r for rows in results for r in rows.measurements])
