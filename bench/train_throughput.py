@@ -19,7 +19,10 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import training.train as train_module  # noqa: E402
 from lvt_core.phantom import CohortConfig, generate_cohort  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.loader import prepare_all  # noqa: E402
@@ -39,6 +43,13 @@ def bench_cohort(folder: Path, patients: int) -> Path:
         generate_cohort(folder, CohortConfig(patients=patients, timepoints=1, phases=2, seed=3000,
                                              size="demo"), workers=min(patients, 2))
     return folder
+
+
+@contextmanager
+def _tracked_metatensors() -> Iterator[None]:
+    """The baseline: the batch builder's transforms with MONAI's MetaTensor bookkeeping on."""
+    with patch.object(train_module, "plain_tensors", nullcontext):
+        yield
 
 
 def network_step_seconds(config, maker: BatchMaker, device: torch.device, repeats: int) -> float:
@@ -92,14 +103,20 @@ def main() -> None:
                          cache_dir=str(REPO / ".cache/lvt-preprocessed"), fold=-1)
     prepared = prepare_all(gather_cases(config), tuple(config.spacing_mm), config.cache_dir, config.antialiased)
     maker = BatchMaker(config, prepared)
-    build = []
-    for step in range(6):
-        start = time.perf_counter()
+    for step in range(3):  # each case's lesions and class boxes are found once, then cached
         maker.batch(step)
-        build.append(time.perf_counter() - start)
+    build = {"plain": [], "tracked": []}
+    for step in range(3, 15):
+        for kind in build:  # interleaved, so load on the machine hits both alike
+            with (nullcontext() if kind == "plain" else _tracked_metatensors()):
+                start = time.perf_counter()
+                maker.batch(step)
+                build[kind].append(time.perf_counter() - start)
     print(f"device {device}, precision {config.precision}, batch {config.batch_size} x "
           f"{'x'.join(map(str, config.patch_size))}, torch threads {torch.get_num_threads()}")
-    print(f"build one batch in the loop: {np.median(build):.3f} s")
+    plain, tracked = np.median(build["plain"]), np.median(build["tracked"])
+    print(f"build one batch in the loop: {plain:.3f} s "
+          f"({tracked:.3f} s with MetaTensor bookkeeping, the baseline: {tracked / plain:.2f}x)")
     print(f"network step alone:          {network_step_seconds(config, maker, device, 5):.3f} s")
     counts = [int(w) for w in args.workers.split(",")]
     rates = {}

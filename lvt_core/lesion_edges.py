@@ -16,8 +16,16 @@ a blurred step). This does that per lesion, and only ever removes voxels the net
    filled. A lesion without that contrast (faint, or as bright as the liver in this phase)
    is left as the network drew it: there is no edge in the image to move it to.
 
-``fraction`` is a decision, chosen on validation phantoms by ``lvt calibrate
---edge-fractions`` and stored in the checkpoint (0, the default, turns this off).
+Half way marks the edge only where voxels are small against the blur of the edge. In a thick
+slice (or a coarse pixel) an edge voxel averages lesion and liver across its depth, so a
+voxel whose centre lies in the lesion can sit below half way, and the network, trained on
+such scans, already draws inside the truth there: on 5 mm slices with 1.8 mm pixels the rule
+cut a lesion's DSC from 0.78 to 0.64 while thin slices gained 0.67 to 0.89. So the rule acts
+only on scans whose voxels' longest side is at most ``max_voxel_mm`` (0: every scan).
+
+``fraction`` and ``max_voxel_mm`` are decisions, chosen on validation phantoms by ``lvt
+calibrate --edge-fractions --edge-max-voxel-mm`` and stored in the checkpoint (fraction 0,
+the default, turns this off).
 """
 
 from __future__ import annotations
@@ -44,10 +52,16 @@ class LesionEdgeRule:
     smooth_mm: float = 1.0  # quiets the noise, not the edge
     min_contrast_hu: float = 10.0
     ring_mm: tuple[float, float] = (2.0, 6.0)  # past the partial volume of the drawn rim
+    max_voxel_mm: float = 0.0  # acts on scans whose voxels' longest side is at most this; 0: all
 
     @property
     def enabled(self) -> bool:
         return self.fraction > 0
+
+    def applies_to(self, spacing_xyz: tuple[float, ...]) -> bool:
+        """Whether the rule moves edges on a scan of this spacing (see the module's note on
+        partial volume)."""
+        return self.enabled and (self.max_voxel_mm <= 0 or max(spacing_xyz) <= self.max_voxel_mm)
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> LesionEdgeRule:
@@ -65,7 +79,7 @@ def kept_lesion_voxels(
 ) -> np.ndarray:
     """The voxels of the tumor ``components`` (``z, y, x`` ids, 0 none) that ``rule`` keeps."""
     kept = components > 0
-    if not rule.enabled or not kept.any():
+    if not rule.applies_to(spacing_xyz) or not kept.any():
         return kept
     spacing = np.array(spacing_xyz[::-1], dtype=np.float64)
     pad = np.ceil((rule.ring_mm[1] + 3 * rule.smooth_mm) / spacing).astype(int)
@@ -107,7 +121,7 @@ def trim_lesion_edges(
     the rule is off or nothing moves). A trimmed voxel becomes what the network said beneath
     the tumor: vessel where its vessel probability passes ``vessel_threshold``, else liver."""
     tumor = labels == TUMOR
-    if not rule.enabled or not tumor.any():
+    if not rule.applies_to(spacing_xyz) or not tumor.any():
         return labels
     components = cc3d.connected_components(tumor, connectivity=26)
     trimmed = tumor & ~kept_lesion_voxels(components, labels == LIVER, tumor_probability, hu, spacing_xyz, rule)

@@ -13,7 +13,14 @@ import SimpleITK as sitk
 from lvt_core.imageio import write_image
 from training.datasets import DatasetError, get_source, list_sources, load_cases
 from training.preprocess import cache_key, preprocess
-from training.sampling import MixedSourceSampler, choose_center, step_rng, tumor_lesions
+from training.sampling import (
+    MixedSourceSampler,
+    choose_center,
+    class_boxes,
+    random_voxel,
+    step_rng,
+    tumor_lesions,
+)
 
 SHAPE = (12, 20, 24)  # z, y, x
 
@@ -237,6 +244,21 @@ def test_foreground_class_weights_favour_rare_classes() -> None:
     equal = tumor_share(None)
     assert 0.35 < equal < 0.65  # liver or tumor first, about half each (no vessel present)
     assert tumor_share({"tumor": 4.0, "liver": 1.0, "vessel": 1.0}) > 0.75
+
+
+def test_a_class_voxel_is_drawn_uniformly_from_its_bounding_box_without_a_full_scan() -> None:
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[2:6, 2:6, 2:6] = 2  # 64 vessel voxels
+    labels[20:28, 20:28, 20:24] = 2  # 256 more, far away: the box is mostly background
+    boxes = class_boxes(labels)
+    assert set(boxes) == {2} and boxes[2] == (slice(2, 28), slice(2, 28), slice(2, 24))
+    rng = np.random.default_rng(3)
+    drawn = [random_voxel(labels, 2, boxes[2], rng) for _ in range(2000)]
+    assert all(labels[voxel] == 2 for voxel in drawn)
+    assert 0.16 < np.mean([voxel[0] < 10 for voxel in drawn]) < 0.24  # 64 of 320 voxels
+    lone = np.zeros((60, 60, 60), np.uint8)
+    lone[1, 1, 1] = lone[58, 58, 58] = 3  # two voxels in a 58³ box: the listing fallback
+    assert {random_voxel(lone, 3, class_boxes(lone)[3], rng) for _ in range(40)} == {(1, 1, 1), (58, 58, 58)}
 
 
 def test_lesion_balanced_sampling_centres_small_lesions_as_often_as_big_ones() -> None:

@@ -78,8 +78,18 @@ def test_the_rule_off_changes_nothing_and_trimmed_vessel_voxels_stay_vessel() ->
     assert (rim & (vessel >= 0.5)).any()
 
 
+def test_scans_with_voxels_past_the_largest_keep_the_networks_edge() -> None:
+    hu, labels, probability, truth = _scan(lesion_hu=20.0, drawn_mm=10.0)
+    thin_only = LesionEdgeRule(fraction=0.5, max_voxel_mm=1.5)  # this scan has 2 mm slices
+    assert not thin_only.applies_to(SPACING_XYZ) and thin_only.applies_to((0.8, 0.8, 1.0))
+    assert trim_lesion_edges(labels, probability, hu, SPACING_XYZ, thin_only) is labels
+    up_to_two = LesionEdgeRule(fraction=0.5, max_voxel_mm=2.0)
+    assert dice(trim_lesion_edges(labels, probability, hu, SPACING_XYZ, up_to_two) == TUMOR, truth) > 0.9
+    assert not LesionEdgeRule(max_voxel_mm=2.0).applies_to(SPACING_XYZ)  # fraction 0 is off
+
+
 def test_the_rule_round_trips_through_checkpoint_metadata() -> None:
-    rule = LesionEdgeRule(fraction=0.4, ring_mm=(2.5, 7.0))
+    rule = LesionEdgeRule(fraction=0.4, ring_mm=(2.5, 7.0), max_voxel_mm=2.5)
     assert LesionEdgeRule.from_meta(rule.to_meta()) == rule
     assert not LesionEdgeRule.from_meta(None).enabled
 
@@ -93,12 +103,17 @@ def test_calibrated_edge_fraction_is_what_the_predictor_and_evaluation_apply(tmp
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     result = calibrate_decisions(checkpoint, cohort, tmp_path / "edges.pt", candidates=(0.4,),
                                  vessel_candidates=(0.5,), min_volumes_ml=(0.0,), min_peaks=(0.0,),
-                                 edge_fractions=(0.0, 0.5), device="cpu", max_false_per_scan=None)
-    assert {row["edge_fraction"] for row in result["candidates"]} == {0.0, 0.5}
+                                 edge_fractions=(0.0, 0.5), edge_max_voxels_mm=(0.0, 1.0), device="cpu",
+                                 max_false_per_scan=None)
+    rows = {(row["edge_fraction"], row["edge_max_voxel_mm"]): row for row in result["candidates"]}
+    assert set(rows) == {(0.0, 0.0), (0.5, 0.0), (0.5, 1.0)}
+    # tiny phantoms have ~3.6 mm voxels: a 1 mm limit leaves every edge as the network drew it
+    assert rows[(0.5, 1.0)]["tumor_dsc"] == rows[(0.0, 0.0)]["tumor_dsc"]
     _, meta = load_checkpoint(result["out"])
     assert meta["inference"]["lesion_edges"]["fraction"] == result["best_edge_fraction"]
+    assert meta["inference"]["lesion_edges"]["max_voxel_mm"] == result["best_edge_max_voxel_mm"]
     assert Predictor(result["out"], device="cpu").lesion_edges.fraction == result["best_edge_fraction"]
-    chosen = next(row for row in result["candidates"] if row["edge_fraction"] == result["best_edge_fraction"])
+    chosen = rows[(result["best_edge_fraction"], result["best_edge_max_voxel_mm"])]
     full = evaluate_checkpoint(result["out"], cohort, device="cpu")
     assert full["tumor_dsc"] == pytest.approx(chosen["tumor_dsc"], abs=1e-4)
     with pytest.raises(ValueError, match="below 1"):

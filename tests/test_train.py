@@ -275,3 +275,31 @@ def test_the_paper_recipe_on_public_data_builds_nnunet_sized_and_trains_on_all_f
     result = train(small, device="cpu")
     _, meta = load_checkpoint(result.checkpoint)
     assert {d["source"] for d in meta["training_data"]} == {"lits", "msd_hepaticvessel", "hv_liver", "ircadb"}
+
+
+def test_augmentation_without_metatensor_bookkeeping_gives_the_same_patches() -> None:
+    from monai.data import get_track_meta
+
+    from lvt_core.transforms import train_transforms
+    from training.train import plain_tensors
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(60.0, 30.0, (1, 40, 40, 40)).astype(np.float32)
+    target = (rng.random((3, 40, 40, 40)) > 0.7).astype(np.float32)
+    transforms = train_transforms([24, 24, 24])
+    outputs = []
+    for plain in (False, True):
+        for seed in range(6):  # several draws, so zoom and rotation are among them
+            transforms.set_random_state(seed=seed)
+            if plain:
+                with plain_tensors():
+                    assert not get_track_meta()
+                    out = transforms({"image": image, "target": target})
+            else:
+                out = transforms({"image": image, "target": target})
+            out = out[0] if isinstance(out, list) else out
+            outputs.append({k: np.asarray(v) for k, v in out.items()})
+    assert get_track_meta()  # restored for everything else
+    for tracked, plain in zip(outputs[:6], outputs[6:], strict=True):
+        assert tracked.keys() == plain.keys()
+        assert all(np.array_equal(tracked[k], plain[k]) for k in tracked)

@@ -150,6 +150,7 @@ def calibrate_decisions(
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
     min_lesion_scores: Sequence[float] | None = None,
     edge_fractions: Sequence[float] = (0.0,),
+    edge_max_voxels_mm: Sequence[float] = (0.0,),
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
@@ -160,7 +161,8 @@ def calibrate_decisions(
     (``lvt fit-lesion-filter``), every lowest lesion score (default
     :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
     lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
-    0 keeps the network's extent). ``version`` renames the copy: new decisions change every result,
+    0 keeps the network's extent), on scans whose voxels' longest side is at most each of
+    ``edge_max_voxels_mm`` (0: every scan; thicker scans keep the network's extent). ``version`` renames the copy: new decisions change every result,
     and a store keeps one checksum per model name and version.
     """
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
@@ -176,6 +178,7 @@ def calibrate_decisions(
     _check_candidates("minimum tumor peak", min_peaks, volumes=True)
     _check_candidates("minimum lesion score", min_lesion_scores, volumes=True)
     _check_candidates("edge fraction", edge_fractions, volumes=True)
+    _check_candidates("edge largest voxel", edge_max_voxels_mm, volumes=True)
     if any(f >= 1 for f in edge_fractions):
         raise ValueError(f"edge fraction candidates must be below 1, got {list(edge_fractions)}")
     if predictor.lesion_filter is None and any(min_lesion_scores):
@@ -184,7 +187,9 @@ def calibrate_decisions(
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
     rules = [(p, m, s) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores]
-    tumor_tallies = {(t, f, *rule): _TumorTally() for t in candidates for f in edge_fractions for rule in rules}
+    edges = [LesionEdgeRule(fraction=f, max_voxel_mm=g) for f in edge_fractions
+             for g in (edge_max_voxels_mm if f > 0 else edge_max_voxels_mm[:1])]
+    tumor_tallies = {(t, edge, *rule): _TumorTally() for t in candidates for edge in edges for rule in rules}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
     cohort_names = ", ".join(str(c) for c in cohorts)
@@ -207,8 +212,9 @@ def calibrate_decisions(
             for peak, min_volume, min_score in rules:
                 keep = (rows.peaks >= peak) & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
                     rows.scores >= min_score)
-                for fraction, drawn in rows.drawn.items():
-                    tumor_tallies[(value, fraction, peak, min_volume, min_score)].add(drawn, keep, reference)
+                for edge in edges:
+                    drawn = rows.drawn[edge.fraction] if edge.applies_to(image.GetSpacing()) else rows.table
+                    tumor_tallies[(value, edge, peak, min_volume, min_score)].add(drawn, keep, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -216,10 +222,11 @@ def calibrate_decisions(
         raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
-    for (value, fraction, peak, min_volume, min_score), tally in tumor_tallies.items():
+    for (value, edge, peak, min_volume, min_score), tally in tumor_tallies.items():
         summary = tally.summary()
         scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
-                       "min_lesion_score": min_score, "edge_fraction": fraction,
+                       "min_lesion_score": min_score, "edge_fraction": edge.fraction,
+                       "edge_max_voxel_mm": edge.max_voxel_mm,
                        "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
     vessel_rows = [{"vessel_threshold": v, "vessel_dsc": round(float(np.mean(d)), 4)} for v, d in vessel_dsc.items()]
@@ -231,6 +238,7 @@ def calibrate_decisions(
         "best_min_tumor_peak": best["min_tumor_peak"],
         "best_min_lesion_score": best["min_lesion_score"],
         "best_edge_fraction": best["edge_fraction"],
+        "best_edge_max_voxel_mm": best["edge_max_voxel_mm"],
         "best_vessel_threshold": best_vessel["vessel_threshold"],
         "max_false_lesions_per_scan": max_false_per_scan,
         "candidates": scores, "vessel_candidates": vessel_rows,
@@ -243,7 +251,8 @@ def calibrate_decisions(
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
         inference["min_lesion_score"] = best["min_lesion_score"]
-        inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"]).to_meta()
+        inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"],
+                                                   max_voxel_mm=best["edge_max_voxel_mm"]).to_meta()
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}

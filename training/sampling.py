@@ -56,11 +56,37 @@ def tumor_lesions(labels: np.ndarray) -> list[np.ndarray]:
     return lesions
 
 
+def class_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """The bounding box of each label value present (computed once per case, so that
+    :func:`choose_center` need not scan the whole volume for every patch)."""
+    boxes = ndimage.find_objects(np.asarray(labels))
+    return {value: box for value, box in enumerate(boxes, start=1) if box is not None}
+
+
+def random_voxel(labels: np.ndarray, value: int, box: tuple[slice, ...], rng: np.random.Generator,
+                 rounds: int = 16, per_round: int = 16) -> tuple[int, ...]:
+    """A voxel drawn uniformly among those of ``labels`` equal to ``value`` inside ``box``.
+
+    Uniform draws in the box until one hits the class (the first hit of independent uniform
+    draws is uniform over the class): a few reads instead of a pass over the whole volume. A
+    class too sparse in its box for that falls back to listing its voxels there."""
+    low = np.array([b.start for b in box])
+    high = np.array([b.stop for b in box])
+    for _ in range(rounds):
+        drawn = rng.integers(low, high, size=(per_round, len(box)))
+        hit = np.flatnonzero(labels[tuple(drawn.T)] == value)
+        if hit.size:
+            return tuple(int(c) for c in drawn[hit[0]])
+    coords = np.argwhere(labels[box] == value)
+    return tuple(int(c) for c in coords[rng.integers(len(coords))] + low)
+
+
 def choose_center(
     labels: np.ndarray, annotated: Sequence[str], rng: np.random.Generator,
     foreground_prob: float = FOREGROUND_PROB,
     class_weights: Mapping[str, float] | None = None,
     lesions: Sequence[np.ndarray] | None = None,
+    boxes: Mapping[int, tuple[slice, ...]] | None = None,
 ) -> tuple[int, ...]:
     """nnU-Net-style centre: with ``foreground_prob`` a voxel of a random annotated class
     present in the case, otherwise a uniformly random voxel. ``class_weights`` makes some
@@ -68,7 +94,8 @@ def choose_center(
 
     With ``lesions`` (:func:`tumor_lesions` of ``labels``) a tumor centre is a random voxel of
     a uniformly chosen lesion: a 12 mm lesion beside a 45 mm one is then the centre half of
-    the time rather than 2 % of it, as voxel sampling would make it."""
+    the time rather than 2 % of it, as voxel sampling would make it. ``boxes``
+    (:func:`class_boxes` of ``labels``, found here when not given) bound each class's search."""
     if rng.random() < foreground_prob:
         classes = list(annotated)
         weights = np.array([float((class_weights or {}).get(c, 1.0)) for c in classes])
@@ -82,9 +109,11 @@ def choose_center(
             if name == "tumor" and lesions:
                 lesion = lesions[rng.integers(len(lesions))]
                 return tuple(int(c) for c in lesion[rng.integers(len(lesion))])
-            coords = np.argwhere(labels == CLASS_VALUES[name]) if labels.size < 4e7 else None
-            if coords is not None and len(coords):
-                return tuple(int(c) for c in coords[rng.integers(len(coords))])
+            if boxes is None:
+                boxes = class_boxes(labels)
+            value = CLASS_VALUES[name]
+            if value in boxes:
+                return random_voxel(labels, value, boxes[value], rng)
     return tuple(int(rng.integers(s)) for s in labels.shape)
 
 

@@ -144,6 +144,10 @@ def calibrate_command(
                                        help="Comma-separated fractions of the way from the liver "
                                             "around a lesion to its core at which its edge is drawn "
                                             "in the CT (0: the network's extent; 0.5: half way)."),
+    edge_max_voxels: str = typer.Option("0", "--edge-max-voxel-mm",
+                                        help="Comma-separated largest voxel sides (mm) of the scans "
+                                             "whose lesion edges are moved (0: every scan; thicker "
+                                             "slices keep the network's extent: partial volume)."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
                                 "the checkpoint's); a store refuses two checksums under one version."),
@@ -159,9 +163,11 @@ def calibrate_command(
     peaks = _numbers("--min-tumor-peaks", min_peaks)
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
     fractions = _numbers("--edge-fractions", edge_fractions)
+    max_voxels = _numbers("--edge-max-voxel-mm", edge_max_voxels)
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
-        version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions))
+        version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions,
+        edge_max_voxels_mm=max_voxels))
     if as_json:
         print_json(result)
         return
@@ -169,16 +175,16 @@ def calibrate_command(
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
-                   f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']}, "
-                   f"min volume {row['min_tumor_volume_ml']} ml: "
+                   f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']} "
+                   f"(voxels ≤ {row['edge_max_voxel_mm'] or 'any'} mm), min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']}, "
                f"min lesion score {result['best_min_lesion_score']}, "
-               f"edge fraction {result['best_edge_fraction']}, "
-               f"min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
+               f"edge fraction {result['best_edge_fraction']} "
+               f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
 
 
 def calibrate_faint_command(
