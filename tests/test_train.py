@@ -131,7 +131,7 @@ def test_every_shipped_config_loads(config_path: Path) -> None:
     """Each recorded stage or trial must stay reproducible: its config still passes validation."""
     config = load_config(config_path)
     assert config.datasets, f"{config_path.name} names no training data"
-    assert f"training/configs/{config_path.name}" in config_path.read_text(), (
+    assert f"training/configs/{config_path.name}" in config_path.read_text(encoding="utf-8"), (
         f"{config_path.name}: the header should show the command that runs it"
     )
 

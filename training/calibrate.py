@@ -188,7 +188,7 @@ def calibrate_decisions(
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
     rules = [(p, m, s) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores]
     edges = [LesionEdgeRule(fraction=f, max_voxel_mm=g) for f in edge_fractions
-             for g in (edge_max_voxels_mm if f > 0 else edge_max_voxels_mm[:1])]
+             for g in (edge_max_voxels_mm if f > 0 else (0.0,))]
     tumor_tallies = {(t, edge, *rule): _TumorTally() for t in candidates for edge in edges for rule in rules}
     vessel_dsc: dict[float, list[float]] = {v: [] for v in vessel_candidates}
     cohorts = [Path(cohort)] if isinstance(cohort, (str, Path)) else [Path(c) for c in cohort]
