@@ -61,6 +61,8 @@ class FaintLesionSearch:
     min_volume_ml: float = 0.2
     min_blobness: float = 0.0  # smallest over largest Hessian eigenvalue at the peak: 1 for a
     # sphere, 0 for a tube (unsegmented veins are dark tubes in the arterial phase)
+    lesion_side_vessels: bool = False  # blobness keeps the HU of segmented vessel voxels on
+    # the lesion's side of the liver (a lesion the network partly drew as vessel stays whole)
 
     @property
     def enabled(self) -> bool:
@@ -196,8 +198,15 @@ def _draw_candidates(
     liver = sub_labels == LIVER
     drawable = liver & (maps.depth_mm > search.draw_edge_mm)
     # curvature is measured on the liver alone: fat at the edge and segmented vessels would
-    # otherwise bend it more than the lesion does
-    liver_only = np.where(liver, hu, np.float32(np.median(hu[maps.parenchyma]))).astype(np.float32)
+    # otherwise bend it more than the lesion does. A voxel drawn as vessel whose HU lies on the
+    # lesion's side of the liver (darker, for the darker search) is not a bright vessel's partial
+    # volume, though: with ``lesion_side_vessels`` it keeps its HU, so a lesion the network drew
+    # partly as vessel is not measured with a dent in it
+    level = np.float32(np.median(hu[maps.parenchyma]))
+    measured = liver
+    if search.lesion_side_vessels:
+        measured = liver | ((sub_labels == VESSEL) & (sign * (hu - level) > 0))
+    liver_only = np.where(measured, hu, level).astype(np.float32)
     out = []
     for index, box_c in enumerate(ndimage.find_objects(components), start=1):
         if box_c is None:

@@ -91,6 +91,26 @@ def test_a_dark_tube_is_a_candidate_but_blobness_rejects_it() -> None:
                 == TUMOR).any()
 
 
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_a_lesion_partly_drawn_as_vessel_is_measured_whole_when_asked(seed: int) -> None:
+    """The network sometimes continues a vessel through a dark lesion: those voxels are as dark
+    as the rest of it, and measuring blobness with them set to the liver's level dents it."""
+    hu, labels = _liver_scan(seed)
+    lesion = _distance_mm((20, 48, 40)) <= 6.0
+    hu[lesion] -= 15.0
+    labels[lesion & (np.arange(SHAPE_ZYX[2])[None, None, :] >= 41)] = VESSEL  # a third of it
+
+    def blobness_at_lesion(lesion_side_vessels: bool) -> float:
+        search = FaintLesionSearch(min_z=4.0, lesion_side_vessels=lesion_side_vessels)
+        near = [c for c in faint_candidates(hu, labels, SPACING_XYZ, search)
+                if np.linalg.norm(np.subtract(c.peak, (20, 48, 40))) < 8]
+        assert len(near) == 1
+        return near[0].blobness
+
+    dented, whole = blobness_at_lesion(False), blobness_at_lesion(True)
+    assert dented < 0.4 and whole > 0.45 and whole > dented + 0.15
+
+
 def test_segmented_structures_are_never_overwritten_and_meta_round_trips() -> None:
     hu, labels = _liver_scan(seed=3)
     lesion = _distance_mm((20, 48, 48)) <= 7.0
@@ -100,7 +120,8 @@ def test_segmented_structures_are_never_overwritten_and_meta_round_trips() -> No
     out = add_faint_lesions(labels, hu, SPACING_XYZ, FaintLesionSearch(min_z=6.0))
     assert (out[labels != LIVER] == labels[labels != LIVER]).all()
     assert (out[lesion] == TUMOR).mean() > 0.5
-    search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, draw_edge_mm=1.0, radii_mm=(4.0, 8.0))
+    search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, draw_edge_mm=1.0, radii_mm=(4.0, 8.0),
+                               lesion_side_vessels=True)
     assert FaintLesionSearch.from_meta(search.to_meta()) == search
 
 
@@ -221,3 +242,19 @@ def test_calibrate_faint_command(
         code, out, err = run_lvt([*base[:4], "--out", str(tmp_path / "bad.pt"), option, value], monkeypatch, capsys)
         assert code == 1 and message in " ".join(err.split()), (option, err)
         assert not (tmp_path / "bad.pt").exists()
+
+
+def test_calibration_puts_lesion_side_vessels_on_the_grid(tmp_path: Path, cohort: Path) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    result = calibrate_faint_search(checkpoint, [cohort], tmp_path / "faint.pt", min_zs=(3.0,),
+                                    min_blobness=(0.0, 0.5), device="cpu", max_false_per_scan=None,
+                                    lesion_side_vessels=(False, True))
+    rows = {(row["min_z"], row["min_blobness"], row["lesion_side_vessels"]) for row in result["candidates"]}
+    assert rows == {(0.0, 0.0, False), (3.0, 0.0, False), (3.0, 0.5, False), (3.0, 0.0, True), (3.0, 0.5, True)}
+    # without a blobness limit the flag changes nothing: it only changes how blobness is measured
+    by_key = {(row["min_z"], row["min_blobness"], row["lesion_side_vessels"]): row for row in result["candidates"]}
+    assert by_key[(3.0, 0.0, False)]["tumor_dsc"] == by_key[(3.0, 0.0, True)]["tumor_dsc"]
+    chosen = Predictor(result["out"], device="cpu").faint_search
+    assert chosen.lesion_side_vessels == result["best_lesion_side_vessels"]
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate_faint_search(checkpoint, [cohort], None, lesion_side_vessels=(), device="cpu")

@@ -42,9 +42,11 @@ def calibrate_faint_search(
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
     min_z_bright: Sequence[float] = DEFAULT_MIN_Z_BRIGHT,
+    lesion_side_vessels: Sequence[bool] = (False,),
 ) -> dict[str, Any]:
-    """Score the search off and at every ``min_z`` × ``min_blobness`` on the pooled ``cohort``;
-    write the best into a copy of the checkpoint at ``out`` (``inference.faint_lesions``)."""
+    """Score the search off and at every ``min_z`` × ``min_blobness`` (× each
+    ``lesion_side_vessels``, how blobness treats voxels drawn as vessel) on the pooled
+    ``cohort``; write the best into a copy of the checkpoint at ``out`` (``inference.faint_lesions``)."""
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
@@ -58,11 +60,14 @@ def calibrate_faint_search(
                          f"got {list(min_z_bright)}")
     predictor = Predictor(checkpoint, device=device)
     off = FaintLesionSearch()
-    grid = [OFF] + [(float(z), float(b), float(zb))
-                    for z in min_zs for b in min_blobness for zb in min_z_bright]
+    if not lesion_side_vessels:
+        raise ValueError("lesion_side_vessels needs at least one choice")
+    grid = [(*OFF, False)] + [(float(z), float(b), float(zb), bool(v)) for v in dict.fromkeys(lesion_side_vessels)
+                              for z in min_zs for b in min_blobness for zb in min_z_bright]
     tallies = {decisions: _TumorTally() for decisions in grid}
     bright = [z for z in min_z_bright if z > 0]
-    lowest = FaintLesionSearch(min_z=min(min_zs), min_z_bright=min(bright) if bright else 0.0)
+    lowest = {v: FaintLesionSearch(min_z=min(min_zs), min_z_bright=min(bright) if bright else 0.0,
+                                   lesion_side_vessels=bool(v)) for v in dict.fromkeys(lesion_side_vessels)}
     folders = [Path(c) for c in cohort]
     cases = 0
     for case in (case for folder in folders for case in load_cases("synthetic", folder)):
@@ -72,14 +77,14 @@ def calibrate_faint_search(
         probabilities = predictor.predict_probabilities(image)
         base = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, faint_search=off))
         reference = _ReferenceLesions(ref, ref_image.GetSpacing())
-        candidates = faint_candidates(hu, base, image.GetSpacing(), lowest)
-        for min_z, blob, bright_z in grid:
+        candidates = {v: faint_candidates(hu, base, image.GetSpacing(), search) for v, search in lowest.items()}
+        for min_z, blob, bright_z, vessels in grid:
             search = FaintLesionSearch(min_z=min_z, min_blobness=blob, min_z_bright=bright_z)
-            kept = [c for c in candidates if c.kept_by(search)]
+            kept = [c for c in candidates.get(vessels, []) if c.kept_by(search)]
             labels = paint_candidates(base, kept)
             components = cc3d.connected_components(labels == TUMOR, connectivity=26)
             table = _CandidateTable(components, reference.components, reference.count)
-            tallies[(min_z, blob, bright_z)].add(table, np.ones(len(table.sizes), bool), reference)
+            tallies[(min_z, blob, bright_z, vessels)].add(table, np.ones(len(table.sizes), bool), reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -87,17 +92,19 @@ def calibrate_faint_search(
         raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
 
     scores = []
-    for (min_z, blob, bright_z), tally in tallies.items():
+    for (min_z, blob, bright_z, vessels), tally in tallies.items():
         summary = tally.summary()
         scores.append({"min_z": min_z, "min_blobness": blob, "min_z_bright": bright_z,
+                       "lesion_side_vessels": vessels,
                        "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
     chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"],
-                               min_z_bright=best["min_z_bright"])
+                               min_z_bright=best["min_z_bright"],
+                               lesion_side_vessels=best["lesion_side_vessels"])
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         "best_min_z": chosen.min_z, "best_min_blobness": chosen.min_blobness,
-        "best_min_z_bright": chosen.min_z_bright,
+        "best_min_z_bright": chosen.min_z_bright, "best_lesion_side_vessels": chosen.lesion_side_vessels,
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:

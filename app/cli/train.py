@@ -198,6 +198,9 @@ def calibrate_faint_command(
                                      help="Comma-separated lowest blobness (1 sphere, 0 tube) kept."),
     min_z_bright: str = typer.Option("0", "--min-z-bright", help="Comma-separated contrasts for lesions "
                                      "brighter than the liver; 0 leaves them unsearched (the default)."),
+    lesion_side_vessels: str = typer.Option("0", "--lesion-side-vessels",
+                                            help="Comma-separated 0/1: whether blobness keeps voxels drawn "
+                                                 "as vessel whose HU lies on the lesion's side of the liver."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen decisions may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -210,27 +213,35 @@ def calibrate_faint_command(
     zs = _numbers("--min-z", min_z)
     blobs = _numbers("--min-blobness", min_blobness)
     bright = _numbers("--min-z-bright", min_z_bright)
+    vessel_choices = _numbers("--lesion-side-vessels", lesion_side_vessels)
+    if any(v not in (0.0, 1.0) for v in vessel_choices):
+        raise typer.BadParameter(f"--lesion-side-vessels takes 0 and 1, got {lesion_side_vessels!r}")
     result = _per_case_progress("calibrating the faint-lesion search", lambda on_case: calibrate_faint_search(
         checkpoint, cohort, out, zs, blobs, device, on_case=on_case, version=version,
-        max_false_per_scan=max_false, min_z_bright=bright))
+        max_false_per_scan=max_false, min_z_bright=bright,
+        lesion_side_vessels=[bool(v) for v in vessel_choices]))
     if as_json:
         print_json(result)
         return
     for row in result["candidates"]:
-        name = _faint_decisions(row["min_z"], row["min_blobness"], row["min_z_bright"])
+        name = _faint_decisions(row["min_z"], row["min_blobness"], row["min_z_bright"],
+                                row["lesion_side_vessels"])
         typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
-    chosen = _faint_decisions(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"])
+    chosen = _faint_decisions(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"],
+                              result["best_lesion_side_vessels"])
     typer.echo(f"chosen: {chosen}; wrote {result['out']}")
 
 
-def _faint_decisions(min_z: float, min_blobness: float, min_z_bright: float) -> str:
+def _faint_decisions(min_z: float, min_blobness: float, min_z_bright: float,
+                     lesion_side_vessels: bool = False) -> str:
     """One row of the faint-lesion calibration, as the terminal says it."""
     if not min_z:
         return "off"
     bright = f", brighter lesions from z {min_z_bright}" if min_z_bright else ""
-    return f"min z {min_z}, min blobness {min_blobness}{bright}"
+    vessels = ", lesion-side vessel voxels kept" if lesion_side_vessels else ""
+    return f"min z {min_z}, min blobness {min_blobness}{bright}{vessels}"
 
 
 def fit_lesion_filter_command(
