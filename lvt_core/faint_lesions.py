@@ -14,8 +14,10 @@ moves a region of that size. This is that observer, as a matched filter over the
 4. regions darker than ``min_z`` at any radius become candidates, drawn as the liver voxels
    connected to the peak, not in the organ's outer rim, past half way from the surrounding
    liver to the peak on the scan smoothed at a third of the radius;
-5. a candidate is kept when it is round (``min_blobness``: unsegmented veins are dark tubes
-   in the arterial phase) and large enough (``min_volume_ml``).
+5. a candidate is kept when it is round at its peak (``min_blobness``: unsegmented veins are
+   dark tubes in the arterial phase), round as drawn (``min_roundness``: the smallest over the
+   largest principal axis of the drawn region, so a tube that only bulges at its peak is not
+   reported as a 26 mm lesion 7 mm across) and large enough (``min_volume_ml``).
 
 Only lesions darker than the liver are searched: brighter candidates in the arterial phase
 are mostly unsegmented vessels. The network's labels stay; candidates are only added as tumor
@@ -35,6 +37,7 @@ from scipy import ndimage
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.detectability import robust_spread
 from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.lesion_filter import roundness
 from lvt_core.postprocess import bounding_box
 
 DEFAULT_RADII_MM = (3.0, 4.5, 6.5, 9.0)
@@ -63,6 +66,8 @@ class FaintLesionSearch:
     # sphere, 0 for a tube (unsegmented veins are dark tubes in the arterial phase)
     lesion_side_vessels: bool = False  # blobness keeps the HU of segmented vessel voxels on
     # the lesion's side of the liver (a lesion the network partly drew as vessel stays whole)
+    min_roundness: float = 0.0  # sqrt of the smallest over the largest principal variance of
+    # the drawn region: 1 for a ball, near 0 for a tube (0 keeps every shape)
 
     @property
     def enabled(self) -> bool:
@@ -154,11 +159,12 @@ class FaintCandidate:
     z: float  # how far the peak stands out, in robust spreads
     blobness: float
     volume_ml: float
+    roundness: float  # of the drawn region (:func:`lvt_core.lesion_filter.roundness`)
 
     def kept_by(self, search: FaintLesionSearch) -> bool:
         threshold = search.threshold(self.sign)
         return (0 < threshold <= self.z and self.blobness >= search.min_blobness
-                and self.volume_ml >= search.min_volume_ml)
+                and self.roundness >= search.min_roundness and self.volume_ml >= search.min_volume_ml)
 
 
 def faint_candidates(
@@ -220,7 +226,7 @@ def _draw_candidates(
             window, mask = lesion
             out.append(FaintCandidate(window, mask, peak, sign, float(sign * maps.z[peak]),
                                       blobness(liver_only, peak, radius / 2.0, spacing, sign),
-                                      float(mask.sum()) * voxel_ml))
+                                      float(mask.sum()) * voxel_ml, roundness(mask, spacing)))
     return out
 
 

@@ -57,7 +57,7 @@ class TumorCandidates:
         return self.features[:, FEATURES.index(name)]
 
 
-def _roundness(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
+def roundness(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
     """sqrt(smallest / largest principal variance) of the voxels in mm: 1 for a ball, near 0
     for a tube or a sheet. Each axis gets a voxel's own variance (spacing²/12), so a one-slice
     speck on a thick-slice scan is not mistaken for a flat sheet."""
@@ -94,7 +94,7 @@ def _component_features(
         float(np.log1p(abs(contrast) * np.sqrt(n) / noise)),
         float(inside_hu.std()) / noise,
         noise,
-        _roundness(lesion, spacing_zyx),
+        roundness(lesion, spacing_zyx),
         float((shell_labels == VESSEL).mean()) if shell_labels.size else 0.0,
         float((shell_labels == BACKGROUND).mean()) if shell_labels.size else 0.0,
     ]

@@ -91,6 +91,26 @@ def test_a_dark_tube_is_a_candidate_but_blobness_rejects_it() -> None:
                 == TUMOR).any()
 
 
+def test_roundness_rejects_an_elongated_region_and_keeps_a_ball() -> None:
+    """A region drawn 26 mm long and 7 mm across is a tube, whatever its peak's curvature."""
+    hu, labels = _liver_scan(seed=5)
+    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)],
+                          indexing="ij")
+    centre = np.array([20, 48, 40]) * np.array(SPACING_XYZ[::-1])
+    cigar = (((z - centre[0]) / 3.5) ** 2 + ((y - centre[1]) / 3.5) ** 2 + ((x - centre[2]) / 14.0) ** 2) <= 1
+    hu[cigar] -= 35.0
+    ball_centre = (20, 48, 12)
+    ball = _distance_mm(ball_centre) <= 6.0
+    hu[ball] -= 35.0
+    candidates = faint_candidates(hu, labels, SPACING_XYZ, FaintLesionSearch(min_z=6.0))
+    by_place = {("ball" if abs(c.peak[2] - ball_centre[2]) < 6 else "cigar"): c for c in candidates
+                if abs(c.peak[1] - 48) < 6}
+    assert set(by_place) == {"ball", "cigar"}
+    assert by_place["cigar"].roundness < 0.45 < 0.8 < by_place["ball"].roundness
+    kept = kept_faint_lesions(hu, labels, SPACING_XYZ, FaintLesionSearch(min_z=6.0, min_roundness=0.5))
+    assert [c.peak for c in kept] == [by_place["ball"].peak]
+
+
 @pytest.mark.parametrize("seed", [0, 3, 4])
 def test_a_lesion_partly_drawn_as_vessel_is_measured_whole_when_asked(seed: int) -> None:
     """The network sometimes continues a vessel through a dark lesion: those voxels are as dark
@@ -121,7 +141,7 @@ def test_segmented_structures_are_never_overwritten_and_meta_round_trips() -> No
     assert (out[labels != LIVER] == labels[labels != LIVER]).all()
     assert (out[lesion] == TUMOR).mean() > 0.5
     search = FaintLesionSearch(min_z=7.0, min_blobness=0.4, draw_edge_mm=1.0, radii_mm=(4.0, 8.0),
-                               lesion_side_vessels=True)
+                               lesion_side_vessels=True, min_roundness=0.4)
     assert FaintLesionSearch.from_meta(search.to_meta()) == search
 
 
@@ -258,3 +278,22 @@ def test_calibration_puts_lesion_side_vessels_on_the_grid(tmp_path: Path, cohort
     assert chosen.lesion_side_vessels == result["best_lesion_side_vessels"]
     with pytest.raises(ValueError, match="at least one"):
         calibrate_faint_search(checkpoint, [cohort], None, lesion_side_vessels=(), device="cpu")
+
+
+def test_calibration_puts_roundness_on_the_grid(tmp_path: Path, cohort: Path,
+                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from test_cli_segment import run_lvt
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    result = calibrate_faint_search(checkpoint, [cohort], tmp_path / "faint.pt", min_zs=(3.0,),
+                                    min_blobness=(0.0,), device="cpu", max_false_per_scan=None,
+                                    min_roundness=(0.0, 0.99))
+    rows = {(row["min_z"], row["min_roundness"]): row for row in result["candidates"]}
+    assert set(rows) == {(0.0, 0.0), (3.0, 0.0), (3.0, 0.99)}
+    chosen = Predictor(result["out"], device="cpu").faint_search
+    assert chosen.min_roundness == result["best_min_roundness"]
+    code, _, err = run_lvt(["calibrate-faint", str(checkpoint), "--cohort", str(cohort), "--out",
+                            str(tmp_path / "bad.pt"), "--device", "cpu", "--min-roundness", "1.5"],
+                             monkeypatch, capsys)
+    assert code == 1 and "0..1" in " ".join(err.split())
+    assert not (tmp_path / "bad.pt").exists()

@@ -33,7 +33,7 @@ from training.calibrate import (
 DEFAULT_MIN_Z = (5.0, 6.0, 7.0, 8.0, 10.0)
 DEFAULT_MIN_BLOBNESS = (0.3, 0.4, 0.5)
 DEFAULT_MIN_Z_BRIGHT = (0.0,)  # brighter lesions: not searched unless asked for
-OFF = (0.0, 0.0, 0.0)
+DEFAULT_MIN_ROUNDNESS = (0.0,)  # every drawn shape kept unless asked for
 
 
 def calibrate_faint_search(
@@ -43,10 +43,12 @@ def calibrate_faint_search(
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
     min_z_bright: Sequence[float] = DEFAULT_MIN_Z_BRIGHT,
     lesion_side_vessels: Sequence[bool] = (False,),
+    min_roundness: Sequence[float] = DEFAULT_MIN_ROUNDNESS,
 ) -> dict[str, Any]:
     """Score the search off and at every ``min_z`` × ``min_blobness`` (× each
-    ``lesion_side_vessels``, how blobness treats voxels drawn as vessel) on the pooled
-    ``cohort``; write the best into a copy of the checkpoint at ``out`` (``inference.faint_lesions``)."""
+    ``lesion_side_vessels``, how blobness treats voxels drawn as vessel, × each ``min_roundness``
+    of the drawn region) on the pooled ``cohort``; write the best into a copy of the checkpoint
+    at ``out`` (``inference.faint_lesions``)."""
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
@@ -58,13 +60,17 @@ def calibrate_faint_search(
     if not min_z_bright or any(z < 0 for z in min_z_bright):
         raise ValueError(f"minimum z candidates for brighter lesions must be 0 (off) or above, "
                          f"got {list(min_z_bright)}")
-    predictor = Predictor(checkpoint, device=device)
-    off = FaintLesionSearch()
     if not lesion_side_vessels:
         raise ValueError("lesion_side_vessels needs at least one choice")
-    grid = [(*OFF, False)] + [(float(z), float(b), float(zb), bool(v)) for v in dict.fromkeys(lesion_side_vessels)
-                              for z in min_zs for b in min_blobness for zb in min_z_bright]
-    tallies = {decisions: _TumorTally() for decisions in grid}
+    if not min_roundness or any(not 0.0 <= r <= 1.0 for r in min_roundness):
+        raise ValueError(f"minimum roundness candidates must lie in 0..1, got {list(min_roundness)}")
+    predictor = Predictor(checkpoint, device=device)
+    off = FaintLesionSearch()
+    grid = [off] + [FaintLesionSearch(min_z=float(z), min_blobness=float(b), min_z_bright=float(zb),
+                                      lesion_side_vessels=bool(v), min_roundness=float(r))
+                    for v in dict.fromkeys(lesion_side_vessels) for z in min_zs for b in min_blobness
+                    for zb in min_z_bright for r in dict.fromkeys(min_roundness)]
+    tallies = {search: _TumorTally() for search in grid}
     bright = [z for z in min_z_bright if z > 0]
     lowest = {v: FaintLesionSearch(min_z=min(min_zs), min_z_bright=min(bright) if bright else 0.0,
                                    lesion_side_vessels=bool(v)) for v in dict.fromkeys(lesion_side_vessels)}
@@ -78,13 +84,12 @@ def calibrate_faint_search(
         base = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, faint_search=off))
         reference = _ReferenceLesions(ref, ref_image.GetSpacing())
         candidates = {v: faint_candidates(hu, base, image.GetSpacing(), search) for v, search in lowest.items()}
-        for min_z, blob, bright_z, vessels in grid:
-            search = FaintLesionSearch(min_z=min_z, min_blobness=blob, min_z_bright=bright_z)
-            kept = [c for c in candidates.get(vessels, []) if c.kept_by(search)]
+        for search, tally in tallies.items():
+            kept = [c for c in candidates.get(search.lesion_side_vessels, []) if search.enabled and c.kept_by(search)]
             labels = paint_candidates(base, kept)
             components = cc3d.connected_components(labels == TUMOR, connectivity=26)
             table = _CandidateTable(components, reference.components, reference.count)
-            tallies[(min_z, blob, bright_z, vessels)].add(table, np.ones(len(table.sizes), bool), reference)
+            tally.add(table, np.ones(len(table.sizes), bool), reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -92,19 +97,21 @@ def calibrate_faint_search(
         raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
 
     scores = []
-    for (min_z, blob, bright_z, vessels), tally in tallies.items():
+    for search, tally in tallies.items():
         summary = tally.summary()
-        scores.append({"min_z": min_z, "min_blobness": blob, "min_z_bright": bright_z,
-                       "lesion_side_vessels": vessels,
-                       "score": round(tumor_score(summary), 4), **summary})
+        scores.append({"min_z": search.min_z, "min_blobness": search.min_blobness,
+                       "min_z_bright": search.min_z_bright, "lesion_side_vessels": search.lesion_side_vessels,
+                       "min_roundness": search.min_roundness, "score": round(tumor_score(summary), 4), **summary})
     best = choose_operating_point(scores, max_false_per_scan)
     chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"],
                                min_z_bright=best["min_z_bright"],
-                               lesion_side_vessels=best["lesion_side_vessels"])
+                               lesion_side_vessels=best["lesion_side_vessels"],
+                               min_roundness=best["min_roundness"])
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         "best_min_z": chosen.min_z, "best_min_blobness": chosen.min_blobness,
         "best_min_z_bright": chosen.min_z_bright, "best_lesion_side_vessels": chosen.lesion_side_vessels,
+        "best_min_roundness": chosen.min_roundness,
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:

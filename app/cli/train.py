@@ -201,6 +201,9 @@ def calibrate_faint_command(
     lesion_side_vessels: str = typer.Option("0", "--lesion-side-vessels",
                                             help="Comma-separated 0/1: whether blobness keeps voxels drawn "
                                                  "as vessel whose HU lies on the lesion's side of the liver."),
+    min_roundness: str = typer.Option("0", "--min-roundness",
+                                      help="Comma-separated lowest roundness of a found region (smallest over "
+                                           "largest principal axis: 1 ball, near 0 tube); 0 keeps every shape."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen decisions may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -219,29 +222,30 @@ def calibrate_faint_command(
     result = _per_case_progress("calibrating the faint-lesion search", lambda on_case: calibrate_faint_search(
         checkpoint, cohort, out, zs, blobs, device, on_case=on_case, version=version,
         max_false_per_scan=max_false, min_z_bright=bright,
-        lesion_side_vessels=[bool(v) for v in vessel_choices]))
+        lesion_side_vessels=[bool(v) for v in vessel_choices], min_roundness=_numbers("--min-roundness", min_roundness)))
     if as_json:
         print_json(result)
         return
     for row in result["candidates"]:
         name = _faint_decisions(row["min_z"], row["min_blobness"], row["min_z_bright"],
-                                row["lesion_side_vessels"])
+                                row["lesion_side_vessels"], row["min_roundness"])
         typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
     chosen = _faint_decisions(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"],
-                              result["best_lesion_side_vessels"])
+                              result["best_lesion_side_vessels"], result["best_min_roundness"])
     typer.echo(f"chosen: {chosen}; wrote {result['out']}")
 
 
 def _faint_decisions(min_z: float, min_blobness: float, min_z_bright: float,
-                     lesion_side_vessels: bool = False) -> str:
+                     lesion_side_vessels: bool = False, min_roundness: float = 0.0) -> str:
     """One row of the faint-lesion calibration, as the terminal says it."""
     if not min_z:
         return "off"
     bright = f", brighter lesions from z {min_z_bright}" if min_z_bright else ""
     vessels = ", lesion-side vessel voxels kept" if lesion_side_vessels else ""
-    return f"min z {min_z}, min blobness {min_blobness}{bright}{vessels}"
+    round_enough = f", min roundness {min_roundness}" if min_roundness else ""
+    return f"min z {min_z}, min blobness {min_blobness}{bright}{vessels}{round_enough}"
 
 
 def fit_lesion_filter_command(
