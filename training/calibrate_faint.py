@@ -84,11 +84,16 @@ def calibrate_faint_search(
         base = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, faint_search=off))
         reference = _ReferenceLesions(ref, ref_image.GetSpacing())
         candidates = {v: faint_candidates(hu, base, image.GetSpacing(), search) for v, search in lowest.items()}
+        tables: dict[tuple[bool, tuple[int, ...]], _CandidateTable] = {}  # many decisions keep the same set
         for search, tally in tallies.items():
-            kept = [c for c in candidates.get(search.lesion_side_vessels, []) if search.enabled and c.kept_by(search)]
-            labels = paint_candidates(base, kept)
-            components = cc3d.connected_components(labels == TUMOR, connectivity=26)
-            table = _CandidateTable(components, reference.components, reference.count)
+            found = candidates.get(search.lesion_side_vessels, [])
+            kept = tuple(i for i, c in enumerate(found) if search.enabled and c.kept_by(search))
+            key = (search.lesion_side_vessels, kept) if kept else (False, ())
+            if key not in tables:
+                labels = paint_candidates(base, [found[i] for i in kept])
+                components = cc3d.connected_components(labels == TUMOR, connectivity=26)
+                tables[key] = _CandidateTable(components, reference.components, reference.count)
+            table = tables[key]
             tally.add(table, np.ones(len(table.sizes), bool), reference)
         cases += 1
         if on_case:
