@@ -19,10 +19,11 @@ moves a region of that size. This is that observer, as a matched filter over the
    largest principal axis of the drawn region, so a tube that only bulges at its peak is not
    reported as a 26 mm lesion 7 mm across) and large enough (``min_volume_ml``).
 
-Only lesions darker than the liver are searched: brighter candidates in the arterial phase
-are mostly unsegmented vessels. The network's labels stay; candidates are only added as tumor
-where the network said liver. Nothing here is learned: ``min_z`` and ``min_blobness`` are
-decisions, chosen on validation phantoms by ``lvt calibrate-faint`` and stored in the
+Lesions brighter than the liver are searched only from ``min_z_bright`` (0, off, by default):
+brighter candidates in the arterial phase are mostly unsegmented vessels, which the roundness
+limit removes only in part. The network's labels stay; candidates are only added as tumor
+where the network said liver. Nothing here is learned: ``min_z``, ``min_blobness``,
+``min_z_bright`` and ``min_roundness`` are decisions, chosen on validation phantoms by ``lvt calibrate-faint`` and stored in the
 checkpoint (``min_z`` 0 turns the search off).
 """
 

@@ -34,6 +34,9 @@ DEFAULT_MIN_Z = (5.0, 6.0, 7.0, 8.0, 10.0)
 DEFAULT_MIN_BLOBNESS = (0.3, 0.4, 0.5)
 DEFAULT_MIN_Z_BRIGHT = (0.0,)  # brighter lesions: not searched unless asked for
 DEFAULT_MIN_ROUNDNESS = (0.0,)  # every drawn shape kept unless asked for
+GRID_FIELDS = ("min_z", "min_blobness", "min_z_bright", "lesion_side_vessels", "min_roundness")
+"""The :class:`FaintLesionSearch` fields the calibration varies: one column each per candidate
+row, and ``best_<field>`` in the result."""
 
 
 def calibrate_faint_search(
@@ -87,7 +90,7 @@ def calibrate_faint_search(
         tables: dict[tuple[bool, tuple[int, ...]], _CandidateTable] = {}  # many decisions keep the same set
         for search, tally in tallies.items():
             found = candidates.get(search.lesion_side_vessels, [])
-            kept = tuple(i for i, c in enumerate(found) if search.enabled and c.kept_by(search))
+            kept = tuple(i for i, c in enumerate(found) if c.kept_by(search))
             key = (search.lesion_side_vessels, kept) if kept else (False, ())
             if key not in tables:
                 labels = paint_candidates(base, [found[i] for i in kept])
@@ -104,19 +107,12 @@ def calibrate_faint_search(
     scores = []
     for search, tally in tallies.items():
         summary = tally.summary()
-        scores.append({"min_z": search.min_z, "min_blobness": search.min_blobness,
-                       "min_z_bright": search.min_z_bright, "lesion_side_vessels": search.lesion_side_vessels,
-                       "min_roundness": search.min_roundness, "score": round(tumor_score(summary), 4), **summary})
-    best = choose_operating_point(scores, max_false_per_scan)
-    chosen = FaintLesionSearch(min_z=best["min_z"], min_blobness=best["min_blobness"],
-                               min_z_bright=best["min_z_bright"],
-                               lesion_side_vessels=best["lesion_side_vessels"],
-                               min_roundness=best["min_roundness"])
+        scores.append({**{name: getattr(search, name) for name in GRID_FIELDS},
+                       "score": round(tumor_score(summary), 4), **summary})
+    chosen = grid[scores.index(choose_operating_point(scores, max_false_per_scan))]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
-        "best_min_z": chosen.min_z, "best_min_blobness": chosen.min_blobness,
-        "best_min_z_bright": chosen.min_z_bright, "best_lesion_side_vessels": chosen.lesion_side_vessels,
-        "best_min_roundness": chosen.min_roundness,
+        **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:

@@ -211,7 +211,7 @@ def calibrate_faint_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose the faint-lesion search's decisions on validation phantoms (off if it does not help)."""
-    from training.calibrate_faint import calibrate_faint_search
+    from training.calibrate_faint import GRID_FIELDS, calibrate_faint_search
 
     zs = _numbers("--min-z", min_z)
     blobs = _numbers("--min-blobness", min_blobness)
@@ -227,25 +227,22 @@ def calibrate_faint_command(
         print_json(result)
         return
     for row in result["candidates"]:
-        name = _faint_decisions(row["min_z"], row["min_blobness"], row["min_z_bright"],
-                                row["lesion_side_vessels"], row["min_roundness"])
+        name = _faint_decisions(row)
         typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
-    chosen = _faint_decisions(result["best_min_z"], result["best_min_blobness"], result["best_min_z_bright"],
-                              result["best_lesion_side_vessels"], result["best_min_roundness"])
+    chosen = _faint_decisions({name: result[f"best_{name}"] for name in GRID_FIELDS})
     typer.echo(f"chosen: {chosen}; wrote {result['out']}")
 
 
-def _faint_decisions(min_z: float, min_blobness: float, min_z_bright: float,
-                     lesion_side_vessels: bool = False, min_roundness: float = 0.0) -> str:
-    """One row of the faint-lesion calibration, as the terminal says it."""
-    if not min_z:
+def _faint_decisions(row: dict[str, Any]) -> str:
+    """One row of the faint-lesion calibration (its ``GRID_FIELDS``), as the terminal says it."""
+    if not row["min_z"]:
         return "off"
-    bright = f", brighter lesions from z {min_z_bright}" if min_z_bright else ""
-    vessels = ", lesion-side vessel voxels kept" if lesion_side_vessels else ""
-    round_enough = f", min roundness {min_roundness}" if min_roundness else ""
-    return f"min z {min_z}, min blobness {min_blobness}{bright}{vessels}{round_enough}"
+    bright = f", brighter lesions from z {row['min_z_bright']}" if row["min_z_bright"] else ""
+    vessels = ", lesion-side vessel voxels kept" if row["lesion_side_vessels"] else ""
+    round_enough = f", min roundness {row['min_roundness']}" if row["min_roundness"] else ""
+    return f"min z {row['min_z']}, min blobness {row['min_blobness']}{bright}{vessels}{round_enough}"
 
 
 def fit_lesion_filter_command(
