@@ -6,7 +6,9 @@ come back exactly on their own grid):
 1. reorient to the model's canonical orientation (axis permutation only) and crop to the body;
 2. coarse pass: the same network at a coarser spacing finds the liver's bounding box;
 3. fine pass on that box at the model spacing: sliding windows with 50 % overlap, Gaussian
-   weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU);
+   weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU) and
+   optional extra HU windows (window TTA: the network, trained with Random windowing, sees
+   the scan at more than one contrast and its probabilities are averaged);
 4. sigmoid (or softmax) probabilities resampled linearly onto the input's own grid over that
    box (nnU-Net's export), then exclusive decoding there: smooth boundaries at the scan's
    resolution instead of model-spacing staircases;
@@ -197,8 +199,10 @@ class Predictor:
         sw_batch_size: int | None = None,
         precision: str | None = None,
         faint_search: bool = True,
+        extra_windows: list[tuple[float, float]] | None = None,
     ) -> None:
-        self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision, faint_search)
+        self._args = (checkpoint_path, device, tta, fast, sw_batch_size, precision, faint_search,
+                      extra_windows)
         self.checkpoint_path = Path(checkpoint_path)
         states, meta = load_member_states(self.checkpoint_path)
         self.meta: dict[str, Any] = meta
@@ -223,6 +227,11 @@ class Predictor:
             float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
         ]
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
+        # (level, width) windows whose fine-pass probabilities are averaged with the main
+        # window's (calibrated with them; none by default); the argument overrides the checkpoint
+        self.extra_windows: list[tuple[float, float]] = (
+            windows_from_meta(inference_cfg.get("extra_windows")) if extra_windows is None
+            else [(float(level), float(width)) for level, width in extra_windows])
         # per-channel decision thresholds, calibrated on a validation cohort (default 0.5)
         self.thresholds = channel_thresholds(inference_cfg.get("thresholds"))
         # tumor components below this volume become liver (calibrated; 0 keeps every speck)
@@ -296,29 +305,36 @@ class Predictor:
         """
         resampled = resample_to_spacing(image, spacing, sitk.sitkLinear, default_value=-1024.0,
                                         antialiased=self.antialiased)
-        array = window_array(sitk.GetArrayViewFromImage(resampled), *self.window)
-        tensor = torch.from_numpy(array)[None, None].to(self.device)
+        hu = sitk.GetArrayViewFromImage(resampled)
         roi = list(reversed(self.patch_size))  # array order z, y, x
         if whole:
             divisor = patch_divisor(self.meta["network"])[::-1]
             padded = [
-                max(r, -(-n // d) * d) for n, r, d in zip(array.shape, roi, divisor, strict=True)
+                max(r, -(-n // d) * d) for n, r, d in zip(hu.shape, roi, divisor, strict=True)
             ]
             if np.prod(padded) <= WHOLE_VOLUME_FACTOR * np.prod(roi):
                 roi = padded
-        with torch.inference_mode():
-            probs = sliding_window_inference(
-                tensor,
-                roi_size=roi,
-                sw_batch_size=self.sw_batch_size,
-                predictor=self._window_fn(),
-                overlap=overlap,
-                mode="gaussian",
-                padding_mode="constant",
-                cval=0.0,
-            )
-        probs_np = probs[0].to(dtype=torch.float16).cpu().numpy()
-        del probs, tensor
+        # the coarse pass only finds the liver box: the main window is enough there
+        windows = [self.window] if whole else [self.window, *self.extra_windows]
+        total: torch.Tensor | None = None
+        for level, width in windows:
+            tensor = torch.from_numpy(window_array(hu, level, width))[None, None].to(self.device)
+            with torch.inference_mode():
+                probs = sliding_window_inference(
+                    tensor,
+                    roi_size=roi,
+                    sw_batch_size=self.sw_batch_size,
+                    predictor=self._window_fn(),
+                    overlap=overlap,
+                    mode="gaussian",
+                    padding_mode="constant",
+                    cval=0.0,
+                )
+            total = probs if total is None else total + probs
+            del probs, tensor
+        assert total is not None
+        probs_np = (total[0] / len(windows)).to(dtype=torch.float16).cpu().numpy()
+        del total
         grid = sitk.Image(resampled.GetSize(), sitk.sitkUInt8)
         grid.CopyInformation(resampled)
         return probs_np, grid
@@ -511,6 +527,11 @@ class Predictor:
         self.last_timings = timings
         self.last_info["body_extent_mm"] = _extent_mm(body)
         return result, timings
+
+
+def windows_from_meta(entries: list[dict[str, float]] | None) -> list[tuple[float, float]]:
+    """``meta["inference"]["extra_windows"]`` (``[{"level": L, "width": W}, ...]``) as pairs."""
+    return [(float(entry["level"]), float(entry["width"])) for entry in entries or []]
 
 
 def liver_present(labels: sitk.Image) -> bool:

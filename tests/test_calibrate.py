@@ -186,3 +186,30 @@ def test_calibration_pools_several_cohorts_scan_by_scan(tmp_path: Path, cohort: 
     _, meta = load_checkpoint(pooled["out"])
     assert str(other) in meta["calibration"]["cohort"]
     assert meta["version"] == "9.9.1"  # new decisions, new version for the store
+
+
+def test_calibration_with_extra_windows_stores_them_with_the_decisions(
+        tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Decisions chosen on window-averaged probabilities only hold with those windows, so the
+    calibrated copy carries both; a window without width is refused before any scan is read."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    options = {"candidates": (0.4,), "vessel_candidates": (0.5,), "min_volumes_ml": (0.0,),
+               "min_peaks": (0.0,), "device": "cpu"}
+    plain = calibrate_decisions(checkpoint, cohort, tmp_path / "plain.pt", **options)
+    windowed = calibrate_decisions(checkpoint, cohort, tmp_path / "windowed.pt",
+                                   extra_windows=[(20.0, 141.2)], **options)
+    assert load_checkpoint(plain["out"])[1]["inference"]["extra_windows"] == []
+    assert load_checkpoint(windowed["out"])[1]["inference"]["extra_windows"] == [{"level": 20.0, "width": 141.2}]
+    assert Predictor(windowed["out"], device="cpu").extra_windows == [(20.0, 141.2)]
+    assert windowed["candidates"][0]["tumor_dsc"] != plain["candidates"][0]["tumor_dsc"]
+    with pytest.raises(ValueError, match="width must be a positive"):
+        calibrate_decisions(checkpoint, cohort, tmp_path / "bad.pt", extra_windows=[(80.0, 0.0)], **options)
+    assert not (tmp_path / "bad.pt").exists()
+    from test_cli_segment import run_lvt
+
+    for text, message in (("82", "LEVEL:WIDTH"), ("82:-5", "width must be a positive")):
+        code, _, err = run_lvt(["calibrate", str(checkpoint), "--cohort", str(cohort), "--out",
+                                str(tmp_path / "bad.pt"), "--device", "cpu", "--extra-window", text],
+                               monkeypatch, capsys)
+        assert code != 0 and message in " ".join(err.split()), err
+    assert not (tmp_path / "bad.pt").exists()

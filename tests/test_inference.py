@@ -248,3 +248,32 @@ def test_air_is_never_labelled_liver(tmp_path: Path) -> None:
         ScanProbabilities(probs, ((0, 8), (0, 10), (0, 12))), image)
     out = sitk.GetArrayFromImage(labels)
     assert (out[:, :, :8] == 1).all() and (out[:, :, 8:] == 0).all()
+
+
+def test_extra_windows_average_the_fine_pass_only(toy_model: Path, tmp_path: Path) -> None:
+    """Window TTA: the fine pass is the mean of the network's output under each HU window; the
+    coarse pass (the liver box) keeps the main window; the windows travel with the checkpoint."""
+    ct, _ = toy_scan()
+    extra = (40.0, 141.2)
+    plain = Predictor(toy_model, device="cpu")
+    both = Predictor(toy_model, device="cpu", extra_windows=[extra])
+    spacing = plain.spacing
+    main_probs, grid = plain._probabilities_at(ct, spacing, overlap=0.5)
+    plain.window = extra
+    extra_probs, _ = plain._probabilities_at(ct, spacing, overlap=0.5)
+    fused, fused_grid = both._probabilities_at(ct, spacing, overlap=0.5)
+    assert fused_grid.GetSize() == grid.GetSize()
+    expected = (main_probs.astype(np.float32) + extra_probs.astype(np.float32)) / 2
+    assert np.abs(main_probs.astype(np.float32) - extra_probs.astype(np.float32)).max() > 0.01
+    assert np.abs(fused.astype(np.float32) - expected).max() < 2e-3  # float16 rounding only
+    plain.window = both.window
+    coarse_plain, _ = plain._probabilities_at(ct, both.coarse_spacing, overlap=0.25, whole=True)
+    coarse_both, _ = both._probabilities_at(ct, both.coarse_spacing, overlap=0.25, whole=True)
+    assert np.array_equal(coarse_plain, coarse_both)
+
+    state, meta = load_checkpoint(toy_model)
+    stored = save_checkpoint(tmp_path / "windows.pt", state, {
+        **meta, "inference": {**meta.get("inference", {}), "extra_windows": [{"level": 40.0, "width": 141.2}]}})
+    assert Predictor(stored, device="cpu").extra_windows == [extra]
+    assert Predictor(stored, device="cpu", extra_windows=[]).extra_windows == []  # the argument wins
+    assert pickle.loads(pickle.dumps(both)).extra_windows == [extra]

@@ -16,6 +16,7 @@ tumor threshold and minimum volume are chosen together and the vessel threshold 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,14 @@ def choose_operating_point(scores: list[dict[str, Any]], max_false_per_scan: flo
         fewest = min(row["false_lesions_per_scan"] for row in scores)
         allowed = [row for row in scores if row["false_lesions_per_scan"] == fewest]
     return max(allowed, key=lambda row: row["score"])
+
+
+def check_windows(windows: Sequence[tuple[float, float]]) -> None:
+    """Refuse a window the network cannot read: a width of zero or less has no contrast."""
+    for level, width in windows:
+        if not (math.isfinite(level) and math.isfinite(width)) or width <= 0:
+            raise ValueError(f"extra window level {level:g}, width {width:g}: the width must be "
+                             "a positive number of HU")
 
 
 def _check_candidates(name: str, values: Sequence[float], volumes: bool = False) -> None:
@@ -151,6 +160,7 @@ def calibrate_decisions(
     min_lesion_scores: Sequence[float] | None = None,
     edge_fractions: Sequence[float] = (0.0,),
     edge_max_voxels_mm: Sequence[float] = (0.0,),
+    extra_windows: Sequence[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
@@ -163,13 +173,17 @@ def calibrate_decisions(
     lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
     0 keeps the network's extent), on scans whose voxels' longest side is at most each of
     ``edge_max_voxels_mm`` (0: every scan; thicker scans keep the network's extent). ``version`` renames the copy: new decisions change every result,
-    and a store keeps one checksum per model name and version.
+    and a store keeps one checksum per model name and version. ``extra_windows`` ((level,
+    width) HU pairs; None keeps the checkpoint's) are averaged with the main window in the
+    fine pass; the decisions are chosen on those probabilities, so the copy keeps both.
     """
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
-    predictor = Predictor(checkpoint, device=device)
+    if extra_windows is not None:
+        check_windows(extra_windows)
+    predictor = Predictor(checkpoint, device=device, extra_windows=extra_windows)
     if min_lesion_scores is None:
         min_lesion_scores = DEFAULT_MIN_LESION_SCORES if predictor.lesion_filter else (0.0,)
     _check_candidates("threshold", candidates)
@@ -253,6 +267,8 @@ def calibrate_decisions(
         inference["min_lesion_score"] = best["min_lesion_score"]
         inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"],
                                                    max_voxel_mm=best["edge_max_voxel_mm"]).to_meta()
+        inference["extra_windows"] = [{"level": level, "width": width}
+                                      for level, width in predictor.extra_windows]
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}

@@ -91,6 +91,7 @@ def segment_scan(
             },
             "device": predictor.device.type,
             "tta": predictor.tta,
+            "extra_windows": [list(window) for window in predictor.extra_windows],
             "fast": predictor.fast,
             "faint_search": predictor.faint_search.to_meta() if predictor.faint_search.enabled else None,
             "size": list(labels.GetSize()),

@@ -110,6 +110,16 @@ def _numbers(option: str, text: str) -> list[float]:
         raise typer.BadParameter(f"{option} must be numbers separated by commas, got {text!r}") from None
 
 
+def _window(option: str, text: str) -> tuple[float, float]:
+    """``LEVEL:WIDTH`` in HU, as the pair the predictor takes."""
+    parts = text.split(":")
+    try:
+        level, width = (float(part) for part in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be LEVEL:WIDTH in HU (say 82:141), got {text!r}") from None
+    return level, width
+
+
 def _per_case_progress(label: str, work: Callable[[Callable[[str], None]], dict[str, Any]]) -> dict[str, Any]:
     """Run ``work(on_case)`` under a progress bar that ticks once per scan; bad input becomes
     a :class:`UserError` (a clear message and a non-zero exit)."""
@@ -148,6 +158,10 @@ def calibrate_command(
                                         help="Comma-separated largest voxel sides (mm) of the scans "
                                              "whose lesion edges are moved (0: every scan; thicker "
                                              "slices keep the network's extent: partial volume)."),
+    extra_windows: list[str] = typer.Option(None, "--extra-window",
+                                            help="LEVEL:WIDTH of an HU window whose probabilities "
+                                                 "are averaged with the main window's (window TTA; "
+                                                 "repeat for more; default: the checkpoint's)."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
                                 "the checkpoint's); a store refuses two checksums under one version."),
@@ -164,10 +178,11 @@ def calibrate_command(
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
     fractions = _numbers("--edge-fractions", edge_fractions)
     max_voxels = _numbers("--edge-max-voxel-mm", edge_max_voxels)
+    windows = [_window("--extra-window", text) for text in extra_windows] if extra_windows else None
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
         version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions,
-        edge_max_voxels_mm=max_voxels))
+        edge_max_voxels_mm=max_voxels, extra_windows=windows))
     if as_json:
         print_json(result)
         return
@@ -185,6 +200,8 @@ def calibrate_command(
                f"min lesion score {result['best_min_lesion_score']}, "
                f"edge fraction {result['best_edge_fraction']} "
                f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
+    if windows:
+        typer.echo("with extra HU windows (level:width) " + ", ".join(f"{lv:g}:{wd:g}" for lv, wd in windows))
 
 
 def calibrate_faint_command(
