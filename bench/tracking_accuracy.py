@@ -10,7 +10,8 @@ models and settings are compared in the same run. ``tracks`` counts every track,
 lesions included; the truth's count is what a perfect model would show.
 
     lvt phantom var/cohorts/track_demo --patients 4 --timepoints 4 --phases 1 --size demo --seed 7000
-    .venv/bin/python bench/tracking_accuracy.py var/cohorts/track_demo --model lvt_core/models/lvt_default.pt
+    .venv/bin/python bench/tracking_accuracy.py var/cohorts/track_demo --model lvt_core/models/lvt_default.pt \
+        --with-network-alone
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("cohort", type=Path)
     parser.add_argument("--model", type=Path, action="append", default=[],
                         help="also track this model's label maps (repeat to compare models)")
+    parser.add_argument("--with-network-alone", action="store_true",
+                        help="also track each model's label maps without its faint-lesion search")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-gaps", default="0,1,2", help="comma-separated TrackingConfig.max_gap values")
     args = parser.parse_args()
@@ -102,6 +105,9 @@ def main() -> None:
         for path in args.model:
             predictor = Predictor(path, device=args.device)
             sources[f"{predictor.version} ({path.name})"] = predictor
+            if args.with_network_alone:
+                sources[f"{predictor.version} network alone"] = Predictor(path, device=args.device,
+                                                                          faint_search=False)
     gaps = [int(g) for g in args.max_gaps.split(",")]
     print(f"{'labels':<28} {'max_gap':>7} {'followed':>9} {'fragmented':>11} {'extra':>6} {'merges':>7} {'tracks':>7}")
     for name, predictor in sources.items():
