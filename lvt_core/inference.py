@@ -29,6 +29,7 @@ float32 while the windows are blended, float16 after; full-resolution maps are u
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,9 +230,9 @@ class Predictor:
         self.roi_margin_mm = float(inference_cfg.get("roi_margin_mm", ROI_MARGIN_MM))
         # (level, width) windows whose fine-pass probabilities are averaged with the main
         # window's (calibrated with them; none by default); the argument overrides the checkpoint
-        self.extra_windows: list[tuple[float, float]] = (
+        self.extra_windows: list[tuple[float, float]] = checked_windows(
             windows_from_meta(inference_cfg.get("extra_windows")) if extra_windows is None
-            else [(float(level), float(width)) for level, width in extra_windows])
+            else extra_windows)
         # per-channel decision thresholds, calibrated on a validation cohort (default 0.5)
         self.thresholds = channel_thresholds(inference_cfg.get("thresholds"))
         # tumor components below this volume become liver (calibrated; 0 keeps every speck)
@@ -529,9 +530,24 @@ class Predictor:
         return result, timings
 
 
+def checked_windows(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The windows as float pairs; a width of zero or less has no contrast and is refused."""
+    pairs = [(float(level), float(width)) for level, width in windows]
+    for level, width in pairs:
+        if not (math.isfinite(level) and math.isfinite(width)) or width <= 0:
+            raise ValueError(f"extra window level {level:g}, width {width:g}: the width must be "
+                             "a positive number of HU")
+    return pairs
+
+
 def windows_from_meta(entries: list[dict[str, float]] | None) -> list[tuple[float, float]]:
     """``meta["inference"]["extra_windows"]`` (``[{"level": L, "width": W}, ...]``) as pairs."""
     return [(float(entry["level"]), float(entry["width"])) for entry in entries or []]
+
+
+def windows_to_meta(windows: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """The pairs as checkpoint metadata and JSON summaries write them."""
+    return [{"level": level, "width": width} for level, width in windows]
 
 
 def liver_present(labels: sitk.Image) -> bool:

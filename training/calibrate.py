@@ -16,7 +16,6 @@ tumor threshold and minimum volume are chosen together and the vessel threshold 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +67,6 @@ def choose_operating_point(scores: list[dict[str, Any]], max_false_per_scan: flo
         fewest = min(row["false_lesions_per_scan"] for row in scores)
         allowed = [row for row in scores if row["false_lesions_per_scan"] == fewest]
     return max(allowed, key=lambda row: row["score"])
-
-
-def check_windows(windows: Sequence[tuple[float, float]]) -> None:
-    """Refuse a window the network cannot read: a width of zero or less has no contrast."""
-    for level, width in windows:
-        if not (math.isfinite(level) and math.isfinite(width)) or width <= 0:
-            raise ValueError(f"extra window level {level:g}, width {width:g}: the width must be "
-                             "a positive number of HU")
 
 
 def _check_candidates(name: str, values: Sequence[float], volumes: bool = False) -> None:
@@ -178,12 +169,11 @@ def calibrate_decisions(
     fine pass; the decisions are chosen on those probabilities, so the copy keeps both.
     """
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
-    from lvt_core.inference import Predictor
+    from lvt_core.inference import Predictor, windows_to_meta
     from training.datasets import load_cases
 
-    if extra_windows is not None:
-        check_windows(extra_windows)
-    predictor = Predictor(checkpoint, device=device, extra_windows=extra_windows)
+    predictor = Predictor(checkpoint, device=device,
+                          extra_windows=list(extra_windows) if extra_windows is not None else None)
     if min_lesion_scores is None:
         min_lesion_scores = DEFAULT_MIN_LESION_SCORES if predictor.lesion_filter else (0.0,)
     _check_candidates("threshold", candidates)
@@ -267,8 +257,7 @@ def calibrate_decisions(
         inference["min_lesion_score"] = best["min_lesion_score"]
         inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"],
                                                    max_voxel_mm=best["edge_max_voxel_mm"]).to_meta()
-        inference["extra_windows"] = [{"level": level, "width": width}
-                                      for level, width in predictor.extra_windows]
+        inference["extra_windows"] = windows_to_meta(predictor.extra_windows)
         meta = {**meta, "inference": inference, "version": version or meta["version"],
                 "calibration": {"cohort": cohort_names, "cases": cases, "candidates": scores,
                                 "vessel_candidates": vessel_rows}}

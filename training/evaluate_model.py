@@ -188,7 +188,7 @@ def evaluate_checkpoint(
 
     ``thresholds`` (channel name → value) overrides the checkpoint's decision thresholds.
     """
-    from lvt_core.inference import Predictor
+    from lvt_core.inference import Predictor, windows_to_meta
     from lvt_core.labels import CHANNELS, channel_thresholds
     from lvt_core.metrics import CLASS_MASKS, evaluate_pair, mean_metrics
 
@@ -231,7 +231,7 @@ def evaluate_checkpoint(
     summary = {
         "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": len(rows),
         "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)), "tta": predictor.tta,
-        "extra_windows": [list(window) for window in predictor.extra_windows],
+        "extra_windows": windows_to_meta(predictor.extra_windows),
         "min_tumor_volume_ml": predictor.min_tumor_volume_ml, "min_tumor_peak": predictor.min_tumor_peak,
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],

@@ -51,7 +51,7 @@ def segment_scan(
     """Run the whole command and return the summary document (also written to disk)."""
     from lvt_core.checkpoint import CheckpointError
     from lvt_core.imageio import ImageReadError, read_image, write_image
-    from lvt_core.inference import InputImageError, Predictor
+    from lvt_core.inference import InputImageError, Predictor, windows_to_meta
 
     start = time.perf_counter()
     model_path = Path(model) if model is not None else get_settings().model_path
@@ -91,7 +91,7 @@ def segment_scan(
             },
             "device": predictor.device.type,
             "tta": predictor.tta,
-            "extra_windows": [list(window) for window in predictor.extra_windows],
+            "extra_windows": windows_to_meta(predictor.extra_windows),
             "fast": predictor.fast,
             "faint_search": predictor.faint_search.to_meta() if predictor.faint_search.enabled else None,
             "size": list(labels.GetSize()),
