@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member_states
+from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases
 from lvt_core.faint_lesions import FaintLesionSearch, kept_faint_lesions, paint_candidates
 from lvt_core.labels import (
     BACKGROUND,
@@ -249,6 +250,8 @@ class Predictor:
                              if faint_search else FaintLesionSearch())
         # each lesion's edge moved to half way between it and the liver in the CT (calibrated; off)
         self.lesion_edges = LesionEdgeRule.from_meta(inference_cfg.get("lesion_edges"))
+        # a dropped candidate kept where another phase of the day has a lesion (calibrated; off)
+        self.cross_phase = CrossPhaseRule.from_meta(inference_cfg.get("cross_phase"))
         # one network, or an ensemble's networks whose probabilities are averaged
         self.models: list[torch.nn.Module] = [self._network(state) for state in states]
         self.model = self.models[0]
@@ -468,6 +471,34 @@ class Predictor:
         labels.CopyInformation(image)
         return labels
 
+    def phase_scan(self, probabilities: ScanProbabilities, image: sitk.Image, labels: sitk.Image) -> PhaseScan:
+        """One decoded scan as :mod:`lvt_core.cross_phase` reads it beside the day's others."""
+        tumor = np.zeros(tuple(reversed(image.GetSize())), np.float32)
+        if probabilities.region is not None:
+            tumor[probabilities.region] = probabilities.values[self.tumor_channel]
+        threshold = 0.5 if self.label_space == "multiclass" else self.thresholds[CHANNELS.index("tumor")]
+        return PhaseScan(image, sitk.GetArrayFromImage(labels), tumor, threshold)
+
+    def predict_day(self, images: Sequence[sitk.Image]) -> list[tuple[sitk.Image, dict[str, Any]]]:
+        """Segment the scans of one day (its contrast phases) and read them together
+        (:mod:`lvt_core.cross_phase`, when the checkpoint's rule is on): per scan its labels and
+        what :attr:`last_info` said about it, its ``timings``, and ``cross_phase_points_mm``,
+        the centres of the lesions another phase confirmed in it."""
+        results = [self._predict_keeping(image) for image in images]
+        rule = self.cross_phase if all(probs is not None for *_, probs in results) else CrossPhaseRule()
+        scans = [self.phase_scan(probs, image, labels) if probs is not None
+                 else PhaseScan(image, sitk.GetArrayFromImage(labels), np.zeros(0), 1.0)
+                 for image, (labels, _, _, probs) in zip(images, results, strict=True)]
+        out = []
+        for scan, (labels, timings, info, _), (confirmed, kept) in zip(
+                scans, results, confirm_across_phases(scans, rule), strict=True):
+            if kept:
+                labels = sitk.GetImageFromArray(confirmed)
+                labels.CopyInformation(scan.image)
+            out.append((labels, {**info, "timings": timings,
+                                 "cross_phase_points_mm": [list(c.centre_mm) for c in kept]}))
+        return out
+
     def predict_probabilities(self, image: sitk.Image) -> ScanProbabilities:
         """The fine pass's probabilities on ``image``'s own grid, before any decision."""
         if self.fast:
@@ -478,13 +509,22 @@ class Predictor:
 
     def predict_with_timings(self, image: sitk.Image) -> tuple[sitk.Image, dict[str, float]]:
         """Like :meth:`predict`, also returning the seconds per stage (also in ``last_timings``)."""
+        labels, timings, _, _ = self._predict_keeping(image)
+        return labels, timings
+
+    def _predict_keeping(
+        self, image: sitk.Image
+    ) -> tuple[sitk.Image, dict[str, float], dict[str, Any], ScanProbabilities | None]:
+        """Labels, seconds per stage, :attr:`last_info` and the fine-pass probabilities (None
+        in fast mode) of one scan."""
         result, timings = self._run(image)
+        probabilities = result if isinstance(result, ScanProbabilities) else None
         if isinstance(result, ScanProbabilities):
             start = time.perf_counter()
             result = self.labels_from(result, image)
             timings["decode_s"] = round(time.perf_counter() - start, 3)
             timings["total_s"] = round(timings["total_s"] + timings["decode_s"], 3)
-        return result, timings
+        return result, timings, dict(self.last_info), probabilities
 
     def _run(self, image: sitk.Image) -> tuple[sitk.Image | ScanProbabilities, dict[str, float]]:
         """Crop, coarse pass, fine pass: coarse labels in fast mode, else fine probabilities."""

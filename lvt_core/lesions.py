@@ -13,7 +13,9 @@ Definitions follow ARCHITECTURE.md:
   that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away);
 - ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
   it holds a point where the faint-lesion search (:mod:`lvt_core.faint_lesions`) added tumor
-  after the network, ``"network"`` otherwise, ``None`` for a label map of unknown origin.
+  after the network, ``"other_phase"`` when it holds a centre of a candidate another phase of
+  the day confirmed (:mod:`lvt_core.cross_phase`), ``"network"`` otherwise, ``None`` for a
+  label map of unknown origin.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 FOUND_BY_NETWORK = "network"
 FOUND_BY_FAINT_SEARCH = "faint_search"
+FOUND_BY_OTHER_PHASE = "other_phase"
 
 
 @dataclass
@@ -229,12 +232,15 @@ def extract_lesions(
     *,
     component_map: sitk.Image | None = None,
     faint_points_mm: Sequence[Sequence[float]] | None = None,
+    other_phase_points_mm: Sequence[Sequence[float]] = (),
 ) -> list[Lesion]:
     """Measure every lesion of ``labels``; ``image`` (any grid, resampled) gives the mean HU.
 
     Pass ``component_map`` (from :func:`lesion_component_map`) to skip recomputing components,
     and ``faint_points_mm`` (the segmenter's ``faint_lesion_points_mm``, empty when its search
-    added nothing) to say which lesions the faint-lesion search drew (``found_by``).
+    added nothing) to say which lesions the faint-lesion search drew (``found_by``);
+    ``other_phase_points_mm`` (its ``cross_phase_points_mm``) says which ones another phase
+    confirmed.
     """
     array = _label_array(labels)
     components = (
@@ -247,6 +253,7 @@ def extract_lesions(
         return []
     searched = (None if faint_points_mm is None
                 else _components_at(labels, components, faint_points_mm))
+    confirmed = _components_at(labels, components, other_phase_points_mm) if other_phase_points_mm else set()
     region_start = np.array([s.start for s in region])
     sub = components[region]
     spacing = tuple(float(s) for s in labels.GetSpacing())
@@ -299,7 +306,8 @@ def extract_lesions(
                 distance_to_vessel_mm=d_vessel,
                 distance_to_liver_surface_mm=d_surface,
                 found_by=(None if searched is None else
-                          FOUND_BY_FAINT_SEARCH if lesion_id in searched else FOUND_BY_NETWORK),
+                          FOUND_BY_FAINT_SEARCH if lesion_id in searched else
+                          FOUND_BY_OTHER_PHASE if lesion_id in confirmed else FOUND_BY_NETWORK),
             )
         )
     return lesions

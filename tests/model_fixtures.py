@@ -68,15 +68,18 @@ def tiny_ct(seed: int, size: tuple[int, int, int] = (24, 24, 16), spacing: float
     return image
 
 
-def write_tiny_cohort(folder: Path, patients: int = 2, timepoints: int = 2) -> Path:
-    """Write tiny NIfTI scans and a manifest (portal phase, monthly studies); return the CSV."""
+def write_tiny_cohort(folder: Path, patients: int = 2, timepoints: int = 2,
+                      phases: tuple[str, ...] = ("portal",)) -> Path:
+    """Write tiny NIfTI scans and a manifest (monthly studies, portal phase unless asked);
+    return the CSV."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["patient_id,image,study_date,phase"]
     for p in range(patients):
         for t in range(timepoints):
-            name = f"p{p}_t{t}.nii.gz"
-            sitk.WriteImage(tiny_ct(seed=10 * p + t), str(folder / name))
-            lines.append(f"P{p:03d},{name},2024-{t + 1:02d}-15,portal")
+            for k, phase in enumerate(phases):
+                name = f"p{p}_t{t}.nii.gz" if k == 0 else f"p{p}_t{t}_{phase}.nii.gz"
+                sitk.WriteImage(tiny_ct(seed=10 * p + t + 100 * k), str(folder / name))
+                lines.append(f"P{p:03d},{name},2024-{t + 1:02d}-15,{phase}")
     manifest = folder / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest

@@ -119,6 +119,38 @@ def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoi
         assert seg.label_map_path is None
 
 
+def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
+        lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """One task per study: with the cross-phase rule on, both phases go through
+    ``predict_day``; an unreadable arterial series fails alone and its portal sibling is stored."""
+    from db.engine import default_url
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+
+    url = default_url()
+    ensure_schema(url)
+    manifest = write_tiny_cohort(tmp_path / "in", patients=1, timepoints=1, phases=("portal", "arterial"))
+    ingest_paths([], IngestOptions(manifest=manifest), url=url)
+    _, meta = load_checkpoint(tiny_checkpoint)
+    rule = {"min_peak": 0.01, "max_distance_mm": 500.0, "min_volume_ml": 0.0}
+    meta = {**meta, "version": "0.0.2", "inference": {**meta["inference"], "cross_phase": rule}}
+    model = copy_with_meta(tiny_checkpoint, tmp_path / "cross.pt", meta)
+
+    summary = run_batch(BatchOptions(all=True, model=model))
+    assert summary.done == 2 and summary.failed == 0
+    _assert_consistent(url)
+    with make_session_factory(url)() as s:
+        found_by = set(s.scalars(select(Lesion.found_by)))
+        assert "other_phase" in found_by and found_by <= {"network", "other_phase"}
+        assert s.scalar(select(func.count(func.distinct(Series.study_id)))) == 1
+        arterial = s.scalar(select(Series).where(Series.phase == "arterial"))
+        assert arterial is not None
+        path = storage.resolve(arterial.image_path)
+    path.write_bytes(b"not a nifti file")
+    forced = run_batch(BatchOptions(all=True, model=model, force=True))
+    assert forced.done == 1 and forced.failed == 1
+    assert forced.failures[0]["series_id"] == arterial.id
+
+
 def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -> None:
     env = {**os.environ, "LVT_DATABASE_URL": cohort}
     dry = subprocess.run(

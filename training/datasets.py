@@ -10,7 +10,7 @@ own label values were.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,15 @@ def list_sources() -> list[Source]:
     """Every registered source, in registration order."""
     _ensure_builtin()
     return list(_REGISTRY.values())
+
+
+def cases_by_day(cases: Iterable[Case]) -> list[list[Case]]:
+    """The cases grouped by ``study`` (the phases of one day), in order of first appearance;
+    a case without a study is a day of its own."""
+    days: dict[str, list[Case]] = {}
+    for index, case in enumerate(cases):
+        days.setdefault(case.study or f"\0{index}", []).append(case)
+    return list(days.values())
 
 
 def load_cases(name: str, path: str | Path, **options: Any) -> list[Case]:

@@ -11,7 +11,7 @@ per-lesion table (size, local contrast to the surrounding liver, coverage) expla
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT, liver_volumes_ml, residuals_pct
-from training.datasets import load_cases
+from training.datasets import cases_by_day, load_cases
 
 MIN_LESION_MM = 10.0
 TARGETS = {"liver_dsc": 0.95, "vessel_dsc": 0.70, "tumor_dsc": 0.85, "lesion_sensitivity_10mm": 0.90}
@@ -177,6 +177,17 @@ def phase_volumetry(rows: list[dict[str, Any]], threshold_pct: float = FLAG_THRE
     }
 
 
+def _predicted_days(predictor: Any, cohort: str | Path) -> Iterator[tuple[Any, sitk.Image, sitk.Image, sitk.Image, dict]]:
+    """``(case, image, reference, prediction, info)`` per scan of ``cohort``, the phases of one
+    day segmented together (:meth:`lvt_core.inference.Predictor.predict_day`), as the batch
+    segments them."""
+    for day in cases_by_day(load_cases("synthetic", cohort)):
+        loaded = [case.load() for case in day]
+        predicted = predictor.predict_day([image for image, _ in loaded])
+        for case, (image, ref), (pred, info) in zip(day, loaded, predicted, strict=True):
+            yield case, image, ref, pred, info
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
@@ -200,9 +211,9 @@ def evaluate_checkpoint(
     predicted_lesions, false_total = 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
     sizes = dict.fromkeys(CLASS_MASKS, 0)
-    for case in load_cases("synthetic", cohort):
-        image, ref = case.load()
-        pred = predictor.predict(image)
+    confirmed_total = 0
+    for case, image, ref, pred, info in _predicted_days(predictor, cohort):
+        confirmed_total += len(info["cross_phase_points_mm"])
         result = evaluate_pair(pred, ref)
         findings = lesion_findings(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref),
                                    sitk.GetArrayViewFromImage(image), ref.GetSpacing())
@@ -233,6 +244,7 @@ def evaluate_checkpoint(
         "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)), "tta": predictor.tta,
         "extra_windows": windows_to_meta(predictor.extra_windows),
         "min_tumor_volume_ml": predictor.min_tumor_volume_ml, "min_tumor_peak": predictor.min_tumor_peak,
+        "cross_phase": predictor.cross_phase.to_meta(), "cross_phase_lesions_added": confirmed_total,
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,

@@ -1,4 +1,5 @@
-"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt calibrate-faint``, ``lvt ensemble`` and ``lvt experiment partial-labels``."""
+"""``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt calibrate-faint``, ``lvt calibrate-cross-phase``,
+``lvt ensemble`` and ``lvt experiment partial-labels``."""
 
 from __future__ import annotations
 
@@ -262,6 +263,50 @@ def _faint_decisions(row: dict[str, Any]) -> str:
     return f"min z {row['min_z']}, min blobness {row['min_blobness']}{bright}{vessels}{round_enough}"
 
 
+def calibrate_cross_phase_command(
+    checkpoint: Path = typer.Argument(..., help="Calibrated checkpoint (.pt) to add the rule to."),
+    cohort: list[Path] = typer.Option(..., "--cohort", help="Validation phantom cohort with two or more "
+                                      "phases per day, never the test cohort; repeat to pool several."),
+    out: Path = typer.Option(..., "--out", help="Where to write the copy carrying the rule."),
+    min_peaks: str = typer.Option("0.5,0.7,0.8,0.9", "--min-peaks", help="Comma-separated lowest peak "
+                                  "tumor probability of a dropped candidate another phase may confirm."),
+    max_distances: str = typer.Option("5,10,15", "--max-distances",
+                                      help="Comma-separated farthest a candidate may lie from the carried "
+                                           "centre of the other phase's lesion (mm)."),
+    min_volumes: str = typer.Option("0.1", "--min-volumes", help="Comma-separated smallest candidate kept (ml)."),
+    max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
+                                    help="Most false lesions per validation scan the chosen rule may produce."),
+    device: str = typer.Option("auto", "--device"),
+    version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Choose when a lesion in one phase of a day confirms a dropped candidate in another (off
+    if it does not help on validation)."""
+    from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
+
+    result = _per_case_progress("calibrating the cross-phase rule", lambda on_case: calibrate_cross_phase(
+        checkpoint, cohort, out, _numbers("--min-peaks", min_peaks), _numbers("--max-distances", max_distances),
+        _numbers("--min-volumes", min_volumes), device, on_case=on_case, version=version,
+        max_false_per_scan=max_false))
+    if as_json:
+        print_json(result)
+        return
+    for row in result["candidates"]:
+        typer.echo(f"{_cross_phase_rule(row)}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
+                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
+                   f"false lesions per scan {row['false_lesions_per_scan']})")
+    chosen = _cross_phase_rule({name: result[f"best_{name}"] for name in GRID_FIELDS})
+    typer.echo(f"chosen: {chosen}; {result['days']} days, {result['cases']} scans; wrote {result['out']}")
+
+
+def _cross_phase_rule(row: dict[str, Any]) -> str:
+    """One row of the cross-phase calibration, as the terminal says it."""
+    if not row["min_peak"]:
+        return "off"
+    return (f"peak ≥ {row['min_peak']} within {row['max_distance_mm']} mm of another phase's lesion, "
+            f"≥ {row['min_volume_ml']} ml")
+
+
 def fit_lesion_filter_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) whose tumor candidates to filter."),
     cohort: list[Path] = typer.Option(..., "--cohort", help="Phantom cohort used by neither training, "
@@ -350,6 +395,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate-model")(evaluate_model_command)
     app.command("calibrate")(calibrate_command)
     app.command("calibrate-faint")(calibrate_faint_command)
+    app.command("calibrate-cross-phase")(calibrate_cross_phase_command)
     app.command("fit-lesion-filter")(fit_lesion_filter_command)
     app.command("ensemble")(ensemble_command)
     app.add_typer(experiment_app, name="experiment")

@@ -13,7 +13,9 @@ transaction per finished series, so:
   overrides that point at them are kept);
 - a failing series is stored as ``failed`` with its error and the batch goes on.
 
-After the series, tracks, volumetry and responses are refreshed per touched patient
+A task is one study: the phases of a day pending in this run are segmented together, so the
+checkpoint's cross-phase rule (:mod:`lvt_core.cross_phase`) can read them side by side. After
+the series, tracks, volumetry and responses are refreshed per touched patient
 (:func:`app.services.analytics.refresh_patient`).
 """
 
@@ -37,7 +39,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
-from app.services.batch_worker import measure_labels, segment_series
+from app.services.batch_worker import measure_labels, segment_day
 from db import storage
 from db.engine import default_url, ensure_schema, make_session_factory
 from db.models import (
@@ -347,12 +349,13 @@ def _engine(workers: int, scheduler: str | None) -> str:
 def execute(
     tasks: list[dict[str, Any]], workers: int = 1, scheduler: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Run :func:`segment_series` over ``tasks``; yield results as they finish."""
+    """Run :func:`segment_day` over ``tasks`` (one study's series each); yield one result per
+    series as its day finishes."""
     if not tasks:
         return
     if scheduler is None and workers <= 1:
         for task in tasks:
-            yield segment_series(task)
+            yield from segment_day(task)
         return
     from distributed import Client, LocalCluster, as_completed
 
@@ -375,18 +378,19 @@ def execute(
         tag = uuid.uuid4().hex[:8]
         futures = {
             client.submit(
-                segment_series, task, key=f"lvt-series-{task['series_id']}-{tag}", pure=False
+                segment_day, task, key=f"lvt-day-{task['series'][0]['series_id']}-{tag}", pure=False
             ): task
             for task in tasks
         }
         for future in as_completed(list(futures)):
             task = futures[future]
             try:
-                result = future.result()
+                results = future.result()
             except Exception as exc:  # worker lost too often, cancelled, ...
-                result = {"series_id": task["series_id"], "error": f"{type(exc).__name__}: {exc}"}
+                results = [{"series_id": item["series_id"], "error": f"{type(exc).__name__}: {exc}"}
+                           for item in task["series"]]
             future.release()
-            yield result
+            yield from results
     finally:
         client.close()
         if cluster is not None:
@@ -479,11 +483,14 @@ def run_batch(
     if options.scheduler is None and options.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // options.workers)
     throttle = float(os.environ.get(THROTTLE_ENV) or 0.0)
+    days: dict[int, list[int]] = {}  # the series of one study are segmented together
+    for sid in series_ids:
+        days.setdefault(info[sid][2], []).append(sid)
     tasks = [
-        {"series_id": sid, "image_path": info[sid][0], "data_root": str(root),
-         "checkpoint": str(checkpoint), "device": options.device, "threads": threads,
-         "test_delay_s": throttle}
-        for sid in series_ids
+        {"series": [{"series_id": sid, "image_path": info[sid][0]} for sid in day],
+         "data_root": str(root), "checkpoint": str(checkpoint), "device": options.device,
+         "threads": threads, "test_delay_s": throttle}
+        for day in days.values()
     ]
     patients: set[int] = set()
     try:
@@ -503,7 +510,7 @@ def run_batch(
                     summary.failures.append({"series_id": sid, "error": seg.error})
                     log.warning("series %s failed: %s", sid, seg.error)
             if on_progress is not None:
-                on_progress(n, len(tasks), result)
+                on_progress(n, len(series_ids), result)
         _refresh(factory, sorted(patients), model_id, root, summary)
     except BaseException as exc:
         with factory() as session:

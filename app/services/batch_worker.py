@@ -1,5 +1,8 @@
-"""Worker side of ``lvt batch``: segment one series and measure it; files only, no database.
+"""Worker side of ``lvt batch``: segment the series of one day and measure them; files only,
+no database.
 
+The series of one study (its contrast phases) are segmented together, so a lesion in one phase
+can confirm an unsure candidate in another (:meth:`lvt_core.inference.Predictor.predict_day`).
 Runs inside Dask worker processes (or in-process for one worker). The predictor is loaded
 once per process and reused. Label maps are written to the content-addressed store by an
 atomic rename, so a killed worker never leaves a half-written file at a published path; the
@@ -41,9 +44,11 @@ def get_predictor(checkpoint: str, device: str = "auto") -> Any:
 def measure_labels(
     labels: sitk.Image, image: sitk.Image | None = None,
     faint_points_mm: list[list[float]] | None = None,
+    other_phase_points_mm: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """Lesions and liver volumes of one label map, as plain JSON-ready values; with the
-    segmenter's ``faint_points_mm`` each lesion says who found it (``found_by``)."""
+    segmenter's ``faint_points_mm`` (and ``other_phase_points_mm``) each lesion says who found
+    it (``found_by``)."""
     total_ml, functional_ml = liver_volumes_ml(labels)
     lesions = [
         {
@@ -57,19 +62,23 @@ def measure_labels(
             "mean_hu": lesion.mean_hu,
             "found_by": lesion.found_by,
         }
-        for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)
+        for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm,
+                                      other_phase_points_mm=other_phase_points_mm or ())
     ]
     return {"total_ml": total_ml, "functional_ml": functional_ml, "lesions": lesions}
 
 
-def segment_series(task: dict[str, Any]) -> dict[str, Any]:
-    """Segment ``task["image_path"]`` (store-relative) and return what the client stores.
+def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Segment the series of ``task["series"]`` (one study's phases; store-relative
+    ``image_path`` each) together and return, per series, what the client stores.
 
-    Never raises for a bad series: the error comes back as ``{"error": ...}`` so the client
-    records it and the batch goes on.
+    Never raises for a bad series: its error comes back as ``{"error": ...}`` so the client
+    records it and the batch goes on. When the day cannot be segmented together (one image
+    unreadable or refused), each readable series is segmented alone.
     """
     start = time.perf_counter()
-    out: dict[str, Any] = {"series_id": task["series_id"], "worker_pid": os.getpid()}
+    outs = [{"series_id": item["series_id"], "worker_pid": os.getpid()} for item in task["series"]]
+    images: list[sitk.Image | None] = []
     try:
         threads = int(task.get("threads") or 0)
         if threads > 0:
@@ -77,17 +86,43 @@ def segment_series(task: dict[str, Any]) -> dict[str, Any]:
 
             torch.set_num_threads(threads)
         root = Path(task["data_root"])
-        image = sitk.ReadImage(str(storage.resolve(task["image_path"], root)))
         predictor = get_predictor(task["checkpoint"], task.get("device", "auto"))
-        labels = predictor.predict(image)
-        rel, sha = storage.store_image(labels, root)
-        out.update(measure_labels(labels, image, predictor.last_info.get("faint_lesion_points_mm", [])))
-        out.update(label_map_path=rel, label_map_hash=sha)
-        delay = float(task.get("test_delay_s") or 0.0)
-        if delay:  # lets crash tests hit a batch mid-run; never set in production
-            time.sleep(delay)
     except Exception as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        out["traceback"] = traceback.format_exc(limit=5)
+        return [_failed(out, exc, start) for out in outs]
+    for out, item in zip(outs, task["series"], strict=True):
+        try:
+            images.append(sitk.ReadImage(str(storage.resolve(item["image_path"], root))))
+        except Exception as exc:
+            _failed(out, exc, start)
+            images.append(None)
+    readable = [i for i, image in enumerate(images) if image is not None]
+    try:
+        predicted = dict(zip(readable, predictor.predict_day([images[i] for i in readable]), strict=True))
+    except Exception:  # one refused image: the others are still segmented, alone
+        predicted = {}
+        for i in readable:
+            try:
+                predicted[i] = predictor.predict_day([images[i]])[0]
+            except Exception as exc:
+                _failed(outs[i], exc, start)
+    for i, (labels, info) in predicted.items():
+        try:
+            rel, sha = storage.store_image(labels, root)
+            outs[i].update(measure_labels(labels, images[i], info.get("faint_lesion_points_mm", []),
+                                          info.get("cross_phase_points_mm", [])))
+            outs[i].update(label_map_path=rel, label_map_hash=sha)
+        except Exception as exc:
+            _failed(outs[i], exc, start)
+    delay = float(task.get("test_delay_s") or 0.0)
+    if delay:  # lets crash tests hit a batch mid-run; never set in production
+        time.sleep(delay * len(outs))
+    for out in outs:
+        out.setdefault("runtime_s", (time.perf_counter() - start) / len(outs))
+    return outs
+
+
+def _failed(out: dict[str, Any], exc: Exception, start: float) -> dict[str, Any]:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+    out["traceback"] = traceback.format_exc(limit=5)
     out["runtime_s"] = time.perf_counter() - start
     return out

@@ -59,12 +59,13 @@ def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataF
 
 
 def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:
-    """True when the faint-lesion search, not the network, drew ``track`` at its first study."""
+    """True when a second look, not the network alone, drew ``track`` at its first study: the
+    faint-lesion search, or another phase of the day confirming an unsure candidate."""
     rows = lesions[lesions["track"] == track]
     if rows.empty:
         return False
     first = rows[rows["study_date"] == rows["study_date"].min()]
-    return bool((first["found_by"] == "faint_search").any())
+    return bool(first["found_by"].isin(["faint_search", "other_phase"]).any())
 
 
 def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[int | None]:

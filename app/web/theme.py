@@ -24,13 +24,14 @@ WINDOWS = {
     "Lung (W1500 L-600)": (1500.0, -600.0),
 }
 
-FOUND_BY = {"network": "network", "faint_search": "faint search"}
+FOUND_BY = {"network": "network", "faint_search": "faint search", "other_phase": "other phase"}
 """Who drew a lesion (``lesions.found_by``), as the tables say it."""
 FOUND_BY_HELP = (
     "network: the segmentation network drew it. faint search: the faint-lesion search, a "
     "matched filter run after the network, drew it (in part or whole); it finds faint lesions "
-    "the network misses and is wrong more often, so look twice. unknown: an imported label "
-    "map or an older run."
+    "the network misses and is wrong more often, so look twice. other phase: the network was "
+    "unsure here, and a lesion at the same place in another contrast phase of the same day "
+    "confirmed it; compare the phases. unknown: an imported label map or an older run."
 )
 
 

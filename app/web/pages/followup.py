@@ -68,7 +68,8 @@ for b in badges:
     st.success(
         f"Track {b['track_id']}: seen by the model **{b['lead_months']:.0f} months** before the "
         f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']})"
-        + (": first drawn by the faint-lesion search, not the network; look twice." if searched else "."),
+        + (": first drawn by a second look (the faint-lesion search, or another phase of the day), "
+           "not the network alone; look twice." if searched else "."),
         icon=":material/visibility:",
     )
 

@@ -1,0 +1,206 @@
+"""Reading the phases of one day together: a lesion in one phase confirms a dropped candidate
+at the same place in another, after the breathing shift between them is registered away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
+
+from lvt_core.checkpoint import load_checkpoint
+from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases, lesion_centres_mm
+from lvt_core.inference import Predictor, ScanProbabilities
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR
+from lvt_core.lesions import extract_lesions
+from training.calibrate_cross_phase import calibrate_cross_phase
+from training.datasets import cases_by_day, load_cases
+from training.evaluate_model import evaluate_checkpoint
+
+SPACING_XYZ = (1.5, 1.5, 2.0)
+SHAPE_ZYX = (40, 80, 90)
+SHIFT_MM = np.array([0.0, 9.0, 6.0])  # z, y, x: the arterial liver sits lower and to the side
+RULE = CrossPhaseRule(min_peak=0.6, max_distance_mm=8.0, min_volume_ml=0.1)
+
+
+def _ball(centre_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    return (z - centre_mm[0]) ** 2 + (y - centre_mm[1]) ** 2 + (x - centre_mm[2]) ** 2 <= radius_mm**2
+
+
+def _liver(shift_mm: np.ndarray) -> np.ndarray:
+    """An egg-shaped liver, asymmetric so a rigid registration has one answer."""
+    axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    cz, cy, cx = np.array([40.0, 55.0, 62.0]) + shift_mm
+    egg = ((z - cz) / 28) ** 2 + ((y - cy) / 38) ** 2 + ((x - cx) / (46 + 0.35 * (x - cx))) ** 2 <= 1
+    return egg
+
+
+def _scan(shift_mm: np.ndarray, lesion_mm: np.ndarray, lesion_label: int, lesion_peak: float,
+          decoys: tuple[tuple[np.ndarray, float], ...] = ()) -> PhaseScan:
+    labels = np.where(_liver(shift_mm), LIVER, BACKGROUND).astype(np.uint8)
+    probability = np.zeros(SHAPE_ZYX, np.float32)
+    for centre, peak in ((lesion_mm, lesion_peak), *decoys):
+        ball = _ball(centre + shift_mm, 6.0)
+        probability[ball] = peak
+    lesion = _ball(lesion_mm + shift_mm, 6.0)
+    labels[lesion] = lesion_label
+    image = sitk.Image([int(n) for n in SHAPE_ZYX[::-1]], sitk.sitkInt16)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin((-60.0, -40.0, 100.0))
+    return PhaseScan(image, labels, probability, tumor_threshold=0.3)
+
+
+def test_a_lesion_in_one_phase_confirms_the_dropped_candidate_in_the_other() -> None:
+    lesion = np.array([40.0, 50.0, 70.0])
+    far = np.array([40.0, 70.0, 35.0])
+    portal = _scan(np.zeros(3), lesion, TUMOR, 0.99)
+    # arterial: the same lesion, shifted with the liver, dropped by the peak rule (peak 0.7 <
+    # 0.95); a decoy of the same peak far from any lesion; and one near it but too faint
+    arterial = _scan(SHIFT_MM, lesion, LIVER, 0.7, decoys=((far, 0.7),))
+
+    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases(
+        [portal, arterial], RULE)
+
+    assert portal_labels is portal.labels and portal_added == []
+    assert len(arterial_added) == 1
+    lesion_voxels = _ball(lesion + SHIFT_MM, 6.0)
+    assert (arterial_labels[lesion_voxels] == TUMOR).all()
+    assert not (arterial_labels[_ball(far + SHIFT_MM, 6.0)] == TUMOR).any()  # no lesion in portal there
+    assert np.count_nonzero(arterial_labels == TUMOR) == np.count_nonzero(lesion_voxels)
+    # the confirmed lesion's centre is where the portal lesion is, carried by the breathing shift
+    centre = np.array(arterial_added[0].centre_mm)
+    expected = np.array(lesion_centres_mm(portal)[0]) + SHIFT_MM[::-1]
+    assert np.linalg.norm(centre - expected) < 2.0
+    assert arterial_added[0].peak == np.float32(0.7)
+    # the arterial labels the caller passed in are not modified
+    assert not (arterial.labels == TUMOR).any()
+
+
+def test_without_the_breathing_shift_registered_the_candidate_would_be_missed() -> None:
+    """Why the scans are registered: the 11 mm shift is more than the allowed distance."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _scan(np.zeros(3), lesion, TUMOR, 0.99)
+    arterial = _scan(SHIFT_MM, lesion, LIVER, 0.7)
+    tight = CrossPhaseRule(min_peak=0.6, max_distance_mm=3.0)
+    unregistered = np.linalg.norm(SHIFT_MM) - 6.0  # nearest candidate voxel from the old centre
+    assert unregistered > tight.max_distance_mm
+    (_, _), (labels, added) = confirm_across_phases([portal, arterial], tight)
+    assert len(added) == 1 and added[0].distance_mm <= 3.0
+    assert (labels[_ball(lesion + SHIFT_MM, 6.0)] == TUMOR).all()
+
+
+def test_faint_candidates_rims_and_a_single_phase_are_left_alone() -> None:
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _scan(np.zeros(3), lesion, TUMOR, 0.99)
+    too_faint = _scan(SHIFT_MM, lesion, LIVER, 0.5)  # under min_peak 0.6
+    (_, _), (labels, added) = confirm_across_phases([portal, too_faint], RULE)
+    assert added == [] and labels is too_faint.labels
+
+    # a rim of probability around a lesion already drawn (the lesion-edge rule trims it) is
+    # part of that lesion, not a new one
+    rimmed = _scan(SHIFT_MM, lesion, TUMOR, 0.99)
+    shell = _ball(lesion + SHIFT_MM, 9.0) & ~_ball(lesion + SHIFT_MM, 6.0)
+    rimmed.tumor_probability[shell] = 0.7
+    (_, _), (labels, added) = confirm_across_phases([portal, rimmed], RULE)
+    assert added == [] and labels is rimmed.labels
+
+    only = _scan(SHIFT_MM, lesion, LIVER, 0.9)
+    assert confirm_across_phases([only], RULE) == [(only.labels, [])]
+    assert confirm_across_phases([portal, only], CrossPhaseRule())[1] == (only.labels, [])
+
+
+def test_rule_round_trips_through_checkpoint_metadata() -> None:
+    assert not CrossPhaseRule().enabled and RULE.enabled
+    assert CrossPhaseRule.from_meta(RULE.to_meta()) == RULE
+    assert CrossPhaseRule.from_meta(None) == CrossPhaseRule()
+
+
+def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossPhaseRule) -> tuple[Predictor, list]:
+    """A predictor whose fine pass returns the probabilities of two phases of one day (the
+    portal lesion sure, the arterial one dropped by the peak rule), keyed by the image."""
+    predictor = Predictor(save_tiny_checkpoint(tmp_path / "tiny.pt"), device="cpu")
+    predictor.thresholds = [0.5, 0.5, 0.3]
+    predictor.min_tumor_peak = 0.95
+    predictor.cross_phase = rule
+    lesion = np.array([40.0, 50.0, 70.0])
+    images, probabilities = [], {}
+    for index, (shift, peak) in enumerate(((np.zeros(3), 0.99), (SHIFT_MM, 0.7))):
+        scan = _scan(shift, lesion, LIVER, peak)
+        values = np.zeros((3, *SHAPE_ZYX), np.float16)
+        values[0] = _liver(shift)
+        values[2] = scan.tumor_probability
+        image = sitk.Cast(scan.image + 60, sitk.sitkInt16)
+        image.SetMetaData("phase", str(index))
+        images.append(image)
+        probabilities[str(index)] = ScanProbabilities(values, tuple((0, n) for n in SHAPE_ZYX))
+
+    def fine_pass(image: sitk.Image) -> tuple[ScanProbabilities, dict[str, float]]:
+        predictor.last_info = {}
+        return probabilities[image.GetMetaData("phase")], {"total_s": 0.0}
+
+    monkeypatch.setattr(predictor, "_run", fine_pass)
+    return predictor, images
+
+
+def test_predict_day_reads_the_phases_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor, (portal, arterial) = _day_predictor(tmp_path, monkeypatch, RULE)
+    alone = sitk.GetArrayFromImage(predictor.predict(arterial))
+    assert not (alone == TUMOR).any()  # alone, the arterial candidate falls under the peak rule
+
+    (portal_labels, portal_info), (arterial_labels, arterial_info) = predictor.predict_day([portal, arterial])
+    confirmed = sitk.GetArrayFromImage(arterial_labels)
+    assert np.count_nonzero(confirmed == TUMOR) == np.count_nonzero(_ball(np.array([40.0, 59.0, 76.0]), 6.0))
+    assert portal_info["cross_phase_points_mm"] == [] and len(arterial_info["cross_phase_points_mm"]) == 1
+    assert "total_s" in arterial_info["timings"]
+    assert arterial_labels.GetOrigin() == arterial.GetOrigin()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(portal_labels), sitk.GetArrayFromImage(predictor.predict(portal)))
+    # the lesion table says another phase confirmed it
+    lesions = extract_lesions(arterial_labels, faint_points_mm=[],
+                              other_phase_points_mm=arterial_info["cross_phase_points_mm"])
+    assert [lesion.found_by for lesion in lesions] == ["other_phase"]
+
+    predictor.cross_phase = CrossPhaseRule()  # off: each phase as if read alone
+    _, (off_labels, off_info) = predictor.predict_day([portal, arterial])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(off_labels), alone)
+    assert off_info["cross_phase_points_mm"] == []
+
+
+def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    cohort = tiny_phantom_cohort(tmp_path_factory, "two_phase", seed=321, patients=2, phases=2)
+    days = cases_by_day(load_cases("synthetic", cohort))
+    assert [len(day) for day in days] == [2, 2] and {c.phase for c in days[0]} == {"portal", "arterial"}
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    result = calibrate_cross_phase(checkpoint, [cohort], tmp_path / "cross.pt", min_peaks=(0.9, 0.5),
+                                   max_distances_mm=(5.0, 20.0), device="cpu", version="9.9.2")
+    assert result["cases"] == 4 and result["days"] == 2
+    grid = [(row["min_peak"], row["max_distance_mm"]) for row in result["candidates"]]
+    assert grid == [(0.0, 10.0), (0.9, 5.0), (0.9, 20.0), (0.5, 5.0), (0.5, 20.0)]  # off, then strictest first
+    off = result["candidates"][0]
+    assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"])
+    chosen = CrossPhaseRule(result["best_min_peak"], result["best_max_distance_mm"], result["best_min_volume_ml"])
+    _, meta = load_checkpoint(result["out"])
+    assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 5
+    assert Predictor(result["out"], device="cpu").cross_phase == chosen
+    # the evaluation reads the days as the batch does and says what the rule added
+    summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
+    assert summary["cross_phase"] == chosen.to_meta() and summary["cross_phase_lesions_added"] >= 0
+
+    with pytest.raises(ValueError, match="minimum peak"):
+        calibrate_cross_phase(checkpoint, [cohort], tmp_path / "bad.pt", min_peaks=(0.0,), device="cpu")
+    from test_cli_segment import run_lvt
+
+    code, _, err = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
+                            str(tmp_path / "bad.pt"), "--device", "cpu", "--min-peaks", "1.5"], monkeypatch, capsys)
+    assert code != 0 and "minimum peak" in err
+    code, _, err = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
+                            str(tmp_path / "bad.pt"), "--device", "cpu", "--max-distances", "ten"], monkeypatch, capsys)
+    assert code != 0 and "--max-distances" in err
+    assert not (tmp_path / "bad.pt").exists()
