@@ -72,8 +72,10 @@ class PhaseScan:
 
 def lesion_centres_mm(scan: PhaseScan) -> list[tuple[float, ...]]:
     """Physical centre (mm, LPS) of every tumor component of ``scan``."""
-    components = cc3d.connected_components(scan.labels == TUMOR, connectivity=26)
-    centres = ndimage.center_of_mass(components > 0, components, range(1, int(components.max()) + 1))
+    components, count = cc3d.connected_components(scan.labels == TUMOR, connectivity=26, return_N=True)
+    if not count:
+        return []
+    centres = cc3d.statistics(components)["centroids"][1:]  # z, y, x voxel index; row 0 is background
     return [scan.image.TransformContinuousIndexToPhysicalPoint([float(c) for c in reversed(centre)])
             for centre in centres]
 
