@@ -90,7 +90,7 @@ _LESION_COLUMNS = {
 
 st.subheader("Images and lesions")
 dates = list(dict.fromkeys(series_rows["study_date"]))
-viewer, table = st.columns([3, 2], gap="medium")
+viewer, table = st.columns([4, 3], gap="medium")  # the table shows every column at 1400 px
 with table:
     study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study",
                               format_func=lambda d: str(d))
