@@ -69,6 +69,30 @@ def choose_operating_point(scores: list[dict[str, Any]], max_false_per_scan: flo
     return max(allowed, key=lambda row: row["score"])
 
 
+def score_grid(tallies: dict[Any, _TumorTally], fields: Sequence[str],
+               max_false_per_scan: float | None) -> tuple[list[dict[str, Any]], Any]:
+    """One row per grid point of a later calibration stage (its ``fields``, score and tallies)
+    and the point chosen within the false-lesion budget."""
+    scores = []
+    for decisions, tally in tallies.items():
+        summary = tally.summary()
+        scores.append({**{name: getattr(decisions, name) for name in fields},
+                       "score": round(tumor_score(summary), 4), **summary})
+    return scores, list(tallies)[scores.index(choose_operating_point(scores, max_false_per_scan))]
+
+
+def write_stage_decisions(checkpoint: str | Path, out: str | Path, key: str, decisions: Any,
+                          version: str | None, record_key: str, record: dict[str, Any]) -> str:
+    """A copy of ``checkpoint`` at ``out`` with ``inference[key]`` set to ``decisions`` and
+    the calibration's ``record`` under ``record_key``; returns its path."""
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+
+    _, meta = load_checkpoint(checkpoint)
+    inference = {**meta.get("inference", {}), key: decisions.to_meta()}
+    meta = {**meta, "inference": inference, "version": version or meta["version"], record_key: record}
+    return str(copy_with_meta(checkpoint, out, meta))
+
+
 def _check_candidates(name: str, values: Sequence[float], volumes: bool = False) -> None:
     """Thresholds lie strictly between 0 and 1; volumes are 0 (keep all) or more."""
     ok = all(v >= 0.0 for v in values) if volumes else all(0.0 < v < 1.0 for v in values)

@@ -32,8 +32,8 @@ from training.calibrate import (
     _CandidateTable,
     _ReferenceLesions,
     _TumorTally,
-    choose_operating_point,
-    tumor_score,
+    score_grid,
+    write_stage_decisions,
 )
 from training.datasets import cases_by_day
 
@@ -58,7 +58,6 @@ def calibrate_cross_phase(
 ) -> dict[str, Any]:
     """Score the rule off and at every grid point on the pooled ``cohort``; write the best into
     a copy of the checkpoint at ``out`` (``inference.cross_phase``)."""
-    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
@@ -101,22 +100,14 @@ def calibrate_cross_phase(
     if not cases:
         raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
 
-    scores = []
-    for rule, tally in tallies.items():
-        summary = tally.summary()
-        scores.append({**{name: getattr(rule, name) for name in GRID_FIELDS},
-                       "score": round(tumor_score(summary), 4), **summary})
-    chosen = grid[scores.index(choose_operating_point(scores, max_false_per_scan))]
+    scores, chosen = score_grid(tallies, GRID_FIELDS, max_false_per_scan)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         "days": days_read, **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
         "enabled": chosen.enabled, "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:
-        _, meta = load_checkpoint(checkpoint)
-        inference = dict(meta.get("inference", {}))
-        inference["cross_phase"] = chosen.to_meta()
-        meta = {**meta, "inference": inference, "version": version or meta["version"],
-                "cross_phase_calibration": {"cohort": result["cohort"], "cases": cases, "candidates": scores}}
-        result["out"] = str(copy_with_meta(checkpoint, out, meta))
+        result["out"] = write_stage_decisions(checkpoint, out, "cross_phase", chosen, version,
+                                              "cross_phase_calibration",
+                                              {"cohort": result["cohort"], "cases": cases, "candidates": scores})
     return result

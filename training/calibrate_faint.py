@@ -26,8 +26,8 @@ from training.calibrate import (
     _CandidateTable,
     _ReferenceLesions,
     _TumorTally,
-    choose_operating_point,
-    tumor_score,
+    score_grid,
+    write_stage_decisions,
 )
 
 DEFAULT_MIN_Z = (5.0, 6.0, 7.0, 8.0, 10.0)
@@ -52,7 +52,6 @@ def calibrate_faint_search(
     ``lesion_side_vessels``, how blobness treats voxels drawn as vessel, × each ``min_roundness``
     of the drawn region) on the pooled ``cohort``; write the best into a copy of the checkpoint
     at ``out`` (``inference.faint_lesions``)."""
-    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
@@ -104,22 +103,13 @@ def calibrate_faint_search(
     if not cases:
         raise ValueError(f"{', '.join(map(str, folders))}: the validation cohort has no scans")
 
-    scores = []
-    for search, tally in tallies.items():
-        summary = tally.summary()
-        scores.append({**{name: getattr(search, name) for name in GRID_FIELDS},
-                       "score": round(tumor_score(summary), 4), **summary})
-    chosen = grid[scores.index(choose_operating_point(scores, max_false_per_scan))]
+    scores, chosen = score_grid(tallies, GRID_FIELDS, max_false_per_scan)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:
-        _, meta = load_checkpoint(checkpoint)
-        inference = dict(meta.get("inference", {}))
-        inference["faint_lesions"] = chosen.to_meta()
-        meta = {**meta, "inference": inference, "version": version or meta["version"],
-                "faint_calibration": {"cohort": result["cohort"], "cases": cases, "candidates": scores}}
-        result["out"] = str(copy_with_meta(checkpoint, out, meta))
+        result["out"] = write_stage_decisions(checkpoint, out, "faint_lesions", chosen, version, "faint_calibration",
+                                              {"cohort": result["cohort"], "cases": cases, "candidates": scores})
     return result

@@ -244,13 +244,18 @@ def calibrate_faint_command(
     if as_json:
         print_json(result)
         return
+    chosen = _echo_grid(result, GRID_FIELDS, _faint_decisions)
+    typer.echo(f"chosen: {chosen}; wrote {result['out']}")
+
+
+def _echo_grid(result: dict[str, Any], fields: tuple[str, ...], describe: Callable[[dict[str, Any]], str]) -> str:
+    """Print a later calibration stage's grid, one scored row per line; return how the chosen
+    point reads."""
     for row in result["candidates"]:
-        name = _faint_decisions(row)
-        typer.echo(f"{name}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
+        typer.echo(f"{describe(row)}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
-    chosen = _faint_decisions({name: result[f"best_{name}"] for name in GRID_FIELDS})
-    typer.echo(f"chosen: {chosen}; wrote {result['out']}")
+    return describe({name: result[f"best_{name}"] for name in fields})
 
 
 def _faint_decisions(row: dict[str, Any]) -> str:
@@ -291,11 +296,7 @@ def calibrate_cross_phase_command(
     if as_json:
         print_json(result)
         return
-    for row in result["candidates"]:
-        typer.echo(f"{_cross_phase_rule(row)}: score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
-                   f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
-                   f"false lesions per scan {row['false_lesions_per_scan']})")
-    chosen = _cross_phase_rule({name: result[f"best_{name}"] for name in GRID_FIELDS})
+    chosen = _echo_grid(result, GRID_FIELDS, _cross_phase_rule)
     typer.echo(f"chosen: {chosen}; {result['days']} days, {result['cases']} scans; wrote {result['out']}")
 
 
