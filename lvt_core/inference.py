@@ -473,7 +473,7 @@ class Predictor:
 
     def phase_scan(self, probabilities: ScanProbabilities, image: sitk.Image, labels: sitk.Image) -> PhaseScan:
         """One decoded scan as :mod:`lvt_core.cross_phase` reads it beside the day's others."""
-        tumor = np.zeros(tuple(reversed(image.GetSize())), np.float32)
+        tumor = np.zeros(tuple(reversed(image.GetSize())), np.float16)  # as the fine pass keeps it
         if probabilities.region is not None:
             tumor[probabilities.region] = probabilities.values[self.tumor_channel]
         threshold = 0.5 if self.label_space == "multiclass" else self.thresholds[CHANNELS.index("tumor")]
@@ -484,19 +484,23 @@ class Predictor:
         (:mod:`lvt_core.cross_phase`, when the checkpoint's rule is on): per scan its labels and
         what :attr:`last_info` said about it, its ``timings``, and ``cross_phase_points_mm``,
         the centres of the lesions another phase confirmed in it."""
-        results = [self._predict_keeping(image) for image in images]
-        rule = self.cross_phase if all(probs is not None for *_, probs in results) else CrossPhaseRule()
-        scans = [self.phase_scan(probs, image, labels) if probs is not None
-                 else PhaseScan(image, sitk.GetArrayFromImage(labels), np.zeros(0), 1.0)
-                 for image, (labels, _, _, probs) in zip(images, results, strict=True)]
+        together = self.cross_phase.enabled and len(images) > 1 and not self.fast
+        results = []
+        for image in images:  # probabilities are kept only when the day is read together
+            labels, timings, info, probabilities = self._predict_keeping(image)
+            results.append((labels, {**info, "timings": timings, "cross_phase_points_mm": []},
+                            self.phase_scan(probabilities, image, labels) if together and probabilities else None))
+        if not together:
+            return [(labels, info) for labels, info, _ in results]
+        scans = [scan for *_, scan in results]
         out = []
-        for scan, (labels, timings, info, _), (confirmed, kept) in zip(
-                scans, results, confirm_across_phases(scans, rule), strict=True):
+        for (labels, info, scan), (confirmed, kept) in zip(results, confirm_across_phases(scans, self.cross_phase),
+                                                           strict=True):
             if kept:
                 labels = sitk.GetImageFromArray(confirmed)
                 labels.CopyInformation(scan.image)
-            out.append((labels, {**info, "timings": timings,
-                                 "cross_phase_points_mm": [list(c.centre_mm) for c in kept]}))
+                info["cross_phase_points_mm"] = [list(c.centre_mm) for c in kept]
+            out.append((labels, info))
         return out
 
     def predict_probabilities(self, image: sitk.Image) -> ScanProbabilities:
