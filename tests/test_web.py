@@ -262,10 +262,13 @@ def test_early_badge_says_when_the_search_drew_the_first_sighting() -> None:
     assert first_found_by_search(lesions, 1)  # first seen by the search, then by the network too
     assert not first_found_by_search(lesions, 2)  # the network saw it first
     assert not first_found_by_search(lesions, 3)  # no such track
+    confirmed = pd.DataFrame({"track": [4, 4], "study_date": ["2024-01-01", "2024-04-01"],
+                              "found_by": ["other_phase", "network"]})
+    assert first_found_by_search(confirmed, 4)  # another phase confirmed the first sighting
 
 
 def test_found_by_labels() -> None:
     from app.web.theme import found_by_label
 
-    assert [found_by_label(v) for v in ("network", "faint_search", None, float("nan"))] == [
-        "network", "faint search", "unknown", "unknown"]
+    assert [found_by_label(v) for v in ("network", "faint_search", "other_phase", None, float("nan"))] == [
+        "network", "faint search", "other phase", "unknown", "unknown"]
