@@ -15,6 +15,7 @@ from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phase
 from lvt_core.inference import Predictor, ScanProbabilities
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR
 from lvt_core.lesions import extract_lesions
+from training.calibrate import write_stage_decisions
 from training.calibrate_cross_phase import calibrate_cross_phase
 from training.datasets import cases_by_day, load_cases
 from training.evaluate_model import evaluate_checkpoint
@@ -192,10 +193,15 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
     assert summary["cross_phase"] == chosen.to_meta() and summary["cross_phase_lesions_added"] >= 0
+    from test_cli_segment import run_lvt
+
+    loose = write_stage_decisions(checkpoint, tmp_path / "loose.pt", "cross_phase", CrossPhaseRule(0.01, 500.0, 0.0),
+                                  None, "cross_phase_calibration", {})
+    code, out, _ = run_lvt(["evaluate-model", loose, "--cohort", str(cohort), "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0 and "phases of a day read together:" in out and "false_lesions_per_scan" in out
 
     with pytest.raises(ValueError, match="minimum peak"):
         calibrate_cross_phase(checkpoint, [cohort], tmp_path / "bad.pt", min_peaks=(0.0,), device="cpu")
-    from test_cli_segment import run_lvt
 
     code, _, err = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
                             str(tmp_path / "bad.pt"), "--device", "cpu", "--min-peaks", "1.5"], monkeypatch, capsys)

@@ -89,8 +89,11 @@ def evaluate_model_command(
     if as_json:
         print_json(summary)
     else:
-        for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm"):
+        for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm", "false_lesions_per_scan"):
             typer.echo(f"{key}: {summary[key]}")
+        if summary["cross_phase"]["min_peak"]:
+            typer.echo(f"phases of a day read together: {summary['cross_phase_lesions_added']} lesions added "
+                       f"where another phase confirmed them")
         volumetry = summary["phase_volumetry"]
         if volumetry["studies"]:
             typer.echo(f"same-day phases: {volumetry['flagged_studies']} of {volumetry['studies']} studies beyond "
