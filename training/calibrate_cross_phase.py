@@ -30,6 +30,7 @@ from lvt_core.labels import TUMOR
 from training.calibrate import (
     DEFAULT_MAX_FALSE_PER_SCAN,
     _CandidateTable,
+    _check_candidates,
     _ReferenceLesions,
     _TumorTally,
     score_grid,
@@ -41,11 +42,6 @@ DEFAULT_MIN_PEAKS = (0.5, 0.7, 0.8, 0.9)
 DEFAULT_MAX_DISTANCES_MM = (5.0, 10.0, 15.0)
 DEFAULT_MIN_VOLUMES_ML = (0.1,)
 GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml")
-
-
-def _check(name: str, values: Sequence[float], low: float, high: float) -> None:
-    if not values or any(not low <= v <= high for v in values):
-        raise ValueError(f"{name} candidates must lie in {low}..{high}, got {list(values)}")
 
 
 def calibrate_cross_phase(
@@ -61,9 +57,9 @@ def calibrate_cross_phase(
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
-    _check("minimum peak", min_peaks, 1e-6, 1.0)
-    _check("maximum distance (mm)", max_distances_mm, 0.0, 1000.0)
-    _check("minimum volume (ml)", min_volumes_ml, 0.0, 1000.0)
+    _check_candidates("minimum peak", min_peaks)
+    _check_candidates("maximum distance (mm)", max_distances_mm, volumes=True)
+    _check_candidates("minimum volume (ml)", min_volumes_ml, volumes=True)
     predictor = Predictor(checkpoint, device=device)
     # strictest first: ties go to the earlier candidate, so of rules that score alike the one
     # adding the fewest candidates wins
@@ -104,7 +100,7 @@ def calibrate_cross_phase(
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
         "days": days_read, **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
-        "enabled": chosen.enabled, "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
+        "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:
         result["out"] = write_stage_decisions(checkpoint, out, "cross_phase", chosen, version,
