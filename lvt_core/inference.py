@@ -14,8 +14,8 @@ come back exactly on their own grid):
    resolution instead of model-spacing staircases;
 5. air (below ``BODY_THRESHOLD_HU``) becomes background; keep the liver's largest component
    with the vessels and tumors in or touching it; tumor components whose probability never
-   reaches the calibrated ``min_tumor_peak``, or smaller than ``min_tumor_volume_ml``, become
-   liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
+   reaches the calibrated ``min_tumor_peak`` (unless they hold ``large_tumor_ml``), or smaller
+   than ``min_tumor_volume_ml``, become liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
    below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
    and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
    last, when the checkpoint enables it, a matched-filter search
@@ -59,6 +59,7 @@ from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import (
     bounding_box,
     keep_liver_component,
+    min_tumor_voxels,
     remove_small_tumors,
     remove_unconfident_tumors,
 )
@@ -240,6 +241,8 @@ class Predictor:
         self.min_tumor_volume_ml = float(inference_cfg.get("min_tumor_volume_ml", 0.0))
         # tumor components whose peak probability stays below this become liver (calibrated; 0 off)
         self.min_tumor_peak = float(inference_cfg.get("min_tumor_peak", 0.0))
+        # ... except components this large, which stay whatever their peak (calibrated; 0: none)
+        self.large_tumor_ml = float(inference_cfg.get("large_tumor_ml", 0.0))
         # second look at each tumor component (fitted on phantoms; None: every component kept)
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
@@ -376,7 +379,8 @@ class Predictor:
                                              self.lesion_filter, min_lesion_score)
         if min_tumor_peak is None:
             min_tumor_peak = self.min_tumor_peak
-        labels = remove_unconfident_tumors(labels, probs[self.tumor_channel], min_tumor_peak)
+        labels = remove_unconfident_tumors(labels, probs[self.tumor_channel], min_tumor_peak,
+                                           min_tumor_voxels(self.large_tumor_ml, spacing_xyz))
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)

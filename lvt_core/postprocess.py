@@ -53,13 +53,17 @@ def remove_small_tumors(
 
 
 def remove_unconfident_tumors(
-    labels: np.ndarray, tumor_probability: np.ndarray, min_peak: float
+    labels: np.ndarray, tumor_probability: np.ndarray, min_peak: float, large_voxels: int = 0
 ) -> np.ndarray:
-    """Relabel tumor components whose highest tumor probability is below ``min_peak`` as liver.
+    """Relabel tumor components whose highest tumor probability is below ``min_peak`` as liver,
+    except those of ``large_voxels`` or more (0: no exception).
 
     Hysteresis thresholding: the decision threshold draws a lesion's extent and ``min_peak``
     decides whether it is a lesion at all, so a lower threshold can grow true lesions to
-    their edges without keeping every faint speck in noise as a false lesion.
+    their edges without keeping every faint speck in noise as a false lesion. The specks it is
+    for are small (noise blobs of 0.1–10 ml on the validation phantoms); a network that is
+    unsure at every voxel of a 50 mm mass has still drawn a 50 mm mass, which no reader would
+    leave out, so components past ``large_voxels`` stay whatever their peak.
     """
     if min_peak <= 0:
         return labels
@@ -68,7 +72,10 @@ def remove_unconfident_tumors(
         return labels
     components, count = cc3d.connected_components(tumor, connectivity=26, return_N=True)
     peaks = ndimage.maximum(np.asarray(tumor_probability, np.float32), components, np.arange(1, count + 1))
-    unconfident = np.concatenate([[False], np.asarray(peaks) < min_peak])
+    unconfident = np.asarray(peaks) < min_peak
+    if large_voxels > 0:
+        unconfident &= np.bincount(components.ravel(), minlength=count + 1)[1:] < large_voxels
+    unconfident = np.concatenate([[False], unconfident])
     out = labels.copy()
     out[unconfident[components]] = LIVER
     return out

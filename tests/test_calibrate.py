@@ -213,3 +213,38 @@ def test_calibration_with_extra_windows_stores_them_with_the_decisions(
                                monkeypatch, capsys)
         assert code != 0 and message in " ".join(err.split()), err
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_large_tumor_exemption_scores_match_the_calibrated_checkpoint(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A volume from which components skip the peak rule is scored as the Predictor applies it:
+    at a volume every component reaches, the peak rule keeps everything again."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    common = {"candidates": (0.4,), "vessel_candidates": (0.5,), "min_volumes_ml": (0.0,), "device": "cpu"}
+    plain = calibrate_decisions(checkpoint, cohort, None, min_peaks=(0.0,), **common)
+    grid = calibrate_decisions(checkpoint, cohort, None, min_peaks=(PEAK,), large_tumor_mls=(1e-6, 0.0), **common)
+    rows = {row["large_tumor_ml"]: row for row in grid["candidates"]}
+    assert list(rows) == [0.0, 1e-6]  # strictest first: ties keep the peak rule for every size
+    def metrics(row: dict) -> tuple:
+        return row["tumor_dsc"], row["false_lesions_per_scan"], row["lesion_precision"], row["detected_10mm"]
+
+    assert metrics(rows[1e-6]) == metrics(plain["candidates"][0])
+    assert metrics(rows[0.0]) != metrics(rows[1e-6])  # the peak rule alone drops components
+
+    exempt = calibrate_decisions(checkpoint, cohort, tmp_path / "exempt.pt", min_peaks=(PEAK,),
+                                 large_tumor_mls=(1e-6,), **common)
+    assert load_checkpoint(exempt["out"])[1]["inference"]["large_tumor_ml"] == 1e-6
+    full = evaluate_checkpoint(exempt["out"], cohort, device="cpu")
+    assert full["large_tumor_ml"] == 1e-6 and full["min_tumor_peak"] == PEAK
+    assert full["tumor_dsc"] == pytest.approx(rows[1e-6]["tumor_dsc"], abs=1e-4)
+    with pytest.raises(ValueError, match="large tumor volume candidates must be 0 or more"):
+        calibrate_decisions(checkpoint, cohort, None, large_tumor_mls=(-1.0,), **common)
+    from test_cli_segment import run_lvt
+
+    for text, message in (("ten", "--large-tumor-mls"), ("-1", "0 or more")):
+        code, _, err = run_lvt(["calibrate", str(checkpoint), "--cohort", str(cohort), "--out",
+                                str(tmp_path / "bad.pt"), "--device", "cpu", "--large-tumor-mls", text],
+                               monkeypatch, capsys)
+        assert code != 0 and message in " ".join(err.split()), err
+    assert not (tmp_path / "bad.pt").exists()

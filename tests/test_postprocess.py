@@ -60,3 +60,15 @@ def test_tumors_that_never_reach_the_peak_probability_become_liver() -> None:
     assert (cleaned == VESSEL).sum() == (labels == VESSEL).sum()
     assert np.array_equal(remove_unconfident_tumors(labels, probability, 0.0), labels)
     assert not (remove_unconfident_tumors(labels, probability, 0.98) == TUMOR).any()
+
+
+def test_a_large_tumor_is_kept_whatever_its_peak() -> None:
+    """The peak rule is for specks: a component of ``large_voxels`` or more stays even when the
+    network is unsure at every voxel of it."""
+    labels = _liver_with_two_tumors()
+    probability = np.where(labels == TUMOR, 0.55, 0.05).astype(np.float16)  # no voxel reaches 0.7
+    cleaned = remove_unconfident_tumors(labels, probability, min_peak=0.7, large_voxels=216)
+    assert (cleaned[4:10, 4:10, 4:10] == TUMOR).all()  # 6 x 6 x 6 = 216 voxels
+    assert (cleaned[14:16, 14, 14] == LIVER).all()
+    too_small = remove_unconfident_tumors(labels, probability, min_peak=0.7, large_voxels=217)
+    assert not (too_small == TUMOR).any()

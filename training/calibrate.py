@@ -176,13 +176,15 @@ def calibrate_decisions(
     edge_fractions: Sequence[float] = (0.0,),
     edge_max_voxels_mm: Sequence[float] = (0.0,),
     extra_windows: Sequence[tuple[float, float]] | None = None,
+    large_tumor_mls: Sequence[float] = (0.0,),
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
     ``cohort`` may be several folders (say thin- and thick-slice phantoms), pooled scan by scan,
     so the decisions hold for every kind of scan users send. ``candidates`` are tumor
     thresholds, each paired with every lowest peak probability a tumor component must reach
-    (hysteresis), every minimum tumor volume (ml) and, when the checkpoint has a lesion filter
+    (hysteresis) and every volume from which a component is kept whatever its peak
+    (``large_tumor_mls``, 0: none; strictest first, so ties keep the fewest), every minimum tumor volume (ml) and, when the checkpoint has a lesion filter
     (``lvt fit-lesion-filter``), every lowest lesion score (default
     :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
     lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
@@ -205,6 +207,8 @@ def calibrate_decisions(
     _check_candidates("minimum tumor volume", min_volumes_ml, volumes=True)
     _check_candidates("minimum tumor peak", min_peaks, volumes=True)
     _check_candidates("minimum lesion score", min_lesion_scores, volumes=True)
+    _check_candidates("large tumor volume", large_tumor_mls, volumes=True)
+    large_tumor_mls = sorted(set(map(float, large_tumor_mls)), key=lambda ml: (ml > 0, -ml))
     _check_candidates("edge fraction", edge_fractions, volumes=True)
     _check_candidates("edge largest voxel", edge_max_voxels_mm, volumes=True)
     if any(f >= 1 for f in edge_fractions):
@@ -214,7 +218,8 @@ def calibrate_decisions(
                          "fit one with `lvt fit-lesion-filter` or leave --min-lesion-scores out")
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
-    rules = [(p, m, s) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores]
+    rules = [(p, m, s, large) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores
+             for large in large_tumor_mls]
     edges = [LesionEdgeRule(fraction=f, max_voxel_mm=g) for f in edge_fractions
              for g in (edge_max_voxels_mm if f > 0 else (0.0,))]
     tumor_tallies = {(t, edge, *rule): _TumorTally() for t in candidates for edge in edges for rule in rules}
@@ -237,12 +242,14 @@ def calibrate_decisions(
             thresholds = list(base)
             thresholds[tumor_index] = value
             rows = _candidate_rows(predictor, probabilities, image, thresholds, reference, edge_fractions)
-            for peak, min_volume, min_score in rules:
-                keep = (rows.peaks >= peak) & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
+            for peak, min_volume, min_score, large in rules:
+                large_voxels = min_tumor_voxels(large, image.GetSpacing())
+                confident = (rows.peaks >= peak) | ((large_voxels > 0) & (rows.table.sizes >= large_voxels))
+                keep = confident & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
                     rows.scores >= min_score)
                 for edge in edges:
                     drawn = rows.drawn[edge.fraction] if edge.applies_to(image.GetSpacing()) else rows.table
-                    tumor_tallies[(value, edge, peak, min_volume, min_score)].add(drawn, keep, reference)
+                    tumor_tallies[(value, edge, peak, min_volume, min_score, large)].add(drawn, keep, reference)
         cases += 1
         if on_case:
             on_case(case.case_id)
@@ -250,9 +257,10 @@ def calibrate_decisions(
         raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
-    for (value, edge, peak, min_volume, min_score), tally in tumor_tallies.items():
+    for (value, edge, peak, min_volume, min_score, large), tally in tumor_tallies.items():
         summary = tally.summary()
-        scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "min_tumor_volume_ml": min_volume,
+        scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "large_tumor_ml": large,
+                       "min_tumor_volume_ml": min_volume,
                        "min_lesion_score": min_score, "edge_fraction": edge.fraction,
                        "edge_max_voxel_mm": edge.max_voxel_mm,
                        "score": round(tumor_score(summary), 4), **summary})
@@ -264,6 +272,7 @@ def calibrate_decisions(
         "best_tumor_threshold": best["tumor_threshold"],
         "best_min_tumor_volume_ml": best["min_tumor_volume_ml"],
         "best_min_tumor_peak": best["min_tumor_peak"],
+        "best_large_tumor_ml": best["large_tumor_ml"],
         "best_min_lesion_score": best["min_lesion_score"],
         "best_edge_fraction": best["edge_fraction"],
         "best_edge_max_voxel_mm": best["edge_max_voxel_mm"],
@@ -278,6 +287,7 @@ def calibrate_decisions(
                                    "tumor": best["tumor_threshold"], "vessel": best_vessel["vessel_threshold"]}
         inference["min_tumor_volume_ml"] = best["min_tumor_volume_ml"]
         inference["min_tumor_peak"] = best["min_tumor_peak"]
+        inference["large_tumor_ml"] = best["large_tumor_ml"]
         inference["min_lesion_score"] = best["min_lesion_score"]
         inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"],
                                                    max_voxel_mm=best["edge_max_voxel_mm"]).to_meta()

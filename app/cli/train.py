@@ -154,6 +154,9 @@ def calibrate_command(
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen "
                                          "decisions may produce (the FROC operating point)."),
+    large_tumors: str = typer.Option("0", "--large-tumor-mls",
+                                     help="Comma-separated volumes (ml) from which a tumor component "
+                                          "is kept whatever its peak (0: the peak rule applies to all)."),
     edge_fractions: str = typer.Option("0", "--edge-fractions",
                                        help="Comma-separated fractions of the way from the liver "
                                             "around a lesion to its core at which its edge is drawn "
@@ -181,26 +184,29 @@ def calibrate_command(
     peaks = _numbers("--min-tumor-peaks", min_peaks)
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
     fractions = _numbers("--edge-fractions", edge_fractions)
+    large = _numbers("--large-tumor-mls", large_tumors)
     max_voxels = _numbers("--edge-max-voxel-mm", edge_max_voxels)
     windows = [_window("--extra-window", text) for text in extra_windows] if extra_windows else None
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
         version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions,
-        edge_max_voxels_mm=max_voxels, extra_windows=windows))
+        edge_max_voxels_mm=max_voxels, extra_windows=windows, large_tumor_mls=large))
     if as_json:
         print_json(result)
         return
     for row in result["vessel_candidates"]:
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
-        typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']}, "
+        typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']} "
+                   f"(below {row['large_tumor_ml'] or 'any'} ml), "
                    f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']} "
                    f"(voxels ≤ {row['edge_max_voxel_mm'] or 'any'} mm), min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
                    f"lesions ≥ 10 mm {row['detected_10mm']}/{row['lesions_10mm']}, "
                    f"false lesions per scan {row['false_lesions_per_scan']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
-               f"min tumor peak {result['best_min_tumor_peak']}, "
+               f"min tumor peak {result['best_min_tumor_peak']} "
+               f"(below {result['best_large_tumor_ml'] or 'any'} ml), "
                f"min lesion score {result['best_min_lesion_score']}, "
                f"edge fraction {result['best_edge_fraction']} "
                f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
