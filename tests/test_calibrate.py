@@ -205,14 +205,8 @@ def test_calibration_with_extra_windows_stores_them_with_the_decisions(
     with pytest.raises(ValueError, match="width must be a positive"):
         calibrate_decisions(checkpoint, cohort, tmp_path / "bad.pt", extra_windows=[(80.0, 0.0)], **options)
     assert not (tmp_path / "bad.pt").exists()
-    from test_cli_segment import run_lvt
-
-    for text, message in (("82", "LEVEL:WIDTH"), ("82:-5", "width must be a positive")):
-        code, _, err = run_lvt(["calibrate", str(checkpoint), "--cohort", str(cohort), "--out",
-                                str(tmp_path / "bad.pt"), "--device", "cpu", "--extra-window", text],
-                               monkeypatch, capsys)
-        assert code != 0 and message in " ".join(err.split()), err
-    assert not (tmp_path / "bad.pt").exists()
+    _assert_cli_refuses(checkpoint, cohort, tmp_path, "--extra-window",
+                        (("82", "LEVEL:WIDTH"), ("82:-5", "width must be a positive")), monkeypatch, capsys)
 
 
 def test_large_tumor_exemption_scores_match_the_calibrated_checkpoint(
@@ -240,11 +234,18 @@ def test_large_tumor_exemption_scores_match_the_calibrated_checkpoint(
     assert full["tumor_dsc"] == pytest.approx(rows[1e-6]["tumor_dsc"], abs=1e-4)
     with pytest.raises(ValueError, match="large tumor volume candidates must be 0 or more"):
         calibrate_decisions(checkpoint, cohort, None, large_tumor_mls=(-1.0,), **common)
+    _assert_cli_refuses(checkpoint, cohort, tmp_path, "--large-tumor-mls",
+                        (("ten", "--large-tumor-mls"), ("-1", "0 or more")), monkeypatch, capsys)
+
+
+def _assert_cli_refuses(checkpoint: Path, cohort: Path, tmp_path: Path, option: str,
+                        cases: tuple[tuple[str, str], ...], monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`lvt calibrate … OPTION TEXT` exits non-zero with MESSAGE for each case, writing nothing."""
     from test_cli_segment import run_lvt
 
-    for text, message in (("ten", "--large-tumor-mls"), ("-1", "0 or more")):
+    for text, message in cases:
         code, _, err = run_lvt(["calibrate", str(checkpoint), "--cohort", str(cohort), "--out",
-                                str(tmp_path / "bad.pt"), "--device", "cpu", "--large-tumor-mls", text],
-                               monkeypatch, capsys)
+                                str(tmp_path / "bad.pt"), "--device", "cpu", option, text], monkeypatch, capsys)
         assert code != 0 and message in " ".join(err.split()), err
     assert not (tmp_path / "bad.pt").exists()
