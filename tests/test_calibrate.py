@@ -234,6 +234,14 @@ def test_large_tumor_exemption_scores_match_the_calibrated_checkpoint(
     assert full["tumor_dsc"] == pytest.approx(rows[1e-6]["tumor_dsc"], abs=1e-4)
     with pytest.raises(ValueError, match="large tumor volume candidates must be 0 or more"):
         calibrate_decisions(checkpoint, cohort, None, large_tumor_mls=(-1.0,), **common)
+    from test_cli_segment import run_lvt
+
+    code, out, err = run_lvt(["calibrate", str(checkpoint), "--cohort", str(cohort), "--out", str(tmp_path / "cli.pt"),
+                              "--device", "cpu", "--candidates", "0.4", "--vessel-candidates", "0.5",
+                              "--min-tumor-volumes", "0", "--min-tumor-peaks", str(PEAK),
+                              "--large-tumor-mls", "0,0.000001"], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"min peak {PEAK} (any size)" in out and f"min peak {PEAK} (below 1e-06 ml)" in out
     _assert_cli_refuses(checkpoint, cohort, tmp_path, "--large-tumor-mls",
                         (("ten", "--large-tumor-mls"), ("-1", "0 or more")), monkeypatch, capsys)
 

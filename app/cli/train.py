@@ -198,7 +198,7 @@ def calibrate_command(
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']} "
-                   f"(below {row['large_tumor_ml'] or 'any'} ml), "
+                   f"({_peak_applies(row['large_tumor_ml'])}), "
                    f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']} "
                    f"(voxels ≤ {row['edge_max_voxel_mm'] or 'any'} mm), min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
@@ -206,12 +206,17 @@ def calibrate_command(
                    f"false lesions per scan {row['false_lesions_per_scan']})")
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']} "
-               f"(below {result['best_large_tumor_ml'] or 'any'} ml), "
+               f"({_peak_applies(result['best_large_tumor_ml'])}), "
                f"min lesion score {result['best_min_lesion_score']}, "
                f"edge fraction {result['best_edge_fraction']} "
                f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
     if windows:
         typer.echo("with extra HU windows (level:width) " + ", ".join(f"{lv:g}:{wd:g}" for lv, wd in windows))
+
+
+def _peak_applies(large_tumor_ml: float) -> str:
+    """To which tumor components the peak rule applies, as the terminal says it."""
+    return f"below {large_tumor_ml:g} ml" if large_tumor_ml else "any size"
 
 
 def calibrate_faint_command(
