@@ -15,8 +15,8 @@ come back exactly on their own grid):
 5. air (below ``BODY_THRESHOLD_HU``) becomes background; keep the liver's largest component
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak`` (unless they hold ``large_tumor_ml``), or smaller
-   than ``min_tumor_volume_ml``, become liver; so do those the checkpoint's lesion filter (:mod:`lvt_core.lesion_filter`) scores
-   below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
+   than ``min_tumor_volume_ml``, become liver; so do those the checkpoint's lesion filter
+   (:mod:`lvt_core.lesion_filter`) scores below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
    and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
    last, when the checkpoint enables it, a matched-filter search
    (:mod:`lvt_core.faint_lesions`) adds faint lesions the network left as liver.

@@ -52,6 +52,12 @@ def remove_small_tumors(
     return out
 
 
+def confident_tumors(peaks: np.ndarray, sizes: np.ndarray, min_peak: float, large_voxels: int = 0) -> np.ndarray:
+    """Per tumor component (its peak probability and voxel count), whether the peak rule keeps
+    it: its peak reaches ``min_peak``, or it holds ``large_voxels`` or more (0: no exception)."""
+    return (peaks >= min_peak) | ((large_voxels > 0) & (sizes >= large_voxels))
+
+
 def remove_unconfident_tumors(
     labels: np.ndarray, tumor_probability: np.ndarray, min_peak: float, large_voxels: int = 0
 ) -> np.ndarray:
@@ -72,10 +78,8 @@ def remove_unconfident_tumors(
         return labels
     components, count = cc3d.connected_components(tumor, connectivity=26, return_N=True)
     peaks = ndimage.maximum(np.asarray(tumor_probability, np.float32), components, np.arange(1, count + 1))
-    unconfident = np.asarray(peaks) < min_peak
-    if large_voxels > 0:
-        unconfident &= np.bincount(components.ravel(), minlength=count + 1)[1:] < large_voxels
-    unconfident = np.concatenate([[False], unconfident])
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    unconfident = np.concatenate([[False], ~confident_tumors(np.asarray(peaks), sizes, min_peak, large_voxels)])
     out = labels.copy()
     out[unconfident[components]] = LIVER
     return out

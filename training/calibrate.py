@@ -29,7 +29,7 @@ from lvt_core.faint_lesions import FaintLesionSearch
 from lvt_core.labels import CHANNELS, LIVER, TUMOR, VESSEL
 from lvt_core.lesion_edges import LesionEdgeRule, kept_lesion_voxels
 from lvt_core.metrics import dice
-from lvt_core.postprocess import min_tumor_voxels
+from lvt_core.postprocess import confident_tumors, min_tumor_voxels
 from training.evaluate_model import (
     DETECTED_COVERAGE,
     large_lesion_ids,
@@ -184,8 +184,8 @@ def calibrate_decisions(
     so the decisions hold for every kind of scan users send. ``candidates`` are tumor
     thresholds, each paired with every lowest peak probability a tumor component must reach
     (hysteresis) and every volume from which a component is kept whatever its peak
-    (``large_tumor_mls``, 0: none; strictest first, so ties keep the fewest), every minimum tumor volume (ml) and, when the checkpoint has a lesion filter
-    (``lvt fit-lesion-filter``), every lowest lesion score (default
+    (``large_tumor_mls``, 0: none; strictest first, so ties keep the fewest), every minimum
+    tumor volume (ml) and, when the checkpoint has a lesion filter (``lvt fit-lesion-filter``), every lowest lesion score (default
     :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
     lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
     0 keeps the network's extent), on scans whose voxels' longest side is at most each of
@@ -243,8 +243,8 @@ def calibrate_decisions(
             thresholds[tumor_index] = value
             rows = _candidate_rows(predictor, probabilities, image, thresholds, reference, edge_fractions)
             for peak, min_volume, min_score, large in rules:
-                large_voxels = min_tumor_voxels(large, image.GetSpacing())
-                confident = (rows.peaks >= peak) | ((large_voxels > 0) & (rows.table.sizes >= large_voxels))
+                confident = confident_tumors(rows.peaks, rows.table.sizes, peak,
+                                             min_tumor_voxels(large, image.GetSpacing()))
                 keep = confident & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing())) & (
                     rows.scores >= min_score)
                 for edge in edges:
