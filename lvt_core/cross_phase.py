@@ -14,9 +14,21 @@ it is unsure of, true faint lesions among them. Here, after each scan is decoded
    threshold, labelled liver, not touching a lesion already drawn) whose peak reaches ``min_peak`` and which come within
    ``max_distance_mm`` of a carried centre are added as tumor.
 
-Only the centres of the decoded labels are carried, never those this step adds, so nothing
-chains from phase to phase. ``min_peak`` 0 switches the step off; both numbers are decisions,
-chosen on validation phantoms and stored in the checkpoint (``inference.cross_phase``).
+Some lesions leave no candidate at all in one phase: the network drew an iso-enhancing
+lesion as liver, or a hyper-enhancing arterial one as vessel. When ``carry_min_volume_ml`` is
+set, a second step carries each lesion of ``carry_min_volume_ml`` or more whole: its mask is
+registered onto the other scan, and where that place is mostly liver there, touches no lesion
+already drawn, and its CT differs from the liver around it by ``carry_min_contrast_hu`` or more,
+its liver voxels become tumor. The contrast test asks the other phase's own CT to show
+something there, so a lesion the network imagined in one phase does not copy itself into the
+next. A place brighter than the liver by more than ``carry_max_brighter_hu`` (0: any brighter
+place) is left alone: that is the edge of a vessel, which the network draws well, not a lesion
+it missed.
+
+Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
+chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
+the numbers are decisions, chosen on validation phantoms and stored in the checkpoint
+(``inference.cross_phase``).
 """
 
 from __future__ import annotations
@@ -33,18 +45,33 @@ from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR
 from lvt_core.registration import register_followup
 
+NO_BRIGHTNESS_LIMIT_HU = 1000.0
+"""``carry_max_brighter_hu`` that lets a carried lesion be any brighter than the liver."""
+
 
 @dataclass(frozen=True)
 class CrossPhaseRule:
-    """When a candidate is confirmed by another phase; ``min_peak`` 0 switches it off."""
+    """When a candidate is confirmed by another phase (``min_peak`` 0: never) and when a lesion
+    is carried whole into a phase that shows it only in its CT (``carry_min_volume_ml`` 0: never)."""
 
     min_peak: float = 0.0
     max_distance_mm: float = 10.0
     min_volume_ml: float = 0.1
+    carry_min_volume_ml: float = 0.0
+    carry_min_contrast_hu: float = 5.0
+    carry_max_brighter_hu: float = NO_BRIGHTNESS_LIMIT_HU
+
+    @property
+    def confirms_candidates(self) -> bool:
+        return self.min_peak > 0
+
+    @property
+    def carries_lesions(self) -> bool:
+        return self.carry_min_volume_ml > 0
 
     @property
     def enabled(self) -> bool:
-        return self.min_peak > 0
+        return self.confirms_candidates or self.carries_lesions
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> CrossPhaseRule:
@@ -93,24 +120,37 @@ class DroppedCandidate:
     centre_mm: tuple[float, ...]
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
-        return (rule.enabled and self.peak >= rule.min_peak and self.volume_ml >= rule.min_volume_ml
+        return (rule.confirms_candidates and self.peak >= rule.min_peak and self.volume_ml >= rule.min_volume_ml
                 and self.distance_mm <= rule.max_distance_mm)
 
 
-def carried_centres(scans: Sequence[PhaseScan]) -> list[list[tuple[float, ...]]]:
-    """Per scan, the lesion centres of the day's other scans carried onto it (each pair
-    registered once, on the liver masks)."""
+def pair_transforms(scans: Sequence[PhaseScan]) -> dict[tuple[int, int], sitk.Transform]:
+    """Each ordered pair ``(source, target)`` of the day's scans registered once, on the liver
+    masks: the transform maps the source's points to the target's."""
+    images = [scan.label_image() for scan in scans]
+    return {(source, target): register_followup(images[source], images[target])
+            for source in range(len(scans)) for target in range(len(scans)) if source != target}
+
+
+def carried_centres(scans: Sequence[PhaseScan],
+                    transforms: dict[tuple[int, int], sitk.Transform] | None = None) -> list[list[tuple[float, ...]]]:
+    """Per scan, the lesion centres of the day's other scans carried onto it."""
+    transforms = pair_transforms(scans) if transforms is None else transforms
     centres = [lesion_centres_mm(scan) for scan in scans]
-    carried: list[list[tuple[float, ...]]] = []
-    for target_index, target in enumerate(scans):
-        points: list[tuple[float, ...]] = []
-        for source_index, source in enumerate(scans):
-            if source_index == target_index or not centres[source_index]:
-                continue
-            transform = register_followup(source.label_image(), target.label_image())
-            points += [transform.TransformPoint(point) for point in centres[source_index]]
-        carried.append(points)
-    return carried
+    return [[transforms[source, target].TransformPoint(point)
+             for source in range(len(scans)) if source != target for point in centres[source]]
+            for target in range(len(scans))]
+
+
+def _centre_mm(image: sitk.Image, where: np.ndarray) -> tuple[float, ...]:
+    """Physical point of the voxel of ``where`` (``z, y, x`` rows) nearest their mean: on the
+    added lesion even when it is not convex, so the lesion table finds it there."""
+    nearest = where[np.argmin(np.square(where - where.mean(axis=0)).sum(axis=1))]
+    return tuple(image.TransformIndexToPhysicalPoint([int(v) for v in nearest[::-1]]))
+
+
+def _voxel_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
 
 
 def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) -> list[DroppedCandidate]:
@@ -125,7 +165,7 @@ def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) ->
         return []
     touching = set(np.unique(components[ndimage.binary_dilation(scan.labels == TUMOR)]).tolist())
     spacing = np.array(scan.image.GetSpacing()[::-1])
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = _voxel_ml(scan.image)
     points = np.array([scan.image.TransformPhysicalPointToContinuousIndex([float(v) for v in p])[::-1]
                        for p in points_mm])
     out = []
@@ -135,13 +175,71 @@ def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) ->
         mask = components[box] == index
         where = np.argwhere(mask) + [s.start for s in box]
         distance = float(np.min(np.linalg.norm((where[None] - points[:, None]) * spacing, axis=-1)))
-        centre = scan.image.TransformContinuousIndexToPhysicalPoint(where.mean(axis=0)[::-1].tolist())
         out.append(DroppedCandidate(box, mask, float(scan.tumor_probability[box][mask].max()),
-                                    float(mask.sum()) * voxel_ml, distance, tuple(centre)))
+                                    float(mask.sum()) * voxel_ml, distance, _centre_mm(scan.image, where)))
     return out
 
 
-def paint_confirmed(labels: np.ndarray, candidates: Sequence[DroppedCandidate]) -> np.ndarray:
+MIN_LIVER_FRACTION = 0.5
+"""A carried lesion lands on liver: at least this share of its carried mask is liver there."""
+RING_MM = (1.5, 5.0)
+"""The liver a carried lesion's contrast is measured against: this far around its mask."""
+
+
+@dataclass
+class CarriedLesion:
+    """A lesion of another phase carried whole onto this scan, where the network left its
+    place as liver (or vessel), with what this scan's CT shows there."""
+
+    window: tuple[slice, ...]
+    mask: np.ndarray  # the liver voxels of the carried mask, within ``window``
+    source_volume_ml: float  # the lesion as drawn in its own phase
+    contrast_hu: float  # mean CT of ``mask`` minus that of the liver around it (nan: none)
+    centre_mm: tuple[float, ...]
+
+    def kept_by(self, rule: CrossPhaseRule) -> bool:
+        return (rule.carries_lesions and self.source_volume_ml >= rule.carry_min_volume_ml
+                and abs(self.contrast_hu) >= rule.carry_min_contrast_hu
+                and self.contrast_hu <= rule.carry_max_brighter_hu)
+
+
+def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
+    """Every lesion of ``source`` carried onto ``target`` (``transform`` maps source points to
+    target points) that lands mostly on liver and touches none of ``target``'s lesions, with
+    the contrast ``target``'s CT shows there."""
+    components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
+    if not count:
+        return []
+    volumes = np.bincount(components.ravel())[1:] * _voxel_ml(source.image)
+    moving = sitk.GetImageFromArray(components.astype(np.uint16 if count < 2**16 else np.uint32))
+    moving.CopyInformation(source.image)
+    carried = sitk.GetArrayFromImage(sitk.Resample(moving, target.image, transform.GetInverse(),
+                                                   sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
+    hu = sitk.GetArrayViewFromImage(target.image)
+    spacing = np.array(target.image.GetSpacing()[::-1])
+    pad = np.ceil(RING_MM[1] / spacing).astype(int)
+    out = []
+    for index, box in enumerate(ndimage.find_objects(carried), start=1):
+        if box is None:
+            continue
+        window = tuple(slice(max(s.start - p, 0), min(s.stop + p, n))
+                       for s, p, n in zip(box, pad, carried.shape, strict=True))
+        footprint = carried[window] == index
+        labels = target.labels[window]
+        liver = footprint & (labels == LIVER)
+        distance = ndimage.distance_transform_edt(~footprint, sampling=spacing)
+        touches_lesion = ((labels == TUMOR) & (distance <= max(RING_MM[0], spacing.max()))).any()
+        if touches_lesion or liver.sum() < MIN_LIVER_FRACTION * footprint.sum():
+            continue
+        ring = (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
+        contrast = float(hu[window][liver].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
+        where = np.argwhere(liver) + [s.start for s in window]
+        out.append(CarriedLesion(window, liver, float(volumes[index - 1]), contrast,
+                                 _centre_mm(target.image, where)))
+    return out
+
+
+def paint_confirmed(labels: np.ndarray, candidates: Sequence[DroppedCandidate | CarriedLesion]) -> np.ndarray:
     """``labels`` with ``candidates`` as tumor (a copy; ``labels`` itself when there are none)."""
     if not candidates:
         return labels
@@ -151,16 +249,44 @@ def paint_confirmed(labels: np.ndarray, candidates: Sequence[DroppedCandidate]) 
     return out
 
 
+def apply_rule(
+    scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[CarriedLesion], rule: CrossPhaseRule
+) -> tuple[np.ndarray, list[DroppedCandidate | CarriedLesion]]:
+    """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and carried
+    lesions, and those kept: the confirmed candidates first, then each carried lesion that
+    does not overlap what is already painted (two phases may carry the same lesion)."""
+    kept: list[DroppedCandidate | CarriedLesion] = [c for c in candidates if c.kept_by(rule)]
+    labels = paint_confirmed(scan.labels, kept)
+    for lesion in carried:
+        if lesion.kept_by(rule) and not (labels[lesion.window][lesion.mask] == TUMOR).any():
+            labels = paint_confirmed(labels, [lesion])
+            kept.append(lesion)
+    return labels, kept
+
+
+def measured_across_phases(
+    scans: Sequence[PhaseScan], carry: bool = True
+) -> list[tuple[list[DroppedCandidate], list[CarriedLesion]]]:
+    """Per scan of one day, its dropped candidates measured against the other scans' carried
+    centres, and (``carry``) the other scans' lesions carried onto it: everything any rule
+    chooses from, computed once."""
+    transforms = pair_transforms(scans)
+    out = []
+    for target, points in enumerate(carried_centres(scans, transforms)):
+        carried = [lesion for source in range(len(scans)) if source != target and carry
+                   for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
+        out.append((dropped_candidates(scans[target], points), carried))
+    return out
+
+
 def confirm_across_phases(
     scans: Sequence[PhaseScan], rule: CrossPhaseRule
-) -> list[tuple[np.ndarray, list[DroppedCandidate]]]:
-    """Per scan of one day (any order, two or more phases), its labels with the candidates the
-    other scans confirm, and those candidates; every scan's labels unchanged when the rule is
-    off or the day has one scan."""
+) -> list[tuple[np.ndarray, list[DroppedCandidate | CarriedLesion]]]:
+    """Per scan of one day (any order, two or more phases), its labels with what the other
+    scans confirm or carry into it, and those additions; every scan's labels unchanged when
+    the rule is off or the day has one scan."""
     if not rule.enabled or len(scans) < 2:
         return [(scan.labels, []) for scan in scans]
-    out = []
-    for scan, points in zip(scans, carried_centres(scans), strict=True):
-        kept = [c for c in dropped_candidates(scan, points) if c.kept_by(rule)]
-        out.append((paint_confirmed(scan.labels, kept), kept))
-    return out
+    return [apply_rule(scan, candidates, carried, rule)
+            for scan, (candidates, carried) in zip(scans, measured_across_phases(scans, rule.carries_lesions),
+                                                   strict=True)]

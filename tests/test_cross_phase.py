@@ -13,10 +13,10 @@ from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases, lesion_centres_mm
 from lvt_core.inference import Predictor, ScanProbabilities
-from lvt_core.labels import BACKGROUND, LIVER, TUMOR
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
 from lvt_core.lesions import extract_lesions
 from training.calibrate import write_stage_decisions
-from training.calibrate_cross_phase import calibrate_cross_phase
+from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 from training.datasets import cases_by_day, load_cases
 from training.evaluate_model import evaluate_checkpoint
 
@@ -24,6 +24,8 @@ SPACING_XYZ = (1.5, 1.5, 2.0)
 SHAPE_ZYX = (40, 80, 90)
 SHIFT_MM = np.array([0.0, 9.0, 6.0])  # z, y, x: the arterial liver sits lower and to the side
 RULE = CrossPhaseRule(min_peak=0.6, max_distance_mm=8.0, min_volume_ml=0.1)
+CARRY = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0)  # carrying alone
+LIVER_HU = 80
 
 
 def _ball(centre_mm: np.ndarray, radius_mm: float) -> np.ndarray:
@@ -115,10 +117,71 @@ def test_faint_candidates_rims_and_a_single_phase_are_left_alone() -> None:
     assert confirm_across_phases([portal, only], CrossPhaseRule())[1] == (only.labels, [])
 
 
+def _with_ct(scan: PhaseScan, shift_mm: np.ndarray, lesion_mm: np.ndarray, lesion_hu: float) -> PhaseScan:
+    """``scan`` with a CT: the liver at ``LIVER_HU`` and, whatever its labels say, the lesion at
+    ``lesion_hu`` (an iso-enhancing lesion when the two are equal)."""
+    ct = np.where(_liver(shift_mm), LIVER_HU, -100).astype(np.int16)
+    ct[_ball(lesion_mm + shift_mm, 6.0)] = lesion_hu
+    image = sitk.GetImageFromArray(ct)
+    image.CopyInformation(scan.image)
+    return PhaseScan(image, scan.labels, scan.tumor_probability, scan.tumor_threshold)
+
+
+def test_a_lesion_the_other_phase_shows_only_in_its_ct_is_carried_whole() -> None:
+    """The network left the arterial lesion as liver with no candidate at all (probability 0):
+    the portal lesion's mask is carried there because the arterial CT is 10 HU darker there."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 40)
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 10)
+
+    (portal_labels, portal_added), (arterial_labels, added) = confirm_across_phases([portal, arterial], CARRY)
+
+    assert portal_labels is portal.labels and portal_added == []  # nothing goes back
+    assert len(added) == 1 and added[0].source_volume_ml == pytest.approx(0.9, abs=0.1)
+    assert added[0].contrast_hu == pytest.approx(-10.0, abs=1.0)
+    truth = _ball(lesion + SHIFT_MM, 6.0)
+    drawn = arterial_labels == TUMOR
+    assert 2 * np.count_nonzero(drawn & truth) / (np.count_nonzero(drawn) + np.count_nonzero(truth)) > 0.85
+    centre = np.array(added[0].centre_mm)
+    assert np.linalg.norm(centre - (np.array(lesion_centres_mm(portal)[0]) + SHIFT_MM[::-1])) < 2.0
+    assert not (arterial.labels == TUMOR).any()  # the caller's labels are not modified
+    # the candidate rule alone adds nothing here: there is no candidate
+    assert confirm_across_phases([portal, arterial], RULE)[1] == (arterial.labels, [])
+
+
+def test_a_lesion_is_not_carried_where_the_other_ct_shows_nothing_or_another_lesion_or_a_vessel() -> None:
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 40)
+    faint = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 3)  # under 5 HU
+    assert confirm_across_phases([portal, faint], CARRY)[1] == (faint.labels, [])
+    brighter = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU + 30)
+    assert len(confirm_across_phases([portal, brighter], CARRY)[1][1]) == 1  # brighter counts too
+    # unless the rule takes so bright a place for a vessel's edge; a darker one still counts
+    vessel_like = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=15.0)
+    assert confirm_across_phases([portal, brighter], vessel_like)[1] == (brighter.labels, [])
+    darker = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 10)
+    darker_only = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=0.0)
+    assert len(confirm_across_phases([portal, darker], darker_only)[1][1]) == 1
+    small = CrossPhaseRule(carry_min_volume_ml=1.0, carry_min_contrast_hu=5.0)  # the 0.9 ml lesion is smaller
+    assert confirm_across_phases([portal, brighter], small)[1] == (brighter.labels, [])
+    # drawn there already, or drawn as vessel there: left as the network drew it
+    drawn = _with_ct(_scan(SHIFT_MM, lesion, TUMOR, 0.99), SHIFT_MM, lesion, LIVER_HU - 40)
+    assert confirm_across_phases([portal, drawn], CARRY)[1] == (drawn.labels, [])
+    vessel = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 60)
+    assert confirm_across_phases([portal, vessel], CARRY)[1] == (vessel.labels, [])
+
+
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
-    assert not CrossPhaseRule().enabled and RULE.enabled
+    assert not CrossPhaseRule().enabled and RULE.enabled and CARRY.enabled
+    assert RULE.confirms_candidates and not RULE.carries_lesions
+    assert CARRY.carries_lesions and not CARRY.confirms_candidates
     assert CrossPhaseRule.from_meta(RULE.to_meta()) == RULE
+    assert CrossPhaseRule.from_meta(CARRY.to_meta()) == CARRY
     assert CrossPhaseRule.from_meta(None) == CrossPhaseRule()
+    # a checkpoint calibrated before lesions were carried keeps its rule and carries nothing
+    older = {"min_peak": 0.8, "max_distance_mm": 5.0, "min_volume_ml": 0.3}
+    assert CrossPhaseRule.from_meta(older) == CrossPhaseRule(0.8, 5.0, 0.3)
+    assert not CrossPhaseRule.from_meta(older).carries_lesions
 
 
 def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossPhaseRule) -> tuple[Predictor, list]:
@@ -131,11 +194,11 @@ def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossP
     lesion = np.array([40.0, 50.0, 70.0])
     images, probabilities = [], {}
     for index, (shift, peak) in enumerate(((np.zeros(3), 0.99), (SHIFT_MM, 0.7))):
-        scan = _scan(shift, lesion, LIVER, peak)
+        scan = _with_ct(_scan(shift, lesion, LIVER, peak), shift, lesion, LIVER_HU - 15)
         values = np.zeros((3, *SHAPE_ZYX), np.float16)
         values[0] = _liver(shift)
         values[2] = scan.tumor_probability
-        image = sitk.Cast(scan.image + 60, sitk.sitkInt16)
+        image = scan.image
         image.SetMetaData("phase", str(index))
         images.append(image)
         probabilities[str(index)] = ScanProbabilities(values, tuple((0, n) for n in SHAPE_ZYX))
@@ -165,6 +228,15 @@ def test_predict_day_reads_the_phases_together(tmp_path: Path, monkeypatch: pyte
                               other_phase_points_mm=arterial_info["cross_phase_points_mm"])
     assert [lesion.found_by for lesion in lesions] == ["other_phase"]
 
+    # carrying instead: the portal lesion's own mask lands where the arterial CT is 15 HU darker
+    predictor.cross_phase = CARRY
+    _, (carried_labels, carried_info) = predictor.predict_day([portal, arterial])
+    assert (sitk.GetArrayFromImage(carried_labels) == TUMOR).sum() > 0.85 * np.count_nonzero(confirmed == TUMOR)
+    assert len(carried_info["cross_phase_points_mm"]) == 1
+    lesions = extract_lesions(carried_labels, faint_points_mm=[],
+                              other_phase_points_mm=carried_info["cross_phase_points_mm"])
+    assert [lesion.found_by for lesion in lesions] == ["other_phase"]
+
     predictor.cross_phase = CrossPhaseRule()  # off: each phase as if read alone
     _, (off_labels, off_info) = predictor.predict_day([portal, arterial])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(off_labels), alone)
@@ -179,16 +251,21 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     assert [len(day) for day in days] == [2, 2] and {c.phase for c in days[0]} == {"portal", "arterial"}
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     result = calibrate_cross_phase(checkpoint, [cohort], tmp_path / "cross.pt", min_peaks=(0.9, 0.5),
-                                   max_distances_mm=(5.0, 20.0), device="cpu", version="9.9.2")
+                                   max_distances_mm=(5.0, 20.0), carry_min_volumes_ml=(0.5, 2.0),
+                                   carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,), device="cpu",
+                                   version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
-    grid = [(row["min_peak"], row["max_distance_mm"]) for row in result["candidates"]]
-    assert grid == [(0.0, 10.0), (0.9, 5.0), (0.9, 20.0), (0.5, 5.0), (0.5, 20.0)]  # off, then strictest first
+    grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
+    confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
+    # both parts off, then strictest first: confirmation alone, then with the largest carried lesions
+    assert grid == [(*c, *carry) for carry in ((0.0, 5.0, 1000.0), (2.0, 5.0, 1000.0), (0.5, 5.0, 1000.0))
+                    for c in confirming]
     off = result["candidates"][0]
-    assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"])
-    chosen = CrossPhaseRule(result["best_min_peak"], result["best_max_distance_mm"], result["best_min_volume_ml"])
+    assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"][:5])
+    chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 5
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 15
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
@@ -209,4 +286,23 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     code, _, err = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
                             str(tmp_path / "bad.pt"), "--device", "cpu", "--max-distances", "ten"], monkeypatch, capsys)
     assert code != 0 and "--max-distances" in err
+    code, _, err = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
+                            str(tmp_path / "bad.pt"), "--device", "cpu", "--carry-min-volumes", "0,1"],
+                           monkeypatch, capsys)
+    assert code != 0 and "smallest carried lesion" in err and "above 0" in err
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_the_terminal_says_what_each_calibrated_rule_does() -> None:
+    from app.cli.train import _cross_phase_rule
+
+    def said(rule: CrossPhaseRule) -> str:
+        return _cross_phase_rule(rule.to_meta())
+
+    assert said(CrossPhaseRule()) == "off"
+    assert said(RULE) == "peak ≥ 0.6 within 8.0 mm of another phase's lesion, ≥ 0.1 ml"
+    assert said(CARRY) == "lesions ≥ 0.5 ml carried where the CT is ≥ 5.0 HU darker or brighter"
+    both = CrossPhaseRule(0.6, 8.0, 0.1, carry_min_volume_ml=1.0, carry_min_contrast_hu=3.0, carry_max_brighter_hu=15.0)
+    assert said(both) == ("peak ≥ 0.6 within 8.0 mm of another phase's lesion, ≥ 0.1 ml; "
+                          "lesions ≥ 1.0 ml carried where the CT is ≥ 3.0 HU darker, or brighter up to 15 HU")
+    assert said(CrossPhaseRule(carry_min_volume_ml=1.0, carry_max_brighter_hu=0.0)).endswith("≥ 5.0 HU darker")

@@ -5,9 +5,11 @@ calibrate-faint`` have chosen the checkpoint's other decisions.
 It is a third stage on the labels the checkpoint already decodes: each validation day runs
 through the network once per phase, each pair of its scans is registered once, and every
 ``min_peak`` × ``max_distance_mm`` × ``min_volume_ml`` keeps a subset of the dropped
-candidates. The rule with the best tumor score (mean of tumor DSC and sensitivity for lesions
-≥ 10 mm) within the false-lesion budget wins, the rule switched off being one of the
-candidates.
+candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
+``carry_max_brighter_hu`` a subset of the lesions carried whole from the other phase (each
+part may also be off). The rule with the best
+tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
+budget wins, the rule switched off being one of the candidates.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from lvt_core.cross_phase import (
+    NO_BRIGHTNESS_LIMIT_HU,
     CrossPhaseRule,
-    carried_centres,
-    dropped_candidates,
-    paint_confirmed,
+    apply_rule,
+    measured_across_phases,
 )
 from lvt_core.labels import TUMOR
 from training.calibrate import (
@@ -41,7 +43,29 @@ from training.datasets import cases_by_day
 DEFAULT_MIN_PEAKS = (0.5, 0.7, 0.8, 0.9)
 DEFAULT_MAX_DISTANCES_MM = (5.0, 10.0, 15.0)
 DEFAULT_MIN_VOLUMES_ML = (0.1,)
-GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml")
+DEFAULT_CARRY_MIN_VOLUMES_ML = (0.5, 1.0)
+DEFAULT_CARRY_MIN_CONTRASTS_HU = (3.0, 5.0, 8.0)
+DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
+GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
+               "carry_max_brighter_hu")
+
+
+def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min_volumes_ml: Sequence[float],
+              carry_min_volumes_ml: Sequence[float], carry_min_contrasts_hu: Sequence[float],
+              carry_max_brighter_hu: Sequence[float]) -> list[CrossPhaseRule]:
+    """Every rule to score, strictest first so that ties go to the one adding the least: both
+    parts off first, then confirmation alone, then each carrying rule (largest lesions,
+    strongest contrast and fewest brighter places first) with each confirmation rule."""
+    off = CrossPhaseRule()
+    confirming = [(off.min_peak, off.max_distance_mm, off.min_volume_ml)] + [
+        (p, d, v) for p in sorted(set(map(float, min_peaks)), reverse=True)
+        for d in sorted(set(map(float, max_distances_mm)))
+        for v in sorted(set(map(float, min_volumes_ml)), reverse=True)]
+    carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu)] + [
+        (v, c, b) for v in sorted(set(map(float, carry_min_volumes_ml)), reverse=True)
+        for c in sorted(set(map(float, carry_min_contrasts_hu)), reverse=True)
+        for b in sorted(set(map(float, carry_max_brighter_hu)))]
+    return [CrossPhaseRule(*confirm, *carry) for carry in carrying for confirm in confirming]
 
 
 def calibrate_cross_phase(
@@ -49,6 +73,9 @@ def calibrate_cross_phase(
     min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
     max_distances_mm: Sequence[float] = DEFAULT_MAX_DISTANCES_MM,
     min_volumes_ml: Sequence[float] = DEFAULT_MIN_VOLUMES_ML,
+    carry_min_volumes_ml: Sequence[float] = DEFAULT_CARRY_MIN_VOLUMES_ML,
+    carry_min_contrasts_hu: Sequence[float] = DEFAULT_CARRY_MIN_CONTRASTS_HU,
+    carry_max_brighter_hu: Sequence[float] = DEFAULT_CARRY_MAX_BRIGHTER_HU,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
 ) -> dict[str, Any]:
@@ -60,12 +87,14 @@ def calibrate_cross_phase(
     _check_candidates("minimum peak", min_peaks)
     _check_candidates("maximum distance (mm)", max_distances_mm, volumes=True)
     _check_candidates("minimum volume (ml)", min_volumes_ml, volumes=True)
+    _check_candidates("carried lesion contrast (HU)", carry_min_contrasts_hu, volumes=True)
+    _check_candidates("brightest carried lesion (HU above the liver)", carry_max_brighter_hu, volumes=True)
+    if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
+        raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
+                         f"nothing is always scored), got {list(carry_min_volumes_ml)}")
     predictor = Predictor(checkpoint, device=device)
-    # strictest first: ties go to the earlier candidate, so of rules that score alike the one
-    # adding the fewest candidates wins
-    grid = [CrossPhaseRule()] + [CrossPhaseRule(p, d, v) for p in sorted(set(map(float, min_peaks)), reverse=True)
-                                 for d in sorted(set(map(float, max_distances_mm)))
-                                 for v in sorted(set(map(float, min_volumes_ml)), reverse=True)]
+    grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
+                     carry_max_brighter_hu)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = 0
@@ -79,17 +108,16 @@ def calibrate_cross_phase(
             references.append(_ReferenceLesions(sitk.GetArrayViewFromImage(ref_image), ref_image.GetSpacing()))
             if on_case:
                 on_case(case.case_id)
-        carried = carried_centres(scans) if len(scans) > 1 else [[] for _ in scans]
-        for scan, points, reference in zip(scans, carried, references, strict=True):
-            candidates = dropped_candidates(scan, points)
+        measured = measured_across_phases(scans) if len(scans) > 1 else [([], []) for _ in scans]
+        for scan, (candidates, carried), reference in zip(scans, measured, references, strict=True):
             tables: dict[tuple[int, ...], _CandidateTable] = {}  # many rules keep the same set
             for rule, tally in tallies.items():
-                kept = tuple(i for i, c in enumerate(candidates) if c.kept_by(rule))
-                if kept not in tables:
-                    labels = paint_confirmed(scan.labels, [candidates[i] for i in kept])
+                labels, kept = apply_rule(scan, candidates, carried, rule)
+                key = tuple(id(addition) for addition in kept)
+                if key not in tables:
                     components = cc3d.connected_components(labels == TUMOR, connectivity=26)
-                    tables[kept] = _CandidateTable(components, reference.components, reference.count)
-                table = tables[kept]
+                    tables[key] = _CandidateTable(components, reference.components, reference.count)
+                table = tables[key]
                 tally.add(table, np.ones(len(table.sizes), bool), reference)
         cases += len(day)
         days_read += 1

@@ -91,9 +91,11 @@ def evaluate_model_command(
     else:
         for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm", "false_lesions_per_scan"):
             typer.echo(f"{key}: {summary[key]}")
-        if summary["cross_phase"]["min_peak"]:
+        from lvt_core.cross_phase import CrossPhaseRule
+
+        if CrossPhaseRule.from_meta(summary["cross_phase"]).enabled:
             typer.echo(f"phases of a day read together: {summary['cross_phase_lesions_added']} lesions added "
-                       f"where another phase confirmed them")
+                       f"where another phase confirmed or carried them")
         volumetry = summary["phase_volumetry"]
         if volumetry["studies"]:
             typer.echo(f"same-day phases: {volumetry['flagged_studies']} of {volumetry['studies']} studies beyond "
@@ -293,19 +295,31 @@ def calibrate_cross_phase_command(
                                       help="Comma-separated farthest a candidate may lie from the carried "
                                            "centre of the other phase's lesion (mm)."),
     min_volumes: str = typer.Option("0.1", "--min-volumes", help="Comma-separated smallest candidate kept (ml)."),
+    carry_min_volumes: str = typer.Option("0.5,1", "--carry-min-volumes",
+                                          help="Comma-separated smallest lesion (ml) carried whole into a phase "
+                                               "where the network left its place as liver (each above 0)."),
+    carry_min_contrasts: str = typer.Option("3,5,8", "--carry-min-contrasts",
+                                            help="Comma-separated least difference (HU) between a carried lesion's "
+                                                 "place and the liver around it, darker or brighter."),
+    carry_max_brighter: str = typer.Option("0,15,1000", "--carry-max-brighter",
+                                           help="Comma-separated most a carried lesion's place may be brighter "
+                                                "than the liver (HU; 0: darker only, 1000: no limit)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose when a lesion in one phase of a day confirms a dropped candidate in another (off
-    if it does not help on validation)."""
+    """Choose when a lesion in one phase of a day confirms a dropped candidate in another, and
+    when it is carried whole into a phase whose CT alone shows it (each off if it does not help
+    on validation)."""
     from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 
     result = _per_case_progress("calibrating the cross-phase rule", lambda on_case: calibrate_cross_phase(
         checkpoint, cohort, out, _numbers("--min-peaks", min_peaks), _numbers("--max-distances", max_distances),
-        _numbers("--min-volumes", min_volumes), device, on_case=on_case, version=version,
+        _numbers("--min-volumes", min_volumes), _numbers("--carry-min-volumes", carry_min_volumes),
+        _numbers("--carry-min-contrasts", carry_min_contrasts), _numbers("--carry-max-brighter", carry_max_brighter),
+        device, on_case=on_case, version=version,
         max_false_per_scan=max_false))
     if as_json:
         print_json(result)
@@ -316,10 +330,19 @@ def calibrate_cross_phase_command(
 
 def _cross_phase_rule(row: dict[str, Any]) -> str:
     """One row of the cross-phase calibration, as the terminal says it."""
-    if not row["min_peak"]:
-        return "off"
-    return (f"peak ≥ {row['min_peak']} within {row['max_distance_mm']} mm of another phase's lesion, "
-            f"≥ {row['min_volume_ml']} ml")
+    from lvt_core.cross_phase import NO_BRIGHTNESS_LIMIT_HU
+
+    parts = []
+    if row["min_peak"]:
+        parts.append(f"peak ≥ {row['min_peak']} within {row['max_distance_mm']} mm of another phase's lesion, "
+                     f"≥ {row['min_volume_ml']} ml")
+    if row["carry_min_volume_ml"]:
+        brighter = row["carry_max_brighter_hu"]
+        limit = ("darker" if not brighter else "darker or brighter" if brighter >= NO_BRIGHTNESS_LIMIT_HU
+                 else f"darker, or brighter up to {brighter:g} HU")
+        parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
+                     f"≥ {row['carry_min_contrast_hu']} HU {limit}")
+    return "; ".join(parts) or "off"
 
 
 def fit_lesion_filter_command(
