@@ -43,8 +43,8 @@ from training.datasets import cases_by_day
 DEFAULT_MIN_PEAKS = (0.5, 0.7, 0.8, 0.9)
 DEFAULT_MAX_DISTANCES_MM = (5.0, 10.0, 15.0)
 DEFAULT_MIN_VOLUMES_ML = (0.1,)
-DEFAULT_CARRY_MIN_VOLUMES_ML = (0.5, 1.0)
-DEFAULT_CARRY_MIN_CONTRASTS_HU = (3.0, 5.0, 8.0)
+DEFAULT_CARRY_MIN_VOLUMES_ML = (0.2, 0.3, 0.5, 1.0)
+DEFAULT_CARRY_MIN_CONTRASTS_HU = (2.0, 3.0, 5.0, 8.0)
 DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
 GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
                "carry_max_brighter_hu")

@@ -295,10 +295,10 @@ def calibrate_cross_phase_command(
                                       help="Comma-separated farthest a candidate may lie from the carried "
                                            "centre of the other phase's lesion (mm)."),
     min_volumes: str = typer.Option("0.1", "--min-volumes", help="Comma-separated smallest candidate kept (ml)."),
-    carry_min_volumes: str = typer.Option("0.5,1", "--carry-min-volumes",
+    carry_min_volumes: str = typer.Option("0.2,0.3,0.5,1", "--carry-min-volumes",
                                           help="Comma-separated smallest lesion (ml) carried whole into a phase "
                                                "where the network left its place as liver (each above 0)."),
-    carry_min_contrasts: str = typer.Option("3,5,8", "--carry-min-contrasts",
+    carry_min_contrasts: str = typer.Option("2,3,5,8", "--carry-min-contrasts",
                                             help="Comma-separated least difference (HU) between a carried lesion's "
                                                  "place and the liver around it, darker or brighter."),
     carry_max_brighter: str = typer.Option("0,15,1000", "--carry-max-brighter",
