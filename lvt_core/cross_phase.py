@@ -14,9 +14,8 @@ it is unsure of, true faint lesions among them. Here, after each scan is decoded
    threshold, labelled liver, not touching a lesion already drawn) whose peak reaches ``min_peak`` and which come within
    ``max_distance_mm`` of a carried centre are added as tumor.
 
-Some lesions leave no candidate at all in one phase: the network drew an iso-enhancing
-lesion as liver, or a hyper-enhancing arterial one as vessel. When ``carry_min_volume_ml`` is
-set, a second step carries each lesion of ``carry_min_volume_ml`` or more whole: its mask is
+Some lesions leave no candidate at all in one phase: the network drew the place as liver,
+with no tumor probability to speak of. When ``carry_min_volume_ml`` is set, a second step carries each lesion of ``carry_min_volume_ml`` or more whole: its mask is
 registered onto the other scan, and where that place is mostly liver there, touches no lesion
 already drawn, and its CT differs from the liver around it by ``carry_min_contrast_hu`` or more,
 its liver voxels become tumor. The contrast test asks the other phase's own CT to show
@@ -189,7 +188,7 @@ RING_MM = (1.5, 5.0)
 @dataclass
 class CarriedLesion:
     """A lesion of another phase carried whole onto this scan, where the network left its
-    place as liver (or vessel), with what this scan's CT shows there."""
+    place mostly as liver, with what this scan's CT shows there."""
 
     window: tuple[slice, ...]
     mask: np.ndarray  # the liver voxels of the carried mask, within ``window``

@@ -60,7 +60,8 @@ def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataF
 
 def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:
     """True when a second look, not the network alone, drew ``track`` at its first study: the
-    faint-lesion search, or another phase of the day confirming an unsure candidate."""
+    faint-lesion search, or another phase of the day confirming an unsure candidate or carrying
+    its lesion over."""
     rows = lesions[lesions["track"] == track]
     if rows.empty:
         return False

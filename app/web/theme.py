@@ -30,8 +30,9 @@ FOUND_BY_HELP = (
     "network: the segmentation network drew it. faint search: the faint-lesion search, a "
     "matched filter run after the network, drew it (in part or whole); it finds faint lesions "
     "the network misses and is wrong more often, so look twice. other phase: the network was "
-    "unsure here, and a lesion at the same place in another contrast phase of the same day "
-    "confirmed it; compare the phases. unknown: an imported label map or an older run."
+    "unsure here or drew nothing, and a lesion at the same place in another contrast phase of "
+    "the same day confirmed it or was carried over, where this phase's CT is darker than the "
+    "liver around it; compare the phases. unknown: an imported label map or an older run."
 )
 
 
