@@ -255,23 +255,27 @@ def apply_rule(
     lesions, and those kept: the confirmed candidates first, then each carried lesion that
     does not overlap what is already painted (two phases may carry the same lesion)."""
     kept: list[DroppedCandidate | CarriedLesion] = [c for c in candidates if c.kept_by(rule)]
+    carried_kept = [lesion for lesion in carried if lesion.kept_by(rule)]
     labels = paint_confirmed(scan.labels, kept)
-    for lesion in carried:
-        if lesion.kept_by(rule) and not (labels[lesion.window][lesion.mask] == TUMOR).any():
-            labels = paint_confirmed(labels, [lesion])
+    if carried_kept and labels is scan.labels:
+        labels = labels.copy()  # one copy for every carried lesion, painted in place
+    for lesion in carried_kept:
+        if not (labels[lesion.window][lesion.mask] == TUMOR).any():
+            labels[lesion.window][lesion.mask] = TUMOR
             kept.append(lesion)
     return labels, kept
 
 
 def measured_across_phases(
-    scans: Sequence[PhaseScan], carry: bool = True
+    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True
 ) -> list[tuple[list[DroppedCandidate], list[CarriedLesion]]]:
-    """Per scan of one day, its dropped candidates measured against the other scans' carried
-    centres, and (``carry``) the other scans' lesions carried onto it: everything any rule
-    chooses from, computed once."""
+    """Per scan of one day, (``confirm``) its dropped candidates measured against the other
+    scans' carried centres, and (``carry``) the other scans' lesions carried onto it:
+    everything a rule chooses from, computed once."""
     transforms = pair_transforms(scans)
+    centres = carried_centres(scans, transforms) if confirm else [[] for _ in scans]
     out = []
-    for target, points in enumerate(carried_centres(scans, transforms)):
+    for target, points in enumerate(centres):
         carried = [lesion for source in range(len(scans)) if source != target and carry
                    for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
         out.append((dropped_candidates(scans[target], points), carried))
@@ -286,6 +290,6 @@ def confirm_across_phases(
     the rule is off or the day has one scan."""
     if not rule.enabled or len(scans) < 2:
         return [(scan.labels, []) for scan in scans]
+    measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions)
     return [apply_rule(scan, candidates, carried, rule)
-            for scan, (candidates, carried) in zip(scans, measured_across_phases(scans, rule.carries_lesions),
-                                                   strict=True)]
+            for scan, (candidates, carried) in zip(scans, measured, strict=True)]

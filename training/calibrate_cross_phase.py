@@ -56,15 +56,16 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     """Every rule to score, strictest first so that ties go to the one adding the least: both
     parts off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first) with each confirmation rule."""
+    def largest_first(values: Sequence[float]) -> list[float]:
+        return sorted(set(map(float, values)), reverse=True)
+
     off = CrossPhaseRule()
     confirming = [(off.min_peak, off.max_distance_mm, off.min_volume_ml)] + [
-        (p, d, v) for p in sorted(set(map(float, min_peaks)), reverse=True)
-        for d in sorted(set(map(float, max_distances_mm)))
-        for v in sorted(set(map(float, min_volumes_ml)), reverse=True)]
+        (p, d, v) for p in largest_first(min_peaks) for d in largest_first(max_distances_mm)[::-1]
+        for v in largest_first(min_volumes_ml)]
     carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu)] + [
-        (v, c, b) for v in sorted(set(map(float, carry_min_volumes_ml)), reverse=True)
-        for c in sorted(set(map(float, carry_min_contrasts_hu)), reverse=True)
-        for b in sorted(set(map(float, carry_max_brighter_hu)))]
+        (v, c, b) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
+        for b in largest_first(carry_max_brighter_hu)[::-1]]
     return [CrossPhaseRule(*confirm, *carry) for carry in carrying for confirm in confirming]
 
 
