@@ -54,6 +54,7 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
             assert 0.0 <= float(row[key]) <= 1.0
     table = (out / "table.md").read_text()
     assert table.count("\n| ") == 1 + 9 and "DSC L" in table
+    assert "seeds [0];" in table and "9 runs," in table
     assert (out / "dsc.png").stat().st_size > 1000
 
     # An interrupted or repeated invocation resumes: finished runs are not trained again.
@@ -65,3 +66,15 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     with (out / "results.csv").open() as handle:
         assert list(csv.DictReader(handle)) == rows
+
+    # Another seed joins the same table, which then states both seeds and every run it holds.
+    more = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "lvt"), "experiment", "partial-labels", "--budget", "tiny",
+         "--cohort", str(cohort), "--out", str(out), "--seeds", "1", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert more.returncode == 0, more.stderr
+    with (out / "results.csv").open() as handle:
+        assert {r["seed"] for r in csv.DictReader(handle)} == {"0", "1"}
+    table = (out / "table.md").read_text()
+    assert "seeds [0, 1];" in table and "18 runs," in table
