@@ -54,7 +54,7 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
             assert 0.0 <= float(row[key]) <= 1.0
     table = (out / "table.md").read_text()
     assert table.count("\n| ") == 1 + 9 and "DSC L" in table
-    assert "seeds [0];" in table and "9 runs," in table
+    assert "seeds [0]; one seed, so no spread;" in table and "9 runs," in table and "±" not in table
     assert (out / "dsc.png").stat().st_size > 1000
 
     # An interrupted or repeated invocation resumes: finished runs are not trained again.
@@ -77,4 +77,6 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
     with (out / "results.csv").open() as handle:
         assert {r["seed"] for r in csv.DictReader(handle)} == {"0", "1"}
     table = (out / "table.md").read_text()
-    assert "seeds [0, 1];" in table and "18 runs," in table
+    assert "seeds [0, 1]; mean ± std" in table and "18 runs," in table
+    result_lines = [line for line in table.splitlines() if line.startswith(("| 25%", "| 100%"))]
+    assert len(result_lines) == 9 and all(line.count(" ± ") == 10 for line in result_lines)

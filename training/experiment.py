@@ -63,7 +63,8 @@ BUDGETS: dict[str, Budget] = {
                     variant="residual_in", foreground_prob=0.5),
     # small with four times the steps, so that each of the 100 % FS cases is seen as often as
     # each 25 % FS case is at small: does the partial-label gain appear once the larger training
-    # sets are not starved of steps? About 5 min per run on 2 CPU cores (2 seeds: 90 min).
+    # sets are not starved of steps? About 9 min per run on 2 CPU cores (a seed: 80 min);
+    # `--seeds 1` adds a seed to an existing result folder later.
     "medium": Budget(20, "demo", (3.0, 3.0, 3.0), (32, 32, 32), (8, 16, 32, 64), 3200, 2, (0, 1),
                      variant="residual_in", foreground_prob=0.5),
     # GPU-sized: closer to the paper
@@ -237,15 +238,17 @@ def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, rows:
         "",
         f"{spec.patients} phantom patients, 5 parts; {spec.steps} steps × batch {spec.batch_size}, "
         f"patch {list(spec.patch_size)} at {list(spec.spacing_mm)} mm, filters {list(spec.filters)}, "
-        f"seeds {seeds}; mean ± std over seeds; {len(rows)} runs, {minutes:.1f} min of training "
+        f"seeds {seeds}; {'mean ± std over seeds' if len(seeds) > 1 else 'one seed, so no spread'}; {len(rows)} runs, {minutes:.1f} min of training "
         "and scoring in all.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for row in table:
+        # one seed has no spread to show, and "± 0.000" would claim one
         cells = [row["setting"], row["mode"]] + [
-            f"{row[k]:.3f} ± {row[k + '_std']:.3f}" for k in METRIC_KEYS
+            f"{row[k]:.3f} ± {row[k + '_std']:.3f}" if row["seeds"] > 1 else f"{row[k]:.3f}"
+            for k in METRIC_KEYS
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

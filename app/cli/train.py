@@ -401,7 +401,7 @@ def ensemble_command(
 @experiment_app.command("partial-labels")
 def partial_labels(
     out: Path = typer.Option(Path("docs/experiments/partial_labels"), "--out", help="Result folder."),
-    budget: str = typer.Option("small", "--budget", help="tiny (seconds), small (≤ 60 min CPU), medium (4× small's steps, ~90 min CPU), full (GPU)."),
+    budget: str = typer.Option("small", "--budget", help="tiny (seconds), small (≤ 60 min CPU), medium (4× small's steps, ~80 min CPU per seed), full (GPU)."),
     cohort: Path = typer.Option(None, "--cohort", help="Existing phantom cohort; default: generate one."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the budget's)."),
     as_json: bool = typer.Option(False, "--json"),
