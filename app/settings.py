@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     model_path: Path = Field(default=SHIPPED_MODEL, description="Checkpoint used by default.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="Inference precision: auto (fp16 on CUDA, fp32 on CPU) or bf16 on AMX CPUs.")
+        default="auto", description=("Inference precision: auto (fp16 on CUDA; bf16 on CPUs with AMX or AVX-512 BF16 "
+                                     "for models qualified for it, else fp32), fp32, or bf16."))
     workers: int = Field(default=1, ge=1, description="Batch workers (Dask processes).")
     secret_key: str | None = Field(default=None, description="Key for de-identification hashes.")
     deid_shift_dates: bool = Field(default=True, description="Shift dates per patient on de-id.")

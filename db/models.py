@@ -155,6 +155,9 @@ class Segmentation(Base):
     label_map_path: Mapped[str | None] = mapped_column(String(256))
     label_map_hash: Mapped[str | None] = mapped_column(String(64))
     runtime_s: Mapped[float | None] = mapped_column(Float)
+    # the arithmetic the network ran in ("fp32", "bf16", "fp16"): the same checkpoint gives
+    # slightly different label maps in each, so a result names it; NULL before revision 0004
+    precision: Mapped[str | None] = mapped_column(String(8))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

@@ -63,7 +63,7 @@ from lvt_core.postprocess import (
     remove_small_tumors,
     remove_unconfident_tumors,
 )
-from lvt_core.precision import autocast, resolve_precision
+from lvt_core.precision import autocast, resolve_inference_precision
 from lvt_core.transforms import reorient, resample_to_spacing, window_array
 
 BODY_THRESHOLD_HU = -500.0
@@ -213,8 +213,6 @@ class Predictor:
         self.name: str = str(meta["name"])
         self.version: str = str(meta["version"])
         self.device = resolve_device(device)
-        # fp16 on CUDA; on CPU float32 unless bf16 is asked for (faster on AMX CPUs)
-        self.precision = resolve_precision(precision or "auto", self.device)  # type: ignore[arg-type]
         self.tta: bool = (self.device.type == "cuda") if tta is None else bool(tta)
         self.fast = bool(fast)
         self.sw_batch_size = sw_batch_size or (4 if self.device.type == "cuda" else 2)
@@ -226,6 +224,9 @@ class Predictor:
         # models trained on low-passed resampling need it at inference too
         self.antialiased = is_antialiased(meta)
         inference_cfg = dict(meta.get("inference", {}))
+        # fp16 on CUDA; bfloat16 on AMX / AVX-512 BF16 CPUs for checkpoints qualified for it
+        self.precision = resolve_inference_precision(
+            precision or "auto", self.device, inference_cfg.get("cpu_precision"))  # type: ignore[arg-type]
         self.coarse_spacing = [
             float(s) for s in inference_cfg.get("coarse_spacing_mm", [2 * s for s in self.spacing])
         ]

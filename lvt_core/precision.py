@@ -2,7 +2,11 @@
 
 CPUs with AMX or AVX-512 BF16 run a training step about twice as fast in bfloat16
 with channels-last memory as in float32 (``bench/precision.py``); on CPUs without native
-bfloat16 it is emulated and slower, so it is asked for explicitly, not assumed.
+bfloat16 it is emulated and slower, so it is never chosen there. Training asks for it
+explicitly. Inference takes it by default only for a checkpoint qualified for it
+(``inference.cpu_precision: bf16``, written by ``lvt qualify-bf16`` after the model scored
+the same in both precisions on validation scans): its decisions were calibrated in one
+arithmetic, and a barely trained model's labels can flip at a threshold in the other.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def resolve_precision(precision: Precision, device: torch.device) -> str:
                              "use precision: fp32")
         return "bf16"
     return "fp32"
+
+
+def resolve_inference_precision(precision: Precision, device: torch.device,
+                                model_cpu_precision: str | None = None) -> str:
+    """The precision inference uses: like :func:`resolve_precision`, except that ``auto`` on a
+    CPU with native bfloat16 runs a checkpoint qualified for it (``model_cpu_precision`` is
+    ``"bf16"``) in bfloat16."""
+    if precision == "auto" and device.type == "cpu" and model_cpu_precision == "bf16" and cpu_has_bf16():
+        return "bf16"
+    return resolve_precision(precision, device)
 
 
 def channels_last(precision: str, device: torch.device) -> bool:

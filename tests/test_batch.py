@@ -94,6 +94,8 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
         assert s.scalar(select(BatchRun.status)) == "done"
         # this checkpoint has no faint-lesion search: every lesion is the network's, on record
         assert set(s.scalars(select(Lesion.found_by))) == {"network"}
+        # each result names the arithmetic it ran in: float32 for a model not qualified for bf16
+        assert set(s.scalars(select(Segmentation.precision))) == {"fp32"}
 
     again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert again.series_total == 0

@@ -69,6 +69,7 @@ def test_segment_end_to_end_and_evaluate(
     assert summary["volumes_ml"]["liver_total"] == pytest.approx(true_liver_ml, rel=0.25)
     assert summary["volumes_ml"]["liver_functional"] <= summary["volumes_ml"]["liver_total"]
     assert summary["tta"] is False and summary["runtime_s"]["total_s"] > 0
+    assert summary["precision"] == "fp32"  # the toy checkpoint is not qualified for bfloat16
     assert isinstance(summary["lesions"], list) and summary["n_lesions"] == len(summary["lesions"])
     assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
 

@@ -187,6 +187,22 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch) ->
     assert precision.resolve_precision("auto", torch.device("cuda")) == "fp16"
 
 
+def test_inference_takes_bf16_by_default_only_for_a_qualified_model_on_a_cpu_with_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvt_core import precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_inference_precision("auto", cpu, "bf16") == "bf16"
+    assert precision.resolve_inference_precision("auto", cpu, None) == "fp32"  # not qualified
+    assert precision.resolve_inference_precision("fp32", cpu, "bf16") == "fp32"  # asked for
+    assert precision.resolve_inference_precision("bf16", cpu, None) == "bf16"
+    assert precision.resolve_inference_precision("auto", cuda, "bf16") == "fp16"
+    assert precision.resolve_precision("auto", cpu) == "fp32"  # training stays fp32
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_inference_precision("auto", cpu, "bf16") == "fp32"  # never emulated
+
+
 def test_two_cohorts_of_one_source_are_sampled_by_their_own_weights(tmp_path: Path) -> None:
     from training.preprocess import preprocess
     from training.sampling import step_rng

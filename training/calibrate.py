@@ -83,12 +83,14 @@ def score_grid(tallies: dict[Any, _TumorTally], fields: Sequence[str],
 
 def write_stage_decisions(checkpoint: str | Path, out: str | Path, key: str, decisions: Any,
                           version: str | None, record_key: str, record: dict[str, Any]) -> str:
-    """A copy of ``checkpoint`` at ``out`` with ``inference[key]`` set to ``decisions`` and
-    the calibration's ``record`` under ``record_key``; returns its path."""
+    """A copy of ``checkpoint`` at ``out`` with ``inference[key]`` set to ``decisions`` (its
+    ``to_meta()``, or a plain value) and the calibration's ``record`` under ``record_key``;
+    returns its path."""
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
 
     _, meta = load_checkpoint(checkpoint)
-    inference = {**meta.get("inference", {}), key: decisions.to_meta()}
+    value = decisions.to_meta() if hasattr(decisions, "to_meta") else decisions
+    inference = {**meta.get("inference", {}), key: value}
     meta = {**meta, "inference": inference, "version": version or meta["version"], record_key: record}
     return str(copy_with_meta(checkpoint, out, meta))
 

@@ -191,11 +191,12 @@ def _predicted_days(predictor: Any, cohort: str | Path) -> Iterator[tuple[Any, s
 def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
-    thresholds: dict[str, float] | None = None, tta: bool | None = None,
+    thresholds: dict[str, float] | None = None, tta: bool | None = None, precision: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on every scan of the phantom ``cohort`` (manifest.csv).
 
-    ``tta`` turns mirroring test-time augmentation on or off (default: the Predictor's).
+    ``tta`` turns mirroring test-time augmentation on or off (default: the Predictor's);
+    ``precision`` is the arithmetic (``fp32``, ``bf16``; default: the Predictor's ``auto``).
 
     ``thresholds`` (channel name → value) overrides the checkpoint's decision thresholds.
     """
@@ -203,7 +204,7 @@ def evaluate_checkpoint(
     from lvt_core.labels import CHANNELS, channel_thresholds
     from lvt_core.metrics import CLASS_MASKS, evaluate_pair, mean_metrics
 
-    predictor = Predictor(checkpoint, device=device, tta=tta)
+    predictor = Predictor(checkpoint, device=device, tta=tta, precision=precision)
     predictor.thresholds = channel_thresholds(thresholds, predictor.thresholds)
     rows, lesion_rows, results, detected, total = [], [], [], 0, 0
     all_findings: list[dict[str, Any]] = []
@@ -242,6 +243,7 @@ def evaluate_checkpoint(
     summary = {
         "checkpoint": str(checkpoint), "cohort": str(cohort), "cases": len(rows),
         "thresholds": dict(zip(CHANNELS, predictor.thresholds, strict=True)), "tta": predictor.tta,
+        "precision": predictor.precision,
         "extra_windows": windows_to_meta(predictor.extra_windows),
         "min_tumor_volume_ml": predictor.min_tumor_volume_ml, "min_tumor_peak": predictor.min_tumor_peak,
         "large_tumor_ml": predictor.large_tumor_ml,

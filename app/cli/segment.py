@@ -90,6 +90,7 @@ def segment_scan(
                 "path": str(model_path),
             },
             "device": predictor.device.type,
+            "precision": predictor.precision,
             "tta": predictor.tta,
             "extra_windows": windows_to_meta(predictor.extra_windows),
             "fast": predictor.fast,

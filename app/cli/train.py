@@ -1,5 +1,5 @@
 """``lvt train``, ``lvt evaluate-model``, ``lvt calibrate``, ``lvt calibrate-faint``, ``lvt calibrate-cross-phase``,
-``lvt ensemble`` and ``lvt experiment partial-labels``."""
+``lvt qualify-bf16``, ``lvt ensemble`` and ``lvt experiment partial-labels``."""
 
 from __future__ import annotations
 
@@ -77,18 +77,23 @@ def evaluate_model_command(
     out: Path = typer.Option(None, "--out", help="Folder for metrics.json and per_case.csv."),
     device: str = typer.Option("auto", "--device"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."),
+    precision: str = typer.Option(None, "--precision",
+                                  help="auto (default: LVT_PRECISION, else the model's qualified one), fp32 or bf16."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Model-card metrics of a checkpoint on a held-out phantom cohort."""
+    from app.settings import get_settings
     from training.evaluate_model import evaluate_checkpoint
 
     try:
-        summary = evaluate_checkpoint(checkpoint, cohort, out, device, tta=tta)
+        summary = evaluate_checkpoint(checkpoint, cohort, out, device, tta=tta,
+                                      precision=precision or get_settings().precision)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
         print_json(summary)
     else:
+        typer.echo(f"precision: {summary['precision']}")
         for key in ("liver_dsc", "vessel_dsc", "tumor_dsc", "lesion_sensitivity_10mm", "false_lesions_per_scan"):
             typer.echo(f"{key}: {summary[key]}")
         from lvt_core.cross_phase import CrossPhaseRule
@@ -345,6 +350,43 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
     return "; ".join(parts) or "off"
 
 
+def qualify_bf16_command(
+    checkpoint: Path = typer.Argument(..., help="Calibrated checkpoint (.pt) to qualify."),
+    cohort: list[Path] = typer.Option(..., "--cohort", help="Validation phantom cohort, never the test "
+                                      "cohort; repeat for several (each must agree)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the copy that runs in bfloat16 by default."),
+    max_dsc_change: float = typer.Option(0.005, "--max-dsc-change", min=0.0,
+                                         help="Largest change of mean liver, vessel or tumor DSC allowed."),
+    max_extra_false: float = typer.Option(0.1, "--max-extra-false-lesions", min=0.0,
+                                          help="Most extra false lesions per scan allowed in bfloat16."),
+    version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score a model in float32 and bfloat16 on validation phantoms; if its figures agree, write
+    a copy that runs in bfloat16 on CPUs with AMX or AVX-512 BF16 (2-3x faster)."""
+    from training.qualify_precision import DSC_KEYS, Tolerances, qualify_bf16
+
+    tolerances = Tolerances(dsc=max_dsc_change, false_lesions_per_scan=max_extra_false)
+    result = _per_case_progress("scoring in float32 and bfloat16", lambda on_case: qualify_bf16(
+        checkpoint, cohort, out, version, tolerances, on_case=on_case))
+    if as_json:
+        print_json(result)
+    else:
+        for entry in result["cohorts"]:
+            for precision in ("fp32", "bf16"):
+                figures = entry[precision]
+                typer.echo(f"{entry['cohort']} ({entry['cases']} scans), {precision}: "
+                           + ", ".join(f"{key} {figures[key]:.4f}" for key in DSC_KEYS)
+                           + f", lesions ≥ 10 mm found {figures['lesion_sensitivity_10mm'] or 0:.2f} "
+                           f"of {figures['lesions_10mm']}, false lesions per scan "
+                           f"{figures['false_lesions_per_scan']:.2f}")
+    if not result["qualified"]:
+        raise UserError("bfloat16 changes what this model finds, so no copy was written:\n  "
+                        + "\n  ".join(result["differences"]))
+    if not as_json:
+        typer.echo(f"qualified; wrote {result['out']}")
+
+
 def fit_lesion_filter_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) whose tumor candidates to filter."),
     cohort: list[Path] = typer.Option(..., "--cohort", help="Phantom cohort used by neither training, "
@@ -434,6 +476,7 @@ def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
     app.command("calibrate-faint")(calibrate_faint_command)
     app.command("calibrate-cross-phase")(calibrate_cross_phase_command)
+    app.command("qualify-bf16")(qualify_bf16_command)
     app.command("fit-lesion-filter")(fit_lesion_filter_command)
     app.command("ensemble")(ensemble_command)
     app.add_typer(experiment_app, name="experiment")

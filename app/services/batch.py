@@ -260,6 +260,7 @@ def store_result(
         return seg
     seg.status, seg.error = "done", None
     seg.label_map_path, seg.label_map_hash = rel, result["label_map_hash"]
+    seg.precision = result.get("precision")
     session.flush()
     _store_lesions(session, seg.id, result["lesions"])
     series = session.get(Series, series_id)

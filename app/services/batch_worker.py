@@ -110,7 +110,7 @@ def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
             rel, sha = storage.store_image(labels, root)
             outs[i].update(measure_labels(labels, images[i], info.get("faint_lesion_points_mm", []),
                                           info.get("cross_phase_points_mm", [])))
-            outs[i].update(label_map_path=rel, label_map_hash=sha)
+            outs[i].update(label_map_path=rel, label_map_hash=sha, precision=predictor.precision)
         except Exception as exc:
             _failed(outs[i], exc, start)
     delay = float(task.get("test_delay_s") or 0.0)
