@@ -78,3 +78,28 @@ def test_a_cpu_without_bf16_gets_a_clear_refusal(tmp_path: Path, cohort: Path, m
                             str(tmp_path / "bf16.pt")], monkeypatch, capsys)
     assert code == 1 and "no native bfloat16" in err
     assert not (tmp_path / "bf16.pt").exists()
+
+
+@needs_bf16
+def test_evaluate_model_runs_in_the_precision_it_is_told(tmp_path: Path, cohort: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """``LVT_PRECISION`` and ``--precision`` reach the network (``LVT_PRECISION`` was once
+    silently ignored here, and a float32 run was reported as bfloat16's)."""
+    import json
+
+    from app.settings import get_settings
+
+    tiny = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    args = ["evaluate-model", str(tiny), "--cohort", str(cohort), "--device", "cpu", "--json"]
+    monkeypatch.setenv("LVT_PRECISION", "bf16")
+    get_settings.cache_clear()
+    try:
+        code, out, err = run_lvt(args, monkeypatch, capsys)
+        assert code == 0, err
+        assert json.loads(out)["precision"] == "bf16"
+        code, out, err = run_lvt([*args, "--precision", "fp32"], monkeypatch, capsys)
+        assert code == 0, err
+        assert json.loads(out)["precision"] == "fp32"
+    finally:
+        get_settings.cache_clear()  # later tests read their own environment
