@@ -99,6 +99,24 @@ def test_segment_end_to_end_and_evaluate(
     assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("case,liver_dsc")
 
 
+def test_segment_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
+    toy_model: Path, tmp_path: Path, lvt_env: Path, monkeypatch, capsys
+) -> None:
+    from lvt_core.precision import cpu_has_bf16
+
+    ct, _ = toy_scan(size=(48, 48, 24))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    args = ["segment", "-i", str(tmp_path / "ct.nii.gz"), "--model", str(toy_model), "--device", "cpu", "--json"]
+    code, out, err = run_lvt([*args, "-o", str(tmp_path / "bad"), "--precision", "fp64"], monkeypatch, capsys)
+    assert code == 1 and "expected one of auto, fp32, bf16" in err
+    assert not (tmp_path / "bad" / "labels.nii.gz").exists()
+    if cpu_has_bf16():  # on other CPUs bf16 is refused (tests/test_train.py)
+        code, out, err = run_lvt([*args, "-o", str(tmp_path / "bf16"), "--precision", "bf16"], monkeypatch, capsys)
+        assert code == 0, err
+        assert json.loads(out)["precision"] == "bf16"
+        assert json.loads((tmp_path / "bf16" / "summary.json").read_text())["precision"] == "bf16"
+
+
 def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, capsys) -> None:
     _, ref = toy_scan()
     arr = sitk.GetArrayFromImage(ref)

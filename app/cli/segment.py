@@ -47,6 +47,7 @@ def segment_scan(
     tta: bool | None = None,
     fast: bool = False,
     faint_search: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole command and return the summary document (also written to disk)."""
     from lvt_core.checkpoint import CheckpointError
@@ -60,7 +61,7 @@ def segment_scan(
         try:
             progress.update(task, description="loading model")
             predictor = Predictor(model_path, device=device, tta=tta, fast=fast,
-                                  precision=get_settings().precision, faint_search=faint_search)
+                                  precision=precision or get_settings().precision, faint_search=faint_search)
             progress.advance(task)
             progress.update(task, description=f"reading {input_path.name}")
             t_read = time.perf_counter()
@@ -133,6 +134,9 @@ def register(app: typer.Typer) -> None:
             help="After the network, search the liver for faint lesions, as the model's "
             "checkpoint says (default); --no-faint-search keeps the network's lesions alone.",
         ),
+        precision: str | None = typer.Option(
+            None, "--precision", help="auto (default: LVT_PRECISION, else the model's qualified one), "
+            "fp32, or bf16 on CPUs with AMX or AVX-512 BF16."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
@@ -140,7 +144,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"{device!r} is not one of auto, cpu, cuda", param_hint="--device"
             )
-        summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search)
+        summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search, precision)
         if as_json:
             print_json(summary)
             return
