@@ -251,6 +251,7 @@ def evaluate_checkpoint(
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,
+        "lesions_10mm_found": detected,
         # the same for the lesions >= 10 mm that stand out of the noise (detectability >= 5)
         "lesion_sensitivity_10mm_visible": visible_found / visible_total if visible_total else None,
         "lesions_10mm_visible": visible_total,

@@ -43,24 +43,15 @@ def precision_differences(fp32: dict[str, Any], bf16: dict[str, Any], tolerances
         if abs(change) > tolerances.dsc:
             problems.append(f"{key} {fp32[key]:.4f} in float32, {bf16[key]:.4f} in bfloat16 "
                             f"(change {change:+.4f}, tolerance ±{tolerances.dsc:g})")
-    found32 = _large_found(fp32)
-    found16 = _large_found(bf16)
-    if found16 < found32:
-        problems.append(f"{found32} of {fp32['lesions_10mm']} lesions ≥ 10 mm found in float32, "
-                        f"{found16} in bfloat16")
+    if bf16["lesions_10mm_found"] < fp32["lesions_10mm_found"]:
+        problems.append(f"{fp32['lesions_10mm_found']} of {fp32['lesions_10mm']} lesions ≥ 10 mm found in "
+                        f"float32, {bf16['lesions_10mm_found']} in bfloat16")
     extra = bf16["false_lesions_per_scan"] - fp32["false_lesions_per_scan"]
     if extra > tolerances.false_lesions_per_scan:
         problems.append(f"false lesions per scan {fp32['false_lesions_per_scan']:.2f} in float32, "
                         f"{bf16['false_lesions_per_scan']:.2f} in bfloat16 "
                         f"(tolerance +{tolerances.false_lesions_per_scan:g})")
     return problems
-
-
-def _large_found(summary: dict[str, Any]) -> int:
-    """Lesions ≥ 10 mm found, as a count (sensitivity times the number of such lesions)."""
-    if not summary["lesions_10mm"]:
-        return 0
-    return round(summary["lesion_sensitivity_10mm"] * summary["lesions_10mm"])
 
 
 def qualify_bf16(
@@ -89,7 +80,7 @@ def qualify_bf16(
         differences.extend(f"{cohort}: {problem}" for problem in problems)
         per_cohort.append({"cohort": str(cohort), "cases": scores["fp32"]["cases"],
                            **{precision: {key: summary[key] for key in (*DSC_KEYS, "lesions_10mm",
-                                                                         "lesion_sensitivity_10mm",
+                                                                         "lesions_10mm_found",
                                                                          "false_lesions_per_scan")}
                               for precision, summary in scores.items()}})
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "cohorts": per_cohort,

@@ -377,7 +377,7 @@ def qualify_bf16_command(
                 figures = entry[precision]
                 typer.echo(f"{entry['cohort']} ({entry['cases']} scans), {precision}: "
                            + ", ".join(f"{key} {figures[key]:.4f}" for key in DSC_KEYS)
-                           + f", lesions ≥ 10 mm found {figures['lesion_sensitivity_10mm'] or 0:.2f} "
+                           + f", lesions ≥ 10 mm found {figures['lesions_10mm_found']} "
                            f"of {figures['lesions_10mm']}, false lesions per scan "
                            f"{figures['false_lesions_per_scan']:.2f}")
     if not result["qualified"]:
