@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,7 @@ def generate(cfg: DemoConfig, progress: Progress = _quiet) -> Path:
         CohortConfig(patients=cfg.patients, timepoints=cfg.timepoints, phases=cfg.phases,
                      seed=cfg.seed, size=cfg.size, dicom=True),
         progress=lambda done, n: progress(step, done, n),
+        workers=min(cfg.patients, os.cpu_count() or 1),  # patients render independently
     )
     return out
 

@@ -88,9 +88,11 @@ def generate_cohorts(cohorts: Sequence[tuple[Path, CohortConfig]], workers: int 
     """Render several cohorts with one pool of ``workers`` processes and return their manifests.
 
     The patients of all cohorts share the pool, so a small cohort does not leave cores idle
-    while a large one renders. The pool is forked from the calling thread alone: forking
-    while other threads run (one pool per cohort, each from its own thread) is unsafe, and
-    some libraries refuse it outright (filelock's fork audit raised on a GPU machine).
+    while a large one renders. The workers are spawned, not forked: a fork copies whatever
+    locks other threads hold at that moment (a CLI's progress-bar refresh thread, or one
+    pool per cohort, each from its own thread), and some libraries refuse it outright
+    (filelock's fork audit raised on a GPU machine). A spawned worker starts clean at the
+    cost of about a second of imports.
     """
     cohorts = [(Path(out_dir), config) for out_dir, config in cohorts]
     jobs = [(index, p) for index, (_, config) in enumerate(cohorts) for p in range(config.patients)]
@@ -100,9 +102,11 @@ def generate_cohorts(cohorts: Sequence[tuple[Path, CohortConfig]], workers: int 
     results: list[list[PatientRows]] = [[] for _ in cohorts]
     done = 0
     if workers > 1 and len(jobs) > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
             rendered = pool.map(_render_patient, [cohorts[i][0] for i, _ in jobs],
                                 [cohorts[i][1] for i, _ in jobs], [p for _, p in jobs])
             for (index, _), rows in zip(jobs, rendered, strict=True):
