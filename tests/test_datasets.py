@@ -45,16 +45,17 @@ def labels_like(array: np.ndarray, image: sitk.Image) -> sitk.Image:
     return out
 
 
-def write_synthetic_cohort(root: Path, patients: int) -> Path:
-    """A phantom-style cohort folder with manifest.csv (paths relative)."""
+def write_synthetic_cohort(root: Path, patients: int, phases: tuple[str, ...] = ("venous",)) -> Path:
+    """A phantom-style cohort folder with manifest.csv (paths relative); each phase of a
+    patient is a row of its own (the same image: only the rows' phase differs)."""
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(patients):
         image, lab = ct_and_labels(i)
         write_image(image, root / f"P{i:03d}" / "image.nii.gz")
         write_image(labels_like(lab, image), root / f"P{i:03d}" / "labels.nii.gz")
-        rows.append({"patient_id": f"P{i:03d}", "study_index": 0, "phase": "venous",
-                     "image": f"P{i:03d}/image.nii.gz", "labels": f"P{i:03d}/labels.nii.gz"})
+        rows += [{"patient_id": f"P{i:03d}", "study_index": 0, "phase": phase,
+                  "image": f"P{i:03d}/image.nii.gz", "labels": f"P{i:03d}/labels.nii.gz"} for phase in phases]
     with (root / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -8,11 +8,20 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from test_datasets import write_synthetic_cohort
 
 from training.datasets import load_cases
-from training.experiment import MODES, SETTINGS, partial_case, split_parts, training_set
+from training.experiment import (
+    MODES,
+    SETTINGS,
+    partial_case,
+    protocol_parts,
+    run_experiment,
+    split_parts,
+    training_set,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,3 +89,46 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
     assert "seeds [0, 1]; mean ± std" in table and "18 runs," in table
     result_lines = [line for line in table.splitlines() if line.startswith(("| 25%", "| 100%"))]
     assert len(result_lines) == 9 and all(line.count(" ± ") == 10 for line in result_lines)
+
+
+THREE_PHASES = ("portal", "arterial", "late")
+
+
+def test_protocols_design_scans_each_source_in_its_own_phases(tmp_path: Path) -> None:
+    cases = load_cases("synthetic", write_synthetic_cohort(tmp_path / "c", 10, THREE_PHASES))
+    parts = protocol_parts(split_parts(cases, seed=3))
+    assert {c.phase for c in parts["fs"]} == {"portal"} and len(parts["fs"]) == 2
+    for name in ("tumor", "vessel", "liver"):
+        assert {c.phase for c in parts[name]} == {"arterial", "late"} and len(parts[name]) == 4
+    assert {c.phase for c in parts["test"]} == set(THREE_PHASES) and len(parts["test"]) == 6
+    with_ps = training_set(parts, "25% FS + PS")
+    assert {(c.phase, c.annotated) for c in with_ps if c.phase == "portal"} == {("portal", ("liver", "vessel", "tumor"))}
+    assert not {c.split_group for c in with_ps} & {c.split_group for c in parts["test"]}
+
+    one_phase = load_cases("synthetic", write_synthetic_cohort(tmp_path / "one", 10))
+    with pytest.raises(ValueError, match="--phases 3"):
+        protocol_parts(split_parts(one_phase, seed=3))
+
+
+def test_protocols_design_end_to_end_scores_each_test_phase(tmp_path: Path) -> None:
+    cohort = write_synthetic_cohort(tmp_path / "cohort", 5, THREE_PHASES)
+    out = tmp_path / "exp"
+    summary = run_experiment(out, "tiny", cohort, (0,), design="protocols")
+    assert summary["runs"] == len(MODES) * len(SETTINGS)
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["design"] for r in rows} == {"protocols"}
+    for row in rows:
+        for phase in THREE_PHASES:
+            assert 0.0 <= float(row[f"dsc_tumor@{phase}"]) <= 1.0
+    table = (out / "table.md").read_text()
+    assert "design `protocols`" in table and "portal phase only" in table
+    phase_table = table.split("DSC per test phase:")[1]
+    assert "| setting | mode | DSC L portal | DSC L arterial | DSC L late | DSC V portal" in phase_table
+    assert phase_table.count("\n| 25%") + phase_table.count("\n| 100%") == 9
+
+    # the other design in the same folder would mix two experiments in one table: refused
+    before = (out / "results.csv").read_bytes()
+    with pytest.raises(ValueError, match="design 'protocols', not 'one'"):
+        run_experiment(out, "tiny", cohort, (1,), design="one")
+    assert (out / "results.csv").read_bytes() == before

@@ -7,12 +7,18 @@ MC, MLx and ML trains under three settings — 25 % FS alone, 25 % FS + the part
 scored on the test part: DSC, voxel precision and recall per class, lesion sensitivity.
 Results go to ``results.csv`` (one row per run), ``table.md``/``table.csv`` (mean ± std
 over seeds, shaped like the paper's Tables 1–2) and ``dsc.png``.
+
+Design ``one`` draws every part from one protocol, so the partial parts differ from the FS
+part only in their labels. Design ``protocols`` makes the sources differ as the paper's public
+datasets do: the FS part is scanned in the portal phase only, the partial parts in the arterial
+and late phases, and the test holds all three phases (and is also scored per phase).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +39,9 @@ log = logging.getLogger(__name__)
 MODES = ("MC", "MLx", "ML")
 SETTINGS = ("25% FS", "25% FS + PS", "100% FS")
 CLASSES = ("liver", "vessel", "tumor")
+DESIGNS = ("one", "protocols")
+FS_PHASE = "portal"
+PARTIAL_PHASES = ("arterial", "late")
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,19 @@ def split_parts(cases: list[Case], seed: int) -> dict[str, list[Case]]:
     return parts
 
 
+def protocol_parts(parts: dict[str, list[Case]]) -> dict[str, list[Case]]:
+    """The ``protocols`` design: the FS part keeps its portal scans, the partial parts their
+    arterial and late scans, and the test keeps every phase."""
+    kept = {"test": list(parts["test"]), "fs": [c for c in parts["fs"] if c.phase == FS_PHASE]}
+    for name in ("tumor", "vessel", "liver"):
+        kept[name] = [c for c in parts[name] if c.phase in PARTIAL_PHASES]
+    empty = [name for name, part in kept.items() if not part]
+    if empty:
+        raise ValueError(f"design 'protocols' needs portal, arterial and late scans of every patient; "
+                         f"parts without their phases: {empty} (render the cohort with --phases 3)")
+    return kept
+
+
 def training_set(parts: dict[str, list[Case]], setting: str) -> list[Case]:
     """The training cases of one setting."""
     if setting == "25% FS":
@@ -130,6 +152,7 @@ def evaluate_run(config: TrainConfig, model: Any, test: list[Case]) -> dict[str,
     from lvt_core.postprocess import keep_liver_component
 
     results = []
+    phases = []
     for case in test:
         prepared = preprocess(case, tuple(config.spacing_mm), config.cache_dir, config.antialiased)
         # The product's post-processing (one liver component), the same for every mode.
@@ -139,39 +162,56 @@ def evaluate_run(config: TrainConfig, model: Any, test: list[Case]) -> dict[str,
         pred_image = sitk.GetImageFromArray(pred)
         pred_image.CopyInformation(ref)
         results.append(evaluate_pair(pred_image, ref))
+        phases.append(case.phase)
     mean = mean_metrics(results)
     row: dict[str, float] = {}
     for name in CLASSES:
         for key in ("dsc", "precision", "recall"):
             row[f"{key}_{name}"] = mean[name][key]
     row["lesion_sensitivity"] = mean["lesion_sensitivity"]
+    if len(set(phases)) > 1:  # sources that differ in protocol: how each phase fares
+        for phase in sorted(set(phases)):
+            of_phase = mean_metrics([r for r, p in zip(results, phases, strict=True) if p == phase])
+            for name in CLASSES:
+                row[f"dsc_{name}@{phase}"] = of_phase[name]["dsc"]
     return row
 
 
 def run_experiment(
     out: str | Path, budget: str = "small", cohort: str | Path | None = None,
     seeds: tuple[int, ...] | None = None, on_run: Callable[[str], None] | None = None,
+    design: str = "one",
 ) -> dict[str, Any]:
     """Run every mode × setting × seed; write the tables and the plot into ``out``."""
     import torch
 
     from lvt_core.network import build_network
 
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}: choose one of {', '.join(DESIGNS)}")
     spec = BUDGETS[budget]
     out = Path(out)
+    rows = read_rows(out / "results.csv")
+    earlier = {r.get("design") or "one" for r in rows}
+    if earlier - {design}:
+        raise ValueError(f"{out / 'results.csv'} holds runs of design {sorted(earlier)[0]!r}, not "
+                         f"{design!r}: give this design its own --out folder")
     out.mkdir(parents=True, exist_ok=True)
     cohort_dir = Path(cohort) if cohort else out / "cohort"
     if not (cohort_dir / "manifest.csv").is_file():
         from lvt_core.phantom import CohortConfig, generate_cohort
 
-        generate_cohort(cohort_dir, CohortConfig(patients=spec.patients, timepoints=1, phases=1,
-                                                  size=spec.phantom_size, seed=12345))
+        phases = 1 + len(PARTIAL_PHASES) if design == "protocols" else 1
+        generate_cohort(cohort_dir, CohortConfig(patients=spec.patients, timepoints=1, phases=phases,
+                                                  size=spec.phantom_size, seed=12345),
+                        workers=min(spec.patients, os.cpu_count() or 1))
     cases = load_cases("synthetic", cohort_dir)
-    rows = read_rows(out / "results.csv")
     done = {(str(r["seed"]), r["setting"], r["mode"]) for r in rows}
     started = time.perf_counter()
     for seed in seeds or spec.seeds:
         parts = split_parts(cases, seed)
+        if design == "protocols":
+            parts = protocol_parts(parts)
         for setting in SETTINGS:
             for mode in MODES:
                 if (str(seed), setting, mode) in done:
@@ -186,7 +226,7 @@ def run_experiment(
                 model = build_network(meta["network"])
                 model.load_state_dict(state)
                 metrics = evaluate_run(config, model, parts["test"])
-                rows.append({"seed": seed, "setting": setting, "mode": mode,
+                rows.append({"seed": seed, "design": design, "setting": setting, "mode": mode,
                              "train_cases": len(training_set(parts, setting)),
                              "seconds": round(time.perf_counter() - t0, 1), **metrics})
                 write_rows(out / "results.csv", rows)
@@ -196,7 +236,7 @@ def run_experiment(
                 torch.set_num_threads(torch.get_num_threads())
     table = summarize(rows)
     write_rows(out / "table.csv", table)
-    (out / "table.md").write_text(markdown_table(table, spec, budget, rows))
+    (out / "table.md").write_text(markdown_table(table, spec, budget, rows, design))
     plot(table, out / "dsc.png")
     return {"out": str(out), "runs": len(rows), "budget": budget,
             "seconds": round(time.perf_counter() - started, 1),
@@ -206,16 +246,24 @@ def run_experiment(
 METRIC_KEYS = [f"{k}_{c}" for k in ("dsc", "precision", "recall") for c in CLASSES] + ["lesion_sensitivity"]
 
 
+def phase_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-phase DSC columns (``dsc_<class>@<phase>``) the runs carry, class-major."""
+    keys = {k for r in rows for k in r if "@" in k and r[k] not in ("", None)}
+    phases = sorted({k.split("@")[1] for k in keys}, key=lambda p: (p != FS_PHASE, p))
+    return [f"dsc_{c}@{p}" for c in CLASSES for p in phases if f"dsc_{c}@{p}" in keys]
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds per setting and mode."""
     table = []
+    keys = METRIC_KEYS + phase_keys(rows)
     for setting in SETTINGS:
         for mode in MODES:
             group = [r for r in rows if r["setting"] == setting and r["mode"] == mode]
             if not group:
                 continue
             row: dict[str, Any] = {"setting": setting, "mode": mode, "seeds": len(group)}
-            for key in METRIC_KEYS:
+            for key in keys:
                 values = np.array([float(r[key]) for r in group])
                 row[key] = round(float(values.mean()), 4)
                 row[f"{key}_std"] = round(float(values.std()), 4)
@@ -223,8 +271,21 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, rows: list[dict[str, Any]]) -> str:
-    """Tables 1–2 layout: rows setting × mode, DSC / precision / recall per class, lesions.
+DESIGN_NOTES = {
+    "protocols": "Design `protocols`: the FS part is scanned in the portal phase only, the partial "
+                 "parts in the arterial and late phases; the test holds all three phases.",
+}
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    # one seed has no spread to show, and "± 0.000" would claim one
+    return f"{row[key]:.3f} ± {row[key + '_std']:.3f}" if row["seeds"] > 1 else f"{row[key]:.3f}"
+
+
+def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, rows: list[dict[str, Any]],
+                   design: str = "one") -> str:
+    """Tables 1–2 layout: rows setting × mode, DSC / precision / recall per class, lesions;
+    with test scans of several phases, a second table of DSC per phase.
 
     The seeds and the total time are read from the runs themselves, so a table finished over
     several interrupted invocations states what was actually run.
@@ -233,24 +294,27 @@ def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, rows:
     minutes = sum(float(r["seconds"]) for r in rows) / 60
     head = ["setting", "mode"] + [f"DSC {c[0].upper()}" for c in CLASSES] + \
         [f"Prec {c[0].upper()}" for c in CLASSES] + [f"Rec {c[0].upper()}" for c in CLASSES] + ["Lesion sens."]
+    title = f"budget `{budget}`" if design == "one" else f"budget `{budget}`, design `{design}`"
     lines = [
-        f"# Partial-label ablation (budget `{budget}`)",
+        f"# Partial-label ablation ({title})",
         "",
         f"{spec.patients} phantom patients, 5 parts; {spec.steps} steps × batch {spec.batch_size}, "
         f"patch {list(spec.patch_size)} at {list(spec.spacing_mm)} mm, filters {list(spec.filters)}, "
         f"seeds {seeds}; {'mean ± std over seeds' if len(seeds) > 1 else 'one seed, so no spread'}; {len(rows)} runs, {minutes:.1f} min of training "
         "and scoring in all.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
-    for row in table:
-        # one seed has no spread to show, and "± 0.000" would claim one
-        cells = [row["setting"], row["mode"]] + [
-            f"{row[k]:.3f} ± {row[k + '_std']:.3f}" if row["seeds"] > 1 else f"{row[k]:.3f}"
-            for k in METRIC_KEYS
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    if design in DESIGN_NOTES:
+        lines += ["", DESIGN_NOTES[design]]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([row["setting"], row["mode"]] + [_cell(row, k) for k in METRIC_KEYS]) + " |"
+              for row in table]
+    by_phase = phase_keys(rows)
+    if by_phase:
+        phase_head = ["setting", "mode"] + [f"DSC {k[len('dsc_')].upper()} {k.split('@')[1]}" for k in by_phase]
+        lines += ["", "DSC per test phase:", "", "| " + " | ".join(phase_head) + " |",
+                  "|" + "---|" * len(phase_head)]
+        lines += ["| " + " | ".join([row["setting"], row["mode"]] + [_cell(row, k) for k in by_phase]) + " |"
+                  for row in table]
     return "\n".join(lines) + "\n"
 
 

@@ -446,6 +446,8 @@ def partial_labels(
     budget: str = typer.Option("small", "--budget", help="tiny (seconds), small (≤ 60 min CPU), medium (4× small's steps, ~80 min CPU per seed), full (GPU)."),
     cohort: Path = typer.Option(None, "--cohort", help="Existing phantom cohort; default: generate one."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the budget's)."),
+    design: str = typer.Option("one", "--design", help="one: every part from one protocol; protocols: "
+                               "FS part portal phase only, partial parts arterial + late, test all three."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The paper's ablation (MC vs MLx vs ML; 25 % FS, + PS, 100 % FS) on phantoms."""
@@ -460,7 +462,7 @@ def partial_labels(
         with progress_bar() as progress:
             task = progress.add_task("ablation", total=n_runs)
             summary = run_experiment(out, budget, cohort, seed_list,
-                                     on_run=lambda name: progress.advance(task))
+                                     on_run=lambda name: progress.advance(task), design=design)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
