@@ -126,6 +126,7 @@ def test_protocols_design_end_to_end_scores_each_test_phase(tmp_path: Path) -> N
     phase_table = table.split("DSC per test phase:")[1]
     assert "| setting | mode | DSC L portal | DSC L arterial | DSC L late | DSC V portal" in phase_table
     assert phase_table.count("\n| 25%") + phase_table.count("\n| 100%") == 9
+    assert (out / "dsc_by_phase.png").stat().st_size > 1000
 
     # the other design in the same folder would mix two experiments in one table: refused
     before = (out / "results.csv").read_bytes()

@@ -238,6 +238,8 @@ def run_experiment(
     write_rows(out / "table.csv", table)
     (out / "table.md").write_text(markdown_table(table, spec, budget, rows, design))
     plot(table, out / "dsc.png")
+    if phase_keys(rows):
+        plot_by_phase(table, phase_keys(rows), out / "dsc_by_phase.png")
     return {"out": str(out), "runs": len(rows), "budget": budget,
             "seconds": round(time.perf_counter() - started, 1),
             "table": str(out / "table.md"), "results": str(out / "results.csv")}
@@ -337,6 +339,35 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("DSC")
     axes[-1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_by_phase(table: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    """One panel per class and setting: DSC per test phase, one bar per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(dict.fromkeys(k.split("@")[1] for k in keys))
+    fig, axes = plt.subplots(len(CLASSES), len(SETTINGS), figsize=(12, 8), sharey=True, squeeze=False)
+    for r, name in enumerate(CLASSES):
+        for c, setting in enumerate(SETTINGS):
+            ax = axes[r][c]
+            rows = [row for row in table if row["setting"] == setting]
+            for i, row in enumerate(rows):
+                x = np.arange(len(phases)) + (i - 1) * 0.27
+                ax.bar(x, [row.get(f"dsc_{name}@{p}", np.nan) for p in phases], 0.27,
+                       yerr=[row.get(f"dsc_{name}@{p}_std", 0.0) for p in phases], label=row["mode"])
+            ax.set_xticks(range(len(phases)), phases)
+            ax.set_ylim(0, 1)
+            if r == 0:
+                ax.set_title(setting)
+            if c == 0:
+                ax.set_ylabel(f"{name} DSC")
+    axes[0][-1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
