@@ -367,8 +367,9 @@ def plot_by_phase(table: list[dict[str, Any]], keys: list[str], path: Path) -> N
                 ax.set_title(setting)
             if c == 0:
                 ax.set_ylabel(f"{name} DSC")
-    axes[0][-1].legend()
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels))  # above the panels, not on a bar
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
