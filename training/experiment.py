@@ -204,7 +204,7 @@ def run_experiment(
         phases = 1 + len(PARTIAL_PHASES) if design == "protocols" else 1
         generate_cohort(cohort_dir, CohortConfig(patients=spec.patients, timepoints=1, phases=phases,
                                                   size=spec.phantom_size, seed=12345),
-                        workers=min(spec.patients, os.cpu_count() or 1))
+                        workers=os.cpu_count() or 1)
     cases = load_cases("synthetic", cohort_dir)
     done = {(str(r["seed"]), r["setting"], r["mode"]) for r in rows}
     started = time.perf_counter()
@@ -238,8 +238,9 @@ def run_experiment(
     write_rows(out / "table.csv", table)
     (out / "table.md").write_text(markdown_table(table, spec, budget, rows, design))
     plot(table, out / "dsc.png")
-    if phase_keys(rows):
-        plot_by_phase(table, phase_keys(rows), out / "dsc_by_phase.png")
+    by_phase = phase_keys(rows)
+    if by_phase:
+        plot_by_phase(table, by_phase, out / "dsc_by_phase.png")
     return {"out": str(out), "runs": len(rows), "budget": budget,
             "seconds": round(time.perf_counter() - started, 1),
             "table": str(out / "table.md"), "results": str(out / "results.csv")}
@@ -320,6 +321,15 @@ def markdown_table(table: list[dict[str, Any]], spec: Budget, budget: str, rows:
     return "\n".join(lines) + "\n"
 
 
+def _mode_bars(ax: Any, table: list[dict[str, Any]], setting: str, keys: list[str], ticks: list[str]) -> None:
+    """One setting's panel: a group of bars per key (mean ± std over seeds), one bar per mode."""
+    for i, row in enumerate(r for r in table if r["setting"] == setting):
+        x = np.arange(len(keys)) + (i - 1) * 0.27
+        ax.bar(x, [row[k] for k in keys], 0.27, yerr=[row[f"{k}_std"] for k in keys], label=row["mode"])
+    ax.set_xticks(range(len(ticks)), ticks)
+    ax.set_ylim(0, 1)
+
+
 def plot(table: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars: DSC per class, one panel per setting, one bar per mode."""
     import matplotlib
@@ -329,14 +339,8 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(SETTINGS), figsize=(12, 3.5), sharey=True)
     for ax, setting in zip(axes, SETTINGS, strict=True):
-        rows = [r for r in table if r["setting"] == setting]
-        for i, row in enumerate(rows):
-            x = np.arange(len(CLASSES)) + (i - 1) * 0.27
-            ax.bar(x, [row[f"dsc_{c}"] for c in CLASSES], 0.27, yerr=[row[f"dsc_{c}_std"] for c in CLASSES],
-                   label=row["mode"])
-        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        _mode_bars(ax, table, setting, [f"dsc_{c}" for c in CLASSES], list(CLASSES))
         ax.set_title(setting)
-        ax.set_ylim(0, 1)
     axes[0].set_ylabel("DSC")
     axes[-1].legend()
     fig.tight_layout()
@@ -355,18 +359,11 @@ def plot_by_phase(table: list[dict[str, Any]], keys: list[str], path: Path) -> N
     fig, axes = plt.subplots(len(CLASSES), len(SETTINGS), figsize=(12, 8), sharey=True, squeeze=False)
     for r, name in enumerate(CLASSES):
         for c, setting in enumerate(SETTINGS):
-            ax = axes[r][c]
-            rows = [row for row in table if row["setting"] == setting]
-            for i, row in enumerate(rows):
-                x = np.arange(len(phases)) + (i - 1) * 0.27
-                ax.bar(x, [row.get(f"dsc_{name}@{p}", np.nan) for p in phases], 0.27,
-                       yerr=[row.get(f"dsc_{name}@{p}_std", 0.0) for p in phases], label=row["mode"])
-            ax.set_xticks(range(len(phases)), phases)
-            ax.set_ylim(0, 1)
+            _mode_bars(axes[r][c], table, setting, [f"dsc_{name}@{p}" for p in phases], phases)
             if r == 0:
-                ax.set_title(setting)
+                axes[r][c].set_title(setting)
             if c == 0:
-                ax.set_ylabel(f"{name} DSC")
+                axes[r][c].set_ylabel(f"{name} DSC")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels))  # above the panels, not on a bar
     fig.tight_layout(rect=(0, 0, 1, 0.95))

@@ -122,7 +122,7 @@ def generate(cfg: DemoConfig, progress: Progress = _quiet) -> Path:
         CohortConfig(patients=cfg.patients, timepoints=cfg.timepoints, phases=cfg.phases,
                      seed=cfg.seed, size=cfg.size, dicom=True),
         progress=lambda done, n: progress(step, done, n),
-        workers=min(cfg.patients, os.cpu_count() or 1),  # patients render independently
+        workers=os.cpu_count() or 1,  # patients render independently; the pool never exceeds them
     )
     return out
 
