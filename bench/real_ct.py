@@ -1,8 +1,10 @@
 """Transfer check: the shipped model on the real CT samples in ``../shared/data/real``.
 
-For each real scan it runs the Predictor, prints runtime and liver volume, and where
-TotalSegmentator's liver output exists (label 5) the liver DSC against it (our liver =
-labels 1–3). Preview PNGs go to ``var/real_ct/<case>/`` to be looked at.
+For each real scan it runs the Predictor, prints runtime, liver volume and the scan ends the
+liver runs into (``lvt_core.coverage``), and where a reference liver exists the liver DSC
+against it (our liver = labels 1–3): TotalSegmentator's output (label 5) on two scans, and the
+manual mask of the three-slice dcmqi sample. Preview PNGs go to ``var/real_ct/<case>/`` to be
+looked at.
 
     .venv/bin/python bench/real_ct.py [--model PATH]
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.coverage import liver_coverage
 from lvt_core.imageio import read_image
 from lvt_core.inference import Predictor
 from lvt_core.metrics import dice
@@ -23,11 +26,15 @@ from lvt_core.phantom.preview import write_previews
 
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
 TOTALSEG_LIVER = 5
-CASES: list[tuple[str, str, str | None]] = [
-    ("totalseg_ct_sm", "totalsegmentator/example_ct_sm.nii.gz", "totalsegmentator/example_seg.nii.gz"),
-    ("totalseg_ct_dicom", "totalsegmentator/example_ct_dicom", "totalsegmentator/example_seg_dicom.nii.gz"),
-    ("totalseg_ct", "totalsegmentator/example_ct.nii.gz", None),
-    ("lits_volume0", "lits-volume-0-dicom", None),
+MANUAL_LIVER = 1
+CASES: list[tuple[str, str, str | None, int]] = [  # name, scan, reference liver, its label
+    ("totalseg_ct_sm", "totalsegmentator/example_ct_sm.nii.gz", "totalsegmentator/example_seg.nii.gz",
+     TOTALSEG_LIVER),
+    ("totalseg_ct_dicom", "totalsegmentator/example_ct_dicom", "totalsegmentator/example_seg_dicom.nii.gz",
+     TOTALSEG_LIVER),
+    ("totalseg_ct", "totalsegmentator/example_ct.nii.gz", None, 0),
+    ("lits_volume0", "lits-volume-0-dicom", None, 0),
+    ("dcmqi_3slice", "dcmqi-ct-3slice", "dcmqi-ct-3slice/liver_seg.nrrd", MANUAL_LIVER),
 ]
 
 
@@ -44,8 +51,8 @@ def main() -> None:
     predictor = Predictor(args.model or get_settings().model_path, device="cpu")
     print(f"model {predictor.name} {predictor.version} sha256 {predictor.checksum[:12]}")
     print(f"{'case':<20} {'size':<16} {'spacing mm':<20} {'s':>6} {'liver ml':>9} "
-          f"{'ref ml':>8} {'liver DSC':>9} {'tumor ml':>9}")
-    for name, image_rel, ref_rel in CASES:
+          f"{'ref ml':>8} {'liver DSC':>9} {'tumor ml':>9}  liver cut at")
+    for name, image_rel, ref_rel, ref_label in CASES:
         image = read_image(REAL / image_rel)
         started = time.perf_counter()
         labels = predictor.predict(image)
@@ -58,16 +65,18 @@ def main() -> None:
         if ref_rel:
             ref_image = sitk.Resample(read_image(REAL / ref_rel), labels, sitk.Transform(),
                                       sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-            ref = sitk.GetArrayViewFromImage(ref_image) == TOTALSEG_LIVER
+            ref = sitk.GetArrayViewFromImage(ref_image) == ref_label
             ref_ml = float(ref.sum()) * voxel_ml
             dsc = dice(lab > 0, ref)
+        coverage = liver_coverage(labels)
+        cut = "no liver" if not coverage.liver_found else (" and ".join(coverage.cut_at) or "-")
         oriented_image = sitk.DICOMOrient(image, "LPS")
         oriented_labels = sitk.DICOMOrient(labels, "LPS")
         write_previews(oriented_image, oriented_labels, args.out / name)
         spacing = "×".join(f"{s:.2f}" for s in image.GetSpacing())
         size = "×".join(str(s) for s in image.GetSize())
         print(f"{name:<20} {size:<16} {spacing:<20} {seconds:6.1f} {liver_ml:9.0f} "
-              f"{ref_ml:8.0f} {dsc:9.3f} {tumor_ml:9.1f}")
+              f"{ref_ml:8.0f} {dsc:9.3f} {tumor_ml:9.1f}  {cut}")
     print(f"previews in {args.out}/<case>/preview_*.png")
 
 

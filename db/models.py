@@ -292,6 +292,9 @@ class VolumetryResult(Base):
     functional_ml: Mapped[float] = mapped_column(Float)
     deviation_pct: Mapped[float | None] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # ends of the scan the liver runs into ("", "head", "foot" or "head,foot"): there the scan
+    # stops inside the liver and the volume is a lower bound; NULL before revision 0005
+    liver_cut_at: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

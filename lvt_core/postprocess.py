@@ -10,17 +10,26 @@ from lvt_core.labels import BACKGROUND, LIVER, TUMOR
 
 
 def keep_liver_component(labels: np.ndarray) -> np.ndarray:
-    """Keep the liver's largest 26-connected component, with the vessels and tumors in it.
+    """Keep the 26-connected organ component with the most parenchyma, with the vessels and
+    tumors in or touching it.
 
     The organ is the union of labels 1, 2 and 3 (the hierarchy), so vessels and tumors inside
-    or touching the largest liver component stay and everything disconnected from it goes.
+    or touching the liver stay and everything disconnected from it goes. A component with no
+    parenchyma at all is never the liver, however large: vessel and tumor lie inside the liver,
+    and on a scan outside the model's domain (a three-slice slab) the only "organ" can be a
+    strip of the CT table labelled vessel. With no parenchyma anywhere nothing is kept.
     """
     organ = labels > BACKGROUND
     if not organ.any():
         return labels
-    largest = cc3d.largest_k(organ.astype(np.uint8), k=1, connectivity=26) > 0
+    components = cc3d.connected_components(organ.astype(np.uint8), connectivity=26)
+    parenchyma = np.bincount(components[labels == LIVER].ravel(), minlength=2)
+    parenchyma[0] = 0  # the background component
     out = labels.copy()
-    out[~largest] = BACKGROUND
+    if parenchyma.max() == 0:
+        out[organ] = BACKGROUND
+        return out
+    out[components != int(parenchyma.argmax())] = BACKGROUND
     return out
 
 

@@ -8,7 +8,8 @@ segmentation is. Both volumes are reported, and always named:
 - **functional** liver volume: labels 1 and 2 (tumors left out).
 
 Slice thickness alone biases a volume (partial volume at the liver's top and bottom), so a
-warning is raised when the series' slice spacings differ.
+warning is raised when the series' slice spacings differ. A series whose scan stops inside the
+liver (:mod:`lvt_core.coverage`) warns too: its volume is only a lower bound.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.coverage import liver_coverage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 FLAG_THRESHOLD_PCT = 2.0
@@ -36,6 +38,7 @@ class VolumetryResult:
     slice_thickness_mm: list[float]
     threshold_pct: float
     warnings: list[str] = field(default_factory=list)
+    liver_cut_at: list[list[str]] = field(default_factory=list)  # per series: "head", "foot"
 
     @property
     def mean_ml(self) -> float:
@@ -86,6 +89,7 @@ class VolumetryResult:
             "functional_flag": any(abs(d) > self.threshold_pct for d in functional_dev),
             "slice_thickness_mm": list(self.slice_thickness_mm),
             "warnings": list(self.warnings),
+            "liver_cut_at": [list(ends) for ends in self.liver_cut_at],
         }
 
 
@@ -133,6 +137,12 @@ def volumetry(
         else [float(labels.GetSpacing()[2]) for labels in labelmaps]
     )
     warnings: list[str] = []
+    coverage = [liver_coverage(labels) for labels in labelmaps]
+    for name, cover in zip(names, coverage, strict=True):
+        if cover.cut_at:
+            ends = " and ".join(cover.cut_at)
+            warnings.append(f"{name}: the liver runs into the scan's {ends} end, so its volume is "
+                            "a lower bound")
     if max(thickness) - min(thickness) > thickness_tolerance_mm:
         detail = ", ".join(f"{n}: {t:g} mm" for n, t in zip(names, thickness, strict=True))
         warnings.append(
@@ -145,4 +155,5 @@ def volumetry(
         slice_thickness_mm=thickness,
         threshold_pct=float(threshold_pct),
         warnings=warnings,
+        liver_cut_at=[list(cover.cut_at) for cover in coverage],
     )

@@ -143,6 +143,7 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
     overview = analytics.volumetry_overview(store["model_id"])
     assert len(overview) == 1 and bool(overview.iloc[0]["flagged"])
     assert overview.iloc[0]["max_abs_deviation_pct"] > 2.0
+    assert overview.iloc[0]["warning"] is None  # both scans hold the whole liver
 
     tables = analytics.cohort_tables({"model_id": store["model_id"]})
     assert set(tables) == {"patients", "studies", "series", "lesions", "tracks", "volumetry",
@@ -208,3 +209,31 @@ def test_measurement_links_are_stored_and_kept_current(store: dict) -> None:
                   for m in analytics.agreement(store["patient"], model_id)["links"]}
     assert {mid: (lesion, track) for mid, (lesion, track, _d) in after.items()} == live_after
     assert after != stored  # the measurement of B moved off the excluded lesion
+
+
+def test_a_phase_whose_scan_stops_inside_the_liver_is_named(store: dict) -> None:
+    """Shift the arterial liver three slices toward the head so that the scan cuts it: the
+    stored volume says so, and the study overview and the web page's queries name that phase."""
+    from app.web import queries
+    from db.models import Series, VolumetryResult
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        arterial = s.scalar(select(Series.id).where(Series.phase == "arterial"))
+    _, whole = _scan(0, 0.983)
+    array = sitk.GetArrayFromImage(whole)
+    shifted = np.zeros_like(array)
+    shifted[3:] = array[:-3]  # index z grows toward the head (identity direction)
+    cut = sitk.GetImageFromArray(shifted)
+    cut.CopyInformation(whole)
+    import_label_map(arterial, model_id, cut, url=url)
+
+    overview = analytics.volumetry_overview(model_id)
+    assert overview.iloc[0]["warning"] == (
+        "the liver runs out of the scan (arterial at the head end): a lower-bound volume")
+    with make_session_factory(url)() as s:
+        assert sorted(s.scalars(select(VolumetryResult.liver_cut_at))) == ["", "", "", "head"]
+        assert queries.volumetry_study_rows(s)["phases_cut"].tolist() == [1]
+        rows = queries.volumetry_rows(s)
+    assert dict(zip(rows["phase"], rows["liver_cut_at"], strict=True)) == {
+        "portal": "", "arterial": "head"}

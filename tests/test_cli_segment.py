@@ -72,6 +72,9 @@ def test_segment_end_to_end_and_evaluate(
     assert summary["precision"] == "fp32"  # the toy checkpoint is not qualified for bfloat16
     assert isinstance(summary["lesions"], list) and summary["n_lesions"] == len(summary["lesions"])
     assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
+    assert summary["liver_coverage"]["cut_at"] == [] and summary["liver_coverage"]["head_foot_mm"] == 90.0
+    assert summary["liver_coverage"]["liver_ml"] == pytest.approx(summary["volumes_ml"]["liver_total"], abs=1e-3)
+    assert summary["warnings"] == [] and "warning" not in err
 
     code, out, err = run_lvt(
         [
@@ -137,6 +140,27 @@ def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, ca
     assert doc["n_cases"] == 2 and [c["case"] for c in doc["cases"]] == ["a", "b"]
     assert doc["cases"][0]["liver"]["dsc"] == 1.0 and doc["cases"][1]["liver"]["dsc"] < 1.0
     assert doc["liver"]["dsc"] == pytest.approx(np.mean([c["liver"]["dsc"] for c in doc["cases"]]))
+
+
+def test_segment_warns_when_the_scan_stops_inside_the_liver(
+    toy_model: Path, tmp_path: Path, lvt_env: Path, monkeypatch, capsys
+) -> None:
+    """A scan whose head end cuts through the liver: its volume is a lower bound, and the user
+    is told so on the console and in summary.json."""
+    ct, _ = toy_scan()  # 40 slices of 2 mm, the liver a sphere of 22 mm radius at their centre
+    sitk.WriteImage(ct[:, :, :26], str(tmp_path / "cut.nrrd"))  # +z is the head (LPS)
+    code, _, err = run_lvt(
+        ["segment", "-i", str(tmp_path / "cut.nrrd"), "-o", str(tmp_path / "o"), "--model",
+         str(toy_model), "--device", "cpu"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["liver_coverage"]["cut_at"] == ["head"]
+    assert summary["liver_coverage"]["head_foot_mm"] == 52.0
+    assert "head end" in summary["warnings"][0] and "lower bound" in summary["warnings"][0]
+    assert "warning" in err and "cut.nrrd" in err
 
 
 def test_segment_real_dicom_series(

@@ -72,3 +72,17 @@ def test_a_large_tumor_is_kept_whatever_its_peak() -> None:
     assert (cleaned[14:16, 14, 14] == LIVER).all()
     too_small = remove_unconfident_tumors(labels, probability, min_peak=0.7, large_voxels=217)
     assert not (too_small == TUMOR).any()
+
+
+def test_a_component_without_parenchyma_is_never_the_liver() -> None:
+    """A large vessel-only component (the CT table on a three-slice slab) loses to a smaller
+    one holding parenchyma; with no parenchyma anywhere nothing is kept."""
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[2:6, 2:6, 2:6] = LIVER
+    labels[3, 3, 3] = VESSEL
+    labels[10:18, 0:40, 10:30] = VESSEL  # 6,400 voxels, no parenchyma
+    kept = keep_liver_component(labels)
+    assert (kept[10:18] == BACKGROUND).all()
+    assert (kept[2:6, 2:6, 2:6] == labels[2:6, 2:6, 2:6]).all()
+    labels[2:6, 2:6, 2:6] = TUMOR
+    assert not keep_liver_component(labels).any()

@@ -11,11 +11,13 @@ from lvt_core.volumetry import liver_volumes_ml, volumetry
 
 
 def _labels(liver: int, vessel: int, tumor: int, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
-    """A label map with exactly these voxel counts (plus background)."""
+    """A label map with exactly these voxel counts (plus background), clear of the scan's first
+    and last slice so that it holds the whole liver."""
     flat = np.zeros(40 * 40 * 40, dtype=np.uint8)
-    flat[:liver] = LIVER
-    flat[liver : liver + vessel] = VESSEL
-    flat[liver + vessel : liver + vessel + tumor] = TUMOR
+    start = 40 * 40  # from the second slice on
+    flat[start : start + liver] = LIVER
+    flat[start + liver : start + liver + vessel] = VESSEL
+    flat[start + liver + vessel : start + liver + vessel + tumor] = TUMOR
     image = sitk.GetImageFromArray(flat.reshape(40, 40, 40))
     image.SetSpacing(spacing)
     return image
@@ -82,4 +84,21 @@ def test_real_liver_masks_from_two_models(real_data) -> None:
     assert result.functional_volumes_ml == result.volumes_ml
     mean = np.mean(counts)
     assert result.deviation_pct == pytest.approx([(c - mean) / mean * 100 for c in counts])
-    assert result.flag is False and result.warnings == []
+    assert result.flag is False
+    # TotalSegmentator's liver fills both end slices of this 90 mm upper-abdomen scan
+    assert result.liver_cut_at == [["head", "foot"], ["head", "foot"]]
+    assert result.warnings == [
+        f"{name}: the liver runs into the scan's head and foot end, so its volume is a lower bound"
+        for name in ("full", "fast")
+    ]
+
+
+def test_a_phase_that_stops_inside_the_liver_warns() -> None:
+    whole = _labels(20_000, 0, 0)
+    cut = sitk.GetImageFromArray(np.roll(sitk.GetArrayFromImage(whole), -1, axis=0))  # to slice 0
+    cut.CopyInformation(whole)
+    result = volumetry([whole, cut], names=["venous", "arterial"])
+    assert result.liver_cut_at == [[], ["foot"]]  # identity direction: slice 0 is the foot end
+    assert result.warnings == [
+        "arterial: the liver runs into the scan's foot end, so its volume is a lower bound"]
+    assert result.to_document()["liver_cut_at"] == [[], ["foot"]]

@@ -137,6 +137,13 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert any("at this size filter" in i.value for i in at.info)
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert len(at.get("plotly_chart")) >= 2  # timeline and trajectory
+    from db.models import Study, VolumetryResult
+
+    cut = _scalar(demo_db, select(func.count(VolumetryResult.id)).join(Study, Study.id == VolumetryResult.study_id)
+                  .where(Study.patient_id == pid, VolumetryResult.liver_cut_at > ""))
+    cut_caption = [c.value for c in at.caption if "stops inside the liver" in c.value]
+    assert cut > 0 and len(cut_caption) == 1  # the tiny phantoms' scans stop in the right lobe
+    assert cut_caption[0].count(" end)") == cut and "lower bound" in cut_caption[0]
     # each lesion says who drew it (marked as a searching segmenter would, before opening)
     table = next(d.value for d in at.dataframe if "found_by" in d.value.columns and "track" in d.value.columns)
     assert len(table) > 0 and set(table["found_by"]) == {"faint search"}
@@ -177,6 +184,14 @@ def test_volumetry_page_counts_flags(demo_db: str) -> None:
     assert metric["Multi-phase studies"] == str(multi) == "4"
     # a reader learns that the model alone can cross the band (MODEL_CARD, Known limits)
     assert any("arterial phase first" in c.value for c in at.caption)
+    # the tiny phantoms' 192 mm scans stop inside the liver's right lobe in most phases
+    cut_phases = _scalar(demo_db, select(func.count(VolumetryResult.id)).where(
+        VolumetryResult.deviation_pct.is_not(None), VolumetryResult.liver_cut_at > ""))
+    cut_studies = _scalar(demo_db, select(func.count(func.distinct(VolumetryResult.study_id))).where(
+        VolumetryResult.deviation_pct.is_not(None), VolumetryResult.liver_cut_at > ""))
+    assert cut_phases > 0 and metric["Phases cut off"] == str(cut_phases)
+    assert len(at.warning) == 1
+    assert f"In {cut_studies} studies a phase's scan stops inside the liver" in at.warning[0].value
 
 
 def _cannot_open(at: AppTest, page: str, title: str) -> None:

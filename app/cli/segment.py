@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import typer
+from rich.markup import escape
 
 from app.cli.common import UserError, console, print_json, progress_bar
 from app.settings import get_settings
@@ -51,6 +52,7 @@ def segment_scan(
 ) -> dict[str, Any]:
     """Run the whole command and return the summary document (also written to disk)."""
     from lvt_core.checkpoint import CheckpointError
+    from lvt_core.coverage import liver_coverage
     from lvt_core.imageio import ImageReadError, read_image, write_image
     from lvt_core.inference import InputImageError, Predictor, windows_to_meta
 
@@ -81,6 +83,7 @@ def segment_scan(
         output_dir.mkdir(parents=True, exist_ok=True)
         labels_path = write_image(labels, output_dir / "labels.nii.gz")
         lesions = lesion_list(labels, image, predictor.last_info.get("faint_lesion_points_mm", []))
+        coverage = liver_coverage(labels)
         summary: dict[str, Any] = {
             "input": str(input_path),
             "labels": str(labels_path),
@@ -99,6 +102,8 @@ def segment_scan(
             "size": list(labels.GetSize()),
             "spacing_mm": list(labels.GetSpacing()),
             "volumes_ml": volumes_ml(labels),
+            "liver_coverage": coverage.to_dict(),
+            "warnings": coverage.warnings(),
             "n_lesions": len(lesions),
             "lesions": lesions,
             "runtime_s": {"read_s": round(read_s, 3), **timings},
@@ -145,6 +150,8 @@ def register(app: typer.Typer) -> None:
                 f"{device!r} is not one of auto, cpu, cuda", param_hint="--device"
             )
         summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search, precision)
+        for warning in summary["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {escape(str(input_path))}: {escape(warning)}")
         if as_json:
             print_json(summary)
             return

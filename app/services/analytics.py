@@ -111,6 +111,14 @@ def _thickness_warning(thicknesses: list[float | None], tolerance: float) -> str
     return None
 
 
+def _cut_warning(phases_cut_at: list[tuple[str, str | None]]) -> str | None:
+    """Names the phases whose scan stops inside the liver (their volume is a lower bound)."""
+    cut = [f"{phase} at the {ends.replace(',', ' and ')} end" for phase, ends in phases_cut_at if ends]
+    if cut:
+        return "the liver runs out of the scan (" + ", ".join(cut) + "): a lower-bound volume"
+    return None
+
+
 # -- refresh (batch time) -------------------------------------------------------------------
 
 
@@ -617,7 +625,9 @@ def volumetry_overview(
             "max_abs_deviation_pct": max(devs),
             "flagged": any(r[3].flagged for r in group),
             "threshold_pct": config.volumetry_threshold_pct,
-            "warning": _thickness_warning(thickness, config.thickness_tolerance_mm),
+            "warning": "; ".join(w for w in (
+                _thickness_warning(thickness, config.thickness_tolerance_mm),
+                _cut_warning([(r[4], r[3].liver_cut_at) for r in group])) if w) or None,
         })
     columns = ["patient", "study_id", "study_date", "phases", "series", "mean_total_ml",
                "max_abs_deviation_pct", "flagged", "threshold_pct", "warning"]

@@ -274,6 +274,7 @@ def store_result(
         vol = VolumetryResult(series_id=series_id, model_id=model_id, study_id=series.study_id)
         session.add(vol)
     vol.total_ml, vol.functional_ml = float(result["total_ml"]), float(result["functional_ml"])
+    vol.liver_cut_at = result.get("liver_cut_at")
     if job is not None:
         job.status, job.error, job.segmentation_id = "done", None, seg.id
     session.flush()

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from app.settings import get_settings
 from db import storage
+from lvt_core.coverage import liver_coverage
 from lvt_core.lesions import extract_lesions
 from lvt_core.volumetry import liver_volumes_ml
 
@@ -65,7 +66,8 @@ def measure_labels(
         for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm,
                                       other_phase_points_mm=other_phase_points_mm or ())
     ]
-    return {"total_ml": total_ml, "functional_ml": functional_ml, "lesions": lesions}
+    return {"total_ml": total_ml, "functional_ml": functional_ml, "lesions": lesions,
+            "liver_cut_at": ",".join(liver_coverage(labels).cut_at)}
 
 
 def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:

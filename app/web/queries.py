@@ -234,7 +234,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             select(
                 VolumetryResult.study_id, Study.study_date, Series.phase, VolumetryResult.total_ml,
                 VolumetryResult.functional_ml, VolumetryResult.deviation_pct,
-                VolumetryResult.flagged,
+                VolumetryResult.flagged, VolumetryResult.liver_cut_at,
             )
             .join(Study, Study.id == VolumetryResult.study_id)
             .join(Series, Series.id == VolumetryResult.series_id)
@@ -242,7 +242,8 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             .where(VolumetryResult.model_id == model_id)
             .order_by(Study.study_date, Series.phase)
         ).all(),
-        columns=["study_id", "study_date", "phase", "total_ml", "functional_ml", "deviation_pct", "flagged"],
+        columns=["study_id", "study_date", "phase", "total_ml", "functional_ml", "deviation_pct", "flagged",
+                 "liver_cut_at"],
     )
     label_maps = dict(
         session.execute(
@@ -269,6 +270,7 @@ def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
         select(
             Patient.pseudo_id, Study.id, Study.study_date, Series.phase, VolumetryResult.total_ml,
             VolumetryResult.functional_ml, VolumetryResult.deviation_pct, VolumetryResult.flagged,
+            VolumetryResult.liver_cut_at,
         )
         .join(Study, Study.id == VolumetryResult.study_id)
         .join(Series, Series.id == VolumetryResult.series_id)
@@ -283,7 +285,7 @@ def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
         session.execute(stmt).all(),
         columns=[
             "patient", "study_id", "study_date", "phase", "total_ml", "functional_ml",
-            "deviation_pct", "flagged",
+            "deviation_pct", "flagged", "liver_cut_at",
         ],
     )
 
@@ -381,7 +383,8 @@ def response_counts(session: Session) -> pd.DataFrame:
 
 
 def volumetry_study_rows(session: Session) -> pd.DataFrame:
-    """One row per multi-phase study: phases, largest |deviation|, flag (aggregated in SQL)."""
+    """One row per multi-phase study: phases, largest |deviation|, flag and how many phases'
+    scans stop inside the liver (aggregated in SQL)."""
     model_id = current_model_id(session)
     stmt = (
         select(
@@ -389,6 +392,7 @@ def volumetry_study_rows(session: Session) -> pd.DataFrame:
             func.avg(VolumetryResult.total_ml),
             func.max(func.abs(VolumetryResult.deviation_pct)),
             func.max(case((VolumetryResult.flagged.is_(True), 1), else_=0)),
+            func.sum(case((VolumetryResult.liver_cut_at > "", 1), else_=0)),
         )
         .join(Study, Study.id == VolumetryResult.study_id)
         .join(Patient, Patient.id == Study.patient_id)
@@ -399,9 +403,10 @@ def volumetry_study_rows(session: Session) -> pd.DataFrame:
     frame = pd.DataFrame(
         session.execute(stmt).all(),
         columns=["study_id", "patient", "study_date", "phases", "mean_total_ml",
-                 "max_abs_deviation_pct", "flagged"],
+                 "max_abs_deviation_pct", "flagged", "phases_cut"],
     )
     frame["flagged"] = frame["flagged"].astype(bool)
+    frame["phases_cut"] = frame["phases_cut"].fillna(0).astype(int)
     return frame
 
 

@@ -159,6 +159,11 @@ else:
                     width="stretch", key="trajectory_chart")
     st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes), width="stretch",
                     key="volume_chart")
+    cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""] if not info.volumes.empty else info.volumes
+    if not cut.empty:
+        st.caption("⚠ The scan stops inside the liver in " + ", ".join(
+            f"{row.study_date} {row.phase} ({row.liver_cut_at.replace(',', ' and ')} end)"
+            for row in cut.itertuples()) + ": the liver volume of those phases is a lower bound.")
 
 with st.expander("Radiologist measurements"):
     if info.measurements.empty:

@@ -21,10 +21,20 @@ rows, studies = data.volumetry()
 if rows.empty:
     st.info("No multi-phase studies with volumetry yet.")
     st.stop()
-cols = st.columns(3)
+cols = st.columns(4)
 cols[0].metric("Multi-phase studies", len(studies))
 cols[1].metric("Flagged studies", int(studies["flagged"].sum()))
 cols[2].metric("Median |deviation|", f"{rows['deviation_pct'].abs().median():.2f} %")
+cols[3].metric("Phases cut off", int(studies["phases_cut"].sum()),
+               help="Phases whose scan stops inside the liver: their volume is a lower bound.")
+cut = studies[studies["phases_cut"] > 0]
+if not cut.empty:
+    st.warning(
+        f"In {len(cut)} {'study' if len(cut) == 1 else 'studies'} a phase's scan stops inside the "
+        "liver (the liver runs into the scan's head or foot end): that phase's volume is a lower "
+        "bound, so its deviation is the scan's coverage, not the model's. They are marked in the "
+        "tables below (\"liver cut at\")."
+    )
 st.plotly_chart(charts.volumetry_deviation(rows), width="stretch", key="volumetry_chart")
 st.subheader("Flagged studies")
 flagged = studies[studies["flagged"]]
@@ -33,13 +43,14 @@ if flagged.empty:
 else:
     st.dataframe(flagged.round(2), hide_index=True, width="stretch", key="volumetry_flagged",
                  column_config={"mean_total_ml": "total liver (ml, mean of phases)",
-                                "max_abs_deviation_pct": "largest |deviation| (%)"})
+                                "max_abs_deviation_pct": "largest |deviation| (%)",
+                                "phases_cut": "phases cut off"})
 with st.expander("All phases"):
     SHOWN = 1000
     if len(rows) > SHOWN:
         st.caption(f"Newest {SHOWN} of {len(rows)} phase rows; the CSV holds all.")
     st.dataframe(rows.head(SHOWN).round(2), hide_index=True, width="stretch",
                  column_config={"total_ml": "total liver (ml)", "functional_ml": "functional liver (ml)",
-                                "deviation_pct": "deviation (%)"})
+                                "deviation_pct": "deviation (%)", "liver_cut_at": "liver cut at"})
     st.download_button("Download CSV", lambda: data.table_bytes(rows, "csv"), "lvt-volumetry.csv",
                        mime="text/csv", key="vol_csv")
