@@ -32,8 +32,9 @@ if not cut.empty:
     st.warning(
         f"In {len(cut)} {'study' if len(cut) == 1 else 'studies'} a phase's scan stops inside the "
         "liver (the liver runs into the scan's head or foot end): that phase's volume is a lower "
-        "bound, so its deviation is the scan's coverage, not the model's. They are marked in the "
-        "tables below (\"liver cut at\")."
+        "bound, and where the phases of a day cover different lengths of liver their deviation "
+        "comes from the scans, not the model. They are marked in the table of all phases "
+        "(\"liver cut at\")."
     )
 st.plotly_chart(charts.volumetry_deviation(rows), width="stretch", key="volumetry_chart")
 st.subheader("Flagged studies")
