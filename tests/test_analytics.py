@@ -237,3 +237,7 @@ def test_a_phase_whose_scan_stops_inside_the_liver_is_named(store: dict) -> None
         rows = queries.volumetry_rows(s)
     assert dict(zip(rows["phase"], rows["liver_cut_at"], strict=True)) == {
         "portal": "", "arterial": "head"}
+    followup = analytics.patient_followup(store["patient"], model_id)
+    assert sorted(v["liver_cut_at"] for v in followup.volumes) == ["", "", "", "head"]
+    exported = analytics.cohort_tables({"model_id": model_id})["volumetry"]
+    assert sorted(exported["liver_cut_at"]) == ["", "", "", "head"]

@@ -575,7 +575,7 @@ def patient_followup(
         volumes = [
             {"study_id": v.study_id, "series_id": v.series_id, "phase": phase,
              "total_ml": v.total_ml, "functional_ml": v.functional_ml,
-             "deviation_pct": v.deviation_pct, "flagged": v.flagged}
+             "deviation_pct": v.deviation_pct, "flagged": v.flagged, "liver_cut_at": v.liver_cut_at}
             for v, phase in session.execute(
                 select(VolumetryResult, Series.phase)
                 .join(Series, Series.id == VolumetryResult.series_id)
@@ -704,7 +704,7 @@ def cohort_tables(
                 select(Patient.pseudo_id.label("patient"), VolumetryResult.study_id,
                        VolumetryResult.series_id, Series.phase, VolumetryResult.total_ml,
                        VolumetryResult.functional_ml, VolumetryResult.deviation_pct,
-                       VolumetryResult.flagged)
+                       VolumetryResult.flagged, VolumetryResult.liver_cut_at)
                 .join(Series, Series.id == VolumetryResult.series_id)
                 .join(Study, Study.id == VolumetryResult.study_id)
                 .join(Patient, Patient.id == Study.patient_id)
