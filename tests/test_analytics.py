@@ -241,3 +241,20 @@ def test_a_phase_whose_scan_stops_inside_the_liver_is_named(store: dict) -> None
     assert sorted(v["liver_cut_at"] for v in followup.volumes) == ["", "", "", "head"]
     exported = analytics.cohort_tables({"model_id": model_id})["volumetry"]
     assert sorted(exported["liver_cut_at"]) == ["", "", "", "head"]
+
+
+def test_a_refresh_measures_the_coverage_of_volumes_stored_before_it_was_recorded(store: dict) -> None:
+    """Rows from before migration 0005 hold NULL; the next refresh of the patient reads their
+    label maps once and fills it in."""
+    from sqlalchemy import update
+
+    from db.models import VolumetryResult
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        s.execute(update(VolumetryResult).values(liver_cut_at=None))
+        s.commit()
+        assert set(s.scalars(select(VolumetryResult.liver_cut_at))) == {None}
+        analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
+        s.commit()
+        assert sorted(s.scalars(select(VolumetryResult.liver_cut_at))) == ["", "", "", ""]

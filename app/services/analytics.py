@@ -132,7 +132,7 @@ def refresh_patient(
     """Recompute and persist volumetry, tracks and responses of one patient; caller commits."""
     config = config or AnalyticsConfig()
     root = data_root or storage.data_dir()
-    flagged = _refresh_volumetry(session, patient_id, model_id, config)
+    flagged = _refresh_volumetry(session, patient_id, model_id, config, root)
     tracked = _tracked_segmentations(session, patient_id, model_id)
     result = _refresh_tracks(session, patient_id, model_id, tracked, root, config)
     _refresh_responses(session, patient_id, tracked, result)
@@ -163,7 +163,7 @@ def refresh_links(session: Session, patient_id: int, model_id: int) -> int:
 
 
 def _refresh_volumetry(
-    session: Session, patient_id: int, model_id: int, config: AnalyticsConfig
+    session: Session, patient_id: int, model_id: int, config: AnalyticsConfig, root: Path
 ) -> int:
     from lvt_core.volumetry import VolumetryResult as CoreVolumetry
 
@@ -173,6 +173,7 @@ def _refresh_volumetry(
         .where(Study.patient_id == patient_id, VolumetryResult.model_id == model_id)
         .order_by(VolumetryResult.study_id, VolumetryResult.series_id)
     ).all()
+    _fill_liver_coverage(session, [row for row in rows if row.liver_cut_at is None], model_id, root)
     by_study: dict[int, list[VolumetryResult]] = defaultdict(list)
     for row in rows:
         by_study[row.study_id].append(row)
@@ -193,6 +194,22 @@ def _refresh_volumetry(
             r.deviation_pct, r.flagged = dev, flag
             flagged += int(flag)
     return flagged
+
+
+def _fill_liver_coverage(
+    session: Session, rows: list[VolumetryResult], model_id: int, root: Path
+) -> None:
+    """Volumes stored before revision 0005 do not say whether their scan stops inside the
+    liver: measure it once from their label map. A missing file leaves it unknown (NULL)."""
+    from lvt_core.coverage import liver_coverage
+
+    for row in rows:
+        path = session.scalar(select(Segmentation.label_map_path).where(
+            Segmentation.series_id == row.series_id, Segmentation.model_id == model_id,
+            Segmentation.status == "done"))
+        file = storage.resolve(path, root) if path else None
+        if file is not None and file.is_file():
+            row.liver_cut_at = ",".join(liver_coverage(sitk.ReadImage(str(file))).cut_at)
 
 
 def _refresh_tracks(
