@@ -9,6 +9,7 @@ reader is warned instead of shown a volume that looks complete.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,14 +52,20 @@ class LiverCoverage:
                     "outside what the model learned"]
         if not self.cut_at:
             return []
-        ends = " and ".join(f"{end} end" for end in self.cut_at)
-        return [f"the liver runs into the scan's {ends} (the scan covers {self.head_foot_mm:.0f} "
+        return [f"the liver runs into the scan's {ends_phrase(self.cut_at)} (the scan covers {self.head_foot_mm:.0f} "
                 "mm head to foot): the scan does not hold the whole liver, so its volume is a "
                 "lower bound and not comparable with other scans"]
 
     def to_dict(self) -> dict[str, object]:
         return {"liver_found": self.liver_found, "liver_ml": round(self.liver_ml, 3),
                 "cut_at": list(self.cut_at), "head_foot_mm": round(self.head_foot_mm, 1)}
+
+
+def ends_phrase(cut_at: Sequence[str] | str) -> str:
+    """"head end", "foot end" or "head and foot ends", from ``cut_at`` as a tuple or as stored
+    (comma-separated), so that every message names the ends alike."""
+    ends = [end for end in (cut_at.split(",") if isinstance(cut_at, str) else cut_at) if end]
+    return " and ".join(ends) + (" ends" if len(ends) > 1 else " end")
 
 
 def head_foot_axis(image: sitk.Image) -> tuple[int, bool]:

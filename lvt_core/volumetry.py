@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from lvt_core.coverage import liver_coverage
+from lvt_core.coverage import ends_phrase, liver_coverage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 FLAG_THRESHOLD_PCT = 2.0
@@ -140,9 +140,8 @@ def volumetry(
     coverage = [liver_coverage(labels) for labels in labelmaps]
     for name, cover in zip(names, coverage, strict=True):
         if cover.cut_at:
-            ends = " and ".join(cover.cut_at)
-            warnings.append(f"{name}: the liver runs into the scan's {ends} end, so its volume is "
-                            "a lower bound")
+            warnings.append(f"{name}: the liver runs into the scan's {ends_phrase(cover.cut_at)}, "
+                            "so its volume is a lower bound")
     if max(thickness) - min(thickness) > thickness_tolerance_mm:
         detail = ", ".join(f"{n}: {t:g} mm" for n, t in zip(names, thickness, strict=True))
         warnings.append(

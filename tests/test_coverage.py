@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lvt_core.coverage import MIN_CUT_AREA_MM2, MIN_LIVER_ML, head_foot_axis, liver_coverage
+from lvt_core.coverage import (
+    MIN_CUT_AREA_MM2,
+    MIN_LIVER_ML,
+    ends_phrase,
+    head_foot_axis,
+    liver_coverage,
+)
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 LPS = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
@@ -45,7 +51,7 @@ def test_the_cut_end_follows_the_direction(direction: tuple[float, ...], end: st
 def test_a_slab_inside_the_liver_is_cut_at_both_ends() -> None:
     cover = liver_coverage(_map(_organ(0, 20)))
     assert cover.cut_at == ("head", "foot")
-    assert "head end and foot end" in cover.warnings()[0]
+    assert "the scan's head and foot ends (the scan covers 40 mm" in cover.warnings()[0]
 
 
 def test_a_speck_on_the_end_slice_is_not_a_cut() -> None:
@@ -90,3 +96,8 @@ def test_real_totalsegmentator_liver_of_a_20_slice_series(real_data) -> None:
     liver.CopyInformation(seg)
     cover = liver_coverage(liver)
     assert cover.cut_at == ("head", "foot") and cover.head_foot_mm == pytest.approx(40.0)
+
+
+def test_every_message_names_the_ends_alike() -> None:
+    assert ends_phrase(("head",)) == ends_phrase("head") == "head end"
+    assert ends_phrase(("head", "foot")) == ends_phrase("head,foot") == "head and foot ends"

@@ -88,7 +88,7 @@ def test_real_liver_masks_from_two_models(real_data) -> None:
     # TotalSegmentator's liver fills both end slices of this 90 mm upper-abdomen scan
     assert result.liver_cut_at == [["head", "foot"], ["head", "foot"]]
     assert result.warnings == [
-        f"{name}: the liver runs into the scan's head and foot end, so its volume is a lower bound"
+        f"{name}: the liver runs into the scan's head and foot ends, so its volume is a lower bound"
         for name in ("full", "fast")
     ]
 

@@ -113,7 +113,9 @@ def _thickness_warning(thicknesses: list[float | None], tolerance: float) -> str
 
 def _cut_warning(phases_cut_at: list[tuple[str, str | None]]) -> str | None:
     """Names the phases whose scan stops inside the liver (their volume is a lower bound)."""
-    cut = [f"{phase} at the {ends.replace(',', ' and ')} end" for phase, ends in phases_cut_at if ends]
+    from lvt_core.coverage import ends_phrase
+
+    cut = [f"{phase} at the {ends_phrase(ends)}" for phase, ends in phases_cut_at if ends]
     if cut:
         return "the liver runs out of the scan (" + ", ".join(cut) + "): a lower-bound volume"
     return None

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.settings import get_settings
 from app.web import actions, analysis, charts, data, imaging, queries, session, theme
+from lvt_core.coverage import ends_phrase
 
 user = session.require("clinician")
 patient = st.session_state.get("patient") or st.query_params.get("patient")
@@ -162,7 +163,7 @@ else:
     cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""] if not info.volumes.empty else info.volumes
     if not cut.empty:
         st.caption("⚠ The scan stops inside the liver in " + ", ".join(
-            f"{row.study_date} {row.phase} ({row.liver_cut_at.replace(',', ' and ')} end)"
+            f"{row.study_date} {row.phase} ({ends_phrase(row.liver_cut_at)})"
             for row in cut.itertuples()) + ": the liver volume of those phases is a lower bound.")
 
 with st.expander("Radiologist measurements"):
