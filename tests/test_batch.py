@@ -13,7 +13,7 @@ from pathlib import Path
 import model_fixtures
 import pytest
 from model_fixtures import write_tiny_cohort
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.cli.common import UserError
 from app.services.batch import (
@@ -98,7 +98,17 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
         assert set(s.scalars(select(Segmentation.precision))) == {"fp32"}
 
     again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
-    assert again.series_total == 0
+    assert again.series_total == 0 and again.patients_refreshed == 0
+    # a store upgraded past migration 0005 lacks the liver coverage: --refresh measures it
+    with make_session_factory(cohort)() as s:
+        measured = sorted(s.scalars(select(VolumetryResult.liver_cut_at)))
+        assert None not in measured
+        s.execute(update(VolumetryResult).values(liver_cut_at=None))
+        s.commit()
+    refreshed = run_batch(BatchOptions(all=True, model=tiny_checkpoint, refresh=True))
+    assert refreshed.series_total == 0 and refreshed.patients_refreshed == 2
+    with make_session_factory(cohort)() as s:
+        assert sorted(s.scalars(select(VolumetryResult.liver_cut_at))) == measured
     forced = run_batch(BatchOptions(all=True, model=tiny_checkpoint, force=True))
     assert forced.done == 4
     assert _counts(cohort) == counts

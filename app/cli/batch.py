@@ -19,6 +19,9 @@ def batch(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run; change nothing."),
     run_id: int | None = typer.Option(None, "--run-id", help="Run (or resume) this prepared batch run."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Also refresh tracks, volumetry and responses of every selected "
+        "patient with results, even with nothing to segment (e.g. after `lvt db upgrade`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
     """Segment series with the model (Dask), store lesions and volumes, update tracks and responses."""
@@ -27,6 +30,7 @@ def batch(
     options = BatchOptions(
         patients=list(patient), all=all_patients, model=model, workers=workers,
         scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id, device=device,
+        refresh=refresh,
     )
     with progress_bar() as progress:
         task = progress.add_task("segmenting", total=None)

@@ -74,6 +74,7 @@ class BatchOptions:
     dry_run: bool = False
     run_id: int | None = None
     device: str = "auto"
+    refresh: bool = False  # also refresh the analytics of every selected patient with results
 
 
 @dataclass
@@ -172,6 +173,18 @@ def pending_series(
         stmt = stmt.where(Series.id.not_in(done))
     stmt = stmt.order_by(Study.patient_id, Study.study_date, Series.id)
     return [int(v) for v in session.scalars(stmt)]
+
+
+def patients_with_results(
+    session: Session, model_id: int, patient_ids: list[int] | None
+) -> list[int]:
+    """Patients (of ``patient_ids``, or all) with a ``done`` segmentation by the model."""
+    stmt = (select(Study.patient_id).join(Series, Series.study_id == Study.id)
+            .join(Segmentation, Segmentation.series_id == Series.id)
+            .where(Segmentation.model_id == model_id, Segmentation.status == "done").distinct())
+    if patient_ids is not None:
+        stmt = stmt.where(Study.patient_id.in_(patient_ids))
+    return sorted(int(v) for v in session.scalars(stmt))
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -416,6 +429,7 @@ def run_batch(
     ensure_schema(url)
     factory = make_session_factory(url)
     started = time.perf_counter()
+    to_refresh: list[int] = []
     with factory() as session:
         model = register_model(session, checkpoint)
         close_stale_runs(session)
@@ -443,6 +457,8 @@ def run_batch(
             patient_ids = None if options.all else resolve_patients(session, options.patients)
             series_ids = pending_series(session, model.id, patient_ids, options.force)
             run = None
+            if options.refresh:
+                to_refresh = patients_with_results(session, model.id, patient_ids)
         summary = BatchSummary(
             run_id=options.run_id,
             model={"id": model.id, "name": model.name, "version": model.version,
@@ -494,7 +510,7 @@ def run_batch(
          "threads": threads, "test_delay_s": throttle}
         for day in days.values()
     ]
-    patients: set[int] = set()
+    patients: set[int] = set(to_refresh)
     try:
         for n, result in enumerate(execute(tasks, options.workers, options.scheduler), start=1):
             sid = int(result["series_id"])
