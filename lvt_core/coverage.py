@@ -10,7 +10,7 @@ reader is warned instead of shown a volume that looks complete.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -91,9 +91,9 @@ def liver_coverage(labels: sitk.Image, min_cut_area_mm2: float = MIN_CUT_AREA_MM
     first = int(np.take(organ, 0, axis=array_axis).sum()) * pixel_mm2
     last = int(np.take(organ, -1, axis=array_axis).sum()) * pixel_mm2
     ends = {"head": last if grows_to_head else first, "foot": first if grows_to_head else last}
-    liver_ml = float(organ.sum()) * float(np.prod(spacing)) / 1000.0
-    cut_at = tuple(end for end in ("head", "foot") if ends[end] >= min_cut_area_mm2)
-    return LiverCoverage(  # stray voxels on an end slice of a scan without a liver cut nothing
-        liver_ml=liver_ml, cut_at=cut_at if liver_ml >= MIN_LIVER_ML else (),
+    cover = LiverCoverage(
+        liver_ml=float(organ.sum()) * float(np.prod(spacing)) / 1000.0,
+        cut_at=tuple(end for end in ("head", "foot") if ends[end] >= min_cut_area_mm2),
         head_foot_mm=float(size[axis] * spacing[axis]),
-    )
+    )  # stray voxels on an end slice of a scan without a liver cut nothing
+    return cover if cover.liver_found else replace(cover, cut_at=())
