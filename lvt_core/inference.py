@@ -6,7 +6,8 @@ come back exactly on their own grid):
 1. reorient to the model's canonical orientation (axis permutation only) and crop to the body;
 2. coarse pass: the same network at a coarser spacing finds the liver's bounding box;
 3. fine pass on that box at the model spacing: sliding windows with 50 % overlap, Gaussian
-   weighting, batched windows, optional mirroring TTA (default on for GPU, off for CPU) and
+   weighting, batched windows, a scan thinner than a patch padded by repeating its edge
+   slices, optional mirroring TTA (default on for GPU, off for CPU) and
    optional extra HU windows (window TTA: the network, trained with Random windowing, sees
    the scan at more than one contrast and its probabilities are averaged);
 4. sigmoid (or softmax) probabilities resampled linearly onto the input's own grid over that
@@ -70,6 +71,11 @@ BODY_THRESHOLD_HU = -500.0
 ROI_MARGIN_MM = 20.0
 BODY_MARGIN_MM = 5.0
 WHOLE_VOLUME_FACTOR = 4.0
+# A scan thinner than a patch (a 40 mm slab, three slices) is padded to one. Constant padding
+# put a flat band at the window's low end (about -35 HU, fat) above and below it, which no
+# training patch showed: on real slabs the liver spilled into the spleen and the body wall.
+# Repeating the edge slices shows the anatomy going on, as it does in the patient.
+SHORT_SCAN_PADDING = "replicate"
 
 
 @dataclass
@@ -335,8 +341,7 @@ class Predictor:
                     predictor=self._window_fn(),
                     overlap=overlap,
                     mode="gaussian",
-                    padding_mode="constant",
-                    cval=0.0,
+                    padding_mode=SHORT_SCAN_PADDING,
                 )
             total = probs if total is None else total + probs
             del probs, tensor
