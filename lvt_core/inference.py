@@ -72,9 +72,10 @@ ROI_MARGIN_MM = 20.0
 BODY_MARGIN_MM = 5.0
 WHOLE_VOLUME_FACTOR = 4.0
 # A scan thinner than a patch (a 40 mm slab, three slices) is padded to one. Constant padding
-# put a flat band at the window's low end (about -35 HU, fat) above and below it, which no
-# training patch showed: on real slabs the liver spilled into the spleen and the body wall.
-# Repeating the edge slices shows the anatomy going on, as it does in the patient.
+# at the window's floor, which is how air looks to the network, showed it a few centimetres of
+# body floating in air, which no training patch held: on real slabs the liver spilled into the
+# spleen and the body wall. Repeating the edge slices shows the anatomy going on, as it does in
+# the patient.
 SHORT_SCAN_PADDING = "replicate"
 
 

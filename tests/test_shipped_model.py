@@ -45,7 +45,7 @@ def test_segments_the_liver_of_a_held_out_phantom(held_out_scan) -> None:
 
 def test_a_three_slice_slab_keeps_its_liver(held_out_scan) -> None:
     """A scan thinner than a patch (here 9 mm through the liver's middle) is padded by
-    repeating its edge slices; padded with a flat band instead, its liver was lost (DSC 0.0)."""
+    repeating its edge slices; padded with the window's floor (air) instead, its liver was lost (DSC 0.0)."""
     truth = sitk.GetArrayViewFromImage(held_out_scan.labels)
     rows = np.flatnonzero((truth > 0).any(axis=(1, 2)))
     middle = int(rows.mean())
