@@ -158,6 +158,9 @@ class Segmentation(Base):
     # the arithmetic the network ran in ("fp32", "bf16", "fp16"): the same checkpoint gives
     # slightly different label maps in each, so a result names it; NULL before revision 0004
     precision: Mapped[str | None] = mapped_column(String(8))
+    # the LVT version whose pipeline drew it (``lvt_core.__version__``): inference changes
+    # between versions alter a checkpoint's label maps; NULL before revision 0006
+    lvt_version: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

@@ -4,4 +4,7 @@ Plain functions and small classes on arrays and SimpleITK images. No database, n
 no configuration files: everything a function needs is passed in.
 """
 
-__version__ = "0.1.0"
+# The pipeline's version, saved with every result beside the model's own: the same checkpoint
+# draws different label maps when the inference around it changes (0.2.0: short scans padded by
+# repeating their edge slices).
+__version__ = "0.2.0"

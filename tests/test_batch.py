@@ -26,6 +26,7 @@ from app.services.ingest.service import IngestOptions, ingest_paths
 from db import storage
 from db.engine import ensure_schema, make_session_factory
 from db.models import BatchRun, Lesion, LesionTrack, Segmentation, Series, VolumetryResult
+from lvt_core import __version__ as lvt_version
 
 tiny_checkpoint = model_fixtures.tiny_checkpoint  # the shared fixture
 LVT = Path(sys.executable).with_name("lvt")
@@ -96,9 +97,25 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
         assert set(s.scalars(select(Lesion.found_by))) == {"network"}
         # each result names the arithmetic it ran in: float32 for a model not qualified for bf16
         assert set(s.scalars(select(Segmentation.precision))) == {"fp32"}
+        # and the LVT version whose pipeline drew it
+        assert set(s.scalars(select(Segmentation.lvt_version))) == {lvt_version}
 
     again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert again.series_total == 0 and again.patients_refreshed == 0
+    # results an older pipeline drew (or one that did not record its version) are redone
+    # with --outdated only, keeping their lesions' ids
+    with make_session_factory(cohort)() as s:
+        first, second = sorted(s.scalars(select(Segmentation.id)))[:2]
+        s.execute(update(Segmentation).where(Segmentation.id == first).values(lvt_version="0.1.0"))
+        s.execute(update(Segmentation).where(Segmentation.id == second).values(lvt_version=None))
+        s.commit()
+    assert run_batch(BatchOptions(all=True, model=tiny_checkpoint, dry_run=True)).series_total == 0
+    outdated = run_batch(BatchOptions(all=True, model=tiny_checkpoint, outdated=True))
+    assert outdated.series_total == outdated.done == 2 and outdated.patients_refreshed >= 1
+    with make_session_factory(cohort)() as s:
+        assert set(s.scalars(select(Segmentation.lvt_version))) == {lvt_version}
+        assert sorted(s.scalars(select(Lesion.id))) == lesion_ids
+    assert run_batch(BatchOptions(all=True, model=tiny_checkpoint, outdated=True)).series_total == 0
     # a store upgraded past migration 0005 lacks the liver coverage: --refresh measures it
     with make_session_factory(cohort)() as s:
         measured = sorted(s.scalars(select(VolumetryResult.liver_cut_at)))

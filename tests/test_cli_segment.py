@@ -13,6 +13,7 @@ import torch
 from test_inference import toy_scan, train_toy_checkpoint
 
 from app.cli.main import main
+from lvt_core import __version__ as lvt_version
 
 
 def run_lvt(
@@ -70,6 +71,7 @@ def test_segment_end_to_end_and_evaluate(
     assert summary["volumes_ml"]["liver_functional"] <= summary["volumes_ml"]["liver_total"]
     assert summary["tta"] is False and summary["runtime_s"]["total_s"] > 0
     assert summary["precision"] == "fp32"  # the toy checkpoint is not qualified for bfloat16
+    assert summary["lvt_version"] == lvt_version  # the pipeline around the checkpoint
     assert isinstance(summary["lesions"], list) and summary["n_lesions"] == len(summary["lesions"])
     assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
     assert summary["liver_coverage"]["cut_at"] == [] and summary["liver_coverage"]["head_foot_mm"] == 90.0

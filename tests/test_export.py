@@ -108,6 +108,7 @@ def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
                                   "measurements", "agreement", "volumetry", "response"}
     series = pd.read_csv(tmp_path / "csv" / "series.csv")
     assert len(series) == 2 and set(series["segmentation"]) == {"done"}
+    assert series["lvt_version"].isna().all()  # imported label maps: no LVT pipeline drew them
     lesions = pd.read_parquet(tmp_path / "pq" / "lesions.parquet")
     assert len(lesions) == 2 and pq["tables"]["lesions"]["rows"] == 2
     assert (lesions["volume_ml"] > 0).all()

@@ -16,6 +16,9 @@ def batch(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (1: in-process)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786."),
     force: bool = typer.Option(False, "--force", help="Re-segment series that are already done."),
+    outdated: bool = typer.Option(
+        False, "--outdated", help="Also re-segment series whose segmentation another LVT version "
+        "drew (or one from before versions were recorded), after an upgrade changed the pipeline."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run; change nothing."),
     run_id: int | None = typer.Option(None, "--run-id", help="Run (or resume) this prepared batch run."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -30,7 +33,7 @@ def batch(
     options = BatchOptions(
         patients=list(patient), all=all_patients, model=model, workers=workers,
         scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id, device=device,
-        refresh=refresh,
+        refresh=refresh, outdated=outdated,
     )
     with progress_bar() as progress:
         task = progress.add_task("segmenting", total=None)

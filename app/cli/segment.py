@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from app.cli.common import UserError, console, print_json, progress_bar
 from app.settings import get_settings
+from lvt_core import __version__ as lvt_version
 
 
 def volumes_ml(labels: sitk.Image) -> dict[str, float]:
@@ -93,6 +94,7 @@ def segment_scan(
                 "sha256": predictor.checksum,
                 "path": str(model_path),
             },
+            "lvt_version": lvt_version,
             "device": predictor.device.type,
             "precision": predictor.precision,
             "tta": predictor.tta,

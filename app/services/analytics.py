@@ -689,7 +689,7 @@ def cohort_tables(
                        Series.spacing_x, Series.spacing_y, Series.spacing_z, Series.size_x,
                        Series.size_y, Series.size_z, Series.slice_thickness,
                        Series.series_instance_uid, Segmentation.status.label("segmentation"),
-                       Segmentation.runtime_s, Segmentation.precision)
+                       Segmentation.runtime_s, Segmentation.precision, Segmentation.lvt_version)
                 .join(Study, Study.id == Series.study_id)
                 .join(Patient, Patient.id == Study.patient_id)
                 .outerjoin(Segmentation, (Segmentation.series_id == Series.id)

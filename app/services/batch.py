@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
@@ -54,6 +54,7 @@ from db.models import (
     VolumetryResult,
     utcnow,
 )
+from lvt_core import __version__ as lvt_version
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -75,6 +76,7 @@ class BatchOptions:
     run_id: int | None = None
     device: str = "auto"
     refresh: bool = False  # also refresh the analytics of every selected patient with results
+    outdated: bool = False  # also redo segmentations another LVT version's pipeline drew
 
 
 @dataclass
@@ -159,18 +161,26 @@ def resolve_patients(session: Session, ids: Iterable[str]) -> list[int]:
     return out
 
 
+def current_series(model_id: int, outdated: bool = False) -> Select[tuple[int]]:
+    """Series with a ``done`` segmentation by the model; with ``outdated``, only those this
+    LVT version's pipeline drew (the others, and those from before versions were recorded,
+    count as not done)."""
+    stmt = select(Segmentation.series_id).where(
+        Segmentation.model_id == model_id, Segmentation.status == "done"
+    )
+    return stmt.where(Segmentation.lvt_version == lvt_version) if outdated else stmt
+
+
 def pending_series(
-    session: Session, model_id: int, patient_ids: list[int] | None, force: bool = False
+    session: Session, model_id: int, patient_ids: list[int] | None, force: bool = False,
+    outdated: bool = False,
 ) -> list[int]:
-    """Series without a ``done`` segmentation for the model (all of them with ``force``)."""
+    """Series without a current segmentation for the model (all of them with ``force``)."""
     stmt = select(Series.id).join(Study, Study.id == Series.study_id)
     if patient_ids is not None:
         stmt = stmt.where(Study.patient_id.in_(patient_ids))
     if not force:
-        done = select(Segmentation.series_id).where(
-            Segmentation.model_id == model_id, Segmentation.status == "done"
-        )
-        stmt = stmt.where(Series.id.not_in(done))
+        stmt = stmt.where(Series.id.not_in(current_series(model_id, outdated)))
     stmt = stmt.order_by(Study.patient_id, Study.study_date, Series.id)
     return [int(v) for v in session.scalars(stmt)]
 
@@ -274,6 +284,7 @@ def store_result(
     seg.status, seg.error = "done", None
     seg.label_map_path, seg.label_map_hash = rel, result["label_map_hash"]
     seg.precision = result.get("precision")
+    seg.lvt_version = result.get("lvt_version")
     session.flush()
     _store_lesions(session, seg.id, result["lesions"])
     series = session.get(Series, series_id)
@@ -437,13 +448,7 @@ def run_batch(
             run = session.get(BatchRun, options.run_id)
             if run is None:
                 raise UserError(f"batch run {options.run_id} does not exist")
-            done_ids = set(
-                session.scalars(
-                    select(Segmentation.series_id).where(
-                        Segmentation.model_id == model.id, Segmentation.status == "done"
-                    )
-                )
-            )
+            done_ids = set(session.scalars(current_series(model.id, options.outdated)))
             jobs = [
                 j
                 for j in run.jobs
@@ -455,7 +460,8 @@ def run_batch(
             series_ids = [j.series_id for j in jobs]
         else:
             patient_ids = None if options.all else resolve_patients(session, options.patients)
-            series_ids = pending_series(session, model.id, patient_ids, options.force)
+            series_ids = pending_series(session, model.id, patient_ids, options.force,
+                                        options.outdated)
             run = None
             if options.refresh:
                 to_refresh = patients_with_results(session, model.id, patient_ids)
@@ -474,7 +480,7 @@ def run_batch(
         params = {
             "patients": options.patients, "all": options.all, "model": str(checkpoint),
             "workers": options.workers, "scheduler": options.scheduler, "force": options.force,
-            "pid": os.getpid(), "host": socket.gethostname(),
+            "outdated": options.outdated, "pid": os.getpid(), "host": socket.gethostname(),
         }
         if run is None:
             run = create_run(session, model.id, series_ids, params)
@@ -600,10 +606,12 @@ def start_batch_in_background(
         patient_ids = None if options.all else resolve_patients(session, options.patients)
         if patient_ids is None and not options.all:
             raise UserError("say which series to segment: patients or all")
-        series_ids = pending_series(session, model.id, patient_ids, options.force)
+        series_ids = pending_series(session, model.id, patient_ids, options.force,
+                                    options.outdated)
         params = {"patients": options.patients, "all": options.all, "model": str(checkpoint),
                   "workers": options.workers, "scheduler": options.scheduler,
-                  "force": options.force, "pid": None, "host": socket.gethostname()}
+                  "force": options.force, "outdated": options.outdated, "pid": None,
+                  "host": socket.gethostname()}
         run = create_run(session, model.id, series_ids, params)
         session.commit()
         run_id = run.id
@@ -613,6 +621,8 @@ def start_batch_in_background(
         cmd += ["--scheduler", options.scheduler]
     if options.force:
         cmd.append("--force")
+    if options.outdated:
+        cmd.append("--outdated")
     logs = log_dir or (get_settings().var_dir / "logs")
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"batch-{run_id}.log", "ab") as handle:

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from app.settings import get_settings
 from db import storage
+from lvt_core import __version__ as lvt_version
 from lvt_core.coverage import liver_coverage
 from lvt_core.lesions import extract_lesions
 from lvt_core.volumetry import liver_volumes_ml
@@ -112,7 +113,8 @@ def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
             rel, sha = storage.store_image(labels, root)
             outs[i].update(measure_labels(labels, images[i], info.get("faint_lesion_points_mm", []),
                                           info.get("cross_phase_points_mm", [])))
-            outs[i].update(label_map_path=rel, label_map_hash=sha, precision=predictor.precision)
+            outs[i].update(label_map_path=rel, label_map_hash=sha, precision=predictor.precision,
+                           lvt_version=lvt_version)
         except Exception as exc:
             _failed(outs[i], exc, start)
     delay = float(task.get("test_delay_s") or 0.0)

@@ -189,19 +189,20 @@ def build_demo(cfg: DemoConfig | None = None, progress: Progress = _quiet) -> De
 
 
 def _segment_with_model(checkpoint: Path, url: str, report: DemoReport, progress: Progress) -> None:
-    """Batch inference over every series without a result of this model (none: quick)."""
+    """Batch inference over every series without a result of this model and this LVT version
+    (none: quick), so the demo shows what the installed pipeline draws after an upgrade."""
     from app.services.batch import BatchOptions, run_batch
 
     step = f"Segmenting with {checkpoint.name} (model loaded once; analytics after the last series)"
     progress(step, 0, 0)
-    planned = run_batch(BatchOptions(all=True, model=checkpoint, dry_run=True), url=url)
+    planned = run_batch(BatchOptions(all=True, model=checkpoint, dry_run=True, outdated=True), url=url)
     if planned.series_total == 0:  # everything segmented already: no empty batch run is recorded
         report.model = f"{planned.model['name']} {planned.model['version']}"
         report.model_note = f"results of model {report.model} ({checkpoint}); nothing new to segment."
         progress(step, 0, 0)
         return
     summary = run_batch(
-        BatchOptions(all=True, model=checkpoint, device="cpu"),
+        BatchOptions(all=True, model=checkpoint, device="cpu", outdated=True),
         url=url,
         on_progress=lambda done, total, _result: progress(step, done, total),
     )
