@@ -90,3 +90,20 @@ def test_reference_lines_are_drawn() -> None:
         assert all(a.text for a in fig.layout.annotations)  # an empty one shows plotly's "new text"
     assert [a.text for a in charts.volumetry_deviation(deviation).layout.annotations] == ["+2 %", "-2 %"]
     assert charts.bland_altman(pairs).layout.annotations[0].text == "bias 1.5 mm"
+
+
+def test_a_patient_seen_once_gets_a_month_either_side_not_milliseconds() -> None:
+    """Plotly zooms a one-date axis to a millisecond ("23:59:59.999"); every follow-up chart
+    of a patient with one study shows the month around it, and leaves longer follow-up alone."""
+    day = dt.date(2023, 7, 22)
+    studies = pd.DataFrame({"study_date": [day, day], "phase": ["arterial", "portal"]})
+    lesions = pd.DataFrame({"track": [1, 2], "study_date": [day, day], "diameter_mm": [27.5, 12.0],
+                            "volume_ml": [3.0, 0.8]})
+    volumes = pd.DataFrame({"study_date": [day], "total_ml": [1404.0]})
+    month = [pd.Timestamp(2023, 6, 22), pd.Timestamp(2023, 8, 21)]
+    for fig in (charts.timeline(studies), charts.trajectory(lesions, pd.DataFrame(), pd.DataFrame()),
+                charts.volume_trajectory(lesions, volumes)):
+        assert [pd.Timestamp(v) for v in fig.layout.xaxis.range] == month
+        assert fig.layout.xaxis.tickformat == "%Y-%m-%d"
+    later = pd.DataFrame({"study_date": [day, dt.date(2023, 10, 2)], "phase": ["portal", "portal"]})
+    assert charts.timeline(later).layout.xaxis.range is None  # plotly fits two dates itself

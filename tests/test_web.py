@@ -289,3 +289,43 @@ def test_found_by_labels() -> None:
 
     assert [found_by_label(v) for v in ("network", "faint_search", "other_phase", None, float("nan"))] == [
         "network", "faint search", "other phase", "unknown", "unknown"]
+
+
+def test_viewer_shows_a_flipped_series_anterior_up_with_its_lesions(tmp_path: Path) -> None:
+    """A series stored posterior-to-anterior and head-to-foot (as LiTS volumes are) is shown
+    as radiologists read it: row 0 anterior, column 0 the patient's right, slice 0 the foot;
+    its labels and lesion numbering are turned with it, and a lesion's point finds its slice."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from app.web import imaging
+    from db import storage
+    from lvt_core.labels import LIVER, TUMOR
+    from lvt_core.lesions import component_array
+
+    ct = np.zeros((6, 8, 10), np.int16)
+    ct[:, 0, :] = 100  # the anterior row, stored last once flipped below
+    ct[0, :, :] += 7  # the most superior slice
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1:5, 2:6, 2:8] = LIVER
+    labels[1:3, 3:5, 3:6] = TUMOR  # near the head, 12 voxels (lesions of 10 or more count)
+    flipped = [np.ascontiguousarray(a[:, ::-1, :]) for a in (ct, labels)]  # rows posterior→anterior
+    images = []
+    for array in flipped:
+        image = sitk.GetImageFromArray(array)
+        image.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, -1))  # rows anterior-ward, slices foot-ward
+        image.SetSpacing((1.0, 1.0, 2.0))
+        images.append(image)
+    root = tmp_path / "store"
+    ct_path, _ = storage.store_image(images[0], root)
+    label_path, _ = storage.store_image(images[1], root)
+
+    shown = imaging.load_ct(ct_path, str(root))
+    shown_labels = imaging.load_labels(label_path, str(root))
+    assert (shown.array[:, 0, :] >= 100).all() and (shown.array[:, 1:, :] < 100).all()  # anterior up
+    assert (shown.array[-1] % 100 == 7).all() and (shown.array[:-1] % 100 == 0).all()  # head last
+    components = imaging.lesion_components(label_path, str(root))
+    assert ((components > 0) == (shown_labels.array == TUMOR)).all()
+    assert set(np.unique(components)) == set(np.unique(component_array(images[1])))
+    tumor_point = images[1].TransformContinuousIndexToPhysicalPoint((4.0, 3.5, 1.5))
+    assert shown.index_of(tumor_point)[2] in np.flatnonzero((shown_labels.array == TUMOR).any(axis=(1, 2)))

@@ -27,6 +27,20 @@ def reference_line(fig: go.Figure, y: float, colour: str, dash: str = "solid", l
     fig.add_hline(y=y, line={"color": colour, "dash": dash, "width": 1.5}, opacity=1.0, **labelled)
 
 
+SINGLE_DATE_SPAN = pd.Timedelta(days=30)
+"""Either side of the one date of a patient seen once."""
+
+
+def span_single_date(fig: go.Figure, *dates: pd.Series) -> None:
+    """Give a date axis a month either side when every point lies on one date: plotly zooms
+    such an axis to a millisecond and labels it "23:59:59.999", which reads as nonsense to a
+    clinician opening a patient after the first scan."""
+    days = pd.to_datetime(pd.concat([pd.Series(d, dtype=object) for d in dates]).dropna()).unique()
+    if len(days) == 1:
+        day = pd.Timestamp(days[0])
+        fig.update_xaxes(range=[day - SINGLE_DATE_SPAN, day + SINGLE_DATE_SPAN], tickformat="%Y-%m-%d")
+
+
 def timeline(studies: pd.DataFrame) -> go.Figure:
     """Studies on a date axis, one marker per series, labelled by phase."""
     fig = go.Figure(
@@ -40,6 +54,7 @@ def timeline(studies: pd.DataFrame) -> go.Figure:
     )
     fig.update_layout(**{**LAYOUT, "height": 170, "margin": {"l": 90, "r": 20, "t": 10, "b": 30}})
     fig.update_yaxes(title=None, categoryorder="category descending")
+    span_single_date(fig, studies["study_date"])
     return fig
 
 
@@ -94,6 +109,8 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
         if pd.notna(largest) and largest > 0:
             fig.update_yaxes(range=[0, float(largest) / BADGE_FREE_FRACTION])
     fig.update_xaxes(title=None)
+    span_single_date(fig, lesions.get("study_date", pd.Series(dtype=object)),
+                     measurements.get("study_date", pd.Series(dtype=object)))
     return fig
 
 
@@ -118,6 +135,8 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure
     fig.update_layout(title_font_size=14, yaxis2={"overlaying": "y", "side": "right", "title": "liver (ml)",
                                                    "rangemode": "tozero"})
     fig.update_layout(yaxis={"title": "tumor (ml)", "rangemode": "tozero"})
+    span_single_date(fig, lesions.get("study_date", pd.Series(dtype=object)),
+                     volumes.get("study_date", pd.Series(dtype=object)))
     return fig
 
 

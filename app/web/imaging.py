@@ -19,6 +19,7 @@ from app.web import theme
 from db import storage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.lesions import component_array, extract_lesions
+from lvt_core.transforms import reorient
 
 OVERLAY_ALPHA = {LIVER: 0.25, VESSEL: 0.7, TUMOR: 0.8}
 
@@ -41,6 +42,13 @@ class Volume:
         return image.TransformPhysicalPointToIndex(tuple(float(v) for v in point_mm))
 
 
+def _read_for_display(path: str, data_dir: str) -> sitk.Image:
+    """A stored image with its axes turned to LPS: rows run anterior to posterior and columns
+    from the patient's right to left, as radiologists read an axial slice, whatever order the
+    scanner stored them in (LiTS-like series run posterior to anterior and head to foot)."""
+    return reorient(sitk.ReadImage(str(storage.resolve(path, _root(data_dir)))))
+
+
 def _volume(image: sitk.Image, dtype: type) -> Volume:
     return Volume(
         np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(dtype)),
@@ -53,13 +61,13 @@ def _volume(image: sitk.Image, dtype: type) -> Volume:
 @st.cache_resource(show_spinner="Loading volume…", max_entries=24)
 def load_ct(relative_path: str, data_dir: str) -> Volume:
     """The CT of a series from the store (int16 HU)."""
-    return _volume(sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir)))), np.int16)
+    return _volume(_read_for_display(relative_path, data_dir), np.int16)
 
 
 @st.cache_resource(show_spinner="Loading segmentation…", max_entries=48)
 def load_labels(relative_path: str, data_dir: str) -> Volume:
     """A label map from the store (uint8)."""
-    return _volume(sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir)))), np.uint8)
+    return _volume(_read_for_display(relative_path, data_dir), np.uint8)
 
 
 def _root(data_dir: str):  # type: ignore[no-untyped-def]
@@ -123,9 +131,12 @@ def upscale(rgb: np.ndarray, spacing_xy: tuple[float, float], target_px: int = 7
 
 @st.cache_resource(show_spinner=False, max_entries=48)
 def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
-    """Lesion index per voxel (the same numbering as the stored lesions)."""
+    """Lesion index per voxel (the same numbering as the stored lesions), on the viewer's
+    LPS axes (the numbering is the stored label map's, read on its own axes)."""
     image = sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir))))
-    return component_array(image)
+    components = sitk.GetImageFromArray(component_array(image))
+    components.CopyInformation(image)
+    return sitk.GetArrayFromImage(reorient(components))
 
 
 @st.cache_data(show_spinner=False, max_entries=48)
