@@ -14,7 +14,7 @@ st.caption(
 )
 st.caption(
     "On held-out phantoms whose livers agree within 0.15 %, the shipped model alone strays by up to "
-    "2.4 % between phases (it draws arterial-phase livers larger; model card, Known limits): a flag "
+    "2.5 % between phases (it draws arterial-phase livers larger; model card, Known limits): a flag "
     "just past 2 % may be the model's, so look at the arterial phase first."
 )
 rows, studies = data.volumetry()
