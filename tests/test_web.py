@@ -136,6 +136,9 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     at.number_input(key="fu_min_diameter").set_value(100.0).run()  # larger than any phantom lesion
     assert {m.label: m.value for m in at.metric}["Lesion tracks"] == "0"
     assert any("at this size filter" in i.value for i in at.info)
+    # no track to chart, but the liver volume and where its scans stop are still shown
+    assert len(at.get("plotly_chart")) == 2  # timeline and liver volume
+    assert any("stops inside the liver" in c.value for c in at.caption)
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert len(at.get("plotly_chart")) >= 2  # timeline and trajectory
     from db.models import Study, VolumetryResult
@@ -157,8 +160,10 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
         ),
     )
     assert opened == 1
-    at.slider(key=next(s.key for s in at.slider if s.key.startswith("fu_slice_"))).set_value(0).run()
+    at.slider(key=next(s.key for s in at.slider if s.key.startswith("fu_slice_"))).set_value(1).run()
     assert not at.exception
+    image = at.get("image")[0].proto
+    assert " · slice 1/" in str(image)  # the slider counts slices from 1, as the image's caption does
     opened_again = _scalar(
         demo_db, select(func.count(AuditEvent.id)).where(AuditEvent.action == "open_patient", AuditEvent.target == patient)
     )

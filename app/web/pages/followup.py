@@ -115,8 +115,8 @@ ct = imaging.load_ct(str(chosen["image_path"]), data_dir)
 labels = imaging.load_labels(label_path, data_dir) if label_path else None
 nz = ct.array.shape[0]
 slice_key = f"fu_slice_{chosen['series_id']}"
-if slice_key not in st.session_state:
-    st.session_state[slice_key] = nz // 2
+if slice_key not in st.session_state:  # slices are counted from 1 on screen, as in the caption
+    st.session_state[slice_key] = nz // 2 + 1
 
 
 def _jump() -> None:
@@ -125,7 +125,7 @@ def _jump() -> None:
     row = study_lesions[study_lesions["track"] == track]
     if not row.empty:
         _x, _y, z = ct.index_of((row["x"].iloc[0], row["y"].iloc[0], row["z"].iloc[0]))
-        st.session_state[slice_key] = int(min(max(z, 0), nz - 1))
+        st.session_state[slice_key] = int(min(max(z, 0), nz - 1)) + 1
 
 
 with table:
@@ -136,7 +136,7 @@ with viewer:
     controls = st.columns([2, 2])
     window_name = controls[0].selectbox("Window", list(theme.WINDOWS), key="fu_window")
     opacity = controls[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="fu_opacity")
-    z = st.slider("Slice", 0, nz - 1, key=slice_key)
+    z = st.slider("Slice", 1, nz, key=slice_key) - 1
     components = imaging.lesion_components(label_path, data_dir) if label_path else None
     colours = {
         int(r["lesion_index"]): theme.track_colour(int(r["track"]))
@@ -158,6 +158,7 @@ if shown_lesions.empty:
 else:
     st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses),
                     width="stretch", key="trajectory_chart")
+if not (shown_lesions.empty and info.volumes.empty):  # the liver volume, with or without lesions
     st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes), width="stretch",
                     key="volume_chart")
     cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""] if not info.volumes.empty else info.volumes
