@@ -23,6 +23,7 @@ from app.services.batch import (
     start_batch_in_background,
 )
 from app.services.ingest.service import IngestOptions, ingest_paths
+from app.web.queries import segmentations_by_version
 from db import storage
 from db.engine import ensure_schema, make_session_factory
 from db.models import BatchRun, Lesion, LesionTrack, Segmentation, Series, VolumetryResult
@@ -110,11 +111,16 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
         s.execute(update(Segmentation).where(Segmentation.id == second).values(lvt_version=None))
         s.commit()
     assert run_batch(BatchOptions(all=True, model=tiny_checkpoint, dry_run=True)).series_total == 0
+    with make_session_factory(cohort)() as s:  # what the admin page counts
+        versions = segmentations_by_version(s)
+        assert versions.loc[versions["outdated"], "segmentations"].sum() == 2
+        assert set(versions["lvt_version"]) == {"0.1.0", "not recorded", lvt_version}
     outdated = run_batch(BatchOptions(all=True, model=tiny_checkpoint, outdated=True))
     assert outdated.series_total == outdated.done == 2 and outdated.patients_refreshed >= 1
     with make_session_factory(cohort)() as s:
         assert set(s.scalars(select(Segmentation.lvt_version))) == {lvt_version}
         assert sorted(s.scalars(select(Lesion.id))) == lesion_ids
+        assert not segmentations_by_version(s)["outdated"].any()
     assert run_batch(BatchOptions(all=True, model=tiny_checkpoint, outdated=True)).series_total == 0
     # a store upgraded past migration 0005 lacks the liver coverage: --refresh measures it
     with make_session_factory(cohort)() as s:

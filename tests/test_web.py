@@ -243,6 +243,10 @@ def test_cohort_and_admin_pages(demo_db: str) -> None:
     assert not at.exception, at.exception
     users = at.dataframe[0].value
     assert set(users["username"]) >= {"admin", "clinician", "researcher"}
+    versions = next(d.value for d in at.dataframe if "lvt_version" in d.value.columns)
+    # the demo's imported ground truth: no LVT pipeline drew it, so nothing to redraw
+    assert versions[["model", "lvt_version"]].values.tolist() == [["phantom ground truth", "not recorded"]]
+    assert not versions["outdated"].any() and not [w for w in at.warning if "--outdated" in w.value]
     audit = at.dataframe[-1].value
     assert "login" in set(audit["action"])
 

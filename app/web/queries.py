@@ -32,6 +32,7 @@ from db.models import (
     Study,
     VolumetryResult,
 )
+from lvt_core import __version__ as lvt_version
 
 
 def current_model_id(session: Session) -> int | None:
@@ -450,6 +451,24 @@ def batch_runs(session: Session, limit: int = 20) -> pd.DataFrame:
     frame["failed"] = pivot.get("failed", pd.Series(dtype=int)).reindex(frame.index).fillna(0).astype(int)
     frame["total"] = pivot.sum(axis=1).reindex(frame.index).fillna(0).astype(int)
     return frame.reset_index()
+
+
+def segmentations_by_version(session: Session) -> pd.DataFrame:
+    """Finished segmentations per model and the LVT version whose pipeline drew them, so an
+    admin sees what an upgrade left drawn by the old pipeline (``outdated``: a checkpoint's
+    result from another version, or from before versions were recorded; imported label maps,
+    which name no checkpoint file, are never outdated)."""
+    rows = session.execute(
+        select(Model.name, Model.version, Model.path, Segmentation.lvt_version, func.count(Segmentation.id))
+        .join(Model, Model.id == Segmentation.model_id)
+        .where(Segmentation.status == "done")
+        .group_by(Model.name, Model.version, Model.path, Segmentation.lvt_version)
+        .order_by(Model.name, Model.version, Segmentation.lvt_version)
+    ).all()
+    frame = pd.DataFrame(rows, columns=["model", "model_version", "path", "lvt_version", "segmentations"])
+    frame["outdated"] = frame["path"].notna() & (frame["lvt_version"] != lvt_version)
+    frame["lvt_version"] = frame["lvt_version"].fillna("not recorded")
+    return frame.drop(columns=["path"])
 
 
 def track_choices(session: Session, patient_pseudo_id: str, model_id: int | None) -> list[tuple[int, int]]:

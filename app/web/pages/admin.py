@@ -8,6 +8,7 @@ import streamlit as st
 from app.cli.common import UserError
 from app.services import audit, auth
 from app.web import data, queries, session
+from lvt_core import __version__ as lvt_version
 
 user = session.require("admin")
 st.title("Admin")
@@ -50,6 +51,14 @@ with jobs_tab:
         st.caption("No batch runs yet.")
     else:
         st.dataframe(runs, hide_index=True, width="stretch", key="admin_runs")
+    versions = data.run(queries.segmentations_by_version)
+    if not versions.empty:
+        st.markdown(f"**Results by LVT version** (installed: {lvt_version})")
+        st.dataframe(versions, hide_index=True, width="stretch", key="admin_versions")
+        outdated = int(versions.loc[versions["outdated"], "segmentations"].sum())
+        if outdated:
+            st.warning(f"{outdated} result(s) were drawn by another LVT version's pipeline: "
+                       "`lvt batch --all --outdated` redraws them with the installed one.")
 
 with audit_tab:
     events = pd.DataFrame([vars(e) for e in data.run(audit.recent, 300)])
