@@ -273,14 +273,16 @@ def predict_array(model: torch.nn.Module, config: TrainConfig, hu: np.ndarray, d
     """Exclusive label array of one prepared volume (sliding window at training spacing)."""
     from monai.inferers import sliding_window_inference
 
+    from lvt_core.inference import SHORT_SCAN_PADDING
+
     window = dict(config.window or DEFAULT_WINDOW)
     x = torch.from_numpy(window_array(np.asarray(hu), window["level"], window["width"]))[None, None]
     model.eval()
     with torch.inference_mode():
         logits = sliding_window_inference(
             x.to(device), list(reversed(config.patch_size)), 2, model,
-            overlap=config.val_overlap, mode="gaussian",
-        )
+            overlap=config.val_overlap, mode="gaussian", padding_mode=SHORT_SCAN_PADDING,
+        )  # validated as the product segments
     model.train()
     if config.mode == "MC":
         return L.decode_multiclass(logits[0].float().cpu().numpy())
