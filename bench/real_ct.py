@@ -38,6 +38,28 @@ CASES: list[tuple[str, str, str | None, int]] = [  # name, scan, reference liver
 ]
 
 
+def crop_offset(whole: np.ndarray, crop: np.ndarray) -> int | None:
+    """The first slice of ``whole`` from which ``crop`` repeats it voxel for voxel (``None``
+    if nowhere): ``example_ct_sm`` is the top 30 slices of ``example_ct``, but its header keeps
+    ``example_ct``'s origin, so the geometry cannot place it."""
+    for start in range(whole.shape[0] - crop.shape[0] + 1):
+        if np.array_equal(whole[start:start + crop.shape[0]], crop):
+            return start
+    return None
+
+
+def crop_reference_dsc(labels: sitk.Image, image: sitk.Image) -> tuple[float, range] | None:
+    """Liver DSC of ``example_ct``'s labels against TotalSegmentator's liver of
+    ``example_ct_sm`` over the slices the two scans share, and those slices."""
+    crop = sitk.GetArrayFromImage(read_image(REAL / "totalsegmentator/example_ct_sm.nii.gz"))
+    start = crop_offset(sitk.GetArrayFromImage(image).astype(crop.dtype), crop)
+    if start is None:
+        return None
+    ref = sitk.GetArrayFromImage(read_image(REAL / "totalsegmentator/example_seg.nii.gz")) == TOTALSEG_LIVER
+    ours = sitk.GetArrayViewFromImage(labels)[start:start + crop.shape[0]] > 0
+    return dice(ours, ref), range(start, start + crop.shape[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -77,6 +99,9 @@ def main() -> None:
         size = "×".join(str(s) for s in image.GetSize())
         print(f"{name:<20} {size:<16} {spacing:<20} {seconds:6.1f} {liver_ml:9.0f} "
               f"{ref_ml:8.0f} {dsc:9.3f} {tumor_ml:9.1f}  {cut}")
+        if name == "totalseg_ct" and (shared := crop_reference_dsc(labels, image)) is not None:
+            print(f"  its slices {shared[1].start}-{shared[1].stop - 1} are example_ct_sm's: liver DSC there "
+                  f"{shared[0]:.3f} against TotalSegmentator")
     print(f"previews in {args.out}/<case>/preview_*.png")
 
 
