@@ -132,3 +132,32 @@ def test_mesh_export(store: dict, tmp_path: Path) -> None:
     assert summary["structures"][0] == "liver" and "tumor_1" in summary["structures"]
     assert (tmp_path / "mesh" / "scene.glb").stat().st_size > 0
     assert (tmp_path / "mesh" / "liver.stl").is_file()
+
+
+def test_seg_uid_follows_the_label_map_and_names_the_pipeline(store: dict, tmp_path: Path) -> None:
+    """Exporting one segmentation twice gives one instance; a redrawn one a new instance (not a
+    second object under the old UID), whose SoftwareVersions names the LVT pipeline."""
+    from sqlalchemy import update
+
+    from db import storage
+    from db.models import Segmentation
+    from lvt_core import __version__ as lvt_version
+
+    sid = store["series"]["dicom"]
+    first = pydicom.dcmread(export_seg(sid, tmp_path / "a.dcm", validate=False)["seg"])
+    again = pydicom.dcmread(export_seg(sid, tmp_path / "b.dcm", validate=False)["seg"])
+    assert first.SOPInstanceUID == again.SOPInstanceUID and first.SoftwareVersions == "1"
+    with make_session_factory(store["url"])() as s:
+        model_id = s.scalar(select(Model.id).where(Model.name == "truth"))
+        image = sitk.ReadImage(str(storage.resolve(s.get(Series, sid).image_path)))
+    redrawn = _labels_like(image)
+    redrawn[3, 3, 2] = 3  # one more tumor voxel
+    import_label_map(sid, model_id, redrawn, url=store["url"])
+    with make_session_factory(store["url"])() as s:  # as a batch of this version records it
+        s.execute(update(Segmentation).where(Segmentation.series_id == sid).values(lvt_version=lvt_version))
+        s.commit()
+    report = export_seg(sid, tmp_path / "c.dcm", validate=False)
+    third = pydicom.dcmread(report["seg"])
+    assert third.SOPInstanceUID != first.SOPInstanceUID
+    assert third.SeriesInstanceUID != first.SeriesInstanceUID
+    assert list(third.SoftwareVersions) == ["1", f"LVT {lvt_version}"] and report["lvt_version"] == lvt_version

@@ -68,9 +68,16 @@ def write_source_series(
 
 
 def build_segmentation(
-    labels: sitk.Image, sources: list[pydicom.Dataset], algorithm: str, version: str
+    labels: sitk.Image, sources: list[pydicom.Dataset], algorithm: str, version: str,
+    content_key: str = "", lvt_version: str | None = None,
 ) -> hd.seg.Segmentation:
-    """A BINARY SEG of the exclusive label map; ``sources`` are the slices in index order."""
+    """A BINARY SEG of the exclusive label map; ``sources`` are the slices in index order.
+
+    Its UIDs derive from the source series, the model and ``content_key`` (the label map's
+    hash): exporting one segmentation twice gives the same instance, and a segmentation the
+    pipeline redrew gives a new one instead of a second object under the old UID.
+    ``SoftwareVersions`` names the model's version and, when known, the LVT pipeline's.
+    """
     array = sitk.GetArrayFromImage(labels).astype(np.uint8)
     present = [d for d in segment_descriptions(algorithm, version)
                if (array == d.SegmentNumber).any()]
@@ -89,13 +96,13 @@ def build_segmentation(
         pixel_array=lut[array],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=present,
-        series_instance_uid=generate_uid(entropy_srcs=[series_uid, algorithm, version, "seg"]),
+        series_instance_uid=generate_uid(entropy_srcs=[series_uid, algorithm, version, content_key, "seg"]),
         series_number=900,
-        sop_instance_uid=generate_uid(entropy_srcs=[series_uid, algorithm, version, "seg-sop"]),
+        sop_instance_uid=generate_uid(entropy_srcs=[series_uid, algorithm, version, content_key, "seg-sop"]),
         instance_number=1,
         manufacturer="LVT",
         manufacturer_model_name=algorithm,
-        software_versions=version,
+        software_versions=(version, f"LVT {lvt_version}") if lvt_version else version,
         device_serial_number="0",
         series_description=f"LVT {algorithm} {version}",
     )

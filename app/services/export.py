@@ -83,13 +83,14 @@ def export_seg(
         labels = sitk.ReadImage(str(storage.resolve(seg.label_map_path or "", root)))
         info = (patient.pseudo_id, study.study_instance_uid, series.series_instance_uid,
                 study.study_date, series.description, series.source_format)
+        drawn = (seg.label_map_hash or "", seg.lvt_version)
     if labels.GetSize() != image.GetSize() or labels.GetDirection() != image.GetDirection():
         labels = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     ct_dir = ct_dir or out.with_name(out.name.removesuffix(".dcm") + "_ct")
     paths = dicom_seg.write_source_series(image, ct_dir, *info[:5])
     sources = [pydicom.dcmread(str(p)) for p in paths]
     try:
-        segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version)
+        segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version, *drawn)
     except ValueError as exc:
         raise UserError(f"series {series_id}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def export_seg(
     tmp.replace(out)
     report: dict[str, Any] = {
         "series_id": series_id, "seg": str(out), "ct_dir": str(ct_dir), "ct_slices": len(paths),
-        "model": {"name": model.name, "version": model.version},
+        "model": {"name": model.name, "version": model.version}, "lvt_version": drawn[1],
         "source_format": info[5], "frames": int(segmentation.NumberOfFrames),
         "segments": [s.SegmentLabel for s in segmentation.SegmentSequence],
     }
