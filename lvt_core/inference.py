@@ -19,8 +19,10 @@ come back exactly on their own grid):
    than ``min_tumor_volume_ml``, become liver; so do those the checkpoint's lesion filter
    (:mod:`lvt_core.lesion_filter`) scores below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
    and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
-   last, when the checkpoint enables it, a matched-filter search
-   (:mod:`lvt_core.faint_lesions`) adds faint lesions the network left as liver.
+   then, when the checkpoint enables it, round regions drawn as vessel but darker than the
+   liver become tumor (:mod:`lvt_core.dark_vessels`); last, when the checkpoint enables it, a
+   matched-filter search (:mod:`lvt_core.faint_lesions`) adds faint lesions the network left
+   as liver.
 
 Memory stays bounded: probabilities exist only over the liver box, at model spacing in
 float32 while the windows are blended, float16 after; full-resolution maps are uint8.
@@ -44,6 +46,7 @@ from monai.inferers import sliding_window_inference
 
 from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member_states
 from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases
+from lvt_core.dark_vessels import DarkVesselRule, relabel_dark_vessels
 from lvt_core.faint_lesions import FaintLesionSearch, kept_faint_lesions, paint_candidates
 from lvt_core.labels import (
     BACKGROUND,
@@ -259,6 +262,10 @@ class Predictor:
         # ``faint_search=False`` keeps the network's lesions alone
         self.faint_search = (FaintLesionSearch.from_meta(inference_cfg.get("faint_lesions"))
                              if faint_search else FaintLesionSearch())
+        # round regions drawn as vessel but darker than the liver become tumor (calibrated; off),
+        # a second look like the search: ``faint_search=False`` skips it too
+        self.dark_vessels = (DarkVesselRule.from_meta(inference_cfg.get("dark_vessels"))
+                             if faint_search else DarkVesselRule())
         # each lesion's edge moved to half way between it and the liver in the CT (calibrated; off)
         self.lesion_edges = LesionEdgeRule.from_meta(inference_cfg.get("lesion_edges"))
         # a dropped candidate kept where another phase of the day has a lesion (calibrated; off)
@@ -396,13 +403,17 @@ class Predictor:
             vessel = None if self.label_space == "multiclass" else probs[CHANNELS.index("vessel")]
             labels = trim_lesion_edges(labels, probs[self.tumor_channel], hu, spacing_xyz, edges, vessel,
                                        (thresholds or self.thresholds)[CHANNELS.index("vessel")])
-        search = faint_search or self.faint_search
         self._faint_peaks = []
+        if hu is not None and self.dark_vessels.enabled:
+            labels, centres = relabel_dark_vessels(labels, hu, spacing_xyz, self.dark_vessels)
+            self.last_info["dark_vessel_lesions_added"] = len(centres)  # not the network's either
+            self._faint_peaks = centres
+        search = faint_search or self.faint_search
         if hu is not None and search.enabled:
             kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
             labels = paint_candidates(labels, kept)
             self.last_info["faint_lesions_added"] = len(kept)  # summary.json: not the network's
-            self._faint_peaks = [c.peak for c in kept]
+            self._faint_peaks += [c.peak for c in kept]
         return labels
 
     @property

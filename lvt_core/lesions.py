@@ -12,8 +12,9 @@ Definitions follow ARCHITECTURE.md:
 - distances to vessels and to the liver surface are between voxel centres, in mm (a lesion
   that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away);
 - ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
-  it holds a point where the faint-lesion search (:mod:`lvt_core.faint_lesions`) added tumor
-  after the network, ``"other_phase"`` when it holds a centre of a candidate another phase of
+  it holds a point where the rule-based second look added tumor after the network (the
+  faint-lesion search, :mod:`lvt_core.faint_lesions`, or a round region drawn as vessel but
+  darker than the liver, :mod:`lvt_core.dark_vessels`), ``"other_phase"`` when it holds a centre of a candidate another phase of
   the day confirmed (:mod:`lvt_core.cross_phase`), ``"network"`` otherwise, ``None`` for a
   label map of unknown origin.
 """
