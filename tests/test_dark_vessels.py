@@ -50,7 +50,7 @@ def test_a_bright_round_vessel_and_a_switched_off_rule_change_nothing() -> None:
 def test_a_long_dark_tube_is_not_a_lesion() -> None:
     """Unenhanced hepatic veins are darker than the arterial-phase liver, but tubes."""
     labels, hu = _scene(blob_hu=170.0)
-    z, y, x = np.mgrid[:30, :80, :80]
+    z, y, _x = np.mgrid[:30, :80, :80]
     vein = ((y - 20) ** 2 + ((z - 15) * 2.0) ** 2 <= 5.0**2) & (labels == LIVER)  # 10 mm across
     labels[vein] = VESSEL
     hu[vein] = 60.0
