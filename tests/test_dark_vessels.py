@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from lvt_core.dark_vessels import DarkVesselRule, relabel_dark_vessels
@@ -64,7 +66,7 @@ def test_rule_round_trips_through_checkpoint_metadata() -> None:
 
 
 def test_predictor_reads_the_rule_from_its_checkpoint_and_skips_it_without_a_second_look(
-    tmp_path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     from test_inference import train_toy_checkpoint
 
