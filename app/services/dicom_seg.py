@@ -102,7 +102,7 @@ def build_segmentation(
         instance_number=1,
         manufacturer="LVT",
         manufacturer_model_name=algorithm,
-        software_versions=(version, f"LVT {lvt_version}") if lvt_version else version,
+        software_versions=[version, f"LVT {lvt_version}"] if lvt_version else version,  # type: ignore[arg-type]
         device_serial_number="0",
         series_description=f"LVT {algorithm} {version}",
     )
