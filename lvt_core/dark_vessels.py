@@ -70,11 +70,11 @@ def dark_vessel_regions(
     spacing_zyx = np.asarray(spacing_xyz, float)[::-1]
     region = tuple(slice(lo, hi) for lo, hi in box)
     opened = ndimage.binary_opening(labels[region] == VESSEL, ball(rule.radius_mm, spacing_zyx))
-    components, n = cc3d.connected_components(opened, connectivity=26, return_N=True)
+    components = cc3d.connected_components(opened, connectivity=26)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     found = []
     for index, sub in enumerate(ndimage.find_objects(components), start=1):
-        if sub is None or index > n:
+        if sub is None:
             continue
         mask = components[sub] == index
         if mask.sum() * voxel_ml < rule.min_volume_ml:

@@ -275,7 +275,7 @@ class Predictor:
         self.model = self.models[0]
         self.last_timings: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
-        self._faint_peaks: list[tuple[int, ...]] = []  # the last decoding's, in its array
+        self._second_look_points: list[tuple[int, ...]] = []  # the last decoding's rule-drawn lesions, in its array
 
     def _network(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = build_network(self.meta["network"])
@@ -403,17 +403,17 @@ class Predictor:
             vessel = None if self.label_space == "multiclass" else probs[CHANNELS.index("vessel")]
             labels = trim_lesion_edges(labels, probs[self.tumor_channel], hu, spacing_xyz, edges, vessel,
                                        (thresholds or self.thresholds)[CHANNELS.index("vessel")])
-        self._faint_peaks = []
+        self._second_look_points = []
         if hu is not None and self.dark_vessels.enabled:
             labels, centres = relabel_dark_vessels(labels, hu, spacing_xyz, self.dark_vessels)
             self.last_info["dark_vessel_lesions_added"] = len(centres)  # not the network's either
-            self._faint_peaks = centres
+            self._second_look_points = centres
         search = faint_search or self.faint_search
         if hu is not None and search.enabled:
             kept = kept_faint_lesions(hu, labels, spacing_xyz, search)
             labels = paint_candidates(labels, kept)
             self.last_info["faint_lesions_added"] = len(kept)  # summary.json: not the network's
-            self._faint_peaks += [c.peak for c in kept]
+            self._second_look_points += [c.peak for c in kept]
         return labels
 
     @property
@@ -487,7 +487,7 @@ class Predictor:
                                        min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
                                        faint_search, lesion_edges)
             self.last_info["faint_lesion_points_mm"] = [
-                _physical_point(image, peak, region) for peak in self._faint_peaks
+                _physical_point(image, peak, region) for peak in self._second_look_points
             ]
         labels = sitk.GetImageFromArray(out)
         labels.CopyInformation(image)

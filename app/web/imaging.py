@@ -42,11 +42,16 @@ class Volume:
         return image.TransformPhysicalPointToIndex(tuple(float(v) for v in point_mm))
 
 
+def _read(path: str, data_dir: str) -> sitk.Image:
+    """A stored image, on its own axes."""
+    return sitk.ReadImage(str(storage.resolve(path, _root(data_dir))))
+
+
 def _read_for_display(path: str, data_dir: str) -> sitk.Image:
     """A stored image with its axes turned to LPS: rows run anterior to posterior and columns
     from the patient's right to left, as radiologists read an axial slice, whatever order the
     scanner stored them in (LiTS-like series run posterior to anterior and head to foot)."""
-    return reorient(sitk.ReadImage(str(storage.resolve(path, _root(data_dir)))))
+    return reorient(_read(path, data_dir))
 
 
 def _volume(image: sitk.Image, dtype: type) -> Volume:
@@ -133,7 +138,7 @@ def upscale(rgb: np.ndarray, spacing_xy: tuple[float, float], target_px: int = 7
 def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
     """Lesion index per voxel (the same numbering as the stored lesions), on the viewer's
     LPS axes (the numbering is the stored label map's, read on its own axes)."""
-    image = sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir))))
+    image = _read(relative_path, data_dir)
     components = sitk.GetImageFromArray(component_array(image))
     components.CopyInformation(image)
     return sitk.GetArrayFromImage(reorient(components))
@@ -142,7 +147,7 @@ def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
 @st.cache_data(show_spinner=False, max_entries=48)
 def lesion_distances(relative_path: str, data_dir: str) -> dict[int, float | None]:
     """Lesion index → shortest distance from the tumor surface to a vessel, in mm."""
-    image = sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir))))
+    image = _read(relative_path, data_dir)
     return {les.id: les.distance_to_vessel_mm for les in extract_lesions(image)}
 
 
@@ -162,7 +167,7 @@ def meshes(relative_path: str, data_dir: str, tumor_colours: dict[int, str]) -> 
     """Liver, vessel and one mesh per lesion (marching cubes), cached per label map."""
     from skimage.measure import marching_cubes
 
-    image = sitk.ReadImage(str(storage.resolve(relative_path, _root(data_dir))))
+    image = _read(relative_path, data_dir)
     array = sitk.GetArrayFromImage(image)
     spacing_zyx = tuple(reversed(image.GetSpacing()))
     origin = np.asarray(image.GetOrigin())
