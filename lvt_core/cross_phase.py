@@ -24,6 +24,14 @@ next. A place brighter than the liver by more than ``carry_max_brighter_hu`` (0:
 place) is left alone: that is the edge of a vessel, which the network draws well, not a lesion
 it missed.
 
+A lesion that enhances in the arterial phase (HCC-like) is as bright there as the vessels, and
+the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a carried lesion
+that lands mostly on vessel is looked at once more: the vessel label there is opened with a
+ball (thin tubes fall away), and the opened region that overlaps the carried mask most becomes
+tumor if it stays within reach of the mask (a vessel running on leaves the window around it),
+at least half of it lies in or beside the mask, and it is brighter than the liver around it by
+``carry_vessel_min_brighter_hu`` or more.
+
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
 the numbers are decisions, chosen on validation phantoms and stored in the checkpoint
@@ -40,8 +48,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lvt_core.dark_vessels import ball
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
-from lvt_core.labels import LIVER, TUMOR
+from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.registration import register_followup
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
@@ -59,6 +68,7 @@ class CrossPhaseRule:
     carry_min_volume_ml: float = 0.0
     carry_min_contrast_hu: float = 5.0
     carry_max_brighter_hu: float = NO_BRIGHTNESS_LIMIT_HU
+    carry_vessel_min_brighter_hu: float = 0.0
 
     @property
     def confirms_candidates(self) -> bool:
@@ -67,6 +77,10 @@ class CrossPhaseRule:
     @property
     def carries_lesions(self) -> bool:
         return self.carry_min_volume_ml > 0
+
+    @property
+    def carries_onto_vessels(self) -> bool:
+        return self.carries_lesions and self.carry_vessel_min_brighter_hu > 0
 
     @property
     def enabled(self) -> bool:
@@ -183,6 +197,15 @@ MIN_LIVER_FRACTION = 0.5
 """A carried lesion lands on liver: at least this share of its carried mask is liver there."""
 RING_MM = (1.5, 5.0)
 """The liver a carried lesion's contrast is measured against: this far around its mask."""
+VESSEL_REACH_MM = 10.0
+"""How far around a carried mask the vessel label is read; an opened vessel region that
+reaches this far runs on past the lesion: a vessel."""
+VESSEL_OPENING_MM = 3.0
+"""Radius of the ball that opens the vessel label, as the dark-vessel rule does: tubes thinner
+than it fall away, a lesion drawn as vessel stays."""
+VESSEL_MATCH_MM = 3.0
+"""A vessel-drawn region matches a carried mask when at least half of it lies within this of
+the mask (registration leaves a few millimetres)."""
 
 
 @dataclass
@@ -191,20 +214,45 @@ class CarriedLesion:
     place mostly as liver, with what this scan's CT shows there."""
 
     window: tuple[slice, ...]
-    mask: np.ndarray  # the liver voxels of the carried mask, within ``window``
+    mask: np.ndarray  # the voxels it would paint, within ``window``
     source_volume_ml: float  # the lesion as drawn in its own phase
     contrast_hu: float  # mean CT of ``mask`` minus that of the liver around it (nan: none)
     centre_mm: tuple[float, ...]
+    onto_vessel: bool = False  # ``mask`` is a region the network drew as vessel, not liver
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
-        return (rule.carries_lesions and self.source_volume_ml >= rule.carry_min_volume_ml
-                and abs(self.contrast_hu) >= rule.carry_min_contrast_hu
-                and self.contrast_hu <= rule.carry_max_brighter_hu)
+        if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
+            return False
+        if self.onto_vessel:
+            return rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
+        return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
+
+
+def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
+    """The region the network drew as vessel that a carried ``footprint`` marks as a lesion
+    (both cropped to a window reaching :data:`VESSEL_REACH_MM` past the footprint), or None:
+    the opened vessel region overlapping the footprint most, when it touches no face of the
+    window and at least half of it lies within :data:`VESSEL_MATCH_MM` of the footprint; with
+    the vessel voxels one voxel around it, the rim the opening shaved off."""
+    vessel = labels == VESSEL
+    opened = ndimage.binary_opening(vessel, ball(VESSEL_OPENING_MM, spacing_zyx))
+    components = cc3d.connected_components(opened, connectivity=26)
+    hits = components[footprint & (components > 0)]
+    if not hits.size:
+        return None
+    region = components == np.bincount(hits).argmax()
+    faces = (region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
+             or region[:, :, 0].any() or region[:, :, -1].any())
+    near = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx) <= VESSEL_MATCH_MM
+    if faces or np.count_nonzero(region & near) < 0.5 * np.count_nonzero(region):
+        return None
+    return region | (vessel & (ndimage.distance_transform_edt(~region, sampling=spacing_zyx) <= spacing_zyx.max()))
 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
     """Every lesion of ``source`` carried onto ``target`` (``transform`` maps source points to
-    target points) that lands mostly on liver and touches none of ``target``'s lesions, with
+    target points) that lands mostly on liver, or mostly on vessel where a vessel-drawn region
+    matches it (:func:`vessel_drawn_lesion`), and touches none of ``target``'s lesions, with
     the contrast ``target``'s CT shows there."""
     components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
     if not count:
@@ -216,7 +264,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
                                                    sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
-    pad = np.ceil(RING_MM[1] / spacing).astype(int)
+    pad = np.ceil(max(RING_MM[1], VESSEL_REACH_MM) / spacing).astype(int)
     out = []
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
@@ -225,16 +273,23 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
                        for s, p, n in zip(box, pad, carried.shape, strict=True))
         footprint = carried[window] == index
         labels = target.labels[window]
-        liver = footprint & (labels == LIVER)
         distance = ndimage.distance_transform_edt(~footprint, sampling=spacing)
-        touches_lesion = ((labels == TUMOR) & (distance <= max(RING_MM[0], spacing.max()))).any()
-        if touches_lesion or liver.sum() < MIN_LIVER_FRACTION * footprint.sum():
-            continue
+        if ((labels == TUMOR) & (distance <= max(RING_MM[0], spacing.max()))).any():
+            continue  # touches a lesion already drawn
+        mask = footprint & (labels == LIVER)
+        onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
+        if onto_vessel:
+            if np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
+                continue
+            mask = vessel_drawn_lesion(labels, footprint, spacing)
+            if mask is None:
+                continue
+            distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
         ring = (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
-        contrast = float(hu[window][liver].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
-        where = np.argwhere(liver) + [s.start for s in window]
-        out.append(CarriedLesion(window, liver, float(volumes[index - 1]), contrast,
-                                 _centre_mm(target.image, where)))
+        contrast = float(hu[window][mask].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
+        where = np.argwhere(mask) + [s.start for s in window]
+        out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
+                                 _centre_mm(target.image, where), onto_vessel))
     return out
 
 

@@ -171,12 +171,53 @@ def test_a_lesion_is_not_carried_where_the_other_ct_shows_nothing_or_another_les
     assert confirm_across_phases([portal, vessel], CARRY)[1] == (vessel.labels, [])
 
 
+ONTO_VESSELS = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=0.0,
+                              carry_vessel_min_brighter_hu=30.0)
+
+
+def test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carried() -> None:
+    """HCC-like: darker than the liver in the portal phase, found there; in the arterial phase
+    as bright as the vessels, and the network drew it as one."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20)
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70)
+
+    (_, portal_added), (labels, added) = confirm_across_phases([portal, arterial], ONTO_VESSELS)
+
+    assert portal_added == []
+    assert len(added) == 1 and added[0].onto_vessel and added[0].contrast_hu == pytest.approx(70.0, abs=1.0)
+    truth = _ball(lesion + SHIFT_MM, 6.0)
+    drawn = labels == TUMOR
+    assert 2 * np.count_nonzero(drawn & truth) / (np.count_nonzero(drawn) + np.count_nonzero(truth)) > 0.9
+    assert not (labels == VESSEL).any()
+    # off unless the rule says so, and not for a place too faintly brighter
+    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [])
+    faint = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 20)
+    assert confirm_across_phases([portal, faint], ONTO_VESSELS)[1] == (faint.labels, [])
+
+
+def test_a_vessel_running_through_a_carried_lesion_stays_vessel() -> None:
+    """The carried mask lands on a thick vessel that runs on past it: a vessel, not a lesion."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20)
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70)
+    axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
+    z, y, _ = np.meshgrid(*axes, indexing="ij")
+    centre = lesion + SHIFT_MM
+    tube = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 6.0**2  # along x, as thick as the lesion
+    arterial.labels[tube & _liver(SHIFT_MM)] = VESSEL
+
+    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [])
+
+
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
     assert not CrossPhaseRule().enabled and RULE.enabled and CARRY.enabled
     assert RULE.confirms_candidates and not RULE.carries_lesions
     assert CARRY.carries_lesions and not CARRY.confirms_candidates
     assert CrossPhaseRule.from_meta(RULE.to_meta()) == RULE
     assert CrossPhaseRule.from_meta(CARRY.to_meta()) == CARRY
+    assert ONTO_VESSELS.carries_onto_vessels and not CARRY.carries_onto_vessels
+    assert CrossPhaseRule.from_meta(ONTO_VESSELS.to_meta()) == ONTO_VESSELS
     assert CrossPhaseRule.from_meta(None) == CrossPhaseRule()
     # a checkpoint calibrated before lesions were carried keeps its rule and carries nothing
     older = {"min_peak": 0.8, "max_distance_mm": 5.0, "min_volume_ml": 0.3}
@@ -252,20 +293,22 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     result = calibrate_cross_phase(checkpoint, [cohort], tmp_path / "cross.pt", min_peaks=(0.9, 0.5),
                                    max_distances_mm=(5.0, 20.0), carry_min_volumes_ml=(0.5, 2.0),
-                                   carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,), device="cpu",
-                                   version="9.9.2")
+                                   carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
+                                   carry_vessel_min_brighter_hu=(30.0,), device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
-    # both parts off, then strictest first: confirmation alone, then with the largest carried lesions
-    assert grid == [(*c, *carry) for carry in ((0.0, 5.0, 1000.0), (2.0, 5.0, 1000.0), (0.5, 5.0, 1000.0))
-                    for c in confirming]
+    # both parts off, then strictest first: confirmation alone, then with the largest carried
+    # lesions, onto liver only and then onto vessel-drawn regions too
+    carrying = ((0.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 30.0),
+                (0.5, 5.0, 1000.0, 0.0), (0.5, 5.0, 1000.0, 30.0))
+    assert grid == [(*c, *carry) for carry in carrying for c in confirming]
     off = result["candidates"][0]
     assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"][:5])
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 15
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 25
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
@@ -306,3 +349,5 @@ def test_the_terminal_says_what_each_calibrated_rule_does() -> None:
     assert said(both) == ("peak ≥ 0.6 within 8.0 mm of another phase's lesion, ≥ 0.1 ml; "
                           "lesions ≥ 1.0 ml carried where the CT is ≥ 3.0 HU darker, or brighter up to 15 HU")
     assert said(CrossPhaseRule(carry_min_volume_ml=1.0, carry_max_brighter_hu=0.0)).endswith("≥ 5.0 HU darker")
+    assert said(ONTO_VESSELS) == ("lesions ≥ 0.5 ml carried where the CT is ≥ 5.0 HU darker, "
+                                  "or onto a region drawn as vessel ≥ 30 HU brighter")

@@ -6,8 +6,9 @@ It is a third stage on the labels the checkpoint already decodes: each validatio
 through the network once per phase, each pair of its scans is registered once, and every
 ``min_peak`` × ``max_distance_mm`` × ``min_volume_ml`` keeps a subset of the dropped
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
-``carry_max_brighter_hu`` a subset of the lesions carried whole from the other phase (each
-part may also be off). The rule with the best
+``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` a subset of the lesions carried
+whole from the other phase, onto liver or (the last, 0: never) onto a region drawn as vessel
+(each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
 budget wins, the rule switched off being one of the candidates.
 """
@@ -46,16 +47,20 @@ DEFAULT_MIN_VOLUMES_ML = (0.1,)
 DEFAULT_CARRY_MIN_VOLUMES_ML = (0.2, 0.3, 0.5, 1.0)
 DEFAULT_CARRY_MIN_CONTRASTS_HU = (2.0, 3.0, 5.0, 8.0)
 DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
+DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU = (0.0,)
 GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
-               "carry_max_brighter_hu")
+               "carry_max_brighter_hu", "carry_vessel_min_brighter_hu")
 
 
 def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min_volumes_ml: Sequence[float],
               carry_min_volumes_ml: Sequence[float], carry_min_contrasts_hu: Sequence[float],
-              carry_max_brighter_hu: Sequence[float]) -> list[CrossPhaseRule]:
+              carry_max_brighter_hu: Sequence[float],
+              carry_vessel_min_brighter_hu: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU,
+              ) -> list[CrossPhaseRule]:
     """Every rule to score, strictest first so that ties go to the one adding the least: both
     parts off first, then confirmation alone, then each carrying rule (largest lesions,
-    strongest contrast and fewest brighter places first) with each confirmation rule."""
+    strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
+    the brightest) with each confirmation rule."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
 
@@ -63,9 +68,11 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     confirming = [(off.min_peak, off.max_distance_mm, off.min_volume_ml)] + [
         (p, d, v) for p in largest_first(min_peaks) for d in largest_first(max_distances_mm)[::-1]
         for v in largest_first(min_volumes_ml)]
-    carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu)] + [
-        (v, c, b) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
-        for b in largest_first(carry_max_brighter_hu)[::-1]]
+    vessel_limits = [0.0] + [h for h in largest_first(carry_vessel_min_brighter_hu) if h > 0]
+    carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu,
+                 off.carry_vessel_min_brighter_hu)] + [
+        (v, c, b, h) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
+        for b in largest_first(carry_max_brighter_hu)[::-1] for h in vessel_limits]
     return [CrossPhaseRule(*confirm, *carry) for carry in carrying for confirm in confirming]
 
 
@@ -77,6 +84,7 @@ def calibrate_cross_phase(
     carry_min_volumes_ml: Sequence[float] = DEFAULT_CARRY_MIN_VOLUMES_ML,
     carry_min_contrasts_hu: Sequence[float] = DEFAULT_CARRY_MIN_CONTRASTS_HU,
     carry_max_brighter_hu: Sequence[float] = DEFAULT_CARRY_MAX_BRIGHTER_HU,
+    carry_vessel_min_brighter_hu: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
 ) -> dict[str, Any]:
@@ -90,12 +98,14 @@ def calibrate_cross_phase(
     _check_candidates("minimum volume (ml)", min_volumes_ml, volumes=True)
     _check_candidates("carried lesion contrast (HU)", carry_min_contrasts_hu, volumes=True)
     _check_candidates("brightest carried lesion (HU above the liver)", carry_max_brighter_hu, volumes=True)
+    _check_candidates("carried onto vessel: least brighter than the liver (HU)", carry_vessel_min_brighter_hu,
+                      volumes=True)
     if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
         raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
                          f"nothing is always scored), got {list(carry_min_volumes_ml)}")
     predictor = Predictor(checkpoint, device=device)
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
-                     carry_max_brighter_hu)
+                     carry_max_brighter_hu, carry_vessel_min_brighter_hu)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = 0

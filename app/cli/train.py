@@ -309,6 +309,10 @@ def calibrate_cross_phase_command(
     carry_max_brighter: str = typer.Option("0,15,1000", "--carry-max-brighter",
                                            help="Comma-separated most a carried lesion's place may be brighter "
                                                 "than the liver (HU; 0: darker only, 1000: no limit)."),
+    carry_vessel_min_brighter: str = typer.Option("0", "--carry-vessel-min-brighter",
+                                                  help="Comma-separated least a vessel-drawn region under a carried "
+                                                       "lesion must be brighter than the liver to become tumor "
+                                                       "(HU; 0: never; arterially enhancing lesions)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -324,7 +328,7 @@ def calibrate_cross_phase_command(
         checkpoint, cohort, out, _numbers("--min-peaks", min_peaks), _numbers("--max-distances", max_distances),
         _numbers("--min-volumes", min_volumes), _numbers("--carry-min-volumes", carry_min_volumes),
         _numbers("--carry-min-contrasts", carry_min_contrasts), _numbers("--carry-max-brighter", carry_max_brighter),
-        device, on_case=on_case, version=version,
+        _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter), device, on_case=on_case, version=version,
         max_false_per_scan=max_false))
     if as_json:
         print_json(result)
@@ -345,8 +349,10 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
         brighter = row["carry_max_brighter_hu"]
         limit = ("darker" if not brighter else "darker or brighter" if brighter >= NO_BRIGHTNESS_LIMIT_HU
                  else f"darker, or brighter up to {brighter:g} HU")
+        onto_vessels = (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter"
+                        if row.get("carry_vessel_min_brighter_hu") else "")
         parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
-                     f"≥ {row['carry_min_contrast_hu']} HU {limit}")
+                     f"≥ {row['carry_min_contrast_hu']} HU {limit}{onto_vessels}")
     return "; ".join(parts) or "off"
 
 
