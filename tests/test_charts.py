@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -107,3 +108,22 @@ def test_a_patient_seen_once_gets_a_month_either_side_not_milliseconds() -> None
         assert fig.layout.xaxis.tickformat == "%Y-%m-%d"
     later = pd.DataFrame({"study_date": [day, dt.date(2023, 10, 2)], "phase": ["portal", "portal"]})
     assert charts.timeline(later).layout.xaxis.range is None  # plotly fits two dates itself
+
+
+def _box_corners(x_mm: float, y_mm: float, z_mm: float) -> np.ndarray:
+    return np.array([[x, y, z] for x in (0, x_mm) for y in (0, y_mm) for z in (0, z_mm)], float) + np.array([-80.0, 20.0, 1200.0])
+
+
+def test_a_three_slice_scene_keeps_its_proportions_and_is_seen_from_above() -> None:
+    scene, slab_mm = charts.scene_axes([_box_corners(200, 160, 3), _box_corners(20, 20, 3)])
+    assert slab_mm == pytest.approx(3.0)
+    assert scene["aspectmode"] == "manual"
+    assert scene["aspectratio"] == pytest.approx({"x": 1.0, "y": 0.8, "z": 0.015})
+    assert scene["camera"]["eye"]["z"] > 0
+
+
+def test_a_whole_liver_scene_is_drawn_to_scale_as_before() -> None:
+    scene, slab_mm = charts.scene_axes([_box_corners(200, 160, 150)])
+    assert slab_mm is None and scene["aspectmode"] == "data" and "camera" not in scene
+    empty, none = charts.scene_axes([])
+    assert none is None and empty["aspectmode"] == "data"

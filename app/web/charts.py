@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -233,3 +234,28 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title="mean of both (mm)")
     fig.update_yaxes(title="difference (mm)")
     return fig
+
+
+SLAB_FRACTION = 0.25
+"""A scene whose head–foot extent is under this share of its widest side is a slab."""
+SLAB_CAMERA_EYE = {"x": 0.45, "y": 0.65, "z": 0.75}
+"""Where the camera looks at a slab from: above it and close enough to fill the frame."""
+
+
+def scene_axes(vertices: list[np.ndarray]) -> tuple[dict, float | None]:
+    """Plotly's ``scene`` for meshes in physical mm, and the head–foot extent (mm) when the
+    scene is a slab (None otherwise). ``aspectmode="data"`` scales a scene to unit volume, so a
+    series of three slices becomes a sheet metres wide seen from its edge, far past the frame; a
+    slab keeps its true proportions with its widest side as the unit, seen from above."""
+    scene: dict = {"aspectmode": "data", "xaxis_visible": False, "yaxis_visible": False, "zaxis_visible": False}
+    if not vertices:
+        return scene, None
+    points = np.concatenate(vertices)
+    extent = np.ptp(points, axis=0)
+    widest = float(extent.max())
+    if widest <= 0 or extent[2] >= SLAB_FRACTION * widest:
+        return scene, None
+    ratio = extent / widest
+    scene.update(aspectmode="manual", aspectratio={"x": float(ratio[0]), "y": float(ratio[1]), "z": float(ratio[2])},
+                 camera={"eye": SLAB_CAMERA_EYE})
+    return scene, float(extent[2])

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.settings import get_settings
-from app.web import data, imaging, session, theme
+from app.web import charts, data, imaging, session, theme
 
 session.require("clinician")
 st.title("3D scene")
@@ -52,9 +52,12 @@ for m in meshes:
                   j=m.faces[:, 1], k=m.faces[:, 2], color=m.colour, opacity=m.opacity, name=name,
                   showlegend=True, flatshading=False, hoverinfo="name")
     )
+scene, slab_mm = charts.scene_axes([m.vertices for m in meshes])
 fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"orientation": "h"},
-                  scene={"aspectmode": "data", "xaxis_visible": False, "yaxis_visible": False,
-                         "zaxis_visible": False}, paper_bgcolor="white")
+                  scene=scene, paper_bgcolor="white")
+if slab_mm is not None:
+    st.info(f"This series covers only {slab_mm:.0f} mm from head to foot: the scene is a slab of the liver, "
+            "not the whole organ.")
 left, right = st.columns([3, 1], gap="large")
 with left:
     st.plotly_chart(fig, width="stretch", key="scene_chart")
