@@ -26,11 +26,9 @@ it missed.
 
 A lesion that enhances in the arterial phase (HCC-like) is as bright there as the vessels, and
 the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a carried lesion
-that lands mostly on vessel is looked at once more: the vessel label there is opened with a
-ball (thin tubes fall away), and the opened region that overlaps the carried mask most becomes
-tumor if it stays within reach of the mask (a vessel running on leaves the window around it),
-at least half of it lies in or beside the mask, and it is brighter than the liver around it by
-``carry_vessel_min_brighter_hu`` or more.
+that lands mostly on vessel is looked at once more: its vessel voxels become tumor if no vessel
+runs through the place (little of the shell around it is vessel) and they are brighter than
+the liver around them by ``carry_vessel_min_brighter_hu`` or more.
 
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
@@ -48,7 +46,6 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lvt_core.dark_vessels import ball
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.registration import register_followup
@@ -200,12 +197,13 @@ RING_MM = (1.5, 5.0)
 VESSEL_REACH_MM = 10.0
 """How far around a carried mask the vessel label is read; an opened vessel region that
 reaches this far runs on past the lesion: a vessel."""
-VESSEL_OPENING_MM = 3.0
-"""Radius of the ball that opens the vessel label, as the dark-vessel rule does: tubes thinner
-than it fall away, a lesion drawn as vessel stays."""
 VESSEL_MATCH_MM = 3.0
-"""A vessel-drawn region matches a carried mask when at least half of it lies within this of
-the mask (registration leaves a few millimetres)."""
+"""The vessel-drawn voxels this close to a carried mask are the lesion (registration leaves a
+few millimetres)."""
+VESSEL_SHELL_MM = 3.0
+"""Thickness of the shell around them where vessels leaving the place are counted."""
+MAX_SHELL_VESSEL_FRACTION = 0.1
+"""A place whose shell is this much vessel or more has a vessel running through it."""
 
 
 @dataclass
@@ -229,24 +227,18 @@ class CarriedLesion:
 
 
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
-    """The region the network drew as vessel that a carried ``footprint`` marks as a lesion
-    (both cropped to a window reaching :data:`VESSEL_REACH_MM` past the footprint), or None:
-    the opened vessel region overlapping the footprint most, when it touches no face of the
-    window and at least half of it lies within :data:`VESSEL_MATCH_MM` of the footprint; with
-    the vessel voxels one voxel around it, the rim the opening shaved off."""
+    """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
+    (both cropped to a window reaching :data:`VESSEL_REACH_MM` past the footprint), or None
+    when a vessel runs through the place: a lesion drawn as vessel is a closed region, met
+    by a vessel or two at most, so little of the shell around it (:data:`VESSEL_SHELL_MM`
+    beyond :data:`VESSEL_MATCH_MM`) is vessel; a vessel as thick as the footprint crossing it
+    fills :data:`MAX_SHELL_VESSEL_FRACTION` or more of that shell."""
     vessel = labels == VESSEL
-    opened = ndimage.binary_opening(vessel, ball(VESSEL_OPENING_MM, spacing_zyx))
-    components = cc3d.connected_components(opened, connectivity=26)
-    hits = components[footprint & (components > 0)]
-    if not hits.size:
+    distance = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx)
+    shell = (distance > VESSEL_MATCH_MM) & (distance <= VESSEL_MATCH_MM + VESSEL_SHELL_MM)
+    if not shell.any() or np.count_nonzero(vessel & shell) >= MAX_SHELL_VESSEL_FRACTION * np.count_nonzero(shell):
         return None
-    region = components == np.bincount(hits).argmax()
-    faces = (region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
-             or region[:, :, 0].any() or region[:, :, -1].any())
-    near = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx) <= VESSEL_MATCH_MM
-    if faces or np.count_nonzero(region & near) < 0.5 * np.count_nonzero(region):
-        return None
-    return region | (vessel & (ndimage.distance_transform_edt(~region, sampling=spacing_zyx) <= spacing_zyx.max()))
+    return vessel & (distance <= VESSEL_MATCH_MM)
 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
