@@ -194,9 +194,6 @@ MIN_LIVER_FRACTION = 0.5
 """A carried lesion lands on liver: at least this share of its carried mask is liver there."""
 RING_MM = (1.5, 5.0)
 """The liver a carried lesion's contrast is measured against: this far around its mask."""
-VESSEL_REACH_MM = 10.0
-"""How far around a carried mask the vessel label is read; an opened vessel region that
-reaches this far runs on past the lesion: a vessel."""
 VESSEL_MATCH_MM = 3.0
 """The vessel-drawn voxels this close to a carried mask are the lesion (registration leaves a
 few millimetres)."""
@@ -204,12 +201,15 @@ VESSEL_SHELL_MM = 3.0
 """Thickness of the shell around them where vessels leaving the place are counted."""
 MAX_SHELL_VESSEL_FRACTION = 0.1
 """A place whose shell is this much vessel or more has a vessel running through it."""
+WINDOW_MM = VESSEL_MATCH_MM + max(RING_MM[1], VESSEL_SHELL_MM)
+"""How far past a carried mask its place is read: the liver ring and the vessel shell around
+it, around vessel voxels up to :data:`VESSEL_MATCH_MM` beyond it."""
 
 
 @dataclass
 class CarriedLesion:
     """A lesion of another phase carried whole onto this scan, where the network left its
-    place mostly as liver, with what this scan's CT shows there."""
+    place mostly as liver (or drew it as vessel), with what this scan's CT shows there."""
 
     window: tuple[slice, ...]
     mask: np.ndarray  # the voxels it would paint, within ``window``
@@ -228,7 +228,7 @@ class CarriedLesion:
 
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
     """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
-    (both cropped to a window reaching :data:`VESSEL_REACH_MM` past the footprint), or None
+    (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), or None
     when a vessel runs through the place: a lesion drawn as vessel is a closed region, met
     by a vessel or two at most, so little of the shell around it (:data:`VESSEL_SHELL_MM`
     beyond :data:`VESSEL_MATCH_MM`) is vessel; a vessel as thick as the footprint crossing it
@@ -256,7 +256,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
                                                    sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
-    pad = np.ceil(max(RING_MM[1], VESSEL_REACH_MM) / spacing).astype(int)
+    pad = np.ceil(WINDOW_MM / spacing).astype(int)
     out = []
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
