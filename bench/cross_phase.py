@@ -51,7 +51,7 @@ def day_scans(day: list, erased_as: int = LIVER) -> tuple[list[PhaseScan], np.nd
             arterial_truth = labels.copy()
             labels[labels == TUMOR] = erased_as
             probability[:] = 0
-        scans.append(PhaseScan(image, labels, probability, tumor_threshold=0.2))
+        scans.append(PhaseScan(image, labels, probability, tumor_threshold=0.2, phase=case.phase))
     return scans, arterial_truth
 
 

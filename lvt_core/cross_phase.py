@@ -26,9 +26,10 @@ it missed.
 
 A lesion that enhances in the arterial phase (HCC-like) is as bright there as the vessels, and
 the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a carried lesion
-that lands mostly on vessel is looked at once more: its vessel voxels become tumor if no vessel
-runs through the place (little of the shell around it is vessel) and they are brighter than
-the liver around them by ``carry_vessel_min_brighter_hu`` or more.
+that lands mostly on vessel in an arterial scan is looked at once more: its vessel voxels become
+tumor if no vessel runs through the place (little of the shell around it is vessel) and they
+are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or more. Only the
+arterial phase is searched so (:data:`ONTO_VESSEL_PHASES`), so each scan says its phase.
 
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
@@ -49,6 +50,13 @@ from scipy import ndimage
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.registration import register_followup
+
+ONTO_VESSEL_PHASES: frozenset[str] = frozenset({"arterial"})
+"""The phases where a carried lesion may land on a region drawn as vessel. In the arterial
+phase an enhancing lesion (HCC-like) is as bright as the portal veins; in the portal and late
+phases it washes out, and a bright closed region there is a vessel cut across. Carried onto
+vessel in every phase, 88 validation scans gained false lesions at eight places, all in
+portal scans (docs/model_history.md)."""
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
 """``carry_max_brighter_hu`` that lets a carried lesion be any brighter than the liver."""
@@ -94,12 +102,14 @@ class CrossPhaseRule:
 
 @dataclass
 class PhaseScan:
-    """One decoded scan of the day: its grid, labels and tumor probability (``z, y, x``)."""
+    """One decoded scan of the day: its grid, labels and tumor probability (``z, y, x``), and
+    its contrast phase (``unknown`` when not said)."""
 
     image: sitk.Image  # the scan's geometry
     labels: np.ndarray
     tumor_probability: np.ndarray  # on the whole grid (0 outside the fine pass)
     tumor_threshold: float  # the decision threshold the labels were drawn with
+    phase: str = "unknown"
 
     def label_image(self) -> sitk.Image:
         out = sitk.GetImageFromArray(np.ascontiguousarray(self.labels, dtype=np.uint8))
@@ -243,9 +253,9 @@ def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
     """Every lesion of ``source`` carried onto ``target`` (``transform`` maps source points to
-    target points) that lands mostly on liver, or mostly on vessel where a vessel-drawn region
-    matches it (:func:`vessel_drawn_lesion`), and touches none of ``target``'s lesions, with
-    the contrast ``target``'s CT shows there."""
+    target points) that lands mostly on liver, or, in a phase of :data:`ONTO_VESSEL_PHASES`,
+    mostly on vessel where a vessel-drawn region matches it (:func:`vessel_drawn_lesion`), and
+    touches none of ``target``'s lesions, with the contrast ``target``'s CT shows there."""
     components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
     if not count:
         return []
@@ -257,6 +267,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
     pad = np.ceil(WINDOW_MM / spacing).astype(int)
+    vessel_searched = target.phase in ONTO_VESSEL_PHASES
     out = []
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
@@ -271,7 +282,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
         if onto_vessel:
-            if np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
+            if not vessel_searched or np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
                 continue
             mask = vessel_drawn_lesion(labels, footprint, spacing)
             if mask is None:

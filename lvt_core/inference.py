@@ -493,25 +493,31 @@ class Predictor:
         labels.CopyInformation(image)
         return labels
 
-    def phase_scan(self, probabilities: ScanProbabilities, image: sitk.Image, labels: sitk.Image) -> PhaseScan:
-        """One decoded scan as :mod:`lvt_core.cross_phase` reads it beside the day's others."""
+    def phase_scan(self, probabilities: ScanProbabilities, image: sitk.Image, labels: sitk.Image,
+                   phase: str = "unknown") -> PhaseScan:
+        """One decoded scan (of contrast ``phase``) as :mod:`lvt_core.cross_phase` reads it
+        beside the day's others."""
         tumor = np.zeros(tuple(reversed(image.GetSize())), np.float16)  # as the fine pass keeps it
         if probabilities.region is not None:
             tumor[probabilities.region] = probabilities.values[self.tumor_channel]
         threshold = 0.5 if self.label_space == "multiclass" else self.thresholds[CHANNELS.index("tumor")]
-        return PhaseScan(image, sitk.GetArrayFromImage(labels), tumor, threshold)
+        return PhaseScan(image, sitk.GetArrayFromImage(labels), tumor, threshold, phase)
 
-    def predict_day(self, images: Sequence[sitk.Image]) -> list[tuple[sitk.Image, dict[str, Any]]]:
-        """Segment the scans of one day (its contrast phases) and read them together
-        (:mod:`lvt_core.cross_phase`, when the checkpoint's rule is on): per scan its labels and
-        what :attr:`last_info` said about it, its ``timings``, and ``cross_phase_points_mm``,
-        the centres of the lesions another phase confirmed in it."""
+    def predict_day(self, images: Sequence[sitk.Image],
+                    phases: Sequence[str] | None = None) -> list[tuple[sitk.Image, dict[str, Any]]]:
+        """Segment the scans of one day (its contrast phases, named in ``phases`` where known)
+        and read them together (:mod:`lvt_core.cross_phase`, when the checkpoint's rule is on):
+        per scan its labels and what :attr:`last_info` said about it, its ``timings``, and
+        ``cross_phase_points_mm``, the centres of the lesions another phase confirmed in it."""
+        if phases is not None and len(phases) != len(images):
+            raise ValueError(f"{len(images)} scans but {len(phases)} phases")
         together = self.cross_phase.enabled and len(images) > 1 and not self.fast
         results = []
-        for image in images:  # probabilities are kept only when the day is read together
-            labels, timings, info, probabilities = self._predict_keeping(image)
+        for image, phase in zip(images, phases or ["unknown"] * len(images), strict=True):
+            labels, timings, info, probabilities = self._predict_keeping(image)  # kept only when read together
             results.append((labels, {**info, "timings": timings, "cross_phase_points_mm": []},
-                            self.phase_scan(probabilities, image, labels) if together and probabilities else None))
+                            self.phase_scan(probabilities, image, labels, phase)
+                            if together and probabilities else None))
         if not together:
             return [(labels, info) for labels, info, _ in results]
         scans = [scan for *_, scan in results]

@@ -155,11 +155,22 @@ def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoi
 
 
 def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
-        lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+        lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One task per study: with the cross-phase rule on, both phases go through
-    ``predict_day``; an unreadable arterial series fails alone and its portal sibling is stored."""
+    ``predict_day``, each named by its series' phase; an unreadable arterial series fails alone
+    and its portal sibling is stored."""
     from db.engine import default_url
     from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+    from lvt_core.inference import Predictor
+
+    phases_read: list[list[str] | None] = []
+    predict_day = Predictor.predict_day
+
+    def recording(self: Predictor, images: list, phases: list[str] | None = None) -> list:
+        phases_read.append(None if phases is None else list(phases))
+        return predict_day(self, images, phases)
+
+    monkeypatch.setattr(Predictor, "predict_day", recording)
 
     url = default_url()
     ensure_schema(url)
@@ -172,6 +183,7 @@ def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
 
     summary = run_batch(BatchOptions(all=True, model=model))
     assert summary.done == 2 and summary.failed == 0
+    assert [sorted(p) for p in phases_read if p is not None] == [["arterial", "portal"]]
     _assert_consistent(url)
     with make_session_factory(url)() as s:
         found_by = set(s.scalars(select(Lesion.found_by)))

@@ -117,14 +117,15 @@ def test_faint_candidates_rims_and_a_single_phase_are_left_alone() -> None:
     assert confirm_across_phases([portal, only], CrossPhaseRule())[1] == (only.labels, [])
 
 
-def _with_ct(scan: PhaseScan, shift_mm: np.ndarray, lesion_mm: np.ndarray, lesion_hu: float) -> PhaseScan:
+def _with_ct(scan: PhaseScan, shift_mm: np.ndarray, lesion_mm: np.ndarray, lesion_hu: float,
+             phase: str = "unknown") -> PhaseScan:
     """``scan`` with a CT: the liver at ``LIVER_HU`` and, whatever its labels say, the lesion at
-    ``lesion_hu`` (an iso-enhancing lesion when the two are equal)."""
+    ``lesion_hu`` (an iso-enhancing lesion when the two are equal); a scan of ``phase``."""
     ct = np.where(_liver(shift_mm), LIVER_HU, -100).astype(np.int16)
     ct[_ball(lesion_mm + shift_mm, 6.0)] = lesion_hu
     image = sitk.GetImageFromArray(ct)
     image.CopyInformation(scan.image)
-    return PhaseScan(image, scan.labels, scan.tumor_probability, scan.tumor_threshold)
+    return PhaseScan(image, scan.labels, scan.tumor_probability, scan.tumor_threshold, phase)
 
 
 def test_a_lesion_the_other_phase_shows_only_in_its_ct_is_carried_whole() -> None:
@@ -179,8 +180,8 @@ def test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carri
     """HCC-like: darker than the liver in the portal phase, found there; in the arterial phase
     as bright as the vessels, and the network drew it as one."""
     lesion = np.array([40.0, 50.0, 70.0])
-    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20)
-    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70)
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
 
     (_, portal_added), (labels, added) = confirm_across_phases([portal, arterial], ONTO_VESSELS)
 
@@ -192,15 +193,30 @@ def test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carri
     assert not (labels == VESSEL).any()
     # off unless the rule says so, and not for a place too faintly brighter
     assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [])
-    faint = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 20)
+    faint = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 20, "arterial")
     assert confirm_across_phases([portal, faint], ONTO_VESSELS)[1] == (faint.labels, [])
+
+
+def test_only_an_arterial_scan_is_searched_for_lesions_drawn_as_vessel() -> None:
+    """In the portal and late phases a bright closed region drawn as vessel is a vessel cut
+    across, and in a scan of unknown phase it may be: the same place, carried from another
+    phase, stays vessel there."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    for phase in ("portal", "late", "unknown"):
+        source = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU + 30, "arterial")
+        target = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, phase)
+        assert confirm_across_phases([source, target], ONTO_VESSELS)[1] == (target.labels, []), phase
+    # the same two scans with their phases swapped: the arterial one gains the lesion
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU + 30, "portal")
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
+    assert len(confirm_across_phases([portal, arterial], ONTO_VESSELS)[1][1]) == 1
 
 
 def test_a_vessel_running_through_a_carried_lesion_stays_vessel() -> None:
     """The carried mask lands on a thick vessel that runs on past it: a vessel, not a lesion."""
     lesion = np.array([40.0, 50.0, 70.0])
-    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20)
-    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70)
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
     axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
     z, y, _ = np.meshgrid(*axes, indexing="ij")
     centre = lesion + SHIFT_MM
@@ -225,9 +241,11 @@ def test_rule_round_trips_through_checkpoint_metadata() -> None:
     assert not CrossPhaseRule.from_meta(older).carries_lesions
 
 
-def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossPhaseRule) -> tuple[Predictor, list]:
+def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossPhaseRule,
+                   arterial_as_vessel: bool = False) -> tuple[Predictor, list]:
     """A predictor whose fine pass returns the probabilities of two phases of one day (the
-    portal lesion sure, the arterial one dropped by the peak rule), keyed by the image."""
+    portal lesion sure, the arterial one dropped by the peak rule, or with
+    ``arterial_as_vessel`` drawn as a vessel 70 HU brighter than the liver), keyed by the image."""
     predictor = Predictor(save_tiny_checkpoint(tmp_path / "tiny.pt"), device="cpu")
     predictor.thresholds = [0.5, 0.5, 0.3]
     predictor.min_tumor_peak = 0.95
@@ -235,9 +253,12 @@ def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossP
     lesion = np.array([40.0, 50.0, 70.0])
     images, probabilities = [], {}
     for index, (shift, peak) in enumerate(((np.zeros(3), 0.99), (SHIFT_MM, 0.7))):
-        scan = _with_ct(_scan(shift, lesion, LIVER, peak), shift, lesion, LIVER_HU - 15)
+        as_vessel = arterial_as_vessel and index == 1
+        scan = _with_ct(_scan(shift, lesion, LIVER, 0.0 if as_vessel else peak), shift, lesion,
+                        LIVER_HU + 70 if as_vessel else LIVER_HU - 15)
         values = np.zeros((3, *SHAPE_ZYX), np.float16)
         values[0] = _liver(shift)
+        values[1] = _ball(lesion + shift, 6.0) if as_vessel else 0
         values[2] = scan.tumor_probability
         image = scan.image
         image.SetMetaData("phase", str(index))
@@ -350,4 +371,22 @@ def test_the_terminal_says_what_each_calibrated_rule_does() -> None:
                           "lesions ≥ 1.0 ml carried where the CT is ≥ 3.0 HU darker, or brighter up to 15 HU")
     assert said(CrossPhaseRule(carry_min_volume_ml=1.0, carry_max_brighter_hu=0.0)).endswith("≥ 5.0 HU darker")
     assert said(ONTO_VESSELS) == ("lesions ≥ 0.5 ml carried where the CT is ≥ 5.0 HU darker, "
-                                  "or onto a region drawn as vessel ≥ 30 HU brighter")
+                                  "or onto a region drawn as vessel ≥ 30 HU brighter in an arterial scan")
+
+
+def test_predict_day_searches_vessel_for_a_carried_lesion_only_in_a_scan_named_arterial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor, (portal, arterial) = _day_predictor(tmp_path, monkeypatch, ONTO_VESSELS, arterial_as_vessel=True)
+    drawn = sitk.GetArrayFromImage(predictor.predict(arterial))
+    assert (drawn == VESSEL).any() and not (drawn == TUMOR).any()
+
+    _, (labels, info) = predictor.predict_day([portal, arterial], ["portal", "arterial"])
+    assert len(info["cross_phase_points_mm"]) == 1
+    assert np.count_nonzero(sitk.GetArrayFromImage(labels) == TUMOR) > 0.9 * np.count_nonzero(drawn == VESSEL)
+    # phases not said (or said the other way round): the vessel stays a vessel
+    for phases in (None, ["arterial", "portal"]):
+        _, (labels, info) = predictor.predict_day([portal, arterial], phases)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), drawn)
+        assert info["cross_phase_points_mm"] == []
+    with pytest.raises(ValueError, match="2 scans but 1 phases"):
+        predictor.predict_day([portal, arterial], ["portal"])

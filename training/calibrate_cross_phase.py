@@ -7,8 +7,8 @@ through the network once per phase, each pair of its scans is registered once, a
 ``min_peak`` × ``max_distance_mm`` × ``min_volume_ml`` keeps a subset of the dropped
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 ``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` a subset of the lesions carried
-whole from the other phase, onto liver or (the last, 0: never) onto a region drawn as vessel
-(each part may also be off). The rule with the best
+whole from the other phase, onto liver or (the last, 0: never) onto a region an arterial scan
+drew as vessel (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
 budget wins, the rule switched off being one of the candidates.
 """
@@ -115,7 +115,8 @@ def calibrate_cross_phase(
         for case in day:
             image, ref_image = case.load()
             probabilities = predictor.predict_probabilities(image)
-            scans.append(predictor.phase_scan(probabilities, image, predictor.labels_from(probabilities, image)))
+            labels = predictor.labels_from(probabilities, image)
+            scans.append(predictor.phase_scan(probabilities, image, labels, case.phase or "unknown"))
             references.append(_ReferenceLesions(sitk.GetArrayViewFromImage(ref_image), ref_image.GetSpacing()))
             if on_case:
                 on_case(case.case_id)

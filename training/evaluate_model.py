@@ -183,7 +183,7 @@ def _predicted_days(predictor: Any, cohort: str | Path) -> Iterator[tuple[Any, s
     segments them."""
     for day in cases_by_day(load_cases("synthetic", cohort)):
         loaded = [case.load() for case in day]
-        predicted = predictor.predict_day([image for image, _ in loaded])
+        predicted = predictor.predict_day([image for image, _ in loaded], [case.phase or "unknown" for case in day])
         for case, (image, ref), (pred, info) in zip(day, loaded, predicted, strict=True):
             yield case, image, ref, pred, info
 

@@ -311,8 +311,9 @@ def calibrate_cross_phase_command(
                                                 "than the liver (HU; 0: darker only, 1000: no limit)."),
     carry_vessel_min_brighter: str = typer.Option("0", "--carry-vessel-min-brighter",
                                                   help="Comma-separated least a vessel-drawn region under a carried "
-                                                       "lesion must be brighter than the liver to become tumor "
-                                                       "(HU; 0: never; arterially enhancing lesions)."),
+                                                       "lesion in an arterial scan must be brighter than the "
+                                                       "liver to become tumor (HU; 0: never; arterially "
+                                                       "enhancing lesions)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -349,7 +350,8 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
         brighter = row["carry_max_brighter_hu"]
         limit = ("darker" if not brighter else "darker or brighter" if brighter >= NO_BRIGHTNESS_LIMIT_HU
                  else f"darker, or brighter up to {brighter:g} HU")
-        onto_vessels = (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter"
+        onto_vessels = (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter "
+                        f"in an arterial scan"
                         if row.get("carry_vessel_min_brighter_hu") else "")
         parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
                      f"≥ {row['carry_min_contrast_hu']} HU {limit}{onto_vessels}")

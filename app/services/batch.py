@@ -489,11 +489,11 @@ def run_batch(
         run.status, run.started_at, run.error = "running", utcnow(), None
         jobs_by_series = {j.series_id: j for j in run.jobs}
         rows = session.execute(
-            select(Series.id, Series.image_path, Study.patient_id, Study.id)
+            select(Series.id, Series.image_path, Study.patient_id, Study.id, Series.phase)
             .join(Study, Study.id == Series.study_id)
             .where(Series.id.in_(series_ids))
         ).all()
-        info = {int(r[0]): (r[1], int(r[2]), int(r[3])) for r in rows}
+        info = {int(r[0]): (r[1], int(r[2]), int(r[3]), r[4]) for r in rows}
         for sid in series_ids:
             seg = _segmentation_row(session, sid, model.id)
             seg.status, seg.started_at, seg.error = "running", utcnow(), None
@@ -511,7 +511,7 @@ def run_batch(
     for sid in series_ids:
         days.setdefault(info[sid][2], []).append(sid)
     tasks = [
-        {"series": [{"series_id": sid, "image_path": info[sid][0]} for sid in day],
+        {"series": [{"series_id": sid, "image_path": info[sid][0], "phase": info[sid][3]} for sid in day],
          "data_root": str(root), "checkpoint": str(checkpoint), "device": options.device,
          "threads": threads, "test_delay_s": throttle}
         for day in days.values()

@@ -73,7 +73,7 @@ def measure_labels(
 
 def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Segment the series of ``task["series"]`` (one study's phases; store-relative
-    ``image_path`` each) together and return, per series, what the client stores.
+    ``image_path`` and ``phase`` each) together and return, per series, what the client stores.
 
     Never raises for a bad series: its error comes back as ``{"error": ...}`` so the client
     records it and the batch goes on. When the day cannot be segmented together (one image
@@ -100,7 +100,8 @@ def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
             images.append(None)
     readable = [i for i, image in enumerate(images) if image is not None]
     try:
-        predicted = dict(zip(readable, predictor.predict_day([images[i] for i in readable]), strict=True))
+        phases = [task["series"][i].get("phase") or "unknown" for i in readable]
+        predicted = dict(zip(readable, predictor.predict_day([images[i] for i in readable], phases), strict=True))
     except Exception:  # one refused image: the others are still segmented, alone
         predicted = {}
         for i in readable:
