@@ -390,3 +390,41 @@ def test_predict_day_searches_vessel_for_a_carried_lesion_only_in_a_scan_named_a
         assert info["cross_phase_points_mm"] == []
     with pytest.raises(ValueError, match="2 scans but 1 phases"):
         predictor.predict_day([portal, arterial], ["portal"])
+
+
+def test_a_cache_folder_decodes_each_scan_once_per_checkpoint(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    from test_cli_segment import run_lvt
+
+    cohort = tiny_phantom_cohort(tmp_path_factory, "two_phase", seed=321, patients=2, phases=2)
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    cache = tmp_path / "cache"
+    grid = {"min_peaks": (0.5,), "max_distances_mm": (20.0,), "carry_min_volumes_ml": (0.5,),
+            "carry_min_contrasts_hu": (5.0,), "carry_max_brighter_hu": (1000.0,), "device": "cpu"}
+    uncached = calibrate_cross_phase(checkpoint, [cohort], **grid)
+    first = calibrate_cross_phase(checkpoint, [cohort], cache=cache, **grid)
+    assert first["decoded_from_cache"] == 0 and len(list(cache.glob("*.npz"))) == 4
+
+    def no_network(self: Predictor, image: sitk.Image) -> None:
+        raise AssertionError("the network ran although the cache holds the scan")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Predictor, "predict_probabilities", no_network)
+        again = calibrate_cross_phase(checkpoint, [cohort], cache=cache, **grid)
+    assert again["decoded_from_cache"] == 4
+    assert again["candidates"] == first["candidates"] == uncached["candidates"]
+
+    # a damaged entry is decoded afresh; another checkpoint (other decisions) never reads this one's
+    sorted(cache.glob("*.npz"))[0].write_bytes(b"half an npz")
+    assert calibrate_cross_phase(checkpoint, [cohort], cache=cache, **grid)["decoded_from_cache"] == 3
+    other = write_stage_decisions(checkpoint, tmp_path / "other.pt", "cross_phase", RULE, None,
+                                  "cross_phase_calibration", {})
+    assert calibrate_cross_phase(other, [cohort], cache=cache, **grid)["decoded_from_cache"] == 0
+    assert len(list(cache.glob("*.npz"))) == 8 and not list(cache.glob("*.part"))
+
+    code, out, _ = run_lvt(["calibrate-cross-phase", str(checkpoint), "--cohort", str(cohort), "--out",
+                            str(tmp_path / "cli.pt"), "--cache", str(cache), "--min-peaks", "0.5",
+                            "--max-distances", "20", "--carry-min-volumes", "0.5", "--carry-min-contrasts", "5",
+                            "--carry-max-brighter", "1000", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0 and "4 scans (4 decoded from the cache)" in out

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from lvt_core.cross_phase import (
     NO_BRIGHTNESS_LIMIT_HU,
     CrossPhaseRule,
+    PhaseScan,
     apply_rule,
     measured_across_phases,
 )
@@ -39,7 +40,8 @@ from training.calibrate import (
     score_grid,
     write_stage_decisions,
 )
-from training.datasets import cases_by_day
+from training.datasets import Case, cases_by_day
+from training.decoded_scan_cache import entry_path, load_decoded, save_decoded
 
 DEFAULT_MIN_PEAKS = (0.5, 0.7, 0.8, 0.9)
 DEFAULT_MAX_DISTANCES_MM = (5.0, 10.0, 15.0)
@@ -76,6 +78,22 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     return [CrossPhaseRule(*confirm, *carry) for carry in carrying for confirm in confirming]
 
 
+def decoded_scan(predictor: Any, case: Case, image: sitk.Image, cache: Path | None = None,
+                 checkpoint_sha256: str = "") -> tuple[PhaseScan, bool]:
+    """``case``'s scan decoded by ``predictor``, from ``cache`` when it holds it (and kept there
+    when not), and whether it came from the cache."""
+    phase = case.phase or "unknown"
+    path = entry_path(cache, checkpoint_sha256, case.fingerprint()) if cache is not None else None
+    kept = load_decoded(path) if path is not None else None
+    if kept is not None and kept[0].shape == kept[1].shape == tuple(reversed(image.GetSize())):
+        return PhaseScan(image, *kept, phase), True
+    probabilities = predictor.predict_probabilities(image)
+    scan = predictor.phase_scan(probabilities, image, predictor.labels_from(probabilities, image), phase)
+    if path is not None:
+        save_decoded(path, scan.labels, scan.tumor_probability, scan.tumor_threshold)
+    return scan, False
+
+
 def calibrate_cross_phase(
     checkpoint: str | Path, cohort: Sequence[str | Path], out: str | Path | None = None,
     min_peaks: Sequence[float] = DEFAULT_MIN_PEAKS,
@@ -86,10 +104,11 @@ def calibrate_cross_phase(
     carry_max_brighter_hu: Sequence[float] = DEFAULT_CARRY_MAX_BRIGHTER_HU,
     carry_vessel_min_brighter_hu: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
-    max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN,
+    max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score the rule off and at every grid point on the pooled ``cohort``; write the best into
-    a copy of the checkpoint at ``out`` (``inference.cross_phase``)."""
+    a copy of the checkpoint at ``out`` (``inference.cross_phase``). With a ``cache`` folder
+    each scan is decoded once per checkpoint (:mod:`training.decoded_scan_cache`)."""
     from lvt_core.inference import Predictor
     from training.datasets import load_cases
 
@@ -103,20 +122,24 @@ def calibrate_cross_phase(
     if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
         raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
                          f"nothing is always scored), got {list(carry_min_volumes_ml)}")
+    from lvt_core.checkpoint import checkpoint_checksum
+
     predictor = Predictor(checkpoint, device=device)
+    cache_folder = Path(cache) if cache is not None else None
+    checkpoint_sha256 = checkpoint_checksum(checkpoint) if cache_folder is not None else ""
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
                      carry_max_brighter_hu, carry_vessel_min_brighter_hu)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
-    cases = days_read = 0
+    cases = days_read = from_cache = 0
     # days are grouped within each cohort: two cohorts may reuse a patient and study index
     for day in (day for folder in folders for day in cases_by_day(load_cases("synthetic", folder))):
         scans, references = [], []
         for case in day:
             image, ref_image = case.load()
-            probabilities = predictor.predict_probabilities(image)
-            labels = predictor.labels_from(probabilities, image)
-            scans.append(predictor.phase_scan(probabilities, image, labels, case.phase or "unknown"))
+            scan, cached = decoded_scan(predictor, case, image, cache_folder, checkpoint_sha256)
+            scans.append(scan)
+            from_cache += cached
             references.append(_ReferenceLesions(sitk.GetArrayViewFromImage(ref_image), ref_image.GetSpacing()))
             if on_case:
                 on_case(case.case_id)
@@ -139,7 +162,7 @@ def calibrate_cross_phase(
     scores, chosen = score_grid(tallies, GRID_FIELDS, max_false_per_scan)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "cohort": ", ".join(map(str, folders)), "cases": cases,
-        "days": days_read, **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
+        "days": days_read, "decoded_from_cache": from_cache, **{f"best_{name}": getattr(chosen, name) for name in GRID_FIELDS},
         "max_false_lesions_per_scan": max_false_per_scan, "candidates": scores,
     }
     if out is not None:

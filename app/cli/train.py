@@ -318,6 +318,8 @@ def calibrate_cross_phase_command(
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
     version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
+    cache: Path = typer.Option(None, "--cache", help="Folder keeping each scan as this checkpoint decodes it, so "
+                               "a later grid on the same cohort skips the network (e.g. .cache/cross_phase)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose when a lesion in one phase of a day confirms a dropped candidate in another, and
@@ -330,12 +332,13 @@ def calibrate_cross_phase_command(
         _numbers("--min-volumes", min_volumes), _numbers("--carry-min-volumes", carry_min_volumes),
         _numbers("--carry-min-contrasts", carry_min_contrasts), _numbers("--carry-max-brighter", carry_max_brighter),
         _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter), device, on_case=on_case, version=version,
-        max_false_per_scan=max_false))
+        max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
         return
     chosen = _echo_grid(result, GRID_FIELDS, _cross_phase_rule)
-    typer.echo(f"chosen: {chosen}; {result['days']} days, {result['cases']} scans; wrote {result['out']}")
+    reused = f" ({result['decoded_from_cache']} decoded from the cache)" if cache is not None else ""
+    typer.echo(f"chosen: {chosen}; {result['days']} days, {result['cases']} scans{reused}; wrote {result['out']}")
 
 
 def _cross_phase_rule(row: dict[str, Any]) -> str:
