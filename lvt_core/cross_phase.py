@@ -31,6 +31,16 @@ tumor if no vessel runs through the place (little of the shell around it is vess
 are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or more. Only the
 arterial phase is searched so (:data:`ONTO_VESSEL_PHASES`), so each scan says its phase.
 
+Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
+scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
+hyperenhancement with washout (LI-RADS's major features of HCC): when ``washout_min_brighter_hu``
+is set, a closed region the arterial scan drew as vessel (no thinner than
+:data:`WASHOUT_CORE_MM` across, and no vessel running through it, as above) that is that much
+brighter than the liver around it becomes tumor in both scans if, registered onto a portal or
+late scan of the day (:data:`WASHOUT_PHASES`), its place there is mostly liver and
+``washout_min_darker_hu`` or more darker than the liver around it. A portal vein is bright in the
+arterial phase too, but it stays a vessel in the portal phase.
+
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
 the numbers are decisions, chosen on validation phantoms and stored in the checkpoint
@@ -49,6 +59,7 @@ from scipy import ndimage
 
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.postprocess import bounding_box
 from lvt_core.registration import register_followup
 
 ONTO_VESSEL_PHASES: frozenset[str] = frozenset({"arterial"})
@@ -64,8 +75,10 @@ NO_BRIGHTNESS_LIMIT_HU = 1000.0
 
 @dataclass(frozen=True)
 class CrossPhaseRule:
-    """When a candidate is confirmed by another phase (``min_peak`` 0: never) and when a lesion
-    is carried whole into a phase that shows it only in its CT (``carry_min_volume_ml`` 0: never)."""
+    """When a candidate is confirmed by another phase (``min_peak`` 0: never), when a lesion
+    is carried whole into a phase that shows it only in its CT (``carry_min_volume_ml`` 0: never),
+    and when a place neither phase drew as tumor is one by its enhancement pattern
+    (``washout_min_brighter_hu`` 0: never)."""
 
     min_peak: float = 0.0
     max_distance_mm: float = 10.0
@@ -74,6 +87,9 @@ class CrossPhaseRule:
     carry_min_contrast_hu: float = 5.0
     carry_max_brighter_hu: float = NO_BRIGHTNESS_LIMIT_HU
     carry_vessel_min_brighter_hu: float = 0.0
+    washout_min_brighter_hu: float = 0.0
+    washout_min_darker_hu: float = 5.0
+    washout_min_volume_ml: float = 0.3
 
     @property
     def confirms_candidates(self) -> bool:
@@ -88,8 +104,12 @@ class CrossPhaseRule:
         return self.carries_lesions and self.carry_vessel_min_brighter_hu > 0
 
     @property
+    def finds_washout(self) -> bool:
+        return self.washout_min_brighter_hu > 0
+
+    @property
     def enabled(self) -> bool:
-        return self.confirms_candidates or self.carries_lesions
+        return self.confirms_candidates or self.carries_lesions or self.finds_washout
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> CrossPhaseRule:
@@ -236,6 +256,26 @@ class CarriedLesion:
         return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
 
 
+def _padded(box: tuple[slice, ...], pad: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``pad`` voxels each way, within ``shape``."""
+    return tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(box, pad, shape, strict=True))
+
+
+def _liver_ring(labels: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """The liver :data:`RING_MM` around ``mask``, both within one window."""
+    distance = ndimage.distance_transform_edt(~mask, sampling=spacing_zyx)
+    return (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
+
+
+def _touches_tumor(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> bool:
+    """Whether ``footprint`` comes within :data:`RING_MM`'s inner edge (a voxel at least) of a
+    lesion already drawn, both within one window."""
+    if not (labels == TUMOR).any():
+        return False
+    distance = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx)
+    return bool(((labels == TUMOR) & (distance <= max(RING_MM[0], spacing_zyx.max()))).any())
+
+
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
     """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
     (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), or None
@@ -272,13 +312,11 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
             continue
-        window = tuple(slice(max(s.start - p, 0), min(s.stop + p, n))
-                       for s, p, n in zip(box, pad, carried.shape, strict=True))
+        window = _padded(box, pad, carried.shape)
         footprint = carried[window] == index
         labels = target.labels[window]
-        distance = ndimage.distance_transform_edt(~footprint, sampling=spacing)
-        if ((labels == TUMOR) & (distance <= max(RING_MM[0], spacing.max()))).any():
-            continue  # touches a lesion already drawn
+        if _touches_tumor(labels, footprint, spacing):
+            continue
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
         if onto_vessel:
@@ -287,8 +325,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
             mask = vessel_drawn_lesion(labels, footprint, spacing)
             if mask is None:
                 continue
-            distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
-        ring = (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
+        ring = _liver_ring(labels, mask if onto_vessel else footprint, spacing)
         contrast = float(hu[window][mask].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
@@ -296,7 +333,120 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     return out
 
 
-def paint_confirmed(labels: np.ndarray, candidates: Sequence[DroppedCandidate | CarriedLesion]) -> np.ndarray:
+WASHOUT_PHASES: frozenset[str] = frozenset({"portal", "late"})
+"""The later phases a lesion washes out in: darker than the liver there."""
+WASHOUT_CORE_MM = 3.0
+"""A vessel-drawn region is a lesion candidate only where it is at least twice this thick: thinner
+tubes are vessels (an opening with a ball of this radius)."""
+WASHOUT_SMALLEST_ML = 0.1
+"""Regions smaller than this are not measured at all (the rule's own floor is higher)."""
+
+
+@dataclass
+class WashoutLesion:
+    """One scan's half of a lesion found by its enhancement pattern, which neither phase's
+    labels drew as tumor: brighter than the liver where the arterial scan drew it as vessel,
+    darker than the liver where a later scan left it as liver."""
+
+    window: tuple[slice, ...]
+    mask: np.ndarray  # the voxels it would paint in this scan, within ``window``
+    volume_ml: float  # the region drawn as vessel in the arterial scan
+    arterial_brighter_hu: float  # its arterial CT minus the liver around it
+    washout_hu: float  # the liver around its later place minus the later CT there
+    centre_mm: tuple[float, ...]
+
+    def kept_by(self, rule: CrossPhaseRule) -> bool:
+        return (rule.finds_washout and self.volume_ml >= rule.washout_min_volume_ml
+                and self.arterial_brighter_hu >= rule.washout_min_brighter_hu
+                and self.washout_hu >= rule.washout_min_darker_hu)
+
+
+def thick_vessel_regions(labels: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """The vessel label opened with a ball of :data:`WASHOUT_CORE_MM` (tubes thinner than twice
+    that removed), as connected components; computed with two distance maps, as fast as one
+    erosion and one dilation of that ball would be slow on a clinical grid."""
+    vessel = labels == VESSEL
+    box = bounding_box(vessel)
+    out = np.zeros(labels.shape, np.uint32)
+    if box is None:
+        return out
+    region = tuple(slice(max(lo - 1, 0), min(hi + 1, n)) for (lo, hi), n in zip(box, labels.shape, strict=True))
+    core = ndimage.distance_transform_edt(vessel[region], sampling=spacing_zyx) > WASHOUT_CORE_MM
+    opened = (ndimage.distance_transform_edt(~core, sampling=spacing_zyx) <= WASHOUT_CORE_MM) & vessel[region]
+    out[region] = cc3d.connected_components(opened, connectivity=26)
+    return out
+
+
+def washout_lesions(arterial: PhaseScan, later: PhaseScan,
+                    transform: sitk.Transform) -> list[tuple[WashoutLesion, WashoutLesion]]:
+    """Every closed vessel-drawn region of ``arterial`` brighter than the liver around it that,
+    carried onto ``later`` (``transform`` maps arterial points to later points), lands mostly
+    on liver and touches no lesion in either scan: its arterial and its later half, each
+    measured in its own CT."""
+    spacing = np.array(arterial.image.GetSpacing()[::-1])
+    regions = thick_vessel_regions(arterial.labels, spacing)
+    hu = sitk.GetArrayViewFromImage(arterial.image)
+    pad = np.ceil(WINDOW_MM / spacing).astype(int)
+    smallest = WASHOUT_SMALLEST_ML / _voxel_ml(arterial.image)
+    found: dict[int, tuple[tuple[slice, ...], np.ndarray, float, float]] = {}
+    for index, box in enumerate(ndimage.find_objects(regions), start=1):
+        if box is None:
+            continue
+        window = _padded(box, pad, regions.shape)
+        footprint = regions[window] == index
+        labels = arterial.labels[window]
+        if footprint.sum() < smallest or _touches_tumor(labels, footprint, spacing):
+            continue
+        mask = vessel_drawn_lesion(labels, footprint, spacing)
+        if mask is None:
+            continue  # a vessel runs through it
+        ring = _liver_ring(labels, mask, spacing)
+        if not ring.any():
+            continue
+        brighter = float(hu[window][mask].mean() - hu[window][ring].mean())
+        if brighter > 0:
+            found[index] = (window, mask, float(mask.sum()) * _voxel_ml(arterial.image), brighter)
+    if not found:
+        return []
+    kept = np.where(np.isin(regions, list(found)), regions, 0).astype(np.uint32)
+    moving = sitk.GetImageFromArray(kept)
+    moving.CopyInformation(arterial.image)
+    carried = sitk.GetArrayFromImage(sitk.Resample(moving, later.image, transform.GetInverse(),
+                                                   sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
+    later_hu = sitk.GetArrayViewFromImage(later.image)
+    later_spacing = np.array(later.image.GetSpacing()[::-1])
+    later_pad = np.ceil(WINDOW_MM / later_spacing).astype(int)
+    boxes = ndimage.find_objects(carried)
+    out = []
+    for index, (window, mask, volume, brighter) in found.items():
+        box = boxes[index - 1] if index <= len(boxes) else None
+        if box is None:
+            continue  # carried outside the later scan
+        later_window = _padded(box, later_pad, carried.shape)
+        footprint = carried[later_window] == index
+        labels = later.labels[later_window]
+        later_mask = footprint & (labels == LIVER)
+        if later_mask.sum() < MIN_LIVER_FRACTION * footprint.sum() or _touches_tumor(labels, footprint, later_spacing):
+            continue
+        ring = _liver_ring(labels, later_mask, later_spacing)
+        if not ring.any():
+            continue
+        washout = float(later_hu[later_window][ring].mean() - later_hu[later_window][later_mask].mean())
+        arterial_where = np.argwhere(mask) + [s.start for s in window]
+        later_where = np.argwhere(later_mask) + [s.start for s in later_window]
+        out.append((WashoutLesion(window, mask, volume, brighter, washout, _centre_mm(arterial.image, arterial_where)),
+                    WashoutLesion(later_window, later_mask, volume, brighter, washout,
+                                  _centre_mm(later.image, later_where))))
+    return out
+
+
+FromOtherPhases = CarriedLesion | WashoutLesion
+"""What the day's other scans bring to a scan whole: a lesion carried, or a washout half."""
+Addition = DroppedCandidate | FromOtherPhases
+"""Anything the step adds to a scan's labels."""
+
+
+def paint_confirmed(labels: np.ndarray, candidates: Sequence[Addition]) -> np.ndarray:
     """``labels`` with ``candidates`` as tumor (a copy; ``labels`` itself when there are none)."""
     if not candidates:
         return labels
@@ -307,12 +457,13 @@ def paint_confirmed(labels: np.ndarray, candidates: Sequence[DroppedCandidate | 
 
 
 def apply_rule(
-    scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[CarriedLesion], rule: CrossPhaseRule
-) -> tuple[np.ndarray, list[DroppedCandidate | CarriedLesion]]:
-    """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and carried
-    lesions, and those kept: the confirmed candidates first, then each carried lesion that
-    does not overlap what is already painted (two phases may carry the same lesion)."""
-    kept: list[DroppedCandidate | CarriedLesion] = [c for c in candidates if c.kept_by(rule)]
+    scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[FromOtherPhases], rule: CrossPhaseRule
+) -> tuple[np.ndarray, list[Addition]]:
+    """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and of what the
+    other phases bring, and those kept: the confirmed candidates first, then each carried
+    lesion or washout half that does not overlap what is already painted (two phases may carry
+    the same lesion)."""
+    kept: list[Addition] = [c for c in candidates if c.kept_by(rule)]
     carried_kept = [lesion for lesion in carried if lesion.kept_by(rule)]
     labels = paint_confirmed(scan.labels, kept)
     if carried_kept and labels is scan.labels:
@@ -325,29 +476,35 @@ def apply_rule(
 
 
 def measured_across_phases(
-    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True
-) -> list[tuple[list[DroppedCandidate], list[CarriedLesion]]]:
+    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True, washout: bool = True
+) -> list[tuple[list[DroppedCandidate], list[FromOtherPhases]]]:
     """Per scan of one day, (``confirm``) its dropped candidates measured against the other
-    scans' carried centres, and (``carry``) the other scans' lesions carried onto it:
-    everything a rule chooses from, computed once."""
+    scans' carried centres, (``carry``) the other scans' lesions carried onto it, and
+    (``washout``) its halves of the lesions an arterial and a later scan show by their
+    enhancement pattern: everything a rule chooses from, computed once."""
     transforms = pair_transforms(scans)
     centres = carried_centres(scans, transforms) if confirm else [[] for _ in scans]
-    out = []
-    for target, points in enumerate(centres):
-        carried = [lesion for source in range(len(scans)) if source != target and carry
-                   for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
-        out.append((dropped_candidates(scans[target], points), carried))
-    return out
+    brought: list[list[FromOtherPhases]] = [
+        [lesion for source in range(len(scans)) if source != target and carry
+         for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
+        for target in range(len(scans))]
+    pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase == "arterial"
+             for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES] if washout else []
+    for a, later in pairs:
+        for arterial_half, later_half in washout_lesions(scans[a], scans[later], transforms[a, later]):
+            brought[a].append(arterial_half)
+            brought[later].append(later_half)
+    return [(dropped_candidates(scans[target], points), brought[target]) for target, points in enumerate(centres)]
 
 
 def confirm_across_phases(
     scans: Sequence[PhaseScan], rule: CrossPhaseRule
-) -> list[tuple[np.ndarray, list[DroppedCandidate | CarriedLesion]]]:
+) -> list[tuple[np.ndarray, list[Addition]]]:
     """Per scan of one day (any order, two or more phases), its labels with what the other
     scans confirm or carry into it, and those additions; every scan's labels unchanged when
     the rule is off or the day has one scan."""
     if not rule.enabled or len(scans) < 2:
         return [(scan.labels, []) for scan in scans]
-    measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions)
+    measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions, rule.finds_washout)
     return [apply_rule(scan, candidates, carried, rule)
             for scan, (candidates, carried) in zip(scans, measured, strict=True)]

@@ -315,7 +315,8 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     result = calibrate_cross_phase(checkpoint, [cohort], tmp_path / "cross.pt", min_peaks=(0.9, 0.5),
                                    max_distances_mm=(5.0, 20.0), carry_min_volumes_ml=(0.5, 2.0),
                                    carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
-                                   carry_vessel_min_brighter_hu=(30.0,), device="cpu", version="9.9.2")
+                                   carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
+                                   device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
@@ -323,13 +324,14 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     # lesions, onto liver only and then onto vessel-drawn regions too
     carrying = ((0.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 30.0),
                 (0.5, 5.0, 1000.0, 0.0), (0.5, 5.0, 1000.0, 30.0))
-    assert grid == [(*c, *carry) for carry in carrying for c in confirming]
+    washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
+    assert grid == [(*c, *carry, *washout) for washout in washouts for carry in carrying for c in confirming]
     off = result["candidates"][0]
     assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"][:5])
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 25
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 50
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
@@ -428,3 +430,64 @@ def test_a_cache_folder_decodes_each_scan_once_per_checkpoint(
                             "--max-distances", "20", "--carry-min-volumes", "0.5", "--carry-min-contrasts", "5",
                             "--carry-max-brighter", "1000", "--device", "cpu"], monkeypatch, capsys)
     assert code == 0 and "4 scans (4 decoded from the cache)" in out
+
+
+WASHOUT = CrossPhaseRule(washout_min_brighter_hu=30.0, washout_min_darker_hu=5.0, washout_min_volume_ml=0.3)
+
+
+def test_arterial_enhancement_with_portal_washout_finds_a_lesion_missed_in_both_phases() -> None:
+    """HCC-like: the arterial scan drew it as vessel (70 HU brighter than the liver), the
+    portal scan left it as liver (20 HU darker). Neither labels a lesion, so nothing can be
+    carried; the pattern of the two CTs together makes it tumor in both."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    portal = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 20, "portal")
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
+
+    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases(
+        [portal, arterial], WASHOUT)
+
+    assert len(portal_added) == len(arterial_added) == 1
+    found = arterial_added[0]
+    assert found.arterial_brighter_hu == pytest.approx(70.0, abs=1.0) and found.washout_hu == pytest.approx(20.0, abs=1.0)
+    for labels, shift in ((portal_labels, np.zeros(3)), (arterial_labels, SHIFT_MM)):
+        truth = _ball(lesion + shift, 6.0)
+        drawn = labels == TUMOR
+        assert 2 * np.count_nonzero(drawn & truth) / (np.count_nonzero(drawn) + np.count_nonzero(truth)) > 0.85
+    assert not (arterial_labels == VESSEL).any()
+    # off by default and in a stricter rule; in any other pair of phases, the pattern means nothing
+    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [])
+    strict = CrossPhaseRule(washout_min_brighter_hu=80.0)
+    assert confirm_across_phases([portal, arterial], strict)[1] == (arterial.labels, [])
+    unknown = _with_ct(arterial, SHIFT_MM, lesion, LIVER_HU + 70, "unknown")
+    assert confirm_across_phases([portal, unknown], WASHOUT)[1] == (unknown.labels, [])
+
+
+def test_a_vessel_bright_in_both_phases_or_a_thin_one_is_no_washout() -> None:
+    """A portal vein is bright in the arterial phase too, but the portal scan draws it as
+    vessel; a place that does not darken in the portal phase has not washed out; a vessel
+    thinner than the core never is a candidate."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
+    vein = _with_ct(_scan(np.zeros(3), lesion, VESSEL, 0.0), np.zeros(3), lesion, LIVER_HU + 60, "portal")
+    assert confirm_across_phases([vein, arterial], WASHOUT) == [(vein.labels, []), (arterial.labels, [])]
+    iso = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 2, "portal")
+    assert confirm_across_phases([iso, arterial], WASHOUT)[1] == (arterial.labels, [])
+
+    thin = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
+    tube = _ball(lesion + SHIFT_MM, 6.0)
+    axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
+    z, y, _ = np.meshgrid(*axes, indexing="ij")
+    centre = lesion + SHIFT_MM
+    tube &= (z - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 2.0**2  # 4 mm across, under 2 × 3 mm
+    thin.labels[tube] = VESSEL
+    portal = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 20, "portal")
+    assert confirm_across_phases([portal, thin], WASHOUT)[1] == (thin.labels, [])
+
+
+def test_washout_round_trips_and_is_said() -> None:
+    from app.cli.train import _cross_phase_rule
+
+    assert WASHOUT.enabled and WASHOUT.finds_washout and not CARRY.finds_washout
+    assert CrossPhaseRule.from_meta(WASHOUT.to_meta()) == WASHOUT
+    assert _cross_phase_rule(WASHOUT.to_meta()) == ("arterial vessel-drawn regions ≥ 0.3 ml, ≥ 30 HU brighter, "
+                                                    "that wash out ≥ 5 HU darker later")

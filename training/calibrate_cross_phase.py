@@ -8,7 +8,9 @@ through the network once per phase, each pair of its scans is registered once, a
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 ``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` a subset of the lesions carried
 whole from the other phase, onto liver or (the last, 0: never) onto a region an arterial scan
-drew as vessel (each part may also be off). The rule with the best
+drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
+``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
+by their enhancement pattern alone (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
 budget wins, the rule switched off being one of the candidates.
 """
@@ -50,19 +52,27 @@ DEFAULT_CARRY_MIN_VOLUMES_ML = (0.2, 0.3, 0.5, 1.0)
 DEFAULT_CARRY_MIN_CONTRASTS_HU = (2.0, 3.0, 5.0, 8.0)
 DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
 DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU = (0.0,)
+DEFAULT_WASHOUT_MIN_BRIGHTER_HU = (0.0,)
+DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
+DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
 GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
-               "carry_max_brighter_hu", "carry_vessel_min_brighter_hu")
+               "carry_max_brighter_hu", "carry_vessel_min_brighter_hu", "washout_min_brighter_hu",
+               "washout_min_darker_hu", "washout_min_volume_ml")
 
 
 def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min_volumes_ml: Sequence[float],
               carry_min_volumes_ml: Sequence[float], carry_min_contrasts_hu: Sequence[float],
               carry_max_brighter_hu: Sequence[float],
               carry_vessel_min_brighter_hu: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU,
+              washout_min_brighter_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_BRIGHTER_HU,
+              washout_min_darker_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_DARKER_HU,
+              washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
               ) -> list[CrossPhaseRule]:
-    """Every rule to score, strictest first so that ties go to the one adding the least: both
-    parts off first, then confirmation alone, then each carrying rule (largest lesions,
+    """Every rule to score, strictest first so that ties go to the one adding the least: every
+    part off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
-    the brightest) with each confirmation rule."""
+    the brightest) with each confirmation rule, and all of these with each washout rule
+    (brightest, most washed out, largest first)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
 
@@ -75,7 +85,11 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
                  off.carry_vessel_min_brighter_hu)] + [
         (v, c, b, h) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
         for b in largest_first(carry_max_brighter_hu)[::-1] for h in vessel_limits]
-    return [CrossPhaseRule(*confirm, *carry) for carry in carrying for confirm in confirming]
+    washouts = [(off.washout_min_brighter_hu, off.washout_min_darker_hu, off.washout_min_volume_ml)] + [
+        (b, d, v) for b in largest_first(washout_min_brighter_hu) if b > 0 for d in largest_first(washout_min_darker_hu)
+        for v in largest_first(washout_min_volumes_ml)]
+    return [CrossPhaseRule(*confirm, *carry, *washout) for washout in washouts for carry in carrying
+            for confirm in confirming]
 
 
 def decoded_scan(predictor: Any, case: Case, image: sitk.Image, cache: Path | None = None,
@@ -103,6 +117,9 @@ def calibrate_cross_phase(
     carry_min_contrasts_hu: Sequence[float] = DEFAULT_CARRY_MIN_CONTRASTS_HU,
     carry_max_brighter_hu: Sequence[float] = DEFAULT_CARRY_MAX_BRIGHTER_HU,
     carry_vessel_min_brighter_hu: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU,
+    washout_min_brighter_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_BRIGHTER_HU,
+    washout_min_darker_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_DARKER_HU,
+    washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -119,6 +136,11 @@ def calibrate_cross_phase(
     _check_candidates("brightest carried lesion (HU above the liver)", carry_max_brighter_hu, volumes=True)
     _check_candidates("carried onto vessel: least brighter than the liver (HU)", carry_vessel_min_brighter_hu,
                       volumes=True)
+    _check_candidates("washout: least brighter than the liver in the arterial phase (HU)", washout_min_brighter_hu,
+                      volumes=True)
+    _check_candidates("washout: least darker than the liver in the later phase (HU)", washout_min_darker_hu,
+                      volumes=True)
+    _check_candidates("washout: smallest region (ml)", washout_min_volumes_ml, volumes=True)
     if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
         raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
                          f"nothing is always scored), got {list(carry_min_volumes_ml)}")
@@ -128,7 +150,8 @@ def calibrate_cross_phase(
     cache_folder = Path(cache) if cache is not None else None
     checkpoint_sha256 = checkpoint_checksum(checkpoint) if cache_folder is not None else ""
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
-                     carry_max_brighter_hu, carry_vessel_min_brighter_hu)
+                     carry_max_brighter_hu, carry_vessel_min_brighter_hu, washout_min_brighter_hu,
+                     washout_min_darker_hu, washout_min_volumes_ml)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = from_cache = 0

@@ -314,6 +314,15 @@ def calibrate_cross_phase_command(
                                                        "lesion in an arterial scan must be brighter than the "
                                                        "liver to become tumor (HU; 0: never; arterially "
                                                        "enhancing lesions)."),
+    washout_min_brighter: str = typer.Option("0", "--washout-min-brighter",
+                                             help="Comma-separated least a closed region an arterial scan drew as "
+                                                  "vessel must be brighter than the liver to be a lesion where a "
+                                                  "portal or late scan shows it washed out (HU; 0: never)."),
+    washout_min_darker: str = typer.Option("5", "--washout-min-darker",
+                                           help="Comma-separated least that place must be darker than the liver "
+                                                "in the portal or late scan (HU)."),
+    washout_min_volumes: str = typer.Option("0.3", "--washout-min-volumes",
+                                            help="Comma-separated smallest such region (ml)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -322,16 +331,19 @@ def calibrate_cross_phase_command(
                                "a later grid on the same cohort skips the network (e.g. .cache/cross_phase)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose when a lesion in one phase of a day confirms a dropped candidate in another, and
-    when it is carried whole into a phase whose CT alone shows it (each off if it does not help
-    on validation)."""
+    """Choose when a lesion in one phase of a day confirms a dropped candidate in another, when
+    it is carried whole into a phase whose CT alone shows it, and when arterial enhancement with
+    later washout makes a lesion of a place neither phase drew as one (each off if it does not
+    help on validation)."""
     from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 
     result = _per_case_progress("calibrating the cross-phase rule", lambda on_case: calibrate_cross_phase(
         checkpoint, cohort, out, _numbers("--min-peaks", min_peaks), _numbers("--max-distances", max_distances),
         _numbers("--min-volumes", min_volumes), _numbers("--carry-min-volumes", carry_min_volumes),
         _numbers("--carry-min-contrasts", carry_min_contrasts), _numbers("--carry-max-brighter", carry_max_brighter),
-        _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter), device, on_case=on_case, version=version,
+        _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter),
+        _numbers("--washout-min-brighter", washout_min_brighter), _numbers("--washout-min-darker", washout_min_darker),
+        _numbers("--washout-min-volumes", washout_min_volumes), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -358,6 +370,10 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
                         if row.get("carry_vessel_min_brighter_hu") else "")
         parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
                      f"≥ {row['carry_min_contrast_hu']} HU {limit}{onto_vessels}")
+    if row.get("washout_min_brighter_hu"):
+        parts.append(f"arterial vessel-drawn regions ≥ {row['washout_min_volume_ml']} ml, "
+                     f"≥ {row['washout_min_brighter_hu']:g} HU brighter, that wash out "
+                     f"≥ {row['washout_min_darker_hu']:g} HU darker later")
     return "; ".join(parts) or "off"
 
 
