@@ -33,13 +33,13 @@ arterial phase is searched so (:data:`ONTO_VESSEL_PHASES`), so each scan says it
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
 scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
-hyperenhancement with washout (LI-RADS's major features of HCC): when ``washout_min_brighter_hu``
-is set, a closed region the arterial scan drew as vessel (no thinner than
-:data:`WASHOUT_CORE_MM` across, and no vessel running through it, as above) that is that much
-brighter than the liver around it becomes tumor in both scans if, registered onto a portal or
-late scan of the day (:data:`WASHOUT_PHASES`), its place there is mostly liver and
-``washout_min_darker_hu`` or more darker than the liver around it. A portal vein is bright in the
-arterial phase too, but it stays a vessel in the portal phase.
+hyperenhancement with washout (LI-RADS's major features of HCC). A vessel is drawn as vessel in
+every contrast phase; an arterially enhancing lesion only in the arterial one. When
+``washout_min_brighter_hu`` is set, a region the arterial scan drew as vessel and a portal or
+late scan of the day (:data:`WASHOUT_PHASES`, registered) drew as liver, thicker than slivers
+(:data:`WASHOUT_CORE_MM`), becomes tumor in both scans if it is that much brighter than the
+liver around it in the arterial CT and ``washout_min_darker_hu`` or more darker than the liver
+around it in the later CT.
 
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
@@ -59,7 +59,6 @@ from scipy import ndimage
 
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.postprocess import bounding_box
 from lvt_core.registration import register_followup
 
 ONTO_VESSEL_PHASES: frozenset[str] = frozenset({"arterial"})
@@ -335,9 +334,10 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
 
 WASHOUT_PHASES: frozenset[str] = frozenset({"portal", "late"})
 """The later phases a lesion washes out in: darker than the liver there."""
-WASHOUT_CORE_MM = 3.0
-"""A vessel-drawn region is a lesion candidate only where it is at least twice this thick: thinner
-tubes are vessels (an opening with a ball of this radius)."""
+WASHOUT_CORE_MM = 2.5
+"""A region drawn as vessel in the arterial phase only is a lesion candidate when some voxel of it
+lies deeper than this inside it (at least 5 mm across): the registration of the two phases
+leaves thinner slivers along every vessel."""
 WASHOUT_SMALLEST_ML = 0.1
 """Regions smaller than this are not measured at all (the rule's own floor is higher)."""
 
@@ -361,54 +361,60 @@ class WashoutLesion:
                 and self.washout_hu >= rule.washout_min_darker_hu)
 
 
-def thick_vessel_regions(labels: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
-    """The vessel label opened with a ball of :data:`WASHOUT_CORE_MM` (tubes thinner than twice
-    that removed), as connected components; computed with two distance maps, as fast as one
-    erosion and one dilation of that ball would be slow on a clinical grid."""
-    vessel = labels == VESSEL
-    box = bounding_box(vessel)
-    out = np.zeros(labels.shape, np.uint32)
-    if box is None:
-        return out
-    region = tuple(slice(max(lo - 1, 0), min(hi + 1, n)) for (lo, hi), n in zip(box, labels.shape, strict=True))
-    core = ndimage.distance_transform_edt(vessel[region], sampling=spacing_zyx) > WASHOUT_CORE_MM
-    opened = (ndimage.distance_transform_edt(~core, sampling=spacing_zyx) <= WASHOUT_CORE_MM) & vessel[region]
-    out[region] = cc3d.connected_components(opened, connectivity=26)
-    return out
+def arterial_only_regions(arterial: PhaseScan, later: PhaseScan, transform: sitk.Transform) -> np.ndarray:
+    """Components (26-connected, on ``arterial``'s grid) of what ``arterial`` drew as vessel and
+    ``later`` (registered: ``transform`` maps arterial points to later points) as liver: a vessel
+    is drawn in both phases, an arterially enhancing lesion only in the arterial one."""
+    later_labels = sitk.GetArrayFromImage(sitk.Resample(later.label_image(), arterial.image, transform,
+                                                        sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    return cc3d.connected_components((arterial.labels == VESSEL) & (later_labels == LIVER), connectivity=26)
+
+
+def _opened(region: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """``region`` opened with a ball of :data:`WASHOUT_CORE_MM` (with two distance maps): the
+    slivers thinner than the ball's diameter are cut off (but for one voxel at their root), a
+    round lesion keeps its shape."""
+    core = ndimage.distance_transform_edt(region, sampling=spacing_zyx) > WASHOUT_CORE_MM
+    if not core.any():
+        return core
+    # one voxel more than the ball reaches, so the voxelised edge of a round lesion stays with it
+    reach = WASHOUT_CORE_MM + float(spacing_zyx.max())
+    return region & (ndimage.distance_transform_edt(~core, sampling=spacing_zyx) <= reach)
 
 
 def washout_lesions(arterial: PhaseScan, later: PhaseScan,
                     transform: sitk.Transform) -> list[tuple[WashoutLesion, WashoutLesion]]:
-    """Every closed vessel-drawn region of ``arterial`` brighter than the liver around it that,
-    carried onto ``later`` (``transform`` maps arterial points to later points), lands mostly
-    on liver and touches no lesion in either scan: its arterial and its later half, each
-    measured in its own CT."""
+    """Every region ``arterial`` drew as vessel and ``later`` as liver (:func:`arterial_only_regions`),
+    opened to cut off the slivers the registration leaves along every vessel (:func:`_opened`),
+    brighter than the liver around it in the arterial CT and touching no lesion in either scan:
+    its arterial and its later half, each measured in its own CT."""
     spacing = np.array(arterial.image.GetSpacing()[::-1])
-    regions = thick_vessel_regions(arterial.labels, spacing)
+    regions = arterial_only_regions(arterial, later, transform)
     hu = sitk.GetArrayViewFromImage(arterial.image)
     pad = np.ceil(WINDOW_MM / spacing).astype(int)
-    smallest = WASHOUT_SMALLEST_ML / _voxel_ml(arterial.image)
+    voxel_ml = _voxel_ml(arterial.image)
+    statistics = cc3d.statistics(regions)
     found: dict[int, tuple[tuple[slice, ...], np.ndarray, float, float]] = {}
-    for index, box in enumerate(ndimage.find_objects(regions), start=1):
-        if box is None:
+    for index in range(1, len(statistics["voxel_counts"])):
+        box = statistics["bounding_boxes"][index]
+        if statistics["voxel_counts"][index] * voxel_ml < WASHOUT_SMALLEST_ML:
             continue
         window = _padded(box, pad, regions.shape)
-        footprint = regions[window] == index
+        mask = _opened(regions[window] == index, spacing)
         labels = arterial.labels[window]
-        if footprint.sum() < smallest or _touches_tumor(labels, footprint, spacing):
+        if not mask.any() or _touches_tumor(labels, mask, spacing):
             continue
-        mask = vessel_drawn_lesion(labels, footprint, spacing)
-        if mask is None:
-            continue  # a vessel runs through it
         ring = _liver_ring(labels, mask, spacing)
         if not ring.any():
             continue
         brighter = float(hu[window][mask].mean() - hu[window][ring].mean())
         if brighter > 0:
-            found[index] = (window, mask, float(mask.sum()) * _voxel_ml(arterial.image), brighter)
+            found[index] = (window, mask, float(mask.sum()) * voxel_ml, brighter)
     if not found:
         return []
-    kept = np.where(np.isin(regions, list(found)), regions, 0).astype(np.uint32)
+    kept = np.zeros(regions.shape, np.uint32)
+    for index, (window, mask, *_) in found.items():
+        kept[window][mask] = index
     moving = sitk.GetImageFromArray(kept)
     moving.CopyInformation(arterial.image)
     carried = sitk.GetArrayFromImage(sitk.Resample(moving, later.image, transform.GetInverse(),
