@@ -170,9 +170,10 @@ def calibrate_cross_phase(
         for scan, (candidates, carried), reference in zip(scans, measured, references, strict=True):
             tables: dict[tuple[int, ...], _CandidateTable] = {}  # many rules keep the same set
             for rule, tally in tallies.items():
-                labels, kept = apply_rule(scan, candidates, carried, rule)
-                key = tuple(id(addition) for addition in kept)
+                # the labels depend only on which additions the rule keeps: paint each set once
+                key = tuple(id(addition) for addition in (*candidates, *carried) if addition.kept_by(rule))
                 if key not in tables:
+                    labels, _ = apply_rule(scan, candidates, carried, rule)
                     components = cc3d.connected_components(labels == TUMOR, connectivity=26)
                     tables[key] = _CandidateTable(components, reference.components, reference.count)
                 table = tables[key]
