@@ -275,6 +275,16 @@ def _touches_tumor(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.nd
     return bool(((labels == TUMOR) & (distance <= max(RING_MM[0], spacing_zyx.max()))).any())
 
 
+def carry_regions(regions: np.ndarray, source: sitk.Image, target: sitk.Image,
+                  transform: sitk.Transform) -> np.ndarray:
+    """A label map of numbered ``regions`` on ``source``'s grid, carried onto ``target``'s grid
+    (``transform`` maps source points to target points; nearest neighbour keeps the numbers)."""
+    moving = sitk.GetImageFromArray(regions)
+    moving.CopyInformation(source)
+    return sitk.GetArrayFromImage(sitk.Resample(moving, target, transform.GetInverse(), sitk.sitkNearestNeighbor,
+                                                0, moving.GetPixelID()))
+
+
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
     """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
     (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), or None
@@ -299,10 +309,8 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     if not count:
         return []
     volumes = np.bincount(components.ravel())[1:] * _voxel_ml(source.image)
-    moving = sitk.GetImageFromArray(components.astype(np.uint16 if count < 2**16 else np.uint32))
-    moving.CopyInformation(source.image)
-    carried = sitk.GetArrayFromImage(sitk.Resample(moving, target.image, transform.GetInverse(),
-                                                   sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
+    carried = carry_regions(components.astype(np.uint16 if count < 2**16 else np.uint32), source.image,
+                            target.image, transform)
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
     pad = np.ceil(WINDOW_MM / spacing).astype(int)
@@ -415,10 +423,7 @@ def washout_lesions(arterial: PhaseScan, later: PhaseScan,
     kept = np.zeros(regions.shape, np.uint32)
     for index, (window, mask, *_) in found.items():
         kept[window][mask] = index
-    moving = sitk.GetImageFromArray(kept)
-    moving.CopyInformation(arterial.image)
-    carried = sitk.GetArrayFromImage(sitk.Resample(moving, later.image, transform.GetInverse(),
-                                                   sitk.sitkNearestNeighbor, 0, moving.GetPixelID()))
+    carried = carry_regions(kept, arterial.image, later.image, transform)
     later_hu = sitk.GetArrayViewFromImage(later.image)
     later_spacing = np.array(later.image.GetSpacing()[::-1])
     later_pad = np.ceil(WINDOW_MM / later_spacing).astype(int)

@@ -315,9 +315,9 @@ def calibrate_cross_phase_command(
                                                        "liver to become tumor (HU; 0: never; arterially "
                                                        "enhancing lesions)."),
     washout_min_brighter: str = typer.Option("0", "--washout-min-brighter",
-                                             help="Comma-separated least a closed region an arterial scan drew as "
-                                                  "vessel must be brighter than the liver to be a lesion where a "
-                                                  "portal or late scan shows it washed out (HU; 0: never)."),
+                                             help="Comma-separated least a region an arterial scan drew as vessel, "
+                                                  "and a portal or late scan as liver, must be brighter than the "
+                                                  "liver in the arterial CT to be a lesion (HU; 0: never)."),
     washout_min_darker: str = typer.Option("5", "--washout-min-darker",
                                            help="Comma-separated least that place must be darker than the liver "
                                                 "in the portal or late scan (HU)."),
