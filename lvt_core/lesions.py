@@ -14,8 +14,9 @@ Definitions follow ARCHITECTURE.md:
 - ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
   it holds a point where the rule-based second look added tumor after the network (the
   faint-lesion search, :mod:`lvt_core.faint_lesions`, or a round region drawn as vessel but
-  darker than the liver, :mod:`lvt_core.dark_vessels`), ``"other_phase"`` when it holds a centre of a candidate another phase of
-  the day confirmed (:mod:`lvt_core.cross_phase`), ``"network"`` otherwise, ``None`` for a
+  darker than the liver, :mod:`lvt_core.dark_vessels`), ``"other_phase"`` when it holds a centre of what reading
+  the day's phases together added (a candidate another phase confirmed, a lesion carried from
+  it, or an arterial region that washes out later: :mod:`lvt_core.cross_phase`), ``"network"`` otherwise, ``None`` for a
   label map of unknown origin.
 """
 
