@@ -29,7 +29,7 @@ the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a 
 that lands mostly on vessel in an arterial scan is looked at once more: its vessel voxels become
 tumor if no vessel runs through the place (little of the shell around it is vessel) and they
 are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or more. Only the
-arterial phase is searched so (:data:`ONTO_VESSEL_PHASES`), so each scan says its phase.
+arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its phase.
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
 scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
@@ -61,12 +61,13 @@ from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.registration import register_followup
 
-ONTO_VESSEL_PHASES: frozenset[str] = frozenset({"arterial"})
-"""The phases where a carried lesion may land on a region drawn as vessel. In the arterial
-phase an enhancing lesion (HCC-like) is as bright as the portal veins; in the portal and late
-phases it washes out, and a bright closed region there is a vessel cut across. Carried onto
-vessel in every phase, 88 validation scans gained false lesions at eight places, all in
-portal scans (docs/model_history.md)."""
+ENHANCING_PHASES: frozenset[str] = frozenset({"arterial"})
+"""The phases where an enhancing lesion (HCC-like) is as bright as the vessels and the network
+may draw it as one: only these are searched for lesions drawn as vessel, carried onto them or
+found by their washout in a later phase. In the portal and late phases the lesion washes out,
+and a bright closed region drawn as vessel there is a vessel cut across. Carried onto vessel in
+every phase, 88 validation scans gained false lesions at eight places, all in portal scans
+(docs/model_history.md)."""
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
 """``carry_max_brighter_hu`` that lets a carried lesion be any brighter than the liver."""
@@ -302,7 +303,7 @@ def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
     """Every lesion of ``source`` carried onto ``target`` (``transform`` maps source points to
-    target points) that lands mostly on liver, or, in a phase of :data:`ONTO_VESSEL_PHASES`,
+    target points) that lands mostly on liver, or, in a phase of :data:`ENHANCING_PHASES`,
     mostly on vessel where a vessel-drawn region matches it (:func:`vessel_drawn_lesion`), and
     touches none of ``target``'s lesions, with the contrast ``target``'s CT shows there."""
     components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
@@ -314,7 +315,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
     pad = np.ceil(WINDOW_MM / spacing).astype(int)
-    vessel_searched = target.phase in ONTO_VESSEL_PHASES
+    vessel_searched = target.phase in ENHANCING_PHASES
     out = []
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
@@ -499,7 +500,7 @@ def measured_across_phases(
         [lesion for source in range(len(scans)) if source != target and carry
          for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
         for target in range(len(scans))]
-    pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase == "arterial"
+    pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase in ENHANCING_PHASES
              for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES] if washout else []
     for a, later in pairs:
         for arterial_half, later_half in washout_lesions(scans[a], scans[later], transforms[a, later]):
