@@ -27,8 +27,9 @@ it missed.
 A lesion that enhances in the arterial phase (HCC-like) is as bright there as the vessels, and
 the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a carried lesion
 that lands mostly on vessel in an arterial scan is looked at once more: its vessel voxels become
-tumor if no vessel runs through the place (little of the shell around it is vessel) and they
-are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or more. Only the
+tumor if no vessel runs through the place (less than ``carry_vessel_max_shell_fraction`` of the
+shell around it is vessel) and they are brighter than the liver around them by
+``carry_vessel_min_brighter_hu`` or more. Only the
 arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its phase.
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
@@ -87,6 +88,7 @@ class CrossPhaseRule:
     carry_min_contrast_hu: float = 5.0
     carry_max_brighter_hu: float = NO_BRIGHTNESS_LIMIT_HU
     carry_vessel_min_brighter_hu: float = 0.0
+    carry_vessel_max_shell_fraction: float = 0.1
     washout_min_brighter_hu: float = 0.0
     washout_min_darker_hu: float = 5.0
     washout_min_volume_ml: float = 0.3
@@ -229,8 +231,9 @@ VESSEL_MATCH_MM = 3.0
 few millimetres)."""
 VESSEL_SHELL_MM = 3.0
 """Thickness of the shell around them where vessels leaving the place are counted."""
-MAX_SHELL_VESSEL_FRACTION = 0.1
-"""A place whose shell is this much vessel or more has a vessel running through it."""
+MEASURED_SHELL_VESSEL_FRACTION = 0.5
+"""A place whose shell is this much vessel or more has a vessel running through it whatever the
+rule: it is not measured at all (``carry_vessel_max_shell_fraction`` chooses below it)."""
 WINDOW_MM = VESSEL_MATCH_MM + max(RING_MM[1], VESSEL_SHELL_MM)
 """How far past a carried mask its place is read: the liver ring and the vessel shell around
 it, around vessel voxels up to :data:`VESSEL_MATCH_MM` beyond it."""
@@ -247,12 +250,14 @@ class CarriedLesion:
     contrast_hu: float  # mean CT of ``mask`` minus that of the liver around it (nan: none)
     centre_mm: tuple[float, ...]
     onto_vessel: bool = False  # ``mask`` is a region the network drew as vessel, not liver
+    shell_vessel_fraction: float = 0.0  # onto vessel: the share of the shell around it drawn as vessel
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
             return False
         if self.onto_vessel:
-            return rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
+            return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
+                    and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction)
         return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
 
 
@@ -286,19 +291,26 @@ def carry_regions(regions: np.ndarray, source: sitk.Image, target: sitk.Image,
                                                 0, moving.GetPixelID()))
 
 
-def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray | None:
+def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray,
+                        spacing_zyx: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
-    (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), or None
-    when a vessel runs through the place: a lesion drawn as vessel is a closed region, met
-    by a vessel or two at most, so little of the shell around it (:data:`VESSEL_SHELL_MM`
-    beyond :data:`VESSEL_MATCH_MM`) is vessel; a vessel as thick as the footprint crossing it
-    fills :data:`MAX_SHELL_VESSEL_FRACTION` or more of that shell."""
+    (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), and the share of
+    the shell around the place (:data:`VESSEL_SHELL_MM` beyond :data:`VESSEL_MATCH_MM`) drawn
+    as vessel; None when the place has no shell in the window or a vessel surely runs through
+    it (:data:`MEASURED_SHELL_VESSEL_FRACTION`). A lesion drawn as vessel is a closed region,
+    met by a vessel or two at most, so little of its shell is vessel; a vessel as thick as the
+    footprint crossing it fills much of it. Where the rule draws the line is a decision
+    (``carry_vessel_max_shell_fraction``): a lesion lying against a thick branch has more of
+    its shell drawn as vessel."""
     vessel = labels == VESSEL
     distance = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx)
     shell = (distance > VESSEL_MATCH_MM) & (distance <= VESSEL_MATCH_MM + VESSEL_SHELL_MM)
-    if not shell.any() or np.count_nonzero(vessel & shell) >= MAX_SHELL_VESSEL_FRACTION * np.count_nonzero(shell):
+    if not shell.any():
         return None
-    return vessel & (distance <= VESSEL_MATCH_MM)
+    fraction = np.count_nonzero(vessel & shell) / np.count_nonzero(shell)
+    if fraction >= MEASURED_SHELL_VESSEL_FRACTION:
+        return None
+    return vessel & (distance <= VESSEL_MATCH_MM), float(fraction)
 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
@@ -327,17 +339,19 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
             continue
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
+        shell_fraction = 0.0
         if onto_vessel:
             if not vessel_searched or np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
                 continue
-            mask = vessel_drawn_lesion(labels, footprint, spacing)
-            if mask is None:
+            drawn = vessel_drawn_lesion(labels, footprint, spacing)
+            if drawn is None:
                 continue
+            mask, shell_fraction = drawn
         ring = _liver_ring(labels, mask if onto_vessel else footprint, spacing)
         contrast = float(hu[window][mask].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
-                                 _centre_mm(target.image, where), onto_vessel))
+                                 _centre_mm(target.image, where), onto_vessel, shell_fraction))
     return out
 
 

@@ -3,6 +3,7 @@ at the same place in another, after the breathing shift between them is register
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -212,18 +213,43 @@ def test_only_an_arterial_scan_is_searched_for_lesions_drawn_as_vessel() -> None
     assert len(confirm_across_phases([portal, arterial], ONTO_VESSELS)[1][1]) == 1
 
 
-def test_a_vessel_running_through_a_carried_lesion_stays_vessel() -> None:
-    """The carried mask lands on a thick vessel that runs on past it: a vessel, not a lesion."""
-    lesion = np.array([40.0, 50.0, 70.0])
+def _arterial_with_branch(lesion: np.ndarray, offset_y_mm: float) -> tuple[PhaseScan, PhaseScan]:
+    """The day of :func:`test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carried`
+    with a branch as thick as the lesion drawn as vessel along x in the arterial scan,
+    ``offset_y_mm`` from the lesion's centre (0: through it)."""
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
     axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
     z, y, _ = np.meshgrid(*axes, indexing="ij")
     centre = lesion + SHIFT_MM
-    tube = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 6.0**2  # along x, as thick as the lesion
+    tube = (z - centre[0]) ** 2 + (y - centre[1] - offset_y_mm) ** 2 <= 6.0**2
     arterial.labels[tube & _liver(SHIFT_MM)] = VESSEL
+    return portal, arterial
+
+
+def test_a_vessel_running_through_a_carried_lesion_stays_vessel() -> None:
+    """The carried mask lands on a thick vessel that runs on past it: a vessel, not a lesion."""
+    portal, arterial = _arterial_with_branch(np.array([40.0, 50.0, 70.0]), 0.0)
 
     assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [])
+
+
+def test_how_much_vessel_may_surround_a_lesion_drawn_as_vessel_is_a_decision() -> None:
+    """A lesion lying against a thick branch has more of its shell drawn as vessel than one
+    deep in the liver, yet less than a place the branch runs through: the rule's
+    ``carry_vessel_max_shell_fraction`` draws the line."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    against = _arterial_with_branch(lesion, 12.0)  # the branch touches the lesion's side
+    through = _arterial_with_branch(lesion, 0.0)
+    looser = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.15)
+
+    assert confirm_across_phases(list(against), ONTO_VESSELS)[1] == (against[1].labels, [])
+    labels, added = confirm_across_phases(list(against), looser)[1]
+    assert len(added) == 1 and 0.1 <= added[0].shell_vessel_fraction < 0.15
+    assert (labels[_ball(lesion + SHIFT_MM, 4.0)] == TUMOR).all()
+    assert confirm_across_phases(list(through), looser)[1] == (through[1].labels, [])
+    anything = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.99)  # a vessel fills the shell: never
+    assert len(confirm_across_phases(list(through), anything)[1][1]) == 1
 
 
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
@@ -316,14 +342,15 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
                                    max_distances_mm=(5.0, 20.0), carry_min_volumes_ml=(0.5, 2.0),
                                    carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
                                    carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
-                                   device="cpu", version="9.9.2")
+                                   carry_vessel_max_shell_fractions=(0.3, 0.1), device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
     # both parts off, then strictest first: confirmation alone, then with the largest carried
-    # lesions, onto liver only and then onto vessel-drawn regions too
-    carrying = ((0.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 0.0), (2.0, 5.0, 1000.0, 30.0),
-                (0.5, 5.0, 1000.0, 0.0), (0.5, 5.0, 1000.0, 30.0))
+    # lesions, onto liver only and then onto vessel-drawn regions too, least vessel around them first
+    carrying = ((0.0, 5.0, 1000.0, 0.0, 0.1), (2.0, 5.0, 1000.0, 0.0, 0.1), (2.0, 5.0, 1000.0, 30.0, 0.1),
+                (2.0, 5.0, 1000.0, 30.0, 0.3), (0.5, 5.0, 1000.0, 0.0, 0.1), (0.5, 5.0, 1000.0, 30.0, 0.1),
+                (0.5, 5.0, 1000.0, 30.0, 0.3))
     washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
     assert grid == [(*c, *carry, *washout) for washout in washouts for carry in carrying for c in confirming]
     off = result["candidates"][0]
@@ -331,7 +358,7 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 50
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 70
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")
@@ -373,7 +400,8 @@ def test_the_terminal_says_what_each_calibrated_rule_does() -> None:
                           "lesions ≥ 1.0 ml carried where the CT is ≥ 3.0 HU darker, or brighter up to 15 HU")
     assert said(CrossPhaseRule(carry_min_volume_ml=1.0, carry_max_brighter_hu=0.0)).endswith("≥ 5.0 HU darker")
     assert said(ONTO_VESSELS) == ("lesions ≥ 0.5 ml carried where the CT is ≥ 5.0 HU darker, "
-                                  "or onto a region drawn as vessel ≥ 30 HU brighter in an arterial scan")
+                                  "or onto a region drawn as vessel ≥ 30 HU brighter in an arterial scan, "
+                                  "its shell < 10% vessel")
 
 
 def test_predict_day_searches_vessel_for_a_carried_lesion_only_in_a_scan_named_arterial(

@@ -314,6 +314,11 @@ def calibrate_cross_phase_command(
                                                        "lesion in an arterial scan must be brighter than the "
                                                        "liver to become tumor (HU; 0: never; arterially "
                                                        "enhancing lesions)."),
+    carry_vessel_max_shell: str = typer.Option("0.1", "--carry-vessel-max-shell",
+                                               help="Comma-separated share (strictly between 0 and 1; 0.5 or "
+                                                    "more is never carried) of the 3 mm shell around such a "
+                                                    "region that may be vessel: more, and a vessel runs "
+                                                    "through the place."),
     washout_min_brighter: str = typer.Option("0", "--washout-min-brighter",
                                              help="Comma-separated least a region an arterial scan drew as vessel, "
                                                   "and a portal or late scan as liver, must be brighter than the "
@@ -343,7 +348,8 @@ def calibrate_cross_phase_command(
         _numbers("--carry-min-contrasts", carry_min_contrasts), _numbers("--carry-max-brighter", carry_max_brighter),
         _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter),
         _numbers("--washout-min-brighter", washout_min_brighter), _numbers("--washout-min-darker", washout_min_darker),
-        _numbers("--washout-min-volumes", washout_min_volumes), device, on_case=on_case, version=version,
+        _numbers("--washout-min-volumes", washout_min_volumes),
+        _numbers("--carry-vessel-max-shell", carry_vessel_max_shell), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -355,7 +361,7 @@ def calibrate_cross_phase_command(
 
 def _cross_phase_rule(row: dict[str, Any]) -> str:
     """One row of the cross-phase calibration, as the terminal says it."""
-    from lvt_core.cross_phase import NO_BRIGHTNESS_LIMIT_HU
+    from lvt_core.cross_phase import NO_BRIGHTNESS_LIMIT_HU, CrossPhaseRule
 
     parts = []
     if row["min_peak"]:
@@ -366,7 +372,8 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
         limit = ("darker" if not brighter else "darker or brighter" if brighter >= NO_BRIGHTNESS_LIMIT_HU
                  else f"darker, or brighter up to {brighter:g} HU")
         onto_vessels = (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter "
-                        f"in an arterial scan"
+                        f"in an arterial scan, its shell < "
+                        f"{row.get('carry_vessel_max_shell_fraction', CrossPhaseRule.carry_vessel_max_shell_fraction):.0%} vessel"
                         if row.get("carry_vessel_min_brighter_hu") else "")
         parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
                      f"≥ {row['carry_min_contrast_hu']} HU {limit}{onto_vessels}")
