@@ -58,17 +58,24 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lvt_core.day_scans import (
+    ENHANCING_PHASES,
+    MIN_LIVER_FRACTION,
+    VESSEL_MATCH_MM,
+    VESSEL_SHELL_MM,
+    WINDOW_MM,
+    PhaseScan,
+    carry_regions,
+    liver_ring,
+    nearest_centre_mm,
+    padded,
+    pair_transforms,
+    touches_tumor,
+    voxel_volume_ml,
+)
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.registration import register_followup
-
-ENHANCING_PHASES: frozenset[str] = frozenset({"arterial"})
-"""The phases where an enhancing lesion (HCC-like) is as bright as the vessels and the network
-may draw it as one: only these are searched for lesions drawn as vessel, carried onto them or
-found by their washout in a later phase. In the portal and late phases the lesion washes out,
-and a bright closed region drawn as vessel there is a vessel cut across. Carried onto vessel in
-every phase, 88 validation scans gained false lesions at eight places, all in portal scans
-(docs/model_history.md)."""
+from lvt_core.washout import WASHOUT_PHASES, WashoutLesion, washout_lesions
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
 """``carry_max_brighter_hu`` that lets a carried lesion be any brighter than the liver."""
@@ -122,23 +129,6 @@ class CrossPhaseRule:
         return decisions_to_meta(self)
 
 
-@dataclass
-class PhaseScan:
-    """One decoded scan of the day: its grid, labels and tumor probability (``z, y, x``), and
-    its contrast phase (``unknown`` when not said)."""
-
-    image: sitk.Image  # the scan's geometry
-    labels: np.ndarray
-    tumor_probability: np.ndarray  # on the whole grid (0 outside the fine pass)
-    tumor_threshold: float  # the decision threshold the labels were drawn with
-    phase: str = "unknown"
-
-    def label_image(self) -> sitk.Image:
-        out = sitk.GetImageFromArray(np.ascontiguousarray(self.labels, dtype=np.uint8))
-        out.CopyInformation(self.image)
-        return out
-
-
 def lesion_centres_mm(scan: PhaseScan) -> list[tuple[float, ...]]:
     """Physical centre (mm, LPS) of every tumor component of ``scan``."""
     components, count = cc3d.connected_components(scan.labels == TUMOR, connectivity=26, return_N=True)
@@ -166,14 +156,6 @@ class DroppedCandidate:
                 and self.distance_mm <= rule.max_distance_mm)
 
 
-def pair_transforms(scans: Sequence[PhaseScan]) -> dict[tuple[int, int], sitk.Transform]:
-    """Each ordered pair ``(source, target)`` of the day's scans registered once, on the liver
-    masks: the transform maps the source's points to the target's."""
-    images = [scan.label_image() for scan in scans]
-    return {(source, target): register_followup(images[source], images[target])
-            for source in range(len(scans)) for target in range(len(scans)) if source != target}
-
-
 def carried_centres(scans: Sequence[PhaseScan],
                     transforms: dict[tuple[int, int], sitk.Transform] | None = None) -> list[list[tuple[float, ...]]]:
     """Per scan, the lesion centres of the day's other scans carried onto it."""
@@ -182,17 +164,6 @@ def carried_centres(scans: Sequence[PhaseScan],
     return [[transforms[source, target].TransformPoint(point)
              for source in range(len(scans)) if source != target for point in centres[source]]
             for target in range(len(scans))]
-
-
-def _centre_mm(image: sitk.Image, where: np.ndarray) -> tuple[float, ...]:
-    """Physical point of the voxel of ``where`` (``z, y, x`` rows) nearest their mean: on the
-    added lesion even when it is not convex, so the lesion table finds it there."""
-    nearest = where[np.argmin(np.square(where - where.mean(axis=0)).sum(axis=1))]
-    return tuple(image.TransformIndexToPhysicalPoint([int(v) for v in nearest[::-1]]))
-
-
-def _voxel_ml(image: sitk.Image) -> float:
-    return float(np.prod(image.GetSpacing())) / 1000.0
 
 
 def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) -> list[DroppedCandidate]:
@@ -207,7 +178,7 @@ def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) ->
         return []
     touching = set(np.unique(components[ndimage.binary_dilation(scan.labels == TUMOR)]).tolist())
     spacing = np.array(scan.image.GetSpacing()[::-1])
-    voxel_ml = _voxel_ml(scan.image)
+    voxel_ml = voxel_volume_ml(scan.image)
     points = np.array([scan.image.TransformPhysicalPointToContinuousIndex([float(v) for v in p])[::-1]
                        for p in points_mm])
     out = []
@@ -218,25 +189,13 @@ def dropped_candidates(scan: PhaseScan, points_mm: Sequence[Sequence[float]]) ->
         where = np.argwhere(mask) + [s.start for s in box]
         distance = float(np.min(np.linalg.norm((where[None] - points[:, None]) * spacing, axis=-1)))
         out.append(DroppedCandidate(box, mask, float(scan.tumor_probability[box][mask].max()),
-                                    float(mask.sum()) * voxel_ml, distance, _centre_mm(scan.image, where)))
+                                    float(mask.sum()) * voxel_ml, distance, nearest_centre_mm(scan.image, where)))
     return out
 
 
-MIN_LIVER_FRACTION = 0.5
-"""A carried lesion lands on liver: at least this share of its carried mask is liver there."""
-RING_MM = (1.5, 5.0)
-"""The liver a carried lesion's contrast is measured against: this far around its mask."""
-VESSEL_MATCH_MM = 3.0
-"""The vessel-drawn voxels this close to a carried mask are the lesion (registration leaves a
-few millimetres)."""
-VESSEL_SHELL_MM = 3.0
-"""Thickness of the shell around them where vessels leaving the place are counted."""
 MEASURED_SHELL_VESSEL_FRACTION = 0.5
 """A place whose shell is this much vessel or more has a vessel running through it whatever the
 rule: it is not measured at all (``carry_vessel_max_shell_fraction`` chooses below it)."""
-WINDOW_MM = VESSEL_MATCH_MM + max(RING_MM[1], VESSEL_SHELL_MM)
-"""How far past a carried mask its place is read: the liver ring and the vessel shell around
-it, around vessel voxels up to :data:`VESSEL_MATCH_MM` beyond it."""
 
 
 @dataclass
@@ -259,36 +218,6 @@ class CarriedLesion:
             return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
                     and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction)
         return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
-
-
-def _padded(box: tuple[slice, ...], pad: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """``box`` grown by ``pad`` voxels each way, within ``shape``."""
-    return tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(box, pad, shape, strict=True))
-
-
-def _liver_ring(labels: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
-    """The liver :data:`RING_MM` around ``mask``, both within one window."""
-    distance = ndimage.distance_transform_edt(~mask, sampling=spacing_zyx)
-    return (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
-
-
-def _touches_tumor(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> bool:
-    """Whether ``footprint`` comes within :data:`RING_MM`'s inner edge (a voxel at least) of a
-    lesion already drawn, both within one window."""
-    if not (labels == TUMOR).any():
-        return False
-    distance = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx)
-    return bool(((labels == TUMOR) & (distance <= max(RING_MM[0], spacing_zyx.max()))).any())
-
-
-def carry_regions(regions: np.ndarray, source: sitk.Image, target: sitk.Image,
-                  transform: sitk.Transform) -> np.ndarray:
-    """A label map of numbered ``regions`` on ``source``'s grid, carried onto ``target``'s grid
-    (``transform`` maps source points to target points; nearest neighbour keeps the numbers)."""
-    moving = sitk.GetImageFromArray(regions)
-    moving.CopyInformation(source)
-    return sitk.GetArrayFromImage(sitk.Resample(moving, target, transform.GetInverse(), sitk.sitkNearestNeighbor,
-                                                0, moving.GetPixelID()))
 
 
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray,
@@ -321,7 +250,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
     if not count:
         return []
-    volumes = np.bincount(components.ravel())[1:] * _voxel_ml(source.image)
+    volumes = np.bincount(components.ravel())[1:] * voxel_volume_ml(source.image)
     carried = carry_regions(components.astype(np.uint16 if count < 2**16 else np.uint32), source.image,
                             target.image, transform)
     hu = sitk.GetArrayViewFromImage(target.image)
@@ -332,10 +261,10 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     for index, box in enumerate(ndimage.find_objects(carried), start=1):
         if box is None:
             continue
-        window = _padded(box, pad, carried.shape)
+        window = padded(box, pad, carried.shape)
         footprint = carried[window] == index
         labels = target.labels[window]
-        if _touches_tumor(labels, footprint, spacing):
+        if touches_tumor(labels, footprint, spacing):
             continue
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
@@ -347,123 +276,13 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
             if drawn is None:
                 continue
             mask, shell_fraction = drawn
-        ring = _liver_ring(labels, mask if onto_vessel else footprint, spacing)
+        ring = liver_ring(labels, mask if onto_vessel else footprint, spacing)
         contrast = float(hu[window][mask].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
-                                 _centre_mm(target.image, where), onto_vessel, shell_fraction))
+                                 nearest_centre_mm(target.image, where), onto_vessel, shell_fraction))
     return out
 
-
-WASHOUT_PHASES: frozenset[str] = frozenset({"portal", "late"})
-"""The later phases a lesion washes out in: darker than the liver there."""
-WASHOUT_CORE_MM = 2.5
-"""A region drawn as vessel in the arterial phase only is a lesion candidate when some voxel of it
-lies deeper than this inside it (at least 5 mm across): the registration of the two phases
-leaves thinner slivers along every vessel."""
-WASHOUT_SMALLEST_ML = 0.1
-"""Regions smaller than this are not measured at all (the rule's own floor is higher)."""
-
-
-@dataclass
-class WashoutLesion:
-    """One scan's half of a lesion found by its enhancement pattern, which neither phase's
-    labels drew as tumor: brighter than the liver where the arterial scan drew it as vessel,
-    darker than the liver where a later scan left it as liver."""
-
-    window: tuple[slice, ...]
-    mask: np.ndarray  # the voxels it would paint in this scan, within ``window``
-    volume_ml: float  # the region drawn as vessel in the arterial scan
-    arterial_brighter_hu: float  # its arterial CT minus the liver around it
-    washout_hu: float  # the liver around its later place minus the later CT there
-    centre_mm: tuple[float, ...]
-
-    def kept_by(self, rule: CrossPhaseRule) -> bool:
-        return (rule.finds_washout and self.volume_ml >= rule.washout_min_volume_ml
-                and self.arterial_brighter_hu >= rule.washout_min_brighter_hu
-                and self.washout_hu >= rule.washout_min_darker_hu)
-
-
-def arterial_only_regions(arterial: PhaseScan, later: PhaseScan, transform: sitk.Transform) -> np.ndarray:
-    """Components (26-connected, on ``arterial``'s grid) of what ``arterial`` drew as vessel and
-    ``later`` (registered: ``transform`` maps arterial points to later points) as liver: a vessel
-    is drawn in both phases, an arterially enhancing lesion only in the arterial one."""
-    later_labels = sitk.GetArrayFromImage(sitk.Resample(later.label_image(), arterial.image, transform,
-                                                        sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
-    return cc3d.connected_components((arterial.labels == VESSEL) & (later_labels == LIVER), connectivity=26)
-
-
-def _opened(region: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
-    """``region`` opened with a ball of :data:`WASHOUT_CORE_MM` (with two distance maps): the
-    slivers thinner than the ball's diameter are cut off (but for one voxel at their root), a
-    round lesion keeps its shape."""
-    core = ndimage.distance_transform_edt(region, sampling=spacing_zyx) > WASHOUT_CORE_MM
-    if not core.any():
-        return core
-    # one voxel more than the ball reaches, so the voxelised edge of a round lesion stays with it
-    reach = WASHOUT_CORE_MM + float(spacing_zyx.max())
-    return region & (ndimage.distance_transform_edt(~core, sampling=spacing_zyx) <= reach)
-
-
-def washout_lesions(arterial: PhaseScan, later: PhaseScan,
-                    transform: sitk.Transform) -> list[tuple[WashoutLesion, WashoutLesion]]:
-    """Every region ``arterial`` drew as vessel and ``later`` as liver (:func:`arterial_only_regions`),
-    opened to cut off the slivers the registration leaves along every vessel (:func:`_opened`),
-    brighter than the liver around it in the arterial CT and touching no lesion in either scan:
-    its arterial and its later half, each measured in its own CT."""
-    spacing = np.array(arterial.image.GetSpacing()[::-1])
-    regions = arterial_only_regions(arterial, later, transform)
-    hu = sitk.GetArrayViewFromImage(arterial.image)
-    pad = np.ceil(WINDOW_MM / spacing).astype(int)
-    voxel_ml = _voxel_ml(arterial.image)
-    statistics = cc3d.statistics(regions)
-    found: dict[int, tuple[tuple[slice, ...], np.ndarray, float, float]] = {}
-    for index in range(1, len(statistics["voxel_counts"])):
-        box = statistics["bounding_boxes"][index]
-        if statistics["voxel_counts"][index] * voxel_ml < WASHOUT_SMALLEST_ML:
-            continue
-        window = _padded(box, pad, regions.shape)
-        mask = _opened(regions[window] == index, spacing)
-        labels = arterial.labels[window]
-        if not mask.any() or _touches_tumor(labels, mask, spacing):
-            continue
-        ring = _liver_ring(labels, mask, spacing)
-        if not ring.any():
-            continue
-        brighter = float(hu[window][mask].mean() - hu[window][ring].mean())
-        if brighter > 0:
-            found[index] = (window, mask, float(mask.sum()) * voxel_ml, brighter)
-    if not found:
-        return []
-    kept = np.zeros(regions.shape, np.uint32)
-    for index, (window, mask, *_) in found.items():
-        kept[window][mask] = index
-    carried = carry_regions(kept, arterial.image, later.image, transform)
-    later_hu = sitk.GetArrayViewFromImage(later.image)
-    later_spacing = np.array(later.image.GetSpacing()[::-1])
-    later_pad = np.ceil(WINDOW_MM / later_spacing).astype(int)
-    boxes = ndimage.find_objects(carried)
-    out = []
-    for index, (window, mask, volume, brighter) in found.items():
-        box = boxes[index - 1] if index <= len(boxes) else None
-        if box is None:
-            continue  # carried outside the later scan
-        later_window = _padded(box, later_pad, carried.shape)
-        footprint = carried[later_window] == index
-        labels = later.labels[later_window]
-        later_mask = footprint & (labels == LIVER)
-        if later_mask.sum() < MIN_LIVER_FRACTION * footprint.sum() or _touches_tumor(labels, footprint, later_spacing):
-            continue
-        ring = _liver_ring(labels, later_mask, later_spacing)
-        if not ring.any():
-            continue
-        washout = float(later_hu[later_window][ring].mean() - later_hu[later_window][later_mask].mean())
-        arterial_where = np.argwhere(mask) + [s.start for s in window]
-        later_where = np.argwhere(later_mask) + [s.start for s in later_window]
-        out.append((WashoutLesion(window, mask, volume, brighter, washout, _centre_mm(arterial.image, arterial_where)),
-                    WashoutLesion(later_window, later_mask, volume, brighter, washout,
-                                  _centre_mm(later.image, later_where))))
-    return out
 
 
 FromOtherPhases = CarriedLesion | WashoutLesion
