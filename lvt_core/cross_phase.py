@@ -28,7 +28,8 @@ A lesion that enhances in the arterial phase (HCC-like) is as bright there as th
 the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a carried lesion
 that lands mostly on vessel in an arterial scan is looked at once more: its vessel voxels become
 tumor if no vessel runs through the place (less than ``carry_vessel_max_shell_fraction`` of the
-shell around it is vessel) and they are brighter than the liver around them by
+shell around it is vessel, lying to one side of it by ``carry_vessel_min_one_sidedness`` or
+more) and they are brighter than the liver around them by
 ``carry_vessel_min_brighter_hu`` or more. Only the
 arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its phase.
 
@@ -96,6 +97,7 @@ class CrossPhaseRule:
     carry_max_brighter_hu: float = NO_BRIGHTNESS_LIMIT_HU
     carry_vessel_min_brighter_hu: float = 0.0
     carry_vessel_max_shell_fraction: float = 0.1
+    carry_vessel_min_one_sidedness: float = 0.0
     washout_min_brighter_hu: float = 0.0
     washout_min_darker_hu: float = 5.0
     washout_min_volume_ml: float = 0.3
@@ -210,27 +212,44 @@ class CarriedLesion:
     centre_mm: tuple[float, ...]
     onto_vessel: bool = False  # ``mask`` is a region the network drew as vessel, not liver
     shell_vessel_fraction: float = 0.0  # onto vessel: the share of the shell around it drawn as vessel
+    shell_vessel_one_sidedness: float = 1.0  # onto vessel: :func:`one_sidedness` of that shell's vessel
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
             return False
         if self.onto_vessel:
             return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
-                    and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction)
+                    and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction
+                    and self.shell_vessel_one_sidedness >= rule.carry_vessel_min_one_sidedness)
         return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
 
 
+def one_sidedness(around: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> float:
+    """How much the voxels of ``around`` lie on one side of ``footprint`` (both within one
+    window): the length of the mean unit vector from the footprint's centre to them, 1 when
+    they all lie in one direction (a lesion against a branch, or fed by one), near 0 when they
+    lie on opposite sides (a vessel running through the place); 1 when there are none."""
+    where = np.argwhere(around) * spacing_zyx
+    if not len(where):
+        return 1.0
+    directions = where - np.argwhere(footprint).mean(axis=0) * spacing_zyx
+    lengths = np.linalg.norm(directions, axis=1, keepdims=True)
+    return float(np.linalg.norm((directions / np.maximum(lengths, 1e-6)).mean(axis=0)))
+
+
 def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray,
-                        spacing_zyx: np.ndarray) -> tuple[np.ndarray, float] | None:
+                        spacing_zyx: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     """The voxels the network drew as vessel where a carried ``footprint`` marks a lesion
     (both cropped to a window reaching :data:`WINDOW_MM` past the footprint), and the share of
     the shell around the place (:data:`VESSEL_SHELL_MM` beyond :data:`VESSEL_MATCH_MM`) drawn
-    as vessel; None when the place has no shell in the window or a vessel surely runs through
-    it (:data:`MEASURED_SHELL_VESSEL_FRACTION`). A lesion drawn as vessel is a closed region,
+    as vessel and how one-sided that vessel is (:func:`one_sidedness`); None when the place has
+    no shell in the window or a vessel surely runs through it
+    (:data:`MEASURED_SHELL_VESSEL_FRACTION`). A lesion drawn as vessel is a closed region,
     met by a vessel or two at most, so little of its shell is vessel; a vessel as thick as the
     footprint crossing it fills much of it. Where the rule draws the line is a decision
     (``carry_vessel_max_shell_fraction``): a lesion lying against a thick branch has more of
-    its shell drawn as vessel."""
+    its shell drawn as vessel, but on one side of it, where a vessel running through leaves on
+    two (``carry_vessel_min_one_sidedness``)."""
     vessel = labels == VESSEL
     distance = ndimage.distance_transform_edt(~footprint, sampling=spacing_zyx)
     shell = (distance > VESSEL_MATCH_MM) & (distance <= VESSEL_MATCH_MM + VESSEL_SHELL_MM)
@@ -239,7 +258,8 @@ def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray,
     fraction = np.count_nonzero(vessel & shell) / np.count_nonzero(shell)
     if fraction >= MEASURED_SHELL_VESSEL_FRACTION:
         return None
-    return vessel & (distance <= VESSEL_MATCH_MM), float(fraction)
+    return (vessel & (distance <= VESSEL_MATCH_MM), float(fraction),
+            one_sidedness(vessel & shell, footprint, spacing_zyx))
 
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
@@ -268,19 +288,20 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
             continue
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
-        shell_fraction = 0.0
+        shell_fraction, sidedness = 0.0, 1.0
         if onto_vessel:
             if not vessel_searched or np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
                 continue
             drawn = vessel_drawn_lesion(labels, footprint, spacing)
             if drawn is None:
                 continue
-            mask, shell_fraction = drawn
+            mask, shell_fraction, sidedness = drawn
         ring = liver_ring(labels, mask if onto_vessel else footprint, spacing)
         contrast = float(hu[window][mask].mean() - hu[window][ring].mean()) if ring.any() else float("nan")
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
-                                 nearest_centre_mm(target.image, where), onto_vessel, shell_fraction))
+                                 nearest_centre_mm(target.image, where), onto_vessel, shell_fraction,
+                                 sidedness))
     return out
 
 

@@ -213,16 +213,17 @@ def test_only_an_arterial_scan_is_searched_for_lesions_drawn_as_vessel() -> None
     assert len(confirm_across_phases([portal, arterial], ONTO_VESSELS)[1][1]) == 1
 
 
-def _arterial_with_branch(lesion: np.ndarray, offset_y_mm: float) -> tuple[PhaseScan, PhaseScan]:
+def _arterial_with_branch(lesion: np.ndarray, offset_y_mm: float,
+                          radius_mm: float = 6.0) -> tuple[PhaseScan, PhaseScan]:
     """The day of :func:`test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carried`
-    with a branch as thick as the lesion drawn as vessel along x in the arterial scan,
-    ``offset_y_mm`` from the lesion's centre (0: through it)."""
+    with a branch (as thick as the lesion unless ``radius_mm`` says) drawn as vessel along x
+    in the arterial scan, ``offset_y_mm`` from the lesion's centre (0: through it)."""
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
     axes = [np.arange(n) * s for n, s in zip(SHAPE_ZYX, SPACING_XYZ[::-1], strict=True)]
     z, y, _ = np.meshgrid(*axes, indexing="ij")
     centre = lesion + SHIFT_MM
-    tube = (z - centre[0]) ** 2 + (y - centre[1] - offset_y_mm) ** 2 <= 6.0**2
+    tube = (z - centre[0]) ** 2 + (y - centre[1] - offset_y_mm) ** 2 <= radius_mm**2
     arterial.labels[tube & _liver(SHIFT_MM)] = VESSEL
     return portal, arterial
 
@@ -250,6 +251,22 @@ def test_how_much_vessel_may_surround_a_lesion_drawn_as_vessel_is_a_decision() -
     assert confirm_across_phases(list(through), looser)[1] == (through[1].labels, [])
     anything = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.99)  # a vessel fills the shell: never
     assert len(confirm_across_phases(list(through), anything)[1][1]) == 1
+
+
+def test_a_thin_vessel_running_through_is_told_from_a_branch_beside_the_lesion_by_its_sides() -> None:
+    """A thin vessel running through the place fills little of its shell, less than a thick
+    branch beside a lesion; but it leaves on two opposite sides, the branch lies on one."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    thin_through = _arterial_with_branch(lesion, 0.0, radius_mm=3.0)
+    against = _arterial_with_branch(lesion, 12.0)
+    by_fraction = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.15)
+    by_sides = replace(by_fraction, carry_vessel_min_one_sidedness=0.5)
+
+    _, added = confirm_across_phases(list(thin_through), by_fraction)[1]
+    assert len(added) == 1 and added[0].shell_vessel_fraction < 0.1 and added[0].shell_vessel_one_sidedness < 0.1
+    assert confirm_across_phases(list(thin_through), by_sides)[1] == (thin_through[1].labels, [])
+    _, kept = confirm_across_phases(list(against), by_sides)[1]
+    assert len(kept) == 1 and kept[0].shell_vessel_one_sidedness > 0.8
 
 
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
@@ -342,15 +359,17 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
                                    max_distances_mm=(5.0, 20.0), carry_min_volumes_ml=(0.5, 2.0),
                                    carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
                                    carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
-                                   carry_vessel_max_shell_fractions=(0.3, 0.1), device="cpu", version="9.9.2")
+                                   carry_vessel_max_shell_fractions=(0.3, 0.1), carry_vessel_min_one_sidedness=(0.0, 0.5),
+                                   device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
     # both parts off, then strictest first: confirmation alone, then with the largest carried
-    # lesions, onto liver only and then onto vessel-drawn regions too, least vessel around them first
-    carrying = ((0.0, 5.0, 1000.0, 0.0, 0.1), (2.0, 5.0, 1000.0, 0.0, 0.1), (2.0, 5.0, 1000.0, 30.0, 0.1),
-                (2.0, 5.0, 1000.0, 30.0, 0.3), (0.5, 5.0, 1000.0, 0.0, 0.1), (0.5, 5.0, 1000.0, 30.0, 0.1),
-                (0.5, 5.0, 1000.0, 30.0, 0.3))
+    # lesions, onto liver only and then onto vessel-drawn regions too, least vessel around them
+    # and most one-sided first
+    onto_vessel = ((30.0, 0.1, 0.5), (30.0, 0.1, 0.0), (30.0, 0.3, 0.5), (30.0, 0.3, 0.0))
+    carrying = [(0.0, 5.0, 1000.0, 0.0, 0.1, 0.0)] + [
+        row for v in (2.0, 0.5) for row in [(v, 5.0, 1000.0, 0.0, 0.1, 0.0)] + [(v, 5.0, 1000.0, *o) for o in onto_vessel]]
     washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
     assert grid == [(*c, *carry, *washout) for washout in washouts for carry in carrying for c in confirming]
     off = result["candidates"][0]
@@ -358,7 +377,7 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 70
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 110
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")

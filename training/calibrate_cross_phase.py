@@ -7,8 +7,8 @@ through the network once per phase, each pair of its scans is registered once, a
 ``min_peak`` × ``max_distance_mm`` × ``min_volume_ml`` keeps a subset of the dropped
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 ``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` × ``carry_vessel_max_shell_fraction``
-a subset of the lesions carried whole from the other phase, onto liver or (the last two; 0
-brighter: never) onto a region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
+× ``carry_vessel_min_one_sidedness`` a subset of the lesions carried whole from the other phase,
+onto liver or (the last three; 0 brighter: never) onto a region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
 ``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
 by their enhancement pattern alone (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
@@ -53,12 +53,13 @@ DEFAULT_CARRY_MIN_CONTRASTS_HU = (2.0, 3.0, 5.0, 8.0)
 DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
 DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS = (CrossPhaseRule.carry_vessel_max_shell_fraction,)
+DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS = (CrossPhaseRule.carry_vessel_min_one_sidedness,)
 DEFAULT_WASHOUT_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
 DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
 GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
                "carry_max_brighter_hu", "carry_vessel_min_brighter_hu", "carry_vessel_max_shell_fraction",
-               "washout_min_brighter_hu",
+               "carry_vessel_min_one_sidedness",                "washout_min_brighter_hu",
                "washout_min_darker_hu", "washout_min_volume_ml")
 
 
@@ -70,11 +71,12 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
               washout_min_darker_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_DARKER_HU,
               washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
               carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
+              carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
               ) -> list[CrossPhaseRule]:
     """Every rule to score, strictest first so that ties go to the one adding the least: every
     part off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
-    the brightest and the least vessel around them) with each confirmation rule, and all of these with each washout rule
+    the brightest, the least vessel around them and the most one-sided) with each confirmation rule, and all of these with each washout rule
     (brightest, most washed out, largest first)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
@@ -83,11 +85,13 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     confirming = [(off.min_peak, off.max_distance_mm, off.min_volume_ml)] + [
         (p, d, v) for p in largest_first(min_peaks) for d in largest_first(max_distances_mm)[::-1]
         for v in largest_first(min_volumes_ml)]
-    vessel_limits = [(0.0, off.carry_vessel_max_shell_fraction)] + [
-        (h, s) for h in largest_first(carry_vessel_min_brighter_hu) if h > 0
-        for s in largest_first(carry_vessel_max_shell_fractions)[::-1]]
+    vessel_limits = [(0.0, off.carry_vessel_max_shell_fraction, off.carry_vessel_min_one_sidedness)] + [
+        (h, s, o) for h in largest_first(carry_vessel_min_brighter_hu) if h > 0
+        for s in largest_first(carry_vessel_max_shell_fractions)[::-1]
+        for o in largest_first(carry_vessel_min_one_sidedness)]
     carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu,
-                 off.carry_vessel_min_brighter_hu, off.carry_vessel_max_shell_fraction)] + [
+                 off.carry_vessel_min_brighter_hu, off.carry_vessel_max_shell_fraction,
+                 off.carry_vessel_min_one_sidedness)] + [
         (v, c, b, *vessel) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
         for b in largest_first(carry_max_brighter_hu)[::-1] for vessel in vessel_limits]
     washouts = [(off.washout_min_brighter_hu, off.washout_min_darker_hu, off.washout_min_volume_ml)] + [
@@ -126,6 +130,7 @@ def calibrate_cross_phase(
     washout_min_darker_hu: Sequence[float] = DEFAULT_WASHOUT_MIN_DARKER_HU,
     washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
     carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
+    carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -144,6 +149,9 @@ def calibrate_cross_phase(
                       volumes=True)
     _check_candidates("carried onto vessel: most of the shell around it drawn as vessel",
                       carry_vessel_max_shell_fractions)
+    if not carry_vessel_min_one_sidedness or not all(0.0 <= v < 1.0 for v in carry_vessel_min_one_sidedness):
+        raise ValueError(f"carried onto vessel: least one-sidedness of the vessel around it candidates must be "
+                         f"0 or more and below 1, got {list(carry_vessel_min_one_sidedness)}")
     _check_candidates("washout: least brighter than the liver in the arterial phase (HU)", washout_min_brighter_hu,
                       volumes=True)
     _check_candidates("washout: least darker than the liver in the later phase (HU)", washout_min_darker_hu,
@@ -159,7 +167,8 @@ def calibrate_cross_phase(
     checkpoint_sha256 = checkpoint_checksum(checkpoint) if cache_folder is not None else ""
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
                      carry_max_brighter_hu, carry_vessel_min_brighter_hu, washout_min_brighter_hu,
-                     washout_min_darker_hu, washout_min_volumes_ml, carry_vessel_max_shell_fractions)
+                     washout_min_darker_hu, washout_min_volumes_ml, carry_vessel_max_shell_fractions,
+                     carry_vessel_min_one_sidedness)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = from_cache = 0

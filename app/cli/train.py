@@ -319,6 +319,11 @@ def calibrate_cross_phase_command(
                                                     "more is never carried) of the 3 mm shell around such a "
                                                     "region that may be vessel: more, and a vessel runs "
                                                     "through the place."),
+    carry_vessel_min_one_sided: str = typer.Option("0", "--carry-vessel-min-one-sided",
+                                                   help="Comma-separated least one-sidedness (0 or more, below 1) "
+                                                        "of the vessel in that shell: 1 when it lies on one side "
+                                                        "of the place (a lesion against a branch), near 0 when on "
+                                                        "opposite sides (a vessel running through)."),
     washout_min_brighter: str = typer.Option("0", "--washout-min-brighter",
                                              help="Comma-separated least a region an arterial scan drew as vessel, "
                                                   "and a portal or late scan as liver, must be brighter than the "
@@ -349,7 +354,8 @@ def calibrate_cross_phase_command(
         _numbers("--carry-vessel-min-brighter", carry_vessel_min_brighter),
         _numbers("--washout-min-brighter", washout_min_brighter), _numbers("--washout-min-darker", washout_min_darker),
         _numbers("--washout-min-volumes", washout_min_volumes),
-        _numbers("--carry-vessel-max-shell", carry_vessel_max_shell), device, on_case=on_case, version=version,
+        _numbers("--carry-vessel-max-shell", carry_vessel_max_shell),
+        _numbers("--carry-vessel-min-one-sided", carry_vessel_min_one_sided), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -357,6 +363,16 @@ def calibrate_cross_phase_command(
     chosen = _echo_grid(result, GRID_FIELDS, _cross_phase_rule)
     reused = f" ({result['decoded_from_cache']} decoded from the cache)" if cache is not None else ""
     typer.echo(f"chosen: {chosen}; {result['days']} days, {result['cases']} scans{reused}; wrote {result['out']}")
+
+
+def _onto_vessels(row: dict[str, Any], defaults: Any) -> str:
+    """The carrying onto vessel-drawn regions of one calibration row, as the terminal says it
+    (rows of checkpoints calibrated before a field existed read as its default)."""
+    shell = row.get("carry_vessel_max_shell_fraction", defaults.carry_vessel_max_shell_fraction)
+    one_sided = row.get("carry_vessel_min_one_sidedness", defaults.carry_vessel_min_one_sidedness)
+    sides = f", one-sided ≥ {one_sided:g}" if one_sided else ""
+    return (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter in an "
+            f"arterial scan, its shell < {shell:.0%} vessel{sides}")
 
 
 def _cross_phase_rule(row: dict[str, Any]) -> str:
@@ -371,10 +387,7 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
         brighter = row["carry_max_brighter_hu"]
         limit = ("darker" if not brighter else "darker or brighter" if brighter >= NO_BRIGHTNESS_LIMIT_HU
                  else f"darker, or brighter up to {brighter:g} HU")
-        onto_vessels = (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter "
-                        f"in an arterial scan, its shell < "
-                        f"{row.get('carry_vessel_max_shell_fraction', CrossPhaseRule.carry_vessel_max_shell_fraction):.0%} vessel"
-                        if row.get("carry_vessel_min_brighter_hu") else "")
+        onto_vessels = _onto_vessels(row, CrossPhaseRule()) if row.get("carry_vessel_min_brighter_hu") else ""
         parts.append(f"lesions ≥ {row['carry_min_volume_ml']} ml carried where the CT is "
                      f"≥ {row['carry_min_contrast_hu']} HU {limit}{onto_vessels}")
     if row.get("washout_min_brighter_hu"):
