@@ -29,9 +29,9 @@ the network may draw it as one. When ``carry_vessel_min_brighter_hu`` is set, a 
 that lands mostly on vessel in an arterial scan is looked at once more: its vessel voxels become
 tumor if no vessel runs through the place (less than ``carry_vessel_max_shell_fraction`` of the
 shell around it is vessel, lying to one side of it by ``carry_vessel_min_one_sidedness`` or
-more) and they are brighter than the liver around them by
-``carry_vessel_min_brighter_hu`` or more. Only the
-arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its phase.
+more) and they are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or
+more. Only the arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its
+phase.
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
 scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
