@@ -8,7 +8,8 @@ through the network once per phase, each pair of its scans is registered once, a
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 ``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` × ``carry_vessel_max_shell_fraction``
 × ``carry_vessel_min_one_sidedness`` a subset of the lesions carried whole from the other phase,
-onto liver or (the last three; 0 brighter: never) onto a region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
+onto liver or (the last three; 0 brighter: never) onto a region an arterial scan drew as
+vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
 ``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
 by their enhancement pattern alone (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
@@ -18,6 +19,7 @@ budget wins, the rule switched off being one of the candidates.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +59,8 @@ DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS = (CrossPhaseRule.carry_vessel_min_one_si
 DEFAULT_WASHOUT_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
 DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
-GRID_FIELDS = ("min_peak", "max_distance_mm", "min_volume_ml", "carry_min_volume_ml", "carry_min_contrast_hu",
-               "carry_max_brighter_hu", "carry_vessel_min_brighter_hu", "carry_vessel_max_shell_fraction",
-               "carry_vessel_min_one_sidedness",                "washout_min_brighter_hu",
-               "washout_min_darker_hu", "washout_min_volume_ml")
+GRID_FIELDS = tuple(field.name for field in fields(CrossPhaseRule))
+"""Every decision of the rule, in its constructor's order: each row of the grid names them all."""
 
 
 def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min_volumes_ml: Sequence[float],
@@ -76,8 +76,8 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     """Every rule to score, strictest first so that ties go to the one adding the least: every
     part off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
-    the brightest, the least vessel around them and the most one-sided) with each confirmation rule, and all of these with each washout rule
-    (brightest, most washed out, largest first)."""
+    the brightest, the least vessel around them and the most one-sided) with each confirmation
+    rule, and all of these with each washout rule (brightest, most washed out, largest first)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
 
