@@ -22,6 +22,7 @@ from lvt_core.phantom import (
     PHASE_HU_TABLE,
     PHASES,
     CohortConfig,
+    LesionMix,
     generate_cohort,
     generate_cohorts,
     phantom_scan,
@@ -76,6 +77,10 @@ def test_layout_and_csv_columns(cohort: Path) -> None:
         assert (folder / "preview_axial.png").read_bytes()[:4] == b"\x89PNG"
         assert (folder / "preview_coronal.png").is_file()
         assert len(list((cohort / row["dicom_dir"]).glob("*.dcm"))) == image.GetSize()[2]
+    drawn = json.loads((cohort / "cohort.json").read_text())  # how to draw it again
+    assert (drawn["seed"], drawn["size"], drawn["patients"], drawn["timepoints"]) == (SEED, "tiny", 1, 2)
+    assert drawn["phases"] == ["portal", "arterial"]
+    assert LesionMix(**drawn["lesion_mix"]) == LesionMix()
     dates = sorted({r["study_date"] for r in manifest})
     gap = np.datetime64(dates[1]) - np.datetime64(dates[0])
     assert 60 <= gap.astype(int) <= 180  # studies months apart
@@ -245,6 +250,42 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--phases", "5"])
     assert result.exit_code == 2
+    result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--kinds", "hyper=1,cyst=1"])
+    assert result.exit_code == 2 and "'cyst=1' is not KIND=WEIGHT" in result.output
+    result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--kinds", "hyper=much"])
+    assert result.exit_code == 2 and "'much' is not a number" in result.output
+    result = runner.invoke(app, ["phantom", str(tmp_path / "x"), "--near-vessel", "1.5"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "x").exists()
+
+
+def _gap_to_thick_vessel_mm(patient_index: int, mix: LesionMix) -> list[tuple[float, str]]:
+    """Per lesion of patient ``patient_index`` (seed 31): how far its surface, at its largest,
+    lies from the nearest vessel at least 5 mm wide (negative: the vessel runs into it)."""
+    patient = make_patient(31, patient_index, mix)
+    vessels = [c for c in patient.anatomy.portal_tree + patient.anatomy.hepatic_tree if c.rb >= 2.5]
+    rows = []
+    for track in patient.tracks:
+        x, y, z = (track.center[i : i + 1].astype(np.float32) for i in range(3))
+        surface = min(float(vessel.distance(x, y, z)[0]) for vessel in vessels)
+        rows.append((surface - max(track.diameters) / 2, track.kind))
+    return rows
+
+
+def test_a_lesion_mix_places_every_lesion_against_a_vessel_and_draws_the_asked_kinds() -> None:
+    against = LesionMix(near_vessel=1.0, hypo=0.0, hyper=1.0, rim=0.0)
+    anywhere = LesionMix(near_vessel=0.0)
+    stressed = [row for p in range(6) for row in _gap_to_thick_vessel_mm(p, against)]
+    spread = [row for p in range(6) for row in _gap_to_thick_vessel_mm(p, anywhere)]
+    assert len(stressed) == len(spread) >= 10  # the same patients, the same lesion count
+    assert all(gap <= 1.0 for gap, _ in stressed)  # every lesion touches a thick vessel
+    assert sum(gap > 1.0 for gap, _ in spread) >= 3  # placed anywhere, many do not
+    assert {kind for _, kind in stressed} == {"hyper"}
+    assert {kind for _, kind in spread} > {"hyper"}
+    assert np.array_equal(make_patient(31, 0, against).anatomy.liver_bbox()[0],
+                          make_patient(31, 0).anatomy.liver_bbox()[0])
+    with pytest.raises(ValueError, match="near_vessel"):
+        LesionMix(near_vessel=-0.1)
 
 
 def test_patients_rendered_by_worker_processes_give_the_same_files(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -24,19 +25,31 @@ def phantom(
     preview: bool = typer.Option(False, "--preview", help="Write axial and coronal preview PNGs."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an existing cohort in OUT (a folder with manifest.csv)."),
+    near_vessel: float = typer.Option(
+        0.3, "--near-vessel", min=0.0, max=1.0,
+        help="Share of lesions placed against a vessel at least 5 mm wide (a stress cohort for "
+             "lesions the network may draw as vessel)."),
+    kinds: str = typer.Option(
+        "hypo=0.5,hyper=0.25,rim=0.25", "--kinds",
+        help="Weights of the lesion kinds: hypo (metastasis-like), hyper (arterial enhancement "
+             "with washout), rim (necrotic core, enhancing rim)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1,
                                 help="Patients rendered side by side in separate processes "
                                      "(same files; a clinical-size scan needs about 2 GB)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
     """Generate a synthetic contrast-enhanced abdominal CT cohort with liver/vessel/tumor truth."""
-    from lvt_core.phantom import SIZES, CohortConfig, generate_cohort
+    from lvt_core.phantom import SIZES, CohortConfig, LesionMix, generate_cohort
 
     if size not in SIZES:
         raise typer.BadParameter(f"{size!r} is not one of {', '.join(SIZES)}", param_hint="--size")
+    try:
+        mix = LesionMix(near_vessel=near_vessel, **parse_kind_weights(kinds))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--kinds") from error
     _prepare(out, overwrite)
     config = CohortConfig(patients=patients, timepoints=timepoints, phases=phases, seed=seed,
-                          size=size, dicom=dicom, preview=preview)
+                          size=size, dicom=dicom, preview=preview, lesion_mix=mix)
     total = patients * timepoints * phases
     started = time.perf_counter()
     with progress_bar() as bar:
@@ -49,6 +62,7 @@ def phantom(
         "measurements": str(out / "measurements.csv"), "patients": patients,
         "timepoints": timepoints, "phases": list(config.phase_names), "scans": total,
         "size": size, "seed": seed, "dicom": dicom, "preview": preview,
+        "lesion_mix": dataclasses.asdict(mix),
         "workers": workers, "seconds": round(seconds, 2),
     }
     if as_json:
@@ -56,6 +70,22 @@ def phantom(
     else:
         typer.echo(f"wrote {total} scans of {patients} patients to {out} ({seconds:.1f} s); "
                    f"manifest: {manifest}")
+
+
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """``hypo=0.5,hyper=0.25,rim=0.25`` as weights; a kind left out weighs 0."""
+    from lvt_core.phantom import LESION_KINDS
+
+    weights = dict.fromkeys(LESION_KINDS, 0.0)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, value = item.partition("=")
+        if not sep or kind.strip() not in weights:
+            raise ValueError(f"{item!r} is not KIND=WEIGHT with KIND one of {', '.join(LESION_KINDS)}")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: weight {value!r} is not a number") from None
+    return weights
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -72,7 +102,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
     for child in out.iterdir():
         if child.is_dir() and child.name.startswith("LVT-"):
             shutil.rmtree(child)
-        elif child.name in ("manifest.csv", "lesions.csv", "measurements.csv"):
+        elif child.name in ("cohort.json", "manifest.csv", "lesions.csv", "measurements.csv"):
             child.unlink()
 
 

@@ -14,12 +14,13 @@ from lvt_core.phantom.cohort import (
     generate_cohort,
     generate_cohorts,
 )
-from lvt_core.phantom.lesions import MAX_TIMEPOINTS, lesion_stats
+from lvt_core.phantom.lesions import LESION_KINDS, MAX_TIMEPOINTS, LesionMix, lesion_stats
 from lvt_core.phantom.scan import SIZES, PhantomScan, phantom_scan
 from lvt_core.phantom.tables import PHASE_HU_TABLE, PHASE_ORDER, PHASES, TUMOR_CONTRAST
 
 __all__ = [
     "LESION_COLUMNS",
+    "LESION_KINDS",
     "MANIFEST_COLUMNS",
     "MAX_TIMEPOINTS",
     "MEASUREMENT_COLUMNS",
@@ -29,6 +30,7 @@ __all__ = [
     "SIZES",
     "TUMOR_CONTRAST",
     "CohortConfig",
+    "LesionMix",
     "PhantomScan",
     "generate_cohort",
     "generate_cohorts",

@@ -2,7 +2,7 @@
 
 Layout under ``out_dir``::
 
-    manifest.csv  lesions.csv  measurements.csv
+    cohort.json  manifest.csv  lesions.csv  measurements.csv
     LVT-0001/2019-03-04_portal/image.nii.gz  labels.nii.gz  lesion_ids.nii.gz
                                [dicom/0001.dcm …] [preview_axial.png preview_coronal.png]
 """
@@ -10,9 +10,11 @@ Layout under ``out_dir``::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from lvt_core.imageio import write_image
-from lvt_core.phantom.lesions import MAX_TIMEPOINTS
+from lvt_core.phantom.lesions import MAX_TIMEPOINTS, LesionMix
 from lvt_core.phantom.scan import SIZES, PhantomScan, make_patient, phantom_scan, stream
 from lvt_core.phantom.tables import PHASE_ORDER, PHASES
 
@@ -47,6 +49,7 @@ class CohortConfig:
     size: str = "demo"
     dicom: bool = False
     preview: bool = False
+    lesion_mix: LesionMix = field(default_factory=LesionMix)
 
     def __post_init__(self) -> None:
         if self.patients < 1:
@@ -119,7 +122,8 @@ def generate_cohorts(cohorts: Sequence[tuple[Path, CohortConfig]], workers: int 
             each_scan = None if progress is None else partial(_report_after, progress, done, total)
             results[index].append(_render_patient(cohorts[index][0], cohorts[index][1], p, each_scan))
             done += len(results[index][-1].manifest)
-    return [_write_tables(out_dir, rows) for (out_dir, _), rows in zip(cohorts, results, strict=True)]
+    return [_write_tables(out_dir, config, rows)
+            for (out_dir, config), rows in zip(cohorts, results, strict=True)]
 
 
 def _report_after(progress: Callable[[int, int], None], done_before: int, total: int,
@@ -127,9 +131,13 @@ def _report_after(progress: Callable[[int, int], None], done_before: int, total:
     progress(done_before + scans, total)
 
 
-def _write_tables(out_dir: Path, results: list[PatientRows]) -> Path:
-    """The cohort's lesion, measurement and manifest tables (the manifest last: it marks the
-    cohort complete)."""
+def _write_tables(out_dir: Path, config: CohortConfig, results: list[PatientRows]) -> Path:
+    """How the cohort was drawn, its lesion, measurement and manifest tables (the manifest
+    last: it marks the cohort complete)."""
+    drawn = {**dataclasses.asdict(config), "phases": list(config.phase_names)}
+    tmp = out_dir / ".cohort.json.tmp"
+    tmp.write_text(json.dumps(drawn, indent=2) + "\n")
+    tmp.replace(out_dir / "cohort.json")
     _write_csv(out_dir / "lesions.csv", LESION_COLUMNS, [r for rows in results for r in rows.lesions])
     _write_csv(out_dir / "measurements.csv", MEASUREMENT_COLUMNS,
                [r for rows in results for r in rows.measurements])
@@ -154,7 +162,7 @@ def _render_patient(out_dir: Path, config: CohortConfig, p: int,
     for t in range(config.timepoints):
         portal_scan: PhantomScan | None = None
         for phase in config.phase_names:
-            scan = phantom_scan(config.seed, config.size, phase, t, p)
+            scan = phantom_scan(config.seed, config.size, phase, t, p, config.lesion_mix)
             rows.manifest.append(_write_scan(out_dir, config, scan, t))
             rows.lesions.extend(scan.lesions)
             if phase == "portal":
@@ -162,7 +170,7 @@ def _render_patient(out_dir: Path, config: CohortConfig, p: int,
             if each_scan is not None:
                 each_scan(len(rows.manifest))
         if portal_scan is not None:
-            rows.measurements.extend(_read_study(config.seed, p, t, portal_scan, first_report))
+            rows.measurements.extend(_read_study(config, p, t, portal_scan, first_report))
     return rows
 
 
@@ -179,7 +187,8 @@ def _write_scan(out_dir: Path, config: CohortConfig, scan: PhantomScan, t: int) 
     if config.dicom:
         from lvt_core.dicom_series import SeriesInfo, write_ct_series
 
-        patient = make_patient(config.seed, int(scan.patient_id.split("-")[1]) - 1)
+        patient = make_patient(config.seed, int(scan.patient_id.split("-")[1]) - 1,
+                               config.lesion_mix)
         birth = dt.date(1940 + (patient.index * 7 + config.seed) % 40, 1 + patient.index % 12, 15)
         info = SeriesInfo(
             patient_id=scan.patient_id, study_uid=s_uid, series_uid=se_uid,
@@ -212,14 +221,15 @@ def accession(patient: str, study_index: int) -> str:
     return f"A{patient.split('-')[1]}T{study_index:02d}"
 
 
-def _read_study(seed: int, p: int, t: int, scan: PhantomScan, first_report: dict[int, int]
-                ) -> list[dict]:
+def _read_study(config: CohortConfig, p: int, t: int, scan: PhantomScan,
+                first_report: dict[int, int]) -> list[dict]:
     """The synthetic radiologist's target-lesion measurements on the portal phase.
 
     Reader noise ±2 mm (sd) on diameters, a few mm on locations. A small lesion (< 20 mm)
     is sometimes missed at its first visible study and only measured one study later.
     """
-    patient = make_patient(seed, p)
+    seed = config.seed
+    patient = make_patient(seed, p, config.lesion_mix)
     rng = stream(seed, "reader", p, t)
     reader = f"R{1 + int(stream(seed, 'reader', p).integers(0, 3))}"
     assert scan.study_date is not None

@@ -20,6 +20,46 @@ from lvt_core.phantom.shapes import Ellipsoid, Waves, rotation_xyz
 MAX_TIMEPOINTS = 12
 """Tracks are drawn for this many timepoints so a cohort's first T do not depend on T."""
 
+LESION_KINDS: tuple[str, ...] = ("hypo", "hyper", "rim")
+"""Lesion kinds, see :data:`lvt_core.phantom.tables.TUMOR_CONTRAST`."""
+
+
+@dataclass(frozen=True)
+class LesionMix:
+    """How a cohort's lesions are drawn: the share placed against a vessel, and each kind's weight.
+
+    The default is the mix every shipped model was trained, calibrated and tested on, and gives
+    the same files as before the mix existed. A decision that only some lesions exercise (for
+    example how much vessel may surround an arterially enhancing lesion) gets validation cases
+    from a cohort that draws more of them. Changing the mix keeps each patient's anatomy,
+    lesion count, sizes and course; only placement and kind follow the new weights.
+    """
+
+    near_vessel: float = 0.3
+    hypo: float = 0.5
+    hyper: float = 0.25
+    rim: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.near_vessel <= 1.0:
+            raise ValueError(f"near_vessel must be a share in 0..1, got {self.near_vessel}")
+        weights = self.kind_weights
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"lesion kind weights must be ≥ 0 and not all 0, got "
+                             f"{dict(zip(LESION_KINDS, weights, strict=True))}")
+
+    @property
+    def kind_weights(self) -> tuple[float, float, float]:
+        return (self.hypo, self.hyper, self.rim)
+
+    @property
+    def kind_probabilities(self) -> list[float]:
+        total = sum(self.kind_weights)
+        return [w / total for w in self.kind_weights]
+
+    def is_default(self) -> bool:
+        return self == LesionMix()
+
 
 @dataclass(frozen=True)
 class LesionTrack:
@@ -50,7 +90,8 @@ def _scaled(waves: Waves, radius: float) -> Waves:
     return Waves(waves.k / radius * 20.0, waves.phase, waves.amp * radius)
 
 
-def make_tracks(anatomy: Anatomy, rng: np.random.Generator) -> list[LesionTrack]:
+def make_tracks(anatomy: Anatomy, rng: np.random.Generator,
+                mix: LesionMix = LesionMix()) -> list[LesionTrack]:
     """Draw 0–6 lesions with their course over :data:`MAX_TIMEPOINTS` timepoints."""
     n = int(rng.choice(7, p=[0.1, 0.2, 0.2, 0.17, 0.13, 0.1, 0.1]))
     course = str(rng.choice(["progressing", "responding", "stable", "mixed"]))
@@ -75,13 +116,13 @@ def make_tracks(anatomy: Anatomy, rng: np.random.Generator) -> list[LesionTrack]
                 break
         d_max = max(diameters)
         ratio = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)])
-        near_vessel = bool(vessels) and rng.random() < 0.3
+        near_vessel = bool(vessels) and rng.random() < mix.near_vessel
         center = _place(anatomy, rng, d_max / 2 + 1.5, placed, vessels if near_vessel else [])
         if center is None:
             continue
         placed.append((center, d_max / 2))
         faint = d0 < 15 and rng.random() < 0.35
-        kind = str(rng.choice(["hypo", "hyper", "rim"], p=[0.5, 0.25, 0.25]))
+        kind = str(rng.choice(list(LESION_KINDS), p=mix.kind_probabilities))
         tracks.append(LesionTrack(
             uid=len(tracks) + 1, center=center,
             axes=rotation_xyz(*rng.uniform(-np.pi, np.pi, 3)), shape_ratio=ratio,

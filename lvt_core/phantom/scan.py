@@ -20,7 +20,13 @@ from scipy import ndimage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.phantom import tables as T
 from lvt_core.phantom.anatomy import Anatomy, make_anatomy
-from lvt_core.phantom.lesions import MAX_TIMEPOINTS, LesionTrack, lesion_stats, make_tracks
+from lvt_core.phantom.lesions import (
+    MAX_TIMEPOINTS,
+    LesionMix,
+    LesionTrack,
+    lesion_stats,
+    make_tracks,
+)
 from lvt_core.phantom.shapes import Capsule, Ellipsoid, Waves, rotation
 
 SIZES: tuple[str, ...] = ("tiny", "demo", "clinical")
@@ -58,10 +64,10 @@ class Patient:
 
 
 @lru_cache(maxsize=4)
-def make_patient(seed: int, patient_index: int) -> Patient:
+def make_patient(seed: int, patient_index: int, mix: LesionMix = LesionMix()) -> Patient:
     """The patient ``patient_index`` of cohort ``seed`` (cached: anatomy takes ~1 s)."""
     anatomy = make_anatomy(stream(seed, "anatomy", patient_index))
-    tracks = make_tracks(anatomy, stream(seed, "tracks", patient_index))
+    tracks = make_tracks(anatomy, stream(seed, "tracks", patient_index), mix)
     rng = stream(seed, "dates", patient_index)
     day = dt.date(2018, 1, 1) + dt.timedelta(days=int(rng.integers(0, 6 * 365)))
     dates = [day]
@@ -137,11 +143,11 @@ class PhantomScan:
 
 
 def phantom_scan(seed: int, size: str = "demo", phase: str = "portal", timepoint: int = 0,
-                 patient_index: int = 0) -> PhantomScan:
+                 patient_index: int = 0, mix: LesionMix = LesionMix()) -> PhantomScan:
     """Render one scan of the cohort ``seed`` in memory (identical to the cohort's file)."""
     if phase not in T.PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(T.PHASES)}")
-    patient = make_patient(int(seed), int(patient_index))
+    patient = make_patient(int(seed), int(patient_index), mix)
     study = make_study(int(seed), int(patient_index), int(timepoint), size)
     image, labels, ids = render(patient, study, phase)
     details = lesion_stats(ids)
