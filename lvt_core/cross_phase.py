@@ -31,7 +31,11 @@ tumor if no vessel runs through the place (less than ``carry_vessel_max_shell_fr
 shell around it is vessel, lying to one side of it by ``carry_vessel_min_one_sidedness`` or
 more) and they are brighter than the liver around them by ``carry_vessel_min_brighter_hu`` or
 more. Only the arterial phase is searched so (:data:`ENHANCING_PHASES`), so each scan says its
-phase.
+phase. A lesion drawn beside the place (within :data:`~lvt_core.day_scans.RING_MM`'s inner
+edge) stops a carry onto liver, since it is most likely the same lesion a little out of
+register; onto vessel it need not be (``carry_vessel_beside_tumor``): the carried lesion was
+not drawn as tumor there, and in the arterial phase the unenhanced hepatic veins beside a
+lesion are what the network draws as tumor most often.
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
 scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
@@ -98,6 +102,7 @@ class CrossPhaseRule:
     carry_vessel_min_brighter_hu: float = 0.0
     carry_vessel_max_shell_fraction: float = 0.1
     carry_vessel_min_one_sidedness: float = 0.0
+    carry_vessel_beside_tumor: float = 0.0
     washout_min_brighter_hu: float = 0.0
     washout_min_darker_hu: float = 5.0
     washout_min_volume_ml: float = 0.3
@@ -213,6 +218,7 @@ class CarriedLesion:
     onto_vessel: bool = False  # ``mask`` is a region the network drew as vessel, not liver
     shell_vessel_fraction: float = 0.0  # onto vessel: the share of the shell around it drawn as vessel
     shell_vessel_one_sidedness: float = 1.0  # onto vessel: :func:`one_sidedness` of that shell's vessel
+    beside_tumor: bool = False  # onto vessel: a lesion drawn in this scan lies beside (not on) the place
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
@@ -220,7 +226,8 @@ class CarriedLesion:
         if self.onto_vessel:
             return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
                     and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction
-                    and self.shell_vessel_one_sidedness >= rule.carry_vessel_min_one_sidedness)
+                    and self.shell_vessel_one_sidedness >= rule.carry_vessel_min_one_sidedness
+                    and (not self.beside_tumor or rule.carry_vessel_beside_tumor > 0))
         return abs(self.contrast_hu) >= rule.carry_min_contrast_hu and self.contrast_hu <= rule.carry_max_brighter_hu
 
 
@@ -264,9 +271,10 @@ def vessel_drawn_lesion(labels: np.ndarray, footprint: np.ndarray,
 
 def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transform) -> list[CarriedLesion]:
     """Every lesion of ``source`` carried onto ``target`` (``transform`` maps source points to
-    target points) that lands mostly on liver, or, in a phase of :data:`ENHANCING_PHASES`,
-    mostly on vessel where a vessel-drawn region matches it (:func:`vessel_drawn_lesion`), and
-    touches none of ``target``'s lesions, with the contrast ``target``'s CT shows there."""
+    target points) that lands mostly on liver touching none of ``target``'s lesions, or, in a
+    phase of :data:`ENHANCING_PHASES`, mostly on vessel where a vessel-drawn region matches it
+    (:func:`vessel_drawn_lesion`) and none of ``target``'s lesions lies on it, with the contrast
+    ``target``'s CT shows there."""
     components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
     if not count:
         return []
@@ -284,13 +292,16 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
         window = padded(box, pad, carried.shape)
         footprint = carried[window] == index
         labels = target.labels[window]
-        if touches_tumor(labels, footprint, spacing):
-            continue
+        beside = touches_tumor(labels, footprint, spacing)
         mask = footprint & (labels == LIVER)
         onto_vessel = mask.sum() < MIN_LIVER_FRACTION * footprint.sum()
         shell_fraction, sidedness = 0.0, 1.0
+        if not onto_vessel and beside:
+            continue
         if onto_vessel:
             if not vessel_searched or np.count_nonzero(footprint & (labels == VESSEL)) < MIN_LIVER_FRACTION * footprint.sum():
+                continue
+            if np.any(labels[footprint] == TUMOR):
                 continue
             drawn = vessel_drawn_lesion(labels, footprint, spacing)
             if drawn is None:
@@ -301,7 +312,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
                                  nearest_centre_mm(target.image, where), onto_vessel, shell_fraction,
-                                 sidedness))
+                                 sidedness, onto_vessel and beside))
     return out
 
 

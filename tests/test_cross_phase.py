@@ -269,6 +269,32 @@ def test_a_thin_vessel_running_through_is_told_from_a_branch_beside_the_lesion_b
     assert len(kept) == 1 and kept[0].shell_vessel_one_sidedness > 0.8
 
 
+def test_a_lesion_drawn_beside_a_place_drawn_as_vessel_stops_the_carry_unless_the_rule_says() -> None:
+    """In the arterial phase the unenhanced hepatic veins are darker than the liver, and the
+    network draws one beside an arterially enhancing lesion as tumor while it draws the lesion
+    as vessel. By default that drawn lesion is taken for the carried one, a little out of
+    register; ``carry_vessel_beside_tumor`` carries the lesion all the same. A lesion drawn on
+    the place itself stops it whatever the rule, and beside a place drawn as liver too."""
+    lesion = np.array([40.0, 50.0, 70.0])
+    centre = lesion + SHIFT_MM
+    vein = _ball(centre + np.array([0.0, 0.0, 8.5]), 3.0) & ~_ball(centre, 6.0)  # 1.5 mm from the lesion
+    portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
+    arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
+    arterial.labels[vein] = TUMOR
+    beside = replace(ONTO_VESSELS, carry_vessel_beside_tumor=1.0)
+
+    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [])
+    labels, added = confirm_across_phases([portal, arterial], beside)[1]
+    assert len(added) == 1 and added[0].onto_vessel and added[0].beside_tumor
+    assert (labels[_ball(centre, 5.0)] == TUMOR).all() and (labels[vein] == TUMOR).all()
+    arterial.labels[_ball(centre, 2.0)] = TUMOR  # the network found part of it after all
+    assert confirm_across_phases([portal, arterial], beside)[1] == (arterial.labels, [])
+    hypo = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 20, "arterial")
+    assert len(confirm_across_phases([portal, hypo], beside)[1][1]) == 1  # onto liver, alone: carried
+    hypo.labels[vein] = TUMOR
+    assert confirm_across_phases([portal, hypo], beside)[1] == (hypo.labels, [])
+
+
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
     assert not CrossPhaseRule().enabled and RULE.enabled and CARRY.enabled
     assert RULE.confirms_candidates and not RULE.carries_lesions
@@ -277,6 +303,8 @@ def test_rule_round_trips_through_checkpoint_metadata() -> None:
     assert CrossPhaseRule.from_meta(CARRY.to_meta()) == CARRY
     assert ONTO_VESSELS.carries_onto_vessels and not CARRY.carries_onto_vessels
     assert CrossPhaseRule.from_meta(ONTO_VESSELS.to_meta()) == ONTO_VESSELS
+    beside = replace(ONTO_VESSELS, carry_vessel_beside_tumor=1.0)
+    assert CrossPhaseRule.from_meta(beside.to_meta()) == beside
     assert CrossPhaseRule.from_meta(None) == CrossPhaseRule()
     # a checkpoint calibrated before lesions were carried keeps its rule and carries nothing
     older = {"min_peak": 0.8, "max_distance_mm": 5.0, "min_volume_ml": 0.3}
@@ -360,16 +388,17 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
                                    carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
                                    carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
                                    carry_vessel_max_shell_fractions=(0.3, 0.1), carry_vessel_min_one_sidedness=(0.0, 0.5),
-                                   device="cpu", version="9.9.2")
+                                   carry_vessel_beside_tumor=(1.0, 0.0), device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
     # both parts off, then strictest first: confirmation alone, then with the largest carried
     # lesions, onto liver only and then onto vessel-drawn regions too, least vessel around them
-    # and most one-sided first
-    onto_vessel = ((30.0, 0.1, 0.5), (30.0, 0.1, 0.0), (30.0, 0.3, 0.5), (30.0, 0.3, 0.0))
-    carrying = [(0.0, 5.0, 1000.0, 0.0, 0.1, 0.0)] + [
-        row for v in (2.0, 0.5) for row in [(v, 5.0, 1000.0, 0.0, 0.1, 0.0)] + [(v, 5.0, 1000.0, *o) for o in onto_vessel]]
+    # and most one-sided first, never beside a drawn lesion before even beside one
+    onto_vessel = [(30.0, shell, sides, beside) for shell in (0.1, 0.3) for sides in (0.5, 0.0) for beside in (0.0, 1.0)]
+    carrying = [(0.0, 5.0, 1000.0, 0.0, 0.1, 0.0, 0.0)] + [
+        row for v in (2.0, 0.5)
+        for row in [(v, 5.0, 1000.0, 0.0, 0.1, 0.0, 0.0)] + [(v, 5.0, 1000.0, *o) for o in onto_vessel]]
     washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
     assert grid == [(*c, *carry, *washout) for washout in washouts for carry in carrying for c in confirming]
     off = result["candidates"][0]
@@ -377,7 +406,7 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 110
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 190
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")

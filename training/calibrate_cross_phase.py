@@ -7,9 +7,9 @@ through the network once per phase, each pair of its scans is registered once, a
 ``min_peak`` × ``max_distance_mm`` × ``min_volume_ml`` keeps a subset of the dropped
 candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 ``carry_max_brighter_hu`` × ``carry_vessel_min_brighter_hu`` × ``carry_vessel_max_shell_fraction``
-× ``carry_vessel_min_one_sidedness`` a subset of the lesions carried whole from the other phase,
-onto liver or (the last three; 0 brighter: never) onto a region an arterial scan drew as
-vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
+× ``carry_vessel_min_one_sidedness`` × ``carry_vessel_beside_tumor`` a subset of the lesions
+carried whole from the other phase, onto liver or (the last four; 0 brighter: never) onto a
+region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
 ``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
 by their enhancement pattern alone (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
@@ -56,6 +56,7 @@ DEFAULT_CARRY_MAX_BRIGHTER_HU = (0.0, 15.0, NO_BRIGHTNESS_LIMIT_HU)
 DEFAULT_CARRY_VESSEL_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS = (CrossPhaseRule.carry_vessel_max_shell_fraction,)
 DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS = (CrossPhaseRule.carry_vessel_min_one_sidedness,)
+DEFAULT_CARRY_VESSEL_BESIDE_TUMOR = (CrossPhaseRule.carry_vessel_beside_tumor,)
 DEFAULT_WASHOUT_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
 DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
@@ -72,11 +73,13 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
               washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
               carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
               carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
+              carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
               ) -> list[CrossPhaseRule]:
     """Every rule to score, strictest first so that ties go to the one adding the least: every
     part off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
-    the brightest, the least vessel around them and the most one-sided) with each confirmation
+    the brightest, the least vessel around them and the most one-sided, not beside a drawn
+    lesion before beside one) with each confirmation
     rule, and all of these with each washout rule (brightest, most washed out, largest first)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
@@ -85,13 +88,14 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     confirming = [(off.min_peak, off.max_distance_mm, off.min_volume_ml)] + [
         (p, d, v) for p in largest_first(min_peaks) for d in largest_first(max_distances_mm)[::-1]
         for v in largest_first(min_volumes_ml)]
-    vessel_limits = [(0.0, off.carry_vessel_max_shell_fraction, off.carry_vessel_min_one_sidedness)] + [
-        (h, s, o) for h in largest_first(carry_vessel_min_brighter_hu) if h > 0
+    vessel_off = (0.0, off.carry_vessel_max_shell_fraction, off.carry_vessel_min_one_sidedness,
+                  off.carry_vessel_beside_tumor)
+    vessel_limits = [vessel_off] + [
+        (h, s, o, b) for h in largest_first(carry_vessel_min_brighter_hu) if h > 0
         for s in largest_first(carry_vessel_max_shell_fractions)[::-1]
-        for o in largest_first(carry_vessel_min_one_sidedness)]
-    carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu,
-                 off.carry_vessel_min_brighter_hu, off.carry_vessel_max_shell_fraction,
-                 off.carry_vessel_min_one_sidedness)] + [
+        for o in largest_first(carry_vessel_min_one_sidedness)
+        for b in largest_first(carry_vessel_beside_tumor)[::-1]]
+    carrying = [(off.carry_min_volume_ml, off.carry_min_contrast_hu, off.carry_max_brighter_hu, *vessel_off)] + [
         (v, c, b, *vessel) for v in largest_first(carry_min_volumes_ml) for c in largest_first(carry_min_contrasts_hu)
         for b in largest_first(carry_max_brighter_hu)[::-1] for vessel in vessel_limits]
     washouts = [(off.washout_min_brighter_hu, off.washout_min_darker_hu, off.washout_min_volume_ml)] + [
@@ -131,6 +135,7 @@ def calibrate_cross_phase(
     washout_min_volumes_ml: Sequence[float] = DEFAULT_WASHOUT_MIN_VOLUMES_ML,
     carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
     carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
+    carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -152,6 +157,9 @@ def calibrate_cross_phase(
     if not carry_vessel_min_one_sidedness or not all(0.0 <= v < 1.0 for v in carry_vessel_min_one_sidedness):
         raise ValueError(f"carried onto vessel: least one-sidedness of the vessel around it candidates must be "
                          f"0 or more and below 1, got {list(carry_vessel_min_one_sidedness)}")
+    if not carry_vessel_beside_tumor or not set(carry_vessel_beside_tumor) <= {0.0, 1.0}:
+        raise ValueError(f"carried onto vessel beside a drawn lesion candidates must be 0 (no) or 1 (yes), "
+                         f"got {list(carry_vessel_beside_tumor)}")
     _check_candidates("washout: least brighter than the liver in the arterial phase (HU)", washout_min_brighter_hu,
                       volumes=True)
     _check_candidates("washout: least darker than the liver in the later phase (HU)", washout_min_darker_hu,
@@ -168,7 +176,7 @@ def calibrate_cross_phase(
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
                      carry_max_brighter_hu, carry_vessel_min_brighter_hu, washout_min_brighter_hu,
                      washout_min_darker_hu, washout_min_volumes_ml, carry_vessel_max_shell_fractions,
-                     carry_vessel_min_one_sidedness)
+                     carry_vessel_min_one_sidedness, carry_vessel_beside_tumor)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = from_cache = 0

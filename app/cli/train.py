@@ -324,6 +324,10 @@ def calibrate_cross_phase_command(
                                                         "of the vessel in that shell: 1 when it lies on one side "
                                                         "of the place (a lesion against a branch), near 0 when on "
                                                         "opposite sides (a vessel running through)."),
+    carry_vessel_beside_tumor: str = typer.Option("0", "--carry-vessel-beside-tumor",
+                                                  help="Comma-separated 0 or 1: whether such a region is carried "
+                                                       "even where a lesion is drawn beside it (not on it); 0 takes "
+                                                       "that lesion for the carried one, a little out of register."),
     washout_min_brighter: str = typer.Option("0", "--washout-min-brighter",
                                              help="Comma-separated least a region an arterial scan drew as vessel, "
                                                   "and a portal or late scan as liver, must be brighter than the "
@@ -355,7 +359,8 @@ def calibrate_cross_phase_command(
         _numbers("--washout-min-brighter", washout_min_brighter), _numbers("--washout-min-darker", washout_min_darker),
         _numbers("--washout-min-volumes", washout_min_volumes),
         _numbers("--carry-vessel-max-shell", carry_vessel_max_shell),
-        _numbers("--carry-vessel-min-one-sided", carry_vessel_min_one_sided), device, on_case=on_case, version=version,
+        _numbers("--carry-vessel-min-one-sided", carry_vessel_min_one_sided),
+        _numbers("--carry-vessel-beside-tumor", carry_vessel_beside_tumor), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -371,8 +376,9 @@ def _onto_vessels(row: dict[str, Any], defaults: Any) -> str:
     shell = row.get("carry_vessel_max_shell_fraction", defaults.carry_vessel_max_shell_fraction)
     one_sided = row.get("carry_vessel_min_one_sidedness", defaults.carry_vessel_min_one_sidedness)
     sides = f", one-sided ≥ {one_sided:g}" if one_sided else ""
+    beside = ", even beside a drawn lesion" if row.get("carry_vessel_beside_tumor", defaults.carry_vessel_beside_tumor) else ""
     return (f", or onto a region drawn as vessel ≥ {row['carry_vessel_min_brighter_hu']:g} HU brighter in an "
-            f"arterial scan, its shell < {shell:.0%} vessel{sides}")
+            f"arterial scan, its shell < {shell:.0%} vessel{sides}{beside}")
 
 
 def _cross_phase_rule(row: dict[str, Any]) -> str:
