@@ -34,8 +34,8 @@ more. Only the arterial phase is searched so (:data:`ENHANCING_PHASES`), so each
 phase. A lesion drawn beside the place (within :data:`~lvt_core.day_scans.RING_MM`'s inner
 edge) stops a carry onto liver, since it is most likely the same lesion a little out of
 register; onto vessel it need not be (``carry_vessel_beside_tumor``): the carried lesion was
-not drawn as tumor there, and in the arterial phase the unenhanced hepatic veins beside a
-lesion are what the network draws as tumor most often.
+not drawn as tumor there, and in the arterial phase the network may draw an unenhanced
+(darker) hepatic vein beside the lesion as tumor.
 
 Some arterially enhancing lesions are missed in both phases: drawn as vessel in the arterial
 scan, left as liver in the portal one. The radiologist's pattern finds them, arterial
