@@ -57,9 +57,6 @@ class LesionMix:
         total = sum(self.kind_weights)
         return [w / total for w in self.kind_weights]
 
-    def is_default(self) -> bool:
-        return self == LesionMix()
-
 
 @dataclass(frozen=True)
 class LesionTrack:
