@@ -47,6 +47,12 @@ late scan of the day (:data:`WASHOUT_PHASES`, registered) drew as liver, thicker
 liver around it in the arterial CT and ``washout_min_darker_hu`` or more darker than the liver
 around it in the later CT.
 
+The network also draws some unopacified hepatic veins of the arterial scan as tumor. When
+``vein_min_brighter_hu`` is set, a tumor component of an arterial or a later scan whose place is
+``vein_min_darker_hu`` or more darker than the liver in the arterial CT and ``vein_min_brighter_hu``
+or more brighter in the later CT is a vein filling with contrast (:mod:`lvt_core.filling_veins`):
+it becomes vessel, and nothing is carried from it.
+
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
 the numbers are decisions, chosen on validation phantoms and stored in the checkpoint
@@ -56,7 +62,7 @@ the numbers are decisions, chosen on validation phantoms and stored in the check
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -79,6 +85,7 @@ from lvt_core.day_scans import (
     voxel_volume_ml,
 )
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
+from lvt_core.filling_veins import FillingVein, filling_veins, tumor_components
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.washout import WASHOUT_PHASES, WashoutLesion, washout_lesions
 
@@ -90,8 +97,9 @@ NO_BRIGHTNESS_LIMIT_HU = 1000.0
 class CrossPhaseRule:
     """When a candidate is confirmed by another phase (``min_peak`` 0: never), when a lesion
     is carried whole into a phase that shows it only in its CT (``carry_min_volume_ml`` 0: never),
-    and when a place neither phase drew as tumor is one by its enhancement pattern
-    (``washout_min_brighter_hu`` 0: never)."""
+    when a place neither phase drew as tumor is one by its enhancement pattern
+    (``washout_min_brighter_hu`` 0: never), and when a place drawn as tumor is a vein filling
+    with contrast (``vein_min_brighter_hu`` 0: never)."""
 
     min_peak: float = 0.0
     max_distance_mm: float = 10.0
@@ -106,6 +114,8 @@ class CrossPhaseRule:
     washout_min_brighter_hu: float = 0.0
     washout_min_darker_hu: float = 5.0
     washout_min_volume_ml: float = 0.3
+    vein_min_darker_hu: float = 5.0
+    vein_min_brighter_hu: float = 0.0
 
     @property
     def confirms_candidates(self) -> bool:
@@ -124,8 +134,12 @@ class CrossPhaseRule:
         return self.washout_min_brighter_hu > 0
 
     @property
+    def removes_filling_veins(self) -> bool:
+        return self.vein_min_brighter_hu > 0
+
+    @property
     def enabled(self) -> bool:
-        return self.confirms_candidates or self.carries_lesions or self.finds_washout
+        return self.confirms_candidates or self.carries_lesions or self.finds_washout or self.removes_filling_veins
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> CrossPhaseRule:
@@ -138,7 +152,7 @@ class CrossPhaseRule:
 
 def lesion_centres_mm(scan: PhaseScan) -> list[tuple[float, ...]]:
     """Physical centre (mm, LPS) of every tumor component of ``scan``."""
-    components, count = cc3d.connected_components(scan.labels == TUMOR, connectivity=26, return_N=True)
+    components, count = tumor_components(scan)
     if not count:
         return []
     centres = cc3d.statistics(components)["centroids"][1:]  # z, y, x voxel index; row 0 is background
@@ -219,10 +233,14 @@ class CarriedLesion:
     shell_vessel_fraction: float = 0.0  # onto vessel: the share of the shell around it drawn as vessel
     shell_vessel_one_sidedness: float = 1.0  # onto vessel: :func:`one_sidedness` of that shell's vessel
     beside_tumor: bool = False  # onto vessel: a lesion drawn in this scan lies beside (not on) the place
+    source_component: int = 0  # its number among the source scan's tumor components
+    source_veins: list[FillingVein] = field(default_factory=list)  # that component measured as a vein
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
             return False
+        if any(vein.kept_by(rule) for vein in self.source_veins):
+            return False  # a vein in its own phase, no lesion to carry
         if self.onto_vessel:
             return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
                     and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction
@@ -275,7 +293,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     phase of :data:`ENHANCING_PHASES`, mostly on vessel where a vessel-drawn region matches it
     (:func:`vessel_drawn_lesion`) and none of ``target``'s lesions lies on it, with the contrast
     ``target``'s CT shows there."""
-    components, count = cc3d.connected_components(source.labels == TUMOR, connectivity=26, return_N=True)
+    components, count = tumor_components(source)
     if not count:
         return []
     volumes = np.bincount(components.ravel())[1:] * voxel_volume_ml(source.image)
@@ -312,7 +330,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
         where = np.argwhere(mask) + [s.start for s in window]
         out.append(CarriedLesion(window, mask, float(volumes[index - 1]), contrast,
                                  nearest_centre_mm(target.image, where), onto_vessel, shell_fraction,
-                                 sidedness, onto_vessel and beside))
+                                 sidedness, onto_vessel and beside, index))
     return out
 
 
@@ -323,28 +341,25 @@ Addition = DroppedCandidate | FromOtherPhases
 """Anything the step adds to a scan's labels."""
 
 
-def paint_confirmed(labels: np.ndarray, candidates: Sequence[Addition]) -> np.ndarray:
-    """``labels`` with ``candidates`` as tumor (a copy; ``labels`` itself when there are none)."""
-    if not candidates:
-        return labels
-    out = labels.copy()
-    for candidate in candidates:
-        out[candidate.window][candidate.mask] = TUMOR
-    return out
-
-
 def apply_rule(
-    scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[FromOtherPhases], rule: CrossPhaseRule
+    scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[FromOtherPhases], rule: CrossPhaseRule,
+    veins: Sequence[FillingVein] = (),
 ) -> tuple[np.ndarray, list[Addition]]:
     """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and of what the
-    other phases bring, and those kept: the confirmed candidates first, then each carried
-    lesion or washout half that does not overlap what is already painted (two phases may carry
-    the same lesion)."""
+    other phases bring, and those kept: the veins it tells made vessel first, then the confirmed
+    candidates, then each carried lesion or washout half that does not overlap what is already
+    painted (two phases may carry the same lesion). The labels are ``scan.labels`` itself when
+    the rule keeps nothing."""
     kept: list[Addition] = [c for c in candidates if c.kept_by(rule)]
     carried_kept = [lesion for lesion in carried if lesion.kept_by(rule)]
-    labels = paint_confirmed(scan.labels, kept)
-    if carried_kept and labels is scan.labels:
-        labels = labels.copy()  # one copy for every carried lesion, painted in place
+    veins_kept = [vein for vein in veins if vein.kept_by(rule)]
+    if not (kept or carried_kept or veins_kept):
+        return scan.labels, []
+    labels = scan.labels.copy()
+    for vein in veins_kept:
+        labels[vein.window][vein.mask] = VESSEL
+    for candidate in kept:
+        labels[candidate.window][candidate.mask] = TUMOR
     for lesion in carried_kept:
         if not (labels[lesion.window][lesion.mask] == TUMOR).any():
             labels[lesion.window][lesion.mask] = TUMOR
@@ -352,26 +367,38 @@ def apply_rule(
     return labels, kept
 
 
+MeasuredScan = tuple[list[DroppedCandidate], list[FromOtherPhases], list[FillingVein]]
+"""What one scan of a day offers a rule: its dropped candidates, what the other scans bring it,
+and its tumor components measured as veins."""
+
+
 def measured_across_phases(
-    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True, washout: bool = True
-) -> list[tuple[list[DroppedCandidate], list[FromOtherPhases]]]:
+    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True, washout: bool = True, veins: bool = True
+) -> list[MeasuredScan]:
     """Per scan of one day, (``confirm``) its dropped candidates measured against the other
-    scans' carried centres, (``carry``) the other scans' lesions carried onto it, and
-    (``washout``) its halves of the lesions an arterial and a later scan show by their
-    enhancement pattern: everything a rule chooses from, computed once."""
+    scans' carried centres, (``carry``) the other scans' lesions carried onto it, (``washout``)
+    its halves of the lesions an arterial and a later scan show by their enhancement pattern,
+    and (``veins``) its tumor components measured as filling veins: everything a rule chooses
+    from, computed once. A carried lesion knows how its source component measured as a vein."""
     transforms = pair_transforms(scans)
     centres = carried_centres(scans, transforms) if confirm else [[] for _ in scans]
-    brought: list[list[FromOtherPhases]] = [
-        [lesion for source in range(len(scans)) if source != target and carry
-         for lesion in carried_lesions(scans[target], scans[source], transforms[source, target])]
-        for target in range(len(scans))]
+    measured_veins = filling_veins(scans, transforms) if veins else [[] for _ in scans]
+    brought: list[list[FromOtherPhases]] = [[] for _ in scans]
+    for target in range(len(scans)):
+        for source in range(len(scans)):
+            if source == target or not carry:
+                continue
+            for lesion in carried_lesions(scans[target], scans[source], transforms[source, target]):
+                lesion.source_veins = [v for v in measured_veins[source] if v.component == lesion.source_component]
+                brought[target].append(lesion)
     pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase in ENHANCING_PHASES
              for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES] if washout else []
     for a, later in pairs:
         for arterial_half, later_half in washout_lesions(scans[a], scans[later], transforms[a, later]):
             brought[a].append(arterial_half)
             brought[later].append(later_half)
-    return [(dropped_candidates(scans[target], points), brought[target]) for target, points in enumerate(centres)]
+    return [(dropped_candidates(scans[target], points), brought[target], measured_veins[target])
+            for target, points in enumerate(centres)]
 
 
 def confirm_across_phases(
@@ -382,6 +409,7 @@ def confirm_across_phases(
     the rule is off or the day has one scan."""
     if not rule.enabled or len(scans) < 2:
         return [(scan.labels, []) for scan in scans]
-    measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions, rule.finds_washout)
-    return [apply_rule(scan, candidates, carried, rule)
-            for scan, (candidates, carried) in zip(scans, measured, strict=True)]
+    measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions, rule.finds_washout,
+                                      rule.removes_filling_veins)
+    return [apply_rule(scan, candidates, carried, rule, veins)
+            for scan, (candidates, carried, veins) in zip(scans, measured, strict=True)]

@@ -90,6 +90,15 @@ def liver_ring(labels: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) ->
     return (labels == LIVER) & (distance > RING_MM[0]) & (distance <= RING_MM[1])
 
 
+def contrast_to_liver(hu: np.ndarray, labels: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
+    """Mean CT of ``mask`` minus that of the liver ring around it (:func:`liver_ring`), all
+    within one window; nan when no liver lies around it."""
+    ring = liver_ring(labels, mask, spacing_zyx)
+    if not ring.any() or not mask.any():
+        return float("nan")
+    return float(hu[mask].mean() - hu[ring].mean())
+
+
 def touches_tumor(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.ndarray) -> bool:
     """Whether ``footprint`` comes within :data:`RING_MM`'s inner edge (a voxel at least) of a
     lesion already drawn, both within one window."""

@@ -524,7 +524,7 @@ class Predictor:
         out = []
         for (labels, info, scan), (confirmed, kept) in zip(results, confirm_across_phases(scans, self.cross_phase),
                                                            strict=True):
-            if kept:
+            if confirmed is not scan.labels:  # lesions added, or veins drawn as tumor made vessel
                 labels = sitk.GetImageFromArray(confirmed)
                 labels.CopyInformation(scan.image)
                 info["cross_phase_points_mm"] = [list(c.centre_mm) for c in kept]

@@ -313,10 +313,12 @@ def test_rule_round_trips_through_checkpoint_metadata() -> None:
 
 
 def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossPhaseRule,
-                   arterial_as_vessel: bool = False) -> tuple[Predictor, list]:
+                   arterial_as_vessel: bool = False,
+                   lesion_contrasts_hu: tuple[float, float] = (-15.0, -15.0)) -> tuple[Predictor, list]:
     """A predictor whose fine pass returns the probabilities of two phases of one day (the
     portal lesion sure, the arterial one dropped by the peak rule, or with
-    ``arterial_as_vessel`` drawn as a vessel 70 HU brighter than the liver), keyed by the image."""
+    ``arterial_as_vessel`` drawn as a vessel 70 HU brighter than the liver), keyed by the image;
+    the lesion's place is ``lesion_contrasts_hu`` (portal, arterial) from the liver in the CTs."""
     predictor = Predictor(save_tiny_checkpoint(tmp_path / "tiny.pt"), device="cpu")
     predictor.thresholds = [0.5, 0.5, 0.3]
     predictor.min_tumor_peak = 0.95
@@ -326,7 +328,7 @@ def _day_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: CrossP
     for index, (shift, peak) in enumerate(((np.zeros(3), 0.99), (SHIFT_MM, 0.7))):
         as_vessel = arterial_as_vessel and index == 1
         scan = _with_ct(_scan(shift, lesion, LIVER, 0.0 if as_vessel else peak), shift, lesion,
-                        LIVER_HU + 70 if as_vessel else LIVER_HU - 15)
+                        LIVER_HU + 70 if as_vessel else LIVER_HU + lesion_contrasts_hu[index])
         values = np.zeros((3, *SHAPE_ZYX), np.float16)
         values[0] = _liver(shift)
         values[1] = _ball(lesion + shift, 6.0) if as_vessel else 0
@@ -388,7 +390,8 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
                                    carry_min_contrasts_hu=(5.0,), carry_max_brighter_hu=(1000.0,),
                                    carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
                                    carry_vessel_max_shell_fractions=(0.3, 0.1), carry_vessel_min_one_sidedness=(0.0, 0.5),
-                                   carry_vessel_beside_tumor=(1.0, 0.0), device="cpu", version="9.9.2")
+                                   carry_vessel_beside_tumor=(1.0, 0.0), vein_min_darker_hu=(5.0, 10.0),
+                                   vein_min_brighter_hu=(30.0,), device="cpu", version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
@@ -400,13 +403,15 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
         row for v in (2.0, 0.5)
         for row in [(v, 5.0, 1000.0, 0.0, 0.1, 0.0, 0.0)] + [(v, 5.0, 1000.0, *o) for o in onto_vessel]]
     washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
-    assert grid == [(*c, *carry, *washout) for washout in washouts for carry in carrying for c in confirming]
+    veins = ((5.0, 0.0), (10.0, 30.0), (5.0, 30.0))  # off, then the darkest first, with all of the above
+    assert grid == [(*c, *carry, *washout, *vein) for vein in veins for washout in washouts for carry in carrying
+                    for c in confirming]
     off = result["candidates"][0]
     assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"][:5])
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 190
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 570
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")

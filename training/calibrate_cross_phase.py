@@ -11,7 +11,9 @@ candidates, and every ``carry_min_volume_ml`` × ``carry_min_contrast_hu`` ×
 carried whole from the other phase, onto liver or (the last four; 0 brighter: never) onto a
 region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
 ``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
-by their enhancement pattern alone (each part may also be off). The rule with the best
+by their enhancement pattern alone, and every ``vein_min_darker_hu`` × ``vein_min_brighter_hu``
+a subset of the tumor components that are veins filling with contrast (each part may also be
+off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
 budget wins, the rule switched off being one of the candidates.
 """
@@ -60,6 +62,8 @@ DEFAULT_CARRY_VESSEL_BESIDE_TUMOR = (CrossPhaseRule.carry_vessel_beside_tumor,)
 DEFAULT_WASHOUT_MIN_BRIGHTER_HU = (0.0,)
 DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
 DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
+DEFAULT_VEIN_MIN_DARKER_HU = (CrossPhaseRule.vein_min_darker_hu,)
+DEFAULT_VEIN_MIN_BRIGHTER_HU = (0.0,)
 GRID_FIELDS = tuple(field.name for field in fields(CrossPhaseRule))
 """Every decision of the rule, in its constructor's order: each row of the grid names them all."""
 
@@ -74,13 +78,17 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
               carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
               carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
               carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
+              vein_min_darker_hu: Sequence[float] = DEFAULT_VEIN_MIN_DARKER_HU,
+              vein_min_brighter_hu: Sequence[float] = DEFAULT_VEIN_MIN_BRIGHTER_HU,
               ) -> list[CrossPhaseRule]:
     """Every rule to score, strictest first so that ties go to the one adding the least: every
     part off first, then confirmation alone, then each carrying rule (largest lesions,
     strongest contrast and fewest brighter places first, then onto vessel-drawn regions from
     the brightest, the least vessel around them and the most one-sided, not beside a drawn
     lesion before beside one) with each confirmation
-    rule, and all of these with each washout rule (brightest, most washed out, largest first)."""
+    rule, all of these with each washout rule (brightest, most washed out, largest first), and
+    all of those with each filling-vein rule (the vein rule off first, then the brightest and
+    darkest first)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
 
@@ -101,8 +109,10 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     washouts = [(off.washout_min_brighter_hu, off.washout_min_darker_hu, off.washout_min_volume_ml)] + [
         (b, d, v) for b in largest_first(washout_min_brighter_hu) if b > 0 for d in largest_first(washout_min_darker_hu)
         for v in largest_first(washout_min_volumes_ml)]
-    return [CrossPhaseRule(*confirm, *carry, *washout) for washout in washouts for carry in carrying
-            for confirm in confirming]
+    veins = [(off.vein_min_darker_hu, off.vein_min_brighter_hu)] + [
+        (d, b) for b in largest_first(vein_min_brighter_hu) if b > 0 for d in largest_first(vein_min_darker_hu)]
+    return [CrossPhaseRule(*confirm, *carry, *washout, *vein) for vein in veins for washout in washouts
+            for carry in carrying for confirm in confirming]
 
 
 def decoded_scan(predictor: Any, case: Case, image: sitk.Image, cache: Path | None = None,
@@ -136,6 +146,8 @@ def calibrate_cross_phase(
     carry_vessel_max_shell_fractions: Sequence[float] = DEFAULT_CARRY_VESSEL_MAX_SHELL_FRACTIONS,
     carry_vessel_min_one_sidedness: Sequence[float] = DEFAULT_CARRY_VESSEL_MIN_ONE_SIDEDNESS,
     carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
+    vein_min_darker_hu: Sequence[float] = DEFAULT_VEIN_MIN_DARKER_HU,
+    vein_min_brighter_hu: Sequence[float] = DEFAULT_VEIN_MIN_BRIGHTER_HU,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -165,6 +177,10 @@ def calibrate_cross_phase(
     _check_candidates("washout: least darker than the liver in the later phase (HU)", washout_min_darker_hu,
                       volumes=True)
     _check_candidates("washout: smallest region (ml)", washout_min_volumes_ml, volumes=True)
+    _check_candidates("filling vein: least darker than the liver in the arterial phase (HU)", vein_min_darker_hu,
+                      volumes=True)
+    _check_candidates("filling vein: least brighter than the liver in the later phase (HU)", vein_min_brighter_hu,
+                      volumes=True)
     if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
         raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
                          f"nothing is always scored), got {list(carry_min_volumes_ml)}")
@@ -176,7 +192,8 @@ def calibrate_cross_phase(
     grid = rule_grid(min_peaks, max_distances_mm, min_volumes_ml, carry_min_volumes_ml, carry_min_contrasts_hu,
                      carry_max_brighter_hu, carry_vessel_min_brighter_hu, washout_min_brighter_hu,
                      washout_min_darker_hu, washout_min_volumes_ml, carry_vessel_max_shell_fractions,
-                     carry_vessel_min_one_sidedness, carry_vessel_beside_tumor)
+                     carry_vessel_min_one_sidedness, carry_vessel_beside_tumor, vein_min_darker_hu,
+                     vein_min_brighter_hu)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = from_cache = 0
@@ -191,14 +208,14 @@ def calibrate_cross_phase(
             references.append(_ReferenceLesions(sitk.GetArrayViewFromImage(ref_image), ref_image.GetSpacing()))
             if on_case:
                 on_case(case.case_id)
-        measured = measured_across_phases(scans) if len(scans) > 1 else [([], []) for _ in scans]
-        for scan, (candidates, carried), reference in zip(scans, measured, references, strict=True):
+        measured = measured_across_phases(scans) if len(scans) > 1 else [([], [], []) for _ in scans]
+        for scan, (candidates, carried, veins), reference in zip(scans, measured, references, strict=True):
             tables: dict[tuple[int, ...], _CandidateTable] = {}  # many rules keep the same set
             for rule, tally in tallies.items():
                 # the labels depend only on which additions the rule keeps: paint each set once
-                key = tuple(id(addition) for addition in (*candidates, *carried) if addition.kept_by(rule))
+                key = tuple(id(change) for change in (*candidates, *carried, *veins) if change.kept_by(rule))
                 if key not in tables:
-                    labels, _ = apply_rule(scan, candidates, carried, rule)
+                    labels, _ = apply_rule(scan, candidates, carried, rule, veins)
                     components = cc3d.connected_components(labels == TUMOR, connectivity=26)
                     tables[key] = _CandidateTable(components, reference.components, reference.count)
                 table = tables[key]

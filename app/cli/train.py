@@ -337,6 +337,14 @@ def calibrate_cross_phase_command(
                                                 "in the portal or late scan (HU)."),
     washout_min_volumes: str = typer.Option("0.3", "--washout-min-volumes",
                                             help="Comma-separated smallest such region (ml)."),
+    vein_min_brighter: str = typer.Option("0", "--vein-min-brighter",
+                                          help="Comma-separated least a place drawn as tumor must be brighter than "
+                                               "the liver in a portal or late scan, while darker in the arterial "
+                                               "one, to be a vein filling with contrast and become vessel (HU; 0: "
+                                               "never)."),
+    vein_min_darker: str = typer.Option("5", "--vein-min-darker",
+                                        help="Comma-separated least that place must be darker than the liver in "
+                                             "the arterial scan (HU)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str = typer.Option("auto", "--device"),
@@ -346,9 +354,10 @@ def calibrate_cross_phase_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose when a lesion in one phase of a day confirms a dropped candidate in another, when
-    it is carried whole into a phase whose CT alone shows it, and when arterial enhancement with
-    later washout makes a lesion of a place neither phase drew as one (each off if it does not
-    help on validation)."""
+    it is carried whole into a phase whose CT alone shows it, when arterial enhancement with
+    later washout makes a lesion of a place neither phase drew as one, and when a place drawn as
+    tumor, dark in the arterial phase and bright later, is a vein (each off if it does not help on
+    validation)."""
     from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 
     result = _per_case_progress("calibrating the cross-phase rule", lambda on_case: calibrate_cross_phase(
@@ -360,7 +369,8 @@ def calibrate_cross_phase_command(
         _numbers("--washout-min-volumes", washout_min_volumes),
         _numbers("--carry-vessel-max-shell", carry_vessel_max_shell),
         _numbers("--carry-vessel-min-one-sided", carry_vessel_min_one_sided),
-        _numbers("--carry-vessel-beside-tumor", carry_vessel_beside_tumor), device, on_case=on_case, version=version,
+        _numbers("--carry-vessel-beside-tumor", carry_vessel_beside_tumor), _numbers("--vein-min-darker", vein_min_darker),
+        _numbers("--vein-min-brighter", vein_min_brighter), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -400,6 +410,9 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
         parts.append(f"arterial vessel-drawn regions ≥ {row['washout_min_volume_ml']} ml, "
                      f"≥ {row['washout_min_brighter_hu']:g} HU brighter, that wash out "
                      f"≥ {row['washout_min_darker_hu']:g} HU darker later")
+    if row.get("vein_min_brighter_hu"):
+        parts.append(f"tumor ≥ {row['vein_min_darker_hu']:g} HU darker in the arterial scan and "
+                     f"≥ {row['vein_min_brighter_hu']:g} HU brighter later made vessel (a filling vein)")
     return "; ".join(parts) or "off"
 
 
