@@ -12,7 +12,10 @@ some arterially enhancing ones; only carrying onto vessel-drawn regions can brin
 and only where the arterial CT shows them brighter than the liver. With ``--washout`` the portal
 lesions are left as liver too (missed in both phases, probability 0): nothing can be carried,
 and only the washout pattern (bright where the arterial scan drew vessel, darker in the portal
-CT) brings them back; the last column counts them in each phase.
+CT) brings them back; the last column counts them in each phase. The last rule adds the
+filling-vein test (0.28.0), which must leave every true lesion drawn: a lesion is never darker
+in the arterial CT and brighter in the portal one, so "lesions ≥ 10 mm left drawn" must equal
+the lesions each scan's labels drew before it.
 
     python bench/cross_phase.py var/cohorts/val_clinical --days 2 [--as-vessel | --washout]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cc3d
@@ -43,6 +47,7 @@ ONTO_VESSELS = CrossPhaseRule(0.8, 5.0, 0.3, carry_min_volume_ml=0.3, carry_min_
 WASHOUT = CrossPhaseRule(0.8, 5.0, 0.3, carry_min_volume_ml=0.3, carry_min_contrast_hu=3.0, carry_max_brighter_hu=0.0,
                          carry_vessel_min_brighter_hu=30.0, washout_min_brighter_hu=30.0, washout_min_darker_hu=5.0,
                          washout_min_volume_ml=0.3)
+VEINS = replace(WASHOUT, vein_min_darker_hu=10.0, vein_min_brighter_hu=30.0)
 
 
 def day_scans(day: list, erased_as: int = LIVER, erase_portal: bool = False) -> tuple[list[PhaseScan], list[np.ndarray]]:
@@ -82,13 +87,14 @@ def main() -> None:
     if not days:
         raise SystemExit(f"{args.cohort}: no day with both a portal and an arterial scan")
     print("day | voxels per scan | confirming only (s) | + carrying (s) | + onto vessels (s) | + washout (s) | "
-          "arterial lesions ≥ 10 mm back (carrying, onto vessels, washout) | portal lesions ≥ 10 mm drawn (washout rule)")
+          "+ filling veins (s) | arterial lesions ≥ 10 mm back (carrying, onto vessels, washout) | "
+          "portal lesions ≥ 10 mm drawn (washout rule) | lesions ≥ 10 mm left drawn by the vein rule (of those drawn)")
     for day in days:
         scans, truths = day_scans(day, VESSEL if args.as_vessel or args.washout else LIVER, args.washout)
         arterial = next(i for i, c in enumerate(day) if c.phase == "arterial")
         portal = next(i for i, c in enumerate(day) if c.phase == "portal")
         seconds, found = [], []
-        for rule in (CONFIRMING, BOTH, ONTO_VESSELS, WASHOUT):
+        for rule in (CONFIRMING, BOTH, ONTO_VESSELS, WASHOUT, VEINS):
             start = time.perf_counter()
             result = confirm_across_phases(scans, rule)
             seconds.append(time.perf_counter() - start)
@@ -97,7 +103,8 @@ def main() -> None:
         print(f"{day[0].case_id.rsplit('_', 1)[0]} | {truths[arterial].size:,} | "
               + " | ".join(f"{s:.2f}" for s in seconds)
               + f" | {found[1][0][0]}, {found[2][0][0]} and {found[3][0][0]} of {total} | "
-              f"{found[3][1][0]} of {found[3][1][1]}")
+              f"{found[3][1][0]} of {found[3][1][1]} | "
+              f"{found[4][0][0] + found[4][1][0]} of {found[3][0][0] + found[3][1][0]}")
 
 
 if __name__ == "__main__":
