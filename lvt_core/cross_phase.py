@@ -76,6 +76,7 @@ from lvt_core.day_scans import (
     VESSEL_SHELL_MM,
     WINDOW_MM,
     PhaseScan,
+    arterial_later_pairs,
     carry_regions,
     liver_ring,
     nearest_centre_mm,
@@ -87,7 +88,7 @@ from lvt_core.day_scans import (
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.filling_veins import FillingVein, filling_veins, tumor_components
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.washout import WASHOUT_PHASES, WashoutLesion, washout_lesions
+from lvt_core.washout import WashoutLesion, washout_lesions
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
 """``carry_max_brighter_hu`` that lets a carried lesion be any brighter than the liver."""
@@ -297,7 +298,7 @@ def carried_lesions(target: PhaseScan, source: PhaseScan, transform: sitk.Transf
     if not count:
         return []
     volumes = np.bincount(components.ravel())[1:] * voxel_volume_ml(source.image)
-    carried = carry_regions(components.astype(np.uint16 if count < 2**16 else np.uint32), source.image,
+    carried = carry_regions(components, source.image,
                             target.image, transform)
     hu = sitk.GetArrayViewFromImage(target.image)
     spacing = np.array(target.image.GetSpacing()[::-1])
@@ -391,9 +392,7 @@ def measured_across_phases(
             for lesion in carried_lesions(scans[target], scans[source], transforms[source, target]):
                 lesion.source_veins = [v for v in measured_veins[source] if v.component == lesion.source_component]
                 brought[target].append(lesion)
-    pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase in ENHANCING_PHASES
-             for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES] if washout else []
-    for a, later in pairs:
+    for a, later in arterial_later_pairs(scans) if washout else []:
         for arterial_half, later_half in washout_lesions(scans[a], scans[later], transforms[a, later]):
             brought[a].append(arterial_half)
             brought[later].append(later_half)

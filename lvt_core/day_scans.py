@@ -28,6 +28,9 @@ and a bright closed region drawn as vessel there is a vessel cut across. Carried
 every phase, 88 validation scans gained false lesions at eight places, all in portal scans
 (docs/model_history.md)."""
 
+WASHOUT_PHASES: frozenset[str] = frozenset({"portal", "late"})
+"""The later phases a lesion washes out in (darker than the liver there) and a vein fills in:
+each is read against every scan of :data:`ENHANCING_PHASES` of the day."""
 MIN_LIVER_FRACTION = 0.5
 """A carried lesion lands on liver: at least this share of its carried mask is liver there."""
 RING_MM = (1.5, 5.0)
@@ -65,6 +68,13 @@ def pair_transforms(scans: Sequence[PhaseScan]) -> dict[tuple[int, int], sitk.Tr
     images = [scan.label_image() for scan in scans]
     return {(source, target): register_followup(images[source], images[target])
             for source in range(len(scans)) for target in range(len(scans)) if source != target}
+
+
+def arterial_later_pairs(scans: Sequence[PhaseScan]) -> list[tuple[int, int]]:
+    """Every ``(arterial, later)`` pair of the day's scans by their index: an enhancing phase
+    (:data:`ENHANCING_PHASES`) read with a washout phase (:data:`WASHOUT_PHASES`)."""
+    return [(arterial, later) for arterial, scan in enumerate(scans) if scan.phase in ENHANCING_PHASES
+            for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES]
 
 
 def nearest_centre_mm(image: sitk.Image, where: np.ndarray) -> tuple[float, ...]:
@@ -111,8 +121,10 @@ def touches_tumor(labels: np.ndarray, footprint: np.ndarray, spacing_zyx: np.nda
 def carry_regions(regions: np.ndarray, source: sitk.Image, target: sitk.Image,
                   transform: sitk.Transform) -> np.ndarray:
     """A label map of numbered ``regions`` on ``source``'s grid, carried onto ``target``'s grid
-    (``transform`` maps source points to target points; nearest neighbour keeps the numbers)."""
-    moving = sitk.GetImageFromArray(regions)
+    (``transform`` maps source points to target points; nearest neighbour keeps the numbers).
+    The numbers travel in the narrowest unsigned type that holds them, to keep the resample small."""
+    narrow = np.uint16 if regions.size == 0 or int(regions.max()) < 2**16 else np.uint32
+    moving = sitk.GetImageFromArray(regions.astype(narrow, copy=False))
     moving.CopyInformation(source)
     return sitk.GetArrayFromImage(sitk.Resample(moving, target, transform.GetInverse(), sitk.sitkNearestNeighbor,
                                                 0, moving.GetPixelID()))

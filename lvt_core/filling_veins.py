@@ -25,16 +25,15 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lvt_core.day_scans import (
-    ENHANCING_PHASES,
     WINDOW_MM,
     PhaseScan,
+    arterial_later_pairs,
     carry_regions,
     contrast_to_liver,
     nearest_centre_mm,
     padded,
 )
 from lvt_core.labels import TUMOR
-from lvt_core.washout import WASHOUT_PHASES
 
 if TYPE_CHECKING:
     from lvt_core.cross_phase import CrossPhaseRule
@@ -70,7 +69,7 @@ def _contrasts(own: PhaseScan, other: PhaseScan, transform: sitk.Transform) -> l
     components, count = tumor_components(own)
     if not count:
         return []
-    carried = carry_regions(components.astype(np.uint16 if count < 2**16 else np.uint32), own.image, other.image,
+    carried = carry_regions(components, own.image, other.image,
                             transform)
     own_hu, other_hu = sitk.GetArrayViewFromImage(own.image), sitk.GetArrayViewFromImage(other.image)
     own_spacing, other_spacing = np.array(own.image.GetSpacing()[::-1]), np.array(other.image.GetSpacing()[::-1])
@@ -98,9 +97,7 @@ def filling_veins(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], 
     later scan pair it belongs to (its own CT and the other's, ``transforms`` as
     :func:`~lvt_core.day_scans.pair_transforms` gives them); scans of neither kind get none."""
     veins: list[list[FillingVein]] = [[] for _ in scans]
-    pairs = [(a, later) for a, scan in enumerate(scans) if scan.phase in ENHANCING_PHASES
-             for later, other in enumerate(scans) if other.phase in WASHOUT_PHASES]
-    for a, later in pairs:
+    for a, later in arterial_later_pairs(scans):
         for own, other, own_is_arterial in ((a, later, True), (later, a, False)):
             for index, window, mask, own_contrast, other_contrast in _contrasts(scans[own], scans[other],
                                                                                 transforms[own, other]):

@@ -31,8 +31,6 @@ from lvt_core.labels import LIVER, VESSEL
 if TYPE_CHECKING:
     from lvt_core.cross_phase import CrossPhaseRule
 
-WASHOUT_PHASES: frozenset[str] = frozenset({"portal", "late"})
-"""The later phases a lesion washes out in: darker than the liver there."""
 WASHOUT_CORE_MM = 2.5
 """A region drawn as vessel in the arterial phase only is a lesion candidate when some voxel of it
 lies deeper than this inside it (at least 5 mm across): the registration of the two phases
