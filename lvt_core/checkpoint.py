@@ -12,13 +12,14 @@ results and the database.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lvt_core.atomic_files import replaced_on_success
 
 FORMAT_VERSION = 1
 REQUIRED_META = (
@@ -86,10 +87,8 @@ def _stored(state: Mapping[str, torch.Tensor], fp16: bool) -> dict[str, torch.Te
 
 def _write_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with replaced_on_success(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

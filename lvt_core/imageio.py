@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.atomic_files import replaced_on_success
+
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -113,11 +115,9 @@ def _read_dicom_with_pydicom(files: list[Path], folder: Path) -> sitk.Image:
 def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
     """Write ``image`` atomically (temporary file, then rename), creating parent folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    sitk.WriteImage(image, str(tmp), useCompression=compress)
-    tmp.replace(path)
+    with replaced_on_success(path, suffix) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from lvt_core import labels as L
+from lvt_core.atomic_files import replaced_on_success
 from lvt_core.checkpoint import default_meta, save_checkpoint
 from lvt_core.losses import (
     DeepSupervisionLoss,
@@ -314,9 +314,8 @@ def validate(model: torch.nn.Module, config: TrainConfig, cases: list[Prepared],
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with replaced_on_success(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def checkpoint_meta(config: TrainConfig, cases: list[Case], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -348,12 +347,10 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for row in history:
         keys.extend(k for k in row if k not in keys)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with replaced_on_success(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 # -- the loop --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from rich.markup import escape
 from app.cli.common import UserError, console, print_json, progress_bar
 from app.settings import get_settings
 from lvt_core import __version__ as lvt_version
+from lvt_core.atomic_files import write_text_atomically
 
 
 def volumes_ml(labels: sitk.Image) -> dict[str, float]:
@@ -112,9 +113,7 @@ def segment_scan(
             "regions": predictor.last_info,
         }
         summary["runtime_s"]["total_s"] = round(time.perf_counter() - start, 3)
-        tmp = output_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.replace(output_dir / "summary.json")
+        write_text_atomically(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         progress.advance(task)
     return summary
 

@@ -14,6 +14,7 @@ from app.cli.common import UserError
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Model, Patient, Segmentation, Series, Study
+from lvt_core.atomic_files import replaced_on_success
 
 FORMATS = ("csv", "parquet")
 
@@ -31,12 +32,11 @@ def export_cohort(
     written = {}
     for name, frame in tables.items():
         path = out / f"{name}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        with replaced_on_success(path) as tmp:
+            if fmt == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
         written[name] = {"path": str(path), "rows": len(frame)}
     return {"out": str(out), "format": fmt, "tables": written}
 
@@ -93,10 +93,8 @@ def export_seg(
         segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version, *drawn)
     except ValueError as exc:
         raise UserError(f"series {series_id}: {exc}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    segmentation.save_as(tmp)
-    tmp.replace(out)
+    with replaced_on_success(out) as tmp:
+        segmentation.save_as(tmp)
     report: dict[str, Any] = {
         "series_id": series_id, "seg": str(out), "ct_dir": str(ct_dir), "ct_slices": len(paths),
         "model": {"name": model.name, "version": model.version}, "lvt_version": drawn[1],

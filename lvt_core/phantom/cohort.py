@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from lvt_core.atomic_files import replaced_on_success, write_text_atomically
 from lvt_core.imageio import write_image
 from lvt_core.phantom.lesions import MAX_TIMEPOINTS, LesionMix
 from lvt_core.phantom.scan import SIZES, PhantomScan, make_patient, phantom_scan, stream
@@ -135,9 +136,7 @@ def _write_tables(out_dir: Path, config: CohortConfig, results: list[PatientRows
     """How the cohort was drawn, its lesion, measurement and manifest tables (the manifest
     last: it marks the cohort complete)."""
     drawn = {**dataclasses.asdict(config), "phases": list(config.phase_names)}
-    tmp = out_dir / ".cohort.json.tmp"
-    tmp.write_text(json.dumps(drawn, indent=2) + "\n")
-    tmp.replace(out_dir / "cohort.json")
+    write_text_atomically(out_dir / "cohort.json", json.dumps(drawn, indent=2) + "\n")
     _write_csv(out_dir / "lesions.csv", LESION_COLUMNS, [r for rows in results for r in rows.lesions])
     _write_csv(out_dir / "measurements.csv", MEASUREMENT_COLUMNS,
                [r for rows in results for r in rows.measurements])
@@ -262,13 +261,11 @@ def _read_study(config: CohortConfig, p: int, t: int, scan: PhantomScan,
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with replaced_on_success(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: _fmt(row[key]) for key in columns})
-    tmp.replace(path)
     return path
 
 
