@@ -8,6 +8,7 @@ written beside its path and renamed over it, which is atomic on one file system.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,3 +37,25 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     with replaced_on_success(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+@contextmanager
+def published_folder(folder: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to fill: renamed to ``folder`` when the block ends
+    without an error, removed when it raises. For caches whose content is the same whoever
+    computes it: when another process published ``folder`` first, theirs is kept."""
+    folder = Path(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.is_dir():  # not a lost race: say what went wrong
+            raise

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.atomic_files import published_folder
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.lesions import component_array, index_to_physical_matrix
 
@@ -145,18 +146,11 @@ def build_scene_meshes(
 
 
 def _save_cached(folder: Path, meshes: SceneMeshes) -> None:
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name, mesh in meshes.items():
-        mesh.save(str(tmp / f"{name}.vtp"))
-    manifest = {"names": [name for name, _ in meshes.items()]}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process cached the same scene first
-        for file in tmp.iterdir():
-            file.unlink()
-        tmp.rmdir()
+    with published_folder(folder) as tmp:
+        for name, mesh in meshes.items():
+            mesh.save(str(tmp / f"{name}.vtp"))
+        manifest = {"names": [name for name, _ in meshes.items()]}
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _load_cached(folder: Path) -> SceneMeshes | None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lvt_core.atomic_files import replaced_on_success, write_text_atomically
+from lvt_core.atomic_files import published_folder, replaced_on_success, write_text_atomically
 from lvt_core.imageio import read_image, write_image
 
 
@@ -40,3 +40,26 @@ def test_an_interrupted_image_write_keeps_the_published_image(tmp_path: Path) ->
         raise KeyboardInterrupt
     assert sitk.GetArrayFromImage(read_image(target)).sum() == 24
     assert [p.name for p in tmp_path.iterdir()] == ["labels.nii.gz"]
+
+
+def test_a_published_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "case-1"
+    with pytest.raises(OSError, match="no space"), published_folder(cache) as tmp:
+        (tmp / "image.npy").write_bytes(b"half")
+        raise OSError("no space left on device")
+    assert not cache.parent.exists() or list(cache.parent.iterdir()) == []
+    with published_folder(cache) as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert sorted(p.name for p in cache.iterdir()) == ["meta.json"]
+    assert [p.name for p in cache.parent.iterdir()] == ["case-1"]
+
+
+def test_a_folder_published_first_by_another_process_is_kept(tmp_path: Path) -> None:
+    """Two workers caching one scene: the loser's copy is dropped, not merged in."""
+    cache = tmp_path / "scene"
+    with published_folder(cache) as tmp:
+        (tmp / "manifest.json").write_text("theirs")
+        (cache / "manifest.json").parent.mkdir()
+        (cache / "manifest.json").write_text("first")
+    assert (cache / "manifest.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["scene"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from lvt_core.atomic_files import published_folder
 from lvt_core.transforms import reorient, resample_to_spacing
 from training.datasets import Case
 
@@ -68,19 +67,13 @@ def preprocess(case: Case, spacing: tuple[float, ...], cache_dir: str | Path | N
     folder = cache_folder(case, spacing, cache_dir, antialiased)
     if not (folder / "meta.json").is_file():
         image, labels = prepare_images(*case.load(), spacing, antialiased)
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        hu = sitk.GetArrayFromImage(image)
-        np.save(tmp / "image.npy", np.clip(np.round(hu), -32768, 32767).astype(np.int16))
-        np.save(tmp / "labels.npy", sitk.GetArrayFromImage(labels).astype(np.uint8))
-        meta = {"case_id": case.case_id, "source": case.source, "annotated": list(case.annotated),
-                "spacing_mm": list(spacing), "origin": list(image.GetOrigin())}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if folder.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        with published_folder(folder) as tmp:
+            hu = sitk.GetArrayFromImage(image)
+            np.save(tmp / "image.npy", np.clip(np.round(hu), -32768, 32767).astype(np.int16))
+            np.save(tmp / "labels.npy", sitk.GetArrayFromImage(labels).astype(np.uint8))
+            meta = {"case_id": case.case_id, "source": case.source, "annotated": list(case.annotated),
+                    "spacing_mm": list(spacing), "origin": list(image.GetOrigin())}
+            (tmp / "meta.json").write_text(json.dumps(meta))
     return Prepared(
         case.case_id,
         case.source,
