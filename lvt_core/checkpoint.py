@@ -85,7 +85,9 @@ def _stored(state: Mapping[str, torch.Tensor], fp16: bool) -> dict[str, torch.Te
     }
 
 
-def _write_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
+def torch_save_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` of ``payload`` to ``path`` whole or not at all: a checkpoint or a training
+    state killed mid-write leaves the previous one loadable."""
     path = Path(path)
     with replaced_on_success(path) as tmp:
         torch.save(payload, tmp)
@@ -107,7 +109,7 @@ def save_checkpoint(
                                "state_dict": _stored(model_state, fp16)}
     if members:
         payload["members"] = [_stored(member, fp16) for member in members]
-    return _write_atomically(path, payload)
+    return torch_save_atomically(path, payload)
 
 
 def _read_payload(path: Path) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def copy_with_meta(source: str | Path, out: str | Path, meta: dict[str, Any]) ->
     weights are kept exactly as stored, fp16 or not."""
     payload = _read_payload(Path(source))
     _require_meta(out, meta)
-    return _write_atomically(out, {**payload, "meta": dict(meta)})
+    return torch_save_atomically(out, {**payload, "meta": dict(meta)})
 
 
 def checkpoint_checksum(path: str | Path) -> str:

@@ -30,7 +30,7 @@ import torch
 
 from lvt_core import labels as L
 from lvt_core.atomic_files import replaced_on_success
-from lvt_core.checkpoint import default_meta, save_checkpoint
+from lvt_core.checkpoint import default_meta, save_checkpoint, torch_save_atomically
 from lvt_core.losses import (
     DeepSupervisionLoss,
     bce_batch_dice_loss,
@@ -313,11 +313,6 @@ def validate(model: torch.nn.Module, config: TrainConfig, cases: list[Prepared],
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    with replaced_on_success(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def checkpoint_meta(config: TrainConfig, cases: list[Case], metrics: dict[str, Any]) -> dict[str, Any]:
     """Full LVT checkpoint metadata for this run."""
     counts: dict[str, int] = {}
@@ -433,9 +428,9 @@ def train(
         log.warning("nothing to resume in %s; starting from step 0", out)
 
     def save_state() -> None:
-        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "step": step, "history": history, "best": best}, state_path)
+        torch_save_atomically(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                           "step": step, "history": history, "best": best})
 
     maker = BatchMaker(config, prepared)
     writer = _tensorboard(out) if config.tensorboard else None
