@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lvt_core.atomic_files import replaced_on_success
+from lvt_core.nifti_integrity import nifti_problem
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -31,11 +32,15 @@ def read_image(path: str | Path) -> sitk.Image:
     """Read a 3D scalar image from a volume file or a DICOM series folder.
 
     Raises :class:`ImageReadError` naming ``path`` when it is missing, unreadable,
-    not 3D, or holds non-finite values.
+    not 3D, truncated, without a voxel size, or holds non-finite values.
     """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        problem = nifti_problem(path)
+        if problem:
+            raise ImageReadError(f"{path}: {problem}")
     try:
         image = _read_dicom_dir(path) if path.is_dir() else sitk.ReadImage(str(path))
     except ImageReadError:

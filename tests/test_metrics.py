@@ -113,3 +113,21 @@ def test_evaluate_pair_uses_liver_hierarchy() -> None:
     assert result["lesion_sensitivity"] == 0.0 and result["lesion_precision"] == 1.0
     with pytest.raises(ValueError, match="size"):
         evaluate_pair(to_img(pred[:-1]), to_img(ref))
+
+
+def test_evaluate_pair_refuses_files_that_do_not_share_a_grid() -> None:
+    """A moved origin scored DSC 1.0 and a flipped axis 0.08 before: both are now refused."""
+    ref_array = np.zeros((30, 30, 30), np.uint8)
+    ref_array[cube()] = 1
+    ref = sitk.GetImageFromArray(ref_array)
+    moved = sitk.GetImageFromArray(ref_array)
+    moved.SetOrigin((500.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="origin .* by 500.00 mm"):
+        evaluate_pair(moved, ref)
+    flipped = sitk.GetImageFromArray(ref_array[:, :, ::-1].copy())
+    flipped.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="flipped or rotated"):
+        evaluate_pair(flipped, ref)
+    rounded = sitk.GetImageFromArray(ref_array)
+    rounded.SetOrigin((1e-4, -1e-4, 0.0))  # one grid written by two tools
+    assert evaluate_pair(rounded, ref)["liver"]["dsc"] == 1.0
