@@ -189,7 +189,7 @@ def test_segment_real_dicom_series(
     assert list(labels.GetSize()) == json.loads(out)["size"] == [512, 512, 3]
 
 
-@pytest.mark.parametrize("kind", ["text", "2d", "nan"])
+@pytest.mark.parametrize("kind", ["text", "2d", "nan", "nifti-nan"])
 def test_segment_bad_input_names_the_file(
     kind: str, toy_model: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -199,9 +199,16 @@ def test_segment_bad_input_names_the_file(
     elif kind == "2d":
         path = tmp_path / "slice.nrrd"
         sitk.WriteImage(sitk.Image(16, 16, sitk.sitkInt16), str(path))
-    else:
-        path = tmp_path / "nan.nrrd"  # NIfTI I/O turns NaN into 0
+    elif kind == "nan":
+        path = tmp_path / "nan.nrrd"
         sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 8), np.nan, np.float32)), str(path))
+    else:  # ITK alone reads a NIfTI's NaN as 0; lvt_core.nifti_integrity catches it
+        import nibabel as nib
+
+        path = tmp_path / "nan.nii.gz"
+        array = np.zeros((8, 8, 8), np.float32)
+        array[4, 4, 4] = np.nan
+        nib.save(nib.Nifti1Image(array, np.eye(4)), path)
     code, out, err = run_lvt(
         ["segment", "-i", str(path), "-o", str(tmp_path / "o"), "--model", str(toy_model)],
         monkeypatch,
@@ -210,6 +217,23 @@ def test_segment_bad_input_names_the_file(
     assert code == 1
     assert path.name in err and out == ""
     assert not (tmp_path / "o" / "labels.nii.gz").exists()
+
+
+def test_segment_refuses_an_output_that_is_a_file_before_inference(
+    toy_model: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    ct, _ = toy_scan()
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    (tmp_path / "taken").write_text("a file already here")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "below"):
+        code, stdout, err = run_lvt(
+            ["segment", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--model", str(toy_model)],
+            monkeypatch,
+            capsys,
+        )
+        assert code == 1 and stdout == ""
+        assert "is a file, not a folder" in " ".join(err.split()) and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "a file already here"
 
 
 def test_segment_missing_model_says_how_to_train(

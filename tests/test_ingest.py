@@ -229,6 +229,16 @@ def test_manifest_errors_list_rows(migrated_db: str, tmp_path: Path) -> None:
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     text = str(info.value)
     assert "row 2: image" in text and "row 3: patient_id is empty" in text and "hepatic" in text
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    manifest.write_text(
+        "patient_id,image,study_date\nP1,scan.nii.gz,2024-01-01,EXTRA\nP2,folder,2024-01-01\n"
+    )
+    with pytest.raises(UserError) as info:
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    text = str(info.value)
+    assert "row 2: 4 fields but the header has 3" in text
+    assert "row 3: image" in text and "is a folder" in text
 
 
 def _invoke(*args: str) -> tuple[int, str]:

@@ -42,6 +42,15 @@ def lesion_list(
             for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)]
 
 
+def _check_output_folder(output_dir: Path) -> None:
+    """Refuse an output that cannot become a folder: an existing file, or a file on its path."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{output_dir}: cannot write results there, {path} is a file, not a folder")
+        if path.exists():
+            return
+
+
 def segment_scan(
     input_path: Path,
     output_dir: Path,
@@ -60,6 +69,7 @@ def segment_scan(
 
     start = time.perf_counter()
     model_path = Path(model) if model is not None else get_settings().model_path
+    _check_output_folder(output_dir)  # before minutes of inference, not after
     with progress_bar() as progress:
         task = progress.add_task("segment", total=4)
         try:

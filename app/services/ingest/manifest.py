@@ -59,14 +59,20 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     errors: list[str] = []
     base = path.resolve().parent
     for number, raw in enumerate(records, start=2):  # row 1 is the header
+        extra = raw.pop(None, None)  # csv.DictReader files fields past the header under None
         record = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         problems = []
+        if extra:
+            problems.append(f"{len(columns) + len(extra)} fields but the header has {len(columns)} "
+                            "(a comma inside a value needs quotes)")
         if not record.get("patient_id"):
             problems.append("patient_id is empty")
         image = base / record["image"] if record.get("image") else None
         dicom_dir = base / record["dicom_dir"] if record.get("dicom_dir") else None
         if image is None and dicom_dir is None:
             problems.append("neither image nor dicom_dir is given")
+        elif image is not None and image.is_dir():
+            problems.append(f"image {image} is a folder; a DICOM folder goes in the dicom_dir column")
         elif image is not None and not image.is_file():
             problems.append(f"image {image} does not exist")
         elif image is None and dicom_dir is not None and not dicom_dir.is_dir():
