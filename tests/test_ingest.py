@@ -154,6 +154,30 @@ def test_truncated_and_corrupt_files_are_named(migrated_db: str, tmp_path: Path)
     assert _counts(migrated_db) == (1, 1, 1)
 
 
+def test_an_unreadable_slice_is_named_beside_the_gap_it_leaves(migrated_db: str, tmp_path: Path) -> None:
+    """A zero-byte slice is "not DICOM" to pydicom; the gap it leaves now names it."""
+    write_ct_series(tmp_path / "s", seed=6)
+    emptied = sorted((tmp_path / "s").iterdir())[2]
+    emptied.write_bytes(b"")
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    text = " ".join(str(info.value).split())
+    assert "missing slices" in text and f"perhaps damaged slices: {emptied}" in text
+    assert _counts(migrated_db) == (0, 0, 0)
+
+
+def test_a_folder_without_a_series_is_an_error(migrated_db: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    with pytest.raises(UserError, match="no CT series found in .*empty"):
+        ingest_paths([tmp_path / "empty"], url=migrated_db)
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "notes"], url=migrated_db)
+    assert "not DICOM" in str(info.value) and "readme.txt" in str(info.value)
+    assert _counts(migrated_db) == (0, 0, 0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

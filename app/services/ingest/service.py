@@ -143,6 +143,11 @@ def ingest_paths(
         report.skipped.extend(found.skipped)
         if found.errors:
             raise IngestError(_problems("nothing was ingested", found.errors))
+        if not found.candidates:  # an empty or mistyped folder is not a successful ingest
+            reasons = [f"{item['source']}: {item['reason']}" for item in found.skipped]
+            where = ", ".join(str(p) for p in paths) or "the manifest"
+            raise IngestError(_problems(f"no CT series found in {where}", reasons)
+                              if reasons else f"no CT series found in {where}")
         try:
             for candidate in track(found.candidates, "Reading series", len(found.candidates)):
                 prepared.append(_prepare(candidate, root, options.dry_run))

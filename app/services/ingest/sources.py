@@ -141,6 +141,12 @@ def _dicom_candidate(
     )
 
 
+def _named(paths: list[Path], shown: int = 5) -> str:
+    """The first ``shown`` paths, and how many more."""
+    names = ", ".join(str(p) for p in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
 def scan_dicom(
     files: list[Path],
     label: str,
@@ -151,7 +157,7 @@ def scan_dicom(
 ) -> None:
     """Read headers of ``files`` and add their series to ``found``."""
     slices: list[Slice] = []
-    not_dicom = 0
+    not_dicom: list[Path] = []
     for path in files:
         try:
             header = read_header(path)
@@ -162,11 +168,12 @@ def scan_dicom(
                 found.errors.append(str(exc))
             continue
         if header is None:
-            not_dicom += 1
+            not_dicom.append(path)
             continue
         slices.append(Slice(path, header))
     if not_dicom:
-        found.skipped.append({"source": label, "reason": f"{not_dicom} file(s) are not DICOM"})
+        found.skipped.append({"source": label, "reason": f"{len(not_dicom)} file(s) are not DICOM: "
+                                                         + _named(not_dicom)})
     series_list, skipped = group_series(slices)
     found.skipped.extend({"source": s, "reason": r} for s, r in skipped)
     for series in series_list:
@@ -183,6 +190,10 @@ def scan_dicom(
             found.skipped.append({"source": where, "reason": "no image pixel data"})
             continue
         check_series(series)
+        unreadable_here = [p for p in not_dicom if p.parent == series.slices[0].path.parent]
+        if series.errors and unreadable_here:  # a damaged slice reads as "not DICOM" and leaves a gap
+            series.errors.append(f"{len(unreadable_here)} file(s) beside these slices are not "
+                                 f"readable DICOM, perhaps damaged slices: {_named(unreadable_here)}")
         if series.errors:
             message = f"{where}: " + "; ".join(series.errors)
             if skip_invalid:
