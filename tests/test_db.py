@@ -206,3 +206,7 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
     down = runner.invoke(app, ["db", "downgrade", "base", "--json"])
     assert down.exit_code == 0 and json.loads(down.stdout)["to"] is None
+    for verb in ("upgrade", "downgrade"):  # a mistyped revision: one line, exit 1, schema kept
+        bad = runner.invoke(app, ["db", verb, "nonsense"])
+        assert bad.exit_code == 1 and "revision 'nonsense'" in str(bad.exception)
+    assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import typer
+from collections.abc import Callable
 
-from app.cli.common import console, print_json
+import typer
+from alembic.util.exc import CommandError
+
+from app.cli.common import UserError, console, print_json
 from db import migrate
 from db.engine import default_url
 
@@ -17,6 +20,14 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _migrated(step: Callable[[str, str], str | None], url: str, revision: str) -> str | None:
+    """Run ``step``; Alembic's refusal of an unknown or unreachable revision is one line naming it."""
+    try:
+        return step(url, revision)
+    except CommandError as exc:
+        raise UserError(f"revision {revision!r}: {exc} (`lvt db current` shows where the database is)") from None
+
+
 @db_app.command("upgrade")
 def upgrade(
     revision: str = typer.Argument("head", help="Target revision."),
@@ -25,7 +36,7 @@ def upgrade(
     """Upgrade the database to REVISION (default: the newest)."""
     url = default_url()
     before = migrate.current(url)
-    after = migrate.upgrade(url, revision)
+    after = _migrated(migrate.upgrade, url, revision)
     if json_out:
         print_json(
             {"database": _redacted(url), "from": before, "to": after, "head": migrate.head()}
@@ -42,7 +53,7 @@ def downgrade(
     """Downgrade the database to REVISION (default: one step back)."""
     url = default_url()
     before = migrate.current(url)
-    after = migrate.downgrade(url, revision)
+    after = _migrated(migrate.downgrade, url, revision)
     if json_out:
         print_json({"database": _redacted(url), "from": before, "to": after})
     else:
