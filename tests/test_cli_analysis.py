@@ -82,6 +82,11 @@ def test_track_json_and_table(cli, scans) -> None:
     assert [m["timepoint"] for m in persisting["members"]] == [0, 1]
     table = CliRunner().invoke(cli, ["track", str(scans[0]), str(scans[1])])
     assert table.exit_code == 0 and "persisting" in table.stdout
+    swapped = CliRunner().invoke(
+        cli, ["track", str(scans[0]), str(scans[1]), "--dates", "2020-06-01,2020-01-01", "--json"]
+    )  # the later scan would become the baseline and every lesion of the earlier one "new"
+    assert swapped.exit_code == 1 and swapped.stdout == ""
+    assert "oldest first" in " ".join(swapped.output.split())
 
 
 def test_volumetry_json(cli, scans) -> None:

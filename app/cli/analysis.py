@@ -59,9 +59,14 @@ def _parse_dates(values: list[str] | None, n: int) -> list[date | None]:
     if len(parts) != n:
         raise UserError(f"--dates: got {len(parts)} dates for {n} label maps")
     try:
-        return [date.fromisoformat(p) for p in parts]
+        dates = [date.fromisoformat(p) for p in parts]
     except ValueError as exc:
         raise UserError(f"--dates: {exc} (use YYYY-MM-DD)") from None
+    for i, (earlier, later) in enumerate(zip(dates, dates[1:], strict=False)):
+        if later < earlier:  # the label maps are the timepoints in time order; a swap says "new"
+            raise UserError(f"--dates: label map {i + 2} is dated {later}, before label map {i + 1} "
+                            f"({earlier}); give the label maps oldest first")
+    return dates
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
