@@ -244,6 +244,24 @@ def test_nifti_with_phantom_style_manifest_and_dry_run(migrated_db: str, tmp_pat
     assert (study2.study_date - study1.study_date).days == 91  # interval survives the shift
 
 
+def test_a_stored_image_under_another_patient_or_date_is_a_conflict(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """Before, it was "already present" with exit 0, so a mistyped row could never be noticed."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date\nP1,a.nii.gz,2024-01-10\n")
+    ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    files = _store_files()
+    again = ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert len(again.already_present) == 1
+    for row, said in (("P2,a.nii.gz,2024-01-10", "of patient"), ("P1,a.nii.gz,2024-02-10", "dated")):
+        manifest.write_text(f"patient_id,image,study_date\n{row}\n")
+        with pytest.raises(UserError, match=f"already stored as series .* {said}"):
+            ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+        assert _counts(migrated_db) == (1, 1, 1) and _store_files() == files
+
+
 def test_manifest_errors_list_rows(migrated_db: str, tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text(

@@ -13,6 +13,7 @@ of a race simply finds the series already present.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -242,6 +243,16 @@ def _equivalent(existing: Series, item: _Prepared, root: Path) -> bool:
         return False
 
 
+def _filed_elsewhere(existing: Series, pseudo_id: str, study_date: dt.date | None) -> str | None:
+    """How the stored series' patient or date differs from the new row's, or None."""
+    stored = existing.study
+    if stored.patient.pseudo_id != pseudo_id:
+        return f"of patient {stored.patient.pseudo_id}, not {pseudo_id}"
+    if study_date is not None and stored.study_date is not None and stored.study_date != study_date:
+        return f"of the study dated {stored.study_date}, not {study_date}"
+    return None
+
+
 def _apply(
     session: Session,
     prepared: list[_Prepared],
@@ -259,7 +270,16 @@ def _apply(
         study_uid, series_uid = _uids(deid, item)
         existing = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
         if existing is not None:
-            if existing.content_hash == item.sha256 or _equivalent(existing, item, root):
+            same_content = existing.content_hash == item.sha256 or _equivalent(existing, item, root)
+            moved = _filed_elsewhere(existing, pseudo, deid.date(c.patient_source_id, c.study_date))
+            if same_content and moved:  # a stored series is never refiled silently
+                message = f"{c.source}: this image is already stored as series {existing.id} {moved}"
+                (
+                    report.skipped.append({"source": c.source, "reason": message})
+                    if options.skip_invalid
+                    else conflicts.append(message)
+                )
+            elif same_content:
                 report.already_present.append(
                     {
                         "source": c.source,
