@@ -170,7 +170,7 @@ def test_a_folder_without_a_series_is_an_error(migrated_db: str, tmp_path: Path)
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no images here")
-    with pytest.raises(UserError, match="no CT series found in .*empty"):
+    with pytest.raises(UserError, match=r"no CT series found in .*empty"):
         ingest_paths([tmp_path / "empty"], url=migrated_db)
     with pytest.raises(UserError) as info:
         ingest_paths([tmp_path / "notes"], url=migrated_db)
@@ -257,7 +257,7 @@ def test_a_stored_image_under_another_patient_or_date_is_a_conflict(
     assert len(again.already_present) == 1
     for row, said in (("P2,a.nii.gz,2024-01-10", "of patient"), ("P1,a.nii.gz,2024-02-10", "dated")):
         manifest.write_text(f"patient_id,image,study_date\n{row}\n")
-        with pytest.raises(UserError, match=f"already stored as series .* {said}"):
+        with pytest.raises(UserError, match=rf"already stored as series .* {said}"):
             ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
         assert _counts(migrated_db) == (1, 1, 1) and _store_files() == files
 

@@ -122,7 +122,7 @@ def test_evaluate_pair_refuses_files_that_do_not_share_a_grid() -> None:
     ref = sitk.GetImageFromArray(ref_array)
     moved = sitk.GetImageFromArray(ref_array)
     moved.SetOrigin((500.0, 0.0, 0.0))
-    with pytest.raises(ValueError, match="origin .* by 500.00 mm"):
+    with pytest.raises(ValueError, match=r"origin .* by 500\.00 mm"):
         evaluate_pair(moved, ref)
     flipped = sitk.GetImageFromArray(ref_array[:, :, ::-1].copy())
     flipped.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))

@@ -6,6 +6,7 @@ document (``--json``) or a table out. Shapes follow ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def _parse_dates(values: list[str] | None, n: int) -> list[date | None]:
         dates = [date.fromisoformat(p) for p in parts]
     except ValueError as exc:
         raise UserError(f"--dates: {exc} (use YYYY-MM-DD)") from None
-    for i, (earlier, later) in enumerate(zip(dates, dates[1:], strict=False)):
+    for i, (earlier, later) in enumerate(itertools.pairwise(dates)):
         if later < earlier:  # the label maps are the timepoints in time order; a swap says "new"
             raise UserError(f"--dates: label map {i + 2} is dated {later}, before label map {i + 1} "
                             f"({earlier}); give the label maps oldest first")
