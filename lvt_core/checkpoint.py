@@ -118,10 +118,16 @@ def _read_payload(path: Path) -> dict[str, Any]:
             f"{path}: model checkpoint not found. Train one with `lvt train CONFIG` "
             "or point --model / LVT_MODEL_PATH at an existing .pt file."
         )
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty (an interrupted copy?)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable LVT checkpoint ({exc})") from None
+    except Exception as exc:  # torch raises many types; a bare one says little on its own
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: not a readable LVT checkpoint, not a PyTorch file or a damaged one "
+            f"({type(exc).__name__}{': ' + reason if reason else ''})"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CheckpointError(f"{path}: not an LVT checkpoint (no state_dict/meta)")
     _require_meta(path, payload["meta"])

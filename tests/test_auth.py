@@ -80,3 +80,36 @@ def test_users_cli(migrated_db: str) -> None:
     assert listed["users"][0]["username"] == "nurse" and listed["users"][0]["active"] is False
     missing = _lvt("users", "disable", "ghost")
     assert missing.returncode == 1 and "ghost" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("password", "said"),
+    [
+        ("        ", "too short"),
+        ("  abc   ", "too short"),
+        ("12345678", "too easy"),
+        ("Password", "too easy"),
+        ("aaaaaaaaaa", "too easy"),
+        ("abababab", "too easy"),
+        ("abcdefghij", "too easy"),
+        ("carol.m", "too short"),
+        ("carol.m.b", "too easy"),
+        ("\udcff\udcfeabcdefgh", "not valid UTF-8"),
+    ],
+)
+def test_weak_passwords_are_refused(migrated_db: str, password: str, said: str) -> None:
+    with session_scope(migrated_db) as s, pytest.raises(UserError, match=said):
+        auth.add_user(s, "carol.m.b", "admin", password)
+    with session_scope(migrated_db) as s:
+        assert auth.list_users(s) == []
+
+
+def test_user_names_are_unique_in_any_case_and_cannot_pass_for_paths(migrated_db: str) -> None:
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "dave", "clinician", "correct-horse")
+    for name, said in (("Dave", "already exists as 'dave'"), ("hé llo/../x", "letters, digits")):
+        with session_scope(migrated_db) as s, pytest.raises(UserError, match=said):
+            auth.add_user(s, name, "clinician", "correct-horse")
+    with session_scope(migrated_db) as s:
+        assert [u.username for u in auth.list_users(s)] == ["dave"]
+        auth.add_user(s, "dr.kim_2@ward-3", "clinician", "correct-horse")

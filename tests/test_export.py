@@ -118,6 +118,10 @@ def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tables"]["series"]["rows"] == 2
+    proc = subprocess.run([str(LVT), "export", "cohort", str(tmp_path / "xl"), "--format", "xlsx"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "xlsx" in proc.stderr  # bad usage, as the CLI contract says
+    assert not (tmp_path / "xl").exists()
 
 
 def test_mesh_export(store: dict, tmp_path: Path) -> None:

@@ -126,6 +126,18 @@ def test_missing_checkpoint_names_path_and_training(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nowhere.pt")
 
 
+def test_damaged_checkpoints_say_what_is_wrong(toy_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "notes.pt").write_text("hello")
+    (tmp_path / "cut.pt").write_bytes(toy_model.read_bytes()[: toy_model.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"empty\.pt: the checkpoint file is empty"):
+        load_checkpoint(tmp_path / "empty.pt")
+    for name in ("notes.pt", "cut.pt"):
+        with pytest.raises(CheckpointError, match=rf"{name}: not a readable LVT checkpoint, not a PyTorch "
+                                                  r"file or a damaged one \(\w+(: .+)?\)$"):
+            load_checkpoint(tmp_path / name)
+
+
 def test_predictor_geometry_round_trip_oblique(toy_model: Path) -> None:
     """Labels land on the anatomy in world space for an oblique, anisotropic input grid."""
     angle = np.deg2rad(25.0)

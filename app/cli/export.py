@@ -49,9 +49,11 @@ def cohort(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
     """Patients, studies, series, lesions, tracks, measurements, agreement, volumetry, response."""
-    from app.services.export import export_cohort
+    from app.services.export import FORMATS, export_cohort
     from db.engine import ensure_schema
 
+    if fmt not in FORMATS:  # bad usage (exit 2), before the database is touched
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}, not {fmt!r}", param_hint="--format")
     ensure_schema()
     summary = export_cohort(out, fmt, {"patients": patient} if patient else None)
     if as_json:
@@ -95,7 +97,12 @@ def mesh(
 ) -> None:
     """Liver, vessel and tumor surface meshes of one study (mm, LPS; open in 3D Slicer)."""
     from app.services.export import export_mesh
+    from lvt_core.scene import SUPPORTED_FORMATS
 
+    unknown = sorted(set(fmt) - set(SUPPORTED_FORMATS))
+    if unknown:
+        raise typer.BadParameter(f"choose from {', '.join(SUPPORTED_FORMATS)}, not {', '.join(unknown)}",
+                                 param_hint="--format")
     summary = export_mesh(patient, study, out, tuple(fmt))
     if as_json:
         print_json(summary)

@@ -22,7 +22,7 @@ def _read_password(from_stdin: bool) -> str:
         if not password:
             raise UserError("no password on stdin (give it as the first line)")
         return password
-    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))  # stdout stays JSON
 
 
 @users_app.command("add")

@@ -7,11 +7,12 @@ across app restarts and several app processes sharing one database.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
@@ -27,6 +28,57 @@ SESSION_TTL = dt.timedelta(hours=8)
 ROLE_RANK = {"clinician": 0, "researcher": 1, "admin": 2}
 
 _hasher = PasswordHasher()
+
+USERNAME_PATTERN = re.compile(r"[\w.@-]{1,64}")
+COMMON_PASSWORDS = frozenset(
+    [
+        "password",
+        "password1",
+        "password12",
+        "password123",
+        "passw0rd",
+        "p@ssw0rd",
+        "p@ssword",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "87654321",
+        "qwertyui",
+        "qwertyuiop",
+        "qwerty123",
+        "1q2w3e4r",
+        "1qaz2wsx",
+        "zaq12wsx",
+        "iloveyou",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "welcome1",
+        "welcome123",
+        "letmein1",
+        "trustno1",
+        "superman",
+        "starwars",
+        "dragon123",
+        "monkey123",
+        "abc12345",
+        "abcd1234",
+        "asdfghjk",
+        "asdfasdf",
+        "changeme",
+        "changeme1",
+        "administrator",
+        "admin123",
+        "admin1234",
+        "clinician",
+        "researcher",
+        "hospital",
+        "doctor123",
+        "lvt-admin",
+    ]
+)
+"""Passwords that top every leaked-password list, and this product's own words."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +120,40 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+def _check_password(password: str, username: str = "") -> None:
+    """NIST SP 800-63B's rules: long enough, not a well-known or trivial one; no composition rules."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError("the password is not valid UTF-8 text") from None
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:
+        raise UserError(
+            f"password too short: use at least {MIN_PASSWORD_LENGTH} characters besides spaces"
+        )
+    folded = password.strip().lower()
+    if (
+        folded in COMMON_PASSWORDS
+        or len(set(folded)) <= 2
+        or folded in "0123456789012345678901234567890"
+        or folded in "abcdefghijklmnopqrstuvwxyz"
+        or folded == username.strip().lower()
+    ):
+        raise UserError(
+            "password too easy to guess (a common one, a run of one or two characters, "
+            "a plain sequence, or the user name): choose another"
+        )
+
+
+def _check_username(username: str) -> str:
+    """The name stripped; letters, digits and ``. _ - @`` only, so names cannot pass for paths."""
+    username = username.strip()
+    if not username:
+        raise UserError("user name is empty")
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise UserError(
+            f"user name {username!r}: use letters, digits and . _ - @ only (at most 64)"
+        )
+    return username
 
 
 def _check_role(role: str) -> None:
@@ -93,14 +176,18 @@ def _require(session: Session, username: str) -> User:
 def add_user(
     session: Session, username: str, role: str, password: str, actor: str | None = None
 ) -> User:
-    """Create an active user; a taken name, unknown role or short password is a UserError."""
-    username = username.strip()
-    if not username:
-        raise UserError("user name is empty")
+    """Create an active user; a taken name (in any case), an unknown role or a weak password is
+    a UserError."""
+    username = _check_username(username)
     _check_role(role)
-    _check_password(password)
-    if get_user(session, username) is not None:
-        raise UserError(f"user {username!r} already exists")
+    _check_password(password, username)
+    taken = session.scalar(
+        select(User.username).where(func.lower(User.username) == username.lower())
+    )
+    if taken is not None:
+        raise UserError(
+            f"user {username!r} already exists" + ("" if taken == username else f" as {taken!r}")
+        )
     user = User(username=username, role=role, password_hash=hash_password(password), active=True)
     session.add(user)
     session.flush()
@@ -122,7 +209,7 @@ def ensure_user(session: Session, username: str, role: str, password: str) -> Us
 
 def set_password(session: Session, username: str, password: str, actor: str | None = None) -> None:
     """Replace a user's password."""
-    _check_password(password)
+    _check_password(password, username)
     user = _require(session, username)
     user.password_hash = hash_password(password)
     audit.record(session, audit.USER_CHANGE, actor=actor, target=username, detail={"passwd": True})
