@@ -275,12 +275,14 @@ def test_manifest_errors_list_rows(migrated_db: str, tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     manifest.write_text(
         "patient_id,image,study_date\nP1,scan.nii.gz,2024-01-01,EXTRA\nP2,folder,2024-01-01\n"
+        "P3,scan.nii.gz,1899-01-01\n"
     )
     with pytest.raises(UserError) as info:
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     text = str(info.value)
     assert "row 2: 4 fields but the header has 3" in text
     assert "row 3: image" in text and "is a folder" in text
+    assert "row 4: study_date: 1899-01-01 is before the first CT scan" in text
 
 
 def _invoke(*args: str) -> tuple[int, str]:

@@ -94,6 +94,8 @@ def test_invalid_rows_are_listed_and_nothing_goes_in(migrated_db: str, tmp_path:
             ",2024-01-10,,L4,abc,,,,,,dr_a,",
             "PAT1,2024-01-10,,L5,10,12,,,,,dr_a,short > long",
             "PAT1,2024-01-10,,L6,10,,,1.0,,,dr_a,partial location",
+            "PAT1,2024-01-10,,L7,1e300,,99999999,1e308,0,0,dr_a,out of bounds",
+            "PAT1,1800-01-01,,L8,10,,,,,,dr_a,before CT",
         ],
     )
     with pytest.raises(UserError) as info:
@@ -106,6 +108,10 @@ def test_invalid_rows_are_listed_and_nothing_goes_in(migrated_db: str, tmp_path:
         "longest_diameter_mm 'abc' is not a number",
         "row 6: short_axis_mm",
         "row 7: location_x_mm",
+        "row 8: longest_diameter_mm must be > 0 and at most 500",
+        "slice_index must be between 0 and 10000",
+        "location_x_mm 1e+308 is more than 10000 mm",
+        "row 9: study_date: 1800-01-01 is before the first CT scan",
     ):
         assert fragment in text
     assert "row 2" not in text and _count(migrated_db) == 0

@@ -122,6 +122,21 @@ class Deidentifier:
         return value + dt.timedelta(days=self.date_offset_days(source_patient_id))
 
 
+FIRST_CT_DATE = dt.date(1971, 10, 1)
+"""The first clinical CT scan: a study dated before it is a typing error."""
+
+
+def implausible_study_date(value: dt.date | None) -> str | None:
+    """Why ``value`` cannot be the date of a CT study, or None.
+
+    Only dates before CT existed are refused: a synthetic cohort simulates follow-ups years
+    ahead, so a date in the future is a phantom's, not necessarily a typing error.
+    """
+    if value is not None and value < FIRST_CT_DATE:
+        return f"{value} is before the first CT scan ({FIRST_CT_DATE})"
+    return None
+
+
 def parse_date(text: str | None) -> dt.date | None:
     """Parse DICOM ``YYYYMMDD`` or ISO ``YYYY-MM-DD``; empty means None; else ValueError."""
     if text is None or not str(text).strip():

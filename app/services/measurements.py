@@ -6,13 +6,14 @@ Columns (header names, any order; extra columns are ignored):
 column                 required  meaning
 =====================  ========  ==================================================
 patient_id             yes       the SOURCE patient id (as in the DICOM PatientID)
-study_date             one of    YYYY-MM-DD or YYYYMMDD, the SOURCE (unshifted) date
+study_date             one of    YYYY-MM-DD or YYYYMMDD, the SOURCE (unshifted) date, not
+                                 before 1971-10-01 (the first CT)
 accession              these     the SOURCE accession number
 lesion_label           yes       the radiologist's name for the lesion (e.g. ``L1``)
-longest_diameter_mm    yes       > 0
+longest_diameter_mm    yes       > 0 and at most 500
 short_axis_mm          no        >= 0 and not above the longest diameter
-slice_index            no        integer >= 0
-location_x_mm/_y/_z    no        all three or none (patient coordinates, LPS)
+slice_index            no        integer, 0 to 10000
+location_x_mm/_y/_z    no        all three or none (patient coordinates, LPS; within 10 m)
 reader                 no        who measured (default empty)
 note                   no        free text
 =====================  ========  ==================================================
@@ -37,11 +38,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
-from app.services.deid import Deidentifier, parse_date
+from app.services.deid import Deidentifier, implausible_study_date, parse_date
 from db.engine import acquire_lock, default_url, make_session_factory
 from db.models import AuditEvent, Measurement, Patient, Study
 
 REQUIRED = ("patient_id", "lesion_label", "longest_diameter_mm")
+MAX_DIAMETER_MM = 500.0
+"""Wider than any abdomen: a larger diameter is a typing or unit error (cm, µm)."""
+MAX_SLICE_INDEX = 10_000
+MAX_COORDINATE_MM = 10_000.0
+"""Ten metres from the scanner's origin: beyond any table position."""
 VALUE_FIELDS = (
     "longest_diameter_mm",
     "short_axis_mm",
@@ -114,6 +120,8 @@ def _parse_row(number: int, record: dict[str, str]) -> tuple[_Row | None, list[s
         date = parse_date(get("study_date"))
     except ValueError as exc:
         problems.append(f"study_date: {exc}")
+    if implausible := implausible_study_date(date):
+        problems.append(f"study_date: {implausible}")
     values: dict[str, Any] = {"note": get("note") or None}
     for key, kind in (
         ("longest_diameter_mm", float),
@@ -130,12 +138,15 @@ def _parse_row(number: int, record: dict[str, str]) -> tuple[_Row | None, list[s
             except ValueError as exc:
                 problems.append(str(exc))
     longest, short = values["longest_diameter_mm"], values["short_axis_mm"]
-    if longest is not None and longest <= 0:
-        problems.append(f"longest_diameter_mm must be > 0, got {longest}")
+    if longest is not None and not 0 < longest <= MAX_DIAMETER_MM:
+        problems.append(f"longest_diameter_mm must be > 0 and at most {MAX_DIAMETER_MM:g}, got {longest}")
     if short is not None and (short < 0 or (longest is not None and short > longest)):
         problems.append(f"short_axis_mm {short} must be between 0 and longest_diameter_mm")
-    if values["slice_index"] is not None and values["slice_index"] < 0:
-        problems.append("slice_index must be >= 0")
+    if values["slice_index"] is not None and not 0 <= values["slice_index"] <= MAX_SLICE_INDEX:
+        problems.append(f"slice_index must be between 0 and {MAX_SLICE_INDEX}")
+    for key in ("location_x_mm", "location_y_mm", "location_z_mm"):
+        if values[key] is not None and abs(values[key]) > MAX_COORDINATE_MM:
+            problems.append(f"{key} {values[key]:g} is more than {MAX_COORDINATE_MM:g} mm from the origin")
     located = [values[k] is not None for k in ("location_x_mm", "location_y_mm", "location_z_mm")]
     if any(located) and not all(located):
         problems.append("location_x_mm, location_y_mm and location_z_mm go together")

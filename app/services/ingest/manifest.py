@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.cli.common import UserError
-from app.services.deid import parse_date
+from app.services.deid import implausible_study_date, parse_date
 from app.services.ingest.phase import PHASE_NAMES
 
 REQUIRED = ("patient_id",)
@@ -82,6 +82,8 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         except ValueError as exc:
             problems.append(f"study_date: {exc}")
             study_date = None
+        if implausible := implausible_study_date(study_date):
+            problems.append(f"study_date: {implausible}")
         phase = record.get("phase") or None
         if phase is not None and phase not in PHASE_NAMES:
             problems.append(f"phase {phase!r} is not one of {', '.join(PHASE_NAMES)}")
