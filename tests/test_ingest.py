@@ -308,6 +308,8 @@ def test_cli_json_and_exit_codes(migrated_db: str, tmp_path: Path) -> None:
     pid = listed["patients"][0]["pseudo_id"]
     studies = json.loads(_invoke("studies", "list", pid, "--json")[1])
     assert studies["studies"][0]["series"][0]["phase"] == "portal"
+    by_source_id = json.loads(_invoke("studies", "list", "PAT001", "--json")[1])  # the DICOM PatientID
+    assert by_source_id == studies and by_source_id["patient"] == pid != "PAT001"
     assert _invoke("ingest", "--phase", "hepatic", str(tmp_path / "s"))[0] == 2
     assert _invoke("studies", "list", "P-unknown")[0] == 1
     # through the real entry point: a user error is one message on stderr and exit 1

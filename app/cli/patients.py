@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from app.cli.common import UserError, console, print_json
+from app.services.patient_lookup import require_patient
 from db import queries
 from db.engine import ensure_schema, session_scope
 
@@ -44,13 +45,14 @@ def list_patients(
 @studies_app.command("list")
 def list_studies(
     patient: str = typer.Argument(
-        ..., help="Pseudonymous patient id (as `lvt patients list` shows)."
+        ..., help="Pseudonymous patient id (as `lvt patients list` shows), or the source id."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """A patient's studies, oldest first, with their series."""
     ensure_schema()
     with session_scope() as session:
+        patient = require_patient(session, patient).pseudo_id
         studies = queries.list_studies(session, patient)
     if studies is None:
         raise UserError(f"patient {patient!r} is not in the store (see `lvt patients list`)")

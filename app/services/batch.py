@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
 from app.services.batch_worker import measure_labels, segment_day
+from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, ensure_schema, make_session_factory
 from db.models import (
@@ -47,7 +48,6 @@ from db.models import (
     BatchRun,
     Lesion,
     Model,
-    Patient,
     Segmentation,
     Series,
     Study,
@@ -144,21 +144,7 @@ def register_model(session: Session, checkpoint: Path) -> Model:
 
 def resolve_patients(session: Session, ids: Iterable[str]) -> list[int]:
     """Patient row ids for pseudonymous ids (or source ids, pseudonymised with the key)."""
-    out: list[int] = []
-    for pid in ids:
-        row = session.scalar(select(Patient.id).where(Patient.pseudo_id == pid))
-        if row is None:
-            try:
-                from app.services.deid import Deidentifier
-
-                pseudo = Deidentifier.from_settings(True).patient_id(pid)
-                row = session.scalar(select(Patient.id).where(Patient.pseudo_id == pseudo))
-            except UserError:
-                row = None
-        if row is None:
-            raise UserError(f"patient {pid!r} is not in the store (see `lvt patients list`)")
-        out.append(int(row))
-    return out
+    return [require_patient(session, pid).id for pid in ids]
 
 
 def current_series(model_id: int, outdated: bool = False) -> Select[tuple[int]]:

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from sqlalchemy import select
 
 from app.cli.common import UserError
+from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Model, Patient, Segmentation, Series, Study
@@ -113,9 +114,7 @@ def export_seg(
 
 def find_study(session: Any, patient: str, study: str) -> Study:
     """A patient's study by id, StudyInstanceUID or date (YYYY-MM-DD); names what is wrong."""
-    row = session.scalar(select(Patient).where(Patient.pseudo_id == patient))
-    if row is None:
-        raise UserError(f"patient {patient!r} is not in the store")
+    row = require_patient(session, patient)
     stmt = select(Study).where(Study.patient_id == row.id)
     if study.isdigit():
         stmt = stmt.where(Study.id == int(study))
@@ -127,7 +126,10 @@ def find_study(session: Any, patient: str, study: str) -> Study:
     found = session.scalars(stmt).all()
     if len(found) != 1:
         what = "no study" if not found else f"{len(found)} studies"
-        raise UserError(f"{what} of patient {patient} match {study!r} (give a study id)")
+        stored = session.scalars(select(Study).where(Study.patient_id == row.id).order_by(Study.study_date))
+        listed = ", ".join(f"{s.study_date} (id {s.id})" for s in stored) or "none"
+        raise UserError(f"{what} of patient {row.pseudo_id} match {study!r}; its studies: {listed} "
+                        "(stored dates are shifted when de-identified; give a study id)")
     return found[0]
 
 
