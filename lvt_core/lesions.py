@@ -5,7 +5,10 @@ Definitions follow ARCHITECTURE.md:
 - a lesion is one 26-connected component of label 3 with at least ``min_voxels`` voxels;
   ids are 1..N in raster order of the component's first voxel (z, then y, then x);
 - the longest axial diameter is a true in-plane Feret diameter: the largest distance between
-  two points of the lesion's outline in one axial slice (image index ``z``), over all slices.
+  two points of the lesion's outline in one axial slice, over all slices. The axial slices are
+  those across the image axis closest to the patient's head–foot axis (image index ``z`` for
+  an axial series, ``y`` for a coronal one: :func:`head_foot_array_axis`); ``axial_slice``
+  is the index along that axis.
   The outline is the 0.5 iso-contour of the slice mask (marching squares), so a lesion that
   spans ``n`` voxels measures about ``n`` voxel widths, as a radiologist's caliper would;
 - the short axis is the lesion's width in that slice perpendicular to the longest diameter;
@@ -159,10 +162,28 @@ def feret_in_plane(mask2d: np.ndarray, spacing_xy: tuple[float, float]) -> tuple
     return longest, float(projection.max() - projection.min())
 
 
+def head_foot_array_axis(image: sitk.Image) -> int:
+    """The ``z, y, x`` array axis that runs closest to the patient's head–foot (S) axis.
+
+    Axial series have it at 0; a coronal series stores it along ``y`` (1) and a sagittal
+    one along ``x`` (2), so "axial" must come from the direction matrix, not the array.
+    """
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(direction[2])))  # columns are the index axes i, j, k
+    return 2 - index_axis
+
+
 def _longest_axial(
-    component: np.ndarray, spacing: tuple[float, float, float]
+    component: np.ndarray, spacing: tuple[float, float, float], slice_axis: int = 0
 ) -> tuple[float, float, int]:
-    """Best (diameter, short axis, slice offset) over the axial slices of a cropped component."""
+    """Best (diameter, short axis, slice offset) over the axial slices of a cropped component.
+
+    ``slice_axis`` is the array axis across the axial planes (:func:`head_foot_array_axis`).
+    """
+    if slice_axis != 0:
+        rows, cols = (a for a in range(3) if a != slice_axis)
+        component = np.moveaxis(component, slice_axis, 0)
+        spacing = (spacing[2 - cols], spacing[2 - rows], spacing[2 - slice_axis])
     spacing_xy = (spacing[0], spacing[1])
     order: list[tuple[float, int]] = []
     for z in range(component.shape[0]):
@@ -259,6 +280,7 @@ def extract_lesions(
     region_start = np.array([s.start for s in region])
     sub = components[region]
     spacing = tuple(float(s) for s in labels.GetSpacing())
+    slice_axis = head_foot_array_axis(labels)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     hu = _resampled_like(image, labels) if image is not None else None
 
@@ -280,7 +302,7 @@ def extract_lesions(
         zyx0 = np.array([s.start for s in box])
         inside = np.argwhere(crop)
         centroid = zyx_to_physical(labels, (inside.mean(axis=0) + zyx0)[None, :])[0]
-        longest, short, z_offset = _longest_axial(crop, spacing)  # type: ignore[arg-type]
+        longest, short, slice_offset = _longest_axial(crop, spacing, slice_axis)  # type: ignore[arg-type]
         surface = _surface_voxels(crop) + zyx0
         surface_mm = zyx_to_physical(labels, surface)
         d_vessel = _min_distance(vessel_tree, surface_mm) if vessel_tree else None
@@ -303,7 +325,7 @@ def extract_lesions(
                     int(box[1].stop - 1),
                     int(box[0].stop - 1),
                 ),
-                axial_slice=int(zyx0[0] + z_offset),
+                axial_slice=int(zyx0[slice_axis] + slice_offset),
                 mean_hu=mean_hu,
                 distance_to_vessel_mm=d_vessel,
                 distance_to_liver_surface_mm=d_surface,

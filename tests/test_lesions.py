@@ -233,3 +233,30 @@ def test_found_by_names_the_lesions_holding_a_search_point() -> None:
     assert {les.found_by for les in extract_lesions(labels, ct, faint_points_mm=[])} == {"network"}
     # a label map of unknown origin does not claim either
     assert {les.found_by for les in extract_lesions(labels, ct)} == {None}
+
+
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [
+        ("axial", (1, 0, 0, 0, 1, 0, 0, 0, 1)),
+        ("coronal", (1, 0, 0, 0, 0, 1, 0, -1, 0)),  # image y runs foot-ward, image z anterior-posterior
+        ("sagittal", (0, 0, 1, 1, 0, 0, 0, 1, 0)),
+    ],
+)
+def test_diameters_are_axial_whatever_plane_the_series_was_stored_in(name: str, direction: tuple) -> None:
+    """A coronal series measured in its own slices reported the head–foot length as "axial"."""
+    spacing = np.array([0.7, 0.9, 1.1])
+    shape = (70, 70, 70)
+    matrix = np.array(direction, float).reshape(3, 3)
+    origin = -(matrix @ (np.array(shape[::-1]) * spacing / 2))
+    k, j, i = np.indices(shape)
+    physical = np.einsum("ab,bzyx->zyxa", matrix * spacing, np.stack([i, j, k]).astype(float)) + origin
+    radii_lps = np.array([10.0, 5.0, 15.0])  # 20 mm left-right, 10 mm front-back, 30 mm head-foot
+    mask = ((physical / radii_lps) ** 2).sum(-1) <= 1
+    image = sitk.GetImageFromArray((mask * TUMOR).astype(np.uint8))
+    image.SetSpacing(tuple(spacing))
+    image.SetDirection(direction)
+    image.SetOrigin(tuple(origin))
+    (lesion,) = extract_lesions(image, min_voxels=1)
+    assert lesion.longest_axial_diameter_mm == pytest.approx(20.0, abs=1.2), name
+    assert lesion.short_axis_mm == pytest.approx(10.0, abs=1.2), name
