@@ -10,8 +10,10 @@ baseline, and ``new_lesions[t]`` says whether an unequivocal new lesion appeared
 
 Rules (RECIST 1.1, liver only): targets are lesions >= 10 mm, at most 2 per organ, the largest
 first. At each follow-up, with the nadir the smallest sum at any earlier timepoint (baseline
-included): PD when the sum is >= 20 % and >= 5 mm above the nadir, or a new lesion appears; CR
-when every target has disappeared; PR when the sum is >= 30 % below baseline; SD otherwise.
+included): PD when the sum is >= 20 % and >= 5 mm above the nadir, when a target reappears
+after a CR, or when a new lesion appears; CR when every target has disappeared; PR when the sum
+is >= 30 % below baseline; SD otherwise. A threshold met exactly counts (sums of 0.1 mm values
+are compared without float noise).
 Without measurable disease at baseline the answer is NE (or PD when a new lesion appears).
 Non-target lesions and lymph-node rules are out of scope.
 
@@ -73,6 +75,15 @@ def _pct(value: float, reference: float) -> float | None:
     return (value - reference) / reference * 100.0 if reference > 0 else None
 
 
+ROUNDING = 1e-9
+"""Float noise: 23.0 → 16.1 mm is −30.000000000000004 %, 14.3 + 14.4 mm is 28.700000000000003."""
+
+
+def _at_least(value: float, bound: float) -> bool:
+    """``value >= bound`` for numbers written to 0.1 mm: a threshold met exactly counts."""
+    return value >= bound - ROUNDING * max(1.0, abs(bound))
+
+
 def _assess(
     values: Sequence[float],
     new_lesions: Sequence[bool] | None,
@@ -92,14 +103,15 @@ def _assess(
         value = float(values[t])
         from_nadir = _pct(value, nadir)
         from_baseline = _pct(value, baseline)
-        grew = value - nadir >= pd_abs and value >= nadir * (1.0 + pd_pct / 100.0)
-        if new[t] or (baseline > 0 and grew):
+        grew = _at_least(value - nadir, pd_abs) and _at_least(value, nadir * (1.0 + pd_pct / 100.0))
+        returned = nadir <= 0.0 < value  # after a CR, any regrowth of a target is progression
+        if new[t] or (baseline > 0 and (grew or returned)):
             response: Response = "PD"
         elif baseline <= 0:
             response = "NE"
         elif value == 0.0:
             response = "CR"
-        elif from_baseline is not None and from_baseline <= pr_pct:
+        elif from_baseline is not None and _at_least(-from_baseline, -pr_pct):
             response = "PR"
         else:
             response = "SD"
@@ -137,7 +149,8 @@ def recist_from_tracks(
 ) -> dict[str, Any]:
     """RECIST and volumetric response of a :class:`lvt_core.tracking.TrackingResult`.
 
-    Targets are chosen among baseline tracks. A target that split counts its fragments; a target
+    Targets are chosen among baseline tracks. A target that split counts its fragments (and
+    theirs, when a fragment split again); a target
     that merged into a non-target track passes its diameter on to that track (RECIST's rule for
     coalescing lesions); tracks first seen after baseline (not split from another) are new
     lesions when at least ``new_lesion_min_diameter_mm`` across.
@@ -162,6 +175,16 @@ def recist_from_tracks(
         if track.split_from is not None:
             children[track.split_from].append(track.track_id)
 
+    def lineage(tid: int) -> list[int]:
+        """``tid`` and every fragment split from it, from its fragments, and so on."""
+        found, todo = [], [tid]
+        while todo:
+            current = todo.pop()
+            if current not in found:
+                found.append(current)
+                todo.extend(children.get(current, []))
+        return found
+
     def diameter(tid: int, t: int) -> float:
         lid = tracks[tid].lesion_at(t)
         return diameters[(t, lid)] if lid is not None else 0.0
@@ -171,10 +194,10 @@ def recist_from_tracks(
         counted: set[int] = set()
         values = []
         for tid in targets:
-            group = [tid, *children.get(tid, [])]
+            group = lineage(tid)
             merged_into = tracks[tid].merged_into
             if merged_into is not None and merged_into not in targets and tracks[tid].lesion_at(t) is None:
-                group.append(merged_into)
+                group.extend(g for g in lineage(merged_into) if g not in group)
             values.append(sum(diameter(g, t) for g in group if g not in counted))
             counted.update(group)
         per_timepoint.append(values)

@@ -26,6 +26,13 @@ from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 FLAG_THRESHOLD_PCT = 2.0
 """A phase whose total liver volume strays further than this from its study's mean is flagged."""
+ROUNDING_PCT = 1e-9
+"""Float noise in a residual: 9800 / 10200 ml gave −1.99999… and +2.00000…1 %."""
+
+
+def beyond_threshold(deviation_pct: float, threshold_pct: float) -> bool:
+    """Whether a residual lies outside ±threshold, alike on both sides (exactly 2 % is inside)."""
+    return abs(deviation_pct) > threshold_pct + ROUNDING_PCT
 
 
 @dataclass
@@ -63,7 +70,7 @@ class VolumetryResult:
     @property
     def flags(self) -> list[bool]:
         """Per series: is the total-volume residual beyond the threshold?"""
-        return [abs(d) > self.threshold_pct for d in self.deviation_pct]
+        return [beyond_threshold(d, self.threshold_pct) for d in self.deviation_pct]
 
     @property
     def flag(self) -> bool:
@@ -86,7 +93,7 @@ class VolumetryResult:
             "functional_mean_ml": self.functional_mean_ml,
             "functional_deviation_pct": functional_dev,
             "functional_max_abs_deviation_pct": float(max(abs(d) for d in functional_dev)),
-            "functional_flag": any(abs(d) > self.threshold_pct for d in functional_dev),
+            "functional_flag": any(beyond_threshold(d, self.threshold_pct) for d in functional_dev),
             "slice_thickness_mm": list(self.slice_thickness_mm),
             "warnings": list(self.warnings),
             "liver_cut_at": [list(ends) for ends in self.liver_cut_at],

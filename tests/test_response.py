@@ -54,6 +54,45 @@ def test_progression_is_measured_from_the_nadir() -> None:
     assert responses([[], []], [False, True]) == ["NE", "PD"]
 
 
+def test_thresholds_met_exactly_count_despite_float_noise() -> None:
+    """0.1 mm values: 23.0 → 16.1 is −30.000000000000004 % and 14.3 + 14.4 is 28.700000000000003."""
+    assert responses([[23.0], [16.1]]) == ["BL", "PR"]
+    assert responses([[10.0, 31.0], [14.3, 14.4]]) == ["BL", "PR"]
+    misses = [
+        (nadir, nadir + 5.0)
+        for nadir in (round(0.1 * k, 1) for k in range(100, 251))  # 10.0 … 25.0 mm: +5 mm ≥ 20 %
+        if responses([[nadir], [nadir + 5.0]]) != ["BL", "PD"]
+    ]
+    assert misses == []
+
+
+def test_a_target_that_returns_after_a_complete_response_is_progression() -> None:
+    """RECIST 1.1: reappearance after CR is PD, even below the +5 mm rule."""
+    assert responses([[20.0], [0.0], [4.0]]) == ["BL", "CR", "PD"]
+    assert responses([[20.0], [0.0], [0.0]]) == ["BL", "CR", "CR"]
+
+
+def test_fragments_of_fragments_count_toward_their_target() -> None:
+    """20 mm → 8 + 8 → 8 + 4 + 4: the second split kept only one 4 mm fragment in the sum."""
+    from lvt_core.lesions import Lesion
+    from lvt_core.tracking import Track, TrackingResult
+
+    def lesion(lesion_id: int, diameter: float) -> Lesion:
+        return Lesion(lesion_id, 100, 1.0, diameter, diameter, (0.0, 0.0, 0.0), (0,) * 6, 0)
+
+    lesions = [[lesion(1, 20.0)], [lesion(1, 8.0), lesion(2, 8.0)],
+               [lesion(1, 8.0), lesion(2, 4.0), lesion(3, 4.0)]]
+    tracks = [
+        Track(1, [(0, 1), (1, 1), (2, 1)], "persisting", [(0, "new"), (1, "split"), (2, "persisting")]),
+        Track(2, [(1, 2), (2, 2)], "split", [(1, "split"), (2, "split")], split_from=1),
+        Track(3, [(2, 3)], "split", [(2, "split")], split_from=2),
+    ]
+    report = recist_from_tracks(TrackingResult(tracks, [], [], lesions, set(), [None] * 3))
+    assert report["target_diameters_mm"] == [[20.0], [16.0], [16.0]]
+    assert [a["response"] for a in report["recist"]] == ["BL", "SD", "SD"]
+    assert report["new_lesions"] == [False, False, False]
+
+
 def test_volumetric_response() -> None:
     result = volumetric_response([10.0, 3.4, 3.5, 6.1, 0.0])
     assert [a.response for a in result] == ["BL", "PR", "PR", "PD", "CR"]

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.volumetry import liver_volumes_ml, volumetry
+from lvt_core.volumetry import beyond_threshold, liver_volumes_ml, residuals_pct, volumetry
 
 
 def _labels(liver: int, vessel: int, tumor: int, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
@@ -50,6 +50,13 @@ def test_residuals_are_exact_and_flag_follows_threshold() -> None:
                 "max_abs_deviation_pct", "threshold_pct", "flag"):
         assert key in doc
     assert volumetry([_labels(*c) for c in counts], threshold_pct=5.0).flag is False
+
+
+def test_the_flag_treats_both_sides_alike_at_exactly_the_threshold() -> None:
+    """9800 / 10200 ml are −2 % and +2 % (float: −1.99999… and +2.00000…1): neither is beyond."""
+    deviations = residuals_pct([9800.0, 10200.0])
+    assert [beyond_threshold(d, 2.0) for d in deviations] == [False, False]
+    assert [beyond_threshold(d, 2.0) for d in residuals_pct([9790.0, 10210.0])] == [True, True]
 
 
 def test_different_slice_thickness_warns() -> None:

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.web import theme
+from lvt_core.volumetry import ROUNDING_PCT
 
 LAYOUT = {
     "template": "simple_white",
@@ -172,7 +173,7 @@ def volumetry_deviation(rows: pd.DataFrame, threshold_pct: float = 2.0) -> go.Fi
         fig.add_trace(go.Box(x=[str(phase)], q1=[q1], median=[median], q3=[q3], lowerfence=[float(inside.min())],
                              upperfence=[float(inside.max())], name=str(phase), line={"color": "#5b7083"},
                              boxpoints=False, hoverinfo="skip"))
-        out = part[dev.abs() > threshold_pct]
+        out = part[dev.abs() > threshold_pct + ROUNDING_PCT]  # as lvt_core.volumetry.beyond_threshold
         fig.add_trace(go.Scatter(x=[str(phase)] * len(out), y=out["deviation_pct"], mode="markers",
                                  marker={"size": 5, "color": "#e76f51"}, name=f"{phase} flagged",
                                  text=out["patient"].map(theme.short_id),
