@@ -112,3 +112,20 @@ def test_clinician_opens_patient_in_browser(served: str) -> None:
         page.screenshot(path=str(ARTIFACTS / "05-volumetry.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+
+
+def test_a_link_opened_signed_out_asks_to_sign_in_then_opens(served: str) -> None:
+    """A reload or a shared link used to show "Page not found" and then land on Patients."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{served}/volumetry", wait_until="domcontentloaded")
+        page.get_by_role("textbox", name="User name").fill("clinician")
+        assert page.get_by_text("Page not found").count() == 0
+        page.get_by_role("textbox", name="Password").fill("lvt-clinician-demo")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Volumetry").wait_for(timeout=30_000)
+        assert page.url.endswith("/volumetry")
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

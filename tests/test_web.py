@@ -86,8 +86,11 @@ def test_anonymous_visitor_sees_only_login(demo_db: str) -> None:
     assert [t.label for t in at.text_input] == ["User name", "Password"]
     assert "Patients" not in [t.value for t in at.title]
     assert len(at.dataframe) == 0
-    with pytest.raises(ValueError, match=r"login\.py"):  # no other page is even registered
-        at.switch_page("pages/followup.py")
+    at.switch_page("views/followup.py").run()  # a shared link: the sign-in form, nothing else
+    assert not at.exception
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    assert "Patient follow-up" not in [t.value for t in at.title] and len(at.dataframe) == 0
+    assert at.session_state["requested_page"] == ("views/followup.py", {})
 
 
 def test_wrong_password_is_refused(demo_db: str) -> None:
@@ -168,7 +171,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
         demo_db, select(func.count(AuditEvent.id)).where(AuditEvent.action == "open_patient", AuditEvent.target == patient)
     )
     assert opened_again == 1  # a rerun is not a new opening
-    at.switch_page("pages/scene.py").run()
+    at.switch_page("views/scene.py").run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1
     assert [b.label for b in at.get("download_button")] == ["Download GLB", "Download STL"]
@@ -179,7 +182,7 @@ def test_volumetry_page_counts_flags(demo_db: str) -> None:
     from db.models import VolumetryResult
 
     at = _signed_in("clinician")
-    at.switch_page("pages/volumetry.py").run()
+    at.switch_page("views/volumetry.py").run()
     assert not at.exception, at.exception
     metric = {m.label: m.value for m in at.metric}
     flagged_studies = _scalar(
@@ -213,20 +216,20 @@ def _cannot_open(at: AppTest, page: str, title: str) -> None:
 
 def test_roles_gate_pages(demo_db: str) -> None:
     at = _signed_in("clinician")
-    _cannot_open(at, "pages/admin.py", "Admin")
-    _cannot_open(at, "pages/cohort.py", "Cohort")
+    _cannot_open(at, "views/admin.py", "Admin")
+    _cannot_open(at, "views/cohort.py", "Cohort")
     at = _signed_in("researcher")
-    at.switch_page("pages/cohort.py").run()
+    at.switch_page("views/cohort.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Cohort"
-    _cannot_open(at, "pages/admin.py", "Admin")
+    _cannot_open(at, "views/admin.py", "Admin")
 
 
 def test_cohort_and_admin_pages(demo_db: str) -> None:
     from db.models import Lesion, LesionTrackMember, MeasurementLink
 
     at = _signed_in("admin")
-    at.switch_page("pages/cohort.py").run()
+    at.switch_page("views/cohort.py").run()
     assert not at.exception, at.exception
     tracked = _scalar(demo_db, select(func.count(Lesion.id)).join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id))
     assert len(at.dataframe[0].value) == tracked
@@ -239,7 +242,7 @@ def test_cohort_and_admin_pages(demo_db: str) -> None:
     assert not at.exception, at.exception
     assert len(at.dataframe[0].value) == big < tracked
     assert any(c.value.startswith(f"{big} lesion measurements") for c in at.caption)
-    at.switch_page("pages/admin.py").run()
+    at.switch_page("views/admin.py").run()
     assert not at.exception, at.exception
     users = at.dataframe[0].value
     assert set(users["username"]) >= {"admin", "clinician", "researcher"}

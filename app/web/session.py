@@ -7,11 +7,29 @@ An expired session is cleared on the next rerun, which sends the visitor back to
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 from app.services import audit, auth
 from app.web import data
 
 USER_KEY = "user"
+REQUESTED_PAGE_KEY = "requested_page"
+PATIENTS_PAGE = "views/patients.py"
+
+
+def remember_requested_page(script: str, query_params: dict[str, str]) -> None:
+    """Keep the page an anonymous visitor asked for (a shared link, a reload) for after sign-in."""
+    st.session_state[REQUESTED_PAGE_KEY] = (script, query_params)
+
+
+def open_requested_page() -> None:
+    """Go to the page asked for before signing in, with its query (e.g. ``?patient=``); to
+    Patients when there was none or the user's role does not reach it."""
+    script, query_params = st.session_state.pop(REQUESTED_PAGE_KEY, (PATIENTS_PAGE, {}))
+    try:
+        st.switch_page(script, query_params=query_params)
+    except StreamlitPageNotFoundError:  # not among the pages of this role
+        st.switch_page(PATIENTS_PAGE)
 
 
 def current_user() -> auth.CurrentUser | None:

@@ -1,6 +1,11 @@
 """LVT web app entry point (``lvt app`` runs ``streamlit run`` on this file).
 
-Anonymous visitors get only the login page. Signed-in users get the pages of their role:
+The page scripts live in ``views/``, not ``pages/``: Streamlit would serve a ``pages/`` folder
+beside this file as pages of their own, running a page by its address without this script
+(so without this navigation and its sign-in redirect).
+
+Anonymous visitors get only the login page, whatever address they open (that page opens after
+signing in). Signed-in users get the pages of their role:
 clinicians the patient pages, researchers also the cohort, admins everything.
 """
 
@@ -14,13 +19,13 @@ st.set_page_config(page_title="LVT follow-up", page_icon="🩻", layout="wide")
 data.ready()
 
 PAGES = {
-    "login": st.Page("pages/login.py", title="Sign in", icon=":material/login:", visibility="hidden"),
-    "patients": st.Page("pages/patients.py", title="Patients", icon=":material/group:", default=True),
-    "followup": st.Page("pages/followup.py", title="Patient follow-up", icon=":material/timeline:"),
-    "volumetry": st.Page("pages/volumetry.py", title="Volumetry", icon=":material/water_drop:"),
-    "scene": st.Page("pages/scene.py", title="3D scene", icon=":material/view_in_ar:"),
-    "cohort": st.Page("pages/cohort.py", title="Cohort", icon=":material/query_stats:"),
-    "admin": st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
+    "login": st.Page("views/login.py", title="Sign in", icon=":material/login:", visibility="hidden"),
+    "patients": st.Page("views/patients.py", title="Patients", icon=":material/group:", default=True),
+    "followup": st.Page("views/followup.py", title="Patient follow-up", icon=":material/timeline:"),
+    "volumetry": st.Page("views/volumetry.py", title="Volumetry", icon=":material/water_drop:"),
+    "scene": st.Page("views/scene.py", title="3D scene", icon=":material/view_in_ar:"),
+    "cohort": st.Page("views/cohort.py", title="Cohort", icon=":material/query_stats:"),
+    "admin": st.Page("views/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
 }
 ROLE_PAGES = {
     "clinician": ["patients", "followup", "volumetry", "scene"],
@@ -35,7 +40,13 @@ if user is None and session.oidc_configured():
         st.session_state[session.USER_KEY] = user
 
 if user is None:
-    page = st.navigation([PAGES["login"]], position="hidden")
+    # Every address stays known, so a shared or reloaded link asks to sign in (and opens after
+    # it) instead of "Page not found"; any page but the login form sends the visitor there.
+    page = st.navigation(list(PAGES.values()), position="hidden")
+    if page is not PAGES["login"]:
+        name = next(name for name, known in PAGES.items() if known is page)  # files are named as keys
+        session.remember_requested_page(f"views/{name}.py", st.query_params.to_dict())
+        st.switch_page(PAGES["login"])
 else:
     # the hidden login page stays registered so the browser can land on the patients page
     page = st.navigation([PAGES[name] for name in ROLE_PAGES[user.role]] + [PAGES["login"]])

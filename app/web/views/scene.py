@@ -13,7 +13,7 @@ st.title("3D scene")
 patient = st.session_state.get("patient") or st.query_params.get("patient")
 if not patient:
     st.info("Choose a patient on the Patients page first.")
-    st.page_link("pages/patients.py", label="Go to patients", icon=":material/group:")
+    st.page_link("views/patients.py", label="Go to patients", icon=":material/group:")
     st.stop()
 info = data.followup(str(patient))
 if info is None or not info.label_maps:

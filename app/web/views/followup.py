@@ -14,7 +14,7 @@ patient = st.session_state.get("patient") or st.query_params.get("patient")
 if not patient:
     st.title("Patient follow-up")
     st.info("Choose a patient on the Patients page first.")
-    st.page_link("pages/patients.py", label="Go to patients", icon=":material/group:")
+    st.page_link("views/patients.py", label="Go to patients", icon=":material/group:")
     st.stop()
 
 info = data.followup(str(patient))

@@ -6,8 +6,8 @@ import streamlit as st
 
 from app.web import session, theme
 
-if session.current_user() is not None:  # signed in (or just signed in): go to the patients
-    st.switch_page("pages/patients.py")
+if session.current_user() is not None:  # signed in (or just signed in): the page asked for
+    session.open_requested_page()
 
 _, middle, _ = st.columns([1, 1.2, 1])
 with middle:
