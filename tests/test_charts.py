@@ -106,8 +106,24 @@ def test_a_patient_seen_once_gets_a_month_either_side_not_milliseconds() -> None
                 charts.volume_trajectory(lesions, volumes)):
         assert [pd.Timestamp(v) for v in fig.layout.xaxis.range] == month
         assert fig.layout.xaxis.tickformat == "%Y-%m-%d"
-    later = pd.DataFrame({"study_date": [day, dt.date(2023, 10, 2)], "phase": ["portal", "portal"]})
-    assert charts.timeline(later).layout.xaxis.range is None  # plotly fits two dates itself
+
+
+
+def test_the_follow_up_charts_share_one_date_axis() -> None:
+    """The diameter and volume charts spanned their own dates: one study sat at two places."""
+    dates = [dt.date(2019, 5, 2), dt.date(2019, 11, 20), dt.date(2020, 4, 16)]
+    studies = pd.DataFrame({"study_date": dates, "phase": ["portal"] * 3})
+    lesions = pd.DataFrame({"track": [1, 1], "study_date": dates[1:], "diameter_mm": [14.0, 12.0],
+                            "volume_ml": [1.2, 0.9]})  # no lesion at the first study
+    volumes = pd.DataFrame({"study_date": dates, "total_ml": [1500.0, 1480.0, 1490.0]})
+    ranges = [
+        [pd.Timestamp(v) for v in fig.layout.xaxis.range]
+        for fig in (charts.timeline(studies),
+                    charts.trajectory(lesions, pd.DataFrame(), pd.DataFrame(), studies["study_date"]),
+                    charts.volume_trajectory(lesions, volumes, studies["study_date"]))
+    ]
+    assert ranges[0] == ranges[1] == ranges[2]
+    assert ranges[0][0] < pd.Timestamp(dates[0]) and ranges[0][1] > pd.Timestamp(dates[-1]) + pd.Timedelta(days=11)
 
 
 def _box_corners(x_mm: float, y_mm: float, z_mm: float) -> np.ndarray:

@@ -156,6 +156,12 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     table = next(d.value for d in at.dataframe if "found_by" in d.value.columns and "track" in d.value.columns)
     assert len(table) > 0 and set(table["found_by"]) == {"faint search"}
     assert len(at.get("image")) == 1  # the CT slice
+    tracked = at.radio(key="fu_phase").value  # the portal phase opens first, and tracks follow it
+    other = next(o for o in at.radio(key="fu_phase").options if o != tracked)
+    at.radio(key="fu_phase").set_value(other).run()  # the table lists the tracked phase's lesions: said so
+    assert any(f"Tracks follow the {tracked} phase" in c.value and f"The {other} image" in c.value
+               for c in at.caption)
+    at.radio(key="fu_phase").set_value(tracked).run()
     opened = _scalar(
         demo_db,
         select(func.count(AuditEvent.id)).where(

@@ -31,16 +31,28 @@ def reference_line(fig: go.Figure, y: float, colour: str, dash: str = "solid", l
 
 SINGLE_DATE_SPAN = pd.Timedelta(days=30)
 """Either side of the one date of a patient seen once."""
+DATE_MARGIN_FRACTION = 0.06
+MIN_DATE_MARGIN = pd.Timedelta(days=12)
+"""Either side of a patient's first and last study: room for the last RECIST badge."""
 
 
-def span_single_date(fig: go.Figure, *dates: pd.Series) -> None:
-    """Give a date axis a month either side when every point lies on one date: plotly zooms
-    such an axis to a millisecond and labels it "23:59:59.999", which reads as nonsense to a
-    clinician opening a patient after the first scan."""
+def fit_dates(fig: go.Figure, *dates: pd.Series) -> None:
+    """Give a date axis the span of ``dates`` with a margin either side.
+
+    The follow-up charts pass every study date of the patient, so the timeline, the diameter
+    and the volume charts share one axis and a study sits at one place in each; the margin
+    keeps the last study's RECIST badge off the edge. One date gets a month either side:
+    plotly zooms such an axis to a millisecond and labels it "23:59:59.999".
+    """
     days = pd.to_datetime(pd.concat([pd.Series(d, dtype=object) for d in dates]).dropna()).unique()
-    if len(days) == 1:
-        day = pd.Timestamp(days[0])
-        fig.update_xaxes(range=[day - SINGLE_DATE_SPAN, day + SINGLE_DATE_SPAN], tickformat="%Y-%m-%d")
+    if len(days) == 0:
+        return
+    first, last = pd.Timestamp(min(days)), pd.Timestamp(max(days))
+    if first == last:
+        fig.update_xaxes(range=[first - SINGLE_DATE_SPAN, first + SINGLE_DATE_SPAN], tickformat="%Y-%m-%d")
+        return
+    margin = max((last - first) * DATE_MARGIN_FRACTION, MIN_DATE_MARGIN)
+    fig.update_xaxes(range=[first - margin, last + margin])
 
 
 def timeline(studies: pd.DataFrame) -> go.Figure:
@@ -56,12 +68,14 @@ def timeline(studies: pd.DataFrame) -> go.Figure:
     )
     fig.update_layout(**{**LAYOUT, "height": 170, "margin": {"l": 90, "r": 20, "t": 10, "b": 30}})
     fig.update_yaxes(title=None, categoryorder="category descending")
-    span_single_date(fig, studies["study_date"])
+    fit_dates(fig, studies["study_date"])
     return fig
 
 
-def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.DataFrame) -> go.Figure:
-    """Model longest diameter per track over dates, reader measurements, RECIST per timepoint."""
+def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.DataFrame,
+               study_dates: pd.Series | None = None) -> go.Figure:
+    """Model longest diameter per track over dates, reader measurements, RECIST per timepoint;
+    the date axis spans ``study_dates`` when given (every study of the patient)."""
     fig = go.Figure()
     for track, rows in lesions.groupby("track"):
         rows = rows.sort_values("study_date")
@@ -111,13 +125,16 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
         if pd.notna(largest) and largest > 0:
             fig.update_yaxes(range=[0, float(largest) / BADGE_FREE_FRACTION])
     fig.update_xaxes(title=None)
-    span_single_date(fig, lesions.get("study_date", pd.Series(dtype=object)),
-                     measurements.get("study_date", pd.Series(dtype=object)))
+    fit_dates(fig, *([study_dates] if study_dates is not None else
+                     [lesions.get("study_date", pd.Series(dtype=object)),
+                      measurements.get("study_date", pd.Series(dtype=object))]))
     return fig
 
 
-def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure:
-    """Tumor volume per track and total liver volume over time."""
+def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame,
+                      study_dates: pd.Series | None = None) -> go.Figure:
+    """Tumor volume per track and total liver volume over time (the date axis as in
+    :func:`trajectory`)."""
     fig = go.Figure()
     width_ms = bar_width_ms(pd.concat([lesions["study_date"], volumes.get("study_date", pd.Series(dtype=object))]))
     for track, rows in lesions.groupby("track"):
@@ -137,8 +154,9 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame) -> go.Figure
     fig.update_layout(title_font_size=14, yaxis2={"overlaying": "y", "side": "right", "title": "liver (ml)",
                                                    "rangemode": "tozero"})
     fig.update_layout(yaxis={"title": "tumor (ml)", "rangemode": "tozero"})
-    span_single_date(fig, lesions.get("study_date", pd.Series(dtype=object)),
-                     volumes.get("study_date", pd.Series(dtype=object)))
+    fit_dates(fig, *([study_dates] if study_dates is not None else
+                     [lesions.get("study_date", pd.Series(dtype=object)),
+                      volumes.get("study_date", pd.Series(dtype=object))]))
     return fig
 
 

@@ -100,9 +100,14 @@ with table:
     phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]
     study_lesions = shown_lesions[shown_lesions["study_id"] == chosen["study_id"]]
+    tracked_phases = sorted(set(study_lesions["phase"]))
     if study_lesions.empty:
         st.caption("No tracked lesions in this study.")
-    else:
+    elif phase not in tracked_phases:  # tracks follow one phase per study; say which
+        st.caption(f"Tracks follow the {' and '.join(tracked_phases)} phase of each study; the "
+                   f"table lists its lesions. The {phase} image shows its tumors without track "
+                   "colours, and a jump goes to the same place in it.")
+    if not study_lesions.empty:
         shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].round(1)
         shown["found_by"] = study_lesions["found_by"].map(theme.found_by_label)
         st.dataframe(shown, hide_index=True, width="stretch", key="fu_lesions",
@@ -119,9 +124,12 @@ if slice_key not in st.session_state:  # slices are counted from 1 on screen, as
     st.session_state[slice_key] = nz // 2 + 1
 
 
+lesion_key = f"fu_lesion_{chosen['series_id']}"  # per series: a jump works again after a phase switch
+
+
 def _jump() -> None:
     """Centre the slice slider on the selected lesion."""
-    track = st.session_state.get("fu_lesion")
+    track = st.session_state.get(lesion_key)
     row = study_lesions[study_lesions["track"] == track]
     if not row.empty:
         _x, _y, z = ct.index_of((row["x"].iloc[0], row["y"].iloc[0], row["z"].iloc[0]))
@@ -131,7 +139,7 @@ def _jump() -> None:
 with table:
     if not study_lesions.empty:
         st.selectbox("Jump to lesion (track)", study_lesions["track"].tolist(), index=None,
-                     key="fu_lesion", on_change=_jump, placeholder="Choose a track")
+                     key=lesion_key, on_change=_jump, placeholder="Choose a track")
 with viewer:
     controls = st.columns([2, 2])
     window_name = controls[0].selectbox("Window", list(theme.WINDOWS), key="fu_window")
@@ -156,10 +164,10 @@ st.subheader("Trajectories")
 if shown_lesions.empty:
     st.info("No lesion tracks for this patient" + (" at this size filter." if hidden_tracks else "."))
 else:
-    st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses),
+    st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses, series_rows["study_date"]),
                     width="stretch", key="trajectory_chart")
 if not (shown_lesions.empty and info.volumes.empty):  # the liver volume, with or without lesions
-    st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes), width="stretch",
+    st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes, series_rows["study_date"]), width="stretch",
                     key="volume_chart")
     cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""] if not info.volumes.empty else info.volumes
     if not cut.empty:
@@ -171,9 +179,19 @@ with st.expander("Radiologist measurements"):
     if info.measurements.empty:
         st.caption("None imported.")
     else:
-        shown = info.measurements.drop(columns=["location_mm"]).copy()
-        shown["linked track"] = analysis.measurement_tracks(info.pseudo_id, lesions, info.measurements)
-        st.dataframe(shown, hide_index=True, width="stretch")
+        shown = info.measurements.drop(columns=["location_mm", "study_id"]).copy()
+        shown["slice_index"] = shown["slice_index"] + 1  # the viewer counts slices from 1
+        shown["linked track"] = pd.array(
+            analysis.measurement_tracks(info.pseudo_id, lesions, info.measurements), dtype="Int64")
+        st.dataframe(shown, hide_index=True, width="stretch", column_config={
+            "study_date": st.column_config.DateColumn("study"),
+            "diameter_mm": st.column_config.NumberColumn("⌀ (mm)", help="longest axial diameter"),
+            "short_axis_mm": st.column_config.NumberColumn("short (mm)", help="short axis"),
+            "slice_index": st.column_config.NumberColumn(
+                "slice", help="the reported slice, counted from 1 as in the viewer (slice_index + 1)"),
+            "linked track": st.column_config.NumberColumn(
+                help="the model's track this measurement was linked to; empty where none fits"),
+        })
 
 # ----------------------------------------------------------------- corrections
 with st.expander("Correct the tracking"):
@@ -186,11 +204,13 @@ with st.expander("Correct the tracking"):
         }
         lesion_id = st.selectbox("Lesion", list(options), format_func=options.get, key="fix_lesion")
         tracks = data.run(queries.track_choices, info.pseudo_id, info.model_id)
-        numbers = {tid: f"track {num}" for tid, num in tracks}
+        own_track = lesions.loc[lesions["lesion_id"] == lesion_id, "track_id"].iloc[0]
+        numbers = {tid: f"track {num}" for tid, num in tracks if tid != own_track}  # a move, not a no-op
         left, right = st.columns(2)
         with left:
-            target = st.selectbox("Relink to", list(numbers), format_func=numbers.get, key="fix_target")
-            if st.button("Relink", key="fix_relink"):
+            target = st.selectbox("Relink to", list(numbers), format_func=numbers.get, key="fix_target",
+                                  placeholder="no other track")
+            if st.button("Relink", key="fix_relink", disabled=target is None):
                 data.run(actions.relink, user, lesion_id, target)
                 data.clear()
                 st.toast("Saved: the lesion now belongs to the chosen track.")
