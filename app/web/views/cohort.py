@@ -53,6 +53,8 @@ with st.container(border=True):
     categories = ["CR", "PR", "SD", "PD", "NE"]
     response_filter = f2.multiselect("Latest model response", categories, default=categories, key="co_resp")
     min_d = f3.number_input("Min. diameter (mm)", 0.0, 500.0, 0.0, 1.0, key="co_min_d")
+if not phase_filter:
+    st.warning("Choose at least one phase: lesions are measured in a phase's image.", icon=":material/filter_alt:")
 flt = queries.LesionFilter(
     phases=None if set(phase_filter) == set(phases) else tuple(phase_filter),
     min_diameter_mm=float(min_d),
@@ -65,7 +67,8 @@ st.caption(f"{n_rows} lesion measurements of {n_patients} patients")
 if n_rows > SHOWN:
     st.caption(f"Showing the first {SHOWN} rows; the downloads hold all {n_rows}.")
 st.dataframe(table.round(2), hide_index=True, width="stretch", key="cohort_table", height=280,
-             column_config={"diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)",
+             column_config={"study_id": "study id", "study_date": "study", "track_status": "track status",
+                            "diameter_mm": "longest ⌀ (mm)", "short_axis_mm": "short axis (mm)",
                             "volume_ml": "volume (ml)", "x": "x (mm)", "y": "y (mm)", "z": "z (mm)",
                             "found_by": st.column_config.TextColumn("found by", help=theme.FOUND_BY_HELP)})
 d1, d2, _ = st.columns([1, 1, 3])
@@ -77,6 +80,7 @@ d2.download_button("Download Parquet", lambda: data.lesion_table_bytes(flt, "par
 
 # ----------------------------------------------------------------- charts
 st.subheader("Cohort charts")
+st.caption("Every patient of the store: the filters above shape the table and its downloads only.")
 if response_counts.empty:
     st.caption("No responses yet.")
 else:
