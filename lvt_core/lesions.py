@@ -12,8 +12,9 @@ Definitions follow ARCHITECTURE.md:
   The outline is the 0.5 iso-contour of the slice mask (marching squares), so a lesion that
   spans ``n`` voxels measures about ``n`` voxel widths, as a radiologist's caliper would;
 - the short axis is the lesion's width in that slice perpendicular to the longest diameter;
-- distances to vessels and to the liver surface are between voxel centres, in mm (a lesion
-  that touches a vessel is one voxel step away; a lesion on the liver capsule is 0 mm away);
+- the distance to a vessel is the gap between the lesion's and the vessel's voxels, in mm (0
+  when they touch: what a surgeon plans a margin from); the distance to the liver surface is
+  between voxel centres (a lesion on the liver capsule is 0 mm away);
 - ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
   it holds a point where the rule-based second look added tumor after the network (the
   faint-lesion search, :mod:`lvt_core.faint_lesions`, or a round region drawn as vessel but
@@ -212,6 +213,31 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(crop & ~eroded) + np.array(offset)
 
 
+def _min_gap(tree: cKDTree, tree_points: np.ndarray, points: np.ndarray, image: sitk.Image) -> float:
+    """Smallest gap between the voxels at ``points`` and those of the tree, in mm (0 when touching).
+
+    Voxel centres of two touching structures lie one voxel step apart, which read as a margin
+    ("1.5 mm from the vessel") for a tumor that abuts it. Two voxels are boxes: along each
+    index axis their gap is the centres' offset less one spacing, and the distance is the norm
+    of those gaps. The closest boxes have centres at most one voxel diagonal further apart than
+    the closest centres, so only those pairs are compared.
+    """
+    nearest = _min_distance(tree, points)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    reach = nearest + float(np.linalg.norm(spacing))
+    to_index = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3).T  # physical → index axes
+    closest = tree.query(points, k=1, distance_upper_bound=reach * (1 + 1e-9))[0]
+    candidates = points[closest <= reach]  # no other surface point can hold the closest boxes
+    best = np.inf
+    for i, neighbours in enumerate(tree.query_ball_point(candidates, reach)):
+        if not neighbours:
+            continue
+        along_axes = np.abs((tree_points[neighbours] - candidates[i]) @ to_index.T)
+        gaps = np.linalg.norm(np.maximum(along_axes - spacing, 0.0), axis=1)  # box to box
+        best = min(best, float(gaps.min()))
+    return best if np.isfinite(best) else nearest
+
+
 def _min_distance(tree: cKDTree, points: np.ndarray) -> float:
     """Exact smallest distance from ``points`` to the tree's points, fast for hollow shells.
 
@@ -305,7 +331,7 @@ def extract_lesions(
         longest, short, slice_offset = _longest_axial(crop, spacing, slice_axis)  # type: ignore[arg-type]
         surface = _surface_voxels(crop) + zyx0
         surface_mm = zyx_to_physical(labels, surface)
-        d_vessel = _min_distance(vessel_tree, surface_mm) if vessel_tree else None
+        d_vessel = _min_gap(vessel_tree, vessel_points, surface_mm, labels) if vessel_tree else None
         d_surface = _min_distance(surface_tree, surface_mm) if surface_tree else None
         mean_hu = float(hu[box][crop].mean()) if hu is not None else None
         voxels = len(inside)

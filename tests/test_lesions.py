@@ -260,3 +260,19 @@ def test_diameters_are_axial_whatever_plane_the_series_was_stored_in(name: str, 
     (lesion,) = extract_lesions(image, min_voxels=1)
     assert lesion.longest_axial_diameter_mm == pytest.approx(20.0, abs=1.2), name
     assert lesion.short_axis_mm == pytest.approx(10.0, abs=1.2), name
+
+
+def test_vessel_distance_is_the_gap_between_voxels_zero_when_touching() -> None:
+    """Voxel centres read a touching tumor as one voxel step (1.5 mm) from the vessel."""
+    array = np.zeros((40, 60, 60), np.uint8)
+    array[5:35, 5:55, 5:55] = LIVER
+    array[10:30, 28:32, 5:55] = VESSEL  # a vessel along x, rows 28–31
+    array[15:25, 20:28, 20:30] = TUMOR  # rows 20–27: abuts the vessel
+    array[15:25, 36:44, 20:30] = TUMOR  # rows 36–43: four rows of parenchyma (32–35) between
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 1.5, 2.5))
+    for direction in ((1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 1, 0, 1, 0, 0, 0, 0, 1)):  # and x, y swapped
+        image.SetDirection(direction)
+        touching, apart = extract_lesions(image)
+        assert touching.distance_to_vessel_mm == 0.0
+        assert apart.distance_to_vessel_mm == pytest.approx(4 * 1.5)

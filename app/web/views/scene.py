@@ -72,7 +72,7 @@ with right:
         st.dataframe(rows, hide_index=True, width="stretch", key="scene_distances")
     else:
         st.caption("No tumors in this series.")
-    st.caption("Shortest distance from the tumor surface to the nearest vessel voxel.")
+    st.caption("Gap between the tumor and the nearest vessel, in mm (0: they touch).")
     st.download_button("Download GLB", imaging.mesh_file(path, data_dir, colours, "glb"), f"{info.pseudo_id}-{series_id}.glb",
                        mime="model/gltf-binary", key="dl_glb", width="stretch")
     st.download_button("Download STL", imaging.mesh_file(path, data_dir, colours, "stl"), f"{info.pseudo_id}-{series_id}.stl",
