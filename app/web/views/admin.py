@@ -53,7 +53,8 @@ with jobs_tab:
         st.dataframe(runs, hide_index=True, width="stretch", key="admin_runs")
     versions = data.run(queries.segmentations_by_version)
     if not versions.empty:
-        st.markdown(f"**Results by LVT version** (installed: {lvt_version})")
+        st.markdown(f"**Results by LVT software version** (installed LVT: {lvt_version}; the model's own "
+                    "version is shown with its name)")
         st.dataframe(versions, hide_index=True, width="stretch", key="admin_versions")
         outdated = int(versions.loc[versions["outdated"], "segmentations"].sum())
         if outdated:
@@ -64,5 +65,6 @@ with audit_tab:
     events = pd.DataFrame([vars(e) for e in data.run(audit.recent, 300)])
     if not events.empty:
         events["detail"] = events["detail"].map(lambda d: "" if d is None else str(d))
-    st.dataframe(events, hide_index=True, width="stretch",
-                 key="admin_audit")
+        events = events.fillna({"target": "", "actor": ""})
+    st.caption("Times are UTC.")
+    st.dataframe(events, hide_index=True, width="stretch", key="admin_audit")
