@@ -140,6 +140,8 @@ def test_a_three_slice_scene_keeps_its_proportions_and_is_seen_from_above() -> N
 
 def test_a_whole_liver_scene_is_drawn_to_scale_as_before() -> None:
     scene, slab_mm = charts.scene_axes([_box_corners(200, 160, 150)])
-    assert slab_mm is None and scene["aspectmode"] == "data" and "camera" not in scene
+    assert slab_mm is None and scene["aspectmode"] == "data"
+    eye = scene["camera"]["eye"]
+    assert np.linalg.norm(list(eye.values())) < np.linalg.norm([1.25, 1.25, 1.25])  # nearer than plotly's
     empty, none = charts.scene_axes([])
     assert none is None and empty["aspectmode"] == "data"

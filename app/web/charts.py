@@ -259,6 +259,10 @@ SLAB_FRACTION = 0.25
 """A scene whose head–foot extent is under this share of its widest side is a slab."""
 SLAB_CAMERA_EYE = {"x": 0.45, "y": 0.65, "z": 0.75}
 """Where the camera looks at a slab from: above it and close enough to fill the frame."""
+ORGAN_CAMERA_EYE = {"x": 0.95, "y": 0.95, "z": 0.95}
+"""A whole liver seen from where plotly looks by default (left, behind, above: tumors deep in
+the right lobe are not hidden behind the vessel tree as from the front), but nearer: from
+plotly's eye (1.25 each) the organ was a small figure in an empty frame."""
 
 
 def scene_axes(vertices: list[np.ndarray]) -> tuple[dict, float | None]:
@@ -273,7 +277,7 @@ def scene_axes(vertices: list[np.ndarray]) -> tuple[dict, float | None]:
     extent = np.ptp(points, axis=0)
     widest = float(extent.max())
     if widest <= 0 or extent[2] >= SLAB_FRACTION * widest:
-        return scene, None
+        return {**scene, "camera": {"eye": ORGAN_CAMERA_EYE}}, None
     ratio = extent / widest
     scene.update(aspectmode="manual", aspectratio={"x": float(ratio[0]), "y": float(ratio[1]), "z": float(ratio[2])},
                  camera={"eye": SLAB_CAMERA_EYE})
