@@ -76,6 +76,29 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, lesion_bala
     assert [r["step"] for r in resumed.history] == [3, 6]
 
 
+def test_a_resume_with_another_recipe_or_a_damaged_state_is_refused(tmp_path: Path) -> None:
+    """A changed network died in torch ("size mismatch"); a changed voxel size resumed silently."""
+    from training.config import ConfigError
+
+    out = str(tmp_path / "run")
+    train(tiny_config(tmp_path, output_dir=out), device="cpu", max_steps=3)
+    kept = (tmp_path / "run" / "config.yaml").read_text()
+    for change, said in (({"spacing_mm": [4.0, 4.0, 4.0]}, "spacing_mm"), ({"mode": "MC"}, "mode")):
+        with pytest.raises(ConfigError, match=f"another recipe .*{said}"):
+            train(tiny_config(tmp_path, output_dir=out, **change), device="cpu", resume=True)
+        assert (tmp_path / "run" / "config.yaml").read_text() == kept  # the refused run wrote nothing
+    state = tmp_path / "run" / "state.pt"
+    state.write_bytes(state.read_bytes()[:5000])
+    with pytest.raises(ConfigError, match=r"state\.pt: cannot resume .* damaged"):
+        train(tiny_config(tmp_path, output_dir=out), device="cpu", resume=True)
+
+
+def test_an_unvalidated_run_keeps_its_best_epoch(tmp_path: Path) -> None:
+    """Without validation the score is minus the train loss; best.pt waited for a loss below 1."""
+    result = train(tiny_config(tmp_path, fold=-1), device="cpu")
+    assert (result.output_dir / "best.pt").is_file()
+
+
 def test_killed_process_resumes_with_the_cli(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, epochs=40)
     path = tmp_path / "config.yaml"

@@ -46,7 +46,7 @@ from training.augment import (
     randomize_relative_contrast,
     relabel_invisible_lesions,
 )
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.datasets import Case, DatasetError, load_cases
 from training.loader import preparation_workers, prepare_all, resolve_data_workers, step_batches
 from training.preprocess import Prepared
@@ -385,7 +385,9 @@ def train(
     preparing = preparation_workers(workers)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(_yaml(config))
+    state_path = out / STATE_FILE
+    state = _resumable_state(state_path, config, dev) if resume and state_path.is_file() else None
+    (out / "config.yaml").write_text(_yaml(config))  # after the check: a refused resume keeps the old one
 
     if cases is None:
         train_cases, val_list = split_cases(gather_cases(config, preparing), config.fold,
@@ -408,16 +410,14 @@ def train(
     use_amp = precision == "fp16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = make_loss(config.mode, config.batch_dice)
-    step, history, best = 0, [], -1.0
-    state_path = out / STATE_FILE
-    if config.init_checkpoint and not (resume and state_path.is_file()):
+    step, history, best = 0, [], float("-inf")  # any first score is the best so far, validated or not
+    if config.init_checkpoint and state is None:
         from lvt_core.checkpoint import load_checkpoint
 
         init_state, _ = load_checkpoint(config.init_checkpoint)
         model.load_state_dict({k: v.float() for k, v in init_state.items()})
         log.info("initialised weights from %s", config.init_checkpoint)
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=dev, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -430,7 +430,8 @@ def train(
     def save_state() -> None:
         torch_save_atomically(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                           "step": step, "history": history, "best": best})
+                                           "step": step, "history": history, "best": best,
+                                           "recipe": _recipe(config)})
 
     maker = BatchMaker(config, prepared)
     writer = _tensorboard(out) if config.tensorboard else None
@@ -496,6 +497,32 @@ def train(
 
 def _metrics(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k.startswith("val_") or k in ("epoch", "step")}
+
+
+def _recipe(config: TrainConfig) -> dict[str, Any]:
+    """What a resumed state must share with the config: the network, its targets, the
+    optimizer's kind and the voxel size the model learns at."""
+    return {"mode": config.mode, "network": config.network, "optimizer": config.optimizer.name,
+            "spacing_mm": [float(s) for s in config.spacing_mm]}
+
+
+def _resumable_state(path: Path, config: TrainConfig, dev: torch.device) -> dict[str, Any]:
+    """The saved training state at ``path``, refused with the file named when it is damaged or
+    was written for another recipe (a size mismatch deep in torch, or a silent change of voxel
+    size, otherwise)."""
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ConfigError(f"{path}: cannot resume from this training state, it is damaged "
+                          f"({type(exc).__name__}: {exc}); move it away to start again") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path}: not an LVT training state; move it away to start again")
+    saved, wanted = state.get("recipe"), _recipe(config)
+    if saved is not None and saved != wanted:
+        changed = ", ".join(f"{k} {saved.get(k)!r} → {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k])
+        raise ConfigError(f"{path}: this state was trained with another recipe ({changed}); resume with "
+                          "the config it was started with, or train into a new output_dir")
+    return state
 
 
 def _yaml(config: TrainConfig) -> str:
