@@ -281,3 +281,23 @@ def test_lesion_balanced_sampling_centres_small_lesions_as_often_as_big_ones() -
     assert small_share(None) < 0.02  # voxel sampling: 8 of 4,104 voxels
     assert 0.4 < small_share(lesions) < 0.6  # one lesion of two
     assert tumor_lesions(np.ones((4, 4, 4), np.uint8)) == []
+
+
+def test_a_slice_rewritten_inside_a_dicom_folder_changes_the_fingerprint(tmp_path: Path) -> None:
+    """A folder's own time stays put when a file inside is rewritten: the cache was reused."""
+    import os
+
+    from training.datasets import Case, MaskPart
+
+    for folder in ("PATIENT_DICOM", "liver"):
+        (tmp_path / folder).mkdir()
+        for k in range(3):
+            (tmp_path / folder / f"image_{k}").write_bytes(b"slice %d" % k)
+    case = Case("p1", "ircadb", ("liver",), tmp_path / "PATIENT_DICOM",
+                masks=(MaskPart(tmp_path / "liver", 1),))
+    before = case.fingerprint()
+    folder_times = os.stat(tmp_path / "liver")
+    (tmp_path / "liver" / "image_1").write_bytes(b"edited!")  # same size, new content
+    os.utime(tmp_path / "liver", ns=(folder_times.st_atime_ns, folder_times.st_mtime_ns))
+    os.utime(tmp_path / "liver" / "image_1", ns=(1, 10**18))
+    assert case.fingerprint() != before

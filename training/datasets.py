@@ -79,9 +79,11 @@ class Case:
         """Identity of the inputs (paths, sizes, times, mapping) for the preprocessing cache."""
         parts = [self.source, self.case_id, ",".join(self.annotated), repr(sorted(self.mapping.items()))]
         files = [self.image] + ([self.labels] if self.labels else []) + [m.path for m in self.masks]
-        for path in files:
-            stat = path.stat()
-            parts.append(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
+        for path in files:  # a DICOM folder's own time stays put when a slice is rewritten
+            for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
+                if item.is_file():
+                    stat = item.stat()
+                    parts.append(f"{item.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
         parts.extend(f"{m.value}:{m.inside_liver}" for m in self.masks)
         return "|".join(parts)
 
