@@ -159,6 +159,58 @@ def test_lits_and_hv_liver(tmp_path: Path) -> None:
     assert np.array_equal(lvt_array(hv[0]), (lab > 0).astype(np.uint8))  # whole organ, no cutouts
 
 
+def test_one_image_under_two_sources_stays_on_one_side_of_every_split(tmp_path: Path) -> None:
+    """HV Liver labels Task08's images and Task03 holds LiTS's volumes: a split kept the image
+    in training under one source and in validation under the other."""
+    from training.splits import split_cases
+
+    image, lab = ct_and_labels()
+    task08, task03 = tmp_path / "Task08_HepaticVessel", tmp_path / "Task03_Liver"
+    entries08, entries03 = [], []
+    for n in range(1, 6):
+        write_image(image, task08 / "imagesTr" / f"hepaticvessel_{n:03d}.nii.gz")
+        write_image(labels_like((lab == 2) * 1, image), task08 / "labelsTr" / f"hepaticvessel_{n:03d}.nii.gz")
+        write_image(labels_like((lab > 0) * 1, image), tmp_path / "HVLiver" / f"hepaticvessel_{n:03d}.nii.gz")
+        entries08.append({"image": f"./imagesTr/hepaticvessel_{n:03d}.nii.gz",
+                          "label": f"./labelsTr/hepaticvessel_{n:03d}.nii.gz"})
+        write_image(image, task03 / "imagesTr" / f"liver_{n}.nii.gz")
+        write_image(labels_like((lab > 0) * 1, image), task03 / "labelsTr" / f"liver_{n}.nii.gz")
+        entries03.append({"image": f"./imagesTr/liver_{n}.nii.gz", "label": f"./labelsTr/liver_{n}.nii.gz"})
+        write_image(image, tmp_path / "LiTS" / f"volume-{n}.nii")
+        write_image(labels_like((lab > 0) * 1, image), tmp_path / "LiTS" / f"segmentation-{n}.nii")
+    (task08 / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "vessel", "2": "tumour"},
+                                                     "training": entries08}))
+    (task03 / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "cancer"},
+                                                     "training": entries03}))
+    cases = (load_cases("msd_hepaticvessel", task08) + load_cases("hv_liver", tmp_path / "HVLiver", images=task08)
+             + load_cases("msd_liver", task03) + load_cases("lits", tmp_path / "LiTS"))
+    assert len(cases) == 20
+    for fold in range(5):
+        train, validation = split_cases(cases, fold, 5)
+        assert {c.split_group for c in train}.isdisjoint({c.split_group for c in validation})
+        assert len({c.split_group for c in validation}) == 2  # one Task08 image, one LiTS volume
+
+
+def test_a_dataset_json_that_names_missing_files_or_is_malformed_says_so(tmp_path: Path) -> None:
+    image, lab = ct_and_labels()
+    root = tmp_path / "Task03_Liver"
+    write_image(image, root / "imagesTr" / "liver_1.nii.gz")
+    for meta, said in (
+        ({"labels": ["background", "liver"], "training": []}, "must map label values to names"),
+        ({"labels": {"0": "background", "1": "liver"}, "training": ["imagesTr/liver_1.nii.gz"]},
+         "training entry 0 must hold"),
+        ({"labels": {"0": "background", "1": "liver"},
+          "training": [{"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}]},
+         "1 file.s. it lists are missing: .*labelsTr/liver_1.nii.gz"),
+    ):
+        (root / "dataset.json").write_text(json.dumps(meta))
+        with pytest.raises(DatasetError, match=said):
+            load_cases("msd_liver", root)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))  # nnU-Net v2
+    write_image(labels_like((lab > 0) * 1, image), root / "labelsTr" / "liver_1.nii.gz")
+    assert load_cases("msd_liver", root)[0].annotated == ("liver",)
+
+
 def test_ircadb_dicom_masks_compose_intrahepatic_vessels(tmp_path: Path) -> None:
     image, lab = ct_and_labels()
     patient = tmp_path / "3Dircadb1.1"

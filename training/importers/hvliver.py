@@ -23,11 +23,13 @@ def import_hv_liver(path: Path, images: str | Path | None = None) -> list[Case]:
     label_dir = path / "labelsTr" if (path / "labelsTr").is_dir() else path
     cases = []
     for label in volumes(label_dir):
-        image = by_number.get(case_number(stem(label)))
+        number = case_number(stem(label))
+        image = by_number.get(number) if number is not None else None
         if image is not None and image.resolve() != label.resolve():
             cases.append(
                 Case(f"hvliver_{stem(label)}", "hv_liver", ("liver",), image, label,
-                     {v: LIVER for v in range(1, 256)})
+                     {v: LIVER for v in range(1, 256)},
+                     group=f"hepaticvessel_{case_number(stem(label)):03d}")  # as MSD Task08 names it
             )
     return cases
 

@@ -25,7 +25,7 @@ def import_lits(path: Path) -> list[Case]:
             n = int(match.group(1))
             cases.append(
                 Case(f"lits_{n:03d}", "lits", ("liver", "tumor"), volume, segmentations[n],
-                     {1: LIVER, 2: TUMOR})
+                     {1: LIVER, 2: TUMOR}, group=f"lits_{n:03d}")  # MSD Task03 holds it too
             )
     return sorted(cases, key=lambda c: c.case_id)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lvt_core.labels import CLASS_NAMES, LIVER, TUMOR, VESSEL
 from training.datasets import Case, DatasetError, Source, register_source
-from training.importers._util import stem, volumes
+from training.importers._util import case_number, stem, volumes
 
 _NAME_TO_VALUE = {
     "liver": LIVER,
@@ -27,8 +27,13 @@ _NAME_TO_VALUE = {
 }
 
 
-def import_msd(path: Path, source: str = "msd") -> list[Case]:
-    """Cases of one MSD task folder, labels mapped by the names in ``dataset.json``."""
+def import_msd(path: Path, source: str = "msd", group_prefix: str = "") -> list[Case]:
+    """Cases of one MSD task folder, labels mapped by the names in ``dataset.json``.
+
+    ``group_prefix`` names the image's case number as another source names the same image
+    (Task03 holds the LiTS volumes, Task08 the HV Liver images), so cross-validation keeps
+    both copies of one image on one side of a split.
+    """
     meta_path = path / "dataset.json"
     if not meta_path.is_file():
         raise DatasetError(f"{path}: no dataset.json (expected an MSD task folder)")
@@ -36,29 +41,53 @@ def import_msd(path: Path, source: str = "msd") -> list[Case]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict):
+        raise DatasetError(f"{meta_path}: \"labels\" must map label values to names, got {labels!r}")
+    if labels and all(not str(k).strip().isdigit() for k in labels):  # nnU-Net v2: name → value
+        labels = {value: name for name, value in labels.items()}
     mapping: dict[int, int] = {}
-    for value, name in (meta.get("labels") or {}).items():
+    for value, name in labels.items():
         lvt = _NAME_TO_VALUE.get(str(name).strip().lower())
-        if lvt is not None:
+        if lvt is not None and str(value).strip().isdigit():
             mapping[int(value)] = lvt
     if not mapping:
-        raise DatasetError(f"{meta_path}: no liver, vessel or tumor label among {meta.get('labels')}")
+        raise DatasetError(f"{meta_path}: no liver, vessel or tumor label among {labels} "
+                           f"(names understood: {', '.join(sorted(_NAME_TO_VALUE))})")
     annotated = tuple(CLASS_NAMES[v] for v in sorted(set(mapping.values())))
-    pairs = _pairs_from_json(path, meta) or _pairs_from_folders(path)
+    pairs = _pairs_from_json(path, meta, meta_path) or _pairs_from_folders(path)
     return [
-        Case(stem(image), source, annotated, image, labels, mapping) for image, labels in pairs
+        Case(stem(image), source, annotated, image, labels_file, mapping, group=_group(image, group_prefix))
+        for image, labels_file in pairs
     ]
 
 
-def _pairs_from_json(path: Path, meta: dict) -> list[tuple[Path, Path]]:
-    pairs = []
-    for entry in meta.get("training") or []:
+def _group(image: Path, prefix: str) -> str:
+    number = case_number(stem(image).removesuffix("_0000"))
+    return f"{prefix}{number:03d}" if prefix and number is not None else ""
+
+
+def _pairs_from_json(path: Path, meta: dict, meta_path: Path) -> list[tuple[Path, Path]]:
+    entries = meta.get("training") or []
+    if not isinstance(entries, list):
+        raise DatasetError(f"{meta_path}: \"training\" must be a list of {{image, label}} entries")
+    pairs, missing = [], []
+    for number, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)
+                and isinstance(entry.get("label"), str)):
+            raise DatasetError(f"{meta_path}: training entry {number} must hold \"image\" and \"label\" "
+                               f"paths, got {entry!r}")
         image, labels = path / entry["image"], path / entry["label"]
         if not image.is_file():  # nnU-Net style channel files: liver_0_0000.nii.gz
             alt = image.with_name(stem(image) + "_0000.nii.gz")
             image = alt if alt.is_file() else image
         if image.is_file() and labels.is_file():
             pairs.append((image, labels))
+        else:
+            missing.append(str(image if not image.is_file() else labels))
+    if missing:
+        raise DatasetError(f"{meta_path}: {len(missing)} file(s) it lists are missing: "
+                           + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
     return pairs
 
 
@@ -74,12 +103,12 @@ def _pairs_from_folders(path: Path) -> list[tuple[Path, Path]]:
 
 def import_msd_liver(path: Path) -> list[Case]:
     """MSD Task03_Liver (the LiTS training set): liver and tumor."""
-    return import_msd(path, "msd_liver")
+    return import_msd(path, "msd_liver", group_prefix="lits_")
 
 
 def import_msd_hepaticvessel(path: Path) -> list[Case]:
     """MSD Task08_HepaticVessel: vessels and tumors, no liver."""
-    return import_msd(path, "msd_hepaticvessel")
+    return import_msd(path, "msd_hepaticvessel", group_prefix="hepaticvessel_")
 
 
 register_source(
