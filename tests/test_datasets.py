@@ -353,3 +353,28 @@ def test_a_slice_rewritten_inside_a_dicom_folder_changes_the_fingerprint(tmp_pat
     os.utime(tmp_path / "liver", ns=(folder_times.st_atime_ns, folder_times.st_mtime_ns))
     os.utime(tmp_path / "liver" / "image_1", ns=(1, 10**18))
     assert case.fingerprint() != before
+
+
+def test_labels_off_the_image_grid_or_without_the_annotated_liver_are_refused(tmp_path: Path) -> None:
+    """Each was trained on before: a moved label resampled to background, a liver stored as
+    255 dropped, a float label map rounded away; the masked loss then taught "no liver here"."""
+    image, lab = ct_and_labels()
+    folder = tmp_path / "LiTS"
+    write_image(image, folder / "volume-1.nii")
+    raw = np.where(lab == 3, 2, np.where(lab > 0, 1, 0))
+    moved = labels_like(raw, image)
+    moved.SetOrigin(tuple(np.add(image.GetOrigin(), (0.0, 0.0, 1000.0))))
+    cases = [(moved, "do not lie on the image's grid"),
+             (labels_like(np.where(raw == 1, 255, raw), image), "annotates liver but this case has none"),
+             (labels_like(np.zeros_like(raw), image), "annotates liver but this case has none")]
+    as_float = sitk.Cast(labels_like(raw, image), sitk.sitkFloat32) * 0.9999999
+    cases.append((as_float, "whole numbers"))
+    for labels, said in cases:
+        write_image(labels, folder / "segmentation-1.nii")
+        (case,) = load_cases("lits", folder)
+        with pytest.raises(DatasetError, match=said) as caught:
+            case.load()
+        assert "segmentation-1.nii" in str(caught.value)
+    no_tumor = labels_like(np.where(raw == 2, 1, raw), image)  # a case without tumors is fine
+    write_image(no_tumor, folder / "segmentation-1.nii")
+    assert (lvt_array(load_cases("lits", folder)[0]) == 3).sum() == 0

@@ -93,34 +93,56 @@ class Case:
         if self.labels is not None:
             raw = read_image(self.labels)
             array = sitk.GetArrayFromImage(raw)
+            if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
+                raise DatasetError(f"{self.labels}: label values must be whole numbers, found "
+                                   f"{array[array != np.round(array)].ravel()[:3].tolist()}")
             out = np.zeros(array.shape, dtype=np.uint8)
             for src, dst in self.mapping.items():
                 out[array == src] = dst
             label = _on_image_grid(out, raw, image, self.labels)
+            where = self.labels
         elif self.masks:
             label = _compose_masks(self.masks, image)
+            where = self.masks[0].path.parent
         else:
             raise DatasetError(f"{self.case_id}: case has neither a label file nor masks")
+        _check_annotated_present(label, self.annotated, where, array if self.labels is not None else None)
         return image, label
+
+
+def _check_annotated_present(label: sitk.Image, annotated: Sequence[str], where: Path,
+                             raw: np.ndarray | None) -> None:
+    """Refuse a label map without the liver or vessels its source annotates: the masked loss
+    would teach "no liver here". (A case without tumors is common; without a liver it is a
+    broken file: a liver stored as 255, an empty or misplaced mask.)"""
+    counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=4)
+    present = {"liver": counts[LIVER], "vessel": counts[VESSEL]}  # parenchyma: never all tumor
+    for name in ("liver", "vessel"):
+        if name in annotated and present[name] == 0:
+            found = f" (its values: {np.unique(raw)[:10].tolist()})" if raw is not None else ""
+            raise DatasetError(f"{where}: the source annotates {name} but this case has none{found}; "
+                               "check the label values and that the labels lie on the image")
 
 
 def _on_image_grid(array: np.ndarray, ref: sitk.Image, image: sitk.Image, path: Path) -> sitk.Image:
     """Wrap a label array; resample it onto the image grid when the geometry differs."""
     label = sitk.GetImageFromArray(array)
     label.CopyInformation(ref)
-    if label.GetSize() == image.GetSize() and np.allclose(
-        label.GetSpacing(), image.GetSpacing(), rtol=1e-3
-    ) and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2):
+    spacing = np.asarray(image.GetSpacing())
+    same_grid = (
+        label.GetSize() == image.GetSize()
+        and np.allclose(label.GetSpacing(), spacing, rtol=1e-2)
+        and np.linalg.norm(np.subtract(label.GetOrigin(), image.GetOrigin())) <= 0.5 * spacing.min()
+    )
+    if same_grid:  # one voxel grid, headers written with rounding: the image's header holds
         label.CopyInformation(image)
         return label
-    if label.GetSize() == image.GetSize():
-        # same voxel grid written with slightly different header: trust the image's header
-        label.CopyInformation(image)
-        return label
-    try:
-        return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    except RuntimeError as exc:
-        raise DatasetError(f"{path}: labels do not fit the image grid ({exc})") from None
+    raise DatasetError(  # resampling a misplaced or cropped label teaches the wrong anatomy
+        f"{path}: the labels do not lie on the image's grid (labels: size {list(label.GetSize())}, "
+        f"spacing {[round(v, 3) for v in label.GetSpacing()]}, origin {[round(v, 1) for v in label.GetOrigin()]}; "
+        f"image: size {list(image.GetSize())}, spacing {[round(v, 3) for v in spacing]}, "
+        f"origin {[round(v, 1) for v in image.GetOrigin()]})"
+    )
 
 
 def _compose_masks(masks: Sequence[MaskPart], image: sitk.Image) -> sitk.Image:
