@@ -141,17 +141,19 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
 
 def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoint: Path) -> None:
     with make_session_factory(cohort)() as s:
-        broken = s.scalars(select(Series).order_by(Series.id)).first()
-        assert broken is not None
+        broken, truncated = s.scalars(select(Series).order_by(Series.id)).all()[:2]
         path = storage.resolve(broken.image_path)
+        cut = storage.resolve(truncated.image_path)
     path.write_bytes(b"not a nifti file")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])  # read as zeros by ITK alone
     summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
-    assert summary.done == 3 and summary.failed == 1
-    assert summary.failures[0]["series_id"] == broken.id
+    assert summary.done == 2 and summary.failed == 2
+    assert sorted(f["series_id"] for f in summary.failures) == sorted([broken.id, truncated.id])
     with make_session_factory(cohort)() as s:
-        seg = s.scalar(select(Segmentation).where(Segmentation.series_id == broken.id))
-        assert seg is not None and seg.status == "failed" and seg.error
-        assert seg.label_map_path is None
+        for series, said in ((broken, "damaged"), (truncated, "truncated")):
+            seg = s.scalar(select(Segmentation).where(Segmentation.series_id == series.id))
+            assert seg is not None and seg.status == "failed" and said in seg.error
+            assert seg.label_map_path is None
 
 
 def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(

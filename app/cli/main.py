@@ -12,6 +12,7 @@ import typer
 from app.cli.common import UserError, console
 from app.logging_setup import configure_logging
 from app.settings import get_settings
+from db.storage import StoredImageError
 
 COMMAND_MODULES: list[str] = [
     "segment",
@@ -50,9 +51,10 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Run the CLI; a :class:`UserError` becomes a clear message and exit status 1."""
+    """Run the CLI; a :class:`UserError` (or a missing or damaged stored image) becomes a clear
+    message and exit status 1."""
     try:
         app()
-    except UserError as exc:
+    except (UserError, StoredImageError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(1) from None

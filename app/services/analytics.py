@@ -244,7 +244,7 @@ def _refresh_tracks(
     row_of: dict[tuple[int, int], Lesion] = {}
     timepoints = []
     for t, (study, seg) in enumerate(tracked):
-        labels = sitk.ReadImage(str(storage.resolve(seg.label_map_path or "", root)))
+        labels = storage.read_stored(seg.label_map_path or "", root)
         tp = TimepointInput.from_labels(labels, None, study.study_date, config.tracking.min_voxels)
         timepoints.append(tp)
         for lesion in session.scalars(select(Lesion).where(Lesion.segmentation_id == seg.id)):

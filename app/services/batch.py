@@ -326,7 +326,6 @@ def import_label_map(
 
     Goes through the same path as a batch result; returns the segmentation id.
     """
-    import SimpleITK as sitk
 
     root = data_root or storage.data_dir()
     factory = make_session_factory(url or default_url())
@@ -334,7 +333,7 @@ def import_label_map(
         series = session.get(Series, series_id)
         if series is None:
             raise UserError(f"series {series_id} is not in the store")
-        image = sitk.ReadImage(str(storage.resolve(series.image_path, root)))
+        image = storage.read_stored(series.image_path, root)
         rel, sha = storage.store_image(labels, root)
         result = {**measure_labels(labels, image), "label_map_path": rel, "label_map_hash": sha}
         seg = store_result(session, series_id, model_id, result, root)

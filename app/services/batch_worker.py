@@ -94,7 +94,7 @@ def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
         return [_failed(out, exc, start) for out in outs]
     for out, item in zip(outs, task["series"], strict=True):
         try:
-            images.append(sitk.ReadImage(str(storage.resolve(item["image_path"], root))))
+            images.append(storage.read_stored(item["image_path"], root))
         except Exception as exc:
             _failed(out, exc, start)
             images.append(None)

@@ -80,8 +80,8 @@ def export_seg(
         patient = session.get(Patient, study.patient_id)
         assert patient is not None
         seg, model = _segmentation(session, series_id, model_id)
-        image = sitk.ReadImage(str(storage.resolve(series.image_path, root)))
-        labels = sitk.ReadImage(str(storage.resolve(seg.label_map_path or "", root)))
+        image = storage.read_stored(series.image_path, root)
+        labels = storage.read_stored(seg.label_map_path or "", root)
         info = (patient.pseudo_id, study.study_instance_uid, series.series_instance_uid,
                 study.study_date, series.description, series.source_format)
         drawn = (seg.label_map_hash or "", seg.lvt_version)

@@ -44,7 +44,7 @@ class Volume:
 
 def _read(path: str, data_dir: str) -> sitk.Image:
     """A stored image, on its own axes."""
-    return sitk.ReadImage(str(storage.resolve(path, _root(data_dir))))
+    return storage.read_stored(path, _root(data_dir))
 
 
 def _read_for_display(path: str, data_dir: str) -> sitk.Image:
