@@ -26,7 +26,7 @@ from app.services.ingest.service import IngestOptions, ingest_paths
 from app.web.queries import segmentations_by_version
 from db import storage
 from db.engine import ensure_schema, make_session_factory
-from db.models import BatchRun, Lesion, LesionTrack, Segmentation, Series, VolumetryResult
+from db.models import BatchRun, Lesion, LesionTrack, Patient, Segmentation, Series, VolumetryResult
 from lvt_core import __version__ as lvt_version
 
 tiny_checkpoint = model_fixtures.tiny_checkpoint  # the shared fixture
@@ -250,6 +250,8 @@ def test_sigkill_mid_batch_resumes_without_duplicates(
 
     summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert summary.series_total == 4 - killed["done"] and summary.failed == 0
+    with make_session_factory(cohort)() as s:  # a patient finished by the killed run too
+        assert summary.patients_refreshed == s.scalar(select(func.count(Patient.id)))
     counts = _counts(cohort)
     assert counts["segs"] == counts["done"] == counts["series"] == 4
     _assert_consistent(cohort)

@@ -196,10 +196,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def close_stale_runs(session: Session) -> int:
-    """Mark runs whose client process on this host is gone as failed; return how many."""
+def close_stale_runs(session: Session) -> set[int]:
+    """Mark runs whose client process on this host is gone as failed; return the patients whose
+    series such a run finished: the killed client never reached their analytics (tracks,
+    volumetry, responses), so the next run refreshes them."""
     host = socket.gethostname()
-    count = 0
+    unrefreshed: set[int] = set()
     for run in session.scalars(select(BatchRun).where(BatchRun.status.in_(("pending", "running")))):
         params = run.params or {}
         pid = params.get("pid")
@@ -211,8 +213,11 @@ def close_stale_runs(session: Session) -> int:
         for job in run.jobs:
             if job.status in ("pending", "running"):
                 job.status = "cancelled"
-        count += 1
-    return count
+        finished = [job.series_id for job in run.jobs if job.status == "done"]
+        if finished:
+            unrefreshed.update(session.scalars(
+                select(Study.patient_id).join(Series, Series.study_id == Study.id).where(Series.id.in_(finished))))
+    return unrefreshed
 
 
 def create_run(
@@ -428,7 +433,7 @@ def run_batch(
     to_refresh: list[int] = []
     with factory() as session:
         model = register_model(session, checkpoint)
-        close_stale_runs(session)
+        to_refresh = sorted(close_stale_runs(session))
         if options.run_id is not None:
             run = session.get(BatchRun, options.run_id)
             if run is None:
@@ -449,7 +454,7 @@ def run_batch(
                                         options.outdated)
             run = None
             if options.refresh:
-                to_refresh = patients_with_results(session, model.id, patient_ids)
+                to_refresh = sorted(set(to_refresh) | set(patients_with_results(session, model.id, patient_ids)))
         summary = BatchSummary(
             run_id=options.run_id,
             model={"id": model.id, "name": model.name, "version": model.version,
