@@ -156,6 +156,23 @@ def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoi
             assert seg.label_map_path is None
 
 
+def test_a_redo_that_fails_leaves_none_of_the_earlier_results(cohort: str, tiny_checkpoint: Path) -> None:
+    """The failed series kept its lesions and liver volume, which still fed tracks and exports."""
+    run_batch(BatchOptions(all=True, model=tiny_checkpoint))
+    with make_session_factory(cohort)() as s:
+        series = s.scalars(select(Series).order_by(Series.id)).first()
+        assert s.scalar(select(func.count(VolumetryResult.id)).where(VolumetryResult.series_id == series.id)) == 1
+    storage.resolve(series.image_path).write_bytes(b"not a nifti file")
+    forced = run_batch(BatchOptions(all=True, model=tiny_checkpoint, force=True))
+    assert forced.failed == 1 and forced.failures[0]["series_id"] == series.id
+    with make_session_factory(cohort)() as s:
+        seg = s.scalar(select(Segmentation).where(Segmentation.series_id == series.id))
+        assert seg.status == "failed" and seg.label_map_path is None
+        assert s.scalar(select(func.count(Lesion.id)).where(Lesion.segmentation_id == seg.id)) == 0
+        assert s.scalar(select(func.count(VolumetryResult.id)).where(VolumetryResult.series_id == series.id)) == 0
+    _assert_consistent(cohort)
+
+
 def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
         lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One task per study: with the cross-phase rule on, both phases go through

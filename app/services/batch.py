@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
@@ -270,6 +270,13 @@ def store_result(
         seg.status, seg.error = "failed", str(error)
         if job is not None:
             job.status, job.error = "failed", str(error)
+        # a redo that failed leaves no earlier result behind: its lesions and liver volume
+        # would still feed the tracks, the exports and the study's phase deviation
+        seg.label_map_path = seg.label_map_hash = None
+        session.flush()
+        _store_lesions(session, seg.id, [])
+        session.execute(delete(VolumetryResult).where(
+            VolumetryResult.series_id == series_id, VolumetryResult.model_id == model_id))
         session.flush()
         return seg
     seg.status, seg.error = "done", None
@@ -521,6 +528,7 @@ def run_batch(
                     patients.add(info[sid][1])
                 else:
                     summary.failed += 1
+                    patients.add(info[sid][1])  # its earlier results are gone from the analytics too
                     summary.failures.append({"series_id": sid, "error": seg.error})
                     log.warning("series %s failed: %s", sid, seg.error)
             if on_progress is not None:
