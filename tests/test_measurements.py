@@ -74,6 +74,18 @@ def test_every_row_links_to_deidentified_studies(migrated_db: str, tmp_path: Pat
     assert again.added == 0 and again.already_present == 4 and _count(migrated_db) == 4
 
 
+def test_a_row_with_an_accession_links_to_a_study_ingested_without_one(migrated_db: str, tmp_path: Path) -> None:
+    """A manifest ingest stores no accession; the phantom's own measurements.csv carries one."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16)), str(tmp_path / "ct.nii.gz"))
+    (tmp_path / "manifest.csv").write_text("patient_id,image,study_date\nPAT3,ct.nii.gz,2024-01-10\n")
+    ingest_paths([], IngestOptions(manifest=tmp_path / "manifest.csv"), url=migrated_db)
+    report = import_measurements(_csv(tmp_path, ["PAT3,2024-01-10,A0002T00,L1,12,,,,,,dr_a,"]), url=migrated_db)
+    assert report.added == 1
+
+
 def test_keep_identifiers_store_links_too(migrated_db: str, tmp_path: Path) -> None:
     _cohort(tmp_path, migrated_db, deidentify=False)
     report = import_measurements(_csv(tmp_path, ["PAT2,2024-04-10,,L1,12,,,,,,,"]), url=migrated_db)

@@ -212,6 +212,10 @@ def _find_study(session: Session, deid: Deidentifier, row: _Row) -> tuple[Study 
         if row.study_date:
             stmt = stmt.where(Study.study_date == policy.date(row.patient_id, row.study_date))
         studies = session.scalars(stmt).all()
+        if not studies and row.accession and row.study_date:  # a study ingested without accession
+            studies = session.scalars(select(Study).where(
+                Study.patient_id == patient.id, Study.accession.is_(None),
+                Study.study_date == policy.date(row.patient_id, row.study_date))).all()
         if len(studies) == 1:
             return studies[0], ""
         if len(studies) > 1:
