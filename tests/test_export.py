@@ -101,6 +101,24 @@ def test_seg_of_unsegmented_series_is_a_user_error(store: dict, tmp_path: Path) 
     assert proc.returncode == 1 and "series 999" in proc.stderr
 
 
+def test_an_output_path_that_cannot_be_written_is_refused_in_one_line(store: dict, tmp_path: Path) -> None:
+    """These were tracebacks, some after the whole export, leaving temporary files behind."""
+    env = {**os.environ, "LVT_DATABASE_URL": store["url"]}
+    tmp_path = tmp_path / "outputs"
+    tmp_path.mkdir()
+    (tmp_path / "afile").write_text("taken")
+    (tmp_path / "folder").mkdir()
+    series = str(store["series"]["nifti"])
+    for args, said in ((["seg", series, str(tmp_path / "folder")], "is a folder"),
+                       (["seg", series, str(tmp_path / "afile" / "seg.dcm")], "is a file, not a folder"),
+                       (["cohort", str(tmp_path / "afile")], "is a file, not a folder")):
+        proc = subprocess.run([str(LVT), "export", *args], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1 and said in " ".join(proc.stderr.split()), proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
 def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
     csv = export_cohort(tmp_path / "csv", "csv")
     pq = export_cohort(tmp_path / "pq", "parquet")

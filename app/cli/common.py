@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -24,6 +25,22 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """A problem with the user's input: reported as one clear message, exit status 1."""
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse, before any work, an output folder that is a file or lies below one."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{folder}: cannot write results there, {path} is a file, not a folder")
+        if path.exists():
+            return
+
+
+def check_output_file(file: Path) -> None:
+    """Refuse, before any work, an output file that is a folder or lies below a file."""
+    if file.is_dir():
+        raise UserError(f"{file}: is a folder; give a file name for the output")
+    check_output_folder(file.parent)
 
 
 def fail(message: str) -> NoReturn:

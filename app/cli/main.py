@@ -58,3 +58,7 @@ def main() -> None:
     except (UserError, StoredImageError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(1) from None
+    except OSError as exc:  # a path that cannot be written (permissions, a full disk, a missing mount)
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False)
+        raise SystemExit(1) from None

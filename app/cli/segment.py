@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import typer
 from rich.markup import escape
 
-from app.cli.common import UserError, console, print_json, progress_bar
+from app.cli.common import UserError, check_output_folder, console, print_json, progress_bar
 from app.settings import get_settings
 from lvt_core import __version__ as lvt_version
 from lvt_core.atomic_files import write_text_atomically
@@ -42,15 +42,6 @@ def lesion_list(
             for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)]
 
 
-def _check_output_folder(output_dir: Path) -> None:
-    """Refuse an output that cannot become a folder: an existing file, or a file on its path."""
-    for path in (output_dir, *output_dir.parents):
-        if path.exists() and not path.is_dir():
-            raise UserError(f"{output_dir}: cannot write results there, {path} is a file, not a folder")
-        if path.exists():
-            return
-
-
 def segment_scan(
     input_path: Path,
     output_dir: Path,
@@ -69,7 +60,7 @@ def segment_scan(
 
     start = time.perf_counter()
     model_path = Path(model) if model is not None else get_settings().model_path
-    _check_output_folder(output_dir)  # before minutes of inference, not after
+    check_output_folder(output_dir)  # before minutes of inference, not after
     with progress_bar() as progress:
         task = progress.add_task("segment", total=4)
         try:

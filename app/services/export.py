@@ -10,7 +10,7 @@ import pydicom
 import SimpleITK as sitk
 from sqlalchemy import select
 
-from app.cli.common import UserError
+from app.cli.common import UserError, check_output_file, check_output_folder
 from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
@@ -28,8 +28,12 @@ def export_cohort(
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_output_folder(out)
     tables = cohort_tables(filters, url=url)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     written = {}
     for name, frame in tables.items():
         path = out / f"{name}.{fmt}"
@@ -71,6 +75,7 @@ def export_seg(
     from app.services import dicom_seg
 
     root = data_root or storage.data_dir()
+    check_output_file(out)
     with make_session_factory(url or default_url())() as session:
         series = session.get(Series, series_id)
         if series is None:
