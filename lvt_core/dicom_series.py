@@ -85,6 +85,8 @@ def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) ->
         ds.PatientID = info.patient_id
         ds.PatientBirthDate = info.patient_birth_date.strftime("%Y%m%d") if info.patient_birth_date else ""
         ds.PatientSex = info.patient_sex
+        ds.ReferringPhysicianName = ""  # Type 2: present, empty when unknown
+        ds.BodyPartExamined = "ABDOMEN"  # unpaired, so no Laterality is due (Type 2C)
         ds.SliceThickness = f"{sz:.6g}"
         ds.SpacingBetweenSlices = f"{sz:.6g}"
         ds.KVP = "120"

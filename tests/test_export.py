@@ -76,6 +76,7 @@ def test_dicom_seg_is_valid_and_correctly_placed(store: dict, tmp_path: Path, so
     assert check["highdicom_segments"] == 3
     if "skipped" not in check["dciodvfy"]:
         assert check["dciodvfy"]["errors"] == []
+        assert check["ct_dciodvfy"]["errors"] == []  # ReferringPhysicianName, Laterality were missing
     ds = pydicom.dcmread(out)
     assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
     codes = {s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in ds.SegmentSequence}

@@ -113,6 +113,7 @@ def export_seg(
             "highdicom_segments": len(back.SegmentSequence),
             "world_space_mismatched_pixels": dicom_seg.check_against_labels(out, labels),
             "dciodvfy": dicom_seg.dciodvfy(out),
+            "ct_dciodvfy": dicom_seg.dciodvfy(paths[0]),  # the referenced series travels with it
         }
     return report
 
