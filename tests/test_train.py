@@ -166,6 +166,11 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
         "sampling.yaml": ("contrast_sampling: gaussian\n", r"contrast_sampling"),
         "diameters.yaml": ("synthetic_lesion_diameter_mm: [20, 4]\n",
                            r"synthetic_lesion_diameter_mm: needs 0 < low <= high"),
+        # typos inside free-form blocks trained the default network, or died in a worker
+        "filtres.yaml": ("network: {filtres: [8, 16]}\n", r"network: unknown key\(s\) \['filtres'\]"),
+        "livr.yaml": ("foreground_class_weights: {livr: 1.0}\n", r"foreground_class_weights: unknown class"),
+        "widht.yaml": ("window: {level: 60, widht: 400}\n", r"window: needs exactly the keys level and width"),
+        "spacing.yaml": ("spacing_mm: [0, 4, 4]\n", r"spacing_mm: needs three positive values"),
     }
     for name, (text, message) in refused.items():
         (tmp_path / name).write_text(text + "datasets: []\n")

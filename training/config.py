@@ -119,6 +119,34 @@ class TrainConfig(BaseModel):
     def _three(cls, value: list) -> list:
         if len(value) != 3:
             raise ValueError("needs three values (x, y, z)")
+        if any(not v > 0 for v in value):
+            raise ValueError(f"needs three positive values, got {value}")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _known_network_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """A typo (``filtres``) silently trained the default network: a wasted GPU run."""
+        from lvt_core.network import DEFAULT_NETWORK
+
+        unknown = sorted(set(value) - set(DEFAULT_NETWORK) - {"out_channels"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; known: {sorted(DEFAULT_NETWORK)}")
+        return value
+
+    @field_validator("foreground_class_weights")
+    @classmethod
+    def _known_classes(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        unknown = sorted(set(value or {}) - {"liver", "vessel", "tumor"})
+        if unknown:
+            raise ValueError(f"unknown class(es) {unknown}; use liver, vessel, tumor")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _level_and_width(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and set(value) != {"level", "width"}:
+            raise ValueError(f"needs exactly the keys level and width, got {sorted(value)}")
         return value
 
     @field_validator("contrast_range_hu")
