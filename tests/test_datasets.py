@@ -375,6 +375,10 @@ def test_labels_off_the_image_grid_or_without_the_annotated_liver_are_refused(tm
         with pytest.raises(DatasetError, match=said) as caught:
             case.load()
         assert "segmentation-1.nii" in str(caught.value)
+    write_image(image, folder / "volume-2.nii")  # its segmentation-2.nii is missing
+    with pytest.raises(DatasetError, match=r"1 volume\(s\) without their segmentation-N file: .*volume-2.nii"):
+        load_cases("lits", folder)
+    (folder / "volume-2.nii").unlink()
     no_tumor = labels_like(np.where(raw == 2, 1, raw), image)  # a case without tumors is fine
     write_image(no_tumor, folder / "segmentation-1.nii")
     assert (lvt_array(load_cases("lits", folder)[0]) == 3).sum() == 0
