@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from lvt_core.inference import resolve_device
 from training.config import TrainConfig, load_config
 from training.train import (
     MODEL_FILE,
@@ -35,7 +36,6 @@ from training.train import (
     BatchMaker,
     checkpoint_meta,
     gather_cases,
-    resolve_device,
     train,
 )
 

@@ -31,6 +31,7 @@ import torch
 from lvt_core import labels as L
 from lvt_core.atomic_files import replaced_on_success
 from lvt_core.checkpoint import default_meta, save_checkpoint, torch_save_atomically
+from lvt_core.inference import resolve_device
 from lvt_core.losses import (
     DeepSupervisionLoss,
     bce_batch_dice_loss,
@@ -349,14 +350,6 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 # -- the loop --------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-    return torch.device(name)
 
 
 def train(

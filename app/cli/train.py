@@ -44,6 +44,8 @@ def train_command(
         return
     if config is None:
         raise typer.BadParameter("give a CONFIG file (or --list-datasets)")
+    if device not in ("auto", "cpu", "cuda"):  # bad usage (exit 2), before any data is read
+        raise typer.BadParameter(f"choose auto, cpu or cuda, not {device!r}", param_hint="--device")
     from training.config import ConfigError, load_config
     from training.datasets import DatasetError
     from training.train import train
