@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from db_fixtures import write_ct_series
 from sqlalchemy import select
 
+from app.cli.common import UserError
 from app.services.batch import import_label_map
 from app.services.export import export_cohort, export_mesh, export_seg
 from app.services.ingest.service import IngestOptions, ingest_paths
@@ -137,6 +138,11 @@ def test_cohort_export_csv_and_parquet(store: dict, tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tables"]["series"]["rows"] == 2
+    (tmp_path / "cli" / "obsolete_table.csv").write_text("x\n")  # would read as part of the export
+    with pytest.raises(UserError, match=r"obsolete_table\.csv"):
+        export_cohort(tmp_path / "cli", "csv")
+    with pytest.raises(UserError, match=r"lesions\.parquet"):  # another format's tables are stale too
+        export_cohort(tmp_path / "pq", "csv")
     proc = subprocess.run([str(LVT), "export", "cohort", str(tmp_path / "xl"), "--format", "xlsx"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "xlsx" in proc.stderr  # bad usage, as the CLI contract says

@@ -37,6 +37,13 @@ def test_cli_exports_a_phantom_cohort(tmp_path: Path) -> None:
     missing = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(out),
                               "--input", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 1 and "nowhere" in missing.stderr
+    again = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(out),
+                            "--input", str(cohort)], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # the same export again is fine
+    (out / "imagesTr" / "STALE_0000.nii.gz").write_bytes(b"")  # nnU-Net would train on it
+    stale = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(out),
+                            "--input", str(cohort)], cwd=REPO, capture_output=True, text=True)
+    assert stale.returncode == 1 and "STALE_0000.nii.gz" in stale.stderr
 
 
 def test_partial_cases_are_recorded(tmp_path: Path) -> None:

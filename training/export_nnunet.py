@@ -53,6 +53,14 @@ def export_cases(
 ) -> dict[str, Any]:
     """Write ``cases`` into ``out`` (the ``DatasetXXX_Name`` folder); returns a summary."""
     out = Path(out)
+    ids = [safe_case_id(case.case_id) for case in cases]
+    expected = {f"imagesTr/{i}_0000.nii.gz" for i in ids} | {f"labelsTr/{i}.nii.gz" for i in ids}
+    stale = sorted(str(p.relative_to(out)) for sub in ("imagesTr", "labelsTr") if (out / sub).is_dir()
+                   for p in (out / sub).iterdir() if str(p.relative_to(out)) not in expected)
+    if stale:  # nnU-Net trains on every file there, whatever dataset.json counts
+        raise ValueError(f"{out}: holds {len(stale)} case file(s) this export would not write "
+                         f"({', '.join(stale[:3])}{' …' if len(stale) > 3 else ''}); export into an "
+                         "empty folder or remove them")
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     partial: dict[str, list[str]] = {}

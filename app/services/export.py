@@ -30,6 +30,11 @@ def export_cohort(
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_output_folder(out)
     tables = cohort_tables(filters, url=url)
+    written_names = {f"{name}.{fmt}" for name in tables}
+    stale = sorted(p.name for p in out.iterdir() if p.name not in written_names) if out.is_dir() else []
+    if stale:  # mixed with this export, an older table would read as part of it
+        raise UserError(f"{out}: holds file(s) this export would not write ({', '.join(stale[:3])}"
+                        f"{' …' if len(stale) > 3 else ''}); export into an empty folder or remove them")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
