@@ -240,6 +240,12 @@ def test_folder_with_mapping_yaml_and_synthetic(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("images: img\nlabels: lab\nmapping: {4: spleen}\n")
     with pytest.raises(DatasetError, match="spleen"):
         load_cases("folder", tmp_path / "bad.yaml")
+    for text, said in (("images: img\nlabels: lab\nmapping: {4: liver}\nanotated: [liver]\n", r"unknown key\(s\) \['anotated'\]"),
+                       ("images: img\nlabels: lables\nmapping: {4: liver}\n", r"labels folder .*lables does not exist"),
+                       ("images: img\nlabels: lab\nmapping: [liver, tumor]\n", "mapping must map label values")):
+        (tmp_path / "mine" / "typo.yaml").write_text(text)
+        with pytest.raises(DatasetError, match=said):
+            load_cases("folder", tmp_path / "mine" / "typo.yaml")
 
     cohort = write_synthetic_cohort(tmp_path / "cohort", 3)
     synth = load_cases("synthetic", cohort)

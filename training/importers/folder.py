@@ -21,6 +21,8 @@ from lvt_core.labels import CHANNELS, CLASS_VALUES
 from training.datasets import Case, DatasetError, Source, register_source
 from training.importers._util import stem, volumes
 
+KEYS = ("name", "images", "labels", "mapping", "annotated")
+
 
 def import_folder(path: Path, mapping: str | Path | None = None) -> list[Case]:
     """Cases described by a mapping YAML (``path`` is the YAML or a folder holding one)."""
@@ -35,9 +37,16 @@ def import_folder(path: Path, mapping: str | Path | None = None) -> list[Case]:
     except yaml.YAMLError as exc:
         raise DatasetError(f"{yaml_path}: not valid YAML ({exc})") from None
     root = yaml_path.parent
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{yaml_path}: expected a mapping of keys ({', '.join(KEYS)})")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:  # a typo (``anotated``) fell back to a default without a word
+        raise DatasetError(f"{yaml_path}: unknown key(s) {unknown}; known: {list(KEYS)}")
     for key in ("images", "labels", "mapping"):
         if key not in spec:
             raise DatasetError(f"{yaml_path}: missing key {key!r}")
+    if not isinstance(spec["mapping"], dict):
+        raise DatasetError(f"{yaml_path}: mapping must map label values to classes, e.g. {{1: liver, 2: tumor}}")
     values: dict[int, int] = {}
     for raw, name in dict(spec["mapping"]).items():
         if str(name) not in CLASS_VALUES:
@@ -48,6 +57,9 @@ def import_folder(path: Path, mapping: str | Path | None = None) -> list[Case]:
     bad = [a for a in annotated if a not in CHANNELS]
     if bad:
         raise DatasetError(f"{yaml_path}: annotated {bad} not among {list(CHANNELS)}")
+    for key in ("images", "labels"):
+        if not (root / str(spec[key])).is_dir():
+            raise DatasetError(f"{yaml_path}: {key} folder {root / str(spec[key])} does not exist")
     name = str(spec.get("name") or yaml_path.stem)
     image_dir, label_dir = root / spec["images"], root / spec["labels"]
     labels = {stem(p): p for p in volumes(label_dir)}
