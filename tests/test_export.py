@@ -190,3 +190,13 @@ def test_seg_uid_follows_the_label_map_and_names_the_pipeline(store: dict, tmp_p
     assert third.SOPInstanceUID != first.SOPInstanceUID
     assert third.SeriesInstanceUID != first.SeriesInstanceUID
     assert list(third.SoftwareVersions) == ["1", f"LVT {lvt_version}"] and report["lvt_version"] == lvt_version
+
+
+def test_ids_with_a_missing_link_are_written_as_whole_numbers() -> None:
+    """An unlinked measurement made pandas write the column as floats ("1.0", "18.0")."""
+    from app.services.analytics import _whole_number_ids
+
+    table = _whole_number_ids(pd.DataFrame({"track_number": [1.0, None], "lesion_id": [18.0, None],
+                                            "model_mm": [12.0, None], "radiologist_mm": [11.5, 9.0]}))
+    assert table.to_csv(index=False).splitlines() == [
+        "track_number,lesion_id,model_mm,radiologist_mm", "1,18,12.0,11.5", ",,,9.0"]

@@ -750,7 +750,17 @@ def cohort_tables(
     tables["agreement"] = pd.DataFrame.from_records(stats_rows, columns=[
         "scope", "patient", "n", "mean_abs_diff_mm", "bias_mm", "sd_diff_mm", "loa_low_mm",
         "loa_high_mm", "pearson_r"])
-    return tables
+    return {name: _whole_number_ids(table) for name, table in tables.items()}
+
+
+def _whole_number_ids(table: pd.DataFrame) -> pd.DataFrame:
+    """Ids, numbers and indices as nullable integers: a missing link made pandas write the
+    whole column as floats (``track_number`` 1.0), which other tools do not join on."""
+    for column in table.columns:
+        if (column.endswith(("_id", "_number", "_index")) and pd.api.types.is_float_dtype(table[column])
+                and (table[column].dropna() % 1 == 0).all()):
+            table[column] = table[column].astype("Int64")
+    return table
 
 
 # -- clinician corrections ------------------------------------------------------------------
