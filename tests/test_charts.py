@@ -90,7 +90,10 @@ def test_reference_lines_are_drawn() -> None:
         assert all(_drawn(fig, s) == (1.5, 1.0) for s in fig.layout.shapes)
         assert all(a.text for a in fig.layout.annotations)  # an empty one shows plotly's "new text"
     assert [a.text for a in charts.volumetry_deviation(deviation).layout.annotations] == ["+2 %", "-2 %"]
-    assert charts.bland_altman(pairs).layout.annotations[0].text == "bias 1.5 mm"
+    labels = [a.text for a in charts.bland_altman(pairs).layout.annotations]
+    assert labels[0] == "bias 1.5 mm"
+    assert labels[1].startswith("upper limit of agreement") and labels[2].startswith("lower limit of agreement")
+    assert all(label.endswith(" mm") for label in labels)  # the limits were bare numbers
 
 
 def test_a_patient_seen_once_gets_a_month_either_side_not_milliseconds() -> None:

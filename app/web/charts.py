@@ -246,8 +246,8 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
     scatter = go.Scattergl if len(pairs) > 2000 else go.Scatter
     fig = go.Figure(scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
     reference_line(fig, bias, colour="#333333", label=f"bias {bias:.1f} mm")
-    for y in (bias + 1.96 * sd, bias - 1.96 * sd):
-        reference_line(fig, y, dash="dash", colour="#e76f51", label=f"{y:.1f}")
+    for y, side in ((bias + 1.96 * sd, "upper"), (bias - 1.96 * sd, "lower")):
+        reference_line(fig, y, dash="dash", colour="#e76f51", label=f"{side} limit of agreement {y:.1f} mm")
     fig.update_layout(**LAYOUT, showlegend=False, title="Bland–Altman (model − radiologist)")
     fig.update_layout(title_font_size=14)
     fig.update_xaxes(title="mean of both (mm)")

@@ -53,5 +53,5 @@ with st.expander("All phases"):
     st.dataframe(rows.head(SHOWN).round(2), hide_index=True, width="stretch",
                  column_config={"total_ml": "total liver (ml)", "functional_ml": "functional liver (ml)",
                                 "deviation_pct": "deviation (%)", "liver_cut_at": "liver cut at"})
-    st.download_button("Download CSV", lambda: data.table_bytes(rows, "csv"), "lvt-volumetry.csv",
+    st.download_button("Download CSV", lambda: data.table_bytes(rows.round(3), "csv"), "lvt-volumetry.csv",
                        mime="text/csv", key="vol_csv")
