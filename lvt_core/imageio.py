@@ -80,10 +80,42 @@ def _read_dicom_dir(folder: Path) -> sitk.Image:
     best = max(series_ids, key=lambda sid: len(reader.GetGDCMSeriesFileNames(str(search_root), sid)))
     files = reader.GetGDCMSeriesFileNames(str(search_root), best)
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError:
         return _read_dicom_with_pydicom([Path(f) for f in files], folder)
+    _check_no_missing_slices(reader, files, folder)
+    return image
+
+
+MISSING_SLICE_RATIO = 1.5
+"""A gap between neighbouring slices this many times the usual step is a missing slice."""
+
+
+def _check_no_missing_slices(reader: sitk.ImageSeriesReader, files: tuple[str, ...], folder: Path) -> None:
+    """Refuse a series with a slice missing: ITK fills the gap by interpolation (with only a
+    "Non uniform sampling" warning), which draws anatomy that was never scanned."""
+    if len(files) < 3:
+        return
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+                              for i in range(len(files))])
+        orientation = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+    except (RuntimeError, ValueError):  # no positions to check: the volume stands as read
+        return
+    normal = np.cross(orientation[:3], orientation[3:])
+    steps = np.diff(positions @ normal)
+    usual = float(np.median(np.abs(steps)))
+    if usual <= 0:
+        return
+    gaps = np.nonzero(np.abs(steps) > MISSING_SLICE_RATIO * usual)[0]
+    if gaps.size:
+        i = int(gaps[0])
+        raise ImageReadError(
+            f"{folder}: missing slices: a gap of {abs(steps[i]):.2f} mm where {usual:.2f} mm is usual, "
+            f"between {Path(files[i]).name} and {Path(files[i + 1]).name}"
+        )
 
 
 def _read_dicom_with_pydicom(files: list[Path], folder: Path) -> sitk.Image:

@@ -1,4 +1,4 @@
-"""Damaged NIfTI files are refused with the file named, not read as plausible volumes.
+"""Damaged images are refused with the file named, not read as plausible volumes.
 
 ITK alone reads a truncated ``.nii.gz`` with its missing slices as zeros, NaN as 0 and a
 voxel size of 0 as 1 mm; each gave wrong volumes with exit status 0.
@@ -87,3 +87,15 @@ def test_lesions_command_exits_1_on_a_truncated_label_map(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "cut.nii.gz" in result.output and "truncated" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_dicom_series_with_a_missing_slice_is_refused_not_interpolated(tmp_path: Path) -> None:
+    """ITK filled the gap by interpolation, with only a warning: anatomy that was never scanned.
+    (`lvt segment` on a DICOM folder, and the IRCADb importer's per-slice masks, read this way.)"""
+    from db_fixtures import write_ct_series
+
+    write_ct_series(tmp_path / "whole", n_slices=6, z_positions=[0, 2, 4, 6, 8, 10])
+    assert read_image(tmp_path / "whole").GetSize()[2] == 6
+    write_ct_series(tmp_path / "gap", n_slices=6, z_positions=[0, 2, 4, 8, 10, 12])
+    with pytest.raises(ImageReadError, match=r"gap.*missing slices: a gap of 4\.00 mm where 2\.00 mm is usual"):
+        read_image(tmp_path / "gap")
