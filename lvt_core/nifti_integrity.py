@@ -3,7 +3,8 @@
 ITK's NIfTI reader fills a truncated file's missing voxels with zeros, turns NaN into 0 and
 reads a voxel size of 0 as 1 mm. Each gives a volume that looks valid and numbers that are
 wrong (a zero-filled slab of a CT is 0 HU, which the model draws as liver). nibabel reads the
-header; the data is streamed once, in chunks, so a clinical CT is never held twice.
+header. Integer data whose gzip trailer records the length the header promises is whole; other
+files are streamed once, in chunks, so a clinical CT is never held twice.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ _HEADER_CLASSES = {
 
 CHUNK_BYTES = 1 << 24
 """Bytes decompressed per step (16 MiB): bounded memory on any scan."""
+
+
+def _gzip_trailer_size(path: Path) -> int | None:
+    """The uncompressed length (mod 2³²) a gzip file records in its last four bytes.
+
+    A truncated file ends mid-stream, so these bytes are data, not the record; a file of
+    several gzip members records only its last one. Either way a mismatch sends the caller to
+    the full decompression, which decides.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() < 4:
+            return None
+        handle.seek(-4, 2)
+        return int.from_bytes(handle.read(4), "little")
 
 
 def nifti_problem(path: Path) -> str | None:
@@ -52,6 +70,8 @@ def nifti_problem(path: Path) -> str | None:
     offset = int(header.get_data_offset())
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     floating = np.issubdtype(dtype, np.floating)
+    if not floating and _gzip_trailer_size(path) == (offset + expected) % 2**32:
+        return None  # the stream's own length record says whole: no need to decompress it
     read = 0
     non_finite = 0
     try:

@@ -41,7 +41,10 @@ def test_whole_files_pass_in_both_encodings(tmp_path: Path) -> None:
     gz = _labels(tmp_path / "labels.nii.gz")
     raw = tmp_path / "labels.nii"
     raw.write_bytes(gzip.decompress(gz.read_bytes()))
-    for path in (gz, raw):
+    data = raw.read_bytes()
+    members = tmp_path / "members.nii.gz"  # pigz/bgzip style: its trailer records the last member
+    members.write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]))
+    for path in (gz, raw, members):
         assert nifti_problem(path) is None
         assert sitk.GetArrayViewFromImage(read_image(path)).sum() > 0
 
