@@ -189,6 +189,8 @@ def test_one_image_under_two_sources_stays_on_one_side_of_every_split(tmp_path: 
         train, validation = split_cases(cases, fold, 5)
         assert {c.split_group for c in train}.isdisjoint({c.split_group for c in validation})
         assert len({c.split_group for c in validation}) == 2  # one Task08 image, one LiTS volume
+    with pytest.raises(ValueError, match=r"fold 0 of 5 needs at least 5 patients, the data has 2"):
+        split_cases([c for c in cases if c.split_group in {"lits_001", "lits_002"}], 0, 5)
 
 
 def test_a_dataset_json_that_names_missing_files_or_is_malformed_says_so(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ def split_cases(
         return list(cases), []
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} is outside 0..{n_folds - 1}")
+    groups = {c.split_group for c in cases}
+    if len(groups) < n_folds:  # a fold would hold nothing, or take every case from training
+        raise ValueError(f"fold {fold} of {n_folds} needs at least {n_folds} patients, the data has "
+                         f"{len(groups)}; use fewer folds (n_folds) or fold: -1 to train on all")
     held = set(kfold_groups([c.split_group for c in cases], n_folds, seed)[fold])
     train = [c for c in cases if c.split_group not in held]
     val = [c for c in cases if c.split_group in held]
