@@ -89,8 +89,18 @@ def _read_dicom_dir(folder: Path) -> sitk.Image:
     return image
 
 
-MISSING_SLICE_RATIO = 1.5
+GAP_FACTOR = 1.5
 """A gap between neighbouring slices this many times the usual step is a missing slice."""
+
+
+def slice_gaps(z_mm: np.ndarray) -> tuple[np.ndarray, float]:
+    """(indices ``i`` where a slice is missing between ``z_mm[i]`` and ``z_mm[i + 1]``, the
+    usual step) for slice positions along the normal, in order; one rule for ingest and reads."""
+    steps = np.abs(np.diff(z_mm))
+    usual = float(np.median(steps)) if steps.size else 0.0
+    if usual <= 0:
+        return np.empty(0, dtype=np.int64), usual
+    return np.nonzero(steps > GAP_FACTOR * usual)[0], usual
 
 
 def _check_no_missing_slices(reader: sitk.ImageSeriesReader, files: tuple[str, ...], folder: Path) -> None:
@@ -104,16 +114,12 @@ def _check_no_missing_slices(reader: sitk.ImageSeriesReader, files: tuple[str, .
         orientation = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
     except (RuntimeError, ValueError):  # no positions to check: the volume stands as read
         return
-    normal = np.cross(orientation[:3], orientation[3:])
-    steps = np.diff(positions @ normal)
-    usual = float(np.median(np.abs(steps)))
-    if usual <= 0:
-        return
-    gaps = np.nonzero(np.abs(steps) > MISSING_SLICE_RATIO * usual)[0]
+    z = positions @ np.cross(orientation[:3], orientation[3:])
+    gaps, usual = slice_gaps(z)
     if gaps.size:
         i = int(gaps[0])
         raise ImageReadError(
-            f"{folder}: missing slices: a gap of {abs(steps[i]):.2f} mm where {usual:.2f} mm is usual, "
+            f"{folder}: missing slices: a gap of {abs(z[i + 1] - z[i]):.2f} mm where {usual:.2f} mm is usual, "
             f"between {Path(files[i]).name} and {Path(files[i + 1]).name}"
         )
 

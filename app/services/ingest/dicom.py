@@ -18,9 +18,10 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from lvt_core.imageio import slice_gaps
+
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 TILT_TOLERANCE_DEG = 0.5
-GAP_FACTOR = 1.5
 NONUNIFORM_TOLERANCE = 0.01
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
@@ -200,8 +201,7 @@ def check_series(series: DicomSeries) -> None:
                 "under one SeriesInstanceUID?)"
             )
             return
-    step_mm = float(np.median(diffs))
-    gaps = np.nonzero(diffs > GAP_FACTOR * step_mm)[0]
+    gaps, step_mm = slice_gaps(z)
     if len(gaps):
         i = int(gaps[0])
         missing = round(float(diffs[gaps].sum()) / step_mm) - len(gaps)
