@@ -65,8 +65,7 @@ def export_cases(
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     partial: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for case in cases:
-        case_id = safe_case_id(case.case_id)
+    for case, case_id in zip(cases, ids, strict=True):
         if case_id in seen:
             raise ValueError(f"duplicate case id {case_id!r} (from {case.image})")
         seen.add(case_id)
