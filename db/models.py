@@ -368,6 +368,19 @@ class User(Base):
     last_login: Mapped[dt.datetime | None]
 
 
+class WebSession(Base):
+    """A browser sign-in that survives a reload: the browser keeps a random token in a cookie,
+    the store keeps only its SHA-256, so a copy of the database cannot sign anyone in."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    signed_in_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+
+
 class BatchRun(Base):
     """One batch inference run over many series."""
 

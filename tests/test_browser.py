@@ -129,3 +129,27 @@ def test_a_link_opened_signed_out_asks_to_sign_in_then_opens(served: str) -> Non
         assert page.url.endswith("/volumetry")
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+
+
+def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
+    """Streamlit forgets its session on a reload; the sign-in used to go with it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served, wait_until="domcontentloaded")
+        page.get_by_role("textbox", name="User name").fill("researcher")
+        page.get_by_role("textbox", name="Password").fill("lvt-researcher-demo")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.goto(f"{served}/cohort", wait_until="domcontentloaded")  # a new load, as F5 or a new tab
+        page.get_by_role("heading", name="Cohort").wait_for(timeout=30_000)
+        assert page.get_by_role("textbox", name="User name").count() == 0
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+        assert page.get_by_role("heading", name="Cohort").count() == 0
+        browser.close()

@@ -208,10 +208,13 @@ def ensure_user(session: Session, username: str, role: str, password: str) -> Us
 
 
 def set_password(session: Session, username: str, password: str, actor: str | None = None) -> None:
-    """Replace a user's password."""
+    """Replace a user's password and end the browser sessions signed in with the old one."""
+    from app.services import web_sessions  # it builds on this module's CurrentUser
+
     _check_password(password, username)
     user = _require(session, username)
     user.password_hash = hash_password(password)
+    web_sessions.end_all(session, user.id)
     audit.record(session, audit.USER_CHANGE, actor=actor, target=username, detail={"passwd": True})
 
 

@@ -1,18 +1,24 @@
 """Who is signed in: the browser session's user, expiry, sign-in and sign-out.
 
 The user lives in ``st.session_state["user"]`` as an :class:`~app.services.auth.CurrentUser`.
-An expired session is cleared on the next rerun, which sends the visitor back to login.
+Streamlit forgets that on a reload or in a new tab, so a sign-in also leaves a token in a
+cookie (:mod:`app.services.web_sessions`) from which the user is found again. An expired
+session is cleared on the next rerun, which sends the visitor back to login.
 """
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from app.services import audit, auth
+from app.services import audit, auth, web_sessions
 from app.web import data
 
 USER_KEY = "user"
+TOKEN_KEY = "session_token"
+COOKIE_TO_WRITE_KEY = "cookie_to_write"
 REQUESTED_PAGE_KEY = "requested_page"
 PATIENTS_PAGE = "views/patients.py"
 
@@ -32,11 +38,43 @@ def open_requested_page() -> None:
         st.switch_page(PATIENTS_PAGE)
 
 
+def cookie_name() -> str:
+    """Cookies are shared by every port of a host, so each served app names its own."""
+    return f"lvt_session_{st.get_option('server.port')}"
+
+
+def _resume_from_cookie() -> auth.CurrentUser | None:
+    """The user the browser's cookie still signs in (after a reload, in a new tab), or None."""
+    token = st.context.cookies.get(cookie_name())
+    user = data.run(web_sessions.resume, token) if token else None
+    if user is not None:
+        st.session_state[USER_KEY] = user
+        st.session_state[TOKEN_KEY] = token
+    return user
+
+
+def write_cookie() -> None:
+    """Hand the browser the cookie a sign-in or sign-out left to write (once).
+
+    Streamlit cannot set cookies itself, so a one-line script does, on the page rendered after
+    the sign-in (a page switch would drop an element rendered before it).
+    """
+    token = st.session_state.pop(COOKIE_TO_WRITE_KEY, None)
+    if token is None:
+        return
+    max_age = int(auth.SESSION_TTL.total_seconds()) if token else 0
+    cookie = json.dumps(f"{cookie_name()}={token}; path=/; max-age={max_age}; SameSite=Strict")
+    st.html(
+        f"<script>document.cookie = {cookie} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+    )
+
+
 def current_user() -> auth.CurrentUser | None:
     """The signed-in user, or None (also when the session just expired)."""
     user = st.session_state.get(USER_KEY)
     if not isinstance(user, auth.CurrentUser):
-        return None
+        return _resume_from_cookie()
     if user.expired():
         st.session_state.pop(USER_KEY, None)
         st.session_state["expired_notice"] = True
@@ -52,7 +90,10 @@ def sign_in(username: str, password: str) -> str | None:
         return str(exc).capitalize() + "."
     if user is None:
         return "Unknown user name or wrong password (or the account is disabled)."
+    token = data.run(web_sessions.start, user)
     st.session_state[USER_KEY] = user
+    st.session_state[TOKEN_KEY] = token
+    st.session_state[COOKIE_TO_WRITE_KEY] = token
     st.session_state.pop("expired_notice", None)
     return None
 
@@ -60,10 +101,16 @@ def sign_in(username: str, password: str) -> str | None:
 def sign_out() -> None:
     """End the session (audited)."""
     user = current_user()
+    token = st.session_state.get(TOKEN_KEY)
     if user is not None:
-        data.run(lambda s: audit.record(s, audit.LOGOUT, actor=user.username, user_id=user.id))
+        def record(s):  # type: ignore[no-untyped-def]
+            web_sessions.end(s, token)
+            audit.record(s, audit.LOGOUT, actor=user.username, user_id=user.id)
+
+        data.run(record)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+    st.session_state[COOKIE_TO_WRITE_KEY] = ""  # the browser forgets the ended token
 
 
 def oidc_configured() -> bool:

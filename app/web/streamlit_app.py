@@ -56,4 +56,6 @@ else:
             session.sign_out()
             st.rerun()
         st.caption(theme.DISCLAIMER)
+if user is None or page is not PAGES["login"]:  # a signed-in login page switches away at once
+    session.write_cookie()
 page.run()
