@@ -132,3 +132,23 @@ def test_lvt_entry_point_prints_only_json(scans) -> None:
         pytest.skip(f"the lvt app does not import right now: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["lesions"]) == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["lesions", "missing.nii.gz", "--json"],  # caught in the command
+        ["evaluate", "--pred", "missing.nii.gz", "--ref", "missing.nii.gz", "--json"],  # caught in main()
+    ],
+)
+def test_a_json_command_that_fails_still_prints_one_json_document(tmp_path: Path, args: list[str]) -> None:
+    """A script reading stdout got nothing to parse when a command failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LVT_VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run(
+        [sys.executable, "-c", "from app.cli.main import main; main()", *args],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert done.returncode == 1
+    document = json.loads(done.stdout)
+    assert document["exit_code"] == 1 and "missing.nii.gz" in document["error"]
+    assert "missing.nii.gz" in done.stderr

@@ -43,9 +43,17 @@ def check_output_file(file: Path) -> None:
     check_output_folder(file.parent)
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``message`` to stderr and exit with status 1 (a user error)."""
+def report_error(message: str) -> None:
+    """Print a user error on stderr; with ``--json`` stdout still gets its one JSON document,
+    ``{"error": ..., "exit_code": 1}``, so a script reading it learns why."""
     console.print(f"[bold red]error:[/] {message}", highlight=False)
+    if "--json" in sys.argv[1:]:
+        print_json({"error": message, "exit_code": 1})
+
+
+def fail(message: str) -> NoReturn:
+    """Report ``message`` (:func:`report_error`) and exit with status 1 (a user error)."""
+    report_error(message)
     raise typer.Exit(code=1)
 
 

@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-from app.cli.common import UserError, console
+from app.cli.common import UserError, report_error
 from app.logging_setup import configure_logging
 from app.settings import get_settings
 from db.storage import StoredImageError
@@ -50,15 +50,18 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"app.cli.{_name}").register(app)
 
 
+def _fail(message: str) -> None:
+    report_error(message)
+    raise SystemExit(1)
+
+
 def main() -> None:
     """Run the CLI; a :class:`UserError` (or a missing or damaged stored image) becomes a clear
     message and exit status 1."""
     try:
         app()
     except (UserError, StoredImageError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise SystemExit(1) from None
+        _fail(str(exc))
     except OSError as exc:  # a path that cannot be written (permissions, a full disk, a missing mount)
         where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False)
-        raise SystemExit(1) from None
+        _fail(f"{where}{exc.strerror or exc}")
