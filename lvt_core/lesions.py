@@ -11,7 +11,9 @@ Definitions follow ARCHITECTURE.md:
   is the index along that axis.
   The outline is the 0.5 iso-contour of the slice mask (marching squares), so a lesion that
   spans ``n`` voxels measures about ``n`` voxel widths, as a radiologist's caliper would;
-- the short axis is the lesion's width in that slice perpendicular to the longest diameter;
+- the short axis is the longest diameter perpendicular to it in that slice (RECIST): the
+  longest extent of the outline along a line at right angles to the longest diameter. A
+  lesion whose outline is slanted has a short axis below its width across that diameter;
 - the distance to a vessel is the gap between the lesion's and the vessel's voxels, in mm (0
   when they touch: what a surgeon plans a margin from); the distance to the liver surface is
   between voxel centres (a lesion on the liver capsule is 0 mm away);
@@ -135,18 +137,24 @@ def lesion_component_map(labels: sitk.Image, min_voxels: int = 10) -> sitk.Image
     return image
 
 
+SHORT_AXIS_SAMPLES_PER_PIXEL = 4
+"""Perpendicular lines tried per pixel along the longest diameter."""
+MAX_SHORT_AXIS_SAMPLES = 1024
+
+
 def feret_in_plane(mask2d: np.ndarray, spacing_xy: tuple[float, float]) -> tuple[float, float]:
-    """Longest in-plane diameter and the perpendicular width of a 2D ``y, x`` mask, in mm.
+    """Longest in-plane diameter and the short axis perpendicular to it of a 2D ``y, x`` mask, in mm.
 
     Uses the 0.5 iso-contour (so one isolated pixel measures about one pixel) and the convex
-    hull of its points; the width is the extent of the outline across the diameter's axis.
+    hull of its points for the diameter; the short axis is measured on the outline itself
+    (:func:`_longest_perpendicular_chord`).
     """
     padded = np.pad(mask2d.astype(np.float32), 1)
     contours = measure.find_contours(padded, 0.5)
     if not contours:
         return 0.0, 0.0
-    points = np.concatenate(contours) - 1.0  # (row=y, col=x)
-    points_mm = points[:, ::-1] * np.array(spacing_xy, dtype=float)
+    contours_mm = [(c - 1.0)[:, ::-1] * np.array(spacing_xy, dtype=float) for c in contours]  # x, y
+    points_mm = np.concatenate(contours_mm)
     try:
         hull = points_mm[ConvexHull(points_mm).vertices]
     except (QhullError, ValueError):
@@ -158,9 +166,33 @@ def feret_in_plane(mask2d: np.ndarray, spacing_xy: tuple[float, float]) -> tuple
     if longest == 0.0:
         return 0.0, 0.0
     axis = (hull[j] - hull[i]) / longest
+    step = min(spacing_xy) / SHORT_AXIS_SAMPLES_PER_PIXEL
+    return longest, _longest_perpendicular_chord(contours_mm, hull[i], axis, longest, step)
+
+
+def _longest_perpendicular_chord(
+    contours_mm: Sequence[np.ndarray], origin: np.ndarray, axis: np.ndarray, length: float, step: float
+) -> float:
+    """Longest extent of closed outlines along the lines at right angles to ``axis``.
+
+    Lines cross the diameter every ``step`` mm (half a step in from each end, so none runs
+    through its end points); on each, the outline's first and last crossings bound the chord.
+    """
     perpendicular = np.array([-axis[1], axis[0]])
-    projection = hull @ perpendicular
-    return longest, float(projection.max() - projection.min())
+    starts = np.concatenate([c[:-1] for c in contours_mm]) - origin
+    ends = np.concatenate([c[1:] for c in contours_mm]) - origin
+    u0, u1 = starts @ axis, ends @ axis
+    v0, v1 = starts @ perpendicular, ends @ perpendicular
+    count = int(min(max(length / step, 1.0), MAX_SHORT_AXIS_SAMPLES))
+    t = (np.arange(count) + 0.5) * (length / count)
+    low, high = np.minimum(u0, u1)[:, None], np.maximum(u0, u1)[:, None]
+    crosses = (t[None, :] >= low) & (t[None, :] < high)
+    du = np.where(u1 == u0, 1.0, u1 - u0)[:, None]
+    v = v0[:, None] + (t[None, :] - u0[:, None]) * ((v1 - v0)[:, None] / du)
+    top = np.where(crosses, v, -np.inf).max(axis=0)
+    bottom = np.where(crosses, v, np.inf).min(axis=0)
+    chords = np.where(np.isfinite(top) & np.isfinite(bottom), top - bottom, 0.0)
+    return float(chords.max(initial=0.0))
 
 
 def head_foot_array_axis(image: sitk.Image) -> int:

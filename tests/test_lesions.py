@@ -160,6 +160,22 @@ def test_feret_is_not_a_bounding_box() -> None:
     assert short < 1.5
 
 
+def test_short_axis_is_the_longest_perpendicular_chord_not_the_width() -> None:
+    """A slanted parallelogram (sides 40 mm along x, 10 mm high, sheared 60 mm): its longest
+    diameter is the 100.5 mm diagonal; across it the outline is 7.96 mm wide, but no line at
+    right angles to the diagonal holds more than 6.59 mm of lesion (ARCHITECTURE.md, RECIST)."""
+    from skimage.draw import polygon
+
+    pixel = 0.25
+    corners_mm = np.array([(0.0, 0.0), (40.0, 0.0), (100.0, 10.0), (60.0, 10.0)])  # x, y
+    mask = np.zeros((60, 420), dtype=bool)
+    rows, cols = polygon(corners_mm[:, 1] / pixel + 10, corners_mm[:, 0] / pixel + 10, mask.shape)
+    mask[rows, cols] = True
+    longest, short = feret_in_plane(mask, (pixel, pixel))
+    assert longest == pytest.approx(100.5, abs=0.6)
+    assert short == pytest.approx(6.59, abs=0.4)
+
+
 def test_components_distances_and_hu_on_a_liver() -> None:
     anatomy = Anatomy(
         lesions=(
