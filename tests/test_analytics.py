@@ -150,6 +150,10 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
                            "response", "measurements", "agreement"}
     assert len(tables["series"]) == 4 and len(tables["lesions"]) == 6  # both phases at t0
     assert len(tables["response"]) == 4 and len(tables["measurements"]) == 4
+    # lengths and positions name their unit, as the lesion diameters always did
+    assert {"spacing_x_mm", "spacing_z_mm", "slice_thickness_mm"} <= set(tables["series"].columns)
+    assert {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(tables["lesions"].columns)
+    assert tables["series"]["spacing_x_mm"].between(0.1, 10).all()
 
 
 def test_overrides_are_kept_by_later_runs(store: dict) -> None:

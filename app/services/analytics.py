@@ -686,8 +686,9 @@ def cohort_tables(
             "series": frame(where_patient(
                 select(Series.id.label("series_id"), Study.id.label("study_id"),
                        Patient.pseudo_id.label("patient"), Series.phase, Series.modality,
-                       Series.spacing_x, Series.spacing_y, Series.spacing_z, Series.size_x,
-                       Series.size_y, Series.size_z, Series.slice_thickness,
+                       Series.spacing_x.label("spacing_x_mm"), Series.spacing_y.label("spacing_y_mm"),
+                       Series.spacing_z.label("spacing_z_mm"), Series.size_x, Series.size_y,
+                       Series.size_z, Series.slice_thickness.label("slice_thickness_mm"),
                        Series.series_instance_uid, Segmentation.status.label("segmentation"),
                        Segmentation.runtime_s, Segmentation.precision, Segmentation.lvt_version)
                 .join(Study, Study.id == Series.study_id)
@@ -700,7 +701,8 @@ def cohort_tables(
                        Series.id.label("series_id"), Study.id.label("study_id"),
                        Patient.pseudo_id.label("patient"), Lesion.voxels, Lesion.volume_ml,
                        Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
-                       Lesion.centroid_x, Lesion.centroid_y, Lesion.centroid_z, Lesion.mean_hu,
+                       Lesion.centroid_x.label("centroid_x_mm"), Lesion.centroid_y.label("centroid_y_mm"),
+                       Lesion.centroid_z.label("centroid_z_mm"), Lesion.mean_hu,
                        Lesion.found_by)
                 .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
                 .join(Series, Series.id == Segmentation.series_id)
