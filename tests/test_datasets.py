@@ -140,6 +140,25 @@ def test_msd_tasks_map_labels_by_dataset_json(tmp_path: Path) -> None:
     assert np.array_equal(lvt_array(vessel[0]), np.where(lab == 1, 0, lab))
 
 
+def test_a_label_value_the_source_does_not_name_is_refused(tmp_path: Path) -> None:
+    """MSD and LiTS define every value their files hold; an unnamed one (a tumor relabelled 3,
+    a mask stored as 255) was made background silently, teaching "no tumor here"."""
+    image, lab = ct_and_labels()
+    root = tmp_path / "Task03_Liver"
+    raw = np.where(lab == 3, 3, np.where(lab > 0, 1, 0))  # tumor written as 3, not 2
+    write_image(image, root / "imagesTr" / "liver_7.nii.gz")
+    write_image(labels_like(raw, image), root / "labelsTr" / "liver_7.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "cancer"}}))
+    (case,) = load_cases("msd_liver", root)
+    with pytest.raises(DatasetError, match=r"liver_7\.nii\.gz: label value\(s\) \[3\]"):
+        case.load()
+    write_image(image, tmp_path / "LiTS" / "volume-3.nii")
+    write_image(labels_like(raw, image), tmp_path / "LiTS" / "segmentation-3.nii")
+    (lits,) = load_cases("lits", tmp_path / "LiTS")
+    with pytest.raises(DatasetError, match=r"segmentation-3\.nii: label value\(s\) \[3\]"):
+        lits.load()
+
+
 def test_lits_and_hv_liver(tmp_path: Path) -> None:
     image, lab = ct_and_labels()
     raw = np.where(lab == 3, 2, np.where(lab > 0, 1, 0))
@@ -373,7 +392,7 @@ def test_labels_off_the_image_grid_or_without_the_annotated_liver_are_refused(tm
     moved = labels_like(raw, image)
     moved.SetOrigin(tuple(np.add(image.GetOrigin(), (0.0, 0.0, 1000.0))))
     cases = [(moved, "do not lie on the image's grid"),
-             (labels_like(np.where(raw == 1, 255, raw), image), "annotates liver but this case has none"),
+             (labels_like(np.where(raw == 1, 255, raw), image), r"label value\(s\) \[255\] are not among"),
              (labels_like(np.zeros_like(raw), image), "annotates liver but this case has none")]
     as_float = sitk.Cast(labels_like(raw, image), sitk.sitkFloat32) * 0.9999999
     cases.append((as_float, "whole numbers"))

@@ -41,7 +41,9 @@ class Case:
 
     Labels come either from one label file whose values map through ``mapping`` (source
     value → LVT value; values not listed become background) or from binary ``masks``
-    composed with the priority tumor > vessel > liver.
+    composed with the priority tumor > vessel > liver. Where a source defines every value its
+    files hold (MSD's ``dataset.json``, LiTS), ``known_values`` lists them and any other value
+    is refused: mapped to background, a relabelled tumor would teach "no tumor here".
     """
 
     case_id: str
@@ -59,6 +61,7 @@ class Case:
     # that the liver volume agrees across them, as the app's volumetry does
     study: str = ""
     phase: str = ""
+    known_values: frozenset[int] | None = None
 
     @property
     def sampling_group(self) -> str:
@@ -96,6 +99,7 @@ class Case:
             if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
                 raise DatasetError(f"{self.labels}: label values must be whole numbers, found "
                                    f"{array[array != np.round(array)].ravel()[:3].tolist()}")
+            _check_known_values(array, self.known_values, self.labels)
             out = np.zeros(array.shape, dtype=np.uint8)
             for src, dst in self.mapping.items():
                 out[array == src] = dst
@@ -108,6 +112,16 @@ class Case:
             raise DatasetError(f"{self.case_id}: case has neither a label file nor masks")
         _check_annotated_present(label, self.annotated, where, array if self.labels is not None else None)
         return image, label
+
+
+def _check_known_values(array: np.ndarray, known: frozenset[int] | None, path: Path) -> None:
+    """Refuse label values the source does not define (see :class:`Case`)."""
+    if known is None:
+        return
+    unknown = sorted(int(v) for v in np.unique(array) if int(v) not in known)
+    if unknown:
+        raise DatasetError(f"{path}: label value(s) {unknown[:10]} are not among the source's "
+                           f"labels {sorted(known)}; fix the file or the source's label list")
 
 
 def _check_annotated_present(label: sitk.Image, annotated: Sequence[str], where: Path,

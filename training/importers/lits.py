@@ -27,7 +27,8 @@ def import_lits(path: Path) -> list[Case]:
             n = int(match.group(1))
             cases.append(
                 Case(f"lits_{n:03d}", "lits", ("liver", "tumor"), volume, segmentations[n],
-                     {1: LIVER, 2: TUMOR}, group=f"lits_{n:03d}")  # MSD Task03 holds it too
+                     {1: LIVER, 2: TUMOR}, group=f"lits_{n:03d}",  # MSD Task03 holds it too
+                     known_values=frozenset({0, 1, 2}))
             )
     if unpaired:  # a training volume without its labels is a broken download, not a test case
         raise DatasetError(f"{path}: {len(unpaired)} volume(s) without their segmentation-N file: "

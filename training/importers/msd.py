@@ -55,9 +55,11 @@ def import_msd(path: Path, source: str = "msd", group_prefix: str = "") -> list[
         raise DatasetError(f"{meta_path}: no liver, vessel or tumor label among {labels} "
                            f"(names understood: {', '.join(sorted(_NAME_TO_VALUE))})")
     annotated = tuple(CLASS_NAMES[v] for v in sorted(set(mapping.values())))
+    known = frozenset({0} | {int(v) for v in labels if str(v).strip().isdigit()})
     pairs = _pairs_from_json(path, meta, meta_path) or _pairs_from_folders(path)
     return [
-        Case(stem(image), source, annotated, image, labels_file, mapping, group=_group(image, group_prefix))
+        Case(stem(image), source, annotated, image, labels_file, mapping,
+             group=_group(image, group_prefix), known_values=known)
         for image, labels_file in pairs
     ]
 
