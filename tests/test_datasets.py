@@ -281,6 +281,16 @@ def test_totalsegmentator_real_liver_is_a_partial_source(real_data: Path) -> Non
     out = lvt_array(small)
     assert set(np.unique(out)) == {0, 1}
     assert int((out == 1).sum()) == 38634  # TotalSegmentator label 5, as documented
+    # the DICOM example's labels store y the other way round from the series: every training
+    # config that lists this source stopped at "do not lie on the image's grid"
+    dicom = next(c for c in cases if c.image.is_dir())
+    image, labels = dicom.load()
+    assert labels.GetDirection() == image.GetDirection() and labels.GetSize() == image.GetSize()
+    raw = sitk.ReadImage(str(dicom.labels))
+    assert int((sitk.GetArrayViewFromImage(labels) == 1).sum()) == int((sitk.GetArrayViewFromImage(raw) == 5).sum())
+    probe = tuple(int(v) for v in np.argwhere(sitk.GetArrayViewFromImage(raw) == 5)[0][::-1])  # x, y, z
+    point = raw.TransformIndexToPhysicalPoint(probe)  # one liver voxel stays where it was in space
+    assert labels[image.TransformPhysicalPointToIndex(point)] == 1
 
 
 def test_preprocessing_is_cached_and_resampled(tmp_path: Path) -> None:
@@ -380,6 +390,27 @@ def test_a_slice_rewritten_inside_a_dicom_folder_changes_the_fingerprint(tmp_pat
     os.utime(tmp_path / "liver", ns=(folder_times.st_atime_ns, folder_times.st_mtime_ns))
     os.utime(tmp_path / "liver" / "image_1", ns=(1, 10**18))
     assert case.fingerprint() != before
+
+
+def test_labels_stored_with_flipped_axes_are_reordered_and_mirrored_ones_refused(tmp_path: Path) -> None:
+    """TotalSegmentator stores ``y`` the other way round from the DICOM it read: the same voxel
+    grid, which was refused; a label mirrored in ``z`` at the same origin was accepted."""
+    image, lab = ct_and_labels()
+    folder = tmp_path / "LiTS"
+    write_image(image, folder / "volume-1.nii")
+    raw = np.where(lab == 3, 2, np.where(lab > 0, 1, 0))
+    flipped = sitk.Flip(labels_like(raw, image), [False, True, False])  # same voxels, y reversed
+    assert flipped.GetDirection() != image.GetDirection()
+    write_image(flipped, folder / "segmentation-1.nii")
+    (case,) = load_cases("lits", folder)
+    _, loaded = case.load()
+    assert loaded.GetDirection() == image.GetDirection() and loaded.GetOrigin() == image.GetOrigin()
+    assert np.array_equal(sitk.GetArrayFromImage(loaded), np.where(lab == 2, 1, lab))
+    mirrored = labels_like(raw, image)
+    mirrored.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    write_image(mirrored, folder / "segmentation-1.nii")
+    with pytest.raises(DatasetError, match=r"do not lie on the image's grid .*axes \[1\.0, 0\.0, 0\.0, 0\.0, 1\.0, 0\.0, 0\.0, 0\.0, -1\.0\]"):
+        load_cases("lits", folder)[0].load()
 
 
 def test_labels_off_the_image_grid_or_without_the_annotated_liver_are_refused(tmp_path: Path) -> None:

@@ -52,3 +52,20 @@ def test_partial_cases_are_recorded(tmp_path: Path) -> None:
     assert summary["partially_annotated"] == 1
     meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert meta["lvt_partially_annotated"] == {"P001_0_venous_liveronly": ["liver"]}
+
+
+def test_a_refused_case_leaves_no_half_written_dataset(tmp_path: Path) -> None:
+    """A case refused halfway left imagesTr/labelsTr with the earlier cases and no dataset.json."""
+    import pytest
+
+    from training.datasets import DatasetError
+
+    cohort = write_synthetic_cohort(tmp_path / "cohort", 2)
+    moved = sitk.ReadImage(str(cohort / "P001" / "labels.nii.gz"))
+    moved.SetOrigin((0.0, 0.0, 900.0))
+    sitk.WriteImage(moved, str(cohort / "P001" / "labels.nii.gz"))
+    out = tmp_path / "Dataset501_LVT"
+    with pytest.raises(DatasetError, match="P001"):
+        export_cases(load_cases("synthetic", cohort), out)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # no staging folder left

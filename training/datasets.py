@@ -138,25 +138,55 @@ def _check_annotated_present(label: sitk.Image, annotated: Sequence[str], where:
                                "check the label values and that the labels lie on the image")
 
 
+GRID_TOLERANCE_VOXELS = 0.1
+"""How far (in voxels) a label voxel's centre may sit from an image voxel's: header rounding."""
+
+
 def _on_image_grid(array: np.ndarray, ref: sitk.Image, image: sitk.Image, path: Path) -> sitk.Image:
-    """Wrap a label array; resample it onto the image grid when the geometry differs."""
+    """Wrap a label array and put it on the image's voxel grid, or refuse it.
+
+    The label's voxel centres must be the image's, in physical space: a label stored with its
+    axes flipped or permuted (TotalSegmentator writes ``y`` the other way round from the DICOM
+    it read) is reordered, voxel for voxel; a misplaced, mirrored or cropped one is refused,
+    since resampling it would teach the wrong anatomy.
+    """
     label = sitk.GetImageFromArray(array)
     label.CopyInformation(ref)
-    spacing = np.asarray(image.GetSpacing())
-    same_grid = (
-        label.GetSize() == image.GetSize()
-        and np.allclose(label.GetSpacing(), spacing, rtol=1e-2)
-        and np.linalg.norm(np.subtract(label.GetOrigin(), image.GetOrigin())) <= 0.5 * spacing.min()
+    if _same_voxel_centres(label, image):
+        if label.GetDirection() == image.GetDirection() and label.GetSize() == image.GetSize():
+            label.CopyInformation(image)  # one grid, headers written with rounding
+            return label
+        return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    raise DatasetError(
+        f"{path}: the labels do not lie on the image's grid (labels: {_geometry(label)}; "
+        f"image: {_geometry(image)})"
     )
-    if same_grid:  # one voxel grid, headers written with rounding: the image's header holds
-        label.CopyInformation(image)
-        return label
-    raise DatasetError(  # resampling a misplaced or cropped label teaches the wrong anatomy
-        f"{path}: the labels do not lie on the image's grid (labels: size {list(label.GetSize())}, "
-        f"spacing {[round(v, 3) for v in label.GetSpacing()]}, origin {[round(v, 1) for v in label.GetOrigin()]}; "
-        f"image: size {list(image.GetSize())}, spacing {[round(v, 3) for v in spacing]}, "
-        f"origin {[round(v, 1) for v in image.GetOrigin()]})"
-    )
+
+
+def _same_voxel_centres(label: sitk.Image, image: sitk.Image) -> bool:
+    """True when the label's voxel box covers exactly the image's, corner voxel on corner voxel."""
+    if int(np.prod(label.GetSize())) != int(np.prod(image.GetSize())):
+        return False
+    corners = []
+    for corner in np.ndindex(2, 2, 2):
+        index = [int(c * (n - 1)) for c, n in zip(corner, label.GetSize(), strict=True)]
+        point = label.TransformIndexToPhysicalPoint(index)
+        continuous = np.asarray(image.TransformPhysicalPointToContinuousIndex(point))
+        if np.abs(continuous - np.round(continuous)).max() > GRID_TOLERANCE_VOXELS:
+            return False
+        corners.append(tuple(int(v) for v in np.round(continuous)))
+    wanted = {tuple(int(c * (n - 1)) for c, n in zip(corner, image.GetSize(), strict=True))
+              for corner in np.ndindex(2, 2, 2)}
+    return set(corners) == wanted
+
+
+def _geometry(image: sitk.Image) -> str:
+    """Size, spacing, origin and axes in plain numbers, for messages."""
+    def plain(values: Sequence[float], digits: int) -> list[float]:
+        return [round(float(v), digits) for v in values]
+
+    return (f"size {list(image.GetSize())}, spacing {plain(image.GetSpacing(), 3)}, "
+            f"origin {plain(image.GetOrigin(), 1)}, axes {plain(image.GetDirection(), 2)}")
 
 
 def _compose_masks(masks: Sequence[MaskPart], image: sitk.Image) -> sitk.Image:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,8 +64,31 @@ def export_cases(
         raise ValueError(f"{out}: holds {len(stale)} case file(s) this export would not write "
                          f"({', '.join(stale[:3])}{' …' if len(stale) > 3 else ''}); export into an "
                          "empty folder or remove them")
-    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # every case is written beside ``out`` first: a refused case leaves ``out`` as it was
+        partial = _write_cases(cases, ids, staging, on_case)
+        for sub in ("imagesTr", "labelsTr"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            for path in (staging / sub).iterdir():
+                os.replace(path, out / sub / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seen = set(ids)
+    if partial:
+        log.warning("%d case(s) are partially annotated; nnU-Net will treat their missing "
+                    "classes as background", len(partial))
+    (out / "dataset.json").write_text(json.dumps(dataset_json(len(seen), partial, name), indent=2))
+    return {"out": str(out), "cases": len(seen), "partially_annotated": len(partial),
+            "dataset_json": str(out / "dataset.json")}
+
+
+def _write_cases(
+    cases: Sequence[Case], ids: Sequence[str], out: Path, on_case: Callable[[str], None] | None
+) -> dict[str, list[str]]:
+    """Write each case's image and labels under ``out``; returns the partially annotated ones."""
+    (out / "imagesTr").mkdir(parents=True)
+    (out / "labelsTr").mkdir(parents=True)
     partial: dict[str, list[str]] = {}
     seen: set[str] = set()
     for case, case_id in zip(cases, ids, strict=True):
@@ -76,12 +102,7 @@ def export_cases(
             partial[case_id] = list(case.annotated)
         if on_case:
             on_case(case_id)
-    if partial:
-        log.warning("%d case(s) are partially annotated; nnU-Net will treat their missing "
-                    "classes as background", len(partial))
-    (out / "dataset.json").write_text(json.dumps(dataset_json(len(seen), partial, name), indent=2))
-    return {"out": str(out), "cases": len(seen), "partially_annotated": len(partial),
-            "dataset_json": str(out / "dataset.json")}
+    return partial
 
 
 def export_nnunet(
