@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.cli.common import UserError, console, fail, print_json, track
@@ -193,7 +194,7 @@ def _print_volumetry(document: dict[str, Any]) -> None:
         + (" — FLAGGED" if document["flag"] else "")
     )
     for warning in document["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
 
 
 def register(app: typer.Typer) -> None:

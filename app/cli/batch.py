@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from app.cli.common import console, print_json, progress_bar
 
@@ -54,7 +55,7 @@ def batch(
         highlight=False,
     )
     for failure in summary.failures:
-        console.print(f"  series {failure['series_id']}: {failure['error']}", highlight=False)
+        console.print(f"  series {failure['series_id']}: {escape(failure['error'])}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

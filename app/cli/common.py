@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,7 +47,7 @@ def check_output_file(file: Path) -> None:
 def report_error(message: str) -> None:
     """Print a user error on stderr; with ``--json`` stdout still gets its one JSON document,
     ``{"error": ..., "exit_code": 1}``, so a script reading it learns why."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a path may hold [brackets]
     if "--json" in sys.argv[1:]:
         print_json({"error": message, "exit_code": 1})
 

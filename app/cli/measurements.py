@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from app.cli.common import console, print_json
 from app.services.measurements import import_measurements
@@ -28,7 +29,7 @@ def import_csv(
         print_json(report.to_json())
     else:
         console.print(
-            f"{csv_path}: {report.added} measurement(s) added, {report.already_present} already "
+            f"{escape(str(csv_path))}: {report.added} measurement(s) added, {report.already_present} already "
             f"present, {len(report.studies)} stud(ies) of {len(report.patients)} patient(s)"
         )
 

@@ -160,7 +160,7 @@ def register(app: typer.Typer) -> None:
         vol = summary["volumes_ml"]
         searched = sum(lesion["found_by"] == "faint_search" for lesion in summary["lesions"])
         console.print(
-            f"{summary['labels']}: total liver {vol['liver_total']:.1f} ml "
+            f"{escape(str(summary['labels']))}: total liver {vol['liver_total']:.1f} ml "
             f"(functional {vol['liver_functional']:.1f} ml), vessels {vol['vessel']:.1f} ml, "
             f"tumors {vol['tumor']:.1f} ml in {summary['n_lesions']} lesions"
             + (f" ({searched} found by the faint-lesion search, not the network)" if searched else "")
