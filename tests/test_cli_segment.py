@@ -143,6 +143,18 @@ def test_evaluate_folders_reports_cases_and_mean(tmp_path: Path, monkeypatch, ca
     assert doc["cases"][0]["liver"]["dsc"] == 1.0 and doc["cases"][1]["liver"]["dsc"] < 1.0
     assert doc["liver"]["dsc"] == pytest.approx(np.mean([c["liver"]["dsc"] for c in doc["cases"]]))
 
+    # a reference without its prediction was skipped, so the mean covered the other cases only
+    sitk.WriteImage(ref, str(tmp_path / "ref" / "c.nii.gz"))
+    code, _, err = run_lvt(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")],
+                           monkeypatch, capsys)
+    err = " ".join(err.split())  # the console wraps long lines
+    assert code == 1 and "no prediction for 1 reference(s)" in err and "c.nii.gz" in err
+    sitk.WriteImage(ref, str(tmp_path / "pred" / "c.nii.gz"))
+    sitk.WriteImage(ref, str(tmp_path / "ref" / "c.nrrd"))  # which of the two is the reference?
+    code, _, err = run_lvt(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")],
+                           monkeypatch, capsys)
+    assert code == 1 and "two files for case 'c'" in " ".join(err.split())
+
 
 def test_segment_warns_when_the_scan_stops_inside_the_liver(
     toy_model: Path, tmp_path: Path, lvt_env: Path, monkeypatch, capsys

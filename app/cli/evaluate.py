@@ -40,9 +40,8 @@ def _case_name(path: Path) -> str:
 
 
 def pair_files(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
-    """Match a file with a file, or the volumes of one folder with same-named ones in another."""
-    from lvt_core.imageio import is_volume_file
-
+    """Match a file with a file, or the volumes of one folder with same-named ones in another
+    (every reference needs its prediction)."""
     for path, role in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
             raise UserError(f"{path}: no such file or folder ({role})")
@@ -50,18 +49,32 @@ def pair_files(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
         return [(_case_name(pred), pred, ref)]
     if pred.is_dir() != ref.is_dir():
         raise UserError(f"{pred} and {ref}: give two files or two folders")
-    refs = {_case_name(p): p for p in sorted(ref.iterdir()) if p.is_file() and is_volume_file(p)}
-    pairs = []
-    for p in sorted(pred.iterdir()):
-        if not (p.is_file() and is_volume_file(p)):
-            continue
-        name = _case_name(p)
-        if name not in refs:
-            raise UserError(f"{p}: no reference named {name}.* in {ref}")
-        pairs.append((name, p, refs[name]))
-    if not pairs:
+    preds, refs = _volumes_by_case(pred), _volumes_by_case(ref)
+    if not preds:
         raise UserError(f"{pred}: no label volumes (.nii.gz, .nrrd, ...) found")
-    return pairs
+    for name, path in preds.items():
+        if name not in refs:
+            raise UserError(f"{path}: no reference named {name}.* in {ref}")
+    unpredicted = [str(path) for name, path in refs.items() if name not in preds]
+    if unpredicted:  # a mean over the predicted cases alone would hide the missing ones
+        raise UserError(f"{pred}: no prediction for {len(unpredicted)} reference(s): "
+                        + ", ".join(unpredicted[:5]) + (" …" if len(unpredicted) > 5 else ""))
+    return [(name, preds[name], refs[name]) for name in sorted(preds)]
+
+
+def _volumes_by_case(folder: Path) -> dict[str, Path]:
+    """The label volumes of a folder by case name; two files of one case are refused."""
+    from lvt_core.imageio import is_volume_file
+
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not (path.is_file() and is_volume_file(path)):
+            continue
+        name = _case_name(path)
+        if name in found:
+            raise UserError(f"{folder}: two files for case {name!r} ({found[name].name}, {path.name}); keep one")
+        found[name] = path
+    return found
 
 
 def evaluate_files(pred: Path, ref: Path) -> dict[str, Any]:
