@@ -74,6 +74,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, lesion_bala
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-3), key
     assert [r["step"] for r in resumed.history] == [3, 6]
+    # the epoch the stop cut averages all its steps, not the two after the resume, and the
+    # clock goes on (it restarted from 0)
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-3)
+    assert resumed.history[1]["elapsed_s"] >= resumed.history[0]["elapsed_s"]
 
 
 def test_a_resume_with_another_recipe_or_a_damaged_state_is_refused(tmp_path: Path) -> None:

@@ -404,6 +404,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = make_loss(config.mode, config.batch_dice)
     step, history, best = 0, [], float("-inf")  # any first score is the best so far, validated or not
+    running: list[float] = []  # this epoch's losses so far
+    trained_before_s = 0.0  # training time of the runs this one resumes
     if config.init_checkpoint and state is None:
         from lvt_core.checkpoint import load_checkpoint
 
@@ -416,6 +418,8 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, history, best = state["step"], state["history"], state["best"]
+        # an epoch cut by a stop goes on with its losses, so its mean (and best.pt) spans all of it
+        running, trained_before_s = list(state.get("running", [])), float(state.get("elapsed_s", 0.0))
         log.info("resumed %s at step %d", out, step)
     elif resume:
         log.warning("nothing to resume in %s; starting from step 0", out)
@@ -424,14 +428,17 @@ def train(
         torch_save_atomically(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                            "step": step, "history": history, "best": best,
+                                           "running": running, "elapsed_s": elapsed_s(),
                                            "recipe": _recipe(config)})
+
+    def elapsed_s() -> float:
+        return round(trained_before_s + time.perf_counter() - started, 1)
 
     maker = BatchMaker(config, prepared)
     writer = _tensorboard(out) if config.tensorboard else None
     total = config.total_steps
     stop = min(total, max_steps) if max_steps is not None else total
     model.train()
-    running: list[float] = []
     log.info("batches built by %s", f"{workers} worker processes" if workers else "the training loop")
     loop_started = time.perf_counter()
     out_of_time = False
@@ -461,7 +468,7 @@ def train(
             row = {"epoch": step // config.steps_per_epoch, "step": step,
                    "train_loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
                    **validate(model, config, prepared_val, dev),
-                   "elapsed_s": round(time.perf_counter() - started, 1)}
+                   "elapsed_s": elapsed_s()}
             running = []
             history.append(row)
             write_history(out / METRICS_FILE, history)
