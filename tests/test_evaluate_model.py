@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
@@ -51,3 +52,21 @@ def test_evaluate_model_reports_the_phase_volumetry_of_a_two_phase_study(
     assert all(float(r["reference_total_ml"]) > 0 for r in rows)
     assert phase_volumetry([{**r, "liver_total_ml": float(r["liver_total_ml"]),
                              "reference_total_ml": float(r["reference_total_ml"])} for r in rows]) == volumetry
+
+
+def test_lesion_diameter_is_exact_on_large_lesions() -> None:
+    """Over 400 voxel centres a slice was sampled, and a 50 mm disc read about 0.3 mm short."""
+    from training.evaluate_model import _longest_axial_mm, large_lesion_ids
+
+    spacing = (0.75, 0.75, 2.0)
+    yy, xx = np.mgrid[:90, :90]
+    disc = ((yy - 45) ** 2 + (xx - 45) ** 2) <= 33**2  # 67 centres across: 49.5 mm between the outer ones
+    mask = np.stack([np.zeros_like(disc), disc, np.zeros_like(disc)])
+    assert _longest_axial_mm(mask, spacing) == pytest.approx(66 * 0.75, abs=1e-6)
+    line = np.zeros((1, 5, 20), dtype=bool)
+    line[0, 2, 3:17] = True  # 14 centres in a row: a collinear slice
+    assert _longest_axial_mm(line, spacing) == pytest.approx(13 * 0.75)
+    components = np.zeros((3, 90, 90), dtype=np.int32)
+    components[1][disc] = 1
+    components[1, 0, 0:13] = 2  # 12 × 0.75 = 9 mm between centres: under the 10 mm target
+    assert large_lesion_ids(components, spacing).tolist() == [1]
