@@ -99,6 +99,49 @@ def test_foreign_keys_and_unique_constraints_are_enforced(migrated_db: str) -> N
         s.add(User(username="a", password_hash="x", role="superuser"))
 
 
+def test_a_downgrade_and_upgrade_keep_lesions_and_tracks(migrated_db: str) -> None:
+    """On SQLite, batch mode rebuilt ``segmentations`` with foreign keys on: dropping the old
+    table cascaded into ``lesions`` and ``lesion_track_members``, emptying both."""
+    with session_scope(migrated_db) as s:
+        patient = Patient(pseudo_id="P-3")
+        study = Study(patient=patient, study_instance_uid="7.1")
+        series = _series(study, "7.1.1")
+        model = Model(name="lvt", version="3", checksum="e" * 64)
+        s.add_all([patient, study, series, model])
+        s.flush()
+        seg = Segmentation(series_id=series.id, model_id=model.id, status="done")
+        s.add(seg)
+        s.flush()
+        lesion = Lesion(segmentation_id=seg.id, lesion_index=1, voxels=10, volume_ml=0.1,
+                        longest_axial_diameter_mm=5.0, centroid_x=1, centroid_y=2, centroid_z=3)
+        track = LesionTrack(patient_id=patient.id, model_id=model.id, track_number=1)
+        s.add_all([lesion, track])
+        s.flush()
+        s.add(LesionTrackMember(track_id=track.id, lesion_id=lesion.id, study_id=study.id))
+    assert migrate.downgrade(migrated_db, "0003") == "0003"  # 0006 and 0004 rebuild segmentations
+    assert migrate.upgrade(migrated_db) == migrate.head()
+    with session_scope(migrated_db) as s:
+        for table in ("segmentations", "lesions", "lesion_tracks", "lesion_track_members"):
+            assert s.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1, table
+    if get_engine(migrated_db).dialect.name == "sqlite":  # and the app's connections enforce them again
+        with get_engine(migrated_db).connect() as conn:
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_processes_migrating_a_fresh_store_at_once_all_succeed(db_url: str) -> None:
+    """Two processes starting on an empty store raced to create the tables; one died."""
+    import subprocess
+    import sys
+
+    code = "import sys; from db.engine import ensure_schema; print(ensure_schema(sys.argv[1]))"
+    runs = [subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    for returncode, out, err in outcomes:
+        assert returncode == 0, err
+        assert out.strip() == migrate.head()
+
+
 def test_delete_patient_cascades_to_lesions_and_tracks(migrated_db: str) -> None:
     with session_scope(migrated_db) as s:
         patient = Patient(pseudo_id="P-2")
