@@ -113,3 +113,32 @@ def test_user_names_are_unique_in_any_case_and_cannot_pass_for_paths(migrated_db
     with session_scope(migrated_db) as s:
         assert [u.username for u in auth.list_users(s)] == ["dave"]
         auth.add_user(s, "dr.kim_2@ward-3", "clinician", "correct-horse")
+
+
+def test_names_differing_only_in_case_are_one_user_on_every_backend(migrated_db: str) -> None:
+    """SQLite's lower() folds ASCII only: "Ärztin" and "ärztin" became two accounts there."""
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "Ärztin", "clinician", "correct-horse")
+        auth.add_user(s, "dr.ß", "clinician", "correct-horse")
+    for other in ("ärztin", "ÄRZTIN", "DR.SS"):
+        with session_scope(migrated_db) as s, pytest.raises(UserError, match="already exists as"):
+            auth.add_user(s, other, "clinician", "correct-horse")
+
+
+def test_the_demo_leaves_an_existing_account_as_it_is(migrated_db: str) -> None:
+    """It re-enabled a disabled "clinician", changed its role and reset its password to the
+    public demo one, without an audit entry."""
+    from app.services import demo
+
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "clinician", "admin", "our-own-secret-9")
+        auth.set_active(s, "clinician", False)
+    with session_scope(migrated_db) as s:
+        users, kept = demo.ensure_demo_users(s)
+    assert kept == ["clinician"] and set(users.values()) == {"clinician", "researcher", "admin"}
+    with session_scope(migrated_db) as s:
+        row = s.scalar(select(User).where(User.username == "clinician"))
+        assert (row.role, row.active) == ("admin", False)
+        assert auth.verify_password(row.password_hash, "our-own-secret-9")
+    with session_scope(migrated_db) as s:  # a second demo run: its own accounts still sign in
+        assert demo.ensure_demo_users(s)[1] == ["clinician"]

@@ -50,7 +50,7 @@ def test_expiry_disabling_and_a_new_password_end_sessions(migrated_db: str) -> N
         assert web_sessions.resume(s, token) is None
         auth.set_active(s, "dr.b", True)
     with session_scope(migrated_db) as s:
-        assert web_sessions.resume(s, token) is not None  # re-enabled within the 8 hours
+        assert web_sessions.resume(s, token) is None  # re-enabling does not revive old sessions
     _, second = _sign_in(migrated_db)
     with session_scope(migrated_db) as s:
         auth.set_password(s, "dr.b", "battery-staple-9")

@@ -76,7 +76,11 @@ def demo_command(
     console.print(f"[bold red]{report.model_note}[/]" if report.ground_truth else report.model_note)
     console.print(f"Open [bold]{url}[/] and sign in as one of:")
     for role, (name, password) in DEMO_USERS.items():
-        console.print(f"  {role:<11} user [bold]{name}[/]  password [bold]{password}[/]")
+        if name in report.users_kept:
+            console.print(f"  {role:<11} user [bold]{name}[/]  (an existing account, left as it was: "
+                          "its own password and role)")
+        else:
+            console.print(f"  {role:<11} user [bold]{name}[/]  password [bold]{password}[/]")
     if serve_app:
         serve(port, host)
     else:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
@@ -156,6 +157,12 @@ def _check_username(username: str) -> str:
     return username
 
 
+def _name_key(username: str) -> str:
+    """What makes two user names the same one: case and compatibility forms aside, by Python's
+    rules (SQLite's ``lower()`` folds ASCII only, so "Ärztin" and "ärztin" were two users there)."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
@@ -181,9 +188,8 @@ def add_user(
     username = _check_username(username)
     _check_role(role)
     _check_password(password, username)
-    taken = session.scalar(
-        select(User.username).where(func.lower(User.username) == username.lower())
-    )
+    taken = next((name for name in session.scalars(select(User.username))
+                  if _name_key(name) == _name_key(username)), None)
     if taken is not None:
         raise UserError(
             f"user {username!r} already exists" + ("" if taken == username else f" as {taken!r}")
@@ -195,16 +201,14 @@ def add_user(
     return user
 
 
-def ensure_user(session: Session, username: str, role: str, password: str) -> User:
-    """Create the user, or reset role, password and active flag of an existing one (demo)."""
-    user = get_user(session, username)
-    if user is None:
-        return add_user(session, username, role, password, actor="lvt demo")
-    _check_role(role)
-    user.role, user.active = role, True
-    if not verify_password(user.password_hash, password):
-        user.password_hash = hash_password(password)
-    return user
+def add_user_if_missing(session: Session, username: str, role: str, password: str) -> bool:
+    """Create the user unless the name is taken; True when created. An existing account is left
+    as it is: the demo used to re-enable it, change its role and reset its password to the
+    public demo one, unaudited."""
+    if get_user(session, username) is not None:
+        return False
+    add_user(session, username, role, password, actor="lvt demo")
+    return True
 
 
 def set_password(session: Session, username: str, password: str, actor: str | None = None) -> None:
@@ -220,8 +224,12 @@ def set_password(session: Session, username: str, password: str, actor: str | No
 
 def set_active(session: Session, username: str, active: bool, actor: str | None = None) -> None:
     """Disable (or re-enable) a user; a disabled user cannot sign in."""
+    from app.services import web_sessions  # it builds on this module's CurrentUser
+
     user = _require(session, username)
     user.active = active
+    if not active:  # re-enabling must not bring the old browser sessions back
+        web_sessions.end_all(session, user.id)
     audit.record(
         session, audit.USER_CHANGE, actor=actor, target=username, detail={"active": active}
     )

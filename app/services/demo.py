@@ -89,6 +89,7 @@ class DemoReport:
     model_note: str = ""
     cohort_dir: str = ""
     users: dict[str, str] = field(default_factory=dict)
+    users_kept: list[str] = field(default_factory=list)  # accounts that existed: not reset
 
 
 def _quiet(_step: str, _done: int, _total: int) -> None:
@@ -100,11 +101,18 @@ def demo_dir() -> Path:
     return get_settings().var_dir / "demo"
 
 
-def ensure_demo_users(session: Any) -> dict[str, str]:
-    """Create or reset the demo accounts; return role → user name."""
+def ensure_demo_users(session: Any) -> tuple[dict[str, str], list[str]]:
+    """Create the demo accounts that are missing; return role → user name, and the names of
+    existing accounts that no longer sign in with the demo's password and role (left alone)."""
+    kept = []
     for role, (name, password) in DEMO_USERS.items():
-        auth.ensure_user(session, name, role, password)
-    return {role: name for role, (name, _pw) in DEMO_USERS.items()}
+        if auth.add_user_if_missing(session, name, role, password):
+            continue
+        user = auth.get_user(session, name)
+        if user is None or not (user.active and user.role == role
+                                and auth.verify_password(user.password_hash, password)):
+            kept.append(name)  # changed since the demo made it (or never the demo's)
+    return {role: name for role, (name, _pw) in DEMO_USERS.items()}, kept
 
 
 def generate(cfg: DemoConfig, progress: Progress = _quiet) -> Path:
@@ -159,7 +167,7 @@ def build_demo(cfg: DemoConfig | None = None, progress: Progress = _quiet) -> De
     ensure_schema(url)
     report = DemoReport()
     with session_scope(url) as session:
-        report.users = ensure_demo_users(session)
+        report.users, report.users_kept = ensure_demo_users(session)
     progress("Preparing database", 1, 1)
 
     cohort = generate(cfg, progress)
