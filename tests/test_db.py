@@ -253,3 +253,30 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
         bad = runner.invoke(app, ["db", verb, "nonsense"])
         assert bad.exit_code == 1 and "revision 'nonsense'" in str(bad.exception)
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is None
+
+
+def test_timestamps_come_back_aware_in_utc_on_every_backend(migrated_db: str) -> None:
+    """SQLite returned naive datetimes, PostgreSQL aware ones: the same store printed two ways."""
+    from app.services import auth
+
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "dr.t", "clinician", "correct-horse")
+    with session_scope(migrated_db) as s:
+        (info,) = auth.list_users(s)
+    assert info.created_at.tzinfo is not None and info.created_at.utcoffset() == dt.timedelta(0)
+    assert abs(dt.datetime.now(dt.UTC) - info.created_at) < dt.timedelta(minutes=5)
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LVT_VAR_DIR": str(tmp_path / "var"),
+           "LVT_DATABASE_URL": "postgresql+psycopg://lvt:s3cret@127.0.0.1:9/nowhere"}
+    done = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", "patients", "list",
+                           "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert "127.0.0.1:9/nowhere" in error and "s3cret" not in error + done.stderr

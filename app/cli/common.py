@@ -44,6 +44,13 @@ def check_output_file(file: Path) -> None:
     check_output_folder(file.parent)
 
 
+def redacted_url(url: str) -> str:
+    """A database URL fit to print: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def report_error(message: str) -> None:
     """Print a user error on stderr; with ``--json`` stdout still gets its one JSON document,
     ``{"error": ..., "exit_code": 1}``, so a script reading it learns why."""

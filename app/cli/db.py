@@ -7,17 +7,11 @@ from collections.abc import Callable
 import typer
 from alembic.util.exc import CommandError
 
-from app.cli.common import UserError, console, print_json
+from app.cli.common import UserError, console, print_json, redacted_url
 from db import migrate
 from db.engine import default_url
 
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _migrated(step: Callable[[str, str], str | None], url: str, revision: str) -> str | None:
@@ -39,10 +33,10 @@ def upgrade(
     after = _migrated(migrate.upgrade, url, revision)
     if json_out:
         print_json(
-            {"database": _redacted(url), "from": before, "to": after, "head": migrate.head()}
+            {"database": redacted_url(url), "from": before, "to": after, "head": migrate.head()}
         )
     else:
-        console.print(f"{_redacted(url)}: {before or 'empty'} -> {after}")
+        console.print(f"{redacted_url(url)}: {before or 'empty'} -> {after}")
 
 
 @db_app.command("downgrade")
@@ -55,9 +49,9 @@ def downgrade(
     before = migrate.current(url)
     after = _migrated(migrate.downgrade, url, revision)
     if json_out:
-        print_json({"database": _redacted(url), "from": before, "to": after})
+        print_json({"database": redacted_url(url), "from": before, "to": after})
     else:
-        console.print(f"{_redacted(url)}: {before or 'empty'} -> {after or 'base'}")
+        console.print(f"{redacted_url(url)}: {before or 'empty'} -> {after or 'base'}")
 
 
 @db_app.command("current")
@@ -69,11 +63,11 @@ def current(
     rev, head = migrate.current(url), migrate.head()
     if json_out:
         print_json(
-            {"database": _redacted(url), "current": rev, "head": head, "up_to_date": rev == head}
+            {"database": redacted_url(url), "current": rev, "head": head, "up_to_date": rev == head}
         )
     else:
         state = "up to date" if rev == head else f"behind (head is {head}; run `lvt db upgrade`)"
-        console.print(f"{_redacted(url)}: {rev or 'empty'} — {state}")
+        console.print(f"{redacted_url(url)}: {rev or 'empty'} — {state}")
         typer.echo(rev or "")
 
 

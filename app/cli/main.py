@@ -8,8 +8,9 @@ from __future__ import annotations
 import importlib
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
-from app.cli.common import UserError, report_error
+from app.cli.common import UserError, redacted_url, report_error
 from app.logging_setup import configure_logging
 from app.settings import get_settings
 from db.storage import StoredImageError
@@ -62,6 +63,9 @@ def main() -> None:
         app()
     except (UserError, StoredImageError) as exc:
         _fail(str(exc))
+    except DBAPIError as exc:  # an unreachable server, a read-only store, a value the database refuses
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        _fail(f"database {redacted_url(get_settings().resolved_database_url)}: {reason}")
     except OSError as exc:  # a path that cannot be written (permissions, a full disk, a missing mount)
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}")

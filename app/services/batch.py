@@ -666,10 +666,7 @@ def batch_progress(session: Session, run_id: int) -> RunProgress | None:
     finished = counts.get("done", 0) + counts.get("failed", 0)
     eta = None
     if run.started_at is not None and 0 < finished < total and run.status == "running":
-        start = run.started_at
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=dt.UTC)
-        elapsed = (utcnow() - start).total_seconds()
+        elapsed = (utcnow() - run.started_at).total_seconds()
         eta = elapsed / finished * (total - finished)
     return RunProgress(run.id, run.status, total, counts, run.started_at, run.finished_at, eta,
                        run.error)

@@ -26,11 +26,6 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back naive; they were written in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-
-
 def start(session: Session, user: CurrentUser) -> str:
     """Record a new sign-in and return the token for the browser's cookie."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -51,7 +46,7 @@ def resume(session: Session, token: str | None, now: dt.datetime | None = None) 
     if row is None:
         return None
     web_session, user = row
-    signed_in_at = _aware(web_session.signed_in_at)
+    signed_in_at = web_session.signed_in_at
     if web_session.ended_at is not None or not user.active or now - signed_in_at > SESSION_TTL:
         return None
     return CurrentUser(user.id, user.username, user.role, signed_in_at)
