@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import Measurement, Patient, Series, Study
+from db.ordering import newest_first, oldest_first
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def list_patients(
         .outerjoin(Study, Study.patient_id == Patient.id)
         .outerjoin(series_counts, series_counts.c.study_id == Study.id)
         .group_by(Patient.id, Patient.pseudo_id)
-        .order_by(func.max(Study.study_date).desc(), Patient.pseudo_id)
+        .order_by(newest_first(func.max(Study.study_date)), Patient.pseudo_id)
         .offset(offset)
     )
     if limit is not None:
@@ -135,7 +136,7 @@ def patient_timeline(session: Session, pseudo_id: str) -> PatientTimeline | None
         .join(Patient, Patient.id == Study.patient_id)
         .where(Patient.pseudo_id == pseudo_id)
         .options(selectinload(Study.series))
-        .order_by(Study.study_date, Study.id)
+        .order_by(oldest_first(Study.study_date), Study.id)
     )
     studies = session.scalars(stmt).all()
     if not studies and get_patient(session, pseudo_id) is None:
@@ -169,7 +170,7 @@ def patient_measurements(session: Session, pseudo_id: str) -> list[MeasurementIn
         .join(Study, Study.id == Measurement.study_id)
         .join(Patient, Patient.id == Measurement.patient_id)
         .where(Patient.pseudo_id == pseudo_id)
-        .order_by(Study.study_date, Measurement.lesion_label, Measurement.reader)
+        .order_by(oldest_first(Study.study_date), Measurement.lesion_label, Measurement.reader)
     )
     out = []
     for m, date in session.execute(stmt):

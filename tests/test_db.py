@@ -280,3 +280,17 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> 
     assert done.returncode == 1 and "Traceback" not in done.stderr
     error = json.loads(done.stdout)["error"]
     assert "127.0.0.1:9/nowhere" in error and "s3cret" not in error + done.stderr
+
+
+def test_undated_studies_sort_as_the_earliest_on_every_backend(migrated_db: str) -> None:
+    """NULL sorted first on SQLite and last on PostgreSQL: the same store listed differently."""
+    with session_scope(migrated_db) as s:
+        dated, undated = Patient(pseudo_id="P-dated"), Patient(pseudo_id="P-undated")
+        s.add_all([dated, undated,
+                   Study(patient=dated, study_instance_uid="5.1", study_date=dt.date(2020, 3, 1)),
+                   Study(patient=dated, study_instance_uid="5.2", study_date=None),
+                   Study(patient=undated, study_instance_uid="5.3", study_date=None)])
+    with session_scope(migrated_db) as s:
+        timeline = queries.patient_timeline(s, "P-dated")
+        assert [study.study_date for study in timeline.studies] == [None, dt.date(2020, 3, 1)]
+        assert [p.pseudo_id for p in queries.list_patients(s)] == ["P-dated", "P-undated"]

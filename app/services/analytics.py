@@ -44,6 +44,7 @@ from db.models import (
     TrackOverride,
     VolumetryResult,
 )
+from db.ordering import oldest_first
 from lvt_core.agreement import (
     ModelLesion,
     RadiologistMeasurement,
@@ -93,7 +94,7 @@ def _tracked_segmentations(
             Segmentation.model_id == model_id,
             Segmentation.status == "done",
         )
-        .order_by(Study.study_date, Study.id, Series.id)
+        .order_by(oldest_first(Study.study_date), Study.id, Series.id)
     ).all()
     best: dict[int, tuple[int, Study, Segmentation]] = {}
     for study, seg, phase in rows:
@@ -416,7 +417,7 @@ def _radiologist(
         select(Measurement, Study.study_date, Patient.pseudo_id)
         .join(Study, Study.id == Measurement.study_id)
         .join(Patient, Patient.id == Measurement.patient_id)
-        .order_by(Study.study_date, Measurement.id)
+        .order_by(oldest_first(Study.study_date), Measurement.id)
     )
     if patient_ids is not None:
         stmt = stmt.where(Measurement.patient_id.in_(patient_ids))
@@ -540,7 +541,7 @@ def patient_followup(
                 (Segmentation.series_id == Series.id) & (Segmentation.model_id == model_id),
             )
             .where(Study.patient_id == patient.id)
-            .order_by(Study.study_date, Study.id, Series.id)
+            .order_by(oldest_first(Study.study_date), Study.id, Series.id)
         ).all()
         timeline: dict[int, dict[str, Any]] = {}
         for sid, date, series_id, phase, status in studies:
@@ -558,7 +559,7 @@ def patient_followup(
                 .join(Lesion, Lesion.id == LesionTrackMember.lesion_id)
                 .join(Study, Study.id == LesionTrackMember.study_id)
                 .where(LesionTrack.patient_id == patient.id, LesionTrack.model_id == model_id)
-                .order_by(LesionTrack.track_number, Study.study_date)
+                .order_by(LesionTrack.track_number, oldest_first(Study.study_date))
             ).all()
             for number, status, lesion, study_id, date in rows:
                 track = tracks.setdefault(number, {
@@ -573,7 +574,7 @@ def patient_followup(
         responses: dict[str, list[dict[str, Any]]] = {"model": [], "radiologist": []}
         for r, date in session.execute(
             select(Response, Study.study_date).join(Study, Study.id == Response.study_id)
-            .where(Response.patient_id == patient.id).order_by(Study.study_date)
+            .where(Response.patient_id == patient.id).order_by(oldest_first(Study.study_date))
         ):
             responses[r.source].append({"study_id": r.study_id, "date": date,
                                         "category": r.recist_category,
@@ -600,7 +601,7 @@ def patient_followup(
                 .join(Series, Series.id == VolumetryResult.series_id)
                 .join(Study, Study.id == VolumetryResult.study_id)
                 .where(Study.patient_id == patient.id, VolumetryResult.model_id == model_id)
-                .order_by(Study.study_date, VolumetryResult.series_id)
+                .order_by(oldest_first(Study.study_date), VolumetryResult.series_id)
             )
         ]
         return PatientFollowup(
@@ -626,7 +627,7 @@ def volumetry_overview(
             .join(Patient, Patient.id == Study.patient_id)
             .join(Series, Series.id == VolumetryResult.series_id)
             .where(VolumetryResult.model_id == model_id)
-            .order_by(Patient.pseudo_id, Study.study_date, VolumetryResult.series_id)
+            .order_by(Patient.pseudo_id, oldest_first(Study.study_date), VolumetryResult.series_id)
         ).all()
     groups: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
@@ -682,7 +683,7 @@ def cohort_tables(
                 select(Study.id.label("study_id"), Patient.pseudo_id.label("patient"),
                        Study.study_date, Study.accession, Study.study_instance_uid)
                 .join(Patient, Patient.id == Study.patient_id)
-                .order_by(Patient.pseudo_id, Study.study_date), Study.patient_id)),
+                .order_by(Patient.pseudo_id, oldest_first(Study.study_date)), Study.patient_id)),
             "series": frame(where_patient(
                 select(Series.id.label("series_id"), Study.id.label("study_id"),
                        Patient.pseudo_id.label("patient"), Series.phase, Series.modality,
@@ -719,7 +720,7 @@ def cohort_tables(
                 .join(Study, Study.id == LesionTrackMember.study_id)
                 .join(Patient, Patient.id == LesionTrack.patient_id)
                 .where(LesionTrack.model_id == model_id)
-                .order_by(Patient.pseudo_id, LesionTrack.track_number, Study.study_date),
+                .order_by(Patient.pseudo_id, LesionTrack.track_number, oldest_first(Study.study_date)),
                 LesionTrack.patient_id)),
             "volumetry": frame(where_patient(
                 select(Patient.pseudo_id.label("patient"), VolumetryResult.study_id,
@@ -737,7 +738,7 @@ def cohort_tables(
                        Response.baseline_study_id)
                 .join(Study, Study.id == Response.study_id)
                 .join(Patient, Patient.id == Response.patient_id)
-                .order_by(Patient.pseudo_id, Study.study_date, Response.source),
+                .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
                 Response.patient_id)),
         }
         doc = _agreement_doc(session, patient_ids, model_id) if model_id else None

@@ -32,6 +32,7 @@ from db.models import (
     Study,
     VolumetryResult,
 )
+from db.ordering import newest_first, oldest_first
 from lvt_core import __version__ as lvt_version
 
 
@@ -75,7 +76,7 @@ def _latest_response(source: str):  # type: ignore[no-untyped-def]
             Response.patient_id.label("patient_id"),
             Response.recist_category.label("category"),
             func.row_number()
-            .over(partition_by=Response.patient_id, order_by=(Study.study_date.desc(), Study.id.desc()))
+            .over(partition_by=Response.patient_id, order_by=(newest_first(Study.study_date), Study.id.desc()))
             .label("rn"),
         )
         .join(Study, Study.id == Response.study_id)
@@ -196,7 +197,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
         .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
         .join(Series, Series.id == Segmentation.series_id)
         .where(LesionTrack.patient_id == patient.id, LesionTrack.model_id == model_id)
-        .order_by(Study.study_date, LesionTrack.track_number)
+        .order_by(oldest_first(Study.study_date), LesionTrack.track_number)
     ).all()
     lesions = pd.DataFrame(lesion_rows, columns=LESION_COLUMNS)
     measurements = pd.DataFrame(
@@ -226,7 +227,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             )
             .join(Study, Study.id == Response.study_id)
             .where(Response.patient_id == patient.id)
-            .order_by(Study.study_date)
+            .order_by(oldest_first(Study.study_date))
         ).all(),
         columns=["study_id", "study_date", "source", "category", "sum_mm"],
     )
@@ -241,7 +242,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             .join(Series, Series.id == VolumetryResult.series_id)
             .where(Study.patient_id == patient.id)
             .where(VolumetryResult.model_id == model_id)
-            .order_by(Study.study_date, Series.phase)
+            .order_by(oldest_first(Study.study_date), Series.phase)
         ).all(),
         columns=["study_id", "study_date", "phase", "total_ml", "functional_ml", "deviation_pct", "flagged",
                  "liver_cut_at"],
@@ -277,7 +278,7 @@ def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
         .join(Series, Series.id == VolumetryResult.series_id)
         .join(Patient, Patient.id == Study.patient_id)
         .where(VolumetryResult.deviation_pct.is_not(None))
-        .order_by(Study.study_date.desc(), Study.id, Series.phase)
+        .order_by(newest_first(Study.study_date), Study.id, Series.phase)
         .limit(limit)
     )
     if model_id is not None:
@@ -399,7 +400,7 @@ def volumetry_study_rows(session: Session) -> pd.DataFrame:
         .join(Patient, Patient.id == Study.patient_id)
         .where(VolumetryResult.deviation_pct.is_not(None), VolumetryResult.model_id == model_id)
         .group_by(Study.id, Patient.pseudo_id, Study.study_date)
-        .order_by(Study.study_date.desc(), Study.id)
+        .order_by(newest_first(Study.study_date), Study.id)
     )
     frame = pd.DataFrame(
         session.execute(stmt).all(),
