@@ -46,7 +46,9 @@ def cookie_name() -> str:
 def _resume_from_cookie() -> auth.CurrentUser | None:
     """The user the browser's cookie still signs in (after a reload, in a new tab), or None."""
     token = st.context.cookies.get(cookie_name())
-    user = data.run(web_sessions.resume, token) if token else None
+    if not isinstance(token, str) or not token:  # no cookie (or no browser: Streamlit's AppTest)
+        return None
+    user = data.run(web_sessions.resume, token)
     if user is not None:
         st.session_state[USER_KEY] = user
         st.session_state[TOKEN_KEY] = token
