@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +114,12 @@ def write_staged(
     root = root or data_dir()
     staging = root / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
+    if staging not in _swept:
+        _swept.add(staging)
+        sweep_staging(staging)
     sha = sha256 or image_hash(image)
-    fd, name = tempfile.mkstemp(prefix=f"{sha[:12]}-", suffix=".nii.gz", dir=staging)
+    owner = f"{socket.gethostname()}.{os.getpid()}"
+    fd, name = tempfile.mkstemp(prefix=f"{sha[:12]}_{owner}_", suffix=".nii.gz", dir=staging)
     os.close(fd)
     try:
         _gzip_nifti(image, name)
@@ -122,6 +128,48 @@ def write_staged(
         os.unlink(name)
         raise
     return Path(name), sha
+
+
+_swept: set[Path] = set()
+FOREIGN_STAGED_MAX_AGE_S = 24 * 3600
+"""A staged file of another machine (a shared store) or of an unknown process is left this long."""
+
+
+def sweep_staging(staging: Path, now: float | None = None) -> list[Path]:
+    """Remove staged files that no running process will publish; return them.
+
+    A killed ingest or batch worker (``kill -9``, a lost machine) never reaches its clean-up,
+    and its compressed scans stayed in ``.staging`` for good. A file names the host and process
+    that wrote it: this host's files of a process that is gone go at once, others after a day.
+    """
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    removed = []
+    for path in staging.glob("*.nii.gz"):
+        parts = path.name.split("_", 2)  # sha, host.pid, random part (host names hold no "_")
+        owner = parts[1] if len(parts) == 3 else ""
+        owner_host, _, pid = owner.rpartition(".")
+        try:
+            if owner_host == host and pid.isdigit():
+                stale = not _process_alive(int(pid))
+            else:
+                stale = now - path.stat().st_mtime > FOREIGN_STAGED_MAX_AGE_S
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # published or removed meanwhile
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def publish(staged: Path, sha256: str, root: Path | None = None) -> tuple[str, bool]:

@@ -294,3 +294,26 @@ def test_undated_studies_sort_as_the_earliest_on_every_backend(migrated_db: str)
         timeline = queries.patient_timeline(s, "P-dated")
         assert [study.study_date for study in timeline.studies] == [None, dt.date(2020, 3, 1)]
         assert [p.pseudo_id for p in queries.list_patients(s)] == ["P-dated", "P-undated"]
+
+
+def test_files_a_killed_process_staged_are_swept(tmp_path: Path) -> None:
+    """kill -9 during ingest skipped the clean-up, and the staged scans stayed for good."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    staging = tmp_path / ".staging"
+    code = ("import sys, SimpleITK as sitk; from pathlib import Path; from db import storage; "
+            "storage.write_staged(sitk.Image(4, 4, 2, sitk.sitkInt16), Path(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)  # it exits unpublished
+    (left,) = staging.iterdir()
+    old_style = staging / "0123456789ab-x1y2z3.nii.gz"  # an unknown writer: a day's grace
+    old_style.write_bytes(b"")
+    # this process's first staged write sweeps: the dead writer's file goes, a live one's stays
+    mine, _ = storage.write_staged(sitk.Image(4, 4, 2, sitk.sitkInt16), tmp_path)
+    assert not left.exists() and sorted(staging.iterdir()) == sorted([old_style, mine])
+    assert storage.sweep_staging(staging) == []
+    day_ago = time.time() - storage.FOREIGN_STAGED_MAX_AGE_S - 60
+    os.utime(old_style, (day_ago, day_ago))
+    assert storage.sweep_staging(staging) == [old_style] and list(staging.iterdir()) == [mine]
