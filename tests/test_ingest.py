@@ -414,3 +414,21 @@ def test_phase_rules_defaults_timing_and_yaml(tmp_path: Path) -> None:
     rules.write_text("rules:\n  - {phase: hepatic, pattern: x}\n")
     with pytest.raises(UserError, match="unknown phase 'hepatic'"):
         load_rules(rules)
+
+
+def test_copies_of_one_slice_are_a_single_slice_not_a_crash(tmp_path: Path) -> None:
+    """Two files of one slice (same SOPInstanceUID and position) used to leave one slice after
+    the duplicate was dropped and crash on an empty array of steps."""
+    import shutil
+
+    import pydicom
+
+    from app.services.ingest.dicom import DicomSeries, Slice, check_series
+
+    write_ct_series(tmp_path / "s", n_slices=1)
+    (only,) = sorted((tmp_path / "s").iterdir())
+    shutil.copy(only, tmp_path / "s" / "IM0000_copy.dcm")
+    files = sorted((tmp_path / "s").iterdir())
+    series = DicomSeries("1.2.3", [Slice(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files])
+    check_series(series)
+    assert series.errors == ["a single slice is not a 3D volume"]

@@ -194,6 +194,9 @@ def check_series(series: DicomSeries) -> None:
             series.slices = [series.slices[i] for i in keep]
             z = z[keep]
             diffs = np.diff(z)
+            if len(series.slices) < 2:  # copies of one file: still a single slice
+                series.errors.append("a single slice is not a 3D volume")
+                return
         else:
             at = ", ".join(f"{v:.2f}" for v in z[1:][np.abs(diffs) < 1e-3][:5])
             series.errors.append(
