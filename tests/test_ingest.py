@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -432,3 +434,48 @@ def test_copies_of_one_slice_are_a_single_slice_not_a_crash(tmp_path: Path) -> N
     series = DicomSeries("1.2.3", [Slice(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files])
     check_series(series)
     assert series.errors == ["a single slice is not a 3D volume"]
+
+
+def _edit_dicom(folder: Path, change: Callable[[int, Any], None]) -> list[Path]:
+    """Rewrite every file of ``folder`` (in name order) after ``change(index, dataset)``."""
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        change(i, ds)
+        ds.save_as(path, enforce_file_format=True)
+    return files
+
+
+def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_path: Path) -> None:
+    """An export's scout (one slice, or ImageType LOCALIZER) and dose screen (a secondary
+    capture without ImagePositionPatient) used to refuse the whole ingest."""
+    export = tmp_path / "export"
+    study = write_ct_series(export / "portal", seed=1)["study_uid"]
+    write_ct_series(export / "scout1", n_slices=1, study_uid=study, description="Topogram")
+    write_ct_series(export / "scout2", n_slices=2, study_uid=study, description="Topogram")
+    write_ct_series(export / "dose", n_slices=1, study_uid=study, description="Dose Report")
+
+    def localizer(_: int, ds: Any) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+
+    def dose_screen(_: int, ds: Any) -> None:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+
+    _edit_dicom(export / "scout2", localizer)
+    _edit_dicom(export / "dose", dose_screen)
+    report = ingest_paths([export], url=migrated_db)
+    assert len(report.added) == 1 and "portal" in report.added[0]["source"]
+    reasons = {Path(s["source"].split(" (series")[0]).name: s["reason"] for s in report.skipped}
+    assert "single slice" in reasons["scout1"] and "LOCALIZER" in reasons["scout2"]
+    assert "secondary capture" in reasons["dose"]
+    # a real CT series without geometry is still an error
+    write_ct_series(tmp_path / "broken", seed=2)
+    _edit_dicom(tmp_path / "broken", lambda _, ds: delattr(ds, "ImagePositionPatient"))
+    with pytest.raises(UserError, match="no ImagePositionPatient"):
+        ingest_paths([tmp_path / "broken"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)

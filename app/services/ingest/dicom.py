@@ -151,6 +151,38 @@ def series_key(header: pydicom.Dataset) -> str:
     return "lvt-gdcm:" + "|".join(parts)
 
 
+CT_VOLUME_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+
+
+def _image_type(header: pydicom.Dataset) -> set[str]:
+    value = header.get("ImageType") or []
+    values = [value] if isinstance(value, str) else list(value)
+    return {str(v).strip().upper() for v in values}
+
+
+def not_a_volume(series: DicomSeries) -> str | None:
+    """Why a series is no 3D volume but an export's by-product (scout, dose screen), or None.
+
+    Such series come with nearly every CT export; refusing them would refuse the export,
+    so they are skipped with this reason. A CT image series lacking geometry stays an error.
+    """
+    if any("LOCALIZER" in _image_type(s.header) for s in series.slices):
+        return "a localizer (scout) image (ImageType LOCALIZER), not a 3D volume"
+    first = series.first
+    single = len({str(s.header.get("SOPInstanceUID", s.path)) for s in series.slices}) == 1
+    if "ImagePositionPatient" not in first or "ImageOrientationPatient" not in first:
+        sop_class = str(first.get("SOPClassUID", "") or "")
+        if single or sop_class not in CT_VOLUME_SOP_CLASSES or "SECONDARY" in _image_type(first):
+            return (
+                "no ImagePositionPatient/ImageOrientationPatient: a secondary capture "
+                "(e.g. a dose screen), not a 3D volume"
+            )
+        return None
+    if single:
+        return "a single slice (a scout?), not a 3D volume"
+    return None
+
+
 def _normal(header: pydicom.Dataset) -> np.ndarray:
     o = np.array([float(v) for v in header.ImageOrientationPatient])
     return np.cross(o[:3], o[3:])

@@ -28,6 +28,7 @@ from app.services.ingest.dicom import (
     check_series,
     decode,
     group_series,
+    not_a_volume,
     read_header,
 )
 from app.services.ingest.manifest import ManifestRow
@@ -188,6 +189,9 @@ def scan_dicom(
             continue
         if "Rows" not in series.first:
             found.skipped.append({"source": where, "reason": "no image pixel data"})
+            continue
+        if reason := not_a_volume(series):
+            found.skipped.append({"source": where, "reason": reason})
             continue
         check_series(series)
         unreadable_here = [p for p in not_dicom if p.parent == series.slices[0].path.parent]
