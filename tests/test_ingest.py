@@ -479,3 +479,26 @@ def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_p
     with pytest.raises(UserError, match="no ImagePositionPatient"):
         ingest_paths([tmp_path / "broken"], url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """The same pixels with new UIDs and another PatientID, or kept identifiers after a
+    de-identified ingest, were filed silently as a second series."""
+    from pydicom.uid import generate_uid
+
+    write_ct_series(tmp_path / "s", seed=3)
+    first = ingest_paths([tmp_path / "s"], url=migrated_db)
+    stored_id = first.added[0]["series_id"]
+    with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
+        ingest_paths([tmp_path / "s"], IngestOptions(deidentify=False), url=migrated_db)
+    study, series = generate_uid(), generate_uid()
+
+    def other_patient(_: int, ds: Any) -> None:
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "OTHER-99", study, series
+
+    _edit_dicom(tmp_path / "s", other_patient)
+    with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)

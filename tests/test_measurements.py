@@ -26,14 +26,14 @@ def _count(url: str) -> int:
 
 def _cohort(tmp_path: Path, url: str, deidentify: bool = True) -> None:
     """Two patients, two timepoints each, ingested from DICOM."""
-    for p in ("PAT1", "PAT2"):
+    for i, p in enumerate(("PAT1", "PAT2")):
         for k, date in enumerate(("20240110", "20240410")):
             write_ct_series(
                 tmp_path / "dicom" / p / str(k),
                 patient_id=p,
                 study_date=date,
                 accession=f"{p}-A{k}",
-                seed=k,
+                seed=10 * i + k,  # distinct pixels: one image under two patients is a conflict
             )
     ingest_paths([tmp_path / "dicom"], IngestOptions(deidentify=deidentify), url=url)
 

@@ -269,6 +269,10 @@ def _apply(
         pseudo = deid.patient_id(c.patient_source_id)
         study_uid, series_uid = _uids(deid, item)
         existing = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
+        if existing is None:  # new UIDs (or kept identifiers) may still carry a stored image
+            existing = session.scalars(
+                select(Series).where(Series.content_hash == item.sha256).order_by(Series.id)
+            ).first()
         if existing is not None:
             same_content = existing.content_hash == item.sha256 or _equivalent(existing, item, root)
             moved = _filed_elsewhere(existing, pseudo, deid.date(c.patient_source_id, c.study_date))
