@@ -502,3 +502,20 @@ def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
     with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
         ingest_paths([tmp_path / "s"], url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_another_phase_for_a_stored_image_is_a_conflict(migrated_db: str, tmp_path: Path) -> None:
+    """--phase arterial for a stored portal series, or one image given as two phases in a
+    manifest, was ignored silently (the series stayed as it was, reported present)."""
+    write_ct_series(tmp_path / "s", seed=3)
+    ingest_paths([tmp_path / "s"], url=migrated_db)  # portal, from the description
+    assert len(ingest_paths([tmp_path / "s"], IngestOptions(phase="portal"), url=migrated_db).already_present) == 1
+    with pytest.raises(UserError, match=r"already stored as series \d+ with phase portal, not arterial"):
+        ingest_paths([tmp_path / "s"], IngestOptions(phase="arterial"), url=migrated_db)
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date,phase\nP1,a.nii.gz,2024-01-10,arterial\n"
+                        "P1,a.nii.gz,2024-01-10,portal\n")
+    with pytest.raises(UserError, match="with phase arterial, not portal"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)

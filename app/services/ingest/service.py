@@ -253,6 +253,16 @@ def _filed_elsewhere(existing: Series, pseudo_id: str, study_date: dt.date | Non
     return None
 
 
+def _other_phase(existing: Series, candidate: Candidate) -> str | None:
+    """How a phase given (--phase, manifest) differs from the stored series' phase, or None.
+
+    A given phase is a statement about the image; ignoring it would hide a mistyped row.
+    """
+    if candidate.phase_reason != "given" or candidate.phase == existing.phase:
+        return None
+    return f"with phase {existing.phase}, not {candidate.phase} as given now"
+
+
 def _apply(
     session: Session,
     prepared: list[_Prepared],
@@ -276,6 +286,7 @@ def _apply(
         if existing is not None:
             same_content = existing.content_hash == item.sha256 or _equivalent(existing, item, root)
             moved = _filed_elsewhere(existing, pseudo, deid.date(c.patient_source_id, c.study_date))
+            moved = moved or _other_phase(existing, c)
             if same_content and moved:  # a stored series is never refiled silently
                 message = f"{c.source}: this image is already stored as series {existing.id} {moved}"
                 (
