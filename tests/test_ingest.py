@@ -519,3 +519,18 @@ def test_another_phase_for_a_stored_image_is_a_conflict(migrated_db: str, tmp_pa
     with pytest.raises(UserError, match="with phase arterial, not portal"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_patient_id_over_several_patient_ids_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """--patient-id merged the series of different PatientIDs into one patient silently."""
+    write_ct_series(tmp_path / "x" / "a", seed=1, patient_id="PAT-A")
+    write_ct_series(tmp_path / "x" / "b", seed=2, patient_id="PAT-B")
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "x"], IngestOptions(patient_id="P9"), url=migrated_db)
+    text = str(info.value)
+    assert "2 different PatientIDs" in text and "'PAT-A' in " + str(tmp_path / "x" / "a") in text
+    assert "'PAT-B' in " + str(tmp_path / "x" / "b") in text
+    assert _counts(migrated_db) == (0, 0, 0)
+    # one PatientID, or none, may still be given (or replaced) with --patient-id
+    report = ingest_paths([tmp_path / "x" / "a"], IngestOptions(patient_id="P9"), url=migrated_db)
+    assert len(report.added) == 1

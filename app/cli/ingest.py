@@ -21,7 +21,7 @@ def ingest(
         None, "--manifest", help="CSV describing NIfTI/NRRD inputs (see README)."
     ),
     patient_id: str | None = typer.Option(
-        None, "--patient-id", help="Patient id for inputs that lack one (overrides tags)."
+        None, "--patient-id", help="Patient id for inputs that lack one (overrides one PatientID; several are refused)."
     ),
     phase: str | None = typer.Option(
         None, "--phase", help=f"Contrast phase for every series: {'|'.join(PHASE_NAMES)}."

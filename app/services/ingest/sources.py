@@ -66,6 +66,7 @@ class Discovery:
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    patient_ids: dict[str, Path] = field(default_factory=dict)  # PatientID -> a file with it
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def scan_dicom(
             not_dicom.append(path)
             continue
         slices.append(Slice(path, header))
+        found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), path)
     if not_dicom:
         found.skipped.append({"source": label, "reason": f"{len(not_dicom)} file(s) are not DICOM: "
                                                          + _named(not_dicom)})
@@ -297,7 +299,23 @@ def discover(
             loose_dicom.append(path)
     if loose_dicom:
         scan_dicom(loose_dicom, "files given", overrides, rules, skip_invalid, found)
+    if overrides.patient_id:
+        _refuse_merged_patients(overrides.patient_id, found)
     return found
+
+
+def _refuse_merged_patients(patient_id: str, found: Discovery) -> None:
+    """--patient-id names inputs that lack an id; over several PatientIDs it would merge
+    different people into one patient, so that is refused."""
+    ids = {pid: path for pid, path in found.patient_ids.items() if pid}
+    if len(ids) < 2:
+        return
+    shown = "; ".join(f"{pid!r} in {path}" for pid, path in list(ids.items())[:5])
+    raise UserError(
+        f"--patient-id {patient_id} would merge {len(ids)} different PatientIDs in the DICOM "
+        f"files into one patient ({shown}{' ...' if len(ids) > 5 else ''}); the option is for "
+        "inputs that lack a PatientID: ingest each patient without it"
+    )
 
 
 def _scan_zip(
