@@ -534,3 +534,39 @@ def test_patient_id_over_several_patient_ids_is_refused(migrated_db: str, tmp_pa
     # one PatientID, or none, may still be given (or replaced) with --patient-id
     report = ingest_paths([tmp_path / "x" / "a"], IngestOptions(patient_id="P9"), url=migrated_db)
     assert len(report.added) == 1
+
+
+def test_files_sharing_an_instance_uid_must_be_copies(migrated_db: str, tmp_path: Path) -> None:
+    """Two files of one SOPInstanceUID and position with different pixels were resolved by
+    file-name order with a warning; two slices at different positions sharing a
+    SOPInstanceUID were accepted silently."""
+    import shutil
+
+    import pydicom
+
+    write_ct_series(tmp_path / "copy", seed=1)
+    files = sorted((tmp_path / "copy").iterdir())
+    shutil.copy(files[2], tmp_path / "copy" / "IM0002_copy.dcm")
+    report = ingest_paths([tmp_path / "copy"], url=migrated_db)  # an identical copy is dropped
+    assert report.added[0]["size"][2] == 6 and "duplicate file" in report.warnings[0]["warning"]
+
+    write_ct_series(tmp_path / "pixels", seed=2, patient_id="PAT2")
+    files = sorted((tmp_path / "pixels").iterdir())
+    ds = pydicom.dcmread(files[2])
+    ds.PixelData = np.full((16, 16), 1000, dtype=np.int16).tobytes()
+    ds.save_as(tmp_path / "pixels" / "IM0000_copy.dcm", enforce_file_format=True)
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "pixels"], url=migrated_db)
+    assert "with different pixel data" in str(info.value)
+    assert str(files[2]) in str(info.value) and "IM0000_copy.dcm" in str(info.value)
+
+    write_ct_series(tmp_path / "moved", seed=3, patient_id="PAT3")
+    files = _edit_dicom(tmp_path / "moved", lambda _, ds: None)
+    first = pydicom.dcmread(files[0])
+    ds = pydicom.dcmread(files[1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    ds.save_as(files[1], enforce_file_format=True)
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "moved"], url=migrated_db)
+    assert f"{files[0]} and {files[1]} share SOPInstanceUID" in str(info.value)
+    assert _counts(migrated_db) == (1, 1, 1)

@@ -188,6 +188,47 @@ def _normal(header: pydicom.Dataset) -> np.ndarray:
     return np.cross(o[:3], o[3:])
 
 
+def _same_pixels(a: Path, b: Path) -> bool:
+    """Whether two files hold the same pixel data (bytes, else decoded values)."""
+    try:
+        first, second = pydicom.dcmread(str(a)), pydicom.dcmread(str(b))
+        if first.get("PixelData") == second.get("PixelData"):
+            return True
+        return bool(np.array_equal(first.pixel_array, second.pixel_array))
+    except Exception:
+        return False
+
+
+def _shared_instance_uids(slices: list[Slice], positions: list[np.ndarray]) -> list[str]:
+    """Files that share one SOPInstanceUID but are not copies of one slice, named in pairs.
+
+    A copy (same position, same pixels) is dropped later; the same UID at another position,
+    or with other pixels, means one of the files is wrong and no file order can tell which.
+    """
+    by_uid: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(slices):
+        uid = str(s.header.get("SOPInstanceUID", "") or "")
+        if uid:
+            by_uid[uid].append(i)
+    problems = []
+    for uid, members in by_uid.items():
+        first = members[0]
+        for other in members[1:]:
+            a, b = slices[first].path, slices[other].path
+            if not np.allclose(positions[first], positions[other], atol=1e-3):
+                at = ", ".join(f"{float(v):.2f}" for v in positions[other])
+                problems.append(
+                    f"{a} and {b} share SOPInstanceUID {uid} but lie at different positions "
+                    f"(the second at {at} mm): two slices cannot be one instance"
+                )
+            elif not _same_pixels(a, b):
+                problems.append(
+                    f"{a} and {b} are the same slice (SOPInstanceUID {uid}) with different "
+                    "pixel data: conflicting copies, remove the wrong one"
+                )
+    return problems
+
+
 def check_series(series: DicomSeries) -> None:
     """Sort slices along the normal and record tilt, gaps, duplicates and spacing issues."""
     first = series.first
@@ -199,6 +240,9 @@ def check_series(series: DicomSeries) -> None:
     order = np.argsort([float(np.dot(normal, p)) for p in positions])
     series.slices = [series.slices[i] for i in order]
     positions = [positions[i] for i in order]
+    if problems := _shared_instance_uids(series.slices, positions):
+        series.errors.extend(problems)
+        return
     if len(series.slices) < 2:
         series.errors.append("a single slice is not a 3D volume")
         return
