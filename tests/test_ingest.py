@@ -570,3 +570,37 @@ def test_files_sharing_an_instance_uid_must_be_copies(migrated_db: str, tmp_path
         ingest_paths([tmp_path / "moved"], url=migrated_db)
     assert f"{files[0]} and {files[1]} share SOPInstanceUID" in str(info.value)
     assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_path: Path) -> None:
+    """One such slice under the series' UID was skipped at the ends (a shorter volume) or,
+    mid-series, reported as 'missing slices'; a localizer slice there is still skipped."""
+
+    def smaller(i: int, ds: Any) -> None:
+        if i == 3:
+            ds.Rows = ds.Columns = 8
+            ds.PixelData = np.zeros((8, 8), dtype=np.int16).tobytes()
+
+    def turned(i: int, ds: Any) -> None:
+        if i == 5:
+            ds.ImageOrientationPatient = [0.9998, 0.02, 0, -0.02, 0.9998, 0]
+
+    for name, change, said in (("mid", smaller, "8x8 pixels"), ("end", turned, "16x16 pixels, orientation [1, 0.02")):
+        write_ct_series(tmp_path / name, seed=1)
+        files = _edit_dicom(tmp_path / name, change)
+        odd = files[3] if name == "mid" else files[5]
+        with pytest.raises(UserError) as info:
+            ingest_paths([tmp_path / name], url=migrated_db)
+        text = " ".join(str(info.value).split())
+        assert f"{odd}: {said}" in text and "other 5 slices have 16x16 pixels, orientation [1, 0, 0, 0, 1, 0]" in text
+        assert "missing slices" not in text
+    write_ct_series(tmp_path / "loc", seed=2, n_slices=7)
+
+    def localizer(i: int, ds: Any) -> None:
+        if i == 6:
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+
+    _edit_dicom(tmp_path / "loc", localizer)
+    report = ingest_paths([tmp_path / "loc"], url=migrated_db)
+    assert report.added[0]["size"][2] == 6 and "1 localizer slice(s)" in report.skipped[0]["reason"]

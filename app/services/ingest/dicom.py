@@ -1,8 +1,8 @@
 """DICOM discovery: read headers, group slices into series, check their geometry, decode.
 
-Slices group by SeriesInstanceUID and, within one UID, by orientation and matrix size
-(the parts of GDCM's refined series id that matter for a volume); the largest group is
-the series and the rest are reported as skipped. Geometry problems are found from the
+Slices group by SeriesInstanceUID; within one UID, localizer slices are skipped and a slice
+of another orientation or matrix size than the rest (the parts of GDCM's refined series id
+that matter for a volume) is an error naming the file. Geometry problems are found from the
 slice positions before any pixel is decoded.
 """
 
@@ -102,30 +102,60 @@ def read_header(path: Path) -> pydicom.Dataset | None:
     return header
 
 
+Geometry = tuple[tuple[float, ...], object, object]
+
+
+def _geometry(header: pydicom.Dataset) -> Geometry:
+    """Orientation (rounded) and matrix size: what one volume's slices must share."""
+    orientation = tuple(round(float(v), 3) for v in header.get("ImageOrientationPatient", []))
+    return (orientation, header.get("Rows"), header.get("Columns"))
+
+
+def _describe(key: Geometry) -> str:
+    orientation, rows, columns = key
+    shown = "[" + ", ".join(f"{v:g}" for v in orientation) + "]" if orientation else "none"
+    return f"{rows}x{columns} pixels, orientation {shown}"
+
+
 def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
-    """Group slices into series; return (series, skipped (source, reason))."""
+    """Group slices into series; return (series, skipped (source, reason)).
+
+    Localizer slices filed under a CT series' UID are skipped; any other slice of another
+    size or orientation is an error of the series naming the file, since dropping it
+    would leave a gap or silently shorten the volume.
+    """
     by_uid: dict[str, list[Slice]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
     for s in slices:
         by_uid[series_key(s.header)].append(s)
     series: list[DicomSeries] = []
     for uid, members in by_uid.items():
-        sub: dict[tuple[object, ...], list[Slice]] = defaultdict(list)
-        for s in members:
-            orientation = tuple(
-                round(float(v), 3) for v in s.header.get("ImageOrientationPatient", [])
-            )
-            sub[(orientation, s.header.get("Rows"), s.header.get("Columns"))].append(s)
-        groups = sorted(sub.values(), key=len, reverse=True)
-        for extra in groups[1:]:
+        images = [s for s in members if "LOCALIZER" not in _image_type(s.header)]
+        if images and len(images) < len(members):
             skipped.append(
                 (
-                    str(extra[0].path.parent),
-                    f"series {uid}: {len(extra)} slice(s) with another orientation or size "
-                    "than the rest of the series (e.g. a localizer)",
+                    str(members[0].path.parent),
+                    f"series {uid}: {len(members) - len(images)} localizer slice(s) (ImageType "
+                    "LOCALIZER) inside the series",
                 )
             )
-        series.append(DicomSeries(uid, groups[0]))
+            members = images
+        sub: dict[Geometry, list[Slice]] = defaultdict(list)
+        for s in members:
+            sub[_geometry(s.header)].append(s)
+        groups = sorted(sub.values(), key=len, reverse=True)
+        found = DicomSeries(uid, groups[0])
+        if images and len(groups) > 1:
+            usual = _describe(_geometry(groups[0][0].header))
+            odd = [s for group in groups[1:] for s in group]
+            found.errors.extend(
+                f"{s.path}: {_describe(_geometry(s.header))} where the series' other "
+                f"{len(groups[0])} slices have {usual}"
+                for s in odd[:5]
+            )
+            if len(odd) > 5:
+                found.errors.append(f"and {len(odd) - 5} more slice(s) of another size or orientation")
+        series.append(found)
     return series, skipped
 
 

@@ -195,7 +195,8 @@ def scan_dicom(
         if reason := not_a_volume(series):
             found.skipped.append({"source": where, "reason": reason})
             continue
-        check_series(series)
+        if not series.errors:  # a slice of another size or orientation is error enough
+            check_series(series)
         unreadable_here = [p for p in not_dicom if p.parent == series.slices[0].path.parent]
         if series.errors and unreadable_here:  # a damaged slice reads as "not DICOM" and leaves a gap
             series.errors.append(f"{len(unreadable_here)} file(s) beside these slices are not "
