@@ -6,6 +6,7 @@ Every test runs on SQLite and, with LVT_TEST_POSTGRES_URL, on PostgreSQL (``db_u
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import subprocess
@@ -604,3 +605,40 @@ def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_p
     _edit_dicom(tmp_path / "loc", localizer)
     report = ingest_paths([tmp_path / "loc"], url=migrated_db)
     assert report.added[0]["size"][2] == 6 and "1 localizer slice(s)" in report.skipped[0]["reason"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_study_date_falls_back_and_stores_no_source_date_text(migrated_db: str, tmp_path: Path) -> None:
+    """With de-identification on, series.warnings stored "unreadable StudyDate '2020.09.04'"
+    (a source date) and the study had no date though SeriesDate held it; a series with no
+    date at all was stored without a word."""
+    from app.services.deid import Deidentifier
+
+    write_ct_series(tmp_path / "dotted", seed=1, study_date="20200904")
+    _edit_dicom(tmp_path / "dotted", lambda _, ds: setattr(ds, "StudyDate", "2020.09.04"))
+    write_ct_series(tmp_path / "acq", seed=2, patient_id="PAT2")
+
+    def acquisition_only(_: int, ds: Any) -> None:
+        ds.StudyDate, ds.AcquisitionDate = "2020-13-45", "20210305"
+        del ds.SeriesDate
+
+    _edit_dicom(tmp_path / "acq", acquisition_only)
+    write_ct_series(tmp_path / "none", seed=3, patient_id="PAT3")
+
+    def no_date(_: int, ds: Any) -> None:
+        del ds.StudyDate, ds.SeriesDate
+
+    _edit_dicom(tmp_path / "none", no_date)
+    report = ingest_paths([tmp_path / "dotted", tmp_path / "acq", tmp_path / "none"], url=migrated_db)
+    deid = Deidentifier.from_settings()
+    dates = [a["study_date"] for a in report.added]
+    assert dates[0] == deid.date("PAT001", dt.date(2020, 9, 4)).isoformat()  # type: ignore[union-attr]
+    assert dates[1] == deid.date("PAT2", dt.date(2021, 3, 5)).isoformat()  # type: ignore[union-attr]
+    assert dates[2] is None
+    warnings = [w["warning"] for w in report.warnings]
+    assert warnings[0] == "StudyDate unreadable; the study date is taken from SeriesDate"
+    assert warnings[1] == "StudyDate unreadable; the study date is taken from AcquisitionDate"
+    assert warnings[2].startswith("no readable StudyDate, SeriesDate or AcquisitionDate")
+    with session_scope(migrated_db) as s:
+        stored = " ".join(" ".join(w or []) for w in s.scalars(select(Series.warnings)))
+    assert "2020" not in stored and "2021" not in stored and "13-45" not in stored

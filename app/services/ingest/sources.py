@@ -113,13 +113,7 @@ def _dicom_candidate(
             acquisition_time=series.tag("AcquisitionTime") or series.tag("SeriesTime"),
             rules=rules,
         )
-    try:
-        study_date = overrides.study_date or parse_date(
-            series.tag("StudyDate") or series.tag("SeriesDate")
-        )
-    except ValueError:
-        study_date = None
-        series.warnings.append(f"unreadable StudyDate {series.tag('StudyDate')!r}")
+    study_date = overrides.study_date or _series_date(series)
     thickness = header.get("SliceThickness")
     return Candidate(
         source=f"{series.slices[0].path.parent} ({len(series.slices)} slices)",
@@ -141,6 +135,37 @@ def _dicom_candidate(
         load=lambda: decode(series),
         warnings=list(series.warnings),
     )
+
+
+DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate")
+
+
+def _series_date(series: DicomSeries) -> dt.date | None:
+    """The study date from the first readable of StudyDate, SeriesDate, AcquisitionDate.
+
+    What was missing or unreadable is added to the series' warnings, which are stored:
+    they name the tags, never the source text (a date is an identifier under
+    de-identification).
+    """
+    unreadable: list[str] = []
+    for tag in DATE_TAGS:
+        try:
+            value = parse_date(series.tag(tag))
+        except ValueError:
+            unreadable.append(tag)
+            continue
+        if value is None:
+            continue
+        if tag != DATE_TAGS[0]:
+            state = "unreadable" if DATE_TAGS[0] in unreadable else "missing"
+            series.warnings.append(f"StudyDate {state}; the study date is taken from {tag}")
+        return value
+    problem = f" (unreadable: {', '.join(unreadable)})" if unreadable else ""
+    series.warnings.append(
+        f"no readable StudyDate, SeriesDate or AcquisitionDate{problem}: stored without a "
+        "study date, so measurements must name its accession and intervals are unknown"
+    )
+    return None
 
 
 def _named(paths: list[Path], shown: int = 5) -> str:
