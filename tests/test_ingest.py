@@ -642,3 +642,15 @@ def test_study_date_falls_back_and_stores_no_source_date_text(migrated_db: str, 
     with session_scope(migrated_db) as s:
         stored = " ".join(" ".join(w or []) for w in s.scalars(select(Series.warnings)))
     assert "2020" not in stored and "2021" not in stored and "13-45" not in stored
+
+
+def test_a_dicom_study_date_before_ct_existed_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """A manifest row dated before 1971-10-01 was refused, a DICOM series so dated accepted."""
+    write_ct_series(tmp_path / "old", study_date="19600101")
+    with pytest.raises(UserError, match=r"old \(series .*\): study date 1960-01-01 is before the first CT scan"):
+        ingest_paths([tmp_path / "old"], url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)
+    write_ct_series(tmp_path / "new", seed=1, patient_id="PAT2")
+    both = [tmp_path / "old", tmp_path / "new"]
+    report = ingest_paths(both, IngestOptions(skip_invalid=True), url=migrated_db)
+    assert "before the first CT scan" in report.skipped[0]["reason"] and len(report.added) == 1

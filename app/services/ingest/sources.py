@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import SimpleITK as sitk
 
 from app.cli.common import UserError
-from app.services.deid import parse_date
+from app.services.deid import implausible_study_date, parse_date
 from app.services.ingest.dicom import (
     DicomFileError,
     DicomSeries,
@@ -236,6 +236,13 @@ def scan_dicom(
         candidate = _dicom_candidate(series, overrides, rules)
         if not candidate.patient_source_id:
             found.errors.append(f"{where}: no PatientID in the files; pass --patient-id")
+            continue
+        if implausible := implausible_study_date(candidate.study_date):  # as a manifest row
+            reason = f"study date {implausible}"
+            if skip_invalid:
+                found.skipped.append({"source": where, "reason": reason})
+            else:
+                found.errors.append(f"{where}: {reason}")
             continue
         found.candidates.append(candidate)
 
