@@ -654,3 +654,16 @@ def test_a_dicom_study_date_before_ct_existed_is_refused(migrated_db: str, tmp_p
     both = [tmp_path / "old", tmp_path / "new"]
     report = ingest_paths(both, IngestOptions(skip_invalid=True), url=migrated_db)
     assert "before the first CT scan" in report.skipped[0]["reason"] and len(report.added) == 1
+
+
+def test_a_manifest_row_of_another_modality_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """A row with modality MR was ingested (and stored as an MR series) although only CT is."""
+    for value, name in ((7, "a"), (9, "b")):
+        image = sitk.GetImageFromArray(np.full((4, 6, 6), value, dtype=np.int16))
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date,modality\nP1,a.nii.gz,2024-01-10,ct\n"
+                        "P2,b.nii.gz,2024-01-10,MR\n")
+    with pytest.raises(UserError, match="row 3: modality 'MR' is not CT"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)
