@@ -199,9 +199,16 @@ def test_geometry_problems_are_errors(
 
 
 def test_non_uniform_spacing_is_a_warning(migrated_db: str, tmp_path: Path) -> None:
-    write_ct_series(tmp_path / "s", z_positions=[0, 2, 4.2, 6.2, 8.1, 10.2])
+    """Steps alternating 1.8/2.2 mm were stored with the median step (2.2 mm here), which
+    stretched the volume beyond the scanned extent; now (last - first)/(n - 1), with a
+    warning when a step is more than 10 % from it (small variations need none)."""
+    write_ct_series(tmp_path / "s", z_positions=[0, 2.2, 4.0, 6.2, 8.0, 10.2])
     report = ingest_paths([tmp_path / "s"], url=migrated_db)
     assert len(report.added) == 1 and "non-uniform slice spacing" in report.warnings[0]["warning"]
+    assert report.added[0]["spacing_mm"][2] == pytest.approx(10.2 / 5)
+    write_ct_series(tmp_path / "t", z_positions=[0, 2, 4.2, 6.2, 8.1, 10.2], seed=1)
+    report = ingest_paths([tmp_path / "t"], url=migrated_db)
+    assert report.warnings == [] and report.added[0]["spacing_mm"][2] == pytest.approx(2.04)
 
 
 def test_zip_input_and_path_traversal(migrated_db: str, tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from lvt_core.imageio import slice_gaps
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 TILT_TOLERANCE_DEG = 0.5
-NONUNIFORM_TOLERANCE = 0.01
+NONUNIFORM_TOLERANCE = 0.01  # steps varying less are ITK's own
+NONUNIFORM_WARNING = 0.10  # a step further than this from the mean is worth a warning
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -46,6 +47,7 @@ class DicomSeries:
     slices: list[Slice]
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    step_mm: float | None = None  # the slice step to store when the steps vary
 
     @property
     def first(self) -> pydicom.Dataset:
@@ -319,11 +321,25 @@ def check_series(series: DicomSeries) -> None:
             f"between {z[i]:.2f} and {z[i + 1]:.2f} mm where {step_mm:.2f} mm is expected"
         )
         return
-    spread = float(diffs.max() - diffs.min()) / step_mm
-    if spread > NONUNIFORM_TOLERANCE:
+    _check_uniform(series, z, diffs)
+
+
+def _check_uniform(series: DicomSeries, z: np.ndarray, diffs: np.ndarray) -> None:
+    """Set the stored step of a series whose steps vary, warning when they vary much.
+
+    The step is (last - first)/(n - 1), so the volume spans what was scanned (the median
+    step of alternating 3.6/4.4 mm would stretch it); gaps are refused before this.
+    """
+    step = float(z[-1] - z[0]) / (len(z) - 1)
+    if float(diffs.max() - diffs.min()) / step <= NONUNIFORM_TOLERANCE:
+        return
+    series.step_mm = step
+    off = float(np.abs(diffs - step).max()) / step
+    if off > NONUNIFORM_WARNING:
         series.warnings.append(
-            f"non-uniform slice spacing ({diffs.min():.3f}–{diffs.max():.3f} mm); "
-            f"stored with the median {step_mm:.3f} mm"
+            f"non-uniform slice spacing: steps of {diffs.min():.3f}–{diffs.max():.3f} mm differ "
+            f"by up to {off:.1%} from the mean step; stored with {step:.3f} mm (first to last "
+            "slice over n − 1), so the extent is kept but slices between are placed evenly"
         )
 
 
@@ -339,13 +355,9 @@ def decode(series: DicomSeries) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError:
         image = _decode_with_pydicom(series)
-    if len(series.slices) > 1 and any("non-uniform" in w for w in series.warnings):
+    if series.step_mm is not None:
         spacing = list(image.GetSpacing())
-        z = [
-            float(np.dot(_normal(series.first), [float(v) for v in s.header.ImagePositionPatient]))
-            for s in series.slices
-        ]
-        spacing[2] = float(np.median(np.diff(z)))
+        spacing[2] = series.step_mm
         image.SetSpacing(spacing)
     return image
 
@@ -372,7 +384,7 @@ def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
     o = np.array([float(v) for v in first.ImageOrientationPatient])
     normal = np.cross(o[:3], o[3:])
     positions = [np.array([float(v) for v in s.header.ImagePositionPatient]) for s in series.slices]
-    dz = float(np.median(np.diff([float(np.dot(normal, p)) for p in positions])))
+    dz = series.step_mm or float(np.median(np.diff([float(np.dot(normal, p)) for p in positions])))
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     image.SetSpacing((col_mm, row_mm, abs(dz)))
     image.SetOrigin(tuple(float(v) for v in positions[0]))
