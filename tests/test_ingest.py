@@ -674,3 +674,22 @@ def test_a_manifest_row_of_another_modality_is_refused(migrated_db: str, tmp_pat
     with pytest.raises(UserError, match="row 3: modality 'MR' is not CT"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (0, 0, 0)
+
+
+def test_zip_members_are_named_inside_the_archive(migrated_db: str, tmp_path: Path) -> None:
+    """Messages and the JSON source named the deleted temporary extraction folder."""
+    write_ct_series(tmp_path / "s", seed=5)
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            data = f.read_bytes()
+            zf.writestr(f"case/{f.name}", data[:300] if f.name == "IM0002.dcm" else data)
+    with pytest.raises(UserError) as info:
+        ingest_paths([archive], url=migrated_db)
+    assert f"{archive}:case/IM0002.dcm: corrupt or truncated" in str(info.value)
+    assert "lvt-zip-" not in str(info.value)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f"case/{f.name}")
+    report = ingest_paths([archive], url=migrated_db)
+    assert report.added[0]["source"] == f"{archive}:case (6 slices)"

@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import SimpleITK as sitk
@@ -66,7 +67,7 @@ class Discovery:
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    patient_ids: dict[str, Path] = field(default_factory=dict)  # PatientID -> a file with it
+    patient_ids: dict[str, str] = field(default_factory=dict)  # PatientID -> a file with it
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def scan_dicom(
             not_dicom.append(path)
             continue
         slices.append(Slice(path, header))
-        found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), path)
+        found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), str(path))
     if not_dicom:
         found.skipped.append({"source": label, "reason": f"{len(not_dicom)} file(s) are not DICOM: "
                                                          + _named(not_dicom)})
@@ -362,7 +363,30 @@ def _scan_zip(
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lvt-zip-")))
     safe_extract(archive, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    scan_dicom(files, str(archive), overrides, rules, skip_invalid, found)
+    inner = Discovery()
+    scan_dicom(files, str(archive), overrides, rules, skip_invalid, inner)
+    rename = partial(_in_archive, folder=folder, archive=archive)
+    found.errors.extend(rename(e) for e in inner.errors)
+    found.skipped.extend({k: rename(v) for k, v in item.items()} for item in inner.skipped)
+    for pid, where in inner.patient_ids.items():
+        found.patient_ids.setdefault(pid, rename(where))
+    for candidate in inner.candidates:
+        candidate.source = rename(candidate.source)
+        candidate.load = partial(_load_renamed, candidate.load, rename)
+        found.candidates.append(candidate)
+
+
+def _in_archive(text: str, folder: Path, archive: Path) -> str:
+    """``text`` with paths in the extraction folder shown as ``archive.zip:inner/path``: the
+    folder is deleted when the ingest ends, so its name would point nowhere."""
+    return text.replace(f"{folder}/", f"{archive}:").replace(str(folder), f"{archive}:")
+
+
+def _load_renamed(load: Callable[[], sitk.Image], rename: Callable[[str], str]) -> sitk.Image:
+    try:
+        return load()
+    except DicomFileError as exc:
+        raise DicomFileError(rename(str(exc))) from None
 
 
 def load_candidate(candidate: Candidate) -> sitk.Image:
