@@ -693,3 +693,27 @@ def test_zip_members_are_named_inside_the_archive(migrated_db: str, tmp_path: Pa
             zf.write(f, f"case/{f.name}")
     report = ingest_paths([archive], url=migrated_db)
     assert report.added[0]["source"] == f"{archive}:case (6 slices)"
+
+
+def test_a_corrupt_jpeg2000_slice_gives_one_message_not_pydicom_tracebacks(
+    migrated_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pydicom's decoders logged a traceback per plugin (~60 lines on stderr) first."""
+    import logging
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    write_ct_series(tmp_path / "s", seed=1, size=64)  # J2K needs more than 16x16 pixels
+
+    def compress(i: int, ds: Any) -> None:
+        ds.compress(JPEG2000Lossless)
+        if i == 2:
+            ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 200])
+
+    files = _edit_dicom(tmp_path / "s", compress)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UserError, match=rf"{files[2]}: cannot decode pixel data"):
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert [r for r in caplog.records if r.name.startswith("pydicom")] == []
+    assert logging.getLogger("pydicom").level != logging.CRITICAL + 1  # restored

@@ -8,8 +8,11 @@ slice positions before any pixel is decoded.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -362,12 +365,26 @@ def decode(series: DicomSeries) -> sitk.Image:
     return image
 
 
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's logger: for a damaged file its decoders log a traceback per plugin
+    (about 60 lines) before the one clear DicomFileError naming the file."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
     planes = []
     for s in series.slices:
         try:
-            ds = pydicom.dcmread(str(s.path))
-            pixels = ds.pixel_array.astype(np.float32)
+            with _quiet_pydicom():
+                ds = pydicom.dcmread(str(s.path))
+                pixels = ds.pixel_array.astype(np.float32)
         except Exception as exc:
             raise DicomFileError(f"{s.path}: cannot decode pixel data ({exc})") from None
         slope = float(ds.get("RescaleSlope", 1) or 1)
