@@ -717,3 +717,20 @@ def test_a_corrupt_jpeg2000_slice_gives_one_message_not_pydicom_tracebacks(
         ingest_paths([tmp_path / "s"], url=migrated_db)
     assert [r for r in caplog.records if r.name.startswith("pydicom")] == []
     assert logging.getLogger("pydicom").level != logging.CRITICAL + 1  # restored
+
+
+def test_a_dry_run_without_a_store_creates_nothing(
+    lvt_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lvt ingest --dry-run` created lvt.db and secret.key in the store."""
+    from app.settings import get_settings
+
+    monkeypatch.delenv("LVT_SECRET_KEY")
+    get_settings.cache_clear()
+    write_ct_series(tmp_path / "s", seed=1)
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--dry-run", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["dry_run"] and doc["series_added"] == 1 and doc["added"][0]["patient"].startswith("P-")
+    assert any("provisional" in note for note in doc["notes"])
+    assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
