@@ -295,3 +295,20 @@ def test_background_batch_reports_progress(cohort: str, tiny_checkpoint: Path) -
     assert progress.status == "done", progress.error
     assert progress.counts == {"done": 4} and progress.finished == 4
     _assert_consistent(cohort)
+
+
+def test_run_params_record_pseudonyms_not_source_ids(
+    cohort: str, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lvt batch --patient P000` (a source id) stored "P000" in batch_runs.params."""
+    from app.services import batch
+    from app.services.deid import Deidentifier
+
+    run_batch(BatchOptions(patients=["P000"], model=tiny_checkpoint))
+    monkeypatch.setattr(batch.subprocess, "Popen", lambda *args, **kwargs: None)
+    start_batch_in_background(BatchOptions(patients=["P001"], model=tiny_checkpoint))
+    with make_session_factory(cohort)() as s:
+        params = [run.params for run in s.scalars(select(BatchRun).order_by(BatchRun.id))]
+    deid = Deidentifier.from_settings()
+    assert [p["patients"] for p in params] == [[deid.patient_id("P000")], [deid.patient_id("P001")]]
+    assert "P000" not in json.dumps(params) and "P001" not in json.dumps(params)

@@ -6,12 +6,15 @@ Every test runs on SQLite and, with LVT_TEST_POSTGRES_URL, on PostgreSQL (``db_u
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -196,9 +199,16 @@ def test_geometry_problems_are_errors(
 
 
 def test_non_uniform_spacing_is_a_warning(migrated_db: str, tmp_path: Path) -> None:
-    write_ct_series(tmp_path / "s", z_positions=[0, 2, 4.2, 6.2, 8.1, 10.2])
+    """Steps alternating 1.8/2.2 mm were stored with the median step (2.2 mm here), which
+    stretched the volume beyond the scanned extent; now (last - first)/(n - 1), with a
+    warning when a step is more than 10 % from it (small variations need none)."""
+    write_ct_series(tmp_path / "s", z_positions=[0, 2.2, 4.0, 6.2, 8.0, 10.2])
     report = ingest_paths([tmp_path / "s"], url=migrated_db)
     assert len(report.added) == 1 and "non-uniform slice spacing" in report.warnings[0]["warning"]
+    assert report.added[0]["spacing_mm"][2] == pytest.approx(10.2 / 5)
+    write_ct_series(tmp_path / "t", z_positions=[0, 2, 4.2, 6.2, 8.1, 10.2], seed=1)
+    report = ingest_paths([tmp_path / "t"], url=migrated_db)
+    assert report.warnings == [] and report.added[0]["spacing_mm"][2] == pytest.approx(2.04)
 
 
 def test_zip_input_and_path_traversal(migrated_db: str, tmp_path: Path) -> None:
@@ -414,3 +424,313 @@ def test_phase_rules_defaults_timing_and_yaml(tmp_path: Path) -> None:
     rules.write_text("rules:\n  - {phase: hepatic, pattern: x}\n")
     with pytest.raises(UserError, match="unknown phase 'hepatic'"):
         load_rules(rules)
+
+
+def test_copies_of_one_slice_are_a_single_slice_not_a_crash(tmp_path: Path) -> None:
+    """Two files of one slice (same SOPInstanceUID and position) used to leave one slice after
+    the duplicate was dropped and crash on an empty array of steps."""
+    import shutil
+
+    import pydicom
+
+    from app.services.ingest.dicom import DicomSeries, Slice, check_series
+
+    write_ct_series(tmp_path / "s", n_slices=1)
+    (only,) = sorted((tmp_path / "s").iterdir())
+    shutil.copy(only, tmp_path / "s" / "IM0000_copy.dcm")
+    files = sorted((tmp_path / "s").iterdir())
+    series = DicomSeries("1.2.3", [Slice(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files])
+    check_series(series)
+    assert series.errors == ["a single slice is not a 3D volume"]
+
+
+def _edit_dicom(folder: Path, change: Callable[[int, Any], None]) -> list[Path]:
+    """Rewrite every file of ``folder`` (in name order) after ``change(index, dataset)``."""
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        change(i, ds)
+        ds.save_as(path, enforce_file_format=True)
+    return files
+
+
+def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_path: Path) -> None:
+    """An export's scout (one slice, or ImageType LOCALIZER) and dose screen (a secondary
+    capture without ImagePositionPatient) used to refuse the whole ingest."""
+    export = tmp_path / "export"
+    study = write_ct_series(export / "portal", seed=1)["study_uid"]
+    write_ct_series(export / "scout1", n_slices=1, study_uid=study, description="Topogram")
+    write_ct_series(export / "scout2", n_slices=2, study_uid=study, description="Topogram")
+    write_ct_series(export / "dose", n_slices=1, study_uid=study, description="Dose Report")
+
+    def localizer(_: int, ds: Any) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+
+    def dose_screen(_: int, ds: Any) -> None:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+
+    _edit_dicom(export / "scout2", localizer)
+    _edit_dicom(export / "dose", dose_screen)
+    report = ingest_paths([export], url=migrated_db)
+    assert len(report.added) == 1 and "portal" in report.added[0]["source"]
+    reasons = {Path(s["source"].split(" (series")[0]).name: s["reason"] for s in report.skipped}
+    assert "single slice" in reasons["scout1"] and "LOCALIZER" in reasons["scout2"]
+    assert "secondary capture" in reasons["dose"]
+    # a real CT series without geometry is still an error
+    write_ct_series(tmp_path / "broken", seed=2)
+    _edit_dicom(tmp_path / "broken", lambda _, ds: delattr(ds, "ImagePositionPatient"))
+    with pytest.raises(UserError, match="no ImagePositionPatient"):
+        ingest_paths([tmp_path / "broken"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """The same pixels with new UIDs and another PatientID, or kept identifiers after a
+    de-identified ingest, were filed silently as a second series."""
+    from pydicom.uid import generate_uid
+
+    write_ct_series(tmp_path / "s", seed=3)
+    first = ingest_paths([tmp_path / "s"], url=migrated_db)
+    stored_id = first.added[0]["series_id"]
+    with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
+        ingest_paths([tmp_path / "s"], IngestOptions(deidentify=False), url=migrated_db)
+    study, series = generate_uid(), generate_uid()
+
+    def other_patient(_: int, ds: Any) -> None:
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "OTHER-99", study, series
+
+    _edit_dicom(tmp_path / "s", other_patient)
+    with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_another_phase_for_a_stored_image_is_a_conflict(migrated_db: str, tmp_path: Path) -> None:
+    """--phase arterial for a stored portal series, or one image given as two phases in a
+    manifest, was ignored silently (the series stayed as it was, reported present)."""
+    write_ct_series(tmp_path / "s", seed=3)
+    ingest_paths([tmp_path / "s"], url=migrated_db)  # portal, from the description
+    assert len(ingest_paths([tmp_path / "s"], IngestOptions(phase="portal"), url=migrated_db).already_present) == 1
+    with pytest.raises(UserError, match=r"already stored as series \d+ with phase portal, not arterial"):
+        ingest_paths([tmp_path / "s"], IngestOptions(phase="arterial"), url=migrated_db)
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date,phase\nP1,a.nii.gz,2024-01-10,arterial\n"
+                        "P1,a.nii.gz,2024-01-10,portal\n")
+    with pytest.raises(UserError, match="with phase arterial, not portal"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_patient_id_over_several_patient_ids_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """--patient-id merged the series of different PatientIDs into one patient silently."""
+    write_ct_series(tmp_path / "x" / "a", seed=1, patient_id="PAT-A")
+    write_ct_series(tmp_path / "x" / "b", seed=2, patient_id="PAT-B")
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "x"], IngestOptions(patient_id="P9"), url=migrated_db)
+    text = str(info.value)
+    assert "2 different PatientIDs" in text and "'PAT-A' in " + str(tmp_path / "x" / "a") in text
+    assert "'PAT-B' in " + str(tmp_path / "x" / "b") in text
+    assert _counts(migrated_db) == (0, 0, 0)
+    # one PatientID, or none, may still be given (or replaced) with --patient-id
+    report = ingest_paths([tmp_path / "x" / "a"], IngestOptions(patient_id="P9"), url=migrated_db)
+    assert len(report.added) == 1
+
+
+def test_files_sharing_an_instance_uid_must_be_copies(migrated_db: str, tmp_path: Path) -> None:
+    """Two files of one SOPInstanceUID and position with different pixels were resolved by
+    file-name order with a warning; two slices at different positions sharing a
+    SOPInstanceUID were accepted silently."""
+    import shutil
+
+    import pydicom
+
+    write_ct_series(tmp_path / "copy", seed=1)
+    files = sorted((tmp_path / "copy").iterdir())
+    shutil.copy(files[2], tmp_path / "copy" / "IM0002_copy.dcm")
+    report = ingest_paths([tmp_path / "copy"], url=migrated_db)  # an identical copy is dropped
+    assert report.added[0]["size"][2] == 6 and "duplicate file" in report.warnings[0]["warning"]
+
+    write_ct_series(tmp_path / "pixels", seed=2, patient_id="PAT2")
+    files = sorted((tmp_path / "pixels").iterdir())
+    ds = pydicom.dcmread(files[2])
+    ds.PixelData = np.full((16, 16), 1000, dtype=np.int16).tobytes()
+    ds.save_as(tmp_path / "pixels" / "IM0000_copy.dcm", enforce_file_format=True)
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "pixels"], url=migrated_db)
+    assert "with different pixel data" in str(info.value)
+    assert str(files[2]) in str(info.value) and "IM0000_copy.dcm" in str(info.value)
+
+    write_ct_series(tmp_path / "moved", seed=3, patient_id="PAT3")
+    files = _edit_dicom(tmp_path / "moved", lambda _, ds: None)
+    first = pydicom.dcmread(files[0])
+    ds = pydicom.dcmread(files[1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    ds.save_as(files[1], enforce_file_format=True)
+    with pytest.raises(UserError) as info:
+        ingest_paths([tmp_path / "moved"], url=migrated_db)
+    assert f"{files[0]} and {files[1]} share SOPInstanceUID" in str(info.value)
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_path: Path) -> None:
+    """One such slice under the series' UID was skipped at the ends (a shorter volume) or,
+    mid-series, reported as 'missing slices'; a localizer slice there is still skipped."""
+
+    def smaller(i: int, ds: Any) -> None:
+        if i == 3:
+            ds.Rows = ds.Columns = 8
+            ds.PixelData = np.zeros((8, 8), dtype=np.int16).tobytes()
+
+    def turned(i: int, ds: Any) -> None:
+        if i == 5:
+            ds.ImageOrientationPatient = [0.9998, 0.02, 0, -0.02, 0.9998, 0]
+
+    for name, change, said in (("mid", smaller, "8x8 pixels"), ("end", turned, "16x16 pixels, orientation [1, 0.02")):
+        write_ct_series(tmp_path / name, seed=1)
+        files = _edit_dicom(tmp_path / name, change)
+        odd = files[3] if name == "mid" else files[5]
+        with pytest.raises(UserError) as info:
+            ingest_paths([tmp_path / name], url=migrated_db)
+        text = " ".join(str(info.value).split())
+        assert f"{odd}: {said}" in text and "other 5 slices have 16x16 pixels, orientation [1, 0, 0, 0, 1, 0]" in text
+        assert "missing slices" not in text
+    write_ct_series(tmp_path / "loc", seed=2, n_slices=7)
+
+    def localizer(i: int, ds: Any) -> None:
+        if i == 6:
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+
+    _edit_dicom(tmp_path / "loc", localizer)
+    report = ingest_paths([tmp_path / "loc"], url=migrated_db)
+    assert report.added[0]["size"][2] == 6 and "1 localizer slice(s)" in report.skipped[0]["reason"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_study_date_falls_back_and_stores_no_source_date_text(migrated_db: str, tmp_path: Path) -> None:
+    """With de-identification on, series.warnings stored "unreadable StudyDate '2020.09.04'"
+    (a source date) and the study had no date though SeriesDate held it; a series with no
+    date at all was stored without a word."""
+    from app.services.deid import Deidentifier
+
+    write_ct_series(tmp_path / "dotted", seed=1, study_date="20200904")
+    _edit_dicom(tmp_path / "dotted", lambda _, ds: setattr(ds, "StudyDate", "2020.09.04"))
+    write_ct_series(tmp_path / "acq", seed=2, patient_id="PAT2")
+
+    def acquisition_only(_: int, ds: Any) -> None:
+        ds.StudyDate, ds.AcquisitionDate = "2020-13-45", "20210305"
+        del ds.SeriesDate
+
+    _edit_dicom(tmp_path / "acq", acquisition_only)
+    write_ct_series(tmp_path / "none", seed=3, patient_id="PAT3")
+
+    def no_date(_: int, ds: Any) -> None:
+        del ds.StudyDate, ds.SeriesDate
+
+    _edit_dicom(tmp_path / "none", no_date)
+    report = ingest_paths([tmp_path / "dotted", tmp_path / "acq", tmp_path / "none"], url=migrated_db)
+    deid = Deidentifier.from_settings()
+    dates = [a["study_date"] for a in report.added]
+    assert dates[0] == deid.date("PAT001", dt.date(2020, 9, 4)).isoformat()  # type: ignore[union-attr]
+    assert dates[1] == deid.date("PAT2", dt.date(2021, 3, 5)).isoformat()  # type: ignore[union-attr]
+    assert dates[2] is None
+    warnings = [w["warning"] for w in report.warnings]
+    assert warnings[0] == "StudyDate unreadable; the study date is taken from SeriesDate"
+    assert warnings[1] == "StudyDate unreadable; the study date is taken from AcquisitionDate"
+    assert warnings[2].startswith("no readable StudyDate, SeriesDate or AcquisitionDate")
+    with session_scope(migrated_db) as s:
+        stored = " ".join(" ".join(w or []) for w in s.scalars(select(Series.warnings)))
+    assert "2020" not in stored and "2021" not in stored and "13-45" not in stored
+
+
+def test_a_dicom_study_date_before_ct_existed_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """A manifest row dated before 1971-10-01 was refused, a DICOM series so dated accepted."""
+    write_ct_series(tmp_path / "old", study_date="19600101")
+    with pytest.raises(UserError, match=r"old \(series .*\): study date 1960-01-01 is before the first CT scan"):
+        ingest_paths([tmp_path / "old"], url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)
+    write_ct_series(tmp_path / "new", seed=1, patient_id="PAT2")
+    both = [tmp_path / "old", tmp_path / "new"]
+    report = ingest_paths(both, IngestOptions(skip_invalid=True), url=migrated_db)
+    assert "before the first CT scan" in report.skipped[0]["reason"] and len(report.added) == 1
+
+
+def test_a_manifest_row_of_another_modality_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """A row with modality MR was ingested (and stored as an MR series) although only CT is."""
+    for value, name in ((7, "a"), (9, "b")):
+        image = sitk.GetImageFromArray(np.full((4, 6, 6), value, dtype=np.int16))
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date,modality\nP1,a.nii.gz,2024-01-10,ct\n"
+                        "P2,b.nii.gz,2024-01-10,MR\n")
+    with pytest.raises(UserError, match="row 3: modality 'MR' is not CT"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)
+
+
+def test_zip_members_are_named_inside_the_archive(migrated_db: str, tmp_path: Path) -> None:
+    """Messages and the JSON source named the deleted temporary extraction folder."""
+    write_ct_series(tmp_path / "s", seed=5)
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            data = f.read_bytes()
+            zf.writestr(f"case/{f.name}", data[:300] if f.name == "IM0002.dcm" else data)
+    with pytest.raises(UserError) as info:
+        ingest_paths([archive], url=migrated_db)
+    assert f"{archive}:case/IM0002.dcm: corrupt or truncated" in str(info.value)
+    assert "lvt-zip-" not in str(info.value)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f"case/{f.name}")
+    report = ingest_paths([archive], url=migrated_db)
+    assert report.added[0]["source"] == f"{archive}:case (6 slices)"
+
+
+def test_a_corrupt_jpeg2000_slice_gives_one_message_not_pydicom_tracebacks(
+    migrated_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pydicom's decoders logged a traceback per plugin (~60 lines on stderr) first."""
+    import logging
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    write_ct_series(tmp_path / "s", seed=1, size=64)  # J2K needs more than 16x16 pixels
+
+    def compress(i: int, ds: Any) -> None:
+        ds.compress(JPEG2000Lossless)
+        if i == 2:
+            ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 200])
+
+    files = _edit_dicom(tmp_path / "s", compress)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UserError, match=rf"{files[2]}: cannot decode pixel data"):
+        ingest_paths([tmp_path / "s"], url=migrated_db)
+    assert [r for r in caplog.records if r.name.startswith("pydicom")] == []
+    assert logging.getLogger("pydicom").level != logging.CRITICAL + 1  # restored
+
+
+def test_a_dry_run_without_a_store_creates_nothing(
+    lvt_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lvt ingest --dry-run` created lvt.db and secret.key in the store."""
+    from app.settings import get_settings
+
+    monkeypatch.delenv("LVT_SECRET_KEY")
+    get_settings.cache_clear()
+    write_ct_series(tmp_path / "s", seed=1)
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--dry-run", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["dry_run"] and doc["series_added"] == 1 and doc["added"][0]["patient"].startswith("P-")
+    assert any("provisional" in note for note in doc["notes"])
+    assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []

@@ -26,14 +26,14 @@ def _count(url: str) -> int:
 
 def _cohort(tmp_path: Path, url: str, deidentify: bool = True) -> None:
     """Two patients, two timepoints each, ingested from DICOM."""
-    for p in ("PAT1", "PAT2"):
+    for i, p in enumerate(("PAT1", "PAT2")):
         for k, date in enumerate(("20240110", "20240410")):
             write_ct_series(
                 tmp_path / "dicom" / p / str(k),
                 patient_id=p,
                 study_date=date,
                 accession=f"{p}-A{k}",
-                seed=k,
+                seed=10 * i + k,  # distinct pixels: one image under two patients is a conflict
             )
     ingest_paths([tmp_path / "dicom"], IngestOptions(deidentify=deidentify), url=url)
 
@@ -162,3 +162,27 @@ def test_missing_columns(migrated_db: str, tmp_path: Path) -> None:
     path.write_text("patient_id,lesion_label\nP,L1\n")
     with pytest.raises(UserError, match="missing required column"):
         import_measurements(path, url=migrated_db)
+
+
+def test_an_accession_matching_a_study_of_another_or_no_date_says_so(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """The row's accession found the study but its date did not: the message said
+    "has no ingested study with accession", which sent the user looking for the wrong error."""
+    import pydicom
+
+    write_ct_series(tmp_path / "a", patient_id="PAT1", study_date="20240110", accession="ACC1")
+    write_ct_series(tmp_path / "b", patient_id="PAT1", accession="ACC2", seed=1)
+    for path in (tmp_path / "b").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.StudyDate, ds.SeriesDate
+        ds.save_as(path, enforce_file_format=True)
+    ingest_paths([tmp_path / "a", tmp_path / "b"], url=migrated_db)
+    rows = ["PAT1,2024-01-11,ACC1,L1,12,,,,,,dr_a,", "PAT1,2024-01-10,ACC2,L1,12,,,,,,dr_a,"]
+    with pytest.raises(UserError) as info:
+        import_measurements(_csv(tmp_path, rows), url=migrated_db)
+    text = str(info.value)
+    assert "row 2: patient 'PAT1' has a study with accession 'ACC1', but it is dated 2024-01-10, not 2024-01-11" in text
+    assert "row 3: patient 'PAT1' has a study with accession 'ACC2', but it was ingested without a study date" in text
+    report = import_measurements(_csv(tmp_path, ["PAT1,,ACC2,L1,12,,,,,,dr_a,"], "ok.csv"), url=migrated_db)
+    assert report.added == 1

@@ -21,7 +21,7 @@ def ingest(
         None, "--manifest", help="CSV describing NIfTI/NRRD inputs (see README)."
     ),
     patient_id: str | None = typer.Option(
-        None, "--patient-id", help="Patient id for inputs that lack one (overrides tags)."
+        None, "--patient-id", help="Patient id for inputs that lack one (overrides one PatientID; several are refused)."
     ),
     phase: str | None = typer.Option(
         None, "--phase", help=f"Contrast phase for every series: {'|'.join(PHASE_NAMES)}."
@@ -49,7 +49,8 @@ def ingest(
     if phase is not None and phase not in PHASE_NAMES:
         raise typer.BadParameter(f"--phase must be one of {', '.join(PHASE_NAMES)}")
     rules = load_rules(phase_rules) if phase_rules else None
-    ensure_schema()
+    if not dry_run:  # a dry run writes nothing, not even a new or migrated database
+        ensure_schema()
     options = IngestOptions(
         manifest=manifest,
         patient_id=patient_id,
@@ -87,6 +88,8 @@ def _print_summary(report: IngestReport) -> None:
         console.print(f"  - skipped {item['source']}: {item['reason']}")
     for item in report.warnings:
         console.print(f"  [yellow]! {item['source']}: {item['warning']}[/]")
+    for note in report.notes:
+        console.print(f"  note: {note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -142,9 +142,14 @@ def register_model(session: Session, checkpoint: Path) -> Model:
     return row
 
 
-def resolve_patients(session: Session, ids: Iterable[str]) -> list[int]:
-    """Patient row ids for pseudonymous ids (or source ids, pseudonymised with the key)."""
-    return [require_patient(session, pid).id for pid in ids]
+def resolve_patients(session: Session, ids: Iterable[str]) -> tuple[list[int], list[str]]:
+    """Patient row ids and pseudonyms for the ids a user typed (pseudonyms or source ids).
+
+    A run's params record the pseudonyms: a typed source id is an identifier the store
+    must not keep.
+    """
+    patients = [require_patient(session, pid) for pid in ids]
+    return [p.id for p in patients], [p.pseudo_id for p in patients]
 
 
 def current_series(model_id: int, outdated: bool = False) -> Select[tuple[int]]:
@@ -438,6 +443,7 @@ def run_batch(
     factory = make_session_factory(url)
     started = time.perf_counter()
     to_refresh: list[int] = []
+    pseudonyms: list[str] = []
     with factory() as session:
         model = register_model(session, checkpoint)
         to_refresh = sorted(close_stale_runs(session))
@@ -456,7 +462,9 @@ def run_batch(
                     j.status = "done"  # already segmented by another run
             series_ids = [j.series_id for j in jobs]
         else:
-            patient_ids = None if options.all else resolve_patients(session, options.patients)
+            patient_ids = None
+            if not options.all:
+                patient_ids, pseudonyms = resolve_patients(session, options.patients)
             series_ids = pending_series(session, model.id, patient_ids, options.force,
                                         options.outdated)
             run = None
@@ -475,7 +483,7 @@ def run_batch(
             session.rollback()
             return summary
         params = {
-            "patients": options.patients, "all": options.all, "model": str(checkpoint),
+            "patients": pseudonyms, "all": options.all, "model": str(checkpoint),
             "workers": options.workers, "scheduler": options.scheduler, "force": options.force,
             "outdated": options.outdated, "pid": os.getpid(), "host": socket.gethostname(),
         }
@@ -601,12 +609,12 @@ def start_batch_in_background(
     ensure_schema(url)
     with make_session_factory(url)() as session:
         model = register_model(session, checkpoint)
-        patient_ids = None if options.all else resolve_patients(session, options.patients)
-        if patient_ids is None and not options.all:
+        if not options.all and not options.patients:
             raise UserError("say which series to segment: patients or all")
+        patient_ids, pseudonyms = (None, []) if options.all else resolve_patients(session, options.patients)
         series_ids = pending_series(session, model.id, patient_ids, options.force,
                                     options.outdated)
-        params = {"patients": options.patients, "all": options.all, "model": str(checkpoint),
+        params = {"patients": pseudonyms, "all": options.all, "model": str(checkpoint),
                   "workers": options.workers, "scheduler": options.scheduler,
                   "force": options.force, "outdated": options.outdated, "pid": None,
                   "host": socket.gethostname()}

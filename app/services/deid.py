@@ -36,6 +36,13 @@ def key_file_path() -> Path:
     return get_settings().var_dir / KEY_FILE_NAME
 
 
+def key_exists() -> bool:
+    """Whether a key is configured or its file exists (so loading it creates nothing)."""
+    from app.settings import get_settings
+
+    return bool(get_settings().secret_key) or key_file_path().exists()
+
+
 def load_secret_key() -> bytes:
     """The de-identification key: ``LVT_SECRET_KEY``, else the 0600 key file (created once).
 

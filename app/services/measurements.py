@@ -195,6 +195,23 @@ def _listing(path: Path, errors: list[str]) -> str:
     )
 
 
+def _date_mismatch(session: Session, policy: Deidentifier, patient: Patient, row: _Row) -> str | None:
+    """Why a row's accession matched a study that its date did not, or None.
+
+    Saying "no study with accession" there would send the user looking for the wrong error.
+    """
+    study = session.scalars(select(Study).where(
+        Study.patient_id == patient.id, Study.accession == policy.accession(row.accession))).first()
+    if study is None:
+        return None
+    start = f"patient {row.patient_id!r} has a study with accession {row.accession!r}, but it"
+    if study.study_date is None:
+        return (f"{start} was ingested without a study date (none readable in its files); "
+                "leave study_date empty in this row to link it by accession")
+    source = study.study_date - dt.timedelta(days=policy.date_offset_days(row.patient_id))
+    return f"{start} is dated {source}, not {row.study_date}"
+
+
 def _find_study(session: Session, deid: Deidentifier, row: _Row) -> tuple[Study | None, str]:
     """The study a row refers to, trying pseudonymised ids first, then ids as given."""
     tried = []
@@ -223,6 +240,8 @@ def _find_study(session: Session, deid: Deidentifier, row: _Row) -> tuple[Study 
                 None,
                 f"{len(studies)} studies of patient {row.patient_id!r} match; add accession",
             )
+        if row.accession and row.study_date and (why := _date_mismatch(session, policy, patient, row)):
+            return None, why
         what = f"accession {row.accession!r}" if row.accession else f"date {row.study_date}"
         return None, f"patient {row.patient_id!r} has no ingested study with {what}"
     return None, f"patient {row.patient_id!r} is not in the store (ingest the images first)"

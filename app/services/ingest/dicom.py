@@ -1,15 +1,18 @@
 """DICOM discovery: read headers, group slices into series, check their geometry, decode.
 
-Slices group by SeriesInstanceUID and, within one UID, by orientation and matrix size
-(the parts of GDCM's refined series id that matter for a volume); the largest group is
-the series and the rest are reported as skipped. Geometry problems are found from the
+Slices group by SeriesInstanceUID; within one UID, localizer slices are skipped and a slice
+of another orientation or matrix size than the rest (the parts of GDCM's refined series id
+that matter for a volume) is an error naming the file. Geometry problems are found from the
 slice positions before any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from lvt_core.imageio import slice_gaps
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 TILT_TOLERANCE_DEG = 0.5
-NONUNIFORM_TOLERANCE = 0.01
+NONUNIFORM_TOLERANCE = 0.01  # steps varying less are ITK's own
+NONUNIFORM_WARNING = 0.10  # a step further than this from the mean is worth a warning
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -46,6 +50,7 @@ class DicomSeries:
     slices: list[Slice]
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    step_mm: float | None = None  # the slice step to store when the steps vary
 
     @property
     def first(self) -> pydicom.Dataset:
@@ -102,30 +107,60 @@ def read_header(path: Path) -> pydicom.Dataset | None:
     return header
 
 
+Geometry = tuple[tuple[float, ...], object, object]
+
+
+def _geometry(header: pydicom.Dataset) -> Geometry:
+    """Orientation (rounded) and matrix size: what one volume's slices must share."""
+    orientation = tuple(round(float(v), 3) for v in header.get("ImageOrientationPatient", []))
+    return (orientation, header.get("Rows"), header.get("Columns"))
+
+
+def _describe(key: Geometry) -> str:
+    orientation, rows, columns = key
+    shown = "[" + ", ".join(f"{v:g}" for v in orientation) + "]" if orientation else "none"
+    return f"{rows}x{columns} pixels, orientation {shown}"
+
+
 def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
-    """Group slices into series; return (series, skipped (source, reason))."""
+    """Group slices into series; return (series, skipped (source, reason)).
+
+    Localizer slices filed under a CT series' UID are skipped; any other slice of another
+    size or orientation is an error of the series naming the file, since dropping it
+    would leave a gap or silently shorten the volume.
+    """
     by_uid: dict[str, list[Slice]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
     for s in slices:
         by_uid[series_key(s.header)].append(s)
     series: list[DicomSeries] = []
     for uid, members in by_uid.items():
-        sub: dict[tuple[object, ...], list[Slice]] = defaultdict(list)
-        for s in members:
-            orientation = tuple(
-                round(float(v), 3) for v in s.header.get("ImageOrientationPatient", [])
-            )
-            sub[(orientation, s.header.get("Rows"), s.header.get("Columns"))].append(s)
-        groups = sorted(sub.values(), key=len, reverse=True)
-        for extra in groups[1:]:
+        images = [s for s in members if "LOCALIZER" not in _image_type(s.header)]
+        if images and len(images) < len(members):
             skipped.append(
                 (
-                    str(extra[0].path.parent),
-                    f"series {uid}: {len(extra)} slice(s) with another orientation or size "
-                    "than the rest of the series (e.g. a localizer)",
+                    str(members[0].path.parent),
+                    f"series {uid}: {len(members) - len(images)} localizer slice(s) (ImageType "
+                    "LOCALIZER) inside the series",
                 )
             )
-        series.append(DicomSeries(uid, groups[0]))
+            members = images
+        sub: dict[Geometry, list[Slice]] = defaultdict(list)
+        for s in members:
+            sub[_geometry(s.header)].append(s)
+        groups = sorted(sub.values(), key=len, reverse=True)
+        found = DicomSeries(uid, groups[0])
+        if images and len(groups) > 1:
+            usual = _describe(_geometry(groups[0][0].header))
+            odd = [s for group in groups[1:] for s in group]
+            found.errors.extend(
+                f"{s.path}: {_describe(_geometry(s.header))} where the series' other "
+                f"{len(groups[0])} slices have {usual}"
+                for s in odd[:5]
+            )
+            if len(odd) > 5:
+                found.errors.append(f"and {len(odd) - 5} more slice(s) of another size or orientation")
+        series.append(found)
     return series, skipped
 
 
@@ -151,9 +186,82 @@ def series_key(header: pydicom.Dataset) -> str:
     return "lvt-gdcm:" + "|".join(parts)
 
 
+CT_VOLUME_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+
+
+def _image_type(header: pydicom.Dataset) -> set[str]:
+    value = header.get("ImageType") or []
+    values = [value] if isinstance(value, str) else list(value)
+    return {str(v).strip().upper() for v in values}
+
+
+def not_a_volume(series: DicomSeries) -> str | None:
+    """Why a series is no 3D volume but an export's by-product (scout, dose screen), or None.
+
+    Such series come with nearly every CT export; refusing them would refuse the export,
+    so they are skipped with this reason. A CT image series lacking geometry stays an error.
+    """
+    if any("LOCALIZER" in _image_type(s.header) for s in series.slices):
+        return "a localizer (scout) image (ImageType LOCALIZER), not a 3D volume"
+    first = series.first
+    single = len({str(s.header.get("SOPInstanceUID", s.path)) for s in series.slices}) == 1
+    if "ImagePositionPatient" not in first or "ImageOrientationPatient" not in first:
+        sop_class = str(first.get("SOPClassUID", "") or "")
+        if single or sop_class not in CT_VOLUME_SOP_CLASSES or "SECONDARY" in _image_type(first):
+            return (
+                "no ImagePositionPatient/ImageOrientationPatient: a secondary capture "
+                "(e.g. a dose screen), not a 3D volume"
+            )
+        return None
+    if single:
+        return "a single slice (a scout?), not a 3D volume"
+    return None
+
+
 def _normal(header: pydicom.Dataset) -> np.ndarray:
     o = np.array([float(v) for v in header.ImageOrientationPatient])
     return np.cross(o[:3], o[3:])
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    """Whether two files hold the same pixel data (bytes, else decoded values)."""
+    try:
+        first, second = pydicom.dcmread(str(a)), pydicom.dcmread(str(b))
+        if first.get("PixelData") == second.get("PixelData"):
+            return True
+        return bool(np.array_equal(first.pixel_array, second.pixel_array))
+    except Exception:
+        return False
+
+
+def _shared_instance_uids(slices: list[Slice], positions: list[np.ndarray]) -> list[str]:
+    """Files that share one SOPInstanceUID but are not copies of one slice, named in pairs.
+
+    A copy (same position, same pixels) is dropped later; the same UID at another position,
+    or with other pixels, means one of the files is wrong and no file order can tell which.
+    """
+    by_uid: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(slices):
+        uid = str(s.header.get("SOPInstanceUID", "") or "")
+        if uid:
+            by_uid[uid].append(i)
+    problems = []
+    for uid, members in by_uid.items():
+        first = members[0]
+        for other in members[1:]:
+            a, b = slices[first].path, slices[other].path
+            if not np.allclose(positions[first], positions[other], atol=1e-3):
+                at = ", ".join(f"{float(v):.2f}" for v in positions[other])
+                problems.append(
+                    f"{a} and {b} share SOPInstanceUID {uid} but lie at different positions "
+                    f"(the second at {at} mm): two slices cannot be one instance"
+                )
+            elif not _same_pixels(a, b):
+                problems.append(
+                    f"{a} and {b} are the same slice (SOPInstanceUID {uid}) with different "
+                    "pixel data: conflicting copies, remove the wrong one"
+                )
+    return problems
 
 
 def check_series(series: DicomSeries) -> None:
@@ -167,6 +275,9 @@ def check_series(series: DicomSeries) -> None:
     order = np.argsort([float(np.dot(normal, p)) for p in positions])
     series.slices = [series.slices[i] for i in order]
     positions = [positions[i] for i in order]
+    if problems := _shared_instance_uids(series.slices, positions):
+        series.errors.extend(problems)
+        return
     if len(series.slices) < 2:
         series.errors.append("a single slice is not a 3D volume")
         return
@@ -194,6 +305,9 @@ def check_series(series: DicomSeries) -> None:
             series.slices = [series.slices[i] for i in keep]
             z = z[keep]
             diffs = np.diff(z)
+            if len(series.slices) < 2:  # copies of one file: still a single slice
+                series.errors.append("a single slice is not a 3D volume")
+                return
         else:
             at = ", ".join(f"{v:.2f}" for v in z[1:][np.abs(diffs) < 1e-3][:5])
             series.errors.append(
@@ -210,11 +324,25 @@ def check_series(series: DicomSeries) -> None:
             f"between {z[i]:.2f} and {z[i + 1]:.2f} mm where {step_mm:.2f} mm is expected"
         )
         return
-    spread = float(diffs.max() - diffs.min()) / step_mm
-    if spread > NONUNIFORM_TOLERANCE:
+    _check_uniform(series, z, diffs)
+
+
+def _check_uniform(series: DicomSeries, z: np.ndarray, diffs: np.ndarray) -> None:
+    """Set the stored step of a series whose steps vary, warning when they vary much.
+
+    The step is (last - first)/(n - 1), so the volume spans what was scanned (the median
+    step of alternating 3.6/4.4 mm would stretch it); gaps are refused before this.
+    """
+    step = float(z[-1] - z[0]) / (len(z) - 1)
+    if float(diffs.max() - diffs.min()) / step <= NONUNIFORM_TOLERANCE:
+        return
+    series.step_mm = step
+    off = float(np.abs(diffs - step).max()) / step
+    if off > NONUNIFORM_WARNING:
         series.warnings.append(
-            f"non-uniform slice spacing ({diffs.min():.3f}–{diffs.max():.3f} mm); "
-            f"stored with the median {step_mm:.3f} mm"
+            f"non-uniform slice spacing: steps of {diffs.min():.3f}–{diffs.max():.3f} mm differ "
+            f"by up to {off:.1%} from the mean step; stored with {step:.3f} mm (first to last "
+            "slice over n − 1), so the extent is kept but slices between are placed evenly"
         )
 
 
@@ -230,23 +358,33 @@ def decode(series: DicomSeries) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError:
         image = _decode_with_pydicom(series)
-    if len(series.slices) > 1 and any("non-uniform" in w for w in series.warnings):
+    if series.step_mm is not None:
         spacing = list(image.GetSpacing())
-        z = [
-            float(np.dot(_normal(series.first), [float(v) for v in s.header.ImagePositionPatient]))
-            for s in series.slices
-        ]
-        spacing[2] = float(np.median(np.diff(z)))
+        spacing[2] = series.step_mm
         image.SetSpacing(spacing)
     return image
+
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's logger: for a damaged file its decoders log a traceback per plugin
+    (about 60 lines) before the one clear DicomFileError naming the file."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
     planes = []
     for s in series.slices:
         try:
-            ds = pydicom.dcmread(str(s.path))
-            pixels = ds.pixel_array.astype(np.float32)
+            with _quiet_pydicom():
+                ds = pydicom.dcmread(str(s.path))
+                pixels = ds.pixel_array.astype(np.float32)
         except Exception as exc:
             raise DicomFileError(f"{s.path}: cannot decode pixel data ({exc})") from None
         slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -263,7 +401,7 @@ def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
     o = np.array([float(v) for v in first.ImageOrientationPatient])
     normal = np.cross(o[:3], o[3:])
     positions = [np.array([float(v) for v in s.header.ImagePositionPatient]) for s in series.slices]
-    dz = float(np.median(np.diff([float(np.dot(normal, p)) for p in positions])))
+    dz = series.step_mm or float(np.median(np.diff([float(np.dot(normal, p)) for p in positions])))
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     image.SetSpacing((col_mm, row_mm, abs(dz)))
     image.SetOrigin(tuple(float(v) for v in positions[0]))

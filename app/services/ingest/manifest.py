@@ -3,9 +3,9 @@
 Required columns: ``patient_id`` and ``image`` (a volume file, relative to the CSV's
 folder or absolute). Optional: ``study_date`` (YYYY-MM-DD or YYYYMMDD), ``phase``
 (noncontrast|arterial|portal|late|unknown), ``series_description``, ``accession``,
-``study_uid``, ``series_uid``, ``study_index``, ``modality`` (default CT). A row without
-``image`` but with ``dicom_dir`` ingests that DICOM folder with the row's patient id and
-phase. Other columns (the phantom's ``labels``, ``spacing_x`` ...) are ignored, so
+``study_uid``, ``series_uid``, ``study_index``, ``modality`` (CT, the default; another is
+refused). A row without ``image`` but with ``dicom_dir`` ingests that DICOM folder with the
+row's patient id and phase. Other columns (the phantom's ``labels``, ``spacing_x`` ...) are ignored, so
 ``lvt phantom`` output's ``manifest.csv`` ingests as it is.
 """
 
@@ -84,6 +84,9 @@ def read_manifest(path: Path) -> list[ManifestRow]:
             study_date = None
         if implausible := implausible_study_date(study_date):
             problems.append(f"study_date: {implausible}")
+        modality = (record.get("modality") or "CT").upper()
+        if modality != "CT":  # only CT is ingested, as for DICOM
+            problems.append(f"modality {record['modality']!r} is not CT; only CT is ingested")
         phase = record.get("phase") or None
         if phase is not None and phase not in PHASE_NAMES:
             problems.append(f"phase {phase!r} is not one of {', '.join(PHASE_NAMES)}")
@@ -103,7 +106,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                 study_uid=record.get("study_uid") or None,
                 series_uid=record.get("series_uid") or None,
                 study_index=record.get("study_index") or None,
-                modality=record.get("modality") or "CT",
+                modality=modality,
             )
         )
     if errors:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,17 +24,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import SimpleITK as sitk
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from app.cli.common import UserError
-from app.services.deid import Deidentifier
+from app.services.deid import Deidentifier, key_exists
 from app.services.ingest.manifest import read_manifest
 from app.services.ingest.phase import PhaseRule
 from app.services.ingest.sources import Candidate, Overrides, discover, load_candidate
 from db import storage
 from db.engine import acquire_lock, default_url, make_session_factory
-from db.models import AuditEvent, Patient, Series, Study
+from db.models import AuditEvent, Base, Patient, Series, Study
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +68,7 @@ class IngestReport:
     already_present: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document."""
@@ -81,6 +85,7 @@ class IngestReport:
             "already_present": self.already_present,
             "skipped": self.skipped,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -132,8 +137,8 @@ def ingest_paths(
     options = options or IngestOptions()
     url = url or default_url()
     root = data_root or storage.data_dir()
-    deid = Deidentifier.from_settings(options.deidentify)
     report = IngestReport(dry_run=options.dry_run)
+    deid = _deidentifier(options, report)
     rows = read_manifest(options.manifest) if options.manifest else []
     if not paths and not rows:
         raise IngestError("nothing to ingest: give folders, zip or volume files, or --manifest")
@@ -152,12 +157,48 @@ def ingest_paths(
         try:
             for candidate in track(found.candidates, "Reading series", len(found.candidates)):
                 prepared.append(_prepare(candidate, root, options.dry_run))
-            _commit(prepared, deid, options, url, root, report)
+            _commit(prepared, deid, options, _session_factory(url, options, report), root, report)
         finally:
             for item in prepared:
                 if item.staged is not None:
                     item.staged.unlink(missing_ok=True)
     return report
+
+
+def _store_exists(url: str) -> bool:
+    """Whether the database at ``url`` exists (a SQLite file; a server's database is taken
+    to exist, as it is created outside LVT)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    return bool(parsed.database) and parsed.database != ":memory:" and Path(parsed.database).exists()
+
+
+def _session_factory(url: str, options: IngestOptions, report: IngestReport) -> sessionmaker[Session]:
+    """The store's sessions; for a dry run without a store, an in-memory schema instead.
+
+    A dry run writes nothing, so it must not create the SQLite file to look things up in.
+    """
+    if not options.dry_run or _store_exists(url):
+        return make_session_factory(url)
+    report.notes.append("no store exists yet: checked against an empty in-memory database")
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _deidentifier(options: IngestOptions, report: IngestReport) -> Deidentifier:
+    """The installation's de-identification; for a dry run before any key exists, an
+    ephemeral key, since loading the real one would create the key file."""
+    if options.dry_run and options.deidentify and not key_exists():
+        report.notes.append(
+            "no de-identification key exists yet: pseudonyms and shifted dates are provisional "
+            "(the real ingest creates the key and gives others)"
+        )
+        from app.settings import get_settings
+
+        return Deidentifier(secrets.token_hex(32).encode(), True, get_settings().deid_shift_dates)
+    return Deidentifier.from_settings(options.deidentify)
 
 
 def _problems(headline: str, problems: list[str]) -> str:
@@ -193,11 +234,11 @@ def _commit(
     prepared: list[_Prepared],
     deid: Deidentifier,
     options: IngestOptions,
-    url: str,
+    factory: sessionmaker[Session],
     root: Path,
     report: IngestReport,
 ) -> None:
-    session = make_session_factory(url)()
+    session = factory()
     published: list[Path] = []
     try:
         if not options.dry_run:
@@ -253,6 +294,16 @@ def _filed_elsewhere(existing: Series, pseudo_id: str, study_date: dt.date | Non
     return None
 
 
+def _other_phase(existing: Series, candidate: Candidate) -> str | None:
+    """How a phase given (--phase, manifest) differs from the stored series' phase, or None.
+
+    A given phase is a statement about the image; ignoring it would hide a mistyped row.
+    """
+    if candidate.phase_reason != "given" or candidate.phase == existing.phase:
+        return None
+    return f"with phase {existing.phase}, not {candidate.phase} as given now"
+
+
 def _apply(
     session: Session,
     prepared: list[_Prepared],
@@ -269,9 +320,14 @@ def _apply(
         pseudo = deid.patient_id(c.patient_source_id)
         study_uid, series_uid = _uids(deid, item)
         existing = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
+        if existing is None:  # new UIDs (or kept identifiers) may still carry a stored image
+            existing = session.scalars(
+                select(Series).where(Series.content_hash == item.sha256).order_by(Series.id)
+            ).first()
         if existing is not None:
             same_content = existing.content_hash == item.sha256 or _equivalent(existing, item, root)
             moved = _filed_elsewhere(existing, pseudo, deid.date(c.patient_source_id, c.study_date))
+            moved = moved or _other_phase(existing, c)
             if same_content and moved:  # a stored series is never refiled silently
                 message = f"{c.source}: this image is already stored as series {existing.id} {moved}"
                 (

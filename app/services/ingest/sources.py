@@ -15,12 +15,13 @@ import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import SimpleITK as sitk
 
 from app.cli.common import UserError
-from app.services.deid import parse_date
+from app.services.deid import implausible_study_date, parse_date
 from app.services.ingest.dicom import (
     DicomFileError,
     DicomSeries,
@@ -28,6 +29,7 @@ from app.services.ingest.dicom import (
     check_series,
     decode,
     group_series,
+    not_a_volume,
     read_header,
 )
 from app.services.ingest.manifest import ManifestRow
@@ -65,6 +67,7 @@ class Discovery:
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    patient_ids: dict[str, str] = field(default_factory=dict)  # PatientID -> a file with it
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,7 @@ def _dicom_candidate(
             acquisition_time=series.tag("AcquisitionTime") or series.tag("SeriesTime"),
             rules=rules,
         )
-    try:
-        study_date = overrides.study_date or parse_date(
-            series.tag("StudyDate") or series.tag("SeriesDate")
-        )
-    except ValueError:
-        study_date = None
-        series.warnings.append(f"unreadable StudyDate {series.tag('StudyDate')!r}")
+    study_date = overrides.study_date or _series_date(series)
     thickness = header.get("SliceThickness")
     return Candidate(
         source=f"{series.slices[0].path.parent} ({len(series.slices)} slices)",
@@ -139,6 +136,37 @@ def _dicom_candidate(
         load=lambda: decode(series),
         warnings=list(series.warnings),
     )
+
+
+DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate")
+
+
+def _series_date(series: DicomSeries) -> dt.date | None:
+    """The study date from the first readable of StudyDate, SeriesDate, AcquisitionDate.
+
+    What was missing or unreadable is added to the series' warnings, which are stored:
+    they name the tags, never the source text (a date is an identifier under
+    de-identification).
+    """
+    unreadable: list[str] = []
+    for tag in DATE_TAGS:
+        try:
+            value = parse_date(series.tag(tag))
+        except ValueError:
+            unreadable.append(tag)
+            continue
+        if value is None:
+            continue
+        if tag != DATE_TAGS[0]:
+            state = "unreadable" if DATE_TAGS[0] in unreadable else "missing"
+            series.warnings.append(f"StudyDate {state}; the study date is taken from {tag}")
+        return value
+    problem = f" (unreadable: {', '.join(unreadable)})" if unreadable else ""
+    series.warnings.append(
+        f"no readable StudyDate, SeriesDate or AcquisitionDate{problem}: stored without a "
+        "study date, so measurements must name its accession and intervals are unknown"
+    )
+    return None
 
 
 def _named(paths: list[Path], shown: int = 5) -> str:
@@ -171,6 +199,7 @@ def scan_dicom(
             not_dicom.append(path)
             continue
         slices.append(Slice(path, header))
+        found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), str(path))
     if not_dicom:
         found.skipped.append({"source": label, "reason": f"{len(not_dicom)} file(s) are not DICOM: "
                                                          + _named(not_dicom)})
@@ -189,7 +218,11 @@ def scan_dicom(
         if "Rows" not in series.first:
             found.skipped.append({"source": where, "reason": "no image pixel data"})
             continue
-        check_series(series)
+        if reason := not_a_volume(series):
+            found.skipped.append({"source": where, "reason": reason})
+            continue
+        if not series.errors:  # a slice of another size or orientation is error enough
+            check_series(series)
         unreadable_here = [p for p in not_dicom if p.parent == series.slices[0].path.parent]
         if series.errors and unreadable_here:  # a damaged slice reads as "not DICOM" and leaves a gap
             series.errors.append(f"{len(unreadable_here)} file(s) beside these slices are not "
@@ -204,6 +237,13 @@ def scan_dicom(
         candidate = _dicom_candidate(series, overrides, rules)
         if not candidate.patient_source_id:
             found.errors.append(f"{where}: no PatientID in the files; pass --patient-id")
+            continue
+        if implausible := implausible_study_date(candidate.study_date):  # as a manifest row
+            reason = f"study date {implausible}"
+            if skip_invalid:
+                found.skipped.append({"source": where, "reason": reason})
+            else:
+                found.errors.append(f"{where}: {reason}")
             continue
         found.candidates.append(candidate)
 
@@ -293,7 +333,23 @@ def discover(
             loose_dicom.append(path)
     if loose_dicom:
         scan_dicom(loose_dicom, "files given", overrides, rules, skip_invalid, found)
+    if overrides.patient_id:
+        _refuse_merged_patients(overrides.patient_id, found)
     return found
+
+
+def _refuse_merged_patients(patient_id: str, found: Discovery) -> None:
+    """--patient-id names inputs that lack an id; over several PatientIDs it would merge
+    different people into one patient, so that is refused."""
+    ids = {pid: path for pid, path in found.patient_ids.items() if pid}
+    if len(ids) < 2:
+        return
+    shown = "; ".join(f"{pid!r} in {path}" for pid, path in list(ids.items())[:5])
+    raise UserError(
+        f"--patient-id {patient_id} would merge {len(ids)} different PatientIDs in the DICOM "
+        f"files into one patient ({shown}{' ...' if len(ids) > 5 else ''}); the option is for "
+        "inputs that lack a PatientID: ingest each patient without it"
+    )
 
 
 def _scan_zip(
@@ -307,7 +363,30 @@ def _scan_zip(
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lvt-zip-")))
     safe_extract(archive, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    scan_dicom(files, str(archive), overrides, rules, skip_invalid, found)
+    inner = Discovery()
+    scan_dicom(files, str(archive), overrides, rules, skip_invalid, inner)
+    rename = partial(_in_archive, folder=folder, archive=archive)
+    found.errors.extend(rename(e) for e in inner.errors)
+    found.skipped.extend({k: rename(v) for k, v in item.items()} for item in inner.skipped)
+    for pid, where in inner.patient_ids.items():
+        found.patient_ids.setdefault(pid, rename(where))
+    for candidate in inner.candidates:
+        candidate.source = rename(candidate.source)
+        candidate.load = partial(_load_renamed, candidate.load, rename)
+        found.candidates.append(candidate)
+
+
+def _in_archive(text: str, folder: Path, archive: Path) -> str:
+    """``text`` with paths in the extraction folder shown as ``archive.zip:inner/path``: the
+    folder is deleted when the ingest ends, so its name would point nowhere."""
+    return text.replace(f"{folder}/", f"{archive}:").replace(str(folder), f"{archive}:")
+
+
+def _load_renamed(load: Callable[[], sitk.Image], rename: Callable[[str], str]) -> sitk.Image:
+    try:
+        return load()
+    except DicomFileError as exc:
+        raise DicomFileError(rename(str(exc))) from None
 
 
 def load_candidate(candidate: Candidate) -> sitk.Image:
