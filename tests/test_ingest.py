@@ -322,10 +322,11 @@ def test_cli_json_and_exit_codes(migrated_db: str, tmp_path: Path) -> None:
     assert by_source_id == studies and by_source_id["patient"] == pid != "PAT001"
     assert _invoke("ingest", "--phase", "hepatic", str(tmp_path / "s"))[0] == 2
     assert _invoke("studies", "list", "P-unknown")[0] == 1
-    # through the real entry point: a user error is one message on stderr and exit 1
+    # through the real entry point: a user error is one message on stderr and exit 1, and with
+    # --json stdout holds the one document that says so
     missing = _run_cli("ingest", str(tmp_path / "nope"), "--json")
     assert missing.returncode == 1 and "nope: no such file" in missing.stderr
-    assert missing.stdout == ""
+    assert "nope: no such file" in json.loads(missing.stdout)["error"]
 
 
 def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
