@@ -247,7 +247,12 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     up = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
     assert up["to"] == up["head"] == migrate.head()
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
-    down = runner.invoke(app, ["db", "downgrade", "base", "--json"])
+    older = runner.invoke(app, ["db", "upgrade", "0003"])  # a no-op that printed "0007 -> 0007"
+    assert older.exit_code == 1 and "`lvt db downgrade 0003`" in str(older.exception)
+    unconfirmed = runner.invoke(app, ["db", "downgrade", "base"])  # would drop the audit log too
+    assert unconfirmed.exit_code == 1 and "--yes" in str(unconfirmed.exception)
+    assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
+    down = runner.invoke(app, ["db", "downgrade", "base", "--yes", "--json"])
     assert down.exit_code == 0 and json.loads(down.stdout)["to"] is None
     for verb in ("upgrade", "downgrade"):  # a mistyped revision: one line, exit 1, schema kept
         bad = runner.invoke(app, ["db", verb, "nonsense"])
@@ -317,3 +322,18 @@ def test_files_a_killed_process_staged_are_swept(tmp_path: Path) -> None:
     day_ago = time.time() - storage.FOREIGN_STAGED_MAX_AGE_S - 60
     os.utime(old_style, (day_ago, day_ago))
     assert storage.sweep_staging(staging) == [old_style] and list(staging.iterdir()) == [mine]
+
+
+def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) -> None:
+    """It created an empty store there and printed "0 patients", as if the store were empty."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LVT_DATABASE_URL"}
+    env["LVT_VAR_DIR"] = str(tmp_path / "var")
+    for command in (["patients", "list"], ["users", "list"], ["studies", "list", "P-1"]):
+        done = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", *command],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 1 and "no LVT store at" in " ".join(done.stderr.split()), command
+    assert not (tmp_path / "var" / "lvt.db").exists()

@@ -44,6 +44,23 @@ def check_output_file(file: Path) -> None:
     check_output_folder(file.parent)
 
 
+def open_existing_store() -> None:
+    """For commands that only read: refuse a store that does not exist instead of creating an
+    empty one (a listing run in the wrong folder printed "no patients" from a new ``var/``),
+    then bring it to the newest schema as every command does."""
+    from sqlalchemy.engine import make_url
+
+    from db.engine import default_url, ensure_schema
+
+    url = default_url()
+    database = make_url(url).database
+    if make_url(url).get_backend_name() == "sqlite" and database and database != ":memory:" \
+            and not Path(database).is_file():
+        raise UserError(f"no LVT store at {database}: set LVT_VAR_DIR (or LVT_DATABASE_URL) to the "
+                        "store, or ingest into this one first")
+    ensure_schema(url)
+
+
 def redacted_url(url: str) -> str:
     """A database URL fit to print: its password hidden."""
     from sqlalchemy.engine import make_url

@@ -31,6 +31,9 @@ def upgrade(
     url = default_url()
     before = migrate.current(url)
     after = _migrated(migrate.upgrade, url, revision)
+    if revision != "head" and after != revision and before == after and before is not None:
+        raise UserError(f"{redacted_url(url)} is at {before}, past {revision}; "
+                        f"`lvt db downgrade {revision}` goes back")
     if json_out:
         print_json(
             {"database": redacted_url(url), "from": before, "to": after, "head": migrate.head()}
@@ -42,9 +45,13 @@ def upgrade(
 @db_app.command("downgrade")
 def downgrade(
     revision: str = typer.Argument("-1", help="Target revision; 'base' drops every table."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm 'base': every table goes, the audit log too."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Downgrade the database to REVISION (default: one step back)."""
+    if revision == "base" and not yes:
+        raise UserError("downgrading to base drops every table, patients, results and the audit "
+                        "log included; add --yes to do it")
     url = default_url()
     before = migrate.current(url)
     after = _migrated(migrate.downgrade, url, revision)

@@ -7,10 +7,10 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from app.cli.common import UserError, console, print_json
+from app.cli.common import UserError, console, open_existing_store, print_json
 from app.services.patient_lookup import require_patient
 from db import queries
-from db.engine import ensure_schema, session_scope
+from db.engine import session_scope
 
 patients_app = typer.Typer(help="Patients in the store.", no_args_is_help=True)
 studies_app = typer.Typer(help="Studies of a patient.", no_args_is_help=True)
@@ -22,7 +22,7 @@ def list_patients(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Patients with study/series counts, most recent study first."""
-    ensure_schema()
+    open_existing_store()
     with session_scope() as session:
         rows = queries.list_patients(session, limit=limit)
     if json_out:
@@ -50,7 +50,7 @@ def list_studies(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """A patient's studies, oldest first, with their series."""
-    ensure_schema()
+    open_existing_store()
     with session_scope() as session:
         patient = require_patient(session, patient).pseudo_id
         studies = queries.list_studies(session, patient)

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from app.cli.common import UserError, console, print_json
+from app.cli.common import UserError, console, open_existing_store, print_json
 from app.services import auth
 from db.engine import ensure_schema, session_scope
 
@@ -90,7 +90,7 @@ def passwd(
 @users_app.command("list")
 def list_users(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Every user with role, state and last sign-in."""
-    ensure_schema()
+    open_existing_store()
     with session_scope() as session:
         users = auth.list_users(session)
     if json_out:
