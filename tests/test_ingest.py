@@ -735,3 +735,18 @@ def test_a_dry_run_without_a_store_creates_nothing(
     assert doc["dry_run"] and doc["series_added"] == 1 and doc["added"][0]["patient"].startswith("P-")
     assert any("provisional" in note for note in doc["notes"])
     assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
+
+
+def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """SQLite stored it whole, PostgreSQL died with "value too long" mid-ingest."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,accession,series_description\n"
+                        f"P1,a.nii.gz,{'A' * 70},{'d' * 300}\n")
+    with pytest.raises(UserError) as info:
+        ingest_paths([], IngestOptions(manifest=manifest, deidentify=False), url=migrated_db)
+    assert "row 2: accession is 70 characters long, at most 64 fit" in str(info.value)
+    assert "series_description is 300 characters long, at most 256 fit" in str(info.value)
+    assert _counts(migrated_db) == (0, 0, 0)

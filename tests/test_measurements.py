@@ -108,6 +108,7 @@ def test_invalid_rows_are_listed_and_nothing_goes_in(migrated_db: str, tmp_path:
             "PAT1,2024-01-10,,L6,10,,,1.0,,,dr_a,partial location",
             "PAT1,2024-01-10,,L7,1e300,,99999999,1e308,0,0,dr_a,out of bounds",
             "PAT1,1800-01-01,,L8,10,,,,,,dr_a,before CT",
+            "PAT1,2024-01-10,," + "L" * 100 + ",10,,,,,,dr_a,a label longer than the column",
         ],
     )
     with pytest.raises(UserError) as info:
@@ -124,6 +125,7 @@ def test_invalid_rows_are_listed_and_nothing_goes_in(migrated_db: str, tmp_path:
         "slice_index must be between 0 and 10000",
         "location_x_mm 1e+308 is more than 10000 mm",
         "row 9: study_date: 1800-01-01 is before the first CT scan",
+        "row 10: lesion_label is 100 characters long, at most 64 fit",  # PostgreSQL died on it
     ):
         assert fragment in text
     assert "row 2" not in text and _count(migrated_db) == 0

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
 from app.services.deid import Deidentifier, implausible_study_date, parse_date
+from app.services.field_limits import too_long
 from db.engine import acquire_lock, default_url, make_session_factory
 from db.models import AuditEvent, Measurement, Patient, Study
 
@@ -122,6 +123,8 @@ def _parse_row(number: int, record: dict[str, str]) -> tuple[_Row | None, list[s
         problems.append(f"study_date: {exc}")
     if implausible := implausible_study_date(date):
         problems.append(f"study_date: {implausible}")
+    problems += too_long(record, {"patient_id": Patient.pseudo_id, "accession": Study.accession,
+                                  "lesion_label": Measurement.lesion_label, "reader": Measurement.reader})
     values: dict[str, Any] = {"note": get("note") or None}
     for key, kind in (
         ("longest_diameter_mm", float),

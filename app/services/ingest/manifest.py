@@ -18,7 +18,9 @@ from pathlib import Path
 
 from app.cli.common import UserError
 from app.services.deid import implausible_study_date, parse_date
+from app.services.field_limits import too_long
 from app.services.ingest.phase import PHASE_NAMES
+from db.models import Patient, Series, Study
 
 REQUIRED = ("patient_id",)
 
@@ -40,6 +42,12 @@ class ManifestRow:
     study_index: str | None
     modality: str
 
+
+
+STORED_AS = {"patient_id": Patient.pseudo_id, "accession": Study.accession, "study_uid": Study.study_instance_uid,
+             "series_uid": Series.series_instance_uid, "series_description": Series.description}
+"""Manifest columns and the columns that keep them (``patient_id`` as given, with
+``--keep-identifiers``)."""
 
 def read_manifest(path: Path) -> list[ManifestRow]:
     """Parse and validate every row; all problems are reported together with row numbers."""
@@ -90,6 +98,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         phase = record.get("phase") or None
         if phase is not None and phase not in PHASE_NAMES:
             problems.append(f"phase {phase!r} is not one of {', '.join(PHASE_NAMES)}")
+        problems += too_long(record, STORED_AS)
         if problems:
             errors.append(f"row {number}: " + "; ".join(problems))
             continue
