@@ -151,7 +151,7 @@ def sweep_staging(staging: Path, now: float | None = None) -> list[Path]:
         owner_host, _, pid = owner.rpartition(".")
         try:
             if owner_host == host and pid.isdigit():
-                stale = not _process_alive(int(pid))
+                stale = not process_alive(int(pid))
             else:
                 stale = now - path.stat().st_mtime > FOREIGN_STAGED_MAX_AGE_S
             if stale:
@@ -162,7 +162,8 @@ def sweep_staging(staging: Path, now: float | None = None) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` of this host runs (it may be another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -312,3 +312,30 @@ def test_run_params_record_pseudonyms_not_source_ids(
     deid = Deidentifier.from_settings()
     assert [p["patients"] for p in params] == [[deid.patient_id("P000")], [deid.patient_id("P001")]]
     assert "P000" not in json.dumps(params) and "P001" not in json.dumps(params)
+
+
+def test_series_a_live_run_claimed_are_left_to_it(cohort: str, tiny_checkpoint: Path) -> None:
+    """Two batches at once segmented every series twice; now the second takes what is left."""
+    import socket
+
+    from app.services.batch import create_run, register_model
+
+    with make_session_factory(cohort)() as s:
+        model = register_model(s, tiny_checkpoint)
+        claimed = sorted(s.scalars(select(Series.id)))[:2]
+        run = create_run(s, model.id, claimed, {"pid": os.getpid(), "host": socket.gethostname()})
+        run.status = "running"
+        for job in run.jobs:
+            job.status = "running"
+        s.commit()
+        run_id = run.id
+    for force in (False, True):
+        summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint, dry_run=True, force=force))
+        assert summary.series_total == 2 and not set(summary.series) & set(claimed)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    with make_session_factory(cohort)() as s:  # its client died: the series are free again
+        run = s.get(BatchRun, run_id)
+        run.params = {**run.params, "pid": int(gone.stdout)}
+        s.commit()
+    assert run_batch(BatchOptions(all=True, model=tiny_checkpoint, dry_run=True)).series_total == 4

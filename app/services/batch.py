@@ -42,7 +42,7 @@ from app.cli.common import UserError
 from app.services.batch_worker import measure_labels, segment_day
 from app.services.patient_lookup import require_patient
 from db import storage
-from db.engine import default_url, ensure_schema, make_session_factory
+from db.engine import acquire_lock, default_url, ensure_schema, make_session_factory
 from db.models import (
     BatchJob,
     BatchRun,
@@ -166,14 +166,30 @@ def pending_series(
     session: Session, model_id: int, patient_ids: list[int] | None, force: bool = False,
     outdated: bool = False,
 ) -> list[int]:
-    """Series without a current segmentation for the model (all of them with ``force``)."""
+    """Series without a current segmentation for the model (all of them with ``force``), less
+    those another live run has claimed: two batches at once segmented every series twice."""
     stmt = select(Series.id).join(Study, Study.id == Series.study_id)
     if patient_ids is not None:
         stmt = stmt.where(Study.patient_id.in_(patient_ids))
     if not force:
         stmt = stmt.where(Series.id.not_in(current_series(model_id, outdated)))
+    stmt = stmt.where(Series.id.not_in(claimed_series(model_id)))
     stmt = stmt.order_by(Study.patient_id, Study.study_date, Series.id)
     return [int(v) for v in session.scalars(stmt)]
+
+
+UNSTARTED_RUN_CLAIM = dt.timedelta(minutes=10)
+"""How long a run the app created keeps its series while its process starts."""
+
+
+def claimed_series(model_id: int, now: dt.datetime | None = None) -> Select[tuple[int]]:
+    """Series with an unfinished job in a run of the model that is running, or was created by
+    the app moments ago and is starting (a run whose client died is failed first, by
+    :func:`close_stale_runs`)."""
+    recent = (now or utcnow()) - UNSTARTED_RUN_CLAIM
+    live = (BatchRun.status == "running") | ((BatchRun.status == "pending") & (BatchRun.created_at >= recent))
+    return (select(BatchJob.series_id).join(BatchRun, BatchRun.id == BatchJob.run_id)
+            .where(BatchRun.model_id == model_id, live, BatchJob.status.in_(("pending", "running"))))
 
 
 def patients_with_results(
@@ -191,16 +207,6 @@ def patients_with_results(
 # -- runs -----------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_stale_runs(session: Session) -> set[int]:
     """Mark runs whose client process on this host is gone as failed; return the patients whose
     series such a run finished: the killed client never reached their analytics (tracks,
@@ -210,7 +216,7 @@ def close_stale_runs(session: Session) -> set[int]:
     for run in session.scalars(select(BatchRun).where(BatchRun.status.in_(("pending", "running")))):
         params = run.params or {}
         pid = params.get("pid")
-        if pid is None or params.get("host") != host or _pid_alive(int(pid)):
+        if pid is None or params.get("host") != host or storage.process_alive(int(pid)):
             continue
         run.status = "failed"
         run.error = f"interrupted: client process {pid} is no longer running"
@@ -445,6 +451,7 @@ def run_batch(
     to_refresh: list[int] = []
     pseudonyms: list[str] = []
     with factory() as session:
+        acquire_lock(session, "batch-claim")  # one process claims series at a time, until commit
         model = register_model(session, checkpoint)
         to_refresh = sorted(close_stale_runs(session))
         if options.run_id is not None:
