@@ -119,13 +119,14 @@ def test_the_follow_up_charts_share_one_date_axis() -> None:
     lesions = pd.DataFrame({"track": [1, 1], "study_date": dates[1:], "diameter_mm": [14.0, 12.0],
                             "volume_ml": [1.2, 0.9]})  # no lesion at the first study
     volumes = pd.DataFrame({"study_date": dates, "total_ml": [1500.0, 1480.0, 1490.0]})
-    ranges = [
-        [pd.Timestamp(v) for v in fig.layout.xaxis.range]
-        for fig in (charts.timeline(studies),
-                    charts.trajectory(lesions, pd.DataFrame(), pd.DataFrame(), studies["study_date"]),
-                    charts.volume_trajectory(lesions, volumes, studies["study_date"]))
-    ]
+    figures = (charts.timeline(studies),
+               charts.trajectory(lesions, pd.DataFrame(), pd.DataFrame(), studies["study_date"]),
+               charts.volume_trajectory(lesions, volumes, studies["study_date"]))
+    ranges = [[pd.Timestamp(v) for v in fig.layout.xaxis.range] for fig in figures]
     assert ranges[0] == ranges[1] == ranges[2]
+    # and one plot area: the volume chart's liver axis narrowed its plot, so dates did not line up
+    assert len({(fig.layout.margin.l, fig.layout.margin.r) for fig in figures}) == 1
+    assert figures[2].layout.yaxis2.automargin is False and figures[2].layout.yaxis2.tickmode == "auto"
     assert ranges[0][0] < pd.Timestamp(dates[0]) and ranges[0][1] > pd.Timestamp(dates[-1]) + pd.Timedelta(days=11)
 
 

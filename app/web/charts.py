@@ -18,6 +18,11 @@ LAYOUT = {
 }
 
 
+DATE_CHART_MARGIN = {"l": 90, "r": 80, "t": 40, "b": 40}
+"""One plot area for the follow-up's date charts (timeline, diameters, volumes): the volume
+chart's right axis took room the others left to their plot, so a study's date sat at another
+x in each."""
+
 BADGE_FREE_FRACTION = 0.7
 """Share of the trajectory chart's height, from the bottom, that holds data and no RECIST badge."""
 
@@ -66,7 +71,7 @@ def timeline(studies: pd.DataFrame) -> go.Figure:
             hovertemplate="%{x|%Y-%m-%d} · %{y}<extra></extra>",
         )
     )
-    fig.update_layout(**{**LAYOUT, "height": 170, "margin": {"l": 90, "r": 20, "t": 10, "b": 30}})
+    fig.update_layout(**{**LAYOUT, "height": 170, "margin": {**DATE_CHART_MARGIN, "t": 10, "b": 30}})
     fig.update_yaxes(title=None, categoryorder="category descending")
     fit_dates(fig, studies["study_date"])
     return fig
@@ -115,7 +120,8 @@ def trajectory(lesions: pd.DataFrame, measurements: pd.DataFrame, responses: pd.
             font={"size": 11, "color": theme.RESPONSE_TEXT_COLOUR},
             borderpad=2,
         )
-    fig.update_layout(**LAYOUT, title="Longest axial diameter per lesion track (RECIST: M model, R radiologist)")
+    fig.update_layout(**{**LAYOUT, "margin": DATE_CHART_MARGIN},
+                      title="Longest axial diameter per lesion track (RECIST: M model, R radiologist)")
     fig.update_layout(title_font_size=14)
     fig.update_yaxes(title="diameter (mm)", rangemode="tozero")
     if not responses.empty:
@@ -150,9 +156,12 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame,
             go.Scatter(x=liver["study_date"], y=liver["total_ml"], name="total liver (mean of phases)",
                        yaxis="y2", mode="lines+markers", line={"color": "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)})
         )
-    fig.update_layout(**LAYOUT, barmode="stack", title="Tumor volume per track (ml) and total liver volume")
+    fig.update_layout(**{**LAYOUT, "margin": DATE_CHART_MARGIN}, barmode="stack",
+                      title="Tumor volume per track (ml) and total liver volume")
+    # ticks of its own (synced to the tumor axis they fell on 225, 450, 675 ml), no second grid
     fig.update_layout(title_font_size=14, yaxis2={"overlaying": "y", "side": "right", "title": "liver (ml)",
-                                                   "rangemode": "tozero"})
+                                                   "rangemode": "tozero", "tickmode": "auto", "nticks": 6,
+                                                   "showgrid": False, "automargin": False})
     fig.update_layout(yaxis={"title": "tumor (ml)", "rangemode": "tozero"})
     fit_dates(fig, *([study_dates] if study_dates is not None else
                      [lesions.get("study_date", pd.Series(dtype=object)),
