@@ -65,3 +65,16 @@ def test_parse_date_accepts_dicom_and_iso() -> None:
     assert parse_date("") is None
     with pytest.raises(ValueError, match="not a date"):
         parse_date("15/01/2024")
+
+
+def test_a_study_date_in_the_future_or_before_ct_is_implausible() -> None:
+    """2062 typed for 2026 was stored and put the study at the end of every timeline."""
+    import datetime as dt
+
+    from app.services.deid import implausible_study_date
+
+    today = dt.date(2026, 12, 6)
+    assert implausible_study_date(dt.date(2026, 12, 7), today) is None  # tomorrow east of here
+    assert "in the future" in (implausible_study_date(dt.date(2062, 12, 6), today) or "")
+    assert "before the first CT" in (implausible_study_date(dt.date(1960, 1, 1), today) or "")
+    assert implausible_study_date(None, today) is None

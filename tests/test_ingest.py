@@ -750,3 +750,12 @@ def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(
     assert "row 2: accession is 70 characters long, at most 64 fit" in str(info.value)
     assert "series_description is 300 characters long, at most 256 fit" in str(info.value)
     assert _counts(migrated_db) == (0, 0, 0)
+
+
+def test_a_manifest_row_dated_in_the_future_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,image,study_date\nP1,a.nii.gz,2062-01-10\n")
+    with pytest.raises(UserError, match=r"row 2: study_date: 2062-01-10 is in the future"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (0, 0, 0)

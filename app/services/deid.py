@@ -133,14 +133,21 @@ FIRST_CT_DATE = dt.date(1971, 10, 1)
 """The first clinical CT scan: a study dated before it is a typing error."""
 
 
-def implausible_study_date(value: dt.date | None) -> str | None:
-    """Why ``value`` cannot be the date of a CT study, or None.
+FUTURE_DATE_GRACE = dt.timedelta(days=1)
+"""A study dated tomorrow may be today somewhere east of here; later is a typing error."""
 
-    Only dates before CT existed are refused: a synthetic cohort simulates follow-ups years
-    ahead, so a date in the future is a phantom's, not necessarily a typing error.
-    """
-    if value is not None and value < FIRST_CT_DATE:
+
+def implausible_study_date(value: dt.date | None, today: dt.date | None = None) -> str | None:
+    """Why ``value`` cannot be the date of a CT study, or None: before CT existed, or in the
+    future (2062 typed for 2026 put a study at the end of every timeline). Checked on the
+    source date, before de-identification shifts it back."""
+    if value is None:
+        return None
+    if value < FIRST_CT_DATE:
         return f"{value} is before the first CT scan ({FIRST_CT_DATE})"
+    today = today or dt.date.today()
+    if value > today + FUTURE_DATE_GRACE:
+        return f"{value} is in the future (today is {today})"
     return None
 
 
