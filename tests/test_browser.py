@@ -72,18 +72,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(timeout=20)
 
 
+def _sign_in(page, url: str, username: str, password: str, screenshot: Path | None = None) -> None:
+    """Open the app, sign in and wait for the Patients page (optionally shooting the form)."""
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("textbox", name="User name").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
+
+
 def test_clinician_opens_patient_in_browser(served: str) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(served, wait_until="domcontentloaded")
-        page.get_by_role("textbox", name="User name").fill("clinician")
-        page.get_by_role("textbox", name="Password").fill("lvt-clinician-demo")
-        page.screenshot(path=str(ARTIFACTS / "01-login.png"))
-        page.get_by_role("button", name="Sign in").click()
-        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
+        _sign_in(page, served, "clinician", "lvt-clinician-demo", ARTIFACTS / "01-login.png")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "02-patients.png"), full_page=True)
         page.get_by_role("button", name="Open follow-up").click()
@@ -137,19 +143,15 @@ def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(served, wait_until="domcontentloaded")
-        page.get_by_role("textbox", name="User name").fill("researcher")
-        page.get_by_role("textbox", name="Password").fill("lvt-researcher-demo")
-        page.get_by_role("button", name="Sign in").click()
-        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
+        _sign_in(page, served, "researcher", "lvt-researcher-demo")
         page.wait_for_timeout(1000)
         page.goto(f"{served}/cohort", wait_until="domcontentloaded")  # a new load, as F5 or a new tab
-        page.get_by_role("heading", name="Cohort").wait_for(timeout=30_000)
+        page.get_by_role("heading", name="Cohort", exact=True).wait_for(timeout=30_000)
         assert page.get_by_role("textbox", name="User name").count() == 0
         page.get_by_role("button", name="Sign out").click()
         page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         page.reload(wait_until="domcontentloaded")
         page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
-        assert page.get_by_role("heading", name="Cohort").count() == 0
+        assert page.get_by_role("heading", name="Cohort", exact=True).count() == 0
         browser.close()

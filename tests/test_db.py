@@ -99,14 +99,13 @@ def test_foreign_keys_and_unique_constraints_are_enforced(migrated_db: str) -> N
         s.add(User(username="a", password_hash="x", role="superuser"))
 
 
-def test_a_downgrade_and_upgrade_keep_lesions_and_tracks(migrated_db: str) -> None:
-    """On SQLite, batch mode rebuilt ``segmentations`` with foreign keys on: dropping the old
-    table cascaded into ``lesions`` and ``lesion_track_members``, emptying both."""
-    with session_scope(migrated_db) as s:
-        patient = Patient(pseudo_id="P-3")
-        study = Study(patient=patient, study_instance_uid="7.1")
-        series = _series(study, "7.1.1")
-        model = Model(name="lvt", version="3", checksum="e" * 64)
+def _add_tracked_lesion(url: str, pseudo_id: str, study_uid: str) -> None:
+    """A patient with one study, series, segmentation and lesion, and a track holding it."""
+    with session_scope(url) as s:
+        patient = Patient(pseudo_id=pseudo_id)
+        study = Study(patient=patient, study_instance_uid=study_uid)
+        series = _series(study, f"{study_uid}.1")
+        model = Model(name="lvt", version=pseudo_id, checksum="e" * 64)
         s.add_all([patient, study, series, model])
         s.flush()
         seg = Segmentation(series_id=series.id, model_id=model.id, status="done")
@@ -118,6 +117,12 @@ def test_a_downgrade_and_upgrade_keep_lesions_and_tracks(migrated_db: str) -> No
         s.add_all([lesion, track])
         s.flush()
         s.add(LesionTrackMember(track_id=track.id, lesion_id=lesion.id, study_id=study.id))
+
+
+def test_a_downgrade_and_upgrade_keep_lesions_and_tracks(migrated_db: str) -> None:
+    """On SQLite, batch mode rebuilt ``segmentations`` with foreign keys on: dropping the old
+    table cascaded into ``lesions`` and ``lesion_track_members``, emptying both."""
+    _add_tracked_lesion(migrated_db, "P-3", "7.1")
     assert migrate.downgrade(migrated_db, "0003") == "0003"  # 0006 and 0004 rebuild segmentations
     assert migrate.upgrade(migrated_db) == migrate.head()
     with session_scope(migrated_db) as s:
@@ -143,30 +148,7 @@ def test_processes_migrating_a_fresh_store_at_once_all_succeed(db_url: str) -> N
 
 
 def test_delete_patient_cascades_to_lesions_and_tracks(migrated_db: str) -> None:
-    with session_scope(migrated_db) as s:
-        patient = Patient(pseudo_id="P-2")
-        study = Study(patient=patient, study_instance_uid="9.1")
-        series = _series(study, "9.1.1")
-        model = Model(name="lvt", version="2", checksum="d" * 64)
-        s.add_all([patient, study, series, model])
-        s.flush()
-        seg = Segmentation(series_id=series.id, model_id=model.id, status="done")
-        s.add(seg)
-        s.flush()
-        lesion = Lesion(
-            segmentation_id=seg.id,
-            lesion_index=1,
-            voxels=10,
-            volume_ml=0.1,
-            longest_axial_diameter_mm=5.0,
-            centroid_x=1,
-            centroid_y=2,
-            centroid_z=3,
-        )
-        track = LesionTrack(patient_id=patient.id, model_id=model.id, track_number=1)
-        s.add_all([lesion, track])
-        s.flush()
-        s.add(LesionTrackMember(track_id=track.id, lesion_id=lesion.id, study_id=study.id))
+    _add_tracked_lesion(migrated_db, "P-2", "9.1")
     with session_scope(migrated_db) as s:
         s.execute(text("DELETE FROM patients"))
     with session_scope(migrated_db) as s:
