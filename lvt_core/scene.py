@@ -186,6 +186,12 @@ def _rgba(name: str) -> tuple[float, float, float, float]:
     return COLOURS["tumor" if name.startswith("tumor_") else name]
 
 
+def scene_file_names(names: Sequence[str], formats: Sequence[str] = SUPPORTED_FORMATS) -> set[str]:
+    """The files :func:`export_scene` writes for structures ``names``."""
+    files = {f"{name}.{fmt}" for name in names for fmt in ("stl", "obj", "vtp") if fmt in formats}
+    return files | ({"scene.glb"} if "glb" in formats else set())
+
+
 def export_scene(
     meshes: SceneMeshes, out_dir: Path, formats: Sequence[str] = SUPPORTED_FORMATS
 ) -> list[Path]:

@@ -161,6 +161,14 @@ def test_mesh_export(store: dict, tmp_path: Path) -> None:
     assert summary["structures"][0] == "liver" and "tumor_1" in summary["structures"]
     assert (tmp_path / "mesh" / "scene.glb").stat().st_size > 0
     assert (tmp_path / "mesh" / "liver.stl").is_file()
+    again = export_mesh(patient, str(study_id), tmp_path / "mesh", ("stl", "glb"))  # the same export again
+    assert again["files"] == summary["files"]
+    (tmp_path / "mesh" / "tumor_9.stl").write_bytes(b"")  # another study's tumor: would read as this one's
+    with pytest.raises(UserError, match=r"holds file\(s\) this export would not write \(tumor_9\.stl\)"):
+        export_mesh(patient, str(study_id), tmp_path / "mesh", ("stl", "glb"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="afile is a file, not a folder"):
+        export_mesh(patient, str(study_id), tmp_path / "afile", ("stl",))
 
 
 def test_seg_uid_follows_the_label_map_and_names_the_pipeline(store: dict, tmp_path: Path) -> None:

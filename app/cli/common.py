@@ -37,6 +37,15 @@ def check_output_folder(folder: Path) -> None:
             return
 
 
+def check_only_files_of_this_export(folder: Path, names: set[str]) -> None:
+    """Refuse an output folder holding files other than ``names``: mixed with this export, an
+    older or unrelated file would read as part of it (another study's tumor beside this one's)."""
+    stale = sorted(p.name for p in folder.iterdir() if p.name not in names) if folder.is_dir() else []
+    if stale:
+        raise UserError(f"{folder}: holds file(s) this export would not write ({', '.join(stale[:3])}"
+                        f"{' …' if len(stale) > 3 else ''}); export into an empty folder or remove them")
+
+
 def check_output_file(file: Path) -> None:
     """Refuse, before any work, an output file that is a folder or lies below a file."""
     if file.is_dir():

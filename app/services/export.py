@@ -10,7 +10,12 @@ import pydicom
 import SimpleITK as sitk
 from sqlalchemy import select
 
-from app.cli.common import UserError, check_output_file, check_output_folder
+from app.cli.common import (
+    UserError,
+    check_only_files_of_this_export,
+    check_output_file,
+    check_output_folder,
+)
 from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
@@ -30,11 +35,7 @@ def export_cohort(
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_output_folder(out)
     tables = cohort_tables(filters, url=url)
-    written_names = {f"{name}.{fmt}" for name in tables}
-    stale = sorted(p.name for p in out.iterdir() if p.name not in written_names) if out.is_dir() else []
-    if stale:  # mixed with this export, an older table would read as part of it
-        raise UserError(f"{out}: holds file(s) this export would not write ({', '.join(stale[:3])}"
-                        f"{' …' if len(stale) > 3 else ''}); export into an empty folder or remove them")
+    check_only_files_of_this_export(out, {f"{name}.{fmt}" for name in tables})
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -150,11 +151,16 @@ def export_mesh(
 ) -> dict[str, Any]:
     """Write the liver, vessel and per-tumor meshes of a study (cached) into ``out``."""
     from app.services.analytics import scene_for_study
-    from lvt_core.scene import export_scene
+    from lvt_core.scene import SUPPORTED_FORMATS, export_scene, scene_file_names
 
+    check_output_folder(out)
+    unknown = sorted(set(formats) - set(SUPPORTED_FORMATS))
+    if unknown:
+        raise UserError(f"unknown mesh format(s) {unknown}; choose from {list(SUPPORTED_FORMATS)}")
     with make_session_factory(url or default_url())() as session:
         study_id = find_study(session, patient, study).id
     meshes = scene_for_study(study_id, model_id=model_id, url=url, data_root=data_root)
+    check_only_files_of_this_export(out, scene_file_names([name for name, _ in meshes.items()], formats))
     try:
         paths = export_scene(meshes, out, formats)
     except ValueError as exc:
