@@ -39,6 +39,8 @@ class SeriesInfo:
     manufacturer: str = "LVT phantom"
     uid_entropy: Sequence[str] = ()
     """Strings that make the SOP instance UIDs reproducible; defaults to the series UID."""
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL")
+    """DERIVED/SECONDARY for a series rendered from stored data rather than acquired."""
 
 
 def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) -> list[Path]:
@@ -71,7 +73,7 @@ def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) ->
         ds = Dataset()
         ds.file_meta = meta
         ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageType = list(info.image_type)
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date

@@ -96,6 +96,43 @@ def test_dicom_seg_is_valid_and_correctly_placed(store: dict, tmp_path: Path, so
     assert check_against_labels(out, flipped) > 0
 
 
+def test_seg_export_writes_a_derived_ct_series_into_a_folder_of_its_own(
+    store: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CT went out under the stored Series UID (a PACS merged two differing copies), into
+    any folder (another patient's slice stayed in it), and a SEG failing validation stayed."""
+    from app.services import dicom_seg
+
+    dicom, nifti = store["series"]["dicom"], store["series"]["nifti"]
+    out = tmp_path / "seg.dcm"
+    report = export_seg(dicom, out)
+    ct = pydicom.dcmread(sorted(Path(report["ct_dir"]).glob("*.dcm"))[0])
+    with make_session_factory(store["url"])() as s:
+        stored_uid = s.get(Series, dicom).series_instance_uid
+    assert ct.SeriesInstanceUID == dicom_seg.exported_series_uid(stored_uid) != stored_uid
+    assert list(ct.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert export_seg(dicom, out)["ct_slices"] == report["ct_slices"]  # its own earlier export: replaced
+    with pytest.raises(UserError, match=r"seg_ct: holds 0001\.dcm, which is not this series' earlier export"):
+        export_seg(nifti, out)  # another series into the same CT folder
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "readme.txt").write_text("x")
+    with pytest.raises(UserError, match=r"holds readme\.txt"):
+        export_seg(dicom, tmp_path / "b.dcm", ct_dir=tmp_path / "other")
+    monkeypatch.setattr(dicom_seg, "check_against_labels", lambda *_: 7)  # a SEG placed wrongly
+    with pytest.raises(UserError, match=r"c\.dcm: validation failed, no SEG written: 7 misplaced pixels"):
+        export_seg(dicom, tmp_path / "c.dcm")
+    assert not (tmp_path / "c.dcm").exists() and not list(tmp_path.glob(".c.dcm*"))
+
+
+def test_a_long_patient_id_still_makes_a_valid_person_name(tmp_path: Path) -> None:
+    from app.services.dicom_seg import write_source_series
+
+    image = sitk.GetImageFromArray(np.zeros((2, 4, 4), np.int16))
+    (first, _) = write_source_series(image, tmp_path, "P" * 64, "1.2.3", "1.2.3.4", None, None)
+    name = str(pydicom.dcmread(first).PatientName)
+    assert len(name) <= 64 and name.startswith("P" * 63)
+
+
 def test_seg_of_unsegmented_series_is_a_user_error(store: dict, tmp_path: Path) -> None:
     env = {**os.environ, "LVT_DATABASE_URL": store["url"]}
     proc = subprocess.run([str(LVT), "export", "seg", "999", str(tmp_path / "x.dcm")],

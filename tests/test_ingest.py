@@ -110,6 +110,9 @@ def test_multiphase_study_grouping_and_non_ct(migrated_db: str, tmp_path: Path) 
     assert timeline.studies[0].study_date is not None
     assert timeline.studies[0].study_date.isoformat() < "2024-01-15"
     assert timeline.studies[0].study_instance_uid != study
+    # free-text descriptions go too (a technologist may type a name there); the phase they
+    # gave stays
+    assert [series.description for series in timeline.studies[0].series] == [None, None]
 
 
 def test_duplicate_ingest_adds_nothing_and_conflict_changes_nothing(

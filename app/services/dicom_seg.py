@@ -52,19 +52,34 @@ def write_source_series(
     image: sitk.Image, out_dir: Path, patient: str, study_uid: str, series_uid: str,
     study_date: dt.date | None, description: str | None,
 ) -> list[Path]:
-    """Write the stored CT volume as the DICOM series the SEG references."""
+    """Write the stored CT volume as the DICOM series the SEG references.
+
+    It is a new, derived series (its own Series UID, ImageType DERIVED\\SECONDARY) in the same
+    study: under the stored Series UID, with new instances and Frame of Reference, a PACS
+    holding the original would have merged two differing copies into one series.
+    """
     from lvt_core.dicom_series import SeriesInfo, write_ct_series
 
     array = sitk.GetArrayFromImage(image)
     hu = sitk.GetImageFromArray(np.clip(np.rint(array), -32768, 32767).astype(np.int16))
     hu.CopyInformation(image)
     info = SeriesInfo(
-        patient_id=patient, study_uid=study_uid, series_uid=series_uid,
+        patient_id=patient, study_uid=study_uid, series_uid=exported_series_uid(series_uid),
         frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid, "frame-of-reference"]),
         study_date=study_date or dt.date(1900, 1, 1), series_description=description or "",
-        manufacturer="LVT", uid_entropy=[series_uid], patient_name=f"{patient}^",
+        manufacturer="LVT", uid_entropy=[series_uid], patient_name=f"{patient[:MAX_PN_COMPONENT]}^",
+        image_type=("DERIVED", "SECONDARY", "AXIAL"),
     )
     return write_ct_series(hu, out_dir, info)
+
+
+MAX_PN_COMPONENT = 63
+"""A person name holds 64 characters at most: the id, then the ``^`` of an empty given name."""
+
+
+def exported_series_uid(stored_series_uid: str) -> str:
+    """The Series UID of the CT a SEG export writes for a stored series (reproducible)."""
+    return generate_uid(entropy_srcs=[stored_series_uid, "lvt-exported-ct"])
 
 
 def build_segmentation(

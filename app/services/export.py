@@ -76,8 +76,6 @@ def export_seg(
     Validation reads the file back with pydicom and highdicom, checks every frame against the
     label map in world space, and runs ``dciodvfy`` when installed.
     """
-    import highdicom as hd
-
     from app.services import dicom_seg
 
     root = data_root or storage.data_dir()
@@ -99,29 +97,61 @@ def export_seg(
     if labels.GetSize() != image.GetSize() or labels.GetDirection() != image.GetDirection():
         labels = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     ct_dir = ct_dir or out.with_name(out.name.removesuffix(".dcm") + "_ct")
+    _clear_earlier_export(ct_dir, dicom_seg.exported_series_uid(info[2]))
     paths = dicom_seg.write_source_series(image, ct_dir, *info[:5])
     sources = [pydicom.dcmread(str(p)) for p in paths]
     try:
         segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version, *drawn)
     except ValueError as exc:
         raise UserError(f"series {series_id}: {exc}") from None
-    with replaced_on_success(out) as tmp:
-        segmentation.save_as(tmp)
     report: dict[str, Any] = {
         "series_id": series_id, "seg": str(out), "ct_dir": str(ct_dir), "ct_slices": len(paths),
         "model": {"name": model.name, "version": model.version}, "lvt_version": drawn[1],
         "source_format": info[5], "frames": int(segmentation.NumberOfFrames),
         "segments": [s.SegmentLabel for s in segmentation.SegmentSequence],
     }
-    if validate:
-        back = hd.seg.segread(str(out))
-        report["validation"] = {
-            "highdicom_segments": len(back.SegmentSequence),
-            "world_space_mismatched_pixels": dicom_seg.check_against_labels(out, labels),
-            "dciodvfy": dicom_seg.dciodvfy(out),
-            "ct_dciodvfy": dicom_seg.dciodvfy(paths[0]),  # the referenced series travels with it
-        }
+    with replaced_on_success(out) as tmp:  # a SEG that fails validation is not left behind
+        segmentation.save_as(tmp)
+        if validate:
+            report["validation"] = _validated(tmp, labels, paths[0], out)
     return report
+
+
+def _validated(seg_path: Path, labels: sitk.Image, ct_slice: Path, out: Path) -> dict[str, Any]:
+    """Read the SEG back (highdicom), check it against the label map in world space and run
+    ``dciodvfy`` on it and on a CT slice; a problem is a UserError naming the counts."""
+    import highdicom as hd
+
+    from app.services import dicom_seg
+
+    validation = {
+        "highdicom_segments": len(hd.seg.segread(str(seg_path)).SegmentSequence),
+        "world_space_mismatched_pixels": dicom_seg.check_against_labels(seg_path, labels),
+        "dciodvfy": dicom_seg.dciodvfy(seg_path),
+        "ct_dciodvfy": dicom_seg.dciodvfy(ct_slice),  # the referenced series travels with it
+    }
+    misplaced = validation["world_space_mismatched_pixels"]
+    errors = [*validation["dciodvfy"].get("errors", []), *validation["ct_dciodvfy"].get("errors", [])]
+    if misplaced or errors:
+        raise UserError(f"{out}: validation failed, no SEG written: {misplaced} misplaced pixels, "
+                        f"{len(errors)} dciodvfy error(s)" + (f" (first: {errors[0]})" if errors else ""))
+    return validation
+
+
+def _clear_earlier_export(ct_dir: Path, series_uid: str) -> None:
+    """Let the CT folder hold only this export: an earlier export of the same series is
+    replaced; any other file is refused (another patient's slice stayed in the series)."""
+    if ct_dir.exists() and not ct_dir.is_dir():
+        raise UserError(f"{ct_dir}: is a file; the referenced CT series needs a folder")
+    files = sorted(ct_dir.iterdir()) if ct_dir.is_dir() else []
+    for path in files:
+        ours = path.suffix == ".dcm" and path.is_file() and \
+            pydicom.dcmread(str(path), stop_before_pixels=True, force=True).get("SeriesInstanceUID") == series_uid
+        if not ours:
+            raise UserError(f"{ct_dir}: holds {path.name}, which is not this series' earlier export; "
+                            "give an empty --ct-dir or remove its files")
+    for path in files:
+        path.unlink()
 
 
 def find_study(session: Any, patient: str, study: str) -> Study:

@@ -204,7 +204,8 @@ def not_a_volume(series: DicomSeries) -> str | None:
     if any("LOCALIZER" in _image_type(s.header) for s in series.slices):
         return "a localizer (scout) image (ImageType LOCALIZER), not a 3D volume"
     first = series.first
-    single = len({str(s.header.get("SOPInstanceUID", s.path)) for s in series.slices}) == 1
+    # an anonymiser may blank SOPInstanceUID (TotalSegmentator's example): then each file counts
+    single = len({str(s.header.get("SOPInstanceUID") or s.path) for s in series.slices}) == 1
     if "ImagePositionPatient" not in first or "ImageOrientationPatient" not in first:
         sop_class = str(first.get("SOPClassUID", "") or "")
         if single or sop_class not in CT_VOLUME_SOP_CLASSES or "SECONDARY" in _image_type(first):

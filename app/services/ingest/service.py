@@ -402,7 +402,8 @@ def _apply(
             series_instance_uid=series_uid,
             phase=c.phase,
             modality=c.modality or "CT",
-            description=c.series_description,
+            # free text (PS3.15: removed): a technologist's "PV Doe Jane" reached SEG exports
+            description=None if deid.enabled else c.series_description,
             spacing_x=item.spacing[0],
             spacing_y=item.spacing[1],
             spacing_z=item.spacing[2],
