@@ -154,6 +154,9 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
     assert {"spacing_x_mm", "spacing_z_mm", "slice_thickness_mm"} <= set(tables["series"].columns)
     assert {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(tables["lesions"].columns)
     assert tables["series"]["spacing_x_mm"].between(0.1, 10).all()
+    assert tables["volumetry"]["liver_cut_at"].isna().all()  # whole livers: no "" that reads as a cut
+    by_source_id = analytics.cohort_tables({"model_id": store["model_id"], "patients": ["SRC1"]})
+    assert len(by_source_id["series"]) == 4  # as export mesh and the CLI take it
 
 
 def test_overrides_are_kept_by_later_runs(store: dict) -> None:
@@ -244,7 +247,7 @@ def test_a_phase_whose_scan_stops_inside_the_liver_is_named(store: dict) -> None
     followup = analytics.patient_followup(store["patient"], model_id)
     assert sorted(v["liver_cut_at"] for v in followup.volumes) == ["", "", "", "head"]
     exported = analytics.cohort_tables({"model_id": model_id})["volumetry"]
-    assert sorted(exported["liver_cut_at"]) == ["", "", "", "head"]
+    assert exported["liver_cut_at"].isna().sum() == 3 and exported["liver_cut_at"].dropna().tolist() == ["head"]
 
 
 def test_a_refresh_measures_the_coverage_of_volumes_stored_before_it_was_recorded(store: dict) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
+from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import (
@@ -492,13 +493,6 @@ def _session(url: str | None) -> Session:
     return make_session_factory(url or default_url())()
 
 
-def _patient_row(session: Session, pseudo_id: str) -> Patient:
-    patient = session.scalar(select(Patient).where(Patient.pseudo_id == pseudo_id))
-    if patient is None:
-        raise UserError(f"patient {pseudo_id!r} is not in the store")
-    return patient
-
-
 def agreement(
     patient_id: str | None = None, model_id: int | None = None, url: str | None = None
 ) -> dict[str, Any]:
@@ -507,7 +501,7 @@ def agreement(
         model_id = model_id or current_model_id(session)
         if model_id is None:
             return {"cohort": None, "patients": {}, "links": [], "earlier_detection": []}
-        ids = None if patient_id is None else [_patient_row(session, patient_id).id]
+        ids = None if patient_id is None else [require_patient(session, patient_id).id]
         return _agreement_doc(session, ids, model_id)
 
 
@@ -531,7 +525,7 @@ def patient_followup(
 ) -> PatientFollowup:
     """Timeline, tracks with per-date diameters, measurements, responses, badges, volumes."""
     with _session(url) as session:
-        patient = _patient_row(session, patient_id)
+        patient = require_patient(session, patient_id)
         model_id = model_id or current_model_id(session)
         studies = session.execute(
             select(Study.id, Study.study_date, Series.id, Series.phase, Segmentation.status)
@@ -663,7 +657,7 @@ def cohort_tables(
         model_id = filters.get("model_id") or current_model_id(session)
         patient_ids = None
         if filters.get("patients"):
-            patient_ids = [_patient_row(session, p).id for p in filters["patients"]]
+            patient_ids = [require_patient(session, p).id for p in filters["patients"]]
 
         def where_patient(stmt: Any, column: Any) -> Any:
             return stmt if patient_ids is None else stmt.where(column.in_(patient_ids))
@@ -741,6 +735,9 @@ def cohort_tables(
                 .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
                 Response.patient_id)),
         }
+        # "" is "looked, not cut" in the store; a file reader takes any string for a cut
+        cut_at = tables["volumetry"]["liver_cut_at"]
+        tables["volumetry"]["liver_cut_at"] = cut_at.where(cut_at != "", None)
         doc = _agreement_doc(session, patient_ids, model_id) if model_id else None
     links = doc["links"] if doc else []
     tables["measurements"] = pd.DataFrame.from_records(links, columns=[
