@@ -2,10 +2,12 @@
 
 Pure functions on plain records (paper Figures 2 and 3); the store turns its rows into these.
 
-- :func:`link_measurements` links each radiologist measurement to one model lesion of the same
-  study: by the location it gives (nearest centroid within a tolerance), else by its slice
-  (lesions spanning that axial slice, closest in size), else by size alone (the lesion whose
-  longest axial diameter is closest, within a relative tolerance).
+- :func:`link_measurements` links the radiologist's measurements of a study to its model
+  lesions one to one (a reader's two lesions are never one model lesion): by the location a
+  measurement gives (nearest centroids within a tolerance; a location with no model lesion
+  near it stays unlinked: the model missed it), else by its slice (lesions spanning that axial
+  slice, closest in size), else by size alone (closest longest axial diameter, within a
+  relative tolerance). Each step is an optimal assignment (Hungarian) over what is left.
 - :func:`agreement_report` gives mean absolute difference, Bland–Altman bias and 95 % limits of
   agreement (differences are model − radiologist) and Pearson r, per patient and for the cohort.
 - :func:`earlier_detection` lists tracks the model saw before the radiologist first measured
@@ -21,6 +23,7 @@ from datetime import date
 from typing import Any, Literal
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -37,6 +40,7 @@ class RadiologistMeasurement:
     location_mm: tuple[float, float, float] | None = None
     lesion: str | None = None
     new_lesion: bool = False
+    reader: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,46 +106,80 @@ def link_measurements(
     slice_tolerance: int = 1,
     size_tolerance_pct: float = 50.0,
 ) -> list[MeasurementLink]:
-    """Link every measurement to a lesion of its study (see the module docstring)."""
+    """Link each reader's measurements of a study to its lesions one to one (module docstring);
+    the links come back in the order of ``measurements``."""
     by_study: dict[tuple[str, str], list[ModelLesion]] = defaultdict(list)
     for lesion in lesions:
         by_study[(lesion.patient_id, lesion.study_id)].append(lesion)
-    links = []
-    for m in measurements:
-        candidates = by_study.get((m.patient_id, m.study_id), [])
-        links.append(_link_one(m, candidates, location_tolerance_mm, slice_tolerance, size_tolerance_pct))
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for index, m in enumerate(measurements):
+        groups[(m.patient_id, m.study_id, m.reader)].append(index)
+    found: dict[int, tuple[ModelLesion, LinkMethod]] = {}
+    for (patient, study, _reader), indices in groups.items():
+        candidates = by_study.get((patient, study), [])
+        group = [measurements[i] for i in indices]
+        for position, link in _link_study(group, candidates, location_tolerance_mm, slice_tolerance,
+                                          size_tolerance_pct).items():
+            found[indices[position]] = link
+    return [MeasurementLink(m, *found.get(i, (None, None))) for i, m in enumerate(measurements)]
+
+
+def _link_study(
+    measurements: list[RadiologistMeasurement], candidates: list[ModelLesion],
+    location_tolerance_mm: float, slice_tolerance: int, size_tolerance_pct: float,
+) -> dict[int, tuple[ModelLesion, LinkMethod]]:
+    """One reader's measurements of one study → (lesion, method), each lesion used once."""
+    links: dict[int, tuple[ModelLesion, LinkMethod]] = {}
+
+    def assign(method: LinkMethod, cost: Any) -> None:
+        """Link the still unlinked measurements to unused lesions by least total ``cost``
+        (``cost(m, c)`` is None where the pair may not be linked)."""
+        rows = [i for i in range(len(measurements)) if i not in links and _eligible(method, measurements[i])]
+        used = {id(lesion) for lesion, _ in links.values()}
+        cols = [c for c in candidates if id(c) not in used]
+        if not rows or not cols:
+            return
+        costs = np.full((len(rows), len(cols)), np.inf)
+        for r, i in enumerate(rows):
+            for k, c in enumerate(cols):
+                value = cost(measurements[i], c)
+                if value is not None:
+                    costs[r, k] = value
+        finite = np.isfinite(costs)
+        if not finite.any():
+            return
+        big = float(costs[finite].max()) * 10 + 1e6  # never chosen over an allowed pair
+        picked_rows, picked_cols = linear_sum_assignment(np.where(finite, costs, big))
+        for r, k in zip(picked_rows, picked_cols, strict=True):
+            if finite[r, k]:
+                links[rows[r]] = (cols[k], method)
+
+    def by_location(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
+        distance = float(np.linalg.norm(np.asarray(c.centroid_mm) - np.asarray(m.location_mm, dtype=float)))
+        # a point clicked anywhere on a large lesion lies up to its radius from the centroid
+        return distance if distance <= max(location_tolerance_mm, c.diameter_mm / 2) else None
+
+    def by_slice(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
+        spans = c.z_range is not None and c.z_range[0] - slice_tolerance <= m.slice_index <= c.z_range[1] + slice_tolerance  # type: ignore[operator]
+        return abs(c.diameter_mm - m.diameter_mm) if spans else None
+
+    def by_size(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
+        difference = abs(c.diameter_mm - m.diameter_mm)
+        return difference if difference <= size_tolerance_pct / 100.0 * m.diameter_mm else None
+
+    assign("location", by_location)
+    assign("slice", by_slice)
+    assign("size", by_size)
     return links
 
 
-def _link_one(
-    m: RadiologistMeasurement,
-    candidates: list[ModelLesion],
-    location_tolerance_mm: float,
-    slice_tolerance: int,
-    size_tolerance_pct: float,
-) -> MeasurementLink:
-    if not candidates:
-        return MeasurementLink(m, None, None)
-    if m.location_mm is not None:
-        point = np.asarray(m.location_mm, dtype=float)
-        dists = [float(np.linalg.norm(np.asarray(c.centroid_mm) - point)) for c in candidates]
-        best = int(np.argmin(dists))
-        if dists[best] <= location_tolerance_mm:
-            return MeasurementLink(m, candidates[best], "location")
-    if m.slice_index is not None:
-        spanning = [
-            c
-            for c in candidates
-            if c.z_range is not None
-            and c.z_range[0] - slice_tolerance <= m.slice_index <= c.z_range[1] + slice_tolerance
-        ]
-        if spanning:
-            best_lesion = min(spanning, key=lambda c: abs(c.diameter_mm - m.diameter_mm))
-            return MeasurementLink(m, best_lesion, "slice")
-    best_lesion = min(candidates, key=lambda c: abs(c.diameter_mm - m.diameter_mm))
-    if abs(best_lesion.diameter_mm - m.diameter_mm) <= size_tolerance_pct / 100.0 * m.diameter_mm:
-        return MeasurementLink(m, best_lesion, "size")
-    return MeasurementLink(m, None, None)
+def _eligible(method: LinkMethod, m: RadiologistMeasurement) -> bool:
+    """A measurement that gives a location is linked by it or not at all."""
+    if method == "location":
+        return m.location_mm is not None
+    if method == "slice":
+        return m.location_mm is None and m.slice_index is not None
+    return m.location_mm is None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,28 @@ def test_link_by_location_then_slice_then_size() -> None:
     ]
 
 
+def test_a_model_lesion_is_linked_to_one_measurement_of_a_reader() -> None:
+    """Two lesions the radiologist placed 45 mm apart both went to one model lesion (one by
+    location, the other by its slice), counting that lesion twice in Bland–Altman."""
+    day = date(2009, 9, 1)
+    lesions = [lesion("s2", 9, 1, 1, 20.0, (0.0, 0.0, 0.0), (10, 20)),
+               lesion("s2", 9, 2, 2, 30.0, (0.0, 45.0, 0.0), (10, 20))]
+    measurements = [
+        RadiologistMeasurement("p1", "s2", day, 20.0, location_mm=(2.0, 0.0, 0.0), lesion="L1"),
+        RadiologistMeasurement("p1", "s2", day, 21.0, location_mm=(0.0, 40.0, 0.0), lesion="L4"),
+        RadiologistMeasurement("p1", "s2", day, 19.0, slice_index=12, lesion="L5"),  # lesion 1's slice
+        RadiologistMeasurement("p1", "s2", day, 19.5, location_mm=(1.0, 0.0, 0.0), reader="dr_b"),
+        RadiologistMeasurement("p1", "s2", day, 25.0, location_mm=(300.0, 0.0, 0.0)),  # nothing there
+    ]
+    links = link_measurements(measurements, lesions)
+    assert [(lk.track_id, lk.method) for lk in links] == [
+        (1, "location"), (2, "location"),
+        (None, None),  # both lesions are taken: not a second link to lesion 1
+        (1, "location"),  # another reader measures the same lesion
+        (None, None),  # its location says where it is: the model missed it, no slice or size guess
+    ]
+
+
 def test_agreement_statistics_match_their_definitions() -> None:
     model = np.array([21.0, 30.0, 42.0, 18.0, 55.0])
     radiologist = np.array([20.0, 32.0, 40.0, 19.0, 50.0])

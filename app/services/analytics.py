@@ -430,7 +430,7 @@ def _radiologist(
         record = RadiologistMeasurement(
             patient_id=pseudo, study_id=str(m.study_id), study_date=date,
             diameter_mm=m.longest_diameter_mm, slice_index=m.slice_index,
-            location_mm=location, lesion=m.lesion_label,
+            location_mm=location, lesion=m.lesion_label, reader=m.reader or "",
         )
         out.append((record, m.reader, m.id))
     return out

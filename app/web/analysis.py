@@ -44,6 +44,7 @@ def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[Radi
                 slice_index=None if pd.isna(r["slice_index"]) else int(r["slice_index"]),
                 location_mm=location,  # type: ignore[arg-type]
                 lesion=str(r["lesion"]),
+                reader=str(r.get("reader") or ""),
             )
         )
     return out
