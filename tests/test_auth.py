@@ -142,3 +142,18 @@ def test_the_demo_leaves_an_existing_account_as_it_is(migrated_db: str) -> None:
         assert auth.verify_password(row.password_hash, "our-own-secret-9")
     with session_scope(migrated_db) as s:  # a second demo run: its own accounts still sign in
         assert demo.ensure_demo_users(s)[1] == ["clinician"]
+
+
+def test_sign_in_takes_the_name_in_any_case_and_throttles_it_as_one(migrated_db: str) -> None:
+    """A phone keyboard's "Clinician" was refused (and counted as a failure), though names are
+    unique in any case; varying the case must not dodge the throttle either."""
+    with session_scope(migrated_db) as s:
+        auth.add_user(s, "clinician", "clinician", "correct-horse")
+    with session_scope(migrated_db) as s:
+        user = auth.authenticate(s, "Clinician", "correct-horse")
+        assert user is not None and user.username == "clinician"
+    for name in ("CLINICIAN", "Clinician", "clinicIAN", "clinician", "CliniCian"):
+        with session_scope(migrated_db) as s:
+            assert auth.authenticate(s, name, "wrong-guess") is None
+    with session_scope(migrated_db) as s, pytest.raises(auth.LoginThrottled):
+        auth.authenticate(s, "clinician", "correct-horse")

@@ -138,20 +138,35 @@ def test_a_link_opened_signed_out_asks_to_sign_in_then_opens(served: str) -> Non
 
 
 def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
-    """Streamlit forgets its session on a reload; the sign-in used to go with it."""
+    """Streamlit forgets its session on a reload; the sign-in used to go with it. A sign-out
+    must reach the browser's other open tabs, and the next user starts on Patients."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
         _sign_in(page, served, "researcher", "lvt-researcher-demo")
         page.wait_for_timeout(1000)
         page.goto(f"{served}/cohort", wait_until="domcontentloaded")  # a new load, as F5 or a new tab
         page.get_by_role("heading", name="Cohort", exact=True).wait_for(timeout=30_000)
         assert page.get_by_role("textbox", name="User name").count() == 0
-        page.get_by_role("button", name="Sign out").click()
+        other_tab = context.new_page()
+        other_tab.goto(f"{served}/volumetry", wait_until="domcontentloaded")
+        other_tab.get_by_role("heading", name="Volumetry").wait_for(timeout=30_000)
+        page.get_by_role("link", name="Patients").click()
+        page.get_by_role("button", name="Open follow-up").click()
+        page.get_by_role("heading", name="Patient").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Sign out").click()  # on a patient's page
         page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+        other_tab.get_by_role("link", name="Patients").click()  # it kept working, and writing
+        other_tab.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         page.reload(wait_until="domcontentloaded")
         page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
         assert page.get_by_role("heading", name="Cohort", exact=True).count() == 0
+        page.get_by_role("textbox", name="User name").fill("clinician")  # the next user
+        page.get_by_role("textbox", name="Password").fill("lvt-clinician-demo")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)  # not the last patient
+        assert "patient=" not in page.url
         browser.close()

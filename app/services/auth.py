@@ -173,6 +173,15 @@ def get_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
+def find_user(session: Session, username: str) -> User | None:
+    """The user of this name in any case (:func:`_name_key`), as sign-in takes it."""
+    exact = get_user(session, username)
+    if exact is not None:
+        return exact
+    key = _name_key(username)
+    return next((u for u in session.scalars(select(User)) if _name_key(u.username) == key), None)
+
+
 def _require(session: Session, username: str) -> User:
     user = get_user(session, username)
     if user is None:
@@ -259,14 +268,15 @@ def authenticate(
     Both outcomes are audited.
     """
     now = now or utcnow()
-    username = username.strip()
+    user = find_user(session, username.strip())
+    # one name in any case (a phone keyboard's "Clinician" is clinician), throttled as one
+    username = user.username if user is not None else username.strip()
     failures = audit.count_since(session, audit.LOGIN_FAILED, now - THROTTLE_WINDOW, username)
     if failures >= MAX_FAILED_LOGINS:
         minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
         raise LoginThrottled(
             f"too many failed sign-ins for {username!r}; try again in {minutes} minutes"
         )
-    user = get_user(session, username)
     ok = user is not None and user.active and verify_password(user.password_hash, password)
     if not ok or user is None:
         audit.record(session, audit.LOGIN_FAILED, actor=username)

@@ -3,8 +3,8 @@
 Streamlit forgets its session state when the page reloads, so the sign-in is kept server-side
 (:class:`db.models.WebSession`) and found again from the browser's cookie. The store keeps only
 the token's SHA-256; the 8-hour limit (:data:`app.services.auth.SESSION_TTL`) counts from the
-sign-in, not from the last reload, and a disabled user, a changed password or a sign-out ends
-every session they hold.
+sign-in, not from the last reload. A sign-out ends that browser's session (every tab of it); a
+disabled account or a changed password ends every session of the user.
 """
 
 from __future__ import annotations

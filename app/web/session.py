@@ -18,6 +18,7 @@ from app.web import data
 
 USER_KEY = "user"
 TOKEN_KEY = "session_token"
+ENDED_TOKEN_KEY = "ended_session_token"  # the browser may send it until its cookie is cleared
 COOKIE_TO_WRITE_KEY = "cookie_to_write"
 REQUESTED_PAGE_KEY = "requested_page"
 PATIENTS_PAGE = "views/patients.py"
@@ -48,10 +49,20 @@ def _resume_from_cookie() -> auth.CurrentUser | None:
     token = st.context.cookies.get(cookie_name())
     if not isinstance(token, str) or not token:  # no cookie (or no browser: Streamlit's AppTest)
         return None
-    user = data.run(web_sessions.resume, token)
-    if user is not None:
-        st.session_state[USER_KEY] = user
-        st.session_state[TOKEN_KEY] = token
+    if token == st.session_state.get(ENDED_TOKEN_KEY):
+        return None
+    def resume(s):  # type: ignore[no-untyped-def]
+        user = web_sessions.resume(s, token)
+        if user is not None:  # a reused cookie is a sign-in too: say so in the audit log
+            audit.record(s, audit.LOGIN_OK, actor=user.username, user_id=user.id, detail={"resumed": True})
+        return user
+
+    user = data.run(resume)
+    if user is None:  # expired, signed out, or the account changed since
+        _forget(token)
+        return None
+    st.session_state[USER_KEY] = user
+    st.session_state[TOKEN_KEY] = token
     return user
 
 
@@ -77,11 +88,24 @@ def current_user() -> auth.CurrentUser | None:
     user = st.session_state.get(USER_KEY)
     if not isinstance(user, auth.CurrentUser):
         return _resume_from_cookie()
-    if user.expired():
-        st.session_state.pop(USER_KEY, None)
-        st.session_state["expired_notice"] = True
+    token = st.session_state.get(TOKEN_KEY)
+    # checked on every rerun: a tab left open kept working (and writing) after a sign-out in
+    # another tab, a disabled account or a new password
+    if user.expired() or (token and data.run(web_sessions.resume, token) is None):
+        _forget(token)
         return None
     return user
+
+
+def _forget(token: str | None, notice: bool = True) -> None:
+    """Drop the signed-in user and have the browser forget the token (with a notice on the
+    login form, unless the user signed out themselves)."""
+    for key in (USER_KEY, TOKEN_KEY):
+        st.session_state.pop(key, None)
+    st.session_state[ENDED_TOKEN_KEY] = token
+    st.session_state[COOKIE_TO_WRITE_KEY] = ""
+    if notice:
+        st.session_state["expired_notice"] = True
 
 
 def sign_in(username: str, password: str) -> str | None:
@@ -112,7 +136,7 @@ def sign_out() -> None:
         data.run(record)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
-    st.session_state[COOKIE_TO_WRITE_KEY] = ""  # the browser forgets the ended token
+    _forget(token, notice=False)
 
 
 def oidc_configured() -> bool:

@@ -54,7 +54,7 @@ else:
         st.markdown(f"**{user.username}** · {user.role}")
         if st.button("Sign out", key="sign_out", icon=":material/logout:"):
             session.sign_out()
-            st.rerun()
+            st.switch_page(PAGES["login"])  # not this page: the next user would land on it
         st.caption(theme.DISCLAIMER)
 if user is None or page is not PAGES["login"]:  # a signed-in login page switches away at once
     session.write_cookie()

@@ -14,7 +14,8 @@ with middle:
     st.title("LVT follow-up")
     st.caption("Liver, vessel and tumor segmentation and longitudinal follow-up of CT.")
     if st.session_state.pop("expired_notice", False):
-        st.info("Your session expired. Please sign in again.")
+        st.info("Your session ended (it expired, was signed out, or the account changed). "
+                "Please sign in again.")
     with st.form("login", border=True):
         username = st.text_input("User name", key="login_user")
         password = st.text_input("Password", type="password", key="login_password")
