@@ -184,6 +184,21 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     _set_found_by(demo_db, pid, None)  # back to the demo's ground truth (origin unknown)
 
 
+def test_the_address_decides_which_patient_a_page_shows(demo_db: str) -> None:
+    """Back to ``?patient=A`` showed the patient opened last (B) and rewrote the address; a
+    patient opened by its address was lost on the next page."""
+    at = _signed_in("clinician")
+    first, second = at.dataframe[0].value["patient"].iloc[:2]
+    at.selectbox(key="patient_pick").select(second)
+    at.button(key="open_patient").click().run()
+    assert at.title[0].value == f"Patient {second[:10]}"
+    at.query_params["patient"] = first  # the browser's Back to an earlier follow-up
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == f"Patient {first[:10]}" and at.query_params["patient"] == first
+    assert at.session_state["patient"] == first  # the sidebar's 3D scene link follows it
+
+
 def test_volumetry_page_counts_flags(demo_db: str) -> None:
     from db.models import VolumetryResult
 

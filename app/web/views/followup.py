@@ -10,7 +10,8 @@ from app.web import actions, analysis, charts, data, imaging, queries, session, 
 from lvt_core.coverage import ends_phrase
 
 user = session.require("clinician")
-patient = st.session_state.get("patient") or st.query_params.get("patient")
+# the address decides (Back, a shared link); the session keeps it for the sidebar's links
+patient = st.query_params.get("patient") or st.session_state.get("patient")
 if not patient:
     st.title("Patient follow-up")
     st.info("Choose a patient on the Patients page first.")
@@ -24,7 +25,7 @@ if info is None:
 if st.session_state.get("audited_patient") != info.pseudo_id:
     data.audit_open_patient(user, info.pseudo_id)
     st.session_state["audited_patient"] = info.pseudo_id
-st.query_params["patient"] = info.pseudo_id
+st.query_params["patient"] = st.session_state["patient"] = info.pseudo_id
 
 st.title(f"Patient {theme.short_id(info.pseudo_id)}")
 model_caption = data.model_caption()

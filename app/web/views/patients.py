@@ -47,4 +47,4 @@ with right:
     open_clicked = st.button("Open follow-up", type="primary", key="open_patient", width="stretch")
 if open_clicked or chosen is not None:
     st.session_state["patient"] = chosen if chosen is not None else picked
-    st.switch_page("views/followup.py")
+    st.switch_page("views/followup.py", query_params={"patient": st.session_state["patient"]})

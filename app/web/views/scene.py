@@ -10,7 +10,8 @@ from app.web import charts, data, imaging, session, theme
 
 session.require("clinician")
 st.title("3D scene")
-patient = st.session_state.get("patient") or st.query_params.get("patient")
+# the address decides (Back, a shared link); the session keeps it for the sidebar's links
+patient = st.query_params.get("patient") or st.session_state.get("patient")
 if not patient:
     st.info("Choose a patient on the Patients page first.")
     st.page_link("views/patients.py", label="Go to patients", icon=":material/group:")
@@ -19,6 +20,7 @@ info = data.followup(str(patient))
 if info is None or not info.label_maps:
     st.info(f"No segmentation for patient {patient} yet.")
     st.stop()
+st.query_params["patient"] = st.session_state["patient"] = info.pseudo_id
 
 st.caption(f"Patient {theme.short_id(info.pseudo_id)} (pseudonym {info.pseudo_id}) · {theme.DISCLAIMER}")
 choices = [
