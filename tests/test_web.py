@@ -139,6 +139,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     at.number_input(key="fu_min_diameter").set_value(100.0).run()  # larger than any phantom lesion
     assert {m.label: m.value for m in at.metric}["Lesion tracks"] == "0"
     assert any("at this size filter" in i.value for i in at.info)
+    assert "before the radiologist" not in _text(at)  # no badge for a track the filter hides
     # no track to chart, but the liver volume and where its scans stop are still shown
     assert len(at.get("plotly_chart")) == 2  # timeline and liver volume
     assert any("stops inside the liver" in c.value for c in at.caption)
