@@ -134,6 +134,10 @@ def test_a_link_opened_signed_out_asks_to_sign_in_then_opens(served: str) -> Non
         page.get_by_role("heading", name="Volumetry").wait_for(timeout=30_000)
         assert page.url.endswith("/volumetry")
         assert page.locator("[data-testid='stException']").count() == 0
+        page.goto(f"{served}/patients", wait_until="domcontentloaded")  # served at "/" alone, it was
+        page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)  # a "Page not found" dialog
+        page.wait_for_timeout(1000)
+        assert page.get_by_text("Page not found").count() == 0
         browser.close()
 
 

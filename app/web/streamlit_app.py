@@ -20,7 +20,11 @@ data.ready()
 
 PAGES = {
     "login": st.Page("views/login.py", title="Sign in", icon=":material/login:", visibility="hidden"),
-    "patients": st.Page("views/patients.py", title="Patients", icon=":material/group:", default=True),
+    "patients": st.Page("views/patients.py", title="Patients", icon=":material/group:", default=True,
+                        url_path="home"),  # served at "/"; the name is only reserved
+    # the default page is served at "/" only; /patients (a bookmark, a typed address) opened a
+    # blocking "Page not found" dialog
+    "patients_address": st.Page("views/patients.py", title="Patients", url_path="patients", visibility="hidden"),
     "followup": st.Page("views/followup.py", title="Patient follow-up", icon=":material/timeline:"),
     "volumetry": st.Page("views/volumetry.py", title="Volumetry", icon=":material/water_drop:"),
     "scene": st.Page("views/scene.py", title="3D scene", icon=":material/view_in_ar:"),
@@ -28,9 +32,9 @@ PAGES = {
     "admin": st.Page("views/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
 }
 ROLE_PAGES = {
-    "clinician": ["patients", "followup", "volumetry", "scene"],
-    "researcher": ["patients", "followup", "volumetry", "scene", "cohort"],
-    "admin": ["patients", "followup", "volumetry", "scene", "cohort", "admin"],
+    "clinician": ["patients", "patients_address", "followup", "volumetry", "scene"],
+    "researcher": ["patients", "patients_address", "followup", "volumetry", "scene", "cohort"],
+    "admin": ["patients", "patients_address", "followup", "volumetry", "scene", "cohort", "admin"],
 }
 
 user = session.current_user()
@@ -45,7 +49,8 @@ if user is None:
     page = st.navigation(list(PAGES.values()), position="hidden")
     if page is not PAGES["login"]:
         name = next(name for name, known in PAGES.items() if known is page)  # files are named as keys
-        session.remember_requested_page(f"views/{name}.py", st.query_params.to_dict())
+        script = "views/patients.py" if name == "patients_address" else f"views/{name}.py"
+        session.remember_requested_page(script, st.query_params.to_dict())
         st.switch_page(PAGES["login"])
 else:
     # the hidden login page stays registered so the browser can land on the patients page
