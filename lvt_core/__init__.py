@@ -7,4 +7,4 @@ no configuration files: everything a function needs is passed in.
 # The pipeline's version, saved with every result beside the model's own: the same checkpoint
 # draws different label maps when the inference around it changes (0.2.0: short scans padded by
 # repeating their edge slices).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
