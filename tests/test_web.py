@@ -248,7 +248,7 @@ def test_roles_gate_pages(demo_db: str) -> None:
 
 
 def test_cohort_and_admin_pages(demo_db: str) -> None:
-    from db.models import Lesion, LesionTrackMember, MeasurementLink
+    from db.models import Lesion, LesionTrackMember, MeasurementLink, User
 
     at = _signed_in("admin")
     at.switch_page("views/cohort.py").run()
@@ -274,6 +274,15 @@ def test_cohort_and_admin_pages(demo_db: str) -> None:
     assert not versions["outdated"].any() and not [w for w in at.warning if "--outdated" in w.value]
     audit = at.dataframe[-1].value
     assert "login" in set(audit["action"])
+    # disabling offers enabling next (a mistaken disable could only be undone on the command line)
+    at.selectbox(key="admin_target").select("researcher").run()
+    assert at.button(key="admin_toggle_active").label == "Disable"
+    at.button(key="admin_toggle_active").click().run()
+    assert not _scalar(demo_db, select(User.active).where(User.username == "researcher"))
+    at.selectbox(key="admin_target").select("researcher").run()
+    assert at.button(key="admin_toggle_active").label == "Enable"
+    at.button(key="admin_toggle_active").click().run()
+    assert _scalar(demo_db, select(User.active).where(User.username == "researcher"))
 
 
 def test_not_a_lesion_correction_goes_through_analytics(demo_db: str) -> None:

@@ -32,11 +32,15 @@ with users_tab:
     names = users["username"].tolist() if not users.empty else []
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     target = c1.selectbox("Account", names, key="admin_target")
-    if c2.button("Disable", key="admin_disable") and target:
+    # the button offers what the account's state allows: a disabled one could not be enabled here
+    active = bool(users.loc[users["username"] == target, "active"].iloc[0]) if target else True
+    if c2.button("Disable" if active else "Enable", key="admin_toggle_active") and target:
         if target == user.username:
             st.error("You cannot disable your own account.")
         else:
-            data.run(auth.set_active, target, False, user.username)
+            data.run(auth.set_active, target, not active, user.username)
+            st.toast(f"{'Disabled' if active else 'Enabled'} {target}"
+                     + (": their open sessions are signed out." if active else "."))
             st.rerun()
 
 with store_tab:
