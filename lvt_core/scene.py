@@ -213,17 +213,34 @@ def export_scene(
     return written
 
 
+LPS_MM_TO_GLTF = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) / 1000.0
+"""Patient LPS millimetres to glTF metres, +Y up (see :func:`write_glb`)."""
+
+
 def write_glb(named_meshes: Iterable[tuple[str, pv.PolyData]], path: Path) -> Path:
-    """A binary glTF scene of triangle meshes with one colour each (coordinates in mm)."""
+    """A binary glTF scene, one translucent or opaque material per structure.
+
+    glTF's units are metres, +Y is up and an asset faces +Z with its right toward -X, so the
+    patient's LPS millimetres (x, y, z) become (x, z, -y) / 1000 (a rotation, no mirror): a
+    viewer shows the patient upright, at true size, facing the viewer. STL/OBJ/VTP keep LPS
+    millimetres for 3D Slicer.
+    Each structure gets a PBR material whose alpha (the liver's 0.35) a viewer honours
+    (``alphaMode`` BLEND); vertex colours alone were drawn opaque, hiding what lies inside.
+    """
     import trimesh
 
     scene = trimesh.Scene()
     for name, mesh in named_meshes:
         tri = mesh.triangulate()
         faces = tri.faces.reshape(-1, 4)[:, 1:]
-        colour = (np.array(_rgba(name)) * 255).astype(np.uint8)
-        tm = trimesh.Trimesh(vertices=np.asarray(tri.points), faces=faces, process=False)
-        tm.visual = trimesh.visual.ColorVisuals(tm, face_colors=np.tile(colour, (len(faces), 1)))
+        rgba = _rgba(name)
+        vertices = np.asarray(tri.points, dtype=float) @ LPS_MM_TO_GLTF.T
+        material = trimesh.visual.material.PBRMaterial(
+            name=name, baseColorFactor=[float(v) for v in rgba], metallicFactor=0.0, roughnessFactor=0.8,
+            alphaMode="BLEND" if rgba[3] < 1.0 else "OPAQUE", doubleSided=rgba[3] < 1.0,
+        )
+        tm = trimesh.Trimesh(vertices=vertices, faces=faces, process=False,
+                             visual=trimesh.visual.TextureVisuals(material=material))
         scene.add_geometry(tm, node_name=name, geom_name=name)
     path = Path(path)
     path.write_bytes(scene.export(file_type="glb"))

@@ -97,7 +97,12 @@ def test_export_every_format_loads_back(tmp_path: Path) -> None:
     scene = trimesh.load(tmp_path / "scene.glb")
     assert set(scene.geometry) == {"liver", "vessels", "tumor_1"}
     tumor = scene.geometry["tumor_1"]
-    np.testing.assert_allclose(tumor.vertices.mean(axis=0), np.asarray(meshes.tumors[1].points).mean(axis=0), atol=1e-3)
+    # glTF: metres, +Y up (the patient's head), facing +Z (anterior, LPS -y), right toward -X
+    lps = np.asarray(meshes.tumors[1].points).mean(axis=0)
+    np.testing.assert_allclose(tumor.vertices.mean(axis=0), [lps[0] / 1000, lps[2] / 1000, -lps[1] / 1000], atol=1e-6)
+    liver = scene.geometry["liver"].visual.material  # translucent in a viewer, not drawn opaque
+    assert liver.alphaMode == "BLEND" and liver.baseColorFactor[3] < 255
+    assert tumor.visual.material.alphaMode == "OPAQUE"
     with pytest.raises(ValueError, match="unknown mesh format"):
         export_scene(meshes, tmp_path, formats=("fbx",))
 
