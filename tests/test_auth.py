@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from app.cli.common import UserError
 from app.services import auth
+from app.services.audit import command_line_actor as audit_actor
 from db.engine import session_scope
 from db.models import AuditEvent, User
 
@@ -78,6 +79,9 @@ def test_users_cli(migrated_db: str) -> None:
     assert _lvt("users", "disable", "nurse").returncode == 0
     listed = json.loads(_lvt("users", "list", "--json").stdout)
     assert listed["users"][0]["username"] == "nurse" and listed["users"][0]["active"] is False
+    with session_scope(migrated_db) as s:  # who did it: the command and the OS account
+        actors = set(s.scalars(select(AuditEvent.actor).where(AuditEvent.action == "user_change")))
+    assert actors == {audit_actor("lvt users")} and "(" in actors.pop()
     missing = _lvt("users", "disable", "ghost")
     assert missing.returncode == 1 and "ghost" in missing.stderr
 

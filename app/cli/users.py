@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from app.cli.common import UserError, console, open_existing_store, print_json
-from app.services import auth
+from app.services import audit, auth
 from db.engine import ensure_schema, session_scope
 
 users_app = typer.Typer(help="Web app users (argon2-hashed passwords, roles).", no_args_is_help=True)
@@ -40,7 +40,7 @@ def add(
     password = _read_password(password_stdin)
     ensure_schema()
     with session_scope() as session:
-        user = auth.add_user(session, name, role, password, actor="lvt users")
+        user = auth.add_user(session, name, role, password, actor=audit.command_line_actor("lvt users"))
         result = {"username": user.username, "role": user.role, "active": True}
     _done(result, f"added {name} ({role})", json_out)
 
@@ -53,7 +53,7 @@ def disable(
     """Stop a user from signing in (the account and its audit trail are kept)."""
     ensure_schema()
     with session_scope() as session:
-        auth.set_active(session, name, False, actor="lvt users")
+        auth.set_active(session, name, False, actor=audit.command_line_actor("lvt users"))
     _done({"username": name, "active": False}, f"disabled {name}", json_out)
 
 
@@ -65,7 +65,7 @@ def enable(
     """Allow a disabled user to sign in again."""
     ensure_schema()
     with session_scope() as session:
-        auth.set_active(session, name, True, actor="lvt users")
+        auth.set_active(session, name, True, actor=audit.command_line_actor("lvt users"))
     _done({"username": name, "active": True}, f"enabled {name}", json_out)
 
 
@@ -83,7 +83,7 @@ def passwd(
         auth._require(session, name)
     password = _read_password(password_stdin)
     with session_scope() as session:
-        auth.set_password(session, name, password, actor="lvt users")
+        auth.set_password(session, name, password, actor=audit.command_line_actor("lvt users"))
     _done({"username": name, "password_changed": True}, f"password of {name} changed", json_out)
 
 

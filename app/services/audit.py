@@ -7,6 +7,8 @@ Every sign-in, patient opening, clinician correction and user change goes throug
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,16 @@ class AuditRow:
     action: str
     target: str | None
     detail: dict[str, Any] | None
+
+
+def command_line_actor(command: str = "cli") -> str:
+    """Who acts from the command line: the command and the operating-system account running it
+    (the log said only "cli", so two admins' ingests could not be told apart)."""
+    try:
+        account = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        account = f"uid {os.getuid()}"
+    return f"{command} ({account})"
 
 
 def record(

@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
+from app.services import audit
 from app.services.deid import Deidentifier, implausible_study_date, parse_date
 from app.services.field_limits import too_long
 from db.engine import acquire_lock, default_url, make_session_factory
@@ -308,7 +309,7 @@ def import_measurements(
         session.add(
             AuditEvent(
                 action="measurements.import",
-                actor="cli",
+                actor=audit.command_line_actor("lvt measurements import"),
                 target=path.name,
                 detail={"rows": len(rows), "added": report.added},
             )

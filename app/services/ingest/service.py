@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from app.cli.common import UserError
+from app.services import audit
 from app.services.deid import Deidentifier, key_exists
 from app.services.ingest.manifest import read_manifest
 from app.services.ingest.phase import PhaseRule
@@ -252,7 +253,7 @@ def _commit(
         session.add(
             AuditEvent(
                 action="ingest",
-                actor="cli",
+                actor=audit.command_line_actor("lvt ingest"),
                 target=f"{len(report.added)} series",
                 detail={
                     "series_added": [a["series_instance_uid"] for a in report.added],
