@@ -9,6 +9,8 @@ from app.web import session, theme
 if session.current_user() is not None:  # signed in (or just signed in): the page asked for
     session.open_requested_page()
 
+# an anonymous page has nothing in the sidebar; after a sign-out it stayed open and empty
+st.html("<style>[data-testid='stSidebar'], [data-testid='stSidebarCollapsedControl'] {display: none}</style>")
 _, middle, _ = st.columns([1, 1.2, 1])
 with middle:
     st.title("LVT follow-up")
