@@ -148,7 +148,9 @@ def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, i
 
 
 def lesion_precision(predicted: int, false: int) -> float:
-    """Share of predicted lesions that touch a true one (1 when none is predicted)."""
+    """Share of predicted lesions that touch a true one (1 when none is predicted), pooled by
+    the caller; ``lvt evaluate``'s lesion precision (:func:`lvt_core.metrics.lesion_detection`)
+    asks more than 10 % overlap and averages per case."""
     return (predicted - false) / predicted if predicted else 1.0
 
 
