@@ -34,9 +34,9 @@ def _longest_axial_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     its slices, exactly (on their convex hull; a sample of 400 centres read a 50 mm lesion about
     1.4 mm short).
 
-    Voxel centres, as the phantom's ``lesions.csv`` measures its truth: a lesion ``n`` voxels
-    across is ``n − 1`` voxel widths here, one more in ``lvt lesions`` (edge to edge, as a
-    caliper), so the model card's "lesions of 10 mm or more" are 10 mm between centres.
+    Voxel centres: a lesion ``n`` voxels across is ``n − 1`` voxel widths here, one more in
+    ``lvt lesions`` and the phantom's ``lesions.csv`` (edge to edge, as a caliper), so the model
+    card's "lesions of 10 mm or more" are 10 mm between centres, as every model was scored.
     """
     best = 0.0
     for z in np.unique(np.nonzero(mask)[0]):
