@@ -127,6 +127,9 @@ def test_the_follow_up_charts_share_one_date_axis() -> None:
     # and one plot area: the volume chart's liver axis narrowed its plot, so dates did not line up
     assert len({(fig.layout.margin.l, fig.layout.margin.r) for fig in figures}) == 1
     assert figures[2].layout.yaxis2.automargin is False and figures[2].layout.yaxis2.tickmode == "auto"
+    # the stacked bars stay under the liver line, which hid their tops
+    bars_top = figures[2].layout.yaxis.range[1] * charts.BARS_BELOW_LIVER_FRACTION
+    assert bars_top == pytest.approx(1.2) and figures[2].layout.yaxis2.range[1] < 1500.0 / 0.9
     assert ranges[0][0] < pd.Timestamp(dates[0]) and ranges[0][1] > pd.Timestamp(dates[-1]) + pd.Timedelta(days=11)
 
 

@@ -23,6 +23,9 @@ DATE_CHART_MARGIN = {"l": 90, "r": 80, "t": 40, "b": 40}
 chart's right axis took room the others left to their plot, so a study's date sat at another
 x in each."""
 
+BARS_BELOW_LIVER_FRACTION = 0.75
+"""Share of the volume chart's height the stacked tumor bars may reach, under the liver line."""
+
 BADGE_FREE_FRACTION = 0.7
 """Share of the trajectory chart's height, from the bottom, that holds data and no RECIST badge."""
 
@@ -163,6 +166,11 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame,
                                                    "rangemode": "tozero", "tickmode": "auto", "nticks": 6,
                                                    "showgrid": False, "automargin": False})
     fig.update_layout(yaxis={"title": "tumor (ml)", "rangemode": "tozero"})
+    stacked = lesions.groupby("study_date")["volume_ml"].sum().max() if not lesions.empty else None
+    if not volumes.empty and stacked is not None and pd.notna(stacked) and stacked > 0:
+        # bars in the lower part, the liver line (near its axis' top) above them: it hid bar tops
+        fig.update_yaxes(range=[0, float(stacked) / BARS_BELOW_LIVER_FRACTION])
+        fig.update_layout(yaxis2={"range": [0, float(volumes["total_ml"].max()) * 1.05]})
     fit_dates(fig, *([study_dates] if study_dates is not None else
                      [lesions.get("study_date", pd.Series(dtype=object)),
                       volumes.get("study_date", pd.Series(dtype=object))]))
