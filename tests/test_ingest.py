@@ -257,13 +257,22 @@ def test_nifti_with_phantom_style_manifest_and_dry_run(migrated_db: str, tmp_pat
     assert (study2.study_date - study1.study_date).days == 91  # interval survives the shift
 
 
+def _image_and_manifest(folder: Path, text: str, values: dict[str, int] | None = None) -> Path:
+    """Small NIfTI images (name -> fill value; default ``a.nii.gz`` of 7s) and ``m.csv``
+    holding ``text``, for manifest tests."""
+    for name, value in (values or {"a": 7}).items():
+        image = sitk.GetImageFromArray(np.full((4, 6, 6), value, dtype=np.int16))
+        sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+    manifest = folder / "m.csv"
+    manifest.write_text(text)
+    return manifest
+
+
 def test_a_stored_image_under_another_patient_or_date_is_a_conflict(
     migrated_db: str, tmp_path: Path
 ) -> None:
     """Before, it was "already present" with exit 0, so a mistyped row could never be noticed."""
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,image,study_date\nP1,a.nii.gz,2024-01-10\n")
+    manifest = _image_and_manifest(tmp_path, "patient_id,image,study_date\nP1,a.nii.gz,2024-01-10\n")
     ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     files = _store_files()
     again = ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
@@ -524,10 +533,8 @@ def test_another_phase_for_a_stored_image_is_a_conflict(migrated_db: str, tmp_pa
     assert len(ingest_paths([tmp_path / "s"], IngestOptions(phase="portal"), url=migrated_db).already_present) == 1
     with pytest.raises(UserError, match=r"already stored as series \d+ with phase portal, not arterial"):
         ingest_paths([tmp_path / "s"], IngestOptions(phase="arterial"), url=migrated_db)
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,image,study_date,phase\nP1,a.nii.gz,2024-01-10,arterial\n"
-                        "P1,a.nii.gz,2024-01-10,portal\n")
+    manifest = _image_and_manifest(tmp_path, "patient_id,image,study_date,phase\nP1,a.nii.gz,2024-01-10,arterial\n"
+                                             "P1,a.nii.gz,2024-01-10,portal\n")
     with pytest.raises(UserError, match="with phase arterial, not portal"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
@@ -669,12 +676,8 @@ def test_a_dicom_study_date_before_ct_existed_is_refused(migrated_db: str, tmp_p
 
 def test_a_manifest_row_of_another_modality_is_refused(migrated_db: str, tmp_path: Path) -> None:
     """A row with modality MR was ingested (and stored as an MR series) although only CT is."""
-    for value, name in ((7, "a"), (9, "b")):
-        image = sitk.GetImageFromArray(np.full((4, 6, 6), value, dtype=np.int16))
-        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,image,study_date,modality\nP1,a.nii.gz,2024-01-10,ct\n"
-                        "P2,b.nii.gz,2024-01-10,MR\n")
+    manifest = _image_and_manifest(tmp_path, "patient_id,image,study_date,modality\nP1,a.nii.gz,2024-01-10,ct\n"
+                                             "P2,b.nii.gz,2024-01-10,MR\n", {"a": 7, "b": 9})
     with pytest.raises(UserError, match="row 3: modality 'MR' is not CT"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (0, 0, 0)
@@ -744,10 +747,8 @@ def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(
     migrated_db: str, tmp_path: Path
 ) -> None:
     """SQLite stored it whole, PostgreSQL died with "value too long" mid-ingest."""
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,image,accession,series_description\n"
-                        f"P1,a.nii.gz,{'A' * 70},{'d' * 300}\n")
+    manifest = _image_and_manifest(tmp_path, "patient_id,image,accession,series_description\n"
+                                             f"P1,a.nii.gz,{'A' * 70},{'d' * 300}\n")
     with pytest.raises(UserError) as info:
         ingest_paths([], IngestOptions(manifest=manifest, deidentify=False), url=migrated_db)
     assert "row 2: accession is 70 characters long, at most 64 fit" in str(info.value)
@@ -756,9 +757,7 @@ def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(
 
 
 def test_a_manifest_row_dated_in_the_future_is_refused(migrated_db: str, tmp_path: Path) -> None:
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 6, 6), 7, dtype=np.int16)), str(tmp_path / "a.nii.gz"))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("patient_id,image,study_date\nP1,a.nii.gz,2062-01-10\n")
+    manifest = _image_and_manifest(tmp_path, "patient_id,image,study_date\nP1,a.nii.gz,2062-01-10\n")
     with pytest.raises(UserError, match=r"row 2: study_date: 2062-01-10 is in the future"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (0, 0, 0)

@@ -62,8 +62,9 @@ def open_existing_store() -> None:
     from db.engine import default_url, ensure_schema
 
     url = default_url()
-    database = make_url(url).database
-    if make_url(url).get_backend_name() == "sqlite" and database and database != ":memory:" \
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" \
             and not Path(database).is_file():
         raise UserError(f"no LVT store at {database}: set LVT_VAR_DIR (or LVT_DATABASE_URL) to the "
                         "store, or ingest into this one first")

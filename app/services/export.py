@@ -181,12 +181,9 @@ def export_mesh(
 ) -> dict[str, Any]:
     """Write the liver, vessel and per-tumor meshes of a study (cached) into ``out``."""
     from app.services.analytics import scene_for_study
-    from lvt_core.scene import SUPPORTED_FORMATS, export_scene, scene_file_names
+    from lvt_core.scene import export_scene, scene_file_names
 
     check_output_folder(out)
-    unknown = sorted(set(formats) - set(SUPPORTED_FORMATS))
-    if unknown:
-        raise UserError(f"unknown mesh format(s) {unknown}; choose from {list(SUPPORTED_FORMATS)}")
     with make_session_factory(url or default_url())() as session:
         study_id = find_study(session, patient, study).id
     meshes = scene_for_study(study_id, model_id=model_id, url=url, data_root=data_root)
