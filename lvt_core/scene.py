@@ -1,8 +1,11 @@
 """3D scenes of a label map: surface meshes of liver, vessels and each tumor (paper Figure 4).
 
-Each structure is cut out of the label map (cropped to its bounding box), contoured at 0.5 with
-VTK's flying edges, smoothed with a windowed-sinc filter (Taubin, which keeps volume) and
-decimated. Points are in physical millimetres (LPS, as SimpleITK reports them), so meshes line
+Each structure is cut out of the label map (cropped to its bounding box), contoured with VTK's
+flying edges, smoothed with a windowed-sinc filter (Taubin) and decimated. Contouring a
+voxel mask at 0.5 cuts its corners, and smoothing a mesh only a few voxels across shrinks it
+further: a 6 mm lesion's mesh held 15 % less than its voxels. So the iso level is chosen, by
+bisection, for the finished mesh to enclose the voxels' volume (within
+``volume_tolerance``); a mesh and the lesion table then give the same volume. Points are in physical millimetres (LPS, as SimpleITK reports them), so meshes line
 up with the CT in 3D Slicer. Meshes are cached on disk by a hash of the label map, its geometry
 and the meshing parameters, in a folder the caller passes in.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,17 +42,19 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
     "tumor": (0.85, 0.85, 0.15, 1.0),
 }
 SUPPORTED_FORMATS = ("stl", "obj", "vtp", "glb")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class MeshingConfig:
-    """Smoothing iterations, pass band, decimation target reduction, and tumor minimum size."""
+    """Smoothing iterations, pass band, decimation target reduction, tumor minimum size, and
+    how closely a mesh's volume must match its voxels' (0 contours at 0.5 as is)."""
 
     smoothing_iterations: int = 20
     pass_band: float = 0.1
     decimation: float = 0.5
     min_tumor_voxels: int = 10
+    volume_tolerance: float = 0.01
 
 
 @dataclass
@@ -74,7 +79,8 @@ class SceneMeshes:
 def mask_to_mesh(
     mask: np.ndarray, reference: sitk.Image, config: MeshingConfig | None = None
 ) -> pv.PolyData | None:
-    """Smoothed, decimated surface of a ``z, y, x`` boolean mask on ``reference``'s grid."""
+    """Smoothed, decimated surface of a ``z, y, x`` boolean mask on ``reference``'s grid,
+    enclosing the mask's volume (see the module docstring)."""
     config = config or MeshingConfig()
     if not mask.any():
         return None
@@ -84,19 +90,58 @@ def mask_to_mesh(
     crop = np.pad(crop.astype(np.float32), 1)
     grid = pv.ImageData(dimensions=crop.shape[::-1], spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     grid.point_data["mask"] = crop.ravel(order="C")
-    surface = grid.contour([0.5], scalars="mask", method="flying_edges")
-    if surface.n_points == 0:
-        return None
-    # Index space (x, y, z) -> physical (LPS mm), so smoothing sees true proportions.
     matrix, origin = index_to_physical_matrix(reference)
-    index_xyz = surface.points + np.array(start[::-1], dtype=float)
-    surface.points = index_xyz @ matrix.T + origin
-    surface = surface.triangulate()
-    if config.smoothing_iterations > 0:
-        surface = surface.smooth_taubin(n_iter=config.smoothing_iterations, pass_band=config.pass_band)
-    if config.decimation > 0 and surface.n_cells > 200:
-        surface = surface.decimate(config.decimation)
+    offset = np.array(start[::-1], dtype=float)
+
+    def surface_at(level: float) -> pv.PolyData | None:
+        surface = grid.contour([level], scalars="mask", method="flying_edges")
+        if surface.n_points == 0:
+            return None
+        # Index space (x, y, z) -> physical (LPS mm), so smoothing sees true proportions.
+        surface.points = (surface.points + offset) @ matrix.T + origin
+        surface = surface.triangulate()
+        if config.smoothing_iterations > 0:
+            surface = surface.smooth_taubin(n_iter=config.smoothing_iterations, pass_band=config.pass_band)
+        if config.decimation > 0 and surface.n_cells > 200:
+            surface = surface.decimate(config.decimation)
+        return surface
+
+    surface = surface_at(0.5)
+    if surface is None:
+        return None
+    if config.volume_tolerance > 0:
+        voxel_mm3 = float(np.prod(reference.GetSpacing())) * int(np.count_nonzero(mask))
+        surface = _volume_matched(surface_at, surface, voxel_mm3, config.volume_tolerance)
     return surface.compute_normals(auto_orient_normals=True, split_vertices=False)
+
+
+def _volume_matched(
+    surface_at: Callable[[float], pv.PolyData | None],
+    surface: pv.PolyData,
+    target_mm3: float,
+    tolerance: float,
+    steps: int = 12,
+) -> pv.PolyData:
+    """The surface whose enclosed volume is nearest ``target_mm3``, by bisecting the iso level
+    (a lower level moves every vertex outwards, so the volume falls as the level rises)."""
+    best, best_error = surface, abs(surface.volume - target_mm3) / target_mm3
+    low, high = (0.02, 0.5) if surface.volume < target_mm3 else (0.5, 0.98)
+    for _ in range(steps):
+        if best_error <= tolerance:
+            break
+        level = (low + high) / 2
+        candidate = surface_at(level)
+        if candidate is None:
+            high = level
+            continue
+        error = abs(candidate.volume - target_mm3) / target_mm3
+        if error < best_error:
+            best, best_error = candidate, error
+        if candidate.volume < target_mm3:
+            high = level
+        else:
+            low = level
+    return best
 
 
 def _cache_key(labels: np.ndarray, components: np.ndarray, reference: sitk.Image, config: MeshingConfig) -> str:

@@ -53,6 +53,29 @@ def test_meshes_sit_in_physical_space_with_the_right_volume(tmp_path: Path) -> N
     assert tumor.is_manifold
 
 
+@pytest.mark.parametrize("radius_mm", [3.0, 4.0, 6.0])
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 1.5), (0.8, 0.8, 5.0)])
+def test_small_lesion_and_thin_vessel_meshes_hold_their_voxels_volume(
+    radius_mm: float, spacing: tuple[float, float, float]
+) -> None:
+    """Contoured at 0.5 and smoothed, a 3 mm lesion's mesh held 15-18 % less than its voxels."""
+    half = [int(3 * radius_mm / s) + 3 for s in spacing[::-1]]  # z, y, x; odd sizes, centred
+    dz, dy, dx = np.meshgrid(*(np.arange(-h, h + 1) * s for h, s in zip(half, spacing[::-1], strict=True)),
+                             indexing="ij")
+    labels = np.full(dz.shape, LIVER, dtype=np.uint8)
+    labels[dx**2 + dy**2 + dz**2 <= radius_mm**2] = TUMOR
+    labels[((dy - 2.2 * radius_mm) ** 2 + dz**2 <= (radius_mm / 2) ** 2)] = VESSEL  # a tube along x
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing(spacing)
+    meshes = build_scene_meshes(image)
+    voxel_mm3 = float(np.prod(spacing))
+    (tumor,) = meshes.tumors.values()
+    assert tumor.volume == pytest.approx(np.count_nonzero(labels == TUMOR) * voxel_mm3, rel=0.02)
+    assert meshes.vessels is not None
+    assert meshes.vessels.volume == pytest.approx(np.count_nonzero(labels == VESSEL) * voxel_mm3, rel=0.02)
+    assert tumor.is_manifold
+
+
 def test_cache_is_reused_and_keyed_by_content(tmp_path: Path) -> None:
     labels = phantom()
     build_scene_meshes(labels, None, tmp_path)
