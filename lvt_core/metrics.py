@@ -88,16 +88,21 @@ def normalized_surface_dice(
 
 
 def lesion_detection(
-    pred_labels: np.ndarray, ref_labels: np.ndarray, min_overlap: float = LESION_OVERLAP
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    min_overlap: float = LESION_OVERLAP,
+    min_voxels: int = 1,
 ) -> dict[str, Any]:
     """Lesion-wise detection on 26-connected components of label 3.
 
-    A reference lesion is detected when one predicted component covers more than
-    ``min_overlap`` of its voxels; a predicted component is a true positive when it detects
-    some reference lesion. Returns sensitivity, precision and the counts.
+    Components of fewer than ``min_voxels`` voxels are not lesions, in either map (``lvt
+    lesions`` and the app leave out those under 10). A reference lesion is detected when one
+    predicted component covers more than ``min_overlap`` of its voxels; a predicted component
+    is a true positive when it detects some reference lesion. Returns sensitivity, precision
+    and the counts.
     """
-    ref_cc = cc3d.connected_components(np.asarray(ref_labels) == TUMOR, connectivity=26)
-    pred_cc = cc3d.connected_components(np.asarray(pred_labels) == TUMOR, connectivity=26)
+    ref_cc = _lesion_components(ref_labels, min_voxels)
+    pred_cc = _lesion_components(pred_labels, min_voxels)
     n_ref, n_pred = int(ref_cc.max()), int(pred_cc.max())
     detected_ref: set[int] = set()
     matched_pred: set[int] = set()
@@ -118,7 +123,15 @@ def lesion_detection(
         "n_predicted": n_pred,
         "n_detected": len(detected_ref),
         "n_true_positive_predictions": len(matched_pred),
+        "min_voxels": int(min_voxels),
     }
+
+
+def _lesion_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+    tumor = np.asarray(labels) == TUMOR
+    if min_voxels > 1:
+        tumor = cc3d.dust(tumor, threshold=min_voxels, connectivity=26)
+    return cc3d.connected_components(tumor, connectivity=26)
 
 
 def _check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
@@ -146,8 +159,9 @@ def _mm(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
-def evaluate_pair(pred: sitk.Image, ref: sitk.Image) -> dict[str, Any]:
-    """All metrics for one prediction/reference pair of exclusive 0..3 label maps.
+def evaluate_pair(pred: sitk.Image, ref: sitk.Image, min_lesion_voxels: int = 1) -> dict[str, Any]:
+    """All metrics for one prediction/reference pair of exclusive 0..3 label maps; lesions
+    are tumor components of ``min_lesion_voxels`` or more (voxel metrics count every voxel).
 
     Shape: ``{"liver": {"dsc","nsd","precision","recall"}, "vessel": {...}, "tumor": {...},
     "lesion_sensitivity", "lesion_precision", "lesions": {counts}}``.
@@ -166,7 +180,7 @@ def evaluate_pair(pred: sitk.Image, ref: sitk.Image) -> dict[str, Any]:
             "precision": precision,
             "recall": recall,
         }
-    lesions = lesion_detection(p, r)
+    lesions = lesion_detection(p, r, min_voxels=min_lesion_voxels)
     result["lesion_sensitivity"] = lesions.pop("sensitivity")
     result["lesion_precision"] = lesions.pop("precision")
     result["lesions"] = lesions

@@ -153,3 +153,28 @@ def test_a_json_command_that_fails_still_prints_one_json_document(tmp_path: Path
     document = json.loads(done.stdout)
     assert document["exit_code"] == 1 and "missing[v2].nii.gz" in document["error"]
     assert "missing[v2].nii.gz" in done.stderr
+
+
+def test_evaluate_counts_the_lesions_that_lesions_lists(tmp_path: Path) -> None:
+    """`lvt evaluate` counted every tumor component, `lvt lesions` only those of 10 voxels or
+    more: a 4-voxel speck made one scan hold two lesions in one command and one in the other."""
+    labels = np.zeros((20, 30, 30), np.uint8)
+    labels[2:18, 2:28, 2:28] = 1
+    labels[5:10, 5:10, 5:10] = 3
+    labels[15, 20:22, 20:22] = 3  # a speck of 4 voxels
+    path = tmp_path / "labels.nii.gz"
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    write_image(image, path)
+    runner = CliRunner()
+    root = typer.Typer()
+    register(root)
+    from app.cli.evaluate import register as register_evaluate
+
+    register_evaluate(root)
+    listed = json.loads(runner.invoke(root, ["lesions", str(path), "--json"]).stdout)["lesions"]
+    evaluated = json.loads(runner.invoke(root, ["evaluate", "--pred", str(path), "--ref", str(path), "--json"]).stdout)
+    assert len(listed) == evaluated["lesions"]["n_reference"] == evaluated["lesions"]["n_predicted"] == 1
+    every = json.loads(runner.invoke(root, ["evaluate", "--pred", str(path), "--ref", str(path), "--json",
+                                            "--min-voxels", "1"]).stdout)
+    assert every["lesions"]["n_reference"] == 2

@@ -131,3 +131,17 @@ def test_evaluate_pair_refuses_files_that_do_not_share_a_grid() -> None:
     rounded = sitk.GetImageFromArray(ref_array)
     rounded.SetOrigin((1e-4, -1e-4, 0.0))  # one grid written by two tools
     assert evaluate_pair(rounded, ref)["liver"]["dsc"] == 1.0
+
+
+def test_specks_under_min_voxels_are_not_lesions_in_either_map() -> None:
+    ref = np.zeros((20, 20, 40), np.uint8)
+    ref[5:15, 5:15, 0:10] = 3
+    ref[0:2, 0:2, 30:32] = 3  # an 8-voxel speck in the reference
+    pred = ref.copy()
+    pred[0:2, 0:2, 30:32] = 0
+    pred[18:20, 18:20, 35:37] = 3  # and another in the prediction
+    every = lesion_detection(pred, ref)
+    assert (every["n_reference"], every["n_predicted"], every["sensitivity"]) == (2, 2, 0.5)
+    lesions = lesion_detection(pred, ref, min_voxels=10)
+    assert (lesions["n_reference"], lesions["n_predicted"]) == (1, 1)
+    assert lesions["sensitivity"] == lesions["precision"] == 1.0 and lesions["min_voxels"] == 10

@@ -77,15 +77,16 @@ def _volumes_by_case(folder: Path) -> dict[str, Path]:
     return found
 
 
-def evaluate_files(pred: Path, ref: Path) -> dict[str, Any]:
-    """The evaluation document: the pair's metrics, or the mean plus ``cases`` for folders."""
+def evaluate_files(pred: Path, ref: Path, min_lesion_voxels: int = 10) -> dict[str, Any]:
+    """The evaluation document: the pair's metrics, or the mean plus ``cases`` for folders.
+    Lesions are counted as ``lvt lesions`` counts them: ``min_lesion_voxels`` or more."""
     from lvt_core.metrics import evaluate_pair, mean_metrics
 
     pairs = pair_files(pred, ref)
     cases = []
     for name, p, r in track(pairs, "evaluating", total=len(pairs)):
         try:
-            result = evaluate_pair(_read_labels(p), _read_labels(r))
+            result = evaluate_pair(_read_labels(p), _read_labels(r), min_lesion_voxels)
         except ValueError as exc:
             raise UserError(f"{p} vs {r}: {exc}") from None
         cases.append({"case": name, "pred": str(p), "ref": str(r), **result})
@@ -127,9 +128,13 @@ def register(app: typer.Typer) -> None:
         csv_out: Path | None = typer.Option(
             None, "--csv", help="Also write a CSV, one row per case."
         ),
+        min_voxels: int = typer.Option(
+            10, "--min-voxels", min=1,
+            help="Smallest tumor component counted as a lesion, as in `lvt lesions` (1: every one).",
+        ),
     ) -> None:
         """Compare label maps: DSC, NSD, precision, recall per class; lesion detection."""
-        document = evaluate_files(pred, ref)
+        document = evaluate_files(pred, ref, min_voxels)
         if csv_out is not None:
             write_csv(document, csv_out)
         if as_json:
@@ -142,6 +147,6 @@ def register(app: typer.Typer) -> None:
                 f"precision {m['precision']:.3f}  recall {m['recall']:.3f}"
             )
         console.print(
-            f"lesions sensitivity {document['lesion_sensitivity']:.3f}  "
+            f"lesions (≥ {min_voxels} voxels) sensitivity {document['lesion_sensitivity']:.3f}  "
             f"precision {document['lesion_precision']:.3f}"
         )
