@@ -33,6 +33,23 @@ def downgrade(url: str, revision: str = "-1") -> str | None:
     return current(url)
 
 
+def downgrade_lands_at(url: str, revision: str) -> str | None:
+    """The revision ``downgrade(url, revision)`` would leave the database at (None: base, every
+    table dropped), so a relative step back that reaches base can be confirmed first."""
+    if revision == "base":
+        return None
+    if not (revision.startswith("-") and revision[1:].isdigit()):
+        return revision
+    script = ScriptDirectory.from_config(alembic_config(url))
+    landing = current(url)
+    for _ in range(int(revision[1:])):
+        if landing is None:
+            break
+        down = script.get_revision(landing).down_revision
+        landing = down if isinstance(down, str) or down is None else down[0]
+    return landing
+
+
 def current(url: str) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
     from db.engine import get_engine

@@ -234,6 +234,15 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     unconfirmed = runner.invoke(app, ["db", "downgrade", "base"])  # would drop the audit log too
     assert unconfirmed.exit_code == 1 and "--yes" in str(unconfirmed.exception)
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
+    back = runner.invoke(app, ["db", "downgrade", "--steps", "2", "--json"])  # `-2` read as an option
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["to"] == f"{int(migrate.head()) - 2:04d}"
+    relative_to_base = runner.invoke(app, ["db", "downgrade", "--steps", "99"])  # dropped it all unasked
+    assert relative_to_base.exit_code == 1 and "reaches base" in str(relative_to_base.exception)
+    assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is not None
+    both = runner.invoke(app, ["db", "downgrade", "0003", "--steps", "1"])
+    assert both.exit_code == 1 and "not both" in str(both.exception)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     down = runner.invoke(app, ["db", "downgrade", "base", "--yes", "--json"])
     assert down.exit_code == 0 and json.loads(down.stdout)["to"] is None
     for verb in ("upgrade", "downgrade"):  # a mistyped revision: one line, exit 1, schema kept

@@ -44,17 +44,22 @@ def upgrade(
 
 @db_app.command("downgrade")
 def downgrade(
-    revision: str = typer.Argument("-1", help="Target revision; 'base' drops every table."),
-    yes: bool = typer.Option(False, "--yes", help="Confirm 'base': every table goes, the audit log too."),
+    revision: str = typer.Argument(None, help="Target revision; 'base' drops every table. Default: one step back."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Go back this many revisions (instead of REVISION)."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm reaching base: every table goes, the audit log too."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Downgrade the database to REVISION (default: one step back)."""
-    if revision == "base" and not yes:
-        raise UserError("downgrading to base drops every table, patients, results and the audit "
-                        "log included; add --yes to do it")
+    """Downgrade the database to REVISION, or back by --steps (default: one step back)."""
+    if revision is not None and steps is not None:
+        raise UserError(f"give a revision ({revision}) or --steps ({steps}), not both")
+    target = revision if revision is not None else f"-{steps or 1}"
     url = default_url()
     before = migrate.current(url)
-    after = _migrated(migrate.downgrade, url, revision)
+    if before is not None and migrate.downgrade_lands_at(url, target) is None and not yes:
+        what = "downgrading to base" if target == "base" else f"going back {target[1:]} steps from {before} reaches base: it"
+        raise UserError(f"{what} drops every table, patients, results and the audit log included; "
+                        "add --yes to do it")
+    after = _migrated(migrate.downgrade, url, target)
     if json_out:
         print_json({"database": redacted_url(url), "from": before, "to": after})
     else:
