@@ -502,6 +502,36 @@ def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_p
     assert _counts(migrated_db) == (1, 1, 1)
 
 
+def test_reformats_and_projections_are_skipped_and_linked_folders_followed(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """A coronal reformat became a second portal scan of the day, and a MIP a scan whose
+    voxels are slab maxima; a study linked into the drop folder was not seen at all."""
+    export = tmp_path / "export"
+    study = write_ct_series(export / "portal", seed=1)["study_uid"]
+    write_ct_series(export / "coronal", seed=2, study_uid=study, description="Cor MPR 3mm")
+    write_ct_series(export / "mip", seed=3, study_uid=study, description="Axial MIP 10mm")
+    write_ct_series(export / "thick", seed=4, study_uid=study, description="Abdomen arterial 5.0")
+
+    def coronal(i: int, ds: Any) -> None:
+        ds.ImageType = ["DERIVED", "SECONDARY", "REFORMATTED"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [0.0, 2.0 * i, 0.0]
+
+    _edit_dicom(export / "coronal", coronal)
+    _edit_dicom(export / "mip", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "MIP"]))
+    _edit_dicom(export / "thick", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "AXIAL"]))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "study").symlink_to(export, target_is_directory=True)
+    (export / "loop").symlink_to(drop, target_is_directory=True)  # a link back up is walked once
+    report = ingest_paths([drop], url=migrated_db)
+    assert sorted(Path(a["source"].split(" (")[0]).name for a in report.added) == ["portal", "thick"]
+    reasons = {Path(s["source"].split(" (series")[0]).name: s["reason"] for s in report.skipped}
+    assert "coronal reformat" in reasons["coronal"] and "MIP" in reasons["mip"]
+    assert _counts(migrated_db) == (1, 1, 2)
+
+
 def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
     migrated_db: str, tmp_path: Path
 ) -> None:

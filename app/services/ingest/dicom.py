@@ -216,6 +216,32 @@ def not_a_volume(series: DicomSeries) -> str | None:
         return None
     if single:
         return "a single slice (a scout?), not a 3D volume"
+    return _derived_view(first)
+
+
+PROJECTION_TYPES = {"MIP", "MINIP", "MIN IP", "MAX IP", "PROJECTION IMAGE", "VOLUME RENDER", "VR", "CURVED"}
+"""ImageType values of a rendering rather than a volume of Hounsfield units."""
+
+
+def _derived_view(first: pydicom.Dataset) -> str | None:
+    """Why a DERIVED series is another view of a scan rather than a scan, or None.
+
+    Exports carry coronal and sagittal reformats and maximum-intensity projections beside the
+    axial series they came from. Ingested, a reformat became a second scan of its phase (the
+    day's volumetry compared the scan with itself) and a projection's slab maxima are no
+    Hounsfield units to segment. Axial derived series (thick-slice reconstructions) are kept.
+    """
+    image_type = _image_type(first)
+    if "DERIVED" not in image_type:
+        return None
+    if shown := image_type & PROJECTION_TYPES:
+        return (f"a derived projection or rendering (ImageType {'/'.join(sorted(shown))}), not "
+                "a volume of Hounsfield units")
+    normal = _normal(first)
+    if abs(normal[2]) < np.cos(np.deg2rad(45.0)):
+        plane = "coronal" if abs(normal[1]) >= abs(normal[0]) else "sagittal"
+        return (f"a derived {plane} reformat (ImageType DERIVED, slices not axial) of a scan "
+                "ingested from its axial series")
     return None
 
 

@@ -9,6 +9,7 @@ so an archive cannot write outside its folder); NIfTI/NRRD files need a manifest
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
 import tempfile
 import zipfile
@@ -297,14 +298,14 @@ def discover(
                 study_date=row.study_date,
                 series_description=row.series_description,
             )
-            files = sorted(p for p in row.dicom_dir.rglob("*") if p.is_file())
+            files = files_under(row.dicom_dir)
             scan_dicom(files, str(row.dicom_dir), row_overrides, rules, skip_invalid, found)
     loose_dicom: list[Path] = []
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            files = files_under(path)
             volumes = [p for p in files if is_volume_file(p)]
             for volume in volumes:
                 found.skipped.append(
@@ -336,6 +337,21 @@ def discover(
     if overrides.patient_id:
         _refuse_merged_patients(overrides.patient_id, found)
     return found
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, sorted, through symbolic links to folders too (a PACS
+    export or a study linked into a drop folder); a link back up the tree is walked once."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        where = os.stat(root)
+        if (where.st_dev, where.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((where.st_dev, where.st_ino))
+        found.extend(p for p in (Path(root) / name for name in files) if p.is_file())
+    return sorted(found)
 
 
 def _refuse_merged_patients(patient_id: str, found: Discovery) -> None:
