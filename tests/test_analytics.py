@@ -265,3 +265,34 @@ def test_a_refresh_measures_the_coverage_of_volumes_stored_before_it_was_recorde
         analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
         s.commit()
         assert sorted(s.scalars(select(VolumetryResult.liver_cut_at))) == ["", "", "", ""]
+
+
+def test_an_admin_corrects_a_series_phase_and_the_day_is_named_for_redoing(store: dict) -> None:
+    """A phase the ingest rules got wrong could not be corrected: volumetry compared the day
+    under the wrong names and the segmentation read it with the wrong phase."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+    from db.models import AuditEvent, Series
+
+    with make_session_factory(store["url"])() as s:
+        arterial = s.scalar(select(Series.id).where(Series.phase == "arterial"))
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["studies", "set-phase", str(arterial), "venous", "--json"])
+    assert wrong.exit_code == 1 and "'venous' is not one of" in str(wrong.exception)
+    done = runner.invoke(app, ["studies", "set-phase", str(arterial), "late", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert (report["from"], report["to"], report["segmentations_to_redo"]) == ("arterial", "late", 2)
+    assert report["redo"] == f"lvt batch --patient {store['patient']} --force"
+    f = analytics.patient_followup(store["patient"], store["model_id"])
+    assert sorted(v["phase"] for v in f.volumes if v["deviation_pct"] is not None) == ["late", "portal"]
+    with make_session_factory(store["url"])() as s:
+        event = s.scalar(select(AuditEvent).where(AuditEvent.action == "series_phase_set"))
+        assert event is not None and event.detail["from"] == "arterial" and "set-phase" in event.actor
+    again = json.loads(runner.invoke(app, ["studies", "set-phase", str(arterial), "late", "--json"]).stdout)
+    assert again["changed"] is False and again["redo"] is None
+    listed = json.loads(runner.invoke(app, ["studies", "list", store["patient"], "--json"]).stdout)
+    assert {x["id"]: x["phase"] for st in listed["studies"] for x in st["series"]}[arterial] == "late"

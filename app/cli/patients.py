@@ -1,4 +1,5 @@
-"""``lvt patients list`` and ``lvt studies list PATIENT``: what the store holds."""
+"""``lvt patients list`` and ``lvt studies list PATIENT``: what the store holds;
+``lvt studies set-phase SERIES PHASE`` corrects a series' contrast phase."""
 
 from __future__ import annotations
 
@@ -60,10 +61,10 @@ def list_studies(
         print_json({"patient": patient, "studies": [asdict(s) for s in studies]})
         return
     table = Table(title=f"patient {patient}: {len(studies)} stud(ies)")
-    for column in ("date", "accession", "series", "phases", "study uid"):
+    for column in ("date", "accession", "series", "series id: phase", "study uid"):
         table.add_column(column)
     for s in studies:
-        phases = ", ".join(x.phase for x in s.series)
+        phases = ", ".join(f"{x.id}: {x.phase}" for x in s.series)
         table.add_row(
             str(s.study_date or "-"),
             s.accession or "-",
@@ -72,6 +73,31 @@ def list_studies(
             s.study_instance_uid,
         )
     console.print(table)
+
+
+@studies_app.command("set-phase")
+def set_phase(
+    series_id: int = typer.Argument(..., help="Series id (`lvt studies list PATIENT` shows it)."),
+    phase: str = typer.Argument(..., help="noncontrast, arterial, portal, late or unknown."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Correct a series' contrast phase (audited); the day's segmentations are to be redone."""
+    from app.services import audit
+    from app.services.series_phase import set_series_phase
+
+    open_existing_store()
+    report = set_series_phase(series_id, phase, audit.command_line_actor("lvt studies set-phase"))
+    if json_out:
+        print_json(report)
+        return
+    if not report["changed"]:
+        console.print(f"series {series_id} is already {phase}: nothing changed")
+        return
+    console.print(f"series {series_id} of patient {report['patient']} ({report['study_date'] or 'no date'}): "
+                  f"{report['from']} -> {report['to']}; volumetry, tracks and responses refreshed")
+    if report["redo"]:
+        console.print(f"{report['segmentations_to_redo']} segmentation(s) of that day were drawn with the old "
+                      f"phase; redo them with `{report['redo']}`")
 
 
 def register(app: typer.Typer) -> None:
