@@ -94,6 +94,10 @@ class Patient(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pseudo_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # the de-identification policy the patient was ingested under (every later ingest must
+    # match it, or intervals between studies break); NULL before revision 0008: not recorded
+    identity_removed: Mapped[bool | None] = mapped_column(Boolean)
+    dates_shifted: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     studies: Mapped[list[Study]] = relationship(

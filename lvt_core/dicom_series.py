@@ -19,6 +19,36 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 @dataclass(frozen=True)
+class Deidentification:
+    """What de-identification the stored data went through, written as PS3.15's attributes
+    (PatientIdentityRemoved, DeidentificationMethod and its code sequence) on export, so a
+    receiving PACS or research archive knows the pseudonyms are pseudonyms."""
+
+    identity_removed: bool
+    dates_shifted: bool = False
+
+    def apply(self, ds: Dataset) -> None:
+        """Set the attributes on ``ds`` (a CT slice or a SEG)."""
+        ds.PatientIdentityRemoved = "YES" if self.identity_removed else "NO"
+        if not self.identity_removed:
+            return
+        ds.DeidentificationMethod = [  # LO: 64 characters a value
+            "LVT basic profile", "identifiers and UIDs: keyed pseudonyms",
+            "names, birth dates, addresses: not kept",
+            "dates shifted per patient" if self.dates_shifted else "dates kept",
+        ]
+        # PS3.16 CID 7050: the basic profile, and how dates were treated
+        dates = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option") if self.dates_shifted \
+            else ("113106", "Retain Longitudinal Temporal Information Full Dates Option")
+        items = []
+        for value, meaning in (("113100", "Basic Application Confidentiality Profile"), dates):
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = items
+
+
+@dataclass(frozen=True)
 class SeriesInfo:
     """Identity of the patient, study and series written into every slice."""
 
@@ -41,6 +71,8 @@ class SeriesInfo:
     """Strings that make the SOP instance UIDs reproducible; defaults to the series UID."""
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL")
     """DERIVED/SECONDARY for a series rendered from stored data rather than acquired."""
+    deidentification: Deidentification | None = None
+    """Written when known (an export of de-identified data); None leaves the attributes out."""
 
 
 def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) -> list[Path]:
@@ -118,6 +150,8 @@ def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) ->
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.PixelData = array[k].tobytes()
+        if info.deidentification is not None:
+            info.deidentification.apply(ds)
         path = out_dir / f"{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

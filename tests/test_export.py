@@ -96,6 +96,29 @@ def test_dicom_seg_is_valid_and_correctly_placed(store: dict, tmp_path: Path, so
     assert check_against_labels(out, flipped) > 0
 
 
+def test_seg_and_its_ct_say_the_identity_was_removed(store: dict, tmp_path: Path) -> None:
+    """Pseudonymised exports carried no PatientIdentityRemoved: a receiving archive could take
+    the pseudonyms for real identifiers. A patient stored before the policy was recorded
+    (revision 0008) gets no claim either way."""
+    from db.models import Patient, Study
+
+    report = export_seg(store["series"]["dicom"], tmp_path / "seg.dcm")
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    ct = pydicom.dcmread(sorted(Path(report["ct_dir"]).glob("*.dcm"))[0])
+    for ds in (seg, ct):
+        assert ds.PatientIdentityRemoved == "YES" and "pseudonyms" in "|".join(ds.DeidentificationMethod)
+        assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113107"]
+    if "skipped" not in report["validation"]["dciodvfy"]:
+        assert report["validation"]["dciodvfy"]["errors"] == report["validation"]["ct_dciodvfy"]["errors"] == []
+    with make_session_factory(store["url"])() as s:
+        series = s.get(Series, store["series"]["dicom"])
+        patient = s.get(Patient, s.get(Study, series.study_id).patient_id)
+        patient.identity_removed = patient.dates_shifted = None
+        s.commit()
+    export_seg(store["series"]["dicom"], tmp_path / "old.dcm")
+    assert "PatientIdentityRemoved" not in pydicom.dcmread(tmp_path / "old.dcm")
+
+
 def test_seg_export_writes_a_derived_ct_series_into_a_folder_of_its_own(
     store: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

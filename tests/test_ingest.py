@@ -532,6 +532,30 @@ def test_reformats_and_projections_are_skipped_and_linked_folders_followed(
     assert _counts(migrated_db) == (1, 1, 2)
 
 
+def test_a_patient_stored_with_shifted_dates_refuses_an_ingest_that_keeps_them(
+    migrated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With LVT_DEID_SHIFT_DATES changed between two ingests, a patient's second study kept
+    its date and the first was shifted: the interval between them was false."""
+    from app.settings import get_settings
+
+    write_ct_series(tmp_path / "first", seed=1, study_date="20240115")
+    ingest_paths([tmp_path / "first"], url=migrated_db)
+    with session_scope(migrated_db) as s:
+        (patient,) = s.scalars(select(Patient))
+        assert (patient.identity_removed, patient.dates_shifted) == (True, True)
+    monkeypatch.setenv("LVT_DEID_SHIFT_DATES", "false")
+    get_settings.cache_clear()
+    write_ct_series(tmp_path / "second", seed=2, study_date="20240415")
+    with pytest.raises(UserError, match=r"was ingested with dates shifted, but this ingest keeps them"):
+        ingest_paths([tmp_path / "second"], url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+    write_ct_series(tmp_path / "other", seed=3, patient_id="PAT002")  # a new patient takes the new policy
+    ingest_paths([tmp_path / "other"], url=migrated_db)
+    with session_scope(migrated_db) as s:
+        assert sorted(s.scalars(select(Patient.dates_shifted))) == [False, True]
+
+
 def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
     migrated_db: str, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from lvt_core.dicom_series import Deidentification
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 DCIODVFY = "/usr/bin/dciodvfy"
@@ -51,6 +52,7 @@ def segment_descriptions(algorithm: str, version: str) -> list[hd.seg.SegmentDes
 def write_source_series(
     image: sitk.Image, out_dir: Path, patient: str, study_uid: str, series_uid: str,
     study_date: dt.date | None, description: str | None,
+    deidentification: Deidentification | None = None,
 ) -> list[Path]:
     """Write the stored CT volume as the DICOM series the SEG references.
 
@@ -68,7 +70,7 @@ def write_source_series(
         frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid, "frame-of-reference"]),
         study_date=study_date or dt.date(1900, 1, 1), series_description=description or "",
         manufacturer="LVT", uid_entropy=[series_uid], patient_name=f"{patient[:MAX_PN_COMPONENT]}^",
-        image_type=("DERIVED", "SECONDARY", "AXIAL"),
+        image_type=("DERIVED", "SECONDARY", "AXIAL"), deidentification=deidentification,
     )
     return write_ct_series(hu, out_dir, info)
 

@@ -21,6 +21,7 @@ from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Model, Patient, Segmentation, Series, Study
 from lvt_core.atomic_files import replaced_on_success
+from lvt_core.dicom_series import Deidentification
 
 FORMATS = ("csv", "parquet")
 
@@ -93,17 +94,21 @@ def export_seg(
         labels = storage.read_stored(seg.label_map_path or "", root)
         info = (patient.pseudo_id, study.study_instance_uid, series.series_instance_uid,
                 study.study_date, series.description, series.source_format)
+        deidentification = None if patient.identity_removed is None else Deidentification(
+            patient.identity_removed, bool(patient.dates_shifted))
         drawn = (seg.label_map_hash or "", seg.lvt_version)
     if labels.GetSize() != image.GetSize() or labels.GetDirection() != image.GetDirection():
         labels = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     ct_dir = ct_dir or out.with_name(out.name.removesuffix(".dcm") + "_ct")
     _clear_earlier_export(ct_dir, dicom_seg.exported_series_uid(info[2]))
-    paths = dicom_seg.write_source_series(image, ct_dir, *info[:5])
+    paths = dicom_seg.write_source_series(image, ct_dir, *info[:5], deidentification=deidentification)
     sources = [pydicom.dcmread(str(p)) for p in paths]
     try:
         segmentation = dicom_seg.build_segmentation(labels, sources, model.name, model.version, *drawn)
     except ValueError as exc:
         raise UserError(f"series {series_id}: {exc}") from None
+    if deidentification is not None:
+        deidentification.apply(segmentation)
     report: dict[str, Any] = {
         "series_id": series_id, "seg": str(out), "ct_dir": str(ct_dir), "ct_slices": len(paths),
         "model": {"name": model.name, "version": model.version}, "lvt_version": drawn[1],

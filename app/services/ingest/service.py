@@ -305,6 +305,22 @@ def _other_phase(existing: Series, candidate: Candidate) -> str | None:
     return f"with phase {existing.phase}, not {candidate.phase} as given now"
 
 
+def _other_policy(patient: Patient, deid: Deidentifier) -> str | None:
+    """How the patient's recorded de-identification differs from this ingest's, or None.
+
+    Dates shifted for one study and kept for another would put a false interval between
+    them (LVT_DEID_SHIFT_DATES changed between ingests); so that patient is refused.
+    """
+    if patient.dates_shifted is None:  # a patient from before revision 0008, or new
+        return None
+    shifted = deid.enabled and deid.shift_dates
+    if patient.dates_shifted != shifted:
+        return (f"dates {'shifted' if patient.dates_shifted else 'kept'}, but this ingest "
+                f"{'shifts' if shifted else 'keeps'} them (LVT_DEID_SHIFT_DATES): the intervals "
+                "between its studies would be wrong; ingest it under the policy it was stored with")
+    return None
+
+
 def _apply(
     session: Session,
     prepared: list[_Prepared],
@@ -361,10 +377,19 @@ def _apply(
             select(Patient).where(Patient.pseudo_id == pseudo)
         )
         if patient is None:
-            patient = Patient(pseudo_id=pseudo)
+            patient = Patient(pseudo_id=pseudo, identity_removed=deid.enabled,
+                              dates_shifted=deid.enabled and deid.shift_dates)
             session.add(patient)
             report.patients_added += 1
         patients[pseudo] = patient
+        if policy_clash := _other_policy(patient, deid):
+            message = f"{c.source}: patient {pseudo} was ingested with {policy_clash}"
+            (
+                report.skipped.append({"source": c.source, "reason": message})
+                if options.skip_invalid
+                else conflicts.append(message)
+            )
+            continue
         study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if study is not None and study.patient is not patient:
             message = (
