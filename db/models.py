@@ -302,6 +302,8 @@ class Measurement(Base):
     location_z_mm: Mapped[float | None] = mapped_column(Float)
     reader: Mapped[str] = mapped_column(String(128), default="")
     note: Mapped[str | None] = mapped_column(Text)
+    # the radiologist called the lesion new at this study (RECIST: progression); NULL before 0009
+    new_lesion: Mapped[bool | None] = mapped_column(Boolean)
     source_file: Mapped[str | None] = mapped_column(String(512))
     source_row: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -347,6 +349,8 @@ class Response(Base):
     source: Mapped[str] = mapped_column(String(16))
     recist_category: Mapped[str] = mapped_column(String(4))
     sum_diameters_mm: Mapped[float] = mapped_column(Float)
+    # a new lesion appeared at this study (PD whatever the sum says); NULL before revision 0009
+    new_lesion: Mapped[bool | None] = mapped_column(Boolean)
     baseline_study_id: Mapped[int | None] = mapped_column(
         ForeignKey("studies.id", ondelete="SET NULL")
     )

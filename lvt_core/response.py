@@ -13,7 +13,10 @@ first. At each follow-up, with the nadir the smallest sum at any earlier timepoi
 included): PD when the sum is >= 20 % and >= 5 mm above the nadir, when a target reappears
 after a CR, or when a new lesion appears; CR when every target has disappeared; PR when the sum
 is >= 30 % below baseline; SD otherwise. A threshold met exactly counts (sums of 0.1 mm values
-are compared without float noise).
+are compared without float noise). A target missed at a study but seen again later (a track
+bridged over the gap, a label measured again) was not assessed there: that study is NE unless
+progression shows anyway (a new lesion, or the assessed targets alone past the PD threshold),
+and it does not set the nadir. Counted as 0 mm it gave a false PR, then a false PD against it.
 Without measurable disease at baseline the answer is NE (or PD when a new lesion appears).
 Non-target lesions and lymph-node rules are out of scope.
 
@@ -90,12 +93,14 @@ def _assess(
     pr_pct: float,
     pd_pct: float,
     pd_abs: float,
+    assessed: Sequence[bool] | None = None,
 ) -> list[ResponseAssessment]:
     if not values:
         return []
     new = list(new_lesions) if new_lesions is not None else [False] * len(values)
-    if len(new) != len(values):
-        raise ValueError("new_lesions must have one flag per timepoint")
+    whole = list(assessed) if assessed is not None else [True] * len(values)
+    if len(new) != len(values) or len(whole) != len(values):
+        raise ValueError("new_lesions and assessed must have one flag per timepoint")
     baseline = float(values[0])
     out = [ResponseAssessment(0, baseline, baseline, baseline, 0.0, 0.0, False, "BL" if baseline > 0 else "NE")]
     nadir = baseline
@@ -107,6 +112,9 @@ def _assess(
         returned = nadir <= 0.0 < value  # after a CR, any regrowth of a target is progression
         if new[t] or (baseline > 0 and (grew or returned)):
             response: Response = "PD"
+        elif not whole[t]:  # a target not assessed: no response, and no nadir from a partial sum
+            out.append(ResponseAssessment(t, value, baseline, nadir, from_baseline, from_nadir, False, "NE"))
+            continue
         elif baseline <= 0:
             response = "NE"
         elif value == 0.0:
@@ -124,11 +132,23 @@ def recist_response(
     target_diameters: Sequence[Sequence[float]],
     new_lesions: Sequence[bool] | None = None,
     config: RecistConfig | None = None,
+    assessed: Sequence[bool] | None = None,
 ) -> list[ResponseAssessment]:
-    """RECIST 1.1 per timepoint from the targets' diameters (see the module docstring)."""
+    """RECIST 1.1 per timepoint from the targets' diameters (see the module docstring);
+    ``assessed[t]`` False says a target was not assessed at ``t`` (default: all were)."""
     config = config or RecistConfig()
     sums = [float(sum(diameters)) for diameters in target_diameters]
-    return _assess(sums, new_lesions, config.pr_pct, config.pd_pct, config.pd_abs_mm)
+    return _assess(sums, new_lesions, config.pr_pct, config.pd_pct, config.pd_abs_mm, assessed)
+
+
+def _all_assessed(present: Sequence[Sequence[bool]]) -> list[bool]:
+    """Per timepoint, whether every target was assessed: ``present[t][k]`` says target ``k``
+    was seen at ``t``; one unseen at ``t`` but seen later was missed there, not gone."""
+    n = len(present)
+    return [
+        all(present[t][k] or not any(present[u][k] for u in range(t + 1, n)) for k in range(len(present[t])))
+        for t in range(n)
+    ]
 
 
 def volumetric_response(
@@ -190,17 +210,21 @@ def recist_from_tracks(
         return diameters[(t, lid)] if lid is not None else 0.0
 
     per_timepoint: list[list[float]] = []
+    present: list[list[bool]] = []
     for t in range(n):
         counted: set[int] = set()
-        values = []
+        values, seen = [], []
         for tid in targets:
             group = lineage(tid)
             merged_into = tracks[tid].merged_into
             if merged_into is not None and merged_into not in targets and tracks[tid].lesion_at(t) is None:
                 group.extend(g for g in lineage(merged_into) if g not in group)
             values.append(sum(diameter(g, t) for g in group if g not in counted))
+            seen.append(any(tracks[g].lesion_at(t) is not None for g in group))
             counted.update(group)
         per_timepoint.append(values)
+        present.append(seen)
+    assessed = _all_assessed(present)
     new = [False] * n
     for track in tracks.values():
         t0, lid = track.members[0]
@@ -214,7 +238,8 @@ def recist_from_tracks(
         "targets": targets,
         "target_diameters_mm": per_timepoint,
         "new_lesions": new,
-        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config)],
+        "assessed": assessed,
+        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
         "total_volume_ml": totals,
         "volumetric": [a.to_dict() for a in volumetric_response(totals, new)],
     }
@@ -226,13 +251,15 @@ def recist_from_measurements(
     """RECIST on a radiologist's measurements of one patient, studies ordered by date.
 
     A lesion is identified by the radiologist's ``lesion`` label; a target with no measurement at
-    a later study counts as disappeared (0 mm). ``new_lesion`` flags mark new lesions.
+    a later study counts as disappeared (0 mm), or as not assessed there when it is measured
+    again afterwards. ``new_lesion`` flags mark new lesions. Undated studies come first, as
+    every date-ordered list of the store puts them (and the model's timepoints).
     """
     config = config or RecistConfig()
     studies: dict[str, date | None] = {}
     for m in measurements:
         studies.setdefault(m.study_id, m.study_date)
-    order = sorted(studies, key=lambda s: (studies[s] is None, studies[s] or date.min, s))
+    order = sorted(studies, key=lambda s: (studies[s] or date.min, _numeric_first(s)))
     if not order:
         return {"studies": [], "targets": [], "recist": []}
     table: dict[str, dict[str, float]] = defaultdict(dict)
@@ -244,10 +271,17 @@ def recist_from_measurements(
         new[t] = new[t] or (m.new_lesion and t > 0)
     targets = select_targets(table[order[0]], config)
     per_timepoint = [[table[s].get(label, 0.0) for label in targets] for s in order]
+    assessed = _all_assessed([[label in table[s] for label in targets] for s in order])
     return {
         "studies": order,
         "targets": targets,
         "target_diameters_mm": per_timepoint,
         "new_lesions": new,
-        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config)],
+        "assessed": assessed,
+        "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
     }
+
+
+def _numeric_first(study_id: str) -> tuple[int, str]:
+    """Study ids are row numbers as text: "9" before "10", as the database orders them."""
+    return (int(study_id), "") if study_id.isdigit() else (1 << 62, study_id)

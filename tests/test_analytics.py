@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 from sqlalchemy import select
 
+from app.cli.common import UserError
 from app.services import analytics
 from app.services.batch import import_label_map
 from app.services.ingest.service import IngestOptions, ingest_paths
@@ -296,3 +297,43 @@ def test_an_admin_corrects_a_series_phase_and_the_day_is_named_for_redoing(store
     assert again["changed"] is False and again["redo"] is None
     listed = json.loads(runner.invoke(app, ["studies", "list", store["patient"], "--json"]).stdout)
     assert {x["id"]: x["phase"] for st in listed["studies"] for x in st["series"]}[arterial] == "late"
+
+
+def test_a_measurements_import_leaves_the_model_responses_and_new_lesions_count(
+    store: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import recomputed the model's RECIST from stored rows that lack the split and merge
+    lineage (a split target's fragment became a new lesion: SD read PD, then PR); the
+    radiologist's RECIST could never reach PD through a new lesion; the page's volumetric
+    response ignored new lesions."""
+    from app.settings import get_settings
+
+    with make_session_factory(store["url"])() as s:
+        model_rows = {r.study_id: r for r in s.scalars(select(Response).where(Response.source == "model"))}
+        assert [(r.recist_category, r.new_lesion) for r in model_rows.values()] == [("PD", True), ("PR", False)]
+        follow_up = min(model_rows)
+        model_rows[follow_up].recist_category = "SD"  # what only a re-track may change
+        s.commit()
+    f = analytics.patient_followup(store["patient"], store["model_id"])
+    assert [r["response"] for r in f.responses["volumetric"]] == ["BL", "PD", "SD"]  # B is new at t1
+    csv = tmp_path / "new.csv"
+    csv.write_text("patient_id,study_date,lesion_label,longest_diameter_mm,reader,new_lesion\n"
+                   f"SRC1,{DATES[2]},C,11.0,dr,yes\n")
+    import_measurements(csv, url=store["url"])
+    with make_session_factory(store["url"])() as s:
+        after = {(r.source, r.study_id): (r.recist_category, r.new_lesion) for r in s.scalars(select(Response))}
+    assert after[("model", follow_up)] == ("SD", True)  # untouched by the import
+    radiologist = [after[k] for k in sorted(k for k in after if k[0] == "radiologist")]
+    assert radiologist == [("SD", False), ("PD", True)]  # was SD, PR: C is new at t2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("patient_id,study_date,lesion_label,longest_diameter_mm,new_lesion\n"
+                   f"SRC1,{DATES[2]},D,11.0,maybe\n")
+    with pytest.raises(UserError, match=r"row 2: new_lesion 'maybe' is not yes or no"):
+        import_measurements(bad, url=store["url"])
+    monkeypatch.setenv("LVT_DISPLAY_MIN_LESION_MM", "13")  # B (12 mm) is hidden on the page now
+    get_settings.cache_clear()
+    with make_session_factory(store["url"])() as s:
+        analytics.refresh_patient(s, s.scalar(select(Patient.id)), store["model_id"])
+        s.commit()
+        rows = s.scalars(select(Response).where(Response.source == "model").order_by(Response.study_id))
+        assert [(r.recist_category, r.new_lesion) for r in rows] == [("SD", False), ("PR", False)]

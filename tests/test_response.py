@@ -135,4 +135,44 @@ def test_response_on_radiologist_measurements() -> None:
     assert report["studies"] == ["s1", "s2", "s3"]
     assert report["targets"] == ["T1", "T2"]
     assert report["target_diameters_mm"] == [[22.0, 18.0], [14.0, 0.0], [20.0, 15.0]]
-    assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PD"]
+    # T2 is not measured at s2 but is again at s3: not assessed at s2 (NE), not gone (PR)
+    assert report["assessed"] == [True, False, True]
+    assert [a["response"] for a in report["recist"]] == ["BL", "NE", "PD"]
+
+
+def test_a_target_missed_at_one_study_is_not_assessed_there_and_sets_no_nadir() -> None:
+    """Counted as 0 mm where the model missed it, a bridged target gave PR (-40 %), then PD
+    against that false nadir (+84 %): one missed detection, two wrong categories."""
+    from lvt_core.lesions import Lesion
+    from lvt_core.tracking import Track, TrackingResult
+
+    def lesion(i: int, d: float) -> Lesion:
+        return Lesion(i, 100, 1.0, d, d / 2, (0.0, 0.0, 0.0), (0, 0, 0, 1, 1, 1), 0)
+
+    lesions = [[lesion(1, 21.2), lesion(2, 16.8)], [lesion(1, 22.9)], [lesion(1, 25.1), lesion(2, 17.1)]]
+    tracks = [Track(1, [(0, 1), (1, 1), (2, 1)], "persisting", []),
+              Track(2, [(0, 2), (2, 2)], "persisting", [])]  # bridged over the miss at t1
+    report = recist_from_tracks(TrackingResult(tracks, [], [], lesions, set(), [None] * 3))
+    assert report["assessed"] == [True, False, True]
+    assert [a["response"] for a in report["recist"]] == ["BL", "NE", "SD"]
+    assert report["recist"][2]["nadir"] == pytest.approx(38.0)  # the baseline, not 22.9
+    gone = [Track(1, [(0, 1), (1, 1), (2, 1)], "persisting", []), Track(2, [(0, 2)], "disappeared", [])]
+    lesions[2] = [lesion(1, 25.1)]
+    report = recist_from_tracks(TrackingResult(gone, [], [], lesions, set(), [None] * 3))
+    assert report["assessed"] == [True, True, True]  # never seen again: gone, 0 mm
+    assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PR"]
+
+
+def test_a_speck_first_seen_at_follow_up_is_new_only_from_the_size_asked() -> None:
+    from lvt_core.lesions import Lesion
+    from lvt_core.tracking import Track, TrackingResult
+
+    lesions = [[Lesion(1, 900, 5.0, 24.7, 20.0, (0.0, 0.0, 0.0), (0, 0, 0, 1, 1, 1), 0)],
+               [Lesion(1, 900, 5.0, 24.7, 20.0, (0.0, 0.0, 0.0), (0, 0, 0, 1, 1, 1), 0),
+                Lesion(2, 39, 0.04, 4.3, 3.0, (30.0, 0.0, 0.0), (0, 0, 0, 1, 1, 1), 0)]]
+    tracks = [Track(1, [(0, 1), (1, 1)], "persisting", []), Track(2, [(1, 2)], "new", [])]
+    result = TrackingResult(tracks, [], [], lesions, set(), [None, None])
+    assert [a["response"] for a in recist_from_tracks(result)["recist"]] == ["BL", "PD"]
+    shown = recist_from_tracks(result, new_lesion_min_diameter_mm=5.0)
+    assert [a["response"] for a in shown["recist"]] == ["BL", "SD"]
+    assert [a["response"] for a in shown["volumetric"]] == ["BL", "SD"]

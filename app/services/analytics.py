@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
 from app.services.patient_lookup import require_patient
+from app.settings import get_settings
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import (
@@ -67,6 +68,9 @@ class AnalyticsConfig:
     volumetry_threshold_pct: float = FLAG_THRESHOLD_PCT
     thickness_tolerance_mm: float = 0.01
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    new_lesion_min_mm: float = field(default_factory=lambda: get_settings().display_min_lesion_mm)
+    """A model lesion first seen after baseline is a new lesion (RECIST: PD) from this size:
+    what the follow-up page shows by default, so a PD always has a new lesion on screen."""
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -139,7 +143,7 @@ def refresh_patient(
     flagged = _refresh_volumetry(session, patient_id, model_id, config, root)
     tracked = _tracked_segmentations(session, patient_id, model_id)
     result = _refresh_tracks(session, patient_id, model_id, tracked, root, config)
-    _refresh_responses(session, patient_id, tracked, result)
+    _refresh_responses(session, patient_id, tracked, result, config)
     session.flush()
     links = refresh_links(session, patient_id, model_id)
     return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
@@ -314,14 +318,14 @@ def _refresh_tracks(
 
 
 def _refresh_responses(
-    session: Session, patient_id: int, tracked: list[tuple[Study, Segmentation]], result: Any
+    session: Session, patient_id: int, tracked: list[tuple[Study, Segmentation]], result: Any,
+    config: AnalyticsConfig,
 ) -> None:
-    study_ids = [s.id for s in session.scalars(select(Study).where(Study.patient_id == patient_id))]
-    if study_ids:
-        session.execute(delete(Response).where(Response.study_id.in_(study_ids)))
-    session.flush()
+    """Model responses from a fresh tracking result (its split and merge lineage is not stored,
+    so only a re-track can redo them), then the radiologist's."""
+    session.execute(delete(Response).where(Response.patient_id == patient_id, Response.source == "model"))
     if result is not None and len(tracked) > 1:
-        report = recist_from_tracks(result)
+        report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
         baseline = tracked[0][0].id
         for t, item in enumerate(report["recist"]):
             if t == 0:
@@ -330,8 +334,16 @@ def _refresh_responses(
                 Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model",
                          recist_category=item["response"],
                          sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
-                         baseline_study_id=baseline)
+                         new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
             )
+    _refresh_radiologist_responses(session, patient_id)
+
+
+def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
+    """The radiologist's RECIST from the stored measurements of the first reader."""
+    session.execute(delete(Response).where(Response.patient_id == patient_id,
+                                           Response.source == "radiologist"))
+    session.flush()
     measurements = _radiologist(session, [patient_id])
     reader = min((m[1] for m in measurements), default=None)
     chosen = [m[0] for m in measurements if m[1] == reader]
@@ -345,20 +357,19 @@ def _refresh_responses(
                 Response(patient_id=patient_id, study_id=int(report["studies"][t]),
                          source="radiologist", recist_category=item["response"],
                          sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
-                         baseline_study_id=baseline)
+                         new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
             )
 
 
 def refresh_responses(patients: list[str] | None = None, url: str | None = None,
                       model_id: int | None = None, patient_ids: list[int] | None = None) -> int:
-    """Recompute stored responses (model and radiologist) and measurement links, no re-tracking.
+    """Recompute the radiologist's responses and the measurement links, no re-tracking.
 
-    Call after ``lvt measurements import``: radiologist responses depend on measurements
-    only, model responses and links on the stored tracks. ``patients`` are pseudonyms,
+    Call after ``lvt measurements import``: those depend on the measurements and the stored
+    lesions. The model's responses are left as the last tracking made them (rebuilt from stored
+    rows, a split target's fragment read as a new lesion). ``patients`` are pseudonyms,
     ``patient_ids`` row ids (both None: everyone). Returns the number of patients refreshed.
     """
-    from lvt_core.tracking import Track, TrackingResult
-
     with _session(url) as session:
         model_id = model_id or current_model_id(session)
         stmt = select(Patient.id)
@@ -368,28 +379,7 @@ def refresh_responses(patients: list[str] | None = None, url: str | None = None,
             stmt = stmt.where(Patient.id.in_(patient_ids))
         ids = list(session.scalars(stmt))
         for pid in ids:
-            tracked = _tracked_segmentations(session, pid, model_id) if model_id else []
-            result = None
-            if tracked:
-                index = {seg.id: t for t, (_, seg) in enumerate(tracked)}
-                lesions: list[list[Any]] = [[] for _ in tracked]
-                members: dict[int, list[tuple[int, int]]] = defaultdict(list)
-                statuses: dict[int, str] = {}
-                for lesion, number, status in session.execute(
-                    select(Lesion, LesionTrack.track_number, LesionTrack.status)
-                    .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
-                    .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
-                    .where(LesionTrack.patient_id == pid, LesionTrack.model_id == model_id)
-                ):
-                    t = index.get(lesion.segmentation_id)
-                    if t is None:
-                        continue
-                    lesions[t].append(_core_lesion(lesion))
-                    members[number].append((t, lesion.lesion_index))
-                    statuses[number] = status
-                tracks = [Track(n, sorted(m), statuses[n], []) for n, m in sorted(members.items())]
-                result = TrackingResult(tracks, [], [], lesions, set(), [s.study_date for s, _ in tracked])
-            _refresh_responses(session, pid, tracked, result)
+            _refresh_radiologist_responses(session, pid)
             if model_id:
                 refresh_links(session, pid, model_id)
         session.commit()
@@ -431,6 +421,7 @@ def _radiologist(
             patient_id=pseudo, study_id=str(m.study_id), study_date=date,
             diameter_mm=m.longest_diameter_mm, slice_index=m.slice_index,
             location_mm=location, lesion=m.lesion_label, reader=m.reader or "",
+            new_lesion=bool(m.new_lesion),
         )
         out.append((record, m.reader, m.id))
     return out
@@ -573,6 +564,7 @@ def patient_followup(
             responses[r.source].append({"study_id": r.study_id, "date": date,
                                         "category": r.recist_category,
                                         "sum_diameters_mm": r.sum_diameters_mm,
+                                        "new_lesion": r.new_lesion,
                                         "baseline_study_id": r.baseline_study_id})
         per_study_volume: dict[int, float] = defaultdict(float)
         for track in tracks.values():
@@ -580,11 +572,13 @@ def patient_followup(
                 per_study_volume[p["study_id"]] += p["volume_ml"]
         ordered = [s for s, e in timeline.items()
                    if any(x["segmentation"] == "done" for x in e["series"])]
-        if len(ordered) > 1:
+        if len(ordered) > 1:  # a new lesion is progression here too, as in RECIST
+            new_at = {r["study_id"] for r in responses.get("model", []) if r["new_lesion"]}
             responses["volumetric"] = [
                 {"study_id": s, **a.to_dict()}
                 for s, a in zip(ordered, volumetric_response(
-                    [per_study_volume.get(s, 0.0) for s in ordered]), strict=True)
+                    [per_study_volume.get(s, 0.0) for s in ordered],
+                    [s in new_at and i > 0 for i, s in enumerate(ordered)]), strict=True)
             ]
         volumes = [
             {"study_id": v.study_id, "series_id": v.series_id, "phase": phase,

@@ -15,6 +15,8 @@ short_axis_mm          no        >= 0 and not above the longest diameter
 slice_index            no        integer, 0 to 10000
 location_x_mm/_y/_z    no        all three or none (patient coordinates, LPS; within 10 m)
 reader                 no        who measured (default empty)
+new_lesion             no        yes/no (also true/false, 1/0): the lesion is new at this study,
+                                 which makes the radiologist's RECIST progression (PD)
 note                   no        free text
 =====================  ========  ==================================================
 
@@ -58,7 +60,10 @@ VALUE_FIELDS = (
     "location_y_mm",
     "location_z_mm",
     "note",
+    "new_lesion",
 )
+YES = frozenset({"yes", "y", "true", "1"})
+NO = frozenset({"no", "n", "false", "0"})
 
 
 class MeasurementImportError(UserError):
@@ -126,7 +131,12 @@ def _parse_row(number: int, record: dict[str, str]) -> tuple[_Row | None, list[s
         problems.append(f"study_date: {implausible}")
     problems += too_long(record, {"patient_id": Patient.pseudo_id, "accession": Study.accession,
                                   "lesion_label": Measurement.lesion_label, "reader": Measurement.reader})
-    values: dict[str, Any] = {"note": get("note") or None}
+    values: dict[str, Any] = {"note": get("note") or None, "new_lesion": None}
+    if flag := get("new_lesion").lower():
+        if flag in YES | NO:
+            values["new_lesion"] = flag in YES
+        else:
+            problems.append(f"new_lesion {get('new_lesion')!r} is not yes or no")
     for key, kind in (
         ("longest_diameter_mm", float),
         ("short_axis_mm", float),
@@ -216,6 +226,14 @@ def _date_mismatch(session: Session, policy: Deidentifier, patient: Patient, row
     return f"{start} is dated {source}, not {row.study_date}"
 
 
+def _same(field_name: str, stored: Any, given: Any) -> bool:
+    """Whether a stored value and a row's agree; an empty new_lesion reads as "no", so a file
+    imported before the column existed (stored NULL) imports again without a conflict."""
+    if field_name == "new_lesion":
+        return bool(stored) == bool(given)
+    return stored == given
+
+
 def _find_study(session: Session, deid: Deidentifier, row: _Row) -> tuple[Study | None, str]:
     """The study a row refers to, trying pseudonymised ids first, then ids as given."""
     tried = []
@@ -283,7 +301,7 @@ def import_measurements(
                 )
             )
             if existing is not None:
-                same = all(getattr(existing, f) == row.values[f] for f in VALUE_FIELDS)
+                same = all(_same(f, getattr(existing, f), row.values[f]) for f in VALUE_FIELDS)
                 if same:
                     report.already_present += 1
                 else:
