@@ -1,4 +1,5 @@
-"""Does a scan hold the whole liver? Where a segmented liver meets the scan's head or foot end.
+"""Does a scan hold the whole liver? Where a segmented liver meets the scan's head or foot end,
+or the side of its field of view (a narrow field cuts a large patient's right lobe).
 
 A scan that stops inside the liver (a short arterial run, a 20-slice series, a slab) gives a
 liver volume that is only a lower bound: it cannot be compared with another phase of the same
@@ -32,7 +33,7 @@ class LiverCoverage:
     """Where the segmented liver meets the scan's ends, and how long the scan is head to foot."""
 
     liver_ml: float  # labels 1–3
-    cut_at: tuple[str, ...]  # "head" and/or "foot": ends of the scan the liver runs into
+    cut_at: tuple[str, ...]  # "head", "foot", "side": where the scan's edge cuts the liver
     head_foot_mm: float
 
     @property
@@ -62,10 +63,13 @@ class LiverCoverage:
 
 
 def ends_phrase(cut_at: Sequence[str] | str) -> str:
-    """"head end", "foot end" or "head and foot ends", from ``cut_at`` as a tuple or as stored
-    (comma-separated), so that every message names the ends alike."""
-    ends = [end for end in (cut_at.split(",") if isinstance(cut_at, str) else cut_at) if end]
-    return " and ".join(ends) + (" ends" if len(ends) > 1 else " end")
+    """"head end", "foot end", "head and foot ends", "field-of-view side" or "head end and
+    field-of-view side", from ``cut_at`` as a tuple or as stored (comma-separated), so that
+    every message names the cuts alike."""
+    cuts = [end for end in (cut_at.split(",") if isinstance(cut_at, str) else cut_at) if end]
+    ends = [end for end in cuts if end != "side"]
+    parts = [" and ".join(ends) + (" ends" if len(ends) > 1 else " end")] if ends else []
+    return " and ".join([*parts, *(["field-of-view side"] if "side" in cuts else [])])
 
 
 def head_foot_axis(image: sitk.Image) -> tuple[int, bool]:
@@ -77,10 +81,12 @@ def head_foot_axis(image: sitk.Image) -> tuple[int, bool]:
 
 
 def liver_coverage(labels: sitk.Image, min_cut_area_mm2: float = MIN_CUT_AREA_MM2) -> LiverCoverage:
-    """Where the liver of an exclusive label map (labels 1–3) meets the scan's head or foot end.
+    """Where the liver of an exclusive label map (labels 1–3) meets the scan's head or foot end
+    or the side of its field of view.
 
     The liver counts as cut off at an end when its cross-section on that end slice reaches
-    ``min_cut_area_mm2``; under ``MIN_LIVER_ML`` of it counts as no liver at all.
+    ``min_cut_area_mm2``, and at the side when its area on one of the four side faces does;
+    under ``MIN_LIVER_ML`` of it counts as no liver at all.
     """
     axis, grows_to_head = head_foot_axis(labels)
     spacing = labels.GetSpacing()
@@ -90,10 +96,21 @@ def liver_coverage(labels: sitk.Image, min_cut_area_mm2: float = MIN_CUT_AREA_MM
     pixel_mm2 = float(np.prod([s for i, s in enumerate(spacing) if i != axis]))
     first = int(np.take(organ, 0, axis=array_axis).sum()) * pixel_mm2
     last = int(np.take(organ, -1, axis=array_axis).sum()) * pixel_mm2
-    ends = {"head": last if grows_to_head else first, "foot": first if grows_to_head else last}
+    ends = {"head": last if grows_to_head else first, "foot": first if grows_to_head else last,
+            "side": _largest_side_face_mm2(organ, spacing, array_axis)}
     cover = LiverCoverage(
         liver_ml=float(organ.sum()) * float(np.prod(spacing)) / 1000.0,
-        cut_at=tuple(end for end in ("head", "foot") if ends[end] >= min_cut_area_mm2),
+        cut_at=tuple(end for end in ("head", "foot", "side") if ends[end] >= min_cut_area_mm2),
         head_foot_mm=float(size[axis] * spacing[axis]),
     )  # stray voxels on an end slice of a scan without a liver cut nothing
     return cover if cover.liver_found else replace(cover, cut_at=())
+
+
+def _largest_side_face_mm2(organ: np.ndarray, spacing: Sequence[float], head_foot_array_axis: int) -> float:
+    """The largest liver area on one of the four faces of the scan other than its two ends."""
+    largest = 0.0
+    for array_axis in (a for a in range(3) if a != head_foot_array_axis):
+        face_mm2 = float(np.prod([s for i, s in enumerate(spacing) if i != 2 - array_axis]))
+        for index in (0, -1):
+            largest = max(largest, int(np.take(organ, index, axis=array_axis).sum()) * face_mm2)
+    return largest

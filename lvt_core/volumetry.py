@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from lvt_core.coverage import ends_phrase, liver_coverage
+from lvt_core.coverage import MIN_LIVER_ML, ends_phrase, head_foot_axis, liver_coverage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 
 FLAG_THRESHOLD_PCT = 2.0
@@ -45,7 +45,7 @@ class VolumetryResult:
     slice_thickness_mm: list[float]
     threshold_pct: float
     warnings: list[str] = field(default_factory=list)
-    liver_cut_at: list[list[str]] = field(default_factory=list)  # per series: "head", "foot"
+    liver_cut_at: list[list[str]] = field(default_factory=list)  # per series: "head", "foot", "side"
 
     @property
     def mean_ml(self) -> float:
@@ -117,6 +117,12 @@ def liver_volumes_ml(labels: sitk.Image) -> tuple[float, float]:
     return (functional + int(counts[TUMOR])) * voxel_ml, functional * voxel_ml
 
 
+def head_foot_spacing_mm(image: sitk.Image) -> float:
+    """The voxel spacing along the patient's head–foot axis (the slice spacing of an axial scan,
+    whatever the axis order it is stored in)."""
+    return float(image.GetSpacing()[head_foot_axis(image)[0]])
+
+
 def volumetry(
     labelmaps: Sequence[sitk.Image],
     threshold_pct: float = FLAG_THRESHOLD_PCT,
@@ -135,13 +141,14 @@ def volumetry(
     if len(names) != len(labelmaps):
         raise ValueError("names and label maps differ in number")
     volumes = [liver_volumes_ml(labels) for labels in labelmaps]
-    if any(total == 0.0 for total, _ in volumes):
-        empty = [n for n, (total, _) in zip(names, volumes, strict=True) if total == 0.0]
-        raise ValueError(f"no liver (labels 1-3) in: {', '.join(empty)}")
+    if any(total < MIN_LIVER_ML for total, _ in volumes):  # stray voxels are no liver to compare
+        empty = [f"{n} ({total:.2f} ml)" for n, (total, _) in zip(names, volumes, strict=True)
+                 if total < MIN_LIVER_ML]
+        raise ValueError(f"no liver found (under {MIN_LIVER_ML:g} ml of labels 1-3) in: {', '.join(empty)}")
     thickness = (
         [float(t) for t in slice_thickness_mm]
         if slice_thickness_mm is not None
-        else [float(labels.GetSpacing()[2]) for labels in labelmaps]
+        else [head_foot_spacing_mm(labels) for labels in labelmaps]
     )
     warnings: list[str] = []
     coverage = [liver_coverage(labels) for labels in labelmaps]

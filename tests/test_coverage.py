@@ -78,8 +78,14 @@ def test_stray_voxels_are_no_liver_and_cut_nothing() -> None:
     cover = liver_coverage(_map(array))
     assert cover.liver_ml == pytest.approx(4.8) and MIN_LIVER_ML == 5.0
     assert not cover.liver_found and cover.cut_at == () and "no liver" in cover.warnings()[0]
-    array[:, 0:40, 20:21] = LIVER  # 5.04 ml: a liver, cut at both ends
-    assert liver_coverage(_map(array)).cut_at == ("head", "foot")
+    array[:, 0:40, 20:21] = LIVER  # 5.04 ml: a liver, cut at both ends and by the side y = 0
+    assert liver_coverage(_map(array)).cut_at == ("head", "foot", "side")
+
+
+def test_ends_phrase_names_the_field_of_view_side() -> None:
+    assert ends_phrase("head,side") == "head end and field-of-view side"
+    assert ends_phrase(("side",)) == "field-of-view side"
+    assert ends_phrase("head,foot") == "head and foot ends"
 
 
 def test_head_foot_axis_of_a_sagittal_acquisition() -> None:

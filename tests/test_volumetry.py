@@ -11,14 +11,15 @@ from lvt_core.volumetry import beyond_threshold, liver_volumes_ml, residuals_pct
 
 
 def _labels(liver: int, vessel: int, tumor: int, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
-    """A label map with exactly these voxel counts (plus background), clear of the scan's first
-    and last slice so that it holds the whole liver."""
-    flat = np.zeros(40 * 40 * 40, dtype=np.uint8)
-    start = 40 * 40  # from the second slice on
-    flat[start : start + liver] = LIVER
-    flat[start + liver : start + liver + vessel] = VESSEL
-    flat[start + liver + vessel : start + liver + vessel + tumor] = TUMOR
-    image = sitk.GetImageFromArray(flat.reshape(40, 40, 40))
+    """A label map with exactly these voxel counts (plus background), clear of the scan's six
+    faces so that it holds the whole liver."""
+    array = np.zeros((40, 40, 40), dtype=np.uint8)
+    inside = np.zeros(38 * 38 * 38, dtype=np.uint8)
+    inside[:liver] = LIVER
+    inside[liver : liver + vessel] = VESSEL
+    inside[liver + vessel : liver + vessel + tumor] = TUMOR
+    array[1:-1, 1:-1, 1:-1] = inside.reshape(38, 38, 38)
+    image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
     return image
 
@@ -73,6 +74,18 @@ def test_needs_two_phases_with_a_liver() -> None:
         volumetry([_labels(100, 0, 0)])
     with pytest.raises(ValueError, match="no liver"):
         volumetry([_labels(100, 0, 0), _labels(0, 0, 0)], names=["a", "b"])
+    # 40 stray voxels (0.08 ml) were compared as a liver: both good phases flagged at +50 %
+    with pytest.raises(ValueError, match=r"no liver found \(under 5 ml of labels 1-3\) in: stray \(0.08 ml\)"):
+        volumetry([_labels(20_000, 0, 0), _labels(40, 0, 0), _labels(20_000, 0, 0)], names=["a", "stray", "c"])
+
+
+def test_slice_thickness_is_read_along_the_head_foot_axis() -> None:
+    """Stored with the head-foot axis as index y, a 5 mm scan read as 1 mm thick (index z)."""
+    axial = _labels(20_000, 0, 0, spacing=(1.0, 1.0, 5.0))
+    permuted = sitk.PermuteAxes(axial, [0, 2, 1])  # index y runs head to foot now
+    assert permuted.GetSpacing() == (1.0, 5.0, 1.0)
+    result = volumetry([axial, permuted], names=["a", "b"])
+    assert result.slice_thickness_mm == [5.0, 5.0] and result.warnings == []
 
 
 def test_real_liver_masks_from_two_models(real_data) -> None:
@@ -109,3 +122,17 @@ def test_a_phase_that_stops_inside_the_liver_warns() -> None:
     assert result.warnings == [
         "arterial: the liver runs into the scan's foot end, so its volume is a lower bound"]
     assert result.to_document()["liver_cut_at"] == [[], ["foot"]]
+
+
+def test_a_liver_cut_by_the_side_of_the_field_of_view_warns() -> None:
+    """A narrow field of view cut 15 % off a right lobe: both phases flagged, no warning."""
+    whole = _labels(20_000, 0, 0)
+    array = sitk.GetArrayFromImage(whole)
+    array[:, :, :12] = 0  # the field of view ends at x = 12 ...
+    array[1:-1, 1:-1, 12] = np.where(array[1:-1, 1:-1, 13] > 0, LIVER, 0)  # ... through the liver
+    cut = sitk.GetImageFromArray(array[:, :, 12:].copy())
+    cut.SetSpacing(whole.GetSpacing())
+    result = volumetry([whole, cut], names=["portal", "arterial"])
+    assert result.liver_cut_at == [[], ["side"]]
+    assert result.warnings == [
+        "arterial: the liver runs into the scan's field-of-view side, so its volume is a lower bound"]

@@ -179,7 +179,8 @@ def _print_tracks(document: dict[str, Any]) -> None:
 
 def _print_volumetry(document: dict[str, Any]) -> None:
     table = Table(title=f"liver volumetry, threshold ±{document['threshold_pct']:g} %")
-    for column in ("series", "slice mm", "total ml", "Δ total %", "functional ml", "Δ functional %", "flag"):
+    table.add_column("series", overflow="fold")  # folded, not cut: two long paths read alike
+    for column in ("slice mm", "total ml", "Δ total %", "functional ml", "Δ functional %", "flag"):
         table.add_column(column, justify="right")
     for i, name in enumerate(document["series"]):
         table.add_row(
