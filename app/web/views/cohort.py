@@ -49,16 +49,16 @@ response_counts, phases = data.cohort()
 st.subheader("Cohort tables")
 with st.container(border=True):
     f1, f2, f3 = st.columns(3)
-    phase_filter = f1.multiselect("Phase", phases, default=phases, key="co_phase")
+    # nothing chosen means no restriction: every option pre-chosen filled a narrow window with chips
+    phase_filter = f1.multiselect("Phase", phases, key="co_phase", placeholder="All phases")
     categories = ["CR", "PR", "SD", "PD", "NE"]
-    response_filter = f2.multiselect("Latest model response", categories, default=categories, key="co_resp")
+    response_filter = f2.multiselect("Latest model response", categories, key="co_resp",
+                                     placeholder="All responses")
     min_d = f3.number_input("Min. diameter (mm)", 0.0, 500.0, 0.0, 1.0, key="co_min_d")
-if not phase_filter:
-    st.warning("Choose at least one phase: lesions are measured in a phase's image.", icon=":material/filter_alt:")
 flt = queries.LesionFilter(
-    phases=None if set(phase_filter) == set(phases) else tuple(phase_filter),
+    phases=None if not phase_filter or set(phase_filter) == set(phases) else tuple(phase_filter),
     min_diameter_mm=float(min_d),
-    categories=None if set(response_filter) == set(categories) else tuple(response_filter),
+    categories=None if not response_filter or set(response_filter) == set(categories) else tuple(response_filter),
 )
 SHOWN = 1000
 table, n_rows, n_patients = data.cohort_lesions(flt, SHOWN)
