@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lvt_core.agreement import (
+    DAYS_PER_MONTH,
     ModelLesion,
     RadiologistMeasurement,
     earlier_detection,
@@ -68,6 +69,14 @@ def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataF
     model = _model(lesions, pseudo_id)
     links = link_measurements(_reader(measurements, pseudo_id), model)
     return [e.to_dict() for e in earlier_detection(model, links)]
+
+
+def lead_phrase(days: int) -> str:
+    """A badge's lead time: in days under two months (whole months read a 12-day lead as
+    "0 months"), else in months to one decimal."""
+    if days < 2 * DAYS_PER_MONTH:
+        return f"{days} day" + ("" if days == 1 else "s")
+    return f"{days / DAYS_PER_MONTH:.1f} months"
 
 
 def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:
