@@ -7,17 +7,21 @@ Pure functions on plain records (paper Figures 2 and 3); the store turns its row
   measurement gives (nearest centroids within a tolerance; a location with no model lesion
   near it stays unlinked: the model missed it), else by its slice (lesions spanning that axial
   slice, closest in size), else by size alone (closest longest axial diameter, within a
-  relative tolerance). Each step is an optimal assignment (Hungarian) over what is left.
+  relative tolerance). Each step is an optimal assignment (Hungarian) over what is left. A
+  reader's lesion label names one lesion across studies: a label linked to a track (by location
+  or slice at any study, else by size at an earlier one) is linked by size only to that track,
+  and its track is given to no other label of that reader.
 - :func:`agreement_report` gives mean absolute difference, Bland–Altman bias and 95 % limits of
   agreement (differences are model − radiologist) and Pearson r, per patient and for the cohort.
 - :func:`earlier_detection` lists tracks the model saw before the radiologist first measured
-  them, with the lead time in months (days / 30.4375).
+  them (the first measurement of the label, at a study that reader reported; never on a size
+  link alone), with the lead time in days and in months (days / 30.4375).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any, Literal
@@ -99,6 +103,13 @@ def model_lesions_from_tracking(
     return records
 
 
+@dataclass(frozen=True)
+class _Tolerances:
+    location_mm: float
+    slices: int
+    size_pct: float
+
+
 def link_measurements(
     measurements: Sequence[RadiologistMeasurement],
     lesions: Sequence[ModelLesion],
@@ -106,43 +117,124 @@ def link_measurements(
     slice_tolerance: int = 1,
     size_tolerance_pct: float = 50.0,
 ) -> list[MeasurementLink]:
-    """Link each reader's measurements of a study to its lesions one to one (module docstring);
-    the links come back in the order of ``measurements``."""
+    """Link each reader's measurements of a study to its lesions one to one, each label of the
+    reader keeping to its track across studies (module docstring).
+
+    The links come back in the order of ``measurements`` and do not depend on it, so the
+    follow-up page and the stored links agree whatever order each reads its rows in.
+    """
     by_study: dict[tuple[str, str], list[ModelLesion]] = defaultdict(list)
     for lesion in lesions:
         by_study[(lesion.patient_id, lesion.study_id)].append(lesion)
-    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for found_in_study in by_study.values():
+        found_in_study.sort(key=lambda c: (c.track_id, c.lesion_id))
+    readers: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, m in enumerate(measurements):
-        groups[(m.patient_id, m.study_id, m.reader)].append(index)
+        readers[(m.patient_id, m.reader)].append(index)
+    tolerances = _Tolerances(location_tolerance_mm, slice_tolerance, size_tolerance_pct)
     found: dict[int, tuple[ModelLesion, LinkMethod]] = {}
-    for (patient, study, _reader), indices in groups.items():
-        candidates = by_study.get((patient, study), [])
-        group = [measurements[i] for i in indices]
-        for position, link in _link_study(group, candidates, location_tolerance_mm, slice_tolerance,
-                                          size_tolerance_pct).items():
-            found[indices[position]] = link
+    for (patient, _reader), indices in readers.items():
+        studies = _studies_in_order(measurements, indices)
+        candidates = {study: by_study.get((patient, study), []) for study in studies}
+        found.update(_link_reader(measurements, studies, candidates, tolerances))
     return [MeasurementLink(m, *found.get(i, (None, None))) for i, m in enumerate(measurements)]
 
 
-def _link_study(
-    measurements: list[RadiologistMeasurement], candidates: list[ModelLesion],
-    location_tolerance_mm: float, slice_tolerance: int, size_tolerance_pct: float,
+def _studies_in_order(
+    measurements: Sequence[RadiologistMeasurement], indices: list[int]
+) -> dict[str, list[int]]:
+    """Study id → its measurement indices, oldest study first (undated last), each study's
+    measurements in a fixed order (label, size), so that ties fall the same way every time."""
+    studies: dict[str, list[int]] = defaultdict(list)
+    for i in indices:
+        studies[measurements[i].study_id].append(i)
+
+    def when(study: str) -> tuple[bool, date, str]:
+        day = measurements[studies[study][0]].study_date
+        return (day is None, day or date.min, study)
+
+    def order(i: int) -> tuple[str, float, int]:
+        m = measurements[i]
+        return (m.lesion or "", m.diameter_mm, i)
+
+    return {study: sorted(studies[study], key=order) for study in sorted(studies, key=when)}
+
+
+def _link_reader(
+    measurements: Sequence[RadiologistMeasurement], studies: dict[str, list[int]],
+    candidates: dict[str, list[ModelLesion]], tolerances: _Tolerances,
 ) -> dict[int, tuple[ModelLesion, LinkMethod]]:
-    """One reader's measurements of one study → (lesion, method), each lesion used once."""
+    """One reader's measurements of one patient → (lesion, method).
+
+    Location and slice links come first at every study; they tie each label to its tracks.
+    Size links then go study by study, oldest first: a label tied to a track is linked only to
+    that track, a track tied to a label is given to no other label, and each size link ties
+    its label in turn. A label names one lesion across studies: linked per study by size alone,
+    two lesions of like size swapped labels at one study, and the swap read as a lesion the
+    radiologist first measured later than they had.
+    """
     links: dict[int, tuple[ModelLesion, LinkMethod]] = {}
+    for study, indices in studies.items():
+        links.update(_link_study(measurements, indices, candidates[study], tolerances,
+                                 ("location", "slice"), {}))
+    ties = _LabelTracks()
+    for i, (lesion, _method) in links.items():
+        ties.add(measurements[i].lesion, lesion.track_id)
+    for study, indices in studies.items():
+        sized = _link_study(measurements, indices, candidates[study], tolerances, ("size",),
+                            links, ties.allows)
+        for i, (lesion, _method) in sized.items():
+            ties.add(measurements[i].lesion, lesion.track_id)
+        links.update(sized)
+    return links
+
+
+class _LabelTracks:
+    """Which tracks each label of one reader was linked to, and the reverse."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[str, set[int]] = defaultdict(set)
+        self.labels: dict[int, set[str]] = defaultdict(set)
+
+    def add(self, label: str | None, track: int) -> None:
+        if label:
+            self.tracks[label].add(track)
+            self.labels[track].add(label)
+
+    def allows(self, m: RadiologistMeasurement, c: ModelLesion) -> bool:
+        """A label keeps to its tracks; a track tied to other labels is not given to it.
+        Unlabelled measurements are linked study by study, as before labels counted."""
+        if not m.lesion:
+            return True
+        if self.tracks.get(m.lesion):
+            return c.track_id in self.tracks[m.lesion]
+        return not self.labels.get(c.track_id)
+
+
+def _link_study(
+    measurements: Sequence[RadiologistMeasurement], indices: list[int],
+    candidates: list[ModelLesion], tolerances: _Tolerances, methods: tuple[LinkMethod, ...],
+    linked: dict[int, tuple[ModelLesion, LinkMethod]],
+    allows: Callable[[RadiologistMeasurement, ModelLesion], bool] | None = None,
+) -> dict[int, tuple[ModelLesion, LinkMethod]]:
+    """One reader's measurements of one study → (lesion, method) by ``methods`` in turn, each
+    lesion used once, none that ``linked`` already holds (``allows`` may forbid more pairs)."""
+    links: dict[int, tuple[ModelLesion, LinkMethod]] = {}
+    used = {id(lesion) for i, (lesion, _m) in linked.items() if i in indices}
 
     def assign(method: LinkMethod, cost: Any) -> None:
         """Link the still unlinked measurements to unused lesions by least total ``cost``
         (``cost(m, c)`` is None where the pair may not be linked)."""
-        rows = [i for i in range(len(measurements)) if i not in links and _eligible(method, measurements[i])]
-        used = {id(lesion) for lesion, _ in links.values()}
-        cols = [c for c in candidates if id(c) not in used]
+        rows = [i for i in indices
+                if i not in links and i not in linked and _eligible(method, measurements[i])]
+        taken = used | {id(lesion) for lesion, _ in links.values()}
+        cols = [c for c in candidates if id(c) not in taken]
         if not rows or not cols:
             return
         costs = np.full((len(rows), len(cols)), np.inf)
         for r, i in enumerate(rows):
             for k, c in enumerate(cols):
-                value = cost(measurements[i], c)
+                value = cost(measurements[i], c) if allows is None or allows(measurements[i], c) else None
                 if value is not None:
                     costs[r, k] = value
         finite = np.isfinite(costs)
@@ -157,19 +249,19 @@ def _link_study(
     def by_location(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
         distance = float(np.linalg.norm(np.asarray(c.centroid_mm) - np.asarray(m.location_mm, dtype=float)))
         # a point clicked anywhere on a large lesion lies up to its radius from the centroid
-        return distance if distance <= max(location_tolerance_mm, c.diameter_mm / 2) else None
+        return distance if distance <= max(tolerances.location_mm, c.diameter_mm / 2) else None
 
     def by_slice(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
-        spans = c.z_range is not None and c.z_range[0] - slice_tolerance <= m.slice_index <= c.z_range[1] + slice_tolerance  # type: ignore[operator]
+        spans = c.z_range is not None and c.z_range[0] - tolerances.slices <= m.slice_index <= c.z_range[1] + tolerances.slices  # type: ignore[operator]
         return abs(c.diameter_mm - m.diameter_mm) if spans else None
 
     def by_size(m: RadiologistMeasurement, c: ModelLesion) -> float | None:
         difference = abs(c.diameter_mm - m.diameter_mm)
-        return difference if difference <= size_tolerance_pct / 100.0 * m.diameter_mm else None
+        return difference if difference <= tolerances.size_pct / 100.0 * m.diameter_mm else None
 
-    assign("location", by_location)
-    assign("slice", by_slice)
-    assign("size", by_size)
+    costs = {"location": by_location, "slice": by_slice, "size": by_size}
+    for method in methods:
+        assign(method, costs[method])
     return links
 
 
@@ -258,6 +350,7 @@ class EarlierDetection:
     model_first_date: date
     radiologist_first_date: date
     lead_months: float
+    lead_days: int
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -266,40 +359,94 @@ class EarlierDetection:
         return out
 
 
+_PLACED: tuple[LinkMethod, ...] = ("location", "slice")
+"""Link methods that place the measurement on the lesion; size alone does not."""
+
+
 def earlier_detection(
     lesions: Sequence[ModelLesion], links: Sequence[MeasurementLink], min_lead_days: int = 1
 ) -> list[EarlierDetection]:
-    """Tracks first seen by the model at least ``min_lead_days`` before the radiologist."""
-    first_model: dict[tuple[str, int], ModelLesion] = {}
-    for lesion in lesions:
-        if lesion.study_date is None:
-            continue
-        key = (lesion.patient_id, lesion.track_id)
-        if key not in first_model or lesion.study_date < first_model[key].study_date:  # type: ignore[operator]
-            first_model[key] = lesion
-    first_radiologist: dict[tuple[str, int], date] = {}
+    """Tracks the model saw at least ``min_lead_days`` before a radiologist first measured them.
+
+    ``links`` are every measurement's link, as :func:`link_measurements` returns them. Each of
+    the first three rules removed a false badge:
+
+    - the radiologist first measured a lesion at the first measurement of its label, whichever
+      study the link was made at (the label may be unlinked where the model's size differed);
+    - the model saw it first only at a study that reader reported: a study with no measurement
+      of theirs says nothing about what they saw;
+    - a track linked by size alone gets no badge: size is too weak a clue to claim the model
+      saw that lesion first (a lymph node of like size links by size to a liver lesion);
+    - with several readers, the one who measured it soonest after the model decides (the
+      smallest lead claimed).
+    """
+    sightings = _sightings(lesions)
+    reported, first_of_label = _reader_history(links)
+    per_track: dict[tuple[str, int], list[MeasurementLink]] = defaultdict(list)
     for lk in links:
-        when = lk.measurement.study_date
-        if lk.track_id is None or when is None:
-            continue
-        key = (lk.measurement.patient_id, lk.track_id)
-        if key not in first_radiologist or when < first_radiologist[key]:
-            first_radiologist[key] = when
+        if lk.track_id is not None:
+            per_track[(lk.measurement.patient_id, lk.track_id)].append(lk)
     out = []
-    for key, seen in sorted(first_model.items()):
-        measured = first_radiologist.get(key)
-        if measured is None or seen.study_date is None:
+    for key, linked in sorted(per_track.items()):
+        if not any(lk.method in _PLACED for lk in linked) or key not in sightings:
             continue
-        lead = (measured - seen.study_date).days
-        if lead >= min_lead_days:
-            out.append(
-                EarlierDetection(
-                    patient_id=key[0],
-                    track_id=key[1],
-                    model_first_study=seen.study_id,
-                    model_first_date=seen.study_date,
-                    radiologist_first_date=measured,
-                    lead_months=lead / DAYS_PER_MONTH,
-                )
-            )
+        leads = [_reader_lead(key, reader, linked, sightings[key], reported, first_of_label)
+                 for reader in sorted({lk.measurement.reader for lk in linked})]
+        known = [lead for lead in leads if lead is not None]
+        if known:
+            soonest = min(known, key=lambda e: e.lead_days)
+            if soonest.lead_days >= min_lead_days:
+                out.append(soonest)
     return out
+
+
+def _sightings(lesions: Sequence[ModelLesion]) -> dict[tuple[str, int], list[ModelLesion]]:
+    """(patient, track) → its dated lesions, oldest first."""
+    out: dict[tuple[str, int], list[ModelLesion]] = defaultdict(list)
+    for lesion in lesions:
+        if lesion.study_date is not None:
+            out[(lesion.patient_id, lesion.track_id)].append(lesion)
+    for seen in out.values():
+        seen.sort(key=lambda lesion: (lesion.study_date, lesion.study_id))
+    return out
+
+
+def _reader_history(
+    links: Sequence[MeasurementLink],
+) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str, str], date]]:
+    """The studies each (patient, reader) reported, and the first date of each of their labels."""
+    reported: dict[tuple[str, str], set[str]] = defaultdict(set)
+    first: dict[tuple[str, str, str], date] = {}
+    for lk in links:
+        m = lk.measurement
+        reported[(m.patient_id, m.reader)].add(m.study_id)
+        key = (m.patient_id, m.reader, m.lesion or "")
+        if m.lesion and m.study_date is not None and (key not in first or m.study_date < first[key]):
+            first[key] = m.study_date
+    return reported, first
+
+
+def _reader_lead(
+    key: tuple[str, int], reader: str, linked: list[MeasurementLink], seen: list[ModelLesion],
+    reported: dict[tuple[str, str], set[str]], first_of_label: dict[tuple[str, str, str], date],
+) -> EarlierDetection | None:
+    """How long before ``reader`` first measured the track the model saw it at a study that
+    reader reported; None when the dates do not tell (undated measurements or studies)."""
+    patient, track = key
+    dates = [first_of_label.get((patient, reader, lk.measurement.lesion or ""), lk.measurement.study_date)
+             for lk in linked if lk.measurement.reader == reader]
+    known = [d for d in dates if d is not None]
+    if not known:
+        return None
+    measured = min(known)
+    studies = reported[(patient, reader)]
+    model_first = next((lesion for lesion in seen
+                        if lesion.study_id in studies or lesion.study_date >= measured), None)  # type: ignore[operator]
+    if model_first is None:
+        return None
+    lead = (measured - model_first.study_date).days  # type: ignore[operator]
+    return EarlierDetection(
+        patient_id=patient, track_id=track, model_first_study=model_first.study_id,
+        model_first_date=model_first.study_date,  # type: ignore[arg-type]
+        radiologist_first_date=measured, lead_months=lead / DAYS_PER_MONTH, lead_days=lead,
+    )

@@ -99,13 +99,92 @@ def test_report_per_patient_and_cohort() -> None:
 
 
 def test_earlier_detection_lists_lead_time_in_months() -> None:
-    measurements = [
+    measurements = [  # the reader reported s1 (a lesion the model missed) but not track 1
+        RadiologistMeasurement("p1", "s1", date(2009, 3, 1), 30.0, location_mm=(300.0, 0.0, 0.0)),
         RadiologistMeasurement("p1", "s2", date(2009, 9, 1), 41.0, location_mm=(12.0, 0.0, 0.0)),
         RadiologistMeasurement("p1", "s2", date(2009, 9, 1), 37.0),
     ]
     found = earlier_detection(LESIONS, link_measurements(measurements, LESIONS))
     assert [(e.track_id, e.model_first_study) for e in found] == [(1, "s1")]
     expected_days = (date(2009, 9, 1) - date(2009, 3, 1)).days
+    assert found[0].lead_days == expected_days
     assert found[0].lead_months == pytest.approx(expected_days / (365.25 / 12))
     assert 5.5 < found[0].lead_months < 6.5
     assert found[0].to_dict()["model_first_date"] == "2009-03-01"
+
+
+def _day(month: int) -> date:
+    return date(2009, month, 1)
+
+
+def test_size_links_keep_each_label_on_one_track() -> None:
+    """QA patient P2: L1 was too small at s1 to link, L2 went to track 2; at s2 both lesions
+    were of like size and the per-study assignment swapped the labels (L1 → track 2)."""
+    lesions = [lesion("s1", 1, 1, 1, 13.5, (0.0, 0.0, 0.0)), lesion("s1", 1, 2, 2, 24.6, (60.0, 0.0, 0.0)),
+               lesion("s2", 4, 1, 3, 24.6, (0.0, 0.0, 0.0)), lesion("s2", 4, 2, 4, 24.0, (60.0, 0.0, 0.0))]
+    measurements = [RadiologistMeasurement("p1", "s1", _day(1), 8.0, lesion="L1"),
+                    RadiologistMeasurement("p1", "s1", _day(1), 25.0, lesion="L2"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 24.0, lesion="L1"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 25.0, lesion="L2")]
+    links = link_measurements(measurements, lesions)
+    assert [lk.track_id for lk in links] == [None, 2, 1, 2]
+
+
+def test_a_label_placed_by_location_keeps_its_track_where_only_size_links() -> None:
+    lesions = [lesion("s1", 1, 1, 1, 20.0, (0.0, 0.0, 0.0)), lesion("s1", 1, 2, 2, 30.0, (60.0, 0.0, 0.0)),
+               lesion("s2", 4, 1, 3, 22.0, (0.0, 0.0, 0.0)), lesion("s2", 4, 2, 4, 30.0, (60.0, 0.0, 0.0))]
+    measurements = [RadiologistMeasurement("p1", "s1", _day(1), 20.0, location_mm=(1.0, 0.0, 0.0), lesion="L1"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 29.0, lesion="L1"),  # track 2's size
+                    RadiologistMeasurement("p1", "s2", _day(4), 22.5, lesion="L7")]  # track 1's size
+    assert [lk.track_id for lk in link_measurements(measurements, lesions)] == [1, 1, 2]
+
+
+def test_links_do_not_depend_on_the_order_of_rows() -> None:
+    """The follow-up page reads measurements by label, the store by row id: with two lesions
+    of one size, each order linked a label to another track."""
+    lesions = [lesion("s1", 1, 1, 1, 20.0, (0.0, 0.0, 0.0)), lesion("s1", 1, 2, 2, 20.0, (60.0, 0.0, 0.0))]
+    measurements = [RadiologistMeasurement("p1", "s1", _day(1), 20.0, lesion="L2"),
+                    RadiologistMeasurement("p1", "s1", _day(1), 20.0, lesion="L1")]
+    forward = {lk.measurement.lesion: lk.track_id for lk in link_measurements(measurements, lesions)}
+    backward = {lk.measurement.lesion: lk.track_id for lk in link_measurements(measurements[::-1], lesions)}
+    shuffled = {lk.measurement.lesion: lk.track_id for lk in link_measurements(measurements, lesions[::-1])}
+    assert forward == backward == shuffled
+
+
+def test_earlier_detection_dates_a_lesion_by_the_first_measurement_of_its_label() -> None:
+    """L1 at s1 differs too much from the model's size to link; it is linked at s2 by its
+    slice. The radiologist measured that lesion at s1, with the model: no lead."""
+    lesions = [lesion("s1", 1, 1, 1, 13.5, (0.0, 0.0, 0.0), (10, 14)),
+               lesion("s2", 4, 1, 2, 24.0, (0.0, 0.0, 0.0), (8, 16))]
+    measurements = [RadiologistMeasurement("p1", "s1", _day(1), 8.0, lesion="L1"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 24.0, slice_index=12, lesion="L1")]
+    links = link_measurements(measurements, lesions)
+    assert [(lk.track_id, lk.method) for lk in links] == [(None, None), (1, "slice")]
+    assert earlier_detection(lesions, links) == []
+
+
+def test_a_track_linked_by_size_alone_gets_no_badge() -> None:
+    """QA patient P3: a portocaval lymph node of a liver lesion's size was linked to it by size,
+    and became 'seen by the model 3 months before the radiologist'."""
+    lesions = [lesion("s1", 1, 1, 1, 15.0, (0.0, 0.0, 0.0)), lesion("s1", 1, 2, 2, 30.0, (60.0, 0.0, 0.0)),
+               lesion("s2", 4, 1, 3, 15.0, (0.0, 0.0, 0.0)), lesion("s2", 4, 2, 4, 30.0, (60.0, 0.0, 0.0))]
+    measurements = [RadiologistMeasurement("p1", "s1", _day(1), 30.0, lesion="L1"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 30.0, lesion="L1"),
+                    RadiologistMeasurement("p1", "s2", _day(4), 16.0, lesion="N1")]
+    links = link_measurements(measurements, lesions)
+    assert [(lk.track_id, lk.method) for lk in links] == [(2, "size"), (2, "size"), (1, "size")]
+    assert earlier_detection(lesions, links) == []
+
+
+def test_a_study_the_reader_did_not_report_is_not_a_miss() -> None:
+    """The model saw track 1 at s1, s2 and s3; the reader reported nothing at s1, other
+    lesions at s2, and track 1 at s3: the lead runs from s2, not s1."""
+    lesions = [lesion(s, month, 1, month, 12.0, (0.0, 0.0, 0.0)) for s, month in (("s1", 1), ("s2", 4), ("s3", 7))]
+    lesions.append(lesion("s2", 4, 2, 9, 30.0, (60.0, 0.0, 0.0)))
+    measurements = [RadiologistMeasurement("p1", "s2", _day(4), 30.0, location_mm=(60.0, 0.0, 0.0), lesion="L1"),
+                    RadiologistMeasurement("p1", "s3", _day(7), 12.0, location_mm=(0.0, 0.0, 0.0), lesion="L2")]
+    found = earlier_detection(lesions, link_measurements(measurements, lesions))
+    assert [(e.track_id, e.model_first_study, e.lead_days) for e in found] == [
+        (1, "s2", (_day(7) - _day(4)).days)]
+    unreported = link_measurements(measurements[1:], lesions)  # s3 is the reader's only report
+    assert earlier_detection(lesions, unreported) == []

@@ -41,12 +41,19 @@ def _world() -> tuple[sitk.Image, np.ndarray]:
 
 
 def _scan(t: int, liver_scale: float = 1.0) -> tuple[sitk.Image, sitk.Image]:
+    return _scan_of([(A_CENTER, A_RADII[t]), (B_CENTER, B_RADII[t])], liver_scale)
+
+
+def _scan_of(
+    tumors: list[tuple[tuple[float, float, float], float]], liver_scale: float = 1.0
+) -> tuple[sitk.Image, sitk.Image]:
+    """A CT and its label map: the liver ellipsoid with a ball tumor per (centre, radius)."""
     ref, pts = _world()
     labels = np.zeros(pts.shape[:3], np.uint8)
     liver = ((pts[..., 0] / 40) ** 2 + (pts[..., 1] / 34) ** 2 + ((pts[..., 2] - 30) / 24) ** 2
              ) < liver_scale**2
     labels[liver] = 1
-    for center, radius in ((A_CENTER, A_RADII[t]), (B_CENTER, B_RADII[t])):
+    for center, radius in tumors:
         if radius > 0:
             labels[np.linalg.norm(pts - np.array(center), axis=-1) < radius] = 3
     hu = np.where(labels == 1, 110, np.where(labels == 3, 40, 0)).astype(np.int16)
@@ -337,3 +344,44 @@ def test_a_measurements_import_leaves_the_model_responses_and_new_lesions_count(
         s.commit()
         rows = s.scalars(select(Response).where(Response.source == "model").order_by(Response.study_id))
         assert [(r.recist_category, r.new_lesion) for r in rows] == [("SD", False), ("PR", False)]
+
+
+def test_the_follow_up_page_links_measurements_as_the_stored_links_do(lvt_env: Path, tmp_path: Path) -> None:
+    """QA store ``sl``: L1 is measured on a slice of lesion A (12 mm) at the size of lesion B
+    (16 mm, other slices). The stored links (cohort Bland–Altman) put it on A by its slice; the
+    page read the lesions without their slice span and put it on B by size."""
+    from app.web import analysis, queries
+    from db.models import Measurement, MeasurementLink
+
+    url = default_url()
+    ensure_schema(url)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    scans = {}
+    for t in range(2):  # A: slices 3-7; B: 12-18, growing (two images, not one stored twice)
+        scans[f"t{t}.nii.gz"] = _scan_of([((-12.0, 0.0, 15.0), 6.0), ((15.0, 10.0, 45.0), 8.0 + t / 2)])
+        sitk.WriteImage(scans[f"t{t}.nii.gz"][0], str(folder / f"t{t}.nii.gz"))
+    (folder / "manifest.csv").write_text(
+        "patient_id,image,study_date,phase\n" + "".join(f"SRC5,t{t}.nii.gz,{d},portal\n" for t, d in enumerate(DATES[:2])))
+    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
+    with make_session_factory(url)() as s:
+        model = Model(name="ground-truth", version="1", checksum="0" * 64)
+        s.add(model)
+        s.commit()
+        model_id = model.id
+    for added in report.added:
+        import_label_map(added["series_id"], model_id, scans[Path(added["source"]).name][1], url=url)
+    csv = tmp_path / "measurements.csv"
+    csv.write_text("patient_id,study_date,lesion_label,longest_diameter_mm,slice_index,reader\n"
+                   + "".join(f"SRC5,{d},L1,16.5,5,dr\n" for d in DATES[:2]))
+    import_measurements(csv, url=url)
+
+    with make_session_factory(url)() as s:
+        stored = dict(s.execute(select(Measurement.study_id, MeasurementLink.track_number)
+                                .join(MeasurementLink, MeasurementLink.measurement_id == Measurement.id)).all())
+        page = queries.followup(s, report.added[0]["patient"])
+    assert page is not None
+    a_track = int(page.lesions.loc[page.lesions["x"] < 0, "track"].iloc[0])
+    assert set(stored.values()) == {a_track}  # by slice, on A
+    tracks = analysis.measurement_tracks(page.pseudo_id, page.lesions, page.measurements)
+    assert dict(zip(page.measurements["study_id"], tracks, strict=True)) == stored

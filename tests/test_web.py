@@ -327,6 +327,14 @@ def test_early_badge_says_when_the_search_drew_the_first_sighting() -> None:
     assert first_found_by_search(confirmed, 4)  # another phase confirmed the first sighting
 
 
+def test_an_early_badge_gives_a_short_lead_in_days() -> None:
+    """Whole months read a 12-day lead as "seen by the model 0 months before the radiologist"."""
+    from app.web.analysis import lead_phrase
+
+    assert [lead_phrase(d) for d in (1, 12, 60, 61, 91, 365)] == [
+        "1 day", "12 days", "60 days", "2.0 months", "3.0 months", "12.0 months"]
+
+
 def test_found_by_labels() -> None:
     from app.web.theme import found_by_label
 

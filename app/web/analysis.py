@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lvt_core.agreement import (
+    DAYS_PER_MONTH,
     ModelLesion,
     RadiologistMeasurement,
     earlier_detection,
@@ -17,15 +18,26 @@ from lvt_core.agreement import (
 
 
 def _model(lesions: pd.DataFrame, patient: str | None = None) -> list[ModelLesion]:
+    """Records as the stored links are made from: the slice span included, or a measurement
+    the store links by its slice would be linked by size here, to another track."""
     patients = [patient] * len(lesions) if patient is not None else lesions["patient"].tolist()
     ids = lesions["lesion_id"].tolist() if "lesion_id" in lesions else [0] * len(lesions)
+    spans = lesions["z_range"].tolist() if "z_range" in lesions else [None] * len(lesions)
     return [
-        ModelLesion(str(pid), str(sid), date, int(track), int(lid or 0), float(d), (float(x), float(y), float(z)))
-        for pid, sid, date, track, lid, d, x, y, z in zip(
+        ModelLesion(str(pid), str(sid), date, int(track), int(lid or 0), float(d), (float(x), float(y), float(z)),
+                    _span(span))
+        for pid, sid, date, track, lid, d, x, y, z, span in zip(
             patients, lesions["study_id"], lesions["study_date"], lesions["track"], ids,
-            lesions["diameter_mm"], lesions["x"], lesions["y"], lesions["z"], strict=True,
+            lesions["diameter_mm"], lesions["x"], lesions["y"], lesions["z"], spans, strict=True,
         )
     ]
+
+
+def _span(value: object) -> tuple[int, int] | None:
+    """A ``z_range`` cell as a pair of slice indices (None when the lesion has no box)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        return None
+    return (int(value[0]), int(value[1]))
 
 
 def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[RadiologistMeasurement]:
@@ -43,7 +55,7 @@ def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[Radi
                 diameter_mm=float(r["diameter_mm"]),
                 slice_index=None if pd.isna(r["slice_index"]) else int(r["slice_index"]),
                 location_mm=location,  # type: ignore[arg-type]
-                lesion=str(r["lesion"]),
+                lesion=None if pd.isna(r["lesion"]) else str(r["lesion"]),
                 reader=str(r.get("reader") or ""),
             )
         )
@@ -57,6 +69,14 @@ def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataF
     model = _model(lesions, pseudo_id)
     links = link_measurements(_reader(measurements, pseudo_id), model)
     return [e.to_dict() for e in earlier_detection(model, links)]
+
+
+def lead_phrase(days: int) -> str:
+    """A badge's lead time: in days under two months (whole months read a 12-day lead as
+    "0 months"), else in months to one decimal."""
+    if days < 2 * DAYS_PER_MONTH:
+        return f"{days} day" + ("" if days == 1 else "s")
+    return f"{days / DAYS_PER_MONTH:.1f} months"
 
 
 def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:

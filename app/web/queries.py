@@ -172,8 +172,13 @@ class FollowUp:
 
 LESION_COLUMNS = [
     "lesion_id", "lesion_index", "study_id", "study_date", "series_id", "phase", "track",
-    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z", "found_by",
+    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z", "found_by", "z_range",
 ]
+
+
+def _z_range(bbox: list[int] | None) -> tuple[int, int] | None:
+    """The axial slices a lesion spans, as the stored measurement links read them."""
+    return (bbox[2], bbox[5]) if bbox and len(bbox) == 6 else None
 
 
 def followup(session: Session, pseudo_id: str) -> FollowUp | None:
@@ -189,7 +194,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             Lesion.id, Lesion.lesion_index, Study.id, Study.study_date, Series.id, Series.phase,
             LesionTrack.track_number, LesionTrack.id, Lesion.longest_axial_diameter_mm,
             Lesion.short_axis_mm, Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y,
-            Lesion.centroid_z, Lesion.found_by,
+            Lesion.centroid_z, Lesion.found_by, Lesion.bbox,
         )
         .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
         .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
@@ -199,7 +204,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
         .where(LesionTrack.patient_id == patient.id, LesionTrack.model_id == model_id)
         .order_by(oldest_first(Study.study_date), LesionTrack.track_number)
     ).all()
-    lesions = pd.DataFrame(lesion_rows, columns=LESION_COLUMNS)
+    lesions = pd.DataFrame([(*row[:-1], _z_range(row.bbox)) for row in lesion_rows], columns=LESION_COLUMNS)
     measurements = pd.DataFrame(
         [
             {

@@ -71,7 +71,7 @@ metrics[3].metric("Volumetry flags", int(info.volumes["flagged"].sum()) if not i
 for b in badges:
     searched = analysis.first_found_by_search(lesions, int(b["track_id"]))
     st.success(
-        f"Track {b['track_id']}: seen by the model **{b['lead_months']:.0f} months** before the "
+        f"Track {b['track_id']}: seen by the model **{analysis.lead_phrase(int(b['lead_days']))}** before the "
         f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']})"
         + (": first drawn by a second look (the faint-lesion search, or another phase of the day), "
            "not the network alone; look twice." if searched else "."),
