@@ -12,7 +12,7 @@ accession              these     the SOURCE accession number
 lesion_label           yes       the radiologist's name for the lesion (e.g. ``L1``)
 longest_diameter_mm    yes       > 0 and at most 500
 short_axis_mm          no        >= 0 and not above the longest diameter
-slice_index            no        integer, 0 to 10000
+slice_index            no        integer, 0 to 10000: from 0, on the tracked (portal) series
 location_x_mm/_y/_z    no        all three or none (patient coordinates, LPS; within 10 m)
 reader                 no        who measured (default empty)
 new_lesion             no        yes/no (also true/false, 1/0): the lesion is new at this study,
