@@ -12,9 +12,9 @@ A registration is only as good as the masks it runs on. A follow-up whose liver 
 small blob, or not at all with only its tumors drawn, has its centre of mass centimetres away,
 and a registration there moves every lesion: unchanged lesions then read as "disappeared" and
 "new", which RECIST calls progression. So the result is checked on the masks
-(:func:`register_followup_checked`), and where the masks disagree or the registered livers
-overlap no better than in the scanner frame, the scanner frame (identity: same patient, same
-table, usually within a few centimetres) is used with a warning.
+(:func:`register_followup_checked`), and where the masks disagree, the series is too thin to
+register, or the registered livers overlap no better than in the scanner frame, the scanner frame
+(identity: same patient, same table, usually within a few centimetres) is used with a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from lvt_core.labels import LIVER, TUMOR
 _MIN_STEP = 1e-3  # scaled step (about mm) at which the optimiser stops
 RegistrationKind = Literal["rigid", "affine", "none"]
 
+MIN_VOXELS_PER_AXIS = 4
+"""ITK's recursive Gaussian, run at every pyramid level (even at sigma 0), needs this many
+voxels along each axis; a series with fewer slices cannot be registered."""
 MIN_VOLUME_RATIO = 0.4
 """Livers whose volumes differ more than this (the smaller under 40 % of the larger) are not the
 same organ drawn twice (a blob, tumors without their liver, a scan stopping far inside the liver):
@@ -125,11 +128,20 @@ def _run(
         gradientMagnitudeTolerance=1e-8,
     )
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    shrink, sigmas = _pyramid(fixed, moving)
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel(sigmas)
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetInitialTransform(initial, inPlace=False)
     return method.Execute(fixed, moving)
+
+
+def _pyramid(fixed: sitk.Image, moving: sitk.Image) -> tuple[list[int], list[float]]:
+    """Shrink factors and sigmas: a coarse level only where it keeps enough voxels per axis."""
+    smallest = min(*fixed.GetSize(), *moving.GetSize())
+    if smallest >= 2 * MIN_VOXELS_PER_AXIS:
+        return [2, 1], [1.0, 0.0]
+    return [1], [0.0]
 
 
 def register_followup(
@@ -157,15 +169,19 @@ def register_followup_checked(
 
     Masks always give the initial alignment (centre of mass); with ``on="image"`` or ``"both"``
     and both images given, the CT images refine it. The scanner frame is used, with a warning,
-    for livers of very different volume and where the registered livers overlap no better than
-    in the scanner frame.
+    for a series too thin to register, for livers of very different volume, and where the
+    registered livers overlap no better than in the scanner frame.
     """
     config = config or RegistrationConfig()
     if config.kind == "none":
         return Registration(_identity())
     fixed = shrink_mask_to(previous_labels, config.resolution_mm)
     moving = shrink_mask_to(followup_labels, config.resolution_mm)
-    problem = _volumes_disagree(fixed, moving)
+    problem = (
+        _too_thin(previous_labels, "previous")
+        or _too_thin(followup_labels, "follow-up")
+        or _volumes_disagree(fixed, moving)
+    )
     if problem:
         return Registration(_identity(), f"{problem}: not registered, the scanner frame is used")
     transform = _register(fixed, moving, previous_image, followup_image, config)
@@ -183,9 +199,10 @@ def _register(
     transform: sitk.Transform = _initial(fixed, moving, "rigid")
     if config.on in ("mask", "both"):
         transform = _flatten(_run(fixed, moving, transform, "meansquares", config))
-    if config.on in ("image", "both") and previous_image is not None and followup_image is not None:
-        fixed_img = shrink_to(previous_image, config.resolution_mm)
-        moving_img = shrink_to(followup_image, config.resolution_mm)
+    images = (previous_image, followup_image)
+    if config.on in ("image", "both") and all(i is not None and _thin_axis(i) is None for i in images):
+        fixed_img = shrink_to(previous_image, config.resolution_mm)  # type: ignore[arg-type]
+        moving_img = shrink_to(followup_image, config.resolution_mm)  # type: ignore[arg-type]
         transform = _flatten(_run(fixed_img, moving_img, transform, "mattes", config))
     if config.kind == "affine":
         affine = _as_affine(transform)
@@ -195,6 +212,21 @@ def _register(
 
 def _identity() -> sitk.Transform:
     return sitk.TranslationTransform(3)
+
+
+def _thin_axis(image: sitk.Image) -> int | None:
+    """The first axis with too few voxels to register on, or ``None``."""
+    return next((axis for axis, size in enumerate(image.GetSize()) if size < MIN_VOXELS_PER_AXIS), None)
+
+
+def _too_thin(image: sitk.Image, which: str) -> str | None:
+    """Why the ``which`` series cannot be registered, or ``None``."""
+    axis = _thin_axis(image)
+    if axis is None:
+        return None
+    size = image.GetSize()[axis]
+    extent = f"{size} slice(s)" if axis == 2 else f"{size} voxel(s) along {'xyz'[axis]}"
+    return f"the {which} series has {extent}, too few to register ({MIN_VOXELS_PER_AXIS} needed)"
 
 
 def _volume_ml(partial_volume: sitk.Image) -> float:

@@ -198,3 +198,17 @@ def test_track_keeps_the_scanner_frame_for_a_badly_drawn_liver_and_says_so(cli, 
     table = CliRunner().invoke(cli, ["track", *paths])
     assert table.exit_code == 0 and "warning:" in table.output and "scanner frame" in table.output
 
+
+def test_track_runs_on_a_three_slice_series(cli, tmp_path: Path) -> None:
+    """A 3-slice, 5 mm series made the registration raise: a traceback and no JSON."""
+    lesion = (Ellipsoid((-25.0, -15.0, 0.0), (9.0, 6.0, 9.0)),)
+    thin = {"spacing": (2.0, 2.0, 5.0), "extent_mm": (200.0, 180.0, 15.0), "center_mm": (10.0, -5.0, 0.0)}
+    paths = []
+    for name in ("a", "b"):
+        labels, _, _ = render_scan(Anatomy(lesions=lesion), **thin)
+        paths.append(str(write_image(labels, tmp_path / f"{name}.nii.gz")))
+    result = CliRunner().invoke(cli, ["track", *paths, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [t["status"] for t in doc["tracks"]] == ["persisting"]
+    assert "3 slice(s), too few to register" in doc["warnings"][0]

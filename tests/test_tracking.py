@@ -340,3 +340,18 @@ def test_a_registration_overlapping_worse_than_the_scanner_frame_is_refused() ->
     kept = _checked(fixed, moving, small)
     assert kept.warning is None and kept.transform.GetParameters() == (1.0, 0.0, 0.0)
 
+
+def test_a_three_slice_series_is_tracked_in_the_scanner_frame() -> None:
+    """ITK's smoothing needs 4 voxels along each axis: a 3-slice series used to raise."""
+    lesions = (Ellipsoid((-25.0, -15.0, 0.0), (8.0, 6.0, 9.0)),
+               Ellipsoid((15.0, -10.0, 0.0), (6.0, 5.0, 9.0)))
+    thin = {"spacing": (2.0, 2.0, 5.0), "extent_mm": (200.0, 180.0, 15.0), "center_mm": (10.0, -5.0, 0.0)}
+    before, _, _ = render_scan(Anatomy(lesions=lesions), **thin)
+    after, _, _ = render_scan(Anatomy(lesions=lesions), **thin)
+    full, _, _ = render_scan(Anatomy(lesions=lesions))
+    assert before.GetSize()[2] == 3
+    for previous in (before, full):
+        result = track_lesions([TimepointInput.from_labels(previous), TimepointInput.from_labels(after)])
+        assert sorted(t.status for t in result.tracks) == ["persisting", "persisting"]
+        assert len(result.warnings) == 1 and "3 slice(s), too few to register" in result.warnings[0]
+        assert result.transforms[0].GetName() == "TranslationTransform"
