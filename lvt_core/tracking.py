@@ -12,6 +12,10 @@ Hungarian assignment on ``(1 - overlap) + distance / max_distance_mm`` picks one
 Leftover lesions that overlap a matched one become merges (previous side) or splits (follow-up
 side); other leftovers are new or disappeared.
 
+A registration that cannot be trusted (see :mod:`lvt_core.registration`) is replaced by the
+scanner frame, and the result's ``warnings`` say so: a badly drawn liver must not turn
+unchanged lesions into "disappeared" and "new" ones.
+
 A lesion missed at one study (by the model, or hidden by a poor contrast phase) must not come
 back as a "new" lesion, which RECIST reads as progression. So a follow-up lesion left over as
 new is first offered, by the same cues and a second assignment, to the tracks that disappeared
@@ -40,7 +44,7 @@ import SimpleITK as sitk
 from scipy.optimize import linear_sum_assignment
 
 from lvt_core.lesions import Lesion, component_array, extract_lesions, index_to_physical_matrix
-from lvt_core.registration import RegistrationConfig, matrix_offset, register_followup
+from lvt_core.registration import RegistrationConfig, matrix_offset, register_followup_checked
 
 LesionKey = tuple[int, int]
 """``(timepoint index, lesion id)``."""
@@ -124,7 +128,8 @@ class Link:
 
 @dataclass
 class TrackingResult:
-    """Tracks, the links behind them, and the registration of each consecutive pair."""
+    """Tracks, the links behind them, the registration of each consecutive pair, and warnings
+    (registrations replaced by the scanner frame) for callers to show."""
 
     tracks: list[Track]
     links: list[Link]
@@ -132,6 +137,7 @@ class TrackingResult:
     lesions: list[list[Lesion]]
     excluded: set[LesionKey]
     dates: list[date | None]
+    warnings: list[str] = field(default_factory=list)
 
     def track_of(self, key: LesionKey) -> int | None:
         """Track id holding lesion ``key`` (``None`` for excluded lesions)."""
@@ -184,6 +190,7 @@ class TrackingResult:
                 for link in self.links
             ],
             "registrations": [_transform_dict(t, i + 1) for i, t in enumerate(self.transforms)],
+            "warnings": list(self.warnings),
         }
 
 
@@ -294,6 +301,7 @@ def track_lesions(
     owner: dict[LesionKey, int] = {}
     links: list[Link] = []
     transforms: list[sitk.Transform] = []
+    warnings: list[str] = []
 
     def ids_at(t: int) -> list[int]:
         return [lesion.id for lesion in timepoints[t].lesions if (t, lesion.id) not in excluded]
@@ -311,10 +319,15 @@ def track_lesions(
     for t in range(1, len(timepoints)):
         prev, cur = timepoints[t - 1], timepoints[t]
         components.append(_components(cur, config.min_voxels))
-        transform = register_followup(
+        registration = register_followup_checked(
             prev.labels, cur.labels, prev.image, cur.image, config.registration
         )
+        transform = registration.transform
         transforms.append(transform)
+        if registration.warning:
+            warnings.append(
+                f"registering {_name(cur, t)} to {_name(prev, t - 1)}: {registration.warning}"
+            )
         prev_ids, cur_ids = ids_at(t - 1), ids_at(t)
         overlap, distance = _pair_metrics(
             prev, components[t - 1], cur, components[t], transform, prev_ids, cur_ids
@@ -425,7 +438,13 @@ def track_lesions(
         lesions=[list(tp.lesions) for tp in timepoints],
         excluded=excluded,
         dates=[tp.date for tp in timepoints],
+        warnings=warnings,
     )
+
+
+def _name(timepoint: TimepointInput, index: int) -> str:
+    """How a warning names a study: its index, and its date where known."""
+    return f"timepoint {index}" + (f" ({timepoint.date.isoformat()})" if timepoint.date else "")
 
 
 def _compose(transforms: Sequence[sitk.Transform]) -> sitk.Transform:

@@ -385,3 +385,31 @@ def test_the_follow_up_page_links_measurements_as_the_stored_links_do(lvt_env: P
     assert set(stored.values()) == {a_track}  # by slice, on A
     tracks = analysis.measurement_tracks(page.pseudo_id, page.lesions, page.measurements)
     assert dict(zip(page.measurements["study_id"], tracks, strict=True)) == stored
+
+
+def test_a_followup_liver_drawn_as_a_blob_keeps_the_tracks_and_says_why(store: dict) -> None:
+    """Registered on a follow-up whose liver is a 6 mm blob, lesion A moved away from itself:
+    its track broke into "disappeared" and "new". The scanner frame keeps it; the refresh says so."""
+    from db.models import Series, Study
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        portal = s.scalars(select(Series.id).join(Study, Study.id == Series.study_id)
+                           .where(Series.phase == "portal").order_by(Study.study_date)).all()
+    followup = portal[1]
+    _, labels = _scan(1)
+    array = sitk.GetArrayFromImage(labels)
+    array[array == 1] = 0  # the liver is lost: the tumors and a blob of 3 mm radius remain
+    array[10, 20:24, 50:54] = 1
+    blob = sitk.GetImageFromArray(array)
+    blob.CopyInformation(labels)
+    import_label_map(followup, model_id, blob, url=url, refresh=False)
+    with make_session_factory(url)() as s:
+        summary = analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
+        s.commit()
+    assert [w.split(" (")[0] for w in summary["warnings"]] == [  # both pairs the blob is in
+        "registering timepoint 1", "registering timepoint 2"]
+    assert all("the livers differ too much to register" in w for w in summary["warnings"])
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert len(f.tracks) == 2 and len(_track_of(f, -1.0)["points"]) == 3
+    assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]  # B is new at t1: truly PD

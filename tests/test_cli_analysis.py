@@ -178,3 +178,37 @@ def test_evaluate_counts_the_lesions_that_lesions_lists(tmp_path: Path) -> None:
     every = json.loads(runner.invoke(root, ["evaluate", "--pred", str(path), "--ref", str(path), "--json",
                                             "--min-voxels", "1"]).stdout)
     assert every["lesions"]["n_reference"] == 2
+
+
+def test_track_keeps_the_scanner_frame_for_a_badly_drawn_liver_and_says_so(cli, tmp_path: Path) -> None:
+    """Registered on a follow-up liver drawn as a 6 mm blob, both unchanged lesions moved: one
+    "disappeared" and one "new" each, which RECIST reads as progression."""
+    lesions = (Ellipsoid((-25.0, -15.0, -5.0), (9.0, 6.0, 6.0)),
+               Ellipsoid((30.0, -20.0, 10.0), (6.0, 6.0, 6.0)))
+    blob = (Ellipsoid((50.0, 30.0, 20.0), (3.0, 3.0, 3.0)),)
+    before, _, _ = render_scan(Anatomy(lesions=lesions))
+    after, _, _ = render_scan(Anatomy(lesions=lesions, liver=blob, vessel=None))
+    paths = [str(write_image(labels, tmp_path / name)) for name, labels in (("a.nii.gz", before), ("b.nii.gz", after))]
+    result = CliRunner().invoke(cli, ["track", *paths, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [t["status"] for t in doc["tracks"]] == ["persisting", "persisting"]
+    assert len(doc["warnings"]) == 1 and "the scanner frame is used" in doc["warnings"][0]
+    assert doc["registrations"][0]["offset_mm"] == [0.0, 0.0, 0.0]
+    table = CliRunner().invoke(cli, ["track", *paths])
+    assert table.exit_code == 0 and "warning:" in table.output and "scanner frame" in table.output
+
+
+def test_track_runs_on_a_three_slice_series(cli, tmp_path: Path) -> None:
+    """A 3-slice, 5 mm series made the registration raise: a traceback and no JSON."""
+    lesion = (Ellipsoid((-25.0, -15.0, 0.0), (9.0, 6.0, 9.0)),)
+    thin = {"spacing": (2.0, 2.0, 5.0), "extent_mm": (200.0, 180.0, 15.0), "center_mm": (10.0, -5.0, 0.0)}
+    paths = []
+    for name in ("a", "b"):
+        labels, _, _ = render_scan(Anatomy(lesions=lesion), **thin)
+        paths.append(str(write_image(labels, tmp_path / f"{name}.nii.gz")))
+    result = CliRunner().invoke(cli, ["track", *paths, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [t["status"] for t in doc["tracks"]] == ["persisting"]
+    assert "3 slice(s), too few to register" in doc["warnings"][0]

@@ -14,7 +14,13 @@ import pytest
 import SimpleITK as sitk
 
 from lvt_core.lesions import lesion_component_map
-from lvt_core.registration import RegistrationConfig, transform_points
+from lvt_core.registration import (
+    RegistrationConfig,
+    _checked,
+    register_followup_checked,
+    shrink_mask_to,
+    transform_points,
+)
 from lvt_core.tracking import (
     TimepointInput,
     TrackingConfig,
@@ -153,6 +159,9 @@ def test_registration_recovers_the_known_repositioning(cohort) -> None:
     expected = poses[1].to_scanner(poses[0].to_scanner(patient_points))
     mapped = transform_points(result.transforms[0], poses[0].to_scanner(patient_points))
     assert np.abs(mapped - expected).max() < 2.0
+    assert result.warnings == []  # a good registration passes its check
+    checked = register_followup_checked(timepoints[0].labels, timepoints[1].labels)
+    assert checked.warning is None and checked.dice > checked.dice_identity + 0.05
 
 
 def test_without_registration_repositioning_breaks_links(cohort) -> None:
@@ -289,3 +298,60 @@ def test_gap_bridging_can_be_switched_off() -> None:
     result = track_lesions(timepoints, TrackingConfig(max_gap=0))
     assert len(result.tracks) == 4  # A at the last study starts a track of its own
     assert sorted(t.status for t in result.tracks) == ["disappeared", "new", "new", "persisting"]
+
+
+LESIONS_AT_REST = (Ellipsoid((-25.0, -15.0, -5.0), (8.0, 6.0, 6.0)),
+                   Ellipsoid((15.0, -10.0, 10.0), (6.0, 5.0, 5.0)))
+"""Two lesions that stay where they are, in the scanner frame, between two studies."""
+
+
+@pytest.mark.parametrize(
+    "followup_liver",
+    [(Ellipsoid((50.0, 30.0, 20.0), (3.0, 3.0, 3.0)),), ()],
+    ids=["liver drawn as a 6 mm blob", "no liver, tumors only"],
+)
+def test_a_badly_drawn_liver_keeps_the_scanner_frame(followup_liver) -> None:
+    before, _, _ = render_scan(Anatomy(lesions=LESIONS_AT_REST))
+    after, _, _ = render_scan(Anatomy(lesions=LESIONS_AT_REST, liver=followup_liver, vessel=None))
+    checked = register_followup_checked(before, after)
+    assert checked.transform.GetName() == "TranslationTransform"
+    point = np.array([[10.0, 20.0, 30.0]])
+    assert transform_points(checked.transform, point).tolist() == point.tolist()
+    assert "livers differ too much" in (checked.warning or "")
+    timepoints = [TimepointInput.from_labels(before, date=DATES[0]), TimepointInput.from_labels(after)]
+    result = track_lesions(timepoints)  # registered on the blob, it moved ~15 mm: disappeared + new
+    assert sorted(t.status for t in result.tracks) == ["persisting", "persisting"]
+    assert all(lk.distance_mm < 1.0 for lk in result.links)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith("registering timepoint 1 to timepoint 0 (2020-01-10): the livers")
+    assert result.to_document(["a", "b"])["warnings"] == result.warnings
+
+
+def test_a_registration_overlapping_worse_than_the_scanner_frame_is_refused() -> None:
+    labels, _, _ = render_scan(Anatomy(lesions=LESIONS_AT_REST))
+    fixed = moving = shrink_mask_to(labels, 6.0)
+    shifted = sitk.TranslationTransform(3, (40.0, 0.0, 0.0))  # what a bad mask did to the registration
+    refused = _checked(fixed, moving, shifted)
+    assert refused.transform.GetName() == "TranslationTransform"
+    assert refused.transform.GetParameters() == (0.0, 0.0, 0.0)
+    assert refused.dice == refused.dice_identity == pytest.approx(1.0)
+    assert "no better than in the scanner frame" in (refused.warning or "")
+    small = sitk.TranslationTransform(3, (1.0, 0.0, 0.0))  # within the tolerance: kept, no warning
+    kept = _checked(fixed, moving, small)
+    assert kept.warning is None and kept.transform.GetParameters() == (1.0, 0.0, 0.0)
+
+
+def test_a_three_slice_series_is_tracked_in_the_scanner_frame() -> None:
+    """ITK's smoothing needs 4 voxels along each axis: a 3-slice series used to raise."""
+    lesions = (Ellipsoid((-25.0, -15.0, 0.0), (8.0, 6.0, 9.0)),
+               Ellipsoid((15.0, -10.0, 0.0), (6.0, 5.0, 9.0)))
+    thin = {"spacing": (2.0, 2.0, 5.0), "extent_mm": (200.0, 180.0, 15.0), "center_mm": (10.0, -5.0, 0.0)}
+    before, _, _ = render_scan(Anatomy(lesions=lesions), **thin)
+    after, _, _ = render_scan(Anatomy(lesions=lesions), **thin)
+    full, _, _ = render_scan(Anatomy(lesions=lesions))
+    assert before.GetSize()[2] == 3
+    for previous in (before, full):
+        result = track_lesions([TimepointInput.from_labels(previous), TimepointInput.from_labels(after)])
+        assert sorted(t.status for t in result.tracks) == ["persisting", "persisting"]
+        assert len(result.warnings) == 1 and "3 slice(s), too few to register" in result.warnings[0]
+        assert result.transforms[0].GetName() == "TranslationTransform"

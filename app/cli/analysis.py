@@ -175,6 +175,8 @@ def _print_tracks(document: dict[str, Any]) -> None:
             status += f" ← {tr['split_from']}"
         table.add_row(str(tr["track_id"]), status, *cells)
     stdout.print(table)
+    for warning in document["warnings"]:
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
 
 
 def _print_volumetry(document: dict[str, Any]) -> None:

@@ -56,6 +56,9 @@ def batch(
     )
     for failure in summary.failures:
         console.print(f"  series {failure['series_id']}: {escape(failure['error'])}", highlight=False)
+    for item in summary.analytics_warnings:
+        warning = escape(item["warning"])
+        console.print(f"  [yellow]! patient {item['patient_id']}: {warning}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

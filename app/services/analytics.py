@@ -16,6 +16,7 @@ unknown, non-contrast; lowest id first), since lesions are measured on that phas
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ from lvt_core.agreement import (
 from lvt_core.response import recist_from_measurements, recist_from_tracks, volumetric_response
 from lvt_core.tracking import TimepointInput, TrackingConfig, TrackOverrides, track_lesions
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT
+
+log = logging.getLogger(__name__)
 
 PHASE_PRIORITY = ("portal", "late", "arterial", "unknown", "noncontrast")
 
@@ -137,7 +140,11 @@ def refresh_patient(
     data_root: Path | None = None,
     config: AnalyticsConfig | None = None,
 ) -> dict[str, Any]:
-    """Recompute and persist volumetry, tracks and responses of one patient; caller commits."""
+    """Recompute and persist volumetry, tracks and responses of one patient; caller commits.
+
+    The summary's ``warnings`` are tracking's (a registration replaced by the scanner frame),
+    also logged: the tracks and responses stand, but a reader should know why.
+    """
     config = config or AnalyticsConfig()
     root = data_root or storage.data_dir()
     flagged = _refresh_volumetry(session, patient_id, model_id, config, root)
@@ -146,8 +153,11 @@ def refresh_patient(
     _refresh_responses(session, patient_id, tracked, result, config)
     session.flush()
     links = refresh_links(session, patient_id, model_id)
+    warnings = list(result.warnings) if result else []
+    for warning in warnings:
+        log.warning("patient %s tracking: %s", patient_id, warning)
     return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
-            "volumetry_flags": flagged, "measurement_links": links}
+            "volumetry_flags": flagged, "measurement_links": links, "warnings": warnings}
 
 
 def refresh_links(session: Session, patient_id: int, model_id: int) -> int:

@@ -95,6 +95,7 @@ class BatchSummary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     patients_refreshed: int = 0
     analytics_errors: list[dict[str, Any]] = field(default_factory=list)
+    analytics_warnings: list[dict[str, Any]] = field(default_factory=list)
     series: list[int] = field(default_factory=list)
     engine: str = "in-process"
 
@@ -582,9 +583,12 @@ def _refresh(
     for pid in patient_ids:
         with factory() as session:
             try:
-                refresh_patient(session, pid, model_id, root)
+                refreshed = refresh_patient(session, pid, model_id, root)
                 session.commit()
                 summary.patients_refreshed += 1
+                summary.analytics_warnings.extend(
+                    {"patient_id": pid, "warning": w} for w in refreshed["warnings"]
+                )
             except Exception as exc:
                 session.rollback()
                 log.exception("analytics for patient %s failed", pid)
