@@ -422,3 +422,14 @@ def test_a_measurement_on_the_days_other_study_links_to_its_tracked_lesion(
     assert len(numbers) == 1 and None not in numbers
     assert _stored_links(url, model_id).keys() == {link["measurement_id"] for link in links}
     assert {track for _, track, _ in _stored_links(url, model_id).values()} == numbers
+
+
+def test_the_volumetric_response_has_one_timepoint_per_day(split_day: dict) -> None:
+    """The page's volumetric response took every study with a segmentation: the day's
+    arterial study (no tracked lesion, 0 ml) became the baseline and every timepoint NE."""
+    studies = split_day["studies"]
+    f = analytics.patient_followup(split_day["patient"], split_day["model_id"])
+    volumetric = f.responses["volumetric"]
+    assert [v["study_id"] for v in volumetric] == [studies[("2020-01-01", "portal")][0],
+                                                   studies[("2020-04-01", "portal")][0]]
+    assert [v["response"] for v in volumetric] == ["BL", "SD"] and volumetric[0]["value"] > 0

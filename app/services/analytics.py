@@ -623,8 +623,8 @@ def patient_followup(
         for track in tracks.values():
             for p in track["points"]:
                 per_study_volume[p["study_id"]] += p["volume_ml"]
-        ordered = [s for s, e in timeline.items()
-                   if any(x["segmentation"] == "done" for x in e["series"])]
+        tracked = _tracked_segmentations(session, patient.id, model_id) if model_id else []
+        ordered = [study.id for study, _ in tracked]  # one per day, as the tracks and RECIST
         if len(ordered) > 1:
             responses["volumetric"] = [
                 {"study_id": s, **a.to_dict()}
