@@ -16,7 +16,9 @@ Definitions follow ARCHITECTURE.md:
   lesion whose outline is slanted has a short axis below its width across that diameter;
 - the distance to a vessel is the gap between the lesion's and the vessel's voxels, in mm (0
   when they touch: what a surgeon plans a margin from); the distance to the liver surface is
-  between voxel centres (a lesion on the liver capsule is 0 mm away);
+  between voxel centres (a lesion on the liver capsule is 0 mm away). Where the liver runs
+  out of the scan, the cut face is not its capsule: it is left out, and a lesion nearer a cut
+  face than to the capsule found has ``None`` (unknown: the capsule may lie beyond the cut);
 - ``found_by`` says who drew the lesion when the segmenter said so: ``"faint_search"`` when
   it holds a point where the rule-based second look added tumor after the network (the
   faint-lesion search, :mod:`lvt_core.faint_lesions`, or a round region drawn as vessel but
@@ -61,7 +63,7 @@ class Lesion:
     axial_slice: int
     mean_hu: float | None = None
     distance_to_vessel_mm: float | None = None
-    distance_to_liver_surface_mm: float | None = None
+    distance_to_liver_surface_mm: float | None = None  # None: no capsule in the scan, or a cut nearer
     found_by: str | None = None  # "network", "faint_search", or None when not known
 
     def to_dict(self) -> dict[str, Any]:
@@ -245,6 +247,55 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(crop & ~eroded) + np.array(offset)
 
 
+def _capsule_voxels(mask: np.ndarray) -> np.ndarray:
+    """``z, y, x`` surface voxels of ``mask`` that are not on a face of the array.
+
+    The scan's cut faces are not the liver capsule (real scans mostly stop inside the liver):
+    along each face the mask touches, the erosion reads the outside as more mask.
+    """
+    crop, offset = _cropped(mask)
+    if crop.size == 0:
+        return np.empty((0, 3), dtype=np.int64)
+    ends = [(int(o == 0), int(o + n == size))
+            for o, n, size in zip(offset, crop.shape, mask.shape, strict=True)]
+    grown = np.pad(crop, ends, mode="edge")
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(ends, crop.shape, strict=True))
+    eroded = ndimage.binary_erosion(grown, structure=ndimage.generate_binary_structure(3, 1))[inner]
+    return np.argwhere(crop & ~eroded) + np.array(offset)
+
+
+def _cut_faces(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(axis, side)`` of the array faces ``mask`` touches (side 0: index 0, 1: the last)."""
+    faces = []
+    for axis in range(3):
+        ends = np.moveaxis(mask, axis, 0)
+        faces += [(axis, side) for side, face in ((0, ends[0]), (1, ends[-1])) if face.any()]
+    return faces
+
+
+def _beyond_cut_mm(
+    zyx: np.ndarray, faces: list[tuple[int, int]], shape: tuple[int, ...],
+    spacing_zyx: tuple[float, float, float],
+) -> float:
+    """Least distance (between voxel centres) from the voxels ``zyx`` to any voxel past a cut
+    face: the nearest the capsule can be where it lies outside the scan (inf: no cut face)."""
+    bound = np.inf
+    for axis, side in faces:
+        steps = zyx[:, axis] + 1 if side == 0 else shape[axis] - zyx[:, axis]
+        bound = min(bound, float(steps.min()) * spacing_zyx[axis])
+    return bound
+
+
+def _surface_distance(
+    tree: cKDTree | None, points_mm: np.ndarray, bound_mm: float
+) -> float | None:
+    """Distance to the capsule found, or None when a cut face is nearer (unknown)."""
+    if tree is None:
+        return None
+    found = _min_distance(tree, points_mm)
+    return found if found <= bound_mm else None
+
+
 def _min_gap(tree: cKDTree, tree_points: np.ndarray, points: np.ndarray, image: sitk.Image) -> float:
     """Smallest gap between the voxels at ``points`` and those of the tree, in mm (0 when touching).
 
@@ -345,8 +396,10 @@ def extract_lesions(
     liver = (array >= LIVER) & (array <= TUMOR)
     vessel_points = zyx_to_physical(labels, _surface_voxels(array == VESSEL))
     vessel_tree = cKDTree(vessel_points) if len(vessel_points) else None
-    surface_points = zyx_to_physical(labels, _surface_voxels(liver))
+    surface_points = zyx_to_physical(labels, _capsule_voxels(liver))
     surface_tree = cKDTree(surface_points) if len(surface_points) else None
+    cut_faces = _cut_faces(liver)
+    spacing_zyx = (spacing[2], spacing[1], spacing[0])
     objects = ndimage.find_objects(sub)
 
     lesions: list[Lesion] = []
@@ -364,7 +417,8 @@ def extract_lesions(
         surface = _surface_voxels(crop) + zyx0
         surface_mm = zyx_to_physical(labels, surface)
         d_vessel = _min_gap(vessel_tree, vessel_points, surface_mm, labels) if vessel_tree else None
-        d_surface = _min_distance(surface_tree, surface_mm) if surface_tree else None
+        d_surface = _surface_distance(
+            surface_tree, surface_mm, _beyond_cut_mm(surface, cut_faces, array.shape, spacing_zyx))
         mean_hu = float(hu[box][crop].mean()) if hu is not None else None
         voxels = len(inside)
         lesions.append(

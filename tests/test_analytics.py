@@ -413,3 +413,140 @@ def test_a_followup_liver_drawn_as_a_blob_keeps_the_tracks_and_says_why(store: d
     f = analytics.patient_followup(store["patient"], model_id)
     assert len(f.tracks) == 2 and len(_track_of(f, -1.0)["points"]) == 3
     assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]  # B is new at t1: truly PD
+
+
+# -- a day's phases stored as separate studies ----------------------------------------------
+
+SPLIT_DAY = [  # (study UID = accession, date, phase, lesion A drawn): each scan its own study
+    ("1.2.826.0.9.1", "2020-01-01", "arterial", False),
+    ("1.2.826.0.9.2", "2020-01-01", "portal", True),
+    ("1.2.826.0.9.3", "2020-04-01", "portal", True),
+]
+
+
+def _without_tumor(labels: sitk.Image) -> sitk.Image:
+    array = sitk.GetArrayFromImage(labels)
+    array[array == 3] = 1
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(labels)
+    return out
+
+
+@pytest.fixture()
+def split_day(lvt_env: Path, tmp_path: Path) -> dict:
+    """Day 1's arterial and portal scans in two study rows (own study UIDs, as many sites
+    send them), a portal scan on day 2. Lesion A (18 mm) is drawn in both portal scans, not
+    in the arterial one; the arterial liver is ~5 % smaller."""
+    url = default_url()
+    ensure_schema(url)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = ["patient_id,image,study_date,phase,study_uid,accession"]
+    truth: dict[str, sitk.Image] = {}
+    for k, (uid, date, phase, drawn) in enumerate(SPLIT_DAY):
+        ct, labels = _scan(0, 0.983 if phase == "arterial" else 1.0)
+        sitk.WriteImage(ct + k, str(folder / f"s{k}.nii.gz"))  # three distinct images
+        truth[f"s{k}.nii.gz"] = labels if drawn else _without_tumor(labels)
+        lines.append(f"SPLIT,s{k}.nii.gz,{date},{phase},{uid},{uid}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
+    with make_session_factory(url)() as s:
+        model = Model(name="ground-truth", version="1", checksum="0" * 64)
+        s.add(model)
+        s.commit()
+        model_id = model.id
+    series = {Path(a["source"]).name: a["series_id"] for a in report.added}
+    for name, series_id in series.items():
+        import_label_map(series_id, model_id, truth[name], url=url)
+    with make_session_factory(url)() as s:
+        from db.models import Series
+
+        studies = {}  # (manifest date, phase) -> (study id, series id); stored dates are shifted
+        for k, (_, date, phase, _) in enumerate(SPLIT_DAY):
+            series_id = series[f"s{k}.nii.gz"]
+            studies[(date, phase)] = (s.scalar(select(Series.study_id).where(Series.id == series_id)), series_id)
+        patient_id = s.scalar(select(Patient.id))
+    assert len({sid for sid, _ in studies.values()}) == 3  # three study rows
+    return {"url": url, "model_id": model_id, "patient_id": patient_id,
+            "patient": report.added[0]["patient"], "studies": studies}
+
+
+def test_the_phases_of_a_day_stored_as_separate_studies_are_one_timepoint(split_day: dict) -> None:
+    """QA defect 4: the arterial study was the baseline and the day's portal study a second
+    timepoint, so lesion A, not drawn in the arterial scan, was a new lesion: model PD dated
+    the baseline day. The day is one timepoint, tracked on its portal scan; day 2 is SD."""
+    from db.models import LesionTrackMember
+
+    url, model_id, studies = split_day["url"], split_day["model_id"], split_day["studies"]
+    portal_1 = studies[("2020-01-01", "portal")][0]
+    portal_2 = studies[("2020-04-01", "portal")][0]
+    with make_session_factory(url)() as s:
+        tracked = analytics._tracked_segmentations(s, split_day["patient_id"], model_id)
+        assert [study.id for study, _ in tracked] == [portal_1, portal_2]
+        responses = s.execute(select(Response.study_id, Response.source, Response.recist_category,
+                                     Response.baseline_study_id)).all()
+        assert responses == [(portal_2, "model", "SD", portal_1)]
+        assert set(s.scalars(select(LesionTrackMember.study_id))) == {portal_1, portal_2}
+
+
+def test_volumetry_compares_the_phases_of_a_day_across_its_studies(split_day: dict) -> None:
+    """The day's two phases were never compared (each study held one): now both carry the
+    ~5 % deviation and are flagged, and the overviews show the day as one row."""
+    from app.web import queries
+    from db.models import VolumetryResult
+
+    url, model_id, studies = split_day["url"], split_day["model_id"], split_day["studies"]
+    with make_session_factory(url)() as s:
+        deviation = dict(s.execute(select(VolumetryResult.series_id, VolumetryResult.deviation_pct)).all())
+        flagged = dict(s.execute(select(VolumetryResult.series_id, VolumetryResult.flagged)).all())
+        web = queries.volumetry_study_rows(s)
+    arterial, portal = studies[("2020-01-01", "arterial")][1], studies[("2020-01-01", "portal")][1]
+    assert deviation[arterial] == pytest.approx(-deviation[portal]) and deviation[portal] > 2.0
+    assert flagged[arterial] and flagged[portal]
+    assert deviation[studies[("2020-04-01", "portal")][1]] is None  # alone on its day
+    day_1 = min(studies[("2020-01-01", "arterial")][0], studies[("2020-01-01", "portal")][0])
+    overview = analytics.volumetry_overview(model_id)
+    assert overview[["study_id", "series", "flagged"]].values.tolist() == [[day_1, 2, True]]
+    assert sorted(overview.iloc[0]["phases"].split(",")) == ["arterial", "portal"]
+    assert web[["study_id", "phases", "flagged"]].values.tolist() == [[day_1, 2, True]]
+
+
+def test_a_phase_correction_names_every_segmentation_of_the_day(split_day: dict) -> None:
+    """The day's segmentations to redo were those of the series' own study only."""
+    from app.services.series_phase import set_series_phase
+
+    arterial = split_day["studies"][("2020-01-01", "arterial")][1]
+    report = set_series_phase(arterial, "late", actor="test", url=split_day["url"])
+    assert report["segmentations_to_redo"] == 2
+
+
+def test_a_measurement_on_the_days_other_study_links_to_its_tracked_lesion(
+        split_day: dict, tmp_path: Path) -> None:
+    """The report carries the arterial study's accession, the day is tracked on its portal
+    study: the measurement of A found no lesion there, so it had no track."""
+    url, model_id = split_day["url"], split_day["model_id"]
+    csv = tmp_path / "measurements.csv"
+    rows = ["patient_id,accession,lesion_label,longest_diameter_mm,location_x_mm,location_y_mm,"
+            "location_z_mm,reader"]
+    rows += [f"SPLIT,{SPLIT_DAY[k][0]},A,19.0,{A_CENTER[0]},{A_CENTER[1]},{A_CENTER[2]},dr" for k in (0, 2)]
+    csv.write_text("\n".join(rows) + "\n")
+    import_measurements(csv, url=url)
+    analytics.refresh_responses(url=url)
+    links = analytics.agreement(split_day["patient"], model_id)["links"]
+    assert [link["study_id"] for link in links] == [split_day["studies"][(SPLIT_DAY[k][1], SPLIT_DAY[k][2])][0]
+                                                    for k in (0, 2)]  # each on its own study
+    numbers = {link["track_number"] for link in links}
+    assert len(numbers) == 1 and None not in numbers
+    assert _stored_links(url, model_id).keys() == {link["measurement_id"] for link in links}
+    assert {track for _, track, _ in _stored_links(url, model_id).values()} == numbers
+
+
+def test_the_volumetric_response_has_one_timepoint_per_day(split_day: dict) -> None:
+    """The page's volumetric response took every study with a segmentation: the day's
+    arterial study (no tracked lesion, 0 ml) became the baseline and every timepoint NE."""
+    studies = split_day["studies"]
+    f = analytics.patient_followup(split_day["patient"], split_day["model_id"])
+    volumetric = f.responses["volumetric"]
+    assert [v["study_id"] for v in volumetric] == [studies[("2020-01-01", "portal")][0],
+                                                   studies[("2020-04-01", "portal")][0]]
+    assert [v["response"] for v in volumetric] == ["BL", "SD"] and volumetric[0]["value"] > 0

@@ -217,6 +217,33 @@ def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
     assert forced.failures[0]["series_id"] == arterial.id
 
 
+
+def test_the_phases_of_a_day_in_separate_studies_are_read_together(
+        lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Many sites give each phase its own study UID: the batch made one task per study, so
+    the cross-phase rule never saw the day's other phase (no lesion "other_phase")."""
+    from db.engine import default_url
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+
+    url = default_url()
+    ensure_schema(url)
+    manifest = write_tiny_cohort(tmp_path / "in", patients=1, timepoints=1, phases=("portal", "arterial"))
+    header, *rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([f"{header},study_uid"]
+                                  + [f"{row},1.2.826.0.7.{k}" for k, row in enumerate(rows)]) + "\n")
+    ingest_paths([], IngestOptions(manifest=manifest), url=url)
+    _, meta = load_checkpoint(tiny_checkpoint)
+    rule = {"min_peak": 0.01, "max_distance_mm": 500.0, "min_volume_ml": 0.0}
+    meta = {**meta, "version": "0.0.2", "inference": {**meta["inference"], "cross_phase": rule}}
+    model = copy_with_meta(tiny_checkpoint, tmp_path / "cross.pt", meta)
+
+    summary = run_batch(BatchOptions(all=True, model=model))
+    assert summary.done == 2 and summary.failed == 0
+    with make_session_factory(url)() as s:
+        assert s.scalar(select(func.count(func.distinct(Series.study_id)))) == 2
+        assert "other_phase" in set(s.scalars(select(Lesion.found_by)))
+    _assert_consistent(url)
+
 def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -> None:
     env = {**os.environ, "LVT_DATABASE_URL": cohort}
     dry = subprocess.run(

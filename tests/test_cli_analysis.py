@@ -68,6 +68,25 @@ def test_lesions_table(cli, scans) -> None:
     assert "2 lesion(s)" in result.stdout and "longest" in result.stdout
 
 
+
+def test_lesions_say_unknown_where_the_scan_cuts_nearer_than_the_capsule(cli, tmp_path: Path) -> None:
+    """The scan stops 6 mm from the lesion inside a liver whose nearest capsule found is 15 mm
+    away: the cut slice read as capsule (4.0 mm); now JSON null and a dash in the table."""
+    array = np.zeros((32, 60, 60), np.uint8)
+    array[:27, 5:55, 5:55] = 1  # liver from the scan's first slice on
+    array[2:6, 25:35, 20:30] = 3
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    path = write_image(image, tmp_path / "cut.nii.gz")
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(cli, ["lesions", str(path), "--json"]).stdout)
+    assert doc["lesions"][0]["distance_to_liver_surface_mm"] is None
+    table = runner.invoke(cli, ["lesions", str(path)], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if line.strip("│ ").startswith("1 "))
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[7] == "—"  # the "to surface mm" column
+
 def test_track_json_and_table(cli, scans) -> None:
     result = CliRunner().invoke(
         cli, ["track", str(scans[0]), str(scans[1]), "--dates", "2020-01-01,2020-06-01", "--json"]

@@ -292,3 +292,34 @@ def test_vessel_distance_is_the_gap_between_voxels_zero_when_touching() -> None:
         touching, apart = extract_lesions(image)
         assert touching.distance_to_vessel_mm == 0.0
         assert apart.distance_to_vessel_mm == pytest.approx(4 * 1.5)
+
+
+def _box_liver_with_two_lesions() -> sitk.Image:
+    """A box liver (z 5–34, y and x 5–54; 1 × 1 × 2 mm voxels). Lesion 1 (z 10–13) lies
+    5 slices (10 mm) below the liver's head end and 15 mm from its side; lesion 2 (z 24–27)
+    lies 2 mm from its side."""
+    array = np.zeros((40, 60, 60), np.uint8)
+    array[5:35, 5:55, 5:55] = LIVER
+    array[10:14, 25:35, 20:30] = TUMOR
+    array[24:28, 25:35, 7:13] = TUMOR
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    return image
+
+
+def test_the_scan_cut_face_is_not_the_liver_capsule() -> None:
+    """A scan that stops inside the liver (here 3 slices above lesion 1) made its first slice
+    read as capsule: 4 mm instead of 10 mm. The capsule may lie beyond the cut, so a lesion
+    nearer the cut than to the capsule found is unknown; lesion 2's distance is unchanged."""
+    full = _box_liver_with_two_lesions()
+    assert [les.distance_to_liver_surface_mm for les in extract_lesions(full)] == [10.0, 2.0]
+    cut = full[:, :, 8:]  # z 8 onward: the liver runs out of the scan's first slice
+    assert [les.distance_to_liver_surface_mm for les in extract_lesions(cut)] == [None, 2.0]
+
+
+def test_a_liver_filling_the_scan_has_no_known_surface_distance() -> None:
+    """Every face of the array cuts the liver: no capsule is in the scan."""
+    array = np.full((20, 30, 30), LIVER, np.uint8)
+    array[8:12, 12:18, 12:18] = TUMOR
+    (lesion,) = extract_lesions(sitk.GetImageFromArray(array))
+    assert lesion.distance_to_liver_surface_mm is None

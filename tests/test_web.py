@@ -301,6 +301,58 @@ def test_not_a_lesion_correction_goes_through_analytics(demo_db: str) -> None:
     assert _scalar(demo_db, select(func.count(AuditEvent.id)).where(AuditEvent.target == f"lesion {lesion_id}")) >= 1
 
 
+
+@pytest.fixture()
+def split_demo(demo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A copy of the demo store whose first patient's last day is two studies (its arterial
+    series moved to a study of its own, same date, as sites that give each phase its own
+    study UID send it); returns the patient's pseudonym."""
+    import shutil
+
+    from app.services.analytics import current_model_id, refresh_patient
+    from app.settings import get_settings
+    from db.engine import session_scope
+    from db.models import Patient, Series, Study, VolumetryResult
+
+    copy = tmp_path / "var"
+    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
+    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
+    get_settings.cache_clear()
+    with session_scope(get_settings().resolved_database_url) as s:
+        patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
+        last = s.scalar(select(Study).where(Study.patient_id == patient.id)
+                        .order_by(Study.study_date.desc()).limit(1))
+        other = Study(patient_id=patient.id, study_date=last.study_date,
+                      study_instance_uid=f"{last.study_instance_uid}.9")
+        s.add(other)
+        s.flush()
+        arterial = s.scalar(select(Series).where(Series.study_id == last.id, Series.phase == "arterial"))
+        arterial.study_id = other.id
+        for row in s.scalars(select(VolumetryResult).where(VolumetryResult.series_id == arterial.id)):
+            row.study_id = other.id
+        refresh_patient(s, patient.id, current_model_id(s))
+        pseudo = patient.pseudo_id
+    yield pseudo
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_day_stored_as_two_studies_reads_as_one_day_on_the_pages(split_demo: str) -> None:
+    """The arterial image of a day whose phases are separate studies said "No tracked lesions
+    in this study" (the tracks follow the day's portal study), and the volumetry page counted
+    the day's phases as two one-phase studies."""
+    at = _signed_in("clinician")
+    at.selectbox(key="patient_pick").select(split_demo)
+    at.button(key="open_patient").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key="fu_phase").value == "portal"
+    at.radio(key="fu_phase").set_value("arterial").run()
+    assert not at.exception, at.exception
+    assert any("Tracks follow the portal phase" in c.value for c in at.caption)
+    at.switch_page("views/volumetry.py").run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Multi-phase studies"] == "4"
+
 def test_size_filter_keeps_whole_tracks() -> None:
     import pandas as pd
 

@@ -9,8 +9,10 @@ functions (:func:`patient_followup`, :func:`agreement`, :func:`cohort_tables`,
 :func:`volumetry_overview`) only read rows; the per-patient agreement statistics are cheap
 pure functions of those rows, so they are computed on read.
 
-Which series of a study is tracked: the portal-venous one if present (then late, arterial,
+Which series of a day is tracked: the portal-venous one if present (then late, arterial,
 unknown, non-contrast; lowest id first), since lesions are measured on that phase clinically.
+A day is the studies of one date (:mod:`app.services.timepoints`: sites often store a day's
+phases as separate studies); tracks and model responses name the study holding that series.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
 from app.services.patient_lookup import require_patient
+from app.services.timepoints import DayKey, day_key
 from app.settings import get_settings
 from db import storage
 from db.engine import default_url, make_session_factory
@@ -92,7 +96,13 @@ def current_model_id(session: Session) -> int | None:
 def _tracked_segmentations(
     session: Session, patient_id: int, model_id: int
 ) -> list[tuple[Study, Segmentation]]:
-    """One done segmentation per study (by phase priority), studies in date order."""
+    """One done segmentation per day (by phase priority), days in date order.
+
+    The scans of one date are one timepoint even when stored as separate studies (sites often
+    give a day's phases their own study UIDs): reading each study as a timepoint made the
+    baseline day two timepoints, and a lesion drawn only in its portal scan a "new lesion".
+    The study returned is the one holding the tracked series; an undated study is its own day.
+    """
     rows = session.execute(
         select(Study, Segmentation, Series.phase)
         .join(Series, Series.study_id == Study.id)
@@ -104,11 +114,12 @@ def _tracked_segmentations(
         )
         .order_by(oldest_first(Study.study_date), Study.id, Series.id)
     ).all()
-    best: dict[int, tuple[int, Study, Segmentation]] = {}
+    best: dict[DayKey, tuple[int, Study, Segmentation]] = {}
     for study, seg, phase in rows:
         rank = PHASE_PRIORITY.index(phase) if phase in PHASE_PRIORITY else len(PHASE_PRIORITY)
-        if study.id not in best or rank < best[study.id][0]:
-            best[study.id] = (rank, study, seg)
+        key = day_key(study.patient_id, study.id, study.study_date)
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, study, seg)
     ordered = sorted(best.values(), key=lambda v: (v[1].study_date or dt.date.min, v[1].id))
     return [(study, seg) for _, study, seg in ordered]
 
@@ -185,18 +196,16 @@ def _refresh_volumetry(
 ) -> int:
     from lvt_core.volumetry import VolumetryResult as CoreVolumetry
 
-    rows = session.scalars(
-        select(VolumetryResult)
+    dated = session.execute(
+        select(VolumetryResult, Study.study_date)
         .join(Study, Study.id == VolumetryResult.study_id)
         .where(Study.patient_id == patient_id, VolumetryResult.model_id == model_id)
         .order_by(VolumetryResult.study_id, VolumetryResult.series_id)
     ).all()
+    rows = [row for row, _ in dated]
     _fill_liver_coverage(session, [row for row in rows if row.liver_cut_at is None], model_id, root)
-    by_study: dict[int, list[VolumetryResult]] = defaultdict(list)
-    for row in rows:
-        by_study[row.study_id].append(row)
     flagged = 0
-    for group in by_study.values():
+    for group in _volumes_by_day(patient_id, dated):
         if len(group) < 2 or any(r.total_ml <= 0 for r in group):
             for r in group:
                 r.deviation_pct, r.flagged = None, False
@@ -212,6 +221,17 @@ def _refresh_volumetry(
             r.deviation_pct, r.flagged = dev, flag
             flagged += int(flag)
     return flagged
+
+
+def _volumes_by_day(
+    patient_id: int, dated: Iterable[tuple[VolumetryResult, dt.date | None]]
+) -> list[list[VolumetryResult]]:
+    """The volumes of each day, whichever study row holds each phase: a day's phases stored
+    as separate studies were never compared with each other."""
+    by_day: dict[DayKey, list[VolumetryResult]] = defaultdict(list)
+    for row, study_date in dated:
+        by_day[day_key(patient_id, row.study_id, study_date)].append(row)
+    return list(by_day.values())
 
 
 def _fill_liver_coverage(
@@ -464,8 +484,33 @@ def _model_lesions(
     return out
 
 
+def _with_same_day_studies(
+    session: Session, patient_ids: list[int] | None, lesions: list[ModelLesion]
+) -> list[ModelLesion]:
+    """``lesions`` and, after them, a copy under each other study of their day.
+
+    A day's phases stored as separate studies are tracked on one of them; a measurement
+    recorded on another (its own accession) found no lesion to link to.
+    """
+    stmt = select(Study.id, Study.patient_id, Study.study_date).where(Study.study_date.is_not(None))
+    if patient_ids is not None:
+        stmt = stmt.where(Study.patient_id.in_(patient_ids))
+    day_of: dict[int, DayKey] = {}
+    studies_of: dict[DayKey, list[int]] = defaultdict(list)
+    for study_id, patient_id, study_date in session.execute(stmt):
+        day_of[study_id] = day_key(patient_id, study_id, study_date)
+        studies_of[day_of[study_id]].append(study_id)
+    tracked = {int(lesion.study_id) for lesion in lesions}
+    copies = [
+        replace(lesion, study_id=str(other))
+        for lesion in lesions if int(lesion.study_id) in day_of
+        for other in studies_of[day_of[int(lesion.study_id)]] if other not in tracked
+    ]
+    return lesions + copies
+
+
 def _agreement_doc(session: Session, patient_ids: list[int] | None, model_id: int) -> dict[str, Any]:
-    lesions = _model_lesions(session, patient_ids, model_id)
+    lesions = _with_same_day_studies(session, patient_ids, _model_lesions(session, patient_ids, model_id))
     measured = _radiologist(session, patient_ids)
     links = link_measurements([m[0] for m in measured], lesions)
     report = agreement_report(links)
@@ -580,8 +625,8 @@ def patient_followup(
         for track in tracks.values():
             for p in track["points"]:
                 per_study_volume[p["study_id"]] += p["volume_ml"]
-        ordered = [s for s, e in timeline.items()
-                   if any(x["segmentation"] == "done" for x in e["series"])]
+        tracked = _tracked_segmentations(session, patient.id, model_id) if model_id else []
+        ordered = [study.id for study, _ in tracked]  # one per day, as the tracks and RECIST
         if len(ordered) > 1:  # a new lesion is progression here too, as in RECIST
             new_at = {r["study_id"] for r in responses.get("model", []) if r["new_lesion"]}
             responses["volumetric"] = [
@@ -614,26 +659,30 @@ def volumetry_overview(
     model_id: int | None = None, url: str | None = None,
     config: AnalyticsConfig | None = None,
 ) -> pd.DataFrame:
-    """One row per study with two or more segmented phases: spread, flag, thickness warning."""
+    """One row per day with two or more segmented phases: spread, flag, thickness warning.
+
+    A day whose phases are separate studies is one row; ``study_id`` is its lowest.
+    """
     config = config or AnalyticsConfig()
     with _session(url) as session:
         model_id = model_id or current_model_id(session)
         rows = session.execute(
             select(Patient.pseudo_id, Study.id, Study.study_date, VolumetryResult, Series.phase,
-                   Series.slice_thickness, Series.spacing_z)
+                   Series.slice_thickness, Series.spacing_z, Study.patient_id)
             .join(Study, Study.id == VolumetryResult.study_id)
             .join(Patient, Patient.id == Study.patient_id)
             .join(Series, Series.id == VolumetryResult.series_id)
             .where(VolumetryResult.model_id == model_id)
             .order_by(Patient.pseudo_id, oldest_first(Study.study_date), VolumetryResult.series_id)
         ).all()
-    groups: dict[int, list[Any]] = defaultdict(list)
+    groups: dict[DayKey, list[Any]] = defaultdict(list)
     for row in rows:
-        groups[row[1]].append(row)
+        groups[day_key(row[7], row[1], row[2])].append(row)
     records = []
-    for study_id, group in groups.items():
+    for group in groups.values():
         if len(group) < 2:
             continue
+        study_id = min(r[1] for r in group)
         devs = [abs(r[3].deviation_pct or 0.0) for r in group]
         thickness = [r[5] if r[5] is not None else r[6] for r in group]
         records.append({

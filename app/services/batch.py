@@ -13,9 +13,10 @@ transaction per finished series, so:
   overrides that point at them are kept);
 - a failing series is stored as ``failed`` with its error and the batch goes on.
 
-A task is one study: the phases of a day pending in this run are segmented together, so the
-checkpoint's cross-phase rule (:mod:`lvt_core.cross_phase`) can read them side by side. After
-the series, tracks, volumetry and responses are refreshed per touched patient
+A task is one day (the studies of a patient's date, :mod:`app.services.timepoints`): the
+phases of a day pending in this run are segmented together, so the checkpoint's cross-phase
+rule (:mod:`lvt_core.cross_phase`) can read them side by side. After the series, tracks,
+volumetry and responses are refreshed per touched patient
 (:func:`app.services.analytics.refresh_patient`).
 """
 
@@ -41,6 +42,7 @@ from sqlalchemy.orm import Session
 from app.cli.common import UserError
 from app.services.batch_worker import measure_labels, segment_day
 from app.services.patient_lookup import require_patient
+from app.services.timepoints import DayKey, day_key
 from db import storage
 from db.engine import acquire_lock, default_url, ensure_schema, make_session_factory
 from db.models import (
@@ -384,7 +386,7 @@ def _engine(workers: int, scheduler: str | None) -> str:
 def execute(
     tasks: list[dict[str, Any]], workers: int = 1, scheduler: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Run :func:`segment_day` over ``tasks`` (one study's series each); yield one result per
+    """Run :func:`segment_day` over ``tasks`` (one day's series each); yield one result per
     series as its day finishes."""
     if not tasks:
         return
@@ -502,11 +504,12 @@ def run_batch(
         run.status, run.started_at, run.error = "running", utcnow(), None
         jobs_by_series = {j.series_id: j for j in run.jobs}
         rows = session.execute(
-            select(Series.id, Series.image_path, Study.patient_id, Study.id, Series.phase)
+            select(Series.id, Series.image_path, Study.patient_id, Study.id, Series.phase,
+                   Study.study_date)
             .join(Study, Study.id == Series.study_id)
             .where(Series.id.in_(series_ids))
         ).all()
-        info = {int(r[0]): (r[1], int(r[2]), int(r[3]), r[4]) for r in rows}
+        info = {int(r[0]): (r[1], int(r[2]), int(r[3]), r[4], r[5]) for r in rows}
         for sid in series_ids:
             seg = _segmentation_row(session, sid, model.id)
             seg.status, seg.started_at, seg.error = "running", utcnow(), None
@@ -520,14 +523,11 @@ def run_batch(
     if options.scheduler is None and options.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // options.workers)
     throttle = float(os.environ.get(THROTTLE_ENV) or 0.0)
-    days: dict[int, list[int]] = {}  # the series of one study are segmented together
-    for sid in series_ids:
-        days.setdefault(info[sid][2], []).append(sid)
     tasks = [
         {"series": [{"series_id": sid, "image_path": info[sid][0], "phase": info[sid][3]} for sid in day],
          "data_root": str(root), "checkpoint": str(checkpoint), "device": options.device,
          "threads": threads, "test_delay_s": throttle}
-        for day in days.values()
+        for day in _days(series_ids, info)
     ]
     patients: set[int] = set(to_refresh)
     try:
@@ -573,6 +573,16 @@ def run_batch(
         summary.series_per_hour = round(len(series_ids) / summary.runtime_s * 3600, 1)
         summary.studies_per_hour = round(int(studies or 0) / summary.runtime_s * 3600, 1)
     return summary
+
+
+def _days(series_ids: list[int], info: dict[int, tuple[Any, ...]]) -> list[list[int]]:
+    """The series of each day (``info``: path, patient, study, phase, date per series), so the
+    phases of one date are read together even when stored as separate studies."""
+    days: dict[DayKey, list[int]] = {}
+    for sid in series_ids:
+        _, patient_id, study_id, _, study_date = info[sid]
+        days.setdefault(day_key(patient_id, study_id, study_date), []).append(sid)
+    return list(days.values())
 
 
 def _refresh(

@@ -72,7 +72,7 @@ def measure_labels(
 
 
 def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Segment the series of ``task["series"]`` (one study's phases; store-relative
+    """Segment the series of ``task["series"]`` (one day's phases; store-relative
     ``image_path`` and ``phase`` each) together and return, per series, what the client stores.
 
     Never raises for a bad series: its error comes back as ``{"error": ...}`` so the client

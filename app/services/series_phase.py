@@ -4,7 +4,8 @@ The phase comes from description/timing rules at ingest and can be wrong. It mat
 day's volumetry check compares phases, and the segmentation reads the phases of a day
 together (arterial-only rules in ``inference.cross_phase``). So the change is audited, the
 patient's analytics are refreshed at once, and the day's segmentations, drawn with the old
-phase, are named for re-segmenting; they stay stored until then.
+phase, are named for re-segmenting; they stay stored until then. The day is every study of
+that date (:mod:`app.services.timepoints`), not only the series' own study.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from app.cli.common import UserError
 from app.services import audit
 from app.services.analytics import refresh_patient
+from app.services.timepoints import same_day
 from db.engine import default_url, make_session_factory
 from db.models import PHASES, Patient, Segmentation, Series, Study
 
@@ -46,7 +48,8 @@ def set_series_phase(
                      detail={"from": before, "to": phase, "patient": patient.pseudo_id})
         drawn = session.execute(
             select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
-            .where(Series.study_id == study.id, Segmentation.status == "done")
+            .join(Study, Study.id == Series.study_id)
+            .where(same_day(study), Segmentation.status == "done")
         ).scalars().all()
         session.flush()
         for model_id in sorted(set(drawn)):

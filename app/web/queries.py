@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from app.services.timepoints import day_columns
 from db import queries as dbq
 from db.models import (
     BatchJob,
@@ -390,12 +391,13 @@ def response_counts(session: Session) -> pd.DataFrame:
 
 
 def volumetry_study_rows(session: Session) -> pd.DataFrame:
-    """One row per multi-phase study: phases, largest |deviation|, flag and how many phases'
-    scans stop inside the liver (aggregated in SQL)."""
+    """One row per multi-phase day: phases, largest |deviation|, flag and how many phases'
+    scans stop inside the liver (aggregated in SQL). A day whose phases are separate studies
+    is one row, ``study_id`` its lowest (:mod:`app.services.timepoints`)."""
     model_id = current_model_id(session)
     stmt = (
         select(
-            Study.id, Patient.pseudo_id, Study.study_date, func.count(VolumetryResult.id),
+            func.min(Study.id), Patient.pseudo_id, Study.study_date, func.count(VolumetryResult.id),
             func.avg(VolumetryResult.total_ml),
             func.max(func.abs(VolumetryResult.deviation_pct)),
             func.max(case((VolumetryResult.flagged.is_(True), 1), else_=0)),
@@ -404,8 +406,8 @@ def volumetry_study_rows(session: Session) -> pd.DataFrame:
         .join(Study, Study.id == VolumetryResult.study_id)
         .join(Patient, Patient.id == Study.patient_id)
         .where(VolumetryResult.deviation_pct.is_not(None), VolumetryResult.model_id == model_id)
-        .group_by(Study.id, Patient.pseudo_id, Study.study_date)
-        .order_by(newest_first(Study.study_date), Study.id)
+        .group_by(*day_columns(), Patient.pseudo_id)
+        .order_by(newest_first(Study.study_date), func.min(Study.id))
     )
     frame = pd.DataFrame(
         session.execute(stmt).all(),

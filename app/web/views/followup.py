@@ -103,12 +103,13 @@ with table:
     phase_order = sorted(in_study["phase"].tolist(), key=lambda p: (p != "portal", p))  # portal first
     phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]
-    study_lesions = shown_lesions[shown_lesions["study_id"] == chosen["study_id"]]
+    # tracks follow one phase per day, whichever study of the day holds it
+    study_lesions = shown_lesions[shown_lesions["study_id"].isin(in_study["study_id"])]
     tracked_phases = sorted(set(study_lesions["phase"]))
     if study_lesions.empty:
-        st.caption("No tracked lesions in this study.")
-    elif phase not in tracked_phases:  # tracks follow one phase per study; say which
-        st.caption(f"Tracks follow the {' and '.join(tracked_phases)} phase of each study; the "
+        st.caption("No tracked lesions on this day.")
+    elif phase not in tracked_phases:  # say which phase the tracks follow
+        st.caption(f"Tracks follow the {' and '.join(tracked_phases)} phase of each day; the "
                    f"table lists its lesions. The {phase} image shows its tumors without track "
                    "colours, and a jump goes to the same place in it.")
     if not study_lesions.empty:
