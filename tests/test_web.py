@@ -210,10 +210,10 @@ def test_volumetry_page_counts_flags(demo_db: str) -> None:
     flagged_studies = _scalar(
         demo_db, select(func.count(func.distinct(VolumetryResult.study_id))).where(VolumetryResult.flagged.is_(True))
     )
-    assert metric["Flagged studies"] == str(flagged_studies)
+    assert metric["Flagged days"] == str(flagged_studies)
     multi = _scalar(demo_db, select(func.count(func.distinct(VolumetryResult.study_id)))
                     .where(VolumetryResult.deviation_pct.is_not(None)))
-    assert metric["Multi-phase studies"] == str(multi) == "4"
+    assert metric["Multi-phase days"] == str(multi) == "4"
     # a reader learns that the model alone can cross the band (MODEL_CARD, Known limits)
     assert any("arterial phase first" in c.value for c in at.caption)
     # the tiny phantoms' 192 mm scans stop inside the liver's right lobe in most phases
@@ -351,7 +351,50 @@ def test_a_day_stored_as_two_studies_reads_as_one_day_on_the_pages(split_demo: s
     assert any("Tracks follow the portal phase" in c.value for c in at.caption)
     at.switch_page("views/volumetry.py").run()
     assert not at.exception, at.exception
-    assert {m.label: m.value for m in at.metric}["Multi-phase studies"] == "4"
+    assert {m.label: m.value for m in at.metric}["Multi-phase days"] == "4"
+
+
+def test_a_phase_without_liver_is_named_not_dropped(demo_db: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phase whose scan held no liver (0 ml) dropped its day from the volumetry page without a
+    word, left the patient "ok", and halved the follow-up's mean-of-phases liver line; 0.04 ml
+    of stray voxels flagged the good phase at +100 %."""
+    import shutil
+
+    from app.services.analytics import current_model_id, refresh_patient, volumetry_overview
+    from app.settings import get_settings
+    from app.web import queries
+    from db.engine import session_scope
+    from db.models import Patient, Series, Study, VolumetryResult
+
+    copy = tmp_path / "var"
+    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
+    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
+    get_settings.cache_clear()
+    url = get_settings().resolved_database_url
+    with session_scope(url) as s:
+        patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
+        first = s.scalar(select(Study).where(Study.patient_id == patient.id).order_by(Study.study_date).limit(1))
+        portal = s.scalar(select(VolumetryResult).join(Series, Series.id == VolumetryResult.series_id)
+                          .where(Series.study_id == first.id, Series.phase == "portal"))
+        portal.total_ml = portal.functional_ml = 0.04
+        refresh_patient(s, patient.id, current_model_id(s))
+        pseudo, day = patient.pseudo_id, first.study_date
+    overview = volumetry_overview(url=url)
+    row = overview[(overview["patient"] == pseudo) & (overview["study_date"] == day)].iloc[0]
+    assert row["phases_without_liver"] == 1 and not row["flagged"]
+    assert "no liver found in the portal (0.0 ml) scan: volumetry not possible" in row["warning"]
+    with session_scope(url) as s:
+        listed = queries.patient_rows(s)
+        assert listed.loc[listed["patient"] == pseudo, "volumetry"].item() == "⚠ check"
+    at = _signed_in("clinician")
+    at.switch_page("views/volumetry.py").run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Multi-phase days"] == "4"
+    assert any("holds no liver" in e.value and str(day) in e.value for e in at.error)
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
 
 def test_size_filter_keeps_whole_tracks() -> None:
     import pandas as pd

@@ -59,6 +59,7 @@ from lvt_core.agreement import (
     earlier_detection,
     link_measurements,
 )
+from lvt_core.coverage import MIN_LIVER_ML
 from lvt_core.response import recist_from_measurements, recist_from_tracks, volumetric_response
 from lvt_core.tracking import TimepointInput, TrackingConfig, TrackOverrides, track_lesions
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT
@@ -129,6 +130,16 @@ def _thickness_warning(thicknesses: list[float | None], tolerance: float) -> str
     if len(known) >= 2 and max(known) - min(known) > tolerance:
         return "slice thicknesses differ (" + ", ".join(f"{t:g} mm" for t in known) + ")"
     return None
+
+
+def _no_liver_warning(phase_volumes: list[tuple[str, float]], compared: int) -> str | None:
+    """Names the phases whose scans hold no liver (under ``MIN_LIVER_ML``): left out of the
+    comparison, which is not made at all when fewer than two phases remain."""
+    empty = [f"{phase} ({ml:.1f} ml)" for phase, ml in phase_volumes if ml < MIN_LIVER_ML]
+    if not empty:
+        return None
+    outcome = "the other phases compared without it" if compared >= 2 else "volumetry not possible on this day"
+    return f"no liver found in the {', '.join(empty)} scan: {outcome}"
 
 
 def _cut_warning(phases_cut_at: list[tuple[str, str | None]]) -> str | None:
@@ -205,10 +216,11 @@ def _refresh_volumetry(
     rows = [row for row, _ in dated]
     _fill_liver_coverage(session, [row for row in rows if row.liver_cut_at is None], model_id, root)
     flagged = 0
-    for group in _volumes_by_day(patient_id, dated):
-        if len(group) < 2 or any(r.total_ml <= 0 for r in group):
-            for r in group:
-                r.deviation_pct, r.flagged = None, False
+    for day in _volumes_by_day(patient_id, dated):
+        for r in day:
+            r.deviation_pct, r.flagged = None, False
+        group = [r for r in day if r.total_ml >= MIN_LIVER_ML]  # a phase without a liver is named, not compared
+        if len(group) < 2:
             continue
         core = CoreVolumetry(
             names=[str(r.series_id) for r in group],
@@ -683,21 +695,26 @@ def volumetry_overview(
         if len(group) < 2:
             continue
         study_id = min(r[1] for r in group)
-        devs = [abs(r[3].deviation_pct or 0.0) for r in group]
-        thickness = [r[5] if r[5] is not None else r[6] for r in group]
+        with_liver = [r for r in group if r[3].total_ml >= MIN_LIVER_ML]
+        devs = [abs(r[3].deviation_pct) for r in with_liver if r[3].deviation_pct is not None]
+        thickness = [r[5] if r[5] is not None else r[6] for r in with_liver]
         records.append({
             "patient": group[0][0], "study_id": study_id, "study_date": group[0][2],
             "phases": ",".join(r[4] for r in group), "series": len(group),
-            "mean_total_ml": sum(r[3].total_ml for r in group) / len(group),
-            "max_abs_deviation_pct": max(devs),
+            "mean_total_ml": (sum(r[3].total_ml for r in with_liver) / len(with_liver)) if with_liver else None,
+            "max_abs_deviation_pct": max(devs) if devs else None,
             "flagged": any(r[3].flagged for r in group),
+            "phases_cut": sum(bool(r[3].liver_cut_at) for r in group),
+            "phases_without_liver": len(group) - len(with_liver),
             "threshold_pct": config.volumetry_threshold_pct,
             "warning": "; ".join(w for w in (
+                _no_liver_warning([(r[4], r[3].total_ml) for r in group], len(with_liver)),
                 _thickness_warning(thickness, config.thickness_tolerance_mm),
                 _cut_warning([(r[4], r[3].liver_cut_at) for r in group])) if w) or None,
         })
     columns = ["patient", "study_id", "study_date", "phases", "series", "mean_total_ml",
-               "max_abs_deviation_pct", "flagged", "threshold_pct", "warning"]
+               "max_abs_deviation_pct", "flagged", "phases_cut", "phases_without_liver", "threshold_pct",
+               "warning"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, case
+from sqlalchemy import and_
 
 from db.models import Study
 
@@ -30,7 +30,3 @@ def same_day(study: Study) -> Any:
         return Study.id == study.id
     return and_(Study.patient_id == study.patient_id, Study.study_date == study.study_date)
 
-
-def day_columns() -> tuple[Any, Any, Any]:
-    """SQL expressions to GROUP BY for one row per day (what :func:`day_key` is in Python)."""
-    return Study.patient_id, Study.study_date, case((Study.study_date.is_(None), Study.id))

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.web import theme
+from lvt_core.coverage import MIN_LIVER_ML
 from lvt_core.volumetry import ROUNDING_PCT
 
 LAYOUT = {
@@ -154,7 +155,8 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame,
                    hovertemplate="%{x|%Y-%m-%d}: %{y:.2f} ml<extra>track " + str(track) + "</extra>")
         )
     if not volumes.empty:
-        liver = volumes.groupby("study_date", as_index=False)["total_ml"].mean()
+        found = volumes[volumes["total_ml"] >= MIN_LIVER_ML]  # a scan without a liver is no volume of it
+        liver = found.groupby("study_date", as_index=False)["total_ml"].mean()
         fig.add_trace(
             go.Scatter(x=liver["study_date"], y=liver["total_ml"], name="total liver (mean of phases)",
                        yaxis="y2", mode="lines+markers", line={"color": "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)})

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from app.services import audit, auth
+from app.services import analytics, audit, auth
 from app.settings import get_settings
 from app.web import queries
 from db.engine import ensure_schema, session_scope
@@ -94,11 +94,11 @@ def followup(pseudo_id: str) -> queries.FollowUp | None:
 def _volumetry(url: str, version: tuple[object, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     del version  # cache key only
     with session_scope(url) as session:
-        return queries.volumetry_rows(session), queries.volumetry_study_rows(session)
+        return queries.volumetry_rows(session), analytics.volumetry_overview(url=url)
 
 
 def volumetry() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(every phase row, one row per multi-phase study aggregated in SQL)."""
+    """(every phase row of the multi-phase days, one row per such day with its warnings)."""
     return _volumetry(database_url(), version())
 
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.services.timepoints import day_columns
 from db import queries as dbq
 from db.models import (
     BatchJob,
@@ -35,6 +34,7 @@ from db.models import (
 )
 from db.ordering import newest_first, oldest_first
 from lvt_core import __version__ as lvt_version
+from lvt_core.coverage import MIN_LIVER_ML
 
 
 def current_model_id(session: Session) -> int | None:
@@ -108,10 +108,11 @@ def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.Dat
         .group_by(LesionTrack.patient_id)
         .subquery()
     )
-    flags = (
+    flags = (  # a flagged phase, or one whose scan holds no liver: either needs a look
         select(Study.patient_id.label("patient_id"), func.count(VolumetryResult.id).label("n"))
         .join(VolumetryResult, VolumetryResult.study_id == Study.id)
-        .where(VolumetryResult.flagged.is_(True))
+        .where(VolumetryResult.model_id == model_id,
+               or_(VolumetryResult.flagged.is_(True), VolumetryResult.total_ml < MIN_LIVER_ML))
         .group_by(Study.patient_id)
         .subquery()
     )
@@ -272,7 +273,8 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
 
 
 def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
-    """Every multi-phase volumetry result: patient, study, phase, volumes, deviation, flag."""
+    """The volumetry result of every phase of a multi-phase day: patient, study, phase, volumes,
+    deviation, flag (a phase without a liver has no deviation, and its day stays listed)."""
     model_id = current_model_id(session)
     stmt = (
         select(
@@ -283,19 +285,21 @@ def volumetry_rows(session: Session, limit: int = 20_000) -> pd.DataFrame:
         .join(Study, Study.id == VolumetryResult.study_id)
         .join(Series, Series.id == VolumetryResult.series_id)
         .join(Patient, Patient.id == Study.patient_id)
-        .where(VolumetryResult.deviation_pct.is_not(None))
         .order_by(newest_first(Study.study_date), Study.id, Series.phase)
         .limit(limit)
     )
     if model_id is not None:
         stmt = stmt.where(VolumetryResult.model_id == model_id)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         session.execute(stmt).all(),
         columns=[
             "patient", "study_id", "study_date", "phase", "total_ml", "functional_ml",
             "deviation_pct", "flagged", "liver_cut_at",
         ],
     )
+    day = frame["study_date"].astype(object).where(frame["study_date"].notna(), "study " + frame["study_id"].astype(str))
+    phases_of_day = frame.groupby([frame["patient"], day])["phase"].transform("size")
+    return frame[phases_of_day >= 2].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -388,35 +392,6 @@ def response_counts(session: Session) -> pd.DataFrame:
         Response.source, Response.recist_category
     )
     return pd.DataFrame(session.execute(stmt).all(), columns=["source", "category", "n"])
-
-
-def volumetry_study_rows(session: Session) -> pd.DataFrame:
-    """One row per multi-phase day: phases, largest |deviation|, flag and how many phases'
-    scans stop inside the liver (aggregated in SQL). A day whose phases are separate studies
-    is one row, ``study_id`` its lowest (:mod:`app.services.timepoints`)."""
-    model_id = current_model_id(session)
-    stmt = (
-        select(
-            func.min(Study.id), Patient.pseudo_id, Study.study_date, func.count(VolumetryResult.id),
-            func.avg(VolumetryResult.total_ml),
-            func.max(func.abs(VolumetryResult.deviation_pct)),
-            func.max(case((VolumetryResult.flagged.is_(True), 1), else_=0)),
-            func.sum(case((VolumetryResult.liver_cut_at > "", 1), else_=0)),
-        )
-        .join(Study, Study.id == VolumetryResult.study_id)
-        .join(Patient, Patient.id == Study.patient_id)
-        .where(VolumetryResult.deviation_pct.is_not(None), VolumetryResult.model_id == model_id)
-        .group_by(*day_columns(), Patient.pseudo_id)
-        .order_by(newest_first(Study.study_date), func.min(Study.id))
-    )
-    frame = pd.DataFrame(
-        session.execute(stmt).all(),
-        columns=["study_id", "patient", "study_date", "phases", "mean_total_ml",
-                 "max_abs_deviation_pct", "flagged", "phases_cut"],
-    )
-    frame["flagged"] = frame["flagged"].astype(bool)
-    frame["phases_cut"] = frame["phases_cut"].fillna(0).astype(int)
-    return frame
 
 
 def store_counts(session: Session) -> dict[str, int]:

@@ -67,7 +67,9 @@ hidden_tracks = lesions["track"].nunique() - shown_lesions["track"].nunique() if
 metrics[1].metric("Lesion tracks", int(shown_lesions["track"].nunique()) if not shown_lesions.empty else 0,
                   help=f"{hidden_tracks} smaller tracks hidden by the size filter" if hidden_tracks else None)
 metrics[2].metric("Response (model, latest)", latest["category"].iloc[0] if not latest.empty else "–")
-metrics[3].metric("Volumetry flags", int(info.volumes["flagged"].sum()) if not info.volumes.empty else 0)
+flagged_days = info.volumes.loc[info.volumes["flagged"].astype(bool), "study_date"].nunique() if not info.volumes.empty else 0
+metrics[3].metric("Flagged volumetry days", int(flagged_days),
+                  help="Days whose phases' liver volumes differ by more than 2 % (the Volumetry page lists them).")
 for b in badges:
     searched = analysis.first_found_by_search(lesions, int(b["track_id"]))
     st.success(
