@@ -65,6 +65,9 @@ class Lesion:
     distance_to_vessel_mm: float | None = None
     distance_to_liver_surface_mm: float | None = None  # None: no capsule in the scan, or a cut nearer
     found_by: str | None = None  # "network", "faint_search", or None when not known
+    cut_by_scan_edge: bool = False
+    """The lesion reaches a face of the scan: part of it may lie outside, so its size is a lower
+    bound and it is no RECIST target (a 40 mm lesion cut by the edge measured 27.5 mm)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples become lists)."""
@@ -444,6 +447,7 @@ def extract_lesions(
                 found_by=(None if searched is None else
                           FOUND_BY_FAINT_SEARCH if lesion_id in searched else
                           FOUND_BY_OTHER_PHASE if lesion_id in confirmed else FOUND_BY_NETWORK),
+                cut_by_scan_edge=any(s.start == 0 or s.stop == n for s, n in zip(box, array.shape, strict=True)),
             )
         )
     return lesions

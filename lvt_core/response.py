@@ -169,7 +169,8 @@ def recist_from_tracks(
 ) -> dict[str, Any]:
     """RECIST and volumetric response of a :class:`lvt_core.tracking.TrackingResult`.
 
-    Targets are chosen among baseline tracks. A target that split counts its fragments (and
+    Targets are chosen among baseline tracks whose lesion lies whole in the scan (one the
+    scan's edge cuts is measured short). A target that split counts its fragments (and
     theirs, when a fragment split again); a target
     that merged into a non-target track passes its diameter on to that track (RECIST's rule for
     coalescing lesions); tracks first seen after baseline (not split from another) are new
@@ -184,10 +185,11 @@ def recist_from_tracks(
     volumes = {(t, lesion.id): lesion.volume_ml for t, lesions in enumerate(result.lesions) for lesion in lesions}
     tracks = {track.track_id: track for track in result.tracks}
     n = len(result.lesions)
+    cut = {(0, lesion.id) for lesion in result.lesions[0] if lesion.cut_by_scan_edge} if n else set()
     baseline = {
         tid: diameters[(0, lid)]
         for tid, track in tracks.items()
-        if (lid := track.lesion_at(0)) is not None
+        if (lid := track.lesion_at(0)) is not None and (0, lid) not in cut
     }
     targets = select_targets(baseline, config)
     children: dict[int, list[int]] = defaultdict(list)

@@ -323,3 +323,25 @@ def test_a_liver_filling_the_scan_has_no_known_surface_distance() -> None:
     array[8:12, 12:18, 12:18] = TUMOR
     (lesion,) = extract_lesions(sitk.GetImageFromArray(array))
     assert lesion.distance_to_liver_surface_mm is None
+
+
+def test_a_lesion_the_scan_cuts_is_flagged_and_is_no_recist_target() -> None:
+    """A 40 mm lesion cut by the scan's first slice measured 27.5 mm with no flag and could be
+    chosen as a target, so its growth beyond the scan read as response."""
+    from lvt_core.response import recist_from_tracks
+    from lvt_core.tracking import Track, TrackingResult
+
+    labels = np.zeros((30, 60, 60), np.uint8)
+    labels[:, 5:55, 5:55] = LIVER
+    z, y, x = np.ogrid[:30, :60, :60]
+    labels[(z - 2) ** 2 * 4 + (y - 30) ** 2 + (x - 20) ** 2 <= 100] = TUMOR  # reaches slice 0
+    labels[(z - 15) ** 2 * 4 + (y - 30) ** 2 + (x - 42) ** 2 <= 36] = TUMOR  # whole, 12 mm
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    cut, whole = sorted(extract_lesions(image), key=lambda les: les.centroid_mm[0])
+    assert cut.cut_by_scan_edge and not whole.cut_by_scan_edge
+    assert cut.longest_axial_diameter_mm > whole.longest_axial_diameter_mm
+    result = TrackingResult([Track(cut.id, [(0, cut.id), (1, cut.id)], "persisting", []),
+                             Track(whole.id, [(0, whole.id), (1, whole.id)], "persisting", [])],
+                            [], [], [[cut, whole], [cut, whole]], set(), [None, None])
+    assert recist_from_tracks(result)["targets"] == [whole.id]

@@ -142,13 +142,16 @@ def _print_lesions(document: dict[str, Any]) -> None:
                    "to vessel mm", "to surface mm", "mean HU"):
         table.add_column(column, justify="right")
     for les in document["lesions"]:
+        at_edge = "≥ " if les.get("cut_by_scan_edge") else ""  # the scan cuts it: a lower bound
         table.add_row(
-            str(les["id"]), _fmt(les["volume_ml"], 2), _fmt(les["longest_axial_diameter_mm"]),
+            str(les["id"]), at_edge + _fmt(les["volume_ml"], 2), at_edge + _fmt(les["longest_axial_diameter_mm"]),
             _fmt(les["short_axis_mm"]), str(les["axial_slice"]),
             ", ".join(f"{c:.1f}" for c in les["centroid_mm"]), _fmt(les["distance_to_vessel_mm"]),
             _fmt(les["distance_to_liver_surface_mm"]), _fmt(les["mean_hu"]),
         )
     stdout.print(table)
+    if any(les.get("cut_by_scan_edge") for les in document["lesions"]):
+        console.print("[yellow]warning:[/] ≥: the lesion reaches the scan's edge, so its size is a lower bound")
 
 
 def _print_tracks(document: dict[str, Any]) -> None:
