@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,28 +241,61 @@ def export_scene(
     meshes: SceneMeshes, out_dir: Path, formats: Sequence[str] = SUPPORTED_FORMATS
 ) -> list[Path]:
     """Write each structure as STL/OBJ/VTP and the whole scene as ``scene.glb``; return paths."""
+    return write_structures(meshes.items(), out_dir, formats)
+
+
+def write_structures(
+    named_meshes: Sequence[tuple[str, pv.PolyData]], out_dir: Path, formats: Sequence[str] = SUPPORTED_FORMATS
+) -> list[Path]:
+    """:func:`export_scene` for meshes under names of the caller's choosing (the web app names
+    tumors by track). Refuses, before creating ``out_dir``, formats it does not know and a scene
+    with nothing in it (no empty folder is left behind)."""
     unknown = sorted(set(formats) - set(SUPPORTED_FORMATS))
     if unknown:
         raise ValueError(f"unknown mesh format(s) {unknown}; choose from {list(SUPPORTED_FORMATS)}")
+    _require_structures(named_meshes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, mesh in meshes.items():
+    for name, mesh in named_meshes:
         for fmt in ("stl", "obj", "vtp"):
             if fmt in formats:
                 path = out_dir / f"{name}.{fmt}"
                 mesh.save(str(path))
                 written.append(path)
     if "glb" in formats:
-        written.append(write_glb(meshes.items(), out_dir / "scene.glb"))
+        written.append(write_glb(named_meshes, out_dir / "scene.glb"))
     return written
 
 
+EMPTY_SCENE = "the label map holds no liver, vessels or tumors: there is no 3D scene to write"
+
+
+def _require_structures(named_meshes: Sequence[tuple[str, pv.PolyData]]) -> None:
+    """A plain error for an empty scene, where trimesh said only "Can't export empty scenes!"."""
+    if not named_meshes:
+        raise ValueError(EMPTY_SCENE)
+
+
+def triangles(mesh: pv.PolyData) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, faces)`` of a mesh as arrays: LPS mm ``(n, 3)`` and vertex indices ``(m, 3)``."""
+    tri = mesh.triangulate()
+    return np.asarray(tri.points, dtype=float), np.asarray(tri.faces).reshape(-1, 4)[:, 1:]
+
+
 LPS_MM_TO_GLTF = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) / 1000.0
-"""Patient LPS millimetres to glTF metres, +Y up (see :func:`write_glb`)."""
+"""Patient LPS millimetres to glTF metres, +Y up (see :func:`glb_bytes`)."""
 
 
-def write_glb(named_meshes: Iterable[tuple[str, pv.PolyData]], path: Path) -> Path:
+def write_glb(named_meshes: Sequence[tuple[str, pv.PolyData]], path: Path) -> Path:
+    """Write :func:`glb_bytes` of the meshes to ``path``."""
+    data = glb_bytes(named_meshes)
+    path = Path(path)
+    path.write_bytes(data)
+    return path
+
+
+def glb_bytes(named_meshes: Sequence[tuple[str, pv.PolyData]]) -> bytes:
     """A binary glTF scene, one translucent or opaque material per structure.
 
     glTF's units are metres, +Y is up and an asset faces +Z with its right toward -X, so the
@@ -271,25 +304,23 @@ def write_glb(named_meshes: Iterable[tuple[str, pv.PolyData]], path: Path) -> Pa
     millimetres for 3D Slicer.
     Each structure gets a PBR material whose alpha (the liver's 0.35) a viewer honours
     (``alphaMode`` BLEND); vertex colours alone were drawn opaque, hiding what lies inside.
+    Bytes, so the web app serves the very file ``lvt export mesh`` writes.
     """
     import trimesh
 
+    _require_structures(named_meshes)
     scene = trimesh.Scene()
     for name, mesh in named_meshes:
-        tri = mesh.triangulate()
-        faces = tri.faces.reshape(-1, 4)[:, 1:]
+        points, faces = triangles(mesh)
         rgba = _rgba(name)
-        vertices = np.asarray(tri.points, dtype=float) @ LPS_MM_TO_GLTF.T
         material = trimesh.visual.material.PBRMaterial(
             name=name, baseColorFactor=[float(v) for v in rgba], metallicFactor=0.0, roughnessFactor=0.8,
             alphaMode="BLEND" if rgba[3] < 1.0 else "OPAQUE", doubleSided=rgba[3] < 1.0,
         )
-        tm = trimesh.Trimesh(vertices=vertices, faces=faces, process=False,
+        tm = trimesh.Trimesh(vertices=points @ LPS_MM_TO_GLTF.T, faces=faces, process=False,
                              visual=trimesh.visual.TextureVisuals(material=material))
         scene.add_geometry(tm, node_name=name, geom_name=name)
-    path = Path(path)
-    path.write_bytes(scene.export(file_type="glb"))
-    return path
+    return scene.export(file_type="glb")
 
 
 def render_preview(

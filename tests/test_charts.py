@@ -152,3 +152,13 @@ def test_a_whole_liver_scene_is_drawn_to_scale_as_before() -> None:
     assert np.linalg.norm(list(eye.values())) < np.linalg.norm([1.25, 1.25, 1.25])  # nearer than plotly's
     empty, none = charts.scene_axes([])
     assert none is None and empty["aspectmode"] == "data"
+
+
+@pytest.mark.parametrize("height_mm", [150, 3])
+def test_a_scene_is_seen_from_the_front_the_right_and_above(height_mm: float) -> None:
+    """The camera sat behind the patient, on the left: the liver was seen from its far side.
+    In LPS the front is -y, the patient's right -x and the head +z (plotly's up)."""
+    scene, _slab = charts.scene_axes([_box_corners(200, 160, height_mm)])
+    eye = scene["camera"]["eye"]
+    assert eye["y"] < 0 and abs(eye["y"]) > abs(eye["x"])  # mostly anterior
+    assert eye["x"] < 0 and eye["z"] > 0  # a little to the right, from above

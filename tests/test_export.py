@@ -231,6 +231,30 @@ def test_mesh_export(store: dict, tmp_path: Path) -> None:
         export_mesh(patient, str(study_id), tmp_path / "afile", ("stl",))
 
 
+def test_mesh_export_of_an_empty_segmentation_names_the_study_and_writes_nothing(store: dict, tmp_path: Path) -> None:
+    """A segmentation without liver, vessels or tumors exited with trimesh's raw "Can't export
+    empty scenes!" and left an empty output folder behind."""
+    from db.models import Patient, Study
+
+    sid = store["series"]["nifti"]
+    with make_session_factory(store["url"])() as s:
+        patient, study_id, date, image_path = s.execute(
+            select(Patient.pseudo_id, Study.id, Study.study_date, Series.image_path)
+            .select_from(Patient).join(Study).join(Series).where(Series.id == sid)
+        ).one()
+        model_id = s.scalar(select(Model.id))
+    from db import storage
+
+    ct = sitk.ReadImage(str(storage.resolve(image_path)))
+    empty = sitk.Image(ct.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(ct)
+    import_label_map(sid, model_id, empty, url=store["url"])
+    expected = rf"study {study_id} \({date}\) of patient {patient}: .* holds no liver, vessels or tumors"
+    with pytest.raises(UserError, match=expected):
+        export_mesh(patient, str(study_id), tmp_path / "mesh")
+    assert not (tmp_path / "mesh").exists()
+
+
 def test_seg_uid_follows_the_label_map_and_names_the_pipeline(store: dict, tmp_path: Path) -> None:
     """Exporting one segmentation twice gives one instance; a redrawn one a new instance (not a
     second object under the old UID), whose SoftwareVersions names the LVT pipeline."""

@@ -130,6 +130,17 @@ def test_export_every_format_loads_back(tmp_path: Path) -> None:
         export_scene(meshes, tmp_path, formats=("fbx",))
 
 
+def test_an_empty_scene_is_refused_plainly_and_leaves_no_folder(tmp_path: Path) -> None:
+    """A label map with nothing in it failed with trimesh's "Can't export empty scenes!" after
+    the output folder was made, leaving it behind empty."""
+    empty = sitk.Image(phantom().GetSize(), sitk.sitkUInt8)
+    meshes = build_scene_meshes(empty)
+    assert meshes.items() == []
+    with pytest.raises(ValueError, match="holds no liver, vessels or tumors"):
+        export_scene(meshes, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_preview_png(tmp_path: Path) -> None:
     meshes = build_scene_meshes(phantom())
     try:

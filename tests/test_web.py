@@ -181,7 +181,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     at.switch_page("views/scene.py").run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1
-    assert [b.label for b in at.get("download_button")] == ["Download GLB", "Download STL"]
+    assert [b.label for b in at.get("download_button")] == ["Download GLB", "Download STL (ZIP)"]
     _set_found_by(demo_db, pid, None)  # back to the demo's ground truth (origin unknown)
 
 
@@ -198,6 +198,98 @@ def test_the_address_decides_which_patient_a_page_shows(demo_db: str) -> None:
     assert not at.exception, at.exception
     assert at.title[0].value == f"Patient {first[:10]}" and at.query_params["patient"] == first
     assert at.session_state["patient"] == first  # the sidebar's 3D scene link follows it
+
+
+def _latest_tracked_scene(url: str) -> tuple[str, int, str, dict[int, int]]:
+    """(patient, study id, label map, lesion index → track) of a demo patient's latest study,
+    as the 3D page opens it."""
+    from app.web import queries, scene3d
+    from db.engine import session_scope
+    from db.models import Patient
+
+    with session_scope(url) as session:
+        patient = session.scalars(select(Patient.pseudo_id).order_by(Patient.id)).first()
+        info = queries.followup(session, patient)
+    choices = scene3d.series_choices(info.studies, info.label_maps)
+    chosen = choices[scene3d.default_choice(choices)]
+    in_series = info.lesions[info.lesions["series_id"] == chosen.series_id]
+    track_of = {int(r["lesion_index"]): int(r["track"]) for _, r in in_series.iterrows()}
+    return patient, chosen.study_id, info.label_maps[chosen.series_id], track_of
+
+
+def test_the_pages_downloads_are_what_lvt_export_mesh_writes(demo_db: str, tmp_path: Path) -> None:
+    """The page's GLB came from a second writer (LPS millimetres: a 180 m object lying on its
+    back; no materials: an opaque liver hid every tumor) and its STL merged every structure into
+    one body. Both are now the CLI's files, tumors named by the track the page shows."""
+    import io
+    import zipfile
+
+    import numpy as np
+    import trimesh
+
+    from app.services.export import export_mesh
+    from app.settings import get_settings
+    from app.web import imaging, scene3d
+
+    patient, study_id, label_map, track_of = _latest_tracked_scene(demo_db)
+    data_dir = str(get_settings().resolved_data_dir)
+    keys = [key for key, _mesh in imaging.scene_meshes(label_map, data_dir).items()]
+    names = tuple((part.key, part.file_name) for part in scene3d.structures(keys, track_of))
+    assert any(name.startswith("tumor_track_") for _key, name in names)
+    export_mesh(patient, str(study_id), tmp_path / "cli", ("stl", "glb"))
+
+    web = trimesh.load(io.BytesIO(imaging.glb_file(label_map, data_dir, names)), file_type="glb")
+    cli = trimesh.load(tmp_path / "cli" / "scene.glb")
+    assert set(web.geometry) == {name for _key, name in names}
+    for key, name in names:
+        np.testing.assert_array_equal(web.geometry[name].vertices, cli.geometry[key].vertices)
+        np.testing.assert_array_equal(web.geometry[name].faces, cli.geometry[key].faces)
+    assert web.geometry["liver"].visual.material.alphaMode == "BLEND"
+    assert float(np.ptp(web.geometry["liver"].vertices, axis=0).max()) < 1.0  # metres, not millimetres
+
+    with zipfile.ZipFile(io.BytesIO(imaging.stl_zip(label_map, data_dir, names))) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{name}.stl" for _key, name in names)
+        for key, name in names:
+            assert archive.read(f"{name}.stl") == (tmp_path / "cli" / f"{key}.stl").read_bytes()
+
+
+def test_a_series_with_nothing_segmented_says_so_without_downloads(demo_db: str) -> None:
+    """An empty label map crashed the 3D page with trimesh's "Can't export empty scenes!"."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from app.settings import get_settings
+    from app.web import data
+    from db import storage
+    from db.models import Segmentation
+
+    patient, _study_id, label_map, _tracks = _latest_tracked_scene(demo_db)
+    root = get_settings().resolved_data_dir
+    labels = storage.read_stored(label_map, root)
+    empty = sitk.GetImageFromArray(np.zeros(sitk.GetArrayViewFromImage(labels).shape, np.uint8))
+    empty.CopyInformation(labels)
+    empty_path, _sha = storage.store_image(empty, root)
+    _set_label_map(demo_db, label_map, empty_path)
+    try:
+        data.clear()
+        at = _signed_in("clinician")
+        at.query_params["patient"] = patient
+        at.switch_page("views/scene.py").run()
+        assert not at.exception, at.exception
+        assert any("Nothing was found in this series" in i.value for i in at.info)
+        assert not at.get("download_button") and not at.get("plotly_chart")
+    finally:
+        _set_label_map(demo_db, empty_path, label_map)
+        data.clear()
+    assert _scalar(demo_db, select(func.count(Segmentation.id)).where(Segmentation.label_map_path == label_map)) == 1
+
+
+def _set_label_map(url: str, old: str, new: str) -> None:
+    from db.engine import session_scope
+    from db.models import Segmentation
+
+    with session_scope(url) as session:
+        session.execute(update(Segmentation).where(Segmentation.label_map_path == old).values(label_map_path=new))
 
 
 def test_volumetry_page_counts_flags(demo_db: str) -> None:

@@ -190,8 +190,13 @@ def export_mesh(
 
     check_output_folder(out)
     with make_session_factory(url or default_url())() as session:
-        study_id = find_study(session, patient, study).id
+        found = find_study(session, patient, study)
+        study_id, pseudo_id, date = found.id, found.patient.pseudo_id, found.study_date
     meshes = scene_for_study(study_id, model_id=model_id, url=url, data_root=data_root)
+    if not meshes.items():  # before the folder is made: a failed export leaves nothing behind
+        raise UserError(f"study {study_id} ({date}) of patient {pseudo_id}: the segmentation of its tracked "
+                        "phase holds no liver, vessels or tumors, so there is no 3D scene to export "
+                        f"(`lvt studies list {pseudo_id}` lists its series)")
     check_only_files_of_this_export(out, scene_file_names([name for name, _ in meshes.items()], formats))
     try:
         paths = export_scene(meshes, out, formats)

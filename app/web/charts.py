@@ -276,12 +276,15 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
 
 SLAB_FRACTION = 0.25
 """A scene whose head–foot extent is under this share of its widest side is a slab."""
-SLAB_CAMERA_EYE = {"x": 0.45, "y": 0.65, "z": 0.75}
-"""Where the camera looks at a slab from: above it and close enough to fill the frame."""
-ORGAN_CAMERA_EYE = {"x": 0.95, "y": 0.95, "z": 0.95}
-"""A whole liver seen from where plotly looks by default (left, behind, above: tumors deep in
-the right lobe are not hidden behind the vessel tree as from the front), but nearer: from
-plotly's eye (1.25 each) the organ was a small figure in an empty frame."""
+SLAB_CAMERA_EYE = {"x": -0.3, "y": -0.65, "z": 0.75}
+"""Where the camera looks at a slab from: above it, a little in front and to the patient's right
+(as :data:`ORGAN_CAMERA_EYE`), close enough to fill the frame."""
+ORGAN_CAMERA_EYE = {"x": -0.45, "y": -1.45, "z": 0.55}
+"""A whole liver seen as surgeons and radiologists face the patient: from the front (LPS -y),
+a little to the patient's right (-x, where the liver lies) and above, the head up (plotly's up is
++z, superior), so the patient's right is on the screen's left. Plotly's default eye (+x, +y,
++z) looked from behind and from the left, the liver's far side; this one is nearer than it
+(1.25 each), where the organ was a small figure in an empty frame."""
 
 
 def scene_axes(vertices: list[np.ndarray]) -> tuple[dict, float | None]:

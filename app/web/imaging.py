@@ -1,14 +1,19 @@
 """Cached image work for the viewer and the 3D scene: volumes, slices, meshes, distances.
 
 Volumes are read once per process (``st.cache_resource``, keyed by the store path, which
-is content-addressed and so never goes stale); meshes are computed once per label map.
+is content-addressed and so never goes stale); meshes are :mod:`lvt_core.scene`'s, computed
+once per label map and shared with ``lvt export mesh`` through its disk cache.
 Reruns caused by the slice slider only index arrays that are already in memory.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +24,11 @@ from app.web import theme
 from db import storage
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.lesions import component_array, extract_lesions
+
+if TYPE_CHECKING:  # VTK loads only when a 3D scene is drawn, not for the slice viewer
+    import pyvista as pv
+
+    from lvt_core.scene import SceneMeshes
 from lvt_core.transforms import reorient
 
 OVERLAY_ALPHA = {LIVER: 0.25, VESSEL: 0.7, TUMOR: 0.8}
@@ -75,9 +85,7 @@ def load_labels(relative_path: str, data_dir: str) -> Volume:
     return _volume(_read_for_display(relative_path, data_dir), np.uint8)
 
 
-def _root(data_dir: str):  # type: ignore[no-untyped-def]
-    from pathlib import Path
-
+def _root(data_dir: str) -> Path:
     return Path(data_dir)
 
 
@@ -144,75 +152,58 @@ def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
     return sitk.GetArrayFromImage(reorient(components))
 
 
-@st.cache_data(show_spinner=False, max_entries=48)
-def lesion_distances(relative_path: str, data_dir: str) -> dict[int, float | None]:
-    """Lesion index → shortest distance from the tumor surface to a vessel, in mm."""
-    image = _read(relative_path, data_dir)
-    return {les.id: les.distance_to_vessel_mm for les in extract_lesions(image)}
-
-
 @dataclass(frozen=True)
-class Mesh:
-    """A triangle mesh in physical mm (LPS)."""
+class LesionFacts:
+    """A lesion of a label map as the 3D page lists it."""
 
-    name: str
-    vertices: np.ndarray
-    faces: np.ndarray
-    colour: str
-    opacity: float
+    lesion: int
+    """Its index (the stored lesion numbering)."""
+    diameter_mm: float
+    """Longest axial diameter."""
+    distance_mm: float | None
+    """Shortest gap from the tumor to a vessel (0 where they touch; None without vessels)."""
 
 
-@st.cache_data(show_spinner="Building 3D meshes…", max_entries=16)
-def meshes(relative_path: str, data_dir: str, tumor_colours: dict[int, str]) -> list[Mesh]:
-    """Liver, vessel and one mesh per lesion (marching cubes), cached per label map."""
-    from skimage.measure import marching_cubes
-
+@st.cache_data(show_spinner=False, max_entries=48)
+def lesion_facts(relative_path: str, data_dir: str) -> list[LesionFacts]:
+    """The lesions of a label map, numbered as stored."""
     image = _read(relative_path, data_dir)
-    array = sitk.GetArrayFromImage(image)
-    spacing_zyx = tuple(reversed(image.GetSpacing()))
-    origin = np.asarray(image.GetOrigin())
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    comps = component_array(image)
-    out: list[Mesh] = []
-
-    def add(name: str, mask: np.ndarray, colour: str, opacity: float, step: int) -> None:
-        if mask.sum() < 8:
-            return
-        padded = np.pad(mask.astype(np.float32), 1)
-        verts, faces, _n, _v = marching_cubes(padded, 0.5, spacing=spacing_zyx, step_size=step)
-        verts = verts - np.asarray(spacing_zyx)  # undo the padding
-        xyz = verts[:, ::-1]
-        physical = origin + xyz @ direction.T
-        out.append(Mesh(name, physical.astype(np.float32), faces.astype(np.int32), colour, opacity))
-
-    liver_colour = "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)
-    vessel_colour = "#{:02x}{:02x}{:02x}".format(*theme.VESSEL_RGB)
-    add("liver", np.isin(array, (LIVER, VESSEL, TUMOR)), liver_colour, 0.18, 2)
-    add("vessels", array == VESSEL, vessel_colour, 0.9, 1)
-    for index in range(1, int(comps.max()) + 1):
-        add(f"lesion {index}", comps == index, tumor_colours.get(index, theme.TRACK_COLOURS[0]), 1.0, 1)
-    return out
+    return [LesionFacts(les.id, les.longest_axial_diameter_mm, les.distance_to_vessel_mm)
+            for les in extract_lesions(image)]
 
 
-def export_mesh(items: list[Mesh], file_type: str) -> bytes:
-    """The scene as one STL or GLB file (trimesh), with colours where the format keeps them."""
-    import trimesh
+@st.cache_resource(show_spinner="Building 3D meshes…", max_entries=16)
+def scene_meshes(relative_path: str, data_dir: str) -> SceneMeshes:
+    """Liver, vessel and per-tumor meshes of a label map, built by :mod:`lvt_core.scene` and cached
+    on disk where ``lvt export mesh`` caches them: the page draws and serves what the CLI writes."""
+    from lvt_core.scene import build_scene_meshes
 
-    scene = trimesh.Scene()
-    for m in items:
-        mesh = trimesh.Trimesh(m.vertices, m.faces, process=False)
-        r, g, b = theme.hex_to_rgb(m.colour)
-        mesh.visual.face_colors = [r, g, b, int(255 * m.opacity)]
-        scene.add_geometry(mesh, node_name=m.name)
-    buffer = io.BytesIO()
-    if file_type == "stl":
-        trimesh.util.concatenate(list(scene.geometry.values())).export(buffer, file_type="stl")
-    else:
-        scene.export(buffer, file_type="glb")
-    return buffer.getvalue()
+    return build_scene_meshes(_read(relative_path, data_dir), cache_dir=Path(data_dir) / "meshes")
+
+
+def _renamed(relative_path: str, data_dir: str, names: tuple[tuple[str, str], ...]) -> list[tuple[str, pv.PolyData]]:
+    """The scene's meshes under the page's file names (``names``: structure → file name)."""
+    rename = dict(names)
+    return [(rename.get(key, key), mesh) for key, mesh in scene_meshes(relative_path, data_dir).items()]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def mesh_file(relative_path: str, data_dir: str, tumor_colours: dict[int, str], file_type: str) -> bytes:
-    """The STL/GLB bytes of a label map's scene, built once per label map and type."""
-    return export_mesh(meshes(relative_path, data_dir, tumor_colours), file_type)
+def glb_file(relative_path: str, data_dir: str, names: tuple[tuple[str, str], ...]) -> bytes:
+    """The ``scene.glb`` of ``lvt export mesh`` (glTF metres, +Y up, the liver translucent), its
+    nodes named as the page names them (a tumor by its track)."""
+    from lvt_core.scene import glb_bytes
+
+    return glb_bytes(_renamed(relative_path, data_dir, names))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def stl_zip(relative_path: str, data_dir: str, names: tuple[tuple[str, str], ...]) -> bytes:
+    """One STL per structure (LPS mm, as ``lvt export mesh`` writes them), zipped: merged into one
+    body, tumors were shells inside the liver that no slicer or printer could take apart."""
+    from lvt_core.scene import write_structures
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in write_structures(_renamed(relative_path, data_dir, names), Path(tmp), ("stl",)):
+            archive.write(path, path.name)
+    return buffer.getvalue()

@@ -7,9 +7,12 @@ LIVER_RGB = (176, 84, 62)
 VESSEL_RGB = (52, 120, 220)
 TUMOR_RGB = (236, 200, 40)
 TRACK_COLOURS = [
-    "#e6c229", "#3bb273", "#f17105", "#8ac926", "#d11149", "#1a8fe3", "#6610f2", "#c2a83e",
+    "#e6c229", "#3bb273", "#ffa62b", "#8ac926", "#217a3c", "#f3e37c", "#b08a00", "#98e2b5",
 ]
-"""One colour per lesion track (yellow/green first), reused in tables, charts, slices and 3D."""
+"""One colour per lesion track, reused in tables, charts, slices and 3D: yellows, greens and an
+orange (ARCHITECTURE: tumors are yellow/green), told apart by hue and lightness. In 3D the colour
+is the only cue, so none is near the vessels' blue, the hepatic veins' purple or the liver's
+brown-red (a blue track read as a vessel, a crimson one vanished in the liver)."""
 RESPONSE_COLOURS = {"CR": "#2a9d8f", "PR": "#8ab17d", "SD": "#9aa5b1", "PD": "#e76f51", "NE": "#cccccc"}
 RESPONSE_TEXT_COLOUR = "#111111"
 """Text on every RECIST badge: at least 6 : 1 against each of the colours above (WCAG AA is 4.5)."""
@@ -44,6 +47,11 @@ def found_by_label(value: object) -> str:
 def track_colour(track_number: int) -> str:
     """The hex colour of a track (stable for the patient across pages)."""
     return TRACK_COLOURS[(int(track_number) - 1) % len(TRACK_COLOURS)]
+
+
+def rgb_to_hex(rgb: tuple[int, int, int]) -> str:
+    """(r, g, b) → ``#rrggbb``."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:

@@ -1,4 +1,6 @@
-"""3D scene: translucent liver, vessels, tumors coloured by track, distances, STL/GLB download."""
+"""3D scene: translucent liver, vessels, tumors coloured by track, distances, GLB and STL downloads.
+
+The meshes and files are :mod:`lvt_core.scene`'s, the ones ``lvt export mesh`` writes."""
 
 from __future__ import annotations
 
@@ -6,7 +8,17 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.settings import get_settings
-from app.web import charts, data, imaging, session, theme
+from app.web import charts, data, imaging, scene3d, session, theme
+from lvt_core.scene import triangles
+
+# narrow columns: the table shares the row with the scene, and the distance must stay readable
+_COLUMNS = {
+    "lesion": st.column_config.NumberColumn("lesion", width="small", help="the number the legend gives"),
+    "track": st.column_config.NumberColumn("track", width="small"),
+    "⌀ (mm)": st.column_config.NumberColumn("⌀ mm", width="small", help="longest axial diameter"),
+    "distance (mm)": st.column_config.NumberColumn("gap mm", width="small",
+                                                   help="gap to the nearest vessel, 0 where they touch"),
+}
 
 session.require("clinician")
 st.title("3D scene")
@@ -23,59 +35,57 @@ if info is None or not info.label_maps:
 st.query_params["patient"] = st.session_state["patient"] = info.pseudo_id
 
 st.caption(f"Patient {theme.short_id(info.pseudo_id)} (pseudonym {info.pseudo_id}) · {theme.DISCLAIMER}")
-choices = [
-    (st_.study_date, se.id, se.phase)
-    for st_ in info.studies
-    for se in st_.series
-    if se.id in info.label_maps
-]
-labels = [f"{d} · {p}" for d, _i, p in choices]
-tracked = [i for i, c in enumerate(choices) if c[1] in set(info.lesions["series_id"])]
-default = tracked[-1] if tracked else len(choices) - 1  # the latest tracked (portal) series
-labels = [f"{label} (tracked phase)" if i in tracked else label for i, label in enumerate(labels)]
-pick = st.selectbox("Study and phase", range(len(choices)), index=default,
-                    format_func=lambda i: labels[i], key="scene_series")
-_date, series_id, _phase = choices[pick]
+choices = scene3d.series_choices(info.studies, info.label_maps)
+pick = st.selectbox("Study and phase", range(len(choices)), index=scene3d.default_choice(choices),
+                    format_func=lambda i: choices[i].label, key="scene_series")
+chosen = choices[pick]
+series_id = chosen.series_id
 path = info.label_maps[series_id]
 data_dir = str(get_settings().resolved_data_dir)
 in_series = info.lesions[info.lesions["series_id"] == series_id]
-colours = {int(r["lesion_index"]): theme.track_colour(int(r["track"])) for _, r in in_series.iterrows()}
 track_of = {int(r["lesion_index"]): int(r["track"]) for _, r in in_series.iterrows()}
-meshes = imaging.meshes(path, data_dir, colours)
+meshes = imaging.scene_meshes(path, data_dir).items()
+if not meshes:  # an empty segmentation: say so, where trimesh's "Can't export empty scenes!" was shown
+    st.info(f"Nothing was found in this series ({chosen.study_date}, {chosen.phase} phase): its segmentation "
+            "holds no liver, vessels or tumors, so there is no 3D scene to show or download.")
+    st.stop()
+structures = scene3d.structures([key for key, _mesh in meshes], track_of)
+arrays = [triangles(mesh) for _key, mesh in meshes]  # LPS mm points, triangle vertex indices
 
 fig = go.Figure()
-for m in meshes:
-    name = m.name
-    if name.startswith("lesion "):
-        index = int(name.split()[1])
-        name = f"track {track_of[index]}" if index in track_of else f"untracked lesion {index}"
+for part, (points, faces) in zip(structures, arrays, strict=True):
     fig.add_trace(
-        go.Mesh3d(x=m.vertices[:, 0], y=m.vertices[:, 1], z=m.vertices[:, 2], i=m.faces[:, 0],
-                  j=m.faces[:, 1], k=m.faces[:, 2], color=m.colour, opacity=m.opacity, name=name,
-                  showlegend=True, flatshading=False, hoverinfo="name")
+        go.Mesh3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
+                  color=part.colour, opacity=part.opacity, name=part.legend, showlegend=True, flatshading=False,
+                  hoverinfo="name")
     )
-scene, slab_mm = charts.scene_axes([m.vertices for m in meshes])
+scene, slab_mm = charts.scene_axes([points for points, _faces in arrays])
 fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"orientation": "h"},
                   scene=scene, paper_bgcolor="white")
 if slab_mm is not None:
     st.info(f"This series covers only {slab_mm:.0f} mm from head to foot: the scene is a slab of the liver, "
             "not the whole organ.")
-left, right = st.columns([3, 1], gap="large")
+tracked = scene3d.tracked_choice(choices, chosen)
+if tracked is not None and tracked != chosen:
+    st.caption(f"Tracks follow the {tracked.phase} phase of this study: the {chosen.phase} phase's tumors are "
+               "numbered as lesions of this series, in the legend and in the table alike.")
+left, right = st.columns([2, 1], gap="large")  # room for four table columns
 with left:
     st.plotly_chart(fig, width="stretch", key="scene_chart")
 with right:
     st.markdown("**Tumor to vessel distance**")
-    distances = imaging.lesion_distances(path, data_dir)
-    rows = [
-        {"track": track_of.get(i, "–"), "distance (mm)": None if d is None else round(d, 1)}
-        for i, d in sorted(distances.items())
-    ]
+    rows = scene3d.lesion_rows(imaging.lesion_facts(path, data_dir), track_of)
     if rows:
-        st.dataframe(rows, hide_index=True, width="stretch", key="scene_distances")
+        st.dataframe(rows, hide_index=True, width="stretch", key="scene_distances", column_config=_COLUMNS)
     else:
         st.caption("No tumors in this series.")
-    st.caption("Gap between the tumor and the nearest vessel, in mm (0: they touch).")
-    st.download_button("Download GLB", imaging.mesh_file(path, data_dir, colours, "glb"), f"{info.pseudo_id}-{series_id}.glb",
-                       mime="model/gltf-binary", key="dl_glb", width="stretch")
-    st.download_button("Download STL", imaging.mesh_file(path, data_dir, colours, "stl"), f"{info.pseudo_id}-{series_id}.stl",
-                       mime="model/stl", key="dl_stl", width="stretch")
+    st.caption("gap: between the tumor and the nearest vessel, in mm (0: they touch); ⌀: the longest axial "
+               "diameter.")
+    names = tuple((part.key, part.file_name) for part in structures)
+    stem = f"{info.pseudo_id}-{series_id}"
+    st.download_button("Download GLB", imaging.glb_file(path, data_dir, names), f"{stem}.glb",
+                       mime="model/gltf-binary", key="dl_glb", width="stretch",
+                       help="The whole scene for a glTF viewer: metres, head up, the liver translucent.")
+    st.download_button("Download STL (ZIP)", imaging.stl_zip(path, data_dir, names), f"{stem}-stl.zip",
+                       mime="application/zip", key="dl_stl", width="stretch",
+                       help="One STL per structure in LPS millimetres, for 3D Slicer or a printer.")

@@ -1,0 +1,124 @@
+"""What the 3D page shows: which series opens, and each structure's legend, colour and file name.
+
+Plain functions of the follow-up data, so they are tested without a browser.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from app.services.analytics import PHASE_PRIORITY
+from app.web import theme
+from app.web.imaging import LesionFacts
+from db.queries import SeriesInfo, StudyInfo
+
+LIVER_OPACITY = 0.18
+VESSEL_OPACITY = 0.9
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """A segmented series the page can show; ``tracked`` for the one its study's tracks follow."""
+
+    study_id: int
+    study_date: dt.date | None
+    series_id: int
+    phase: str
+    tracked: bool
+
+    @property
+    def label(self) -> str:
+        """``2011-11-26 · portal (tracked phase)``."""
+        return f"{self.study_date} · {self.phase}" + (" (tracked phase)" if self.tracked else "")
+
+
+def _tracked_series(series: Sequence[SeriesInfo]) -> int | None:
+    """The series tracking follows in a study: the first by phase priority, then by id, as
+    :mod:`app.services.analytics` picks it, whether or not lesions were found in it."""
+    if not series:
+        return None
+
+    def rank(se: SeriesInfo) -> tuple[int, int]:
+        return (PHASE_PRIORITY.index(se.phase) if se.phase in PHASE_PRIORITY else len(PHASE_PRIORITY), se.id)
+
+    return min(series, key=rank).id
+
+
+def series_choices(studies: Iterable[StudyInfo], label_maps: Mapping[int, str]) -> list[SeriesChoice]:
+    """Every segmented series, studies oldest first, each study's tracked series marked."""
+    choices: list[SeriesChoice] = []
+    for study in studies:
+        segmented = [se for se in study.series if se.id in label_maps]
+        tracked = _tracked_series(segmented)
+        choices += [SeriesChoice(study.id, study.study_date, se.id, se.phase, se.id == tracked) for se in segmented]
+    return choices
+
+
+def default_choice(choices: Sequence[SeriesChoice]) -> int:
+    """The latest study's tracked series. Taking "tracked" as "has lesions" opened an older study
+    when the latest had none (a complete response), the very study to look at."""
+    tracked = [i for i, c in enumerate(choices) if c.tracked]
+    return tracked[-1] if tracked else len(choices) - 1
+
+
+def tracked_choice(choices: Sequence[SeriesChoice], choice: SeriesChoice) -> SeriesChoice | None:
+    """The series of ``choice``'s study that tracks follow."""
+    return next((c for c in choices if c.study_id == choice.study_id and c.tracked), None)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One mesh of the scene as the page shows and names it."""
+
+    key: str
+    """:mod:`lvt_core.scene`'s name: ``liver``, ``vessels``, ``tumor_<lesion index>``."""
+    file_name: str
+    """In the downloads: ``tumor_track_<n>`` for a tracked tumor, else ``key``."""
+    legend: str
+    colour: str
+    opacity: float
+
+
+def structures(keys: Sequence[str], track_of: Mapping[int, int]) -> list[Structure]:
+    """How the page draws and names the meshes ``keys``: a tumor by its track where it has one
+    (in the track's colour), else by its lesion number, the number the distance table gives.
+    Two lesions of one track (merged) keep their lesion numbers too, so no file name repeats."""
+    tracks = [track_of.get(_lesion(key)) for key in keys if key.startswith("tumor_")]
+    shared = {t for t in tracks if t is not None and tracks.count(t) > 1}
+    return [_structure(key, track_of, shared) for key in keys]
+
+
+def _lesion(key: str) -> int:
+    return int(key.removeprefix("tumor_"))
+
+
+def _structure(key: str, track_of: Mapping[int, int], shared: set[int]) -> Structure:
+    if key == "liver":
+        return Structure(key, key, "liver", theme.rgb_to_hex(theme.LIVER_RGB), LIVER_OPACITY)
+    if key == "vessels":
+        return Structure(key, key, "vessels", theme.rgb_to_hex(theme.VESSEL_RGB), VESSEL_OPACITY)
+    lesion = _lesion(key)
+    track = track_of.get(lesion)
+    if track is None:
+        return Structure(key, key, f"lesion {lesion}", theme.rgb_to_hex(theme.TUMOR_RGB), 1.0)
+    if track in shared:
+        return Structure(key, f"tumor_track_{track}_lesion_{lesion}", f"track {track} (lesion {lesion})",
+                         theme.track_colour(track), 1.0)
+    return Structure(key, f"tumor_track_{track}", f"track {track}", theme.track_colour(track), 1.0)
+
+
+def lesion_rows(facts: Iterable[LesionFacts], track_of: Mapping[int, int]) -> list[dict[str, object]]:
+    """The distance table: one row per lesion with the number (and track, where the series has
+    tracks) the 3D legend names it by, and its size, so a row can be matched to a tumor in a
+    phase tracks do not follow (every row read track "–" there)."""
+    rows: list[dict[str, object]] = [
+        {"lesion": f.lesion, "track": track_of.get(f.lesion), "⌀ (mm)": round(f.diameter_mm, 1),
+         "distance (mm)": None if f.distance_mm is None else round(f.distance_mm, 1)}
+        for f in sorted(facts, key=lambda f: f.lesion)
+    ]
+    if not any(row["track"] is not None for row in rows):
+        for row in rows:
+            del row["track"]
+    return rows
