@@ -210,7 +210,7 @@ def _latest_tracked_scene(url: str) -> tuple[str, int, str, dict[int, int]]:
     with session_scope(url) as session:
         patient = session.scalars(select(Patient.pseudo_id).order_by(Patient.id)).first()
         info = queries.followup(session, patient)
-    choices = scene3d.series_choices(info.studies, info.label_maps)
+    choices = scene3d.series_choices(info.studies, info.label_maps, info.tracked_series)
     chosen = choices[scene3d.default_choice(choices)]
     in_series = info.lesions[info.lesions["series_id"] == chosen.series_id]
     track_of = {int(r["lesion_index"]): int(r["track"]) for _, r in in_series.iterrows()}

@@ -31,19 +31,23 @@ def test_the_latest_study_opens_on_its_tracked_phase_even_without_lesions() -> N
         _study(1, dt.date(2011, 6, 5), _series(10, "arterial"), _series(9, "portal")),
         _study(2, dt.date(2011, 11, 26), _series(11, "arterial"), _series(12, "portal")),
     ]
-    choices = scene3d.series_choices(studies, {s: f"{s}.nii.gz" for s in (9, 10, 11, 12)})
+    choices = scene3d.series_choices(studies, {s: f"{s}.nii.gz" for s in (9, 10, 11, 12)}, {9, 12})
     opened = choices[scene3d.default_choice(choices)]
     assert (opened.study_date, opened.phase, opened.tracked) == (dt.date(2011, 11, 26), "portal", True)
     assert [c.label for c in choices if c.tracked] == ["2011-06-05 · portal (tracked phase)",
                                                        "2011-11-26 · portal (tracked phase)"]
 
 
-def test_the_tracked_phase_follows_the_phase_priority_among_segmented_series() -> None:
-    """A study whose portal phase has no segmentation is tracked on its late phase, as analytics does."""
-    studies = [_study(1, dt.date(2020, 1, 1), _series(1, "arterial"), _series(2, "late"), _series(3, "portal"))]
-    choices = scene3d.series_choices(studies, {1: "a", 2: "b"})
-    assert [(c.phase, c.tracked) for c in choices] == [("arterial", False), ("late", True)]
+def test_a_days_tracked_phase_is_found_across_its_studies() -> None:
+    """A day whose phases are separate studies: its arterial study's tracked phase is the
+    portal series of the other study (the per-study rule marked the arterial one tracked)."""
+    day = dt.date(2020, 1, 1)
+    studies = [_study(1, day, _series(1, "arterial")), _study(2, day, _series(2, "portal")),
+               _study(3, None, _series(3, "portal"))]
+    choices = scene3d.series_choices(studies, {1: "a", 2: "b", 3: "c"}, {2, 3})
+    assert [(c.phase, c.tracked) for c in choices] == [("arterial", False), ("portal", True), ("portal", True)]
     assert scene3d.tracked_choice(choices, choices[0]) == choices[1]
+    assert scene3d.tracked_choice(choices, choices[2]) == choices[2]  # undated: its own study
 
 
 def test_untracked_lesions_are_numbered_alike_in_legend_table_and_files() -> None:

@@ -235,6 +235,14 @@ def _refresh_volumetry(
     return flagged
 
 
+def tracked_series_ids(session: Session, patient_id: int, model_id: int | None) -> frozenset[int]:
+    """The series the tracks follow, one per day (portal first): what pages mark as tracked,
+    from the rule tracking itself uses."""
+    if model_id is None:
+        return frozenset()
+    return frozenset(seg.series_id for _, seg in _tracked_segmentations(session, patient_id, model_id))
+
+
 def _volumes_by_day(
     patient_id: int, dated: Iterable[tuple[VolumetryResult, dt.date | None]]
 ) -> list[list[VolumetryResult]]:

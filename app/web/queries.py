@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.services.analytics import current_model_id, tracked_series_ids
 from db import queries as dbq
 from db.models import (
     BatchJob,
@@ -35,13 +36,6 @@ from db.models import (
 from db.ordering import newest_first, oldest_first
 from lvt_core import __version__ as lvt_version
 from lvt_core.coverage import MIN_LIVER_ML
-
-
-def current_model_id(session: Session) -> int | None:
-    """The model whose results the app shows: the newest one with a finished segmentation."""
-    return session.scalar(
-        select(func.max(Segmentation.model_id)).where(Segmentation.status == "done")
-    )
 
 
 def data_version(session: Session) -> tuple[object, ...]:
@@ -170,6 +164,8 @@ class FollowUp:
     volumes: pd.DataFrame
     label_maps: dict[int, str] = field(default_factory=dict)
     """series id → store-relative label map path of the shown model."""
+    tracked_series: frozenset[int] = frozenset()
+    """The series the tracks follow, one per day (:func:`app.services.analytics.tracked_series_ids`)."""
 
 
 LESION_COLUMNS = [
@@ -268,7 +264,8 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
         ).all()
     )
     return FollowUp(
-        pseudo_id, model_id, timeline.studies, lesions, measurements, responses, volumes, label_maps
+        pseudo_id, model_id, timeline.studies, lesions, measurements, responses, volumes, label_maps,
+        tracked_series_ids(session, patient.id, model_id),
     )
 
 

@@ -6,13 +6,12 @@ Plain functions of the follow-up data, so they are tested without a browser.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from app.services.analytics import PHASE_PRIORITY
 from app.web import theme
 from app.web.imaging import LesionFacts
-from db.queries import SeriesInfo, StudyInfo
+from db.queries import StudyInfo
 
 LIVER_OPACITY = 0.18
 VESSEL_OPACITY = 0.9
@@ -34,38 +33,29 @@ class SeriesChoice:
         return f"{self.study_date} · {self.phase}" + (" (tracked phase)" if self.tracked else "")
 
 
-def _tracked_series(series: Sequence[SeriesInfo]) -> int | None:
-    """The series tracking follows in a study: the first by phase priority, then by id, as
-    :mod:`app.services.analytics` picks it, whether or not lesions were found in it."""
-    if not series:
-        return None
-
-    def rank(se: SeriesInfo) -> tuple[int, int]:
-        return (PHASE_PRIORITY.index(se.phase) if se.phase in PHASE_PRIORITY else len(PHASE_PRIORITY), se.id)
-
-    return min(series, key=rank).id
-
-
-def series_choices(studies: Iterable[StudyInfo], label_maps: Mapping[int, str]) -> list[SeriesChoice]:
-    """Every segmented series, studies oldest first, each study's tracked series marked."""
-    choices: list[SeriesChoice] = []
-    for study in studies:
-        segmented = [se for se in study.series if se.id in label_maps]
-        tracked = _tracked_series(segmented)
-        choices += [SeriesChoice(study.id, study.study_date, se.id, se.phase, se.id == tracked) for se in segmented]
-    return choices
+def series_choices(
+    studies: Iterable[StudyInfo], label_maps: Mapping[int, str], tracked: Collection[int]
+) -> list[SeriesChoice]:
+    """Every segmented series, studies oldest first, the series the tracks follow marked
+    (``tracked``: one per day, from :func:`app.services.analytics.tracked_series_ids`)."""
+    return [SeriesChoice(study.id, study.study_date, se.id, se.phase, se.id in tracked)
+            for study in studies for se in study.series if se.id in label_maps]
 
 
 def default_choice(choices: Sequence[SeriesChoice]) -> int:
-    """The latest study's tracked series. Taking "tracked" as "has lesions" opened an older study
+    """The latest day's tracked series. Taking "tracked" as "has lesions" opened an older study
     when the latest had none (a complete response), the very study to look at."""
     tracked = [i for i, c in enumerate(choices) if c.tracked]
     return tracked[-1] if tracked else len(choices) - 1
 
 
 def tracked_choice(choices: Sequence[SeriesChoice], choice: SeriesChoice) -> SeriesChoice | None:
-    """The series of ``choice``'s study that tracks follow."""
-    return next((c for c in choices if c.study_id == choice.study_id and c.tracked), None)
+    """The series tracks follow on ``choice``'s day (its study alone when undated): a day's
+    phases may be separate studies."""
+    def same_day(c: SeriesChoice) -> bool:
+        return c.study_id == choice.study_id if choice.study_date is None else c.study_date == choice.study_date
+
+    return next((c for c in choices if c.tracked and same_day(c)), None)
 
 
 @dataclass(frozen=True)

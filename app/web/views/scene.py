@@ -35,7 +35,7 @@ if info is None or not info.label_maps:
 st.query_params["patient"] = st.session_state["patient"] = info.pseudo_id
 
 st.caption(f"Patient {theme.short_id(info.pseudo_id)} (pseudonym {info.pseudo_id}) · {theme.DISCLAIMER}")
-choices = scene3d.series_choices(info.studies, info.label_maps)
+choices = scene3d.series_choices(info.studies, info.label_maps, info.tracked_series)
 pick = st.selectbox("Study and phase", range(len(choices)), index=scene3d.default_choice(choices),
                     format_func=lambda i: choices[i].label, key="scene_series")
 chosen = choices[pick]
