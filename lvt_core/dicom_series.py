@@ -56,7 +56,8 @@ class SeriesInfo:
     study_uid: str
     series_uid: str
     frame_of_reference_uid: str
-    study_date: dt.date
+    study_date: dt.date | None
+    """None writes the dates empty (Type 2): a made-up 1900 could not be ingested again."""
     study_time: str = "090000"
     series_description: str = ""
     series_number: int = 1
@@ -94,7 +95,7 @@ def write_ct_series(image: sitk.Image, out_dir: str | Path, info: SeriesInfo) ->
     sx, sy, sz = image.GetSpacing()
     origin = np.array(image.GetOrigin(), float)
     entropy = list(info.uid_entropy) or [info.series_uid]
-    date = info.study_date.strftime("%Y%m%d")
+    date = info.study_date.strftime("%Y%m%d") if info.study_date is not None else ""
     paths = []
     for k in range(array.shape[0]):
         position = origin + k * sz * normal

@@ -304,6 +304,9 @@ def test_an_admin_corrects_a_series_phase_and_the_day_is_named_for_redoing(store
     assert again["changed"] is False and again["redo"] is None
     listed = json.loads(runner.invoke(app, ["studies", "list", store["patient"], "--json"]).stdout)
     assert {x["id"]: x["phase"] for st in listed["studies"] for x in st["series"]}[arterial] == "late"
+    table = runner.invoke(app, ["studies", "list", store["patient"]])  # on stdout, as a listing
+    assert f"{arterial}: late" in table.stdout
+    assert store["patient"] in runner.invoke(app, ["patients", "list"]).stdout
 
 
 def test_a_measurements_import_leaves_the_model_responses_and_new_lesions_count(

@@ -292,3 +292,19 @@ def test_ids_with_a_missing_link_are_written_as_whole_numbers() -> None:
                                             "model_mm": [12.0, None], "radiologist_mm": [11.5, 9.0]}))
     assert table.to_csv(index=False).splitlines() == [
         "track_number,lesion_id,model_mm,radiologist_mm", "1,18,12.0,11.5", ",,,9.0"]
+
+
+def test_an_undated_study_exports_empty_dates_not_1900(store: dict, tmp_path: Path) -> None:
+    """The SEG and its CT said 19000101 for a study stored without a date: a date LVT's own
+    ingest refuses (before the first CT), so the export could not come back in."""
+    from db.models import Study
+
+    with make_session_factory(store["url"])() as s:
+        series = s.get(Series, store["series"]["nifti"])
+        s.get(Study, series.study_id).study_date = None
+        s.commit()
+    report = export_seg(store["series"]["nifti"], tmp_path / "seg.dcm")
+    ct = pydicom.dcmread(sorted(Path(report["ct_dir"]).glob("*.dcm"))[0])
+    assert ct.StudyDate == "" and pydicom.dcmread(tmp_path / "seg.dcm").StudyDate == ""
+    if "skipped" not in report["validation"]["dciodvfy"]:
+        assert report["validation"]["dciodvfy"]["errors"] == report["validation"]["ct_dciodvfy"]["errors"] == []

@@ -14,13 +14,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli.common import UserError, console, fail, print_json, track
-
-stdout = Console()
+from app.cli.common import UserError, console, fail, print_json, stdout, track
 
 
 def _read(path: Path, what: str) -> sitk.Image:

@@ -21,6 +21,9 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+"""Messages, warnings and progress: stderr, so stdout carries only what a command lists."""
+stdout = Console()
+"""A listing's table (`lvt patients list > file` got an empty file when it went to stderr)."""
 T = TypeVar("T")
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from app.cli.common import UserError, console, open_existing_store, print_json
+from app.cli.common import UserError, console, open_existing_store, print_json, stdout
 from app.services.patient_lookup import require_patient
 from db import queries
 from db.engine import session_scope
@@ -40,7 +40,7 @@ def list_patients(
             str(r.first_study_date or "-"),
             str(r.last_study_date or "-"),
         )
-    console.print(table)
+    stdout.print(table)
 
 
 @studies_app.command("list")
@@ -72,7 +72,7 @@ def list_studies(
             phases,
             s.study_instance_uid,
         )
-    console.print(table)
+    stdout.print(table)
 
 
 @studies_app.command("set-phase")

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from app.cli.common import UserError, console, open_existing_store, print_json
+from app.cli.common import UserError, console, open_existing_store, print_json, stdout
 from app.services import audit, auth
 from db.engine import ensure_schema, session_scope
 
@@ -101,7 +101,7 @@ def list_users(json_out: bool = typer.Option(False, "--json", help="Print one JS
         table.add_column(column)
     for u in users:
         table.add_row(u.username, u.role, "yes" if u.active else "no", str(u.last_login or "-"))
-    console.print(table)
+    stdout.print(table)
 
 
 def _done(result: dict[str, object], message: str, json_out: bool) -> None:

@@ -68,7 +68,7 @@ def write_source_series(
     info = SeriesInfo(
         patient_id=patient, study_uid=study_uid, series_uid=exported_series_uid(series_uid),
         frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid, "frame-of-reference"]),
-        study_date=study_date or dt.date(1900, 1, 1), series_description=description or "",
+        study_date=study_date, series_description=description or "",
         manufacturer="LVT", uid_entropy=[series_uid], patient_name=f"{patient[:MAX_PN_COMPONENT]}^",
         image_type=("DERIVED", "SECONDARY", "AXIAL"), deidentification=deidentification,
     )
