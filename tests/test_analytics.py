@@ -193,6 +193,42 @@ def test_overrides_are_kept_by_later_runs(store: dict) -> None:
     assert track_a["status"] in ("persisting", "merged", "split", "new", "disappeared")
 
 
+def test_a_redraw_keeps_a_not_a_lesion_mark_on_its_lesion(store: dict) -> None:
+    """Lesion rows were kept by their index in the label map: a redraw that numbered its
+    lesions in another order (one more speck) moved the mark onto another lesion, and the
+    excluded lesion came back on track 1."""
+    from app.services.batch import import_label_map
+    from db.models import AuditEvent, Segmentation, Series, TrackOverride
+
+    url, model_id = store["url"], store["model_id"]
+    b = _track_of(analytics.patient_followup(store["patient"], model_id), 1.0)
+    b_first = b["points"][0]["lesion_id"]
+    analytics.mark_not_lesion(b_first, note="vessel, not a tumor")
+    with make_session_factory(url)() as s:
+        series_id = s.scalar(select(Segmentation.series_id).join(Lesion, Lesion.segmentation_id == Segmentation.id)
+                             .where(Lesion.id == b_first))
+        b_place = s.get(Lesion, b_first).centroid_x
+        assert s.scalar(select(Series.phase).where(Series.id == series_id)) == "portal"
+    _, labels = _scan(1)
+    array = sitk.GetArrayFromImage(labels)
+    array[3, 30:34, 30:34] = 3  # a speck on slice 3: the first component in raster order now
+    redrawn = sitk.GetImageFromArray(array)
+    redrawn.CopyInformation(labels)
+    import_label_map(series_id, model_id, redrawn, url=url)
+    with make_session_factory(url)() as s:
+        assert s.get(Lesion, b_first).centroid_x == pytest.approx(b_place)  # the same lesion, same row
+        excluded = s.scalars(select(TrackOverride.lesion_id).where(TrackOverride.kind == "not_lesion")).all()
+        assert excluded == [b_first]
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert all(p["lesion_id"] != b_first for t in f.tracks for p in t["points"])
+    # a lesion the redraw no longer holds takes its mark with it, and the audit log says so
+    import_label_map(series_id, model_id, _without_tumor(redrawn), url=url)
+    with make_session_factory(url)() as s:
+        assert s.scalar(select(TrackOverride.id)) is None
+        assert s.scalar(select(AuditEvent.target).where(AuditEvent.action == "track_override_dropped")) == \
+            f"lesion {b_first}"
+
+
 def _stored_links(url: str, model_id: int) -> dict[int, tuple[int | None, int | None, float | None]]:
     from db.models import MeasurementLink
 

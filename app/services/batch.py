@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,7 @@ from app.services.timepoints import DayKey, day_key
 from db import storage
 from db.engine import acquire_lock, default_url, ensure_schema, make_session_factory
 from db.models import (
+    AuditEvent,
     BatchJob,
     BatchRun,
     Lesion,
@@ -53,6 +55,7 @@ from db.models import (
     Segmentation,
     Series,
     Study,
+    TrackOverride,
     VolumetryResult,
     utcnow,
 )
@@ -317,17 +320,37 @@ def store_result(
     return seg
 
 
+SAME_LESION_MIN_MM = 5.0
+"""A redrawn lesion is the stored one when their centroids lie within half the larger one's
+diameter, or this, whichever is more."""
+
+
 def _store_lesions(session: Session, segmentation_id: int, lesions: list[dict[str, Any]]) -> None:
-    """Update lesions in place by index (keeps their ids), add new ones, drop the rest."""
-    existing = {
-        row.lesion_index: row
-        for row in session.scalars(select(Lesion).where(Lesion.segmentation_id == segmentation_id))
-    }
+    """Store a segmentation's lesions, keeping the row (its id) of each lesion drawn before.
+
+    A clinician's correction ("not a lesion", a relink) and the track numbers are keyed on the
+    row id. Matched by index, a redraw that numbered its lesions in another order (one more
+    speck is enough) moved a "not a lesion" mark onto another lesion; so rows are matched to
+    the new lesions by place (one to one, nearest centroids), and a row left without a lesion is
+    dropped with its corrections, which the audit log keeps.
+    """
+    existing = list(session.scalars(select(Lesion).where(Lesion.segmentation_id == segmentation_id)))
+    pairs = _same_lesions(existing, lesions)
+    kept = {id(row) for row, _ in pairs}
+    for row in existing:
+        if id(row) not in kept:
+            _drop_lesion(session, row)
+    session.flush()
+    for k, (row, _) in enumerate(pairs):  # out of the way of the unique (segmentation, index)
+        row.lesion_index = -1 - k
+    session.flush()
+    rows = {int(item["lesion_index"]): row for row, item in pairs}
     for item in lesions:
-        row = existing.pop(int(item["lesion_index"]), None)
+        row = rows.get(int(item["lesion_index"]))
         if row is None:
-            row = Lesion(segmentation_id=segmentation_id, lesion_index=int(item["lesion_index"]))
+            row = Lesion(segmentation_id=segmentation_id)
             session.add(row)
+        row.lesion_index = int(item["lesion_index"])
         row.voxels = int(item["voxels"])
         row.volume_ml = float(item["volume_ml"])
         row.longest_axial_diameter_mm = float(item["longest_axial_diameter_mm"])
@@ -336,8 +359,30 @@ def _store_lesions(session: Session, segmentation_id: int, lesions: list[dict[st
         row.bbox = [int(v) for v in item.get("bbox") or []] or None
         row.mean_hu = item.get("mean_hu")
         row.found_by = item.get("found_by")
-    for row in existing.values():
-        session.delete(row)
+
+
+def _same_lesions(rows: list[Lesion], lesions: list[dict[str, Any]]) -> list[tuple[Lesion, dict[str, Any]]]:
+    """One-to-one pairs of stored rows and redrawn lesions at the same place."""
+    if not rows or not lesions:
+        return []
+    from scipy.optimize import linear_sum_assignment
+
+    old = np.array([[r.centroid_x, r.centroid_y, r.centroid_z] for r in rows])
+    new = np.array([[float(v) for v in item["centroid_mm"]] for item in lesions])
+    distance = np.linalg.norm(old[:, None, :] - new[None, :, :], axis=2)
+    reach = np.maximum(SAME_LESION_MIN_MM, 0.5 * np.maximum.outer(
+        [r.longest_axial_diameter_mm for r in rows], [float(i["longest_axial_diameter_mm"]) for i in lesions]))
+    cost = np.where(distance <= reach, distance, 1e9)
+    return [(rows[i], lesions[j]) for i, j in zip(*linear_sum_assignment(cost), strict=True) if cost[i, j] < 1e9]
+
+
+def _drop_lesion(session: Session, row: Lesion) -> None:
+    """Delete a lesion no longer drawn; its corrections go with it (cascade), so say so."""
+    for override in session.scalars(select(TrackOverride).where(TrackOverride.lesion_id == row.id)):
+        session.add(AuditEvent(action="track_override_dropped", actor="lvt batch", target=f"lesion {row.id}",
+                               detail={"kind": override.kind, "note": override.note,
+                                       "reason": "the redrawn segmentation has no lesion at its place"}))
+    session.delete(row)
 
 
 def import_label_map(
