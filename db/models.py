@@ -336,7 +336,7 @@ class Response(Base):
 
     __tablename__ = "responses"
     __table_args__ = (
-        UniqueConstraint("study_id", "source", name="uq_responses_study_source"),
+        UniqueConstraint("study_id", "source", "model_id", name="uq_responses_study_source_model"),
         CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
         CheckConstraint(_in("recist_category", RECIST_CATEGORIES), name="recist_category"),
     )
@@ -347,6 +347,9 @@ class Response(Base):
     )
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(16))
+    # the model whose tracks gave a "model" response; NULL for the radiologist's (and for a model
+    # response from before revision 0010 whose model could not be told)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     recist_category: Mapped[str] = mapped_column(String(4))
     sum_diameters_mm: Mapped[float] = mapped_column(Float)
     # a new lesion appeared at this study (PD whatever the sum says); NULL before revision 0009

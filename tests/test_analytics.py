@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.cli.common import UserError
 from app.services import analytics
@@ -227,6 +227,36 @@ def test_a_redraw_keeps_a_not_a_lesion_mark_on_its_lesion(store: dict) -> None:
         assert s.scalar(select(TrackOverride.id)) is None
         assert s.scalar(select(AuditEvent.target).where(AuditEvent.action == "track_override_dropped")) == \
             f"lesion {b_first}"
+
+
+def test_each_model_keeps_its_own_responses(store: dict) -> None:
+    """Responses had no model: segmenting a patient with a second model overwrote the first
+    model's RECIST, and a page showing one model's lesions showed the other's response."""
+    from app.services.batch import import_label_map
+    from db import storage
+    from db.models import Segmentation
+
+    url, first = store["url"], store["model_id"]
+    before = [r["category"] for r in analytics.patient_followup(store["patient"], first).responses["model"]]
+    with make_session_factory(url)() as s:
+        second = Model(name="no-tumor", version="2", checksum="1" * 64)
+        s.add(second)
+        s.commit()
+        second_id = second.id
+        series = s.scalars(select(Segmentation.series_id).where(Segmentation.model_id == first)).all()
+    for series_id in series:  # the second model draws no tumor anywhere
+        with make_session_factory(url)() as s:
+            path = s.scalar(select(Segmentation.label_map_path).where(
+                Segmentation.series_id == series_id, Segmentation.model_id == first))
+        labels = sitk.ReadImage(str(storage.resolve(path)))
+        import_label_map(series_id, second_id, _without_tumor(labels), url=url)
+    assert [r["category"] for r in analytics.patient_followup(store["patient"], first).responses["model"]] == before
+    assert [r["category"] for r in analytics.patient_followup(store["patient"], second_id).responses["model"]] \
+        == ["NE", "NE"]  # no measurable disease at baseline
+    with make_session_factory(url)() as s:
+        assert s.scalar(select(func.count(Response.id)).where(Response.source == "model")) == 4
+    tables = analytics.cohort_tables({"model_id": first})
+    assert tables["response"].query("source == 'model'")["recist_category"].tolist() == before
 
 
 def _stored_links(url: str, model_id: int) -> dict[int, tuple[int | None, int | None, float | None]]:

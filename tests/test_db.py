@@ -133,6 +133,23 @@ def test_a_downgrade_and_upgrade_keep_lesions_and_tracks(migrated_db: str) -> No
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
+def test_revision_0010_gives_a_model_response_the_model_of_its_study(migrated_db: str) -> None:
+    """Model responses from before 0010 had no model: the one that drew the study is theirs."""
+    _add_tracked_lesion(migrated_db, "P-4", "8.1")
+    assert migrate.downgrade(migrated_db, "0009") == "0009"
+    with session_scope(migrated_db) as s:
+        study_id, patient_id = s.execute(text("SELECT id, patient_id FROM studies")).one()
+        for source in ("model", "radiologist"):
+            s.execute(text("INSERT INTO responses (patient_id, study_id, source, recist_category, "
+                           "sum_diameters_mm, created_at) VALUES (:p, :s, :src, 'SD', 10.0, CURRENT_TIMESTAMP)"),
+                      {"p": patient_id, "s": study_id, "src": source})
+    assert migrate.upgrade(migrated_db) == migrate.head()
+    with session_scope(migrated_db) as s:
+        model_id = s.execute(text("SELECT id FROM models")).scalar()
+        rows = dict(s.execute(text("SELECT source, model_id FROM responses")).all())
+    assert rows == {"model": model_id, "radiologist": None}
+
+
 def test_processes_migrating_a_fresh_store_at_once_all_succeed(db_url: str) -> None:
     """Two processes starting on an empty store raced to create the tables; one died."""
     import subprocess

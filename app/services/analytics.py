@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 import SimpleITK as sitk
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
@@ -172,7 +172,7 @@ def refresh_patient(
     flagged = _refresh_volumetry(session, patient_id, model_id, config, root)
     tracked = _tracked_segmentations(session, patient_id, model_id)
     result = _refresh_tracks(session, patient_id, model_id, tracked, root, config)
-    _refresh_responses(session, patient_id, tracked, result, config)
+    _refresh_responses(session, patient_id, tracked, result, config, model_id)
     session.flush()
     links = refresh_links(session, patient_id, model_id)
     warnings = list(result.warnings) if result else []
@@ -367,13 +367,19 @@ def _refresh_tracks(
     return result
 
 
+def shown_responses(model_id: int | None) -> ColumnElement[bool]:
+    """The responses shown beside one model's results: the radiologist's, and that model's."""
+    return or_(Response.source != "model", Response.model_id == model_id)
+
+
 def _refresh_responses(
     session: Session, patient_id: int, tracked: list[tuple[Study, Segmentation]], result: Any,
-    config: AnalyticsConfig,
+    config: AnalyticsConfig, model_id: int,
 ) -> None:
-    """Model responses from a fresh tracking result (its split and merge lineage is not stored,
-    so only a re-track can redo them), then the radiologist's."""
-    session.execute(delete(Response).where(Response.patient_id == patient_id, Response.source == "model"))
+    """One model's responses from a fresh tracking result (its split and merge lineage is not
+    stored, so only a re-track can redo them), then the radiologist's."""
+    session.execute(delete(Response).where(Response.patient_id == patient_id, Response.source == "model",
+                                           Response.model_id == model_id))
     if result is not None and len(tracked) > 1:
         report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
         baseline = tracked[0][0].id
@@ -382,7 +388,7 @@ def _refresh_responses(
                 continue
             session.add(
                 Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model",
-                         recist_category=item["response"],
+                         model_id=model_id, recist_category=item["response"],
                          sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
                          new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
             )
@@ -634,7 +640,8 @@ def patient_followup(
         responses: dict[str, list[dict[str, Any]]] = {"model": [], "radiologist": []}
         for r, date in session.execute(
             select(Response, Study.study_date).join(Study, Study.id == Response.study_id)
-            .where(Response.patient_id == patient.id).order_by(oldest_first(Study.study_date))
+            .where(Response.patient_id == patient.id, shown_responses(model_id))
+            .order_by(oldest_first(Study.study_date))
         ):
             responses[r.source].append({"study_id": r.study_id, "date": date,
                                         "category": r.recist_category,
@@ -810,6 +817,7 @@ def cohort_tables(
                        Response.baseline_study_id)
                 .join(Study, Study.id == Response.study_id)
                 .join(Patient, Patient.id == Response.patient_id)
+                .where(shown_responses(model_id))
                 .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
                 Response.patient_id)),
         }

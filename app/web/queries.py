@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.services.analytics import current_model_id, tracked_series_ids
+from app.services.analytics import current_model_id, shown_responses, tracked_series_ids
 from db import queries as dbq
 from db.models import (
     BatchJob,
@@ -65,7 +65,7 @@ def model_label(session: Session, model_id: int | None) -> str:
     return f"{m.name} {m.version}" if m else f"model {model_id}"
 
 
-def _latest_response(source: str):  # type: ignore[no-untyped-def]
+def _latest_response(source: str, model_id: int | None):  # type: ignore[no-untyped-def]
     ranked = (
         select(
             Response.patient_id.label("patient_id"),
@@ -75,7 +75,7 @@ def _latest_response(source: str):  # type: ignore[no-untyped-def]
             .label("rn"),
         )
         .join(Study, Study.id == Response.study_id)
-        .where(Response.source == source)
+        .where(Response.source == source, shown_responses(model_id))
         .subquery()
     )
     return select(ranked.c.patient_id, ranked.c.category).where(ranked.c.rn == 1).subquery()
@@ -110,8 +110,8 @@ def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.Dat
         .group_by(Study.patient_id)
         .subquery()
     )
-    model_resp = _latest_response("model")
-    rad_resp = _latest_response("radiologist")
+    model_resp = _latest_response("model", model_id)
+    rad_resp = _latest_response("radiologist", model_id)
     stmt = (
         select(
             Patient.pseudo_id,
@@ -229,7 +229,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
                 Response.sum_diameters_mm,
             )
             .join(Study, Study.id == Response.study_id)
-            .where(Response.patient_id == patient.id)
+            .where(Response.patient_id == patient.id, shown_responses(model_id))
             .order_by(oldest_first(Study.study_date))
         ).all(),
         columns=["study_id", "study_date", "source", "category", "sum_mm"],
@@ -385,9 +385,9 @@ def cohort_pair_rows(session: Session) -> pd.DataFrame:
 
 def response_counts(session: Session) -> pd.DataFrame:
     """Number of RECIST assessments per source and category (aggregated in SQL)."""
-    stmt = select(Response.source, Response.recist_category, func.count(Response.id)).group_by(
-        Response.source, Response.recist_category
-    )
+    stmt = (select(Response.source, Response.recist_category, func.count(Response.id))
+            .where(shown_responses(current_model_id(session)))
+            .group_by(Response.source, Response.recist_category))
     return pd.DataFrame(session.execute(stmt).all(), columns=["source", "category", "n"])
 
 
