@@ -259,6 +259,40 @@ def test_each_model_keeps_its_own_responses(store: dict) -> None:
     assert tables["response"].query("source == 'model'")["recist_category"].tolist() == before
 
 
+def test_an_undated_study_is_left_out_until_an_admin_dates_it(store: dict) -> None:
+    """An undated study sorted first and became the RECIST baseline (the model's; the
+    radiologist's put it last): a dated study's lesions read as progression against it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+    from db.models import Study
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        first = s.scalar(select(Study).order_by(Study.study_date).limit(1))
+        first_id, stored_date = first.id, first.study_date
+        first.study_date = None
+        s.commit()
+        summary = analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
+        s.commit()
+    assert "1 undated study is left out of tracking and response" in " ".join(summary["warnings"])
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert all(p["study_id"] != first_id for t in f.tracks for p in t["points"])
+    assert [(r["study_id"] > first_id, r["category"]) for r in f.responses["model"]] == [(True, "SD")]
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC9"])
+    assert wrong.exit_code == 1 and "is not patient" in str(wrong.exception)
+    done = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC1", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["stored_date"] == stored_date.isoformat()  # shifted as at ingest
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]
+    again = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC1"])
+    assert again.exit_code == 1 and "dated" in str(again.exception)
+
+
 def _stored_links(url: str, model_id: int) -> dict[int, tuple[int | None, int | None, float | None]]:
     from db.models import MeasurementLink
 
@@ -582,7 +616,7 @@ def test_volumetry_compares_the_phases_of_a_day_across_its_studies(split_day: di
 
 def test_a_phase_correction_names_every_segmentation_of_the_day(split_day: dict) -> None:
     """The day's segmentations to redo were those of the series' own study only."""
-    from app.services.series_phase import set_series_phase
+    from app.services.corrections import set_series_phase
 
     arterial = split_day["studies"][("2020-01-01", "arterial")][1]
     report = set_series_phase(arterial, "late", actor="test", url=split_day["url"])

@@ -488,6 +488,36 @@ def test_a_phase_without_liver_is_named_not_dropped(demo_db: str, tmp_path: Path
     get_settings.cache_clear()
 
 
+def test_an_undated_study_opens_on_the_follow_up_page(demo_db: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing an undated study found no series (None is no date to compare) and crashed."""
+    import shutil
+
+    from app.services.analytics import current_model_id, refresh_patient
+    from app.settings import get_settings
+    from db.engine import session_scope
+    from db.models import Patient, Study
+
+    copy = tmp_path / "var"
+    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
+    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
+    get_settings.cache_clear()
+    with session_scope(get_settings().resolved_database_url) as s:
+        patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
+        first = s.scalar(select(Study).where(Study.patient_id == patient.id).order_by(Study.study_date).limit(1))
+        first.study_date, undated = None, first.id
+        refresh_patient(s, patient.id, current_model_id(s))
+        pseudo = patient.pseudo_id
+    at = _signed_in("clinician")
+    at.selectbox(key="patient_pick").select(pseudo)
+    at.button(key="open_patient").click().run()
+    assert not at.exception, at.exception
+    at.selectbox(key="fu_study").select(f"undated study {undated} (not tracked)").run()
+    assert not at.exception, at.exception
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 def test_size_filter_keeps_whole_tracks() -> None:
     import pandas as pd
 

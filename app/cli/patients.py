@@ -61,12 +61,13 @@ def list_studies(
         print_json({"patient": patient, "studies": [asdict(s) for s in studies]})
         return
     table = Table(title=f"patient {patient}: {len(studies)} stud(ies)")
-    for column in ("date", "accession", "series", "series id: phase", "study uid"):
-        table.add_column(column)
+    for column in ("study id", "date", "accession", "series", "series id: phase", "study uid"):
+        table.add_column(column, overflow="fold")  # ids folded, not cut short at 80 columns
     for s in studies:
-        phases = ", ".join(f"{x.id}: {x.phase}" for x in s.series)
+        phases = "\n".join(f"{x.id}: {x.phase}" for x in s.series)
         table.add_row(
-            str(s.study_date or "-"),
+            str(s.id),
+            str(s.study_date or "undated: not tracked"),
             s.accession or "-",
             str(len(s.series)),
             phases,
@@ -83,7 +84,7 @@ def set_phase(
 ) -> None:
     """Correct a series' contrast phase (audited); the day's segmentations are to be redone."""
     from app.services import audit
-    from app.services.series_phase import set_series_phase
+    from app.services.corrections import set_series_phase
 
     open_existing_store()
     report = set_series_phase(series_id, phase, audit.command_line_actor("lvt studies set-phase"))
@@ -98,6 +99,35 @@ def set_phase(
     if report["redo"]:
         console.print(f"{report['segmentations_to_redo']} segmentation(s) of that day were drawn with the old "
                       f"phase; redo them with `{report['redo']}`")
+
+
+@studies_app.command("set-date")
+def set_date(
+    study_id: int = typer.Argument(..., help="Study id (`lvt studies list PATIENT --json` shows it)."),
+    date: str = typer.Argument(..., help="The study date as its source says it: YYYY-MM-DD."),
+    patient_id: str = typer.Option(..., "--patient-id", help="The source patient id (the files' PatientID)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Date a study stored without a date (audited); undated studies are left out of tracking."""
+    from app.services import audit
+    from app.services.corrections import set_study_date
+    from app.services.deid import parse_date
+
+    open_existing_store()
+    try:
+        source_date = parse_date(date)
+    except ValueError as exc:
+        raise UserError(f"date {date!r}: {exc}") from None
+    if source_date is None:
+        raise UserError("give the study date as YYYY-MM-DD")
+    report = set_study_date(study_id, source_date, patient_id, audit.command_line_actor("lvt studies set-date"))
+    if json_out:
+        print_json(report)
+        return
+    console.print(f"study {study_id} of patient {report['patient']} is dated {report['stored_date']} "
+                  "(as stored: shifted as the patient's other dates); tracks and responses refreshed")
+    if report["redo"]:
+        console.print(f"it joins a day with other scans: redraw the day with `{report['redo']}`")
 
 
 def register(app: typer.Typer) -> None:

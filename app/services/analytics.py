@@ -102,7 +102,9 @@ def _tracked_segmentations(
     The scans of one date are one timepoint even when stored as separate studies (sites often
     give a day's phases their own study UIDs): reading each study as a timepoint made the
     baseline day two timepoints, and a lesion drawn only in its portal scan a "new lesion".
-    The study returned is the one holding the tracked series; an undated study is its own day.
+    The study returned is the one holding the tracked series. An undated study cannot be
+    placed among the days: it is left out (first in line, it became the RECIST baseline and a
+    dated study's lesions read as progression against it) until ``lvt studies set-date``.
     """
     rows = session.execute(
         select(Study, Segmentation, Series.phase)
@@ -110,6 +112,7 @@ def _tracked_segmentations(
         .join(Segmentation, Segmentation.series_id == Series.id)
         .where(
             Study.patient_id == patient_id,
+            Study.study_date.is_not(None),
             Segmentation.model_id == model_id,
             Segmentation.status == "done",
         )
@@ -164,8 +167,9 @@ def refresh_patient(
 ) -> dict[str, Any]:
     """Recompute and persist volumetry, tracks and responses of one patient; caller commits.
 
-    The summary's ``warnings`` are tracking's (a registration replaced by the scanner frame),
-    also logged: the tracks and responses stand, but a reader should know why.
+    The summary's ``warnings`` are tracking's (a registration replaced by the scanner frame)
+    and the undated studies left out, also logged: the tracks and responses stand, but a
+    reader should know why.
     """
     config = config or AnalyticsConfig()
     root = data_root or storage.data_dir()
@@ -176,6 +180,11 @@ def refresh_patient(
     session.flush()
     links = refresh_links(session, patient_id, model_id)
     warnings = list(result.warnings) if result else []
+    undated = session.scalar(select(func.count(Study.id)).where(Study.patient_id == patient_id,
+                                                                Study.study_date.is_(None)))
+    if undated:
+        warnings.append(f"{undated} undated stud{'y is' if undated == 1 else 'ies are'} left out of tracking "
+                        "and response: date it with `lvt studies set-date`")
     for warning in warnings:
         log.warning("patient %s tracking: %s", patient_id, warning)
     return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
@@ -400,7 +409,7 @@ def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
     session.execute(delete(Response).where(Response.patient_id == patient_id,
                                            Response.source == "radiologist"))
     session.flush()
-    measurements = _radiologist(session, [patient_id])
+    measurements = [m for m in _radiologist(session, [patient_id]) if m[0].study_date is not None]  # as the model's
     reader = min((m[1] for m in measurements), default=None)
     chosen = [m[0] for m in measurements if m[1] == reader]
     if len({m.study_id for m in chosen}) > 1:

@@ -37,11 +37,13 @@ if "ground truth" in model_caption:
 series_rows = pd.DataFrame(
     [
         {"study_id": st_.id, "study_date": st_.study_date, "series_id": se.id, "phase": se.phase,
-         "image_path": se.image_path}
+         "image_path": se.image_path,
+         # a day's scans may be several studies; an undated study is a day of its own
+         "day": str(st_.study_date) if st_.study_date else f"undated study {st_.id} (not tracked)"}
         for st_ in info.studies
         for se in st_.series
     ],
-    columns=["study_id", "study_date", "series_id", "phase", "image_path"],
+    columns=["study_id", "study_date", "series_id", "phase", "image_path", "day"],
 )
 if series_rows.empty:
     st.info("This patient has no series yet.")
@@ -96,12 +98,11 @@ _LESION_COLUMNS = {
 }
 
 st.subheader("Images and lesions")
-dates = list(dict.fromkeys(series_rows["study_date"]))
+dates = list(dict.fromkeys(series_rows["day"]))
 viewer, table = st.columns([4, 3], gap="medium")  # the table shows every column at 1400 px
 with table:
-    study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study",
-                              format_func=lambda d: str(d))
-    in_study = series_rows[series_rows["study_date"] == study_date]
+    study_date = st.selectbox("Study", dates, index=len(dates) - 1, key="fu_study")
+    in_study = series_rows[series_rows["day"] == study_date]
     phase_order = sorted(in_study["phase"].tolist(), key=lambda p: (p != "portal", p))  # portal first
     phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]

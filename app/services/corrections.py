@@ -1,0 +1,110 @@
+"""An admin's corrections of what ingest could not know: a series' contrast phase, and the
+date of a study stored without one.
+
+The phase comes from description/timing rules at ingest and can be wrong. It matters: the
+day's volumetry check compares phases, and the segmentation reads the phases of a day
+together (arterial-only rules in ``inference.cross_phase``). So the change is audited, the
+patient's analytics are refreshed at once, and the day's segmentations, drawn with the old
+phase, are named for re-segmenting; they stay stored until then. The day is every study of
+that date (:mod:`app.services.timepoints`), not only the series' own study.
+
+A study without a date is left out of tracking and response (it cannot be placed among the
+days). Its date is given as the source says it and stored as ingest would have stored it:
+shifted by the patient's offset when the patient's dates are shifted, which the source
+patient id, checked against the stored pseudonym, allows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.cli.common import UserError
+from app.services import audit
+from app.services.analytics import refresh_patient
+from app.services.deid import Deidentifier, implausible_study_date
+from app.services.timepoints import same_day
+from db.engine import default_url, make_session_factory
+from db.models import PHASES, Patient, Segmentation, Series, Study
+
+
+def set_series_phase(
+    series_id: int, phase: str, actor: str, url: str | None = None, data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Set ``series_id``'s phase; return what changed and the day's segmentations to redo."""
+    if phase not in PHASES:
+        raise UserError(f"phase {phase!r} is not one of {', '.join(PHASES)}")
+    with make_session_factory(url or default_url())() as session:
+        series = session.get(Series, series_id)
+        if series is None:
+            raise UserError(f"series {series_id} is not in the store (see `lvt studies list PATIENT`)")
+        study = session.get(Study, series.study_id)
+        assert study is not None
+        patient = session.get(Patient, study.patient_id)
+        assert patient is not None
+        before = series.phase
+        report: dict[str, Any] = {"series_id": series_id, "patient": patient.pseudo_id,
+                                  "study_date": study.study_date.isoformat() if study.study_date else None,
+                                  "from": before, "to": phase, "changed": before != phase}
+        if before == phase:
+            return report | {"segmentations_to_redo": 0, "redo": None}
+        series.phase = phase
+        audit.record(session, "series_phase_set", actor=actor, target=f"series {series_id}",
+                     detail={"from": before, "to": phase, "patient": patient.pseudo_id})
+        drawn = session.execute(
+            select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
+            .join(Study, Study.id == Series.study_id)
+            .where(same_day(study), Segmentation.status == "done")
+        ).scalars().all()
+        session.flush()
+        for model_id in sorted(set(drawn)):
+            refresh_patient(session, patient.id, model_id, data_root)
+        session.commit()
+    redo = f"lvt batch --patient {patient.pseudo_id} --force" if drawn else None
+    return report | {"segmentations_to_redo": len(drawn), "redo": redo}
+
+
+def set_study_date(
+    study_id: int, source_date: dt.date, source_patient_id: str, actor: str,
+    url: str | None = None, data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Date an undated study (the source date, shifted as this patient's dates are); return what
+    was stored and, when the study joins a day that already has scans, the redo command."""
+    if why := implausible_study_date(source_date):
+        raise UserError(f"date {source_date}: {why}")
+    with make_session_factory(url or default_url())() as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise UserError(f"study {study_id} is not in the store (see `lvt studies list PATIENT`)")
+        if study.study_date is not None:
+            raise UserError(f"study {study_id} is dated {study.study_date} already: only an undated study "
+                            "is dated here")
+        patient = session.get(Patient, study.patient_id)
+        assert patient is not None
+        policy = Deidentifier.from_settings(patient.identity_removed is not False)
+        if policy.patient_id(source_patient_id) != patient.pseudo_id:
+            raise UserError(f"source patient id {source_patient_id!r} is not patient {patient.pseudo_id} "
+                            "(pseudonymised with this store's key): give the id the study's files carry")
+        if patient.dates_shifted is not None:
+            policy = Deidentifier(policy.key, policy.enabled, patient.dates_shifted)
+        study.study_date = policy.date(source_patient_id, source_date)
+        audit.record(session, "study_date_set", actor=actor, target=f"study {study_id}",
+                     detail={"patient": patient.pseudo_id, "stored_date": study.study_date.isoformat()})
+        session.flush()
+        same_day_scans = session.scalar(select(func.count(Series.id)).join(Study, Study.id == Series.study_id)
+                                        .where(same_day(study), Study.id != study.id))
+        models = session.scalars(
+            select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
+            .join(Study, Study.id == Series.study_id)
+            .where(Study.patient_id == patient.id, Segmentation.status == "done").distinct()
+        ).all()
+        for model_id in sorted(models):
+            refresh_patient(session, patient.id, model_id, data_root)
+        session.commit()
+        stored = study.study_date
+    redo = f"lvt batch --patient {patient.pseudo_id} --force" if same_day_scans and models else None
+    return {"study_id": study_id, "patient": patient.pseudo_id, "stored_date": stored.isoformat(),
+            "joins_a_day_with_scans": bool(same_day_scans), "redo": redo}
