@@ -64,7 +64,8 @@ badges = [b for b in analysis.earlier_badges(info.pseudo_id, lesions, info.measu
           if b["track_id"] in shown_tracks]
 latest = info.responses[info.responses["source"] == "model"].tail(1)
 metrics = st.columns(4)
-metrics[0].metric("Studies", len(info.studies))
+metrics[0].metric("Study days", series_rows["day"].nunique(),
+                  help=f"{len(info.studies)} studies: the phases of one day may be stored as separate studies.")
 hidden_tracks = lesions["track"].nunique() - shown_lesions["track"].nunique() if not lesions.empty else 0
 metrics[1].metric("Lesion tracks", int(shown_lesions["track"].nunique()) if not shown_lesions.empty else 0,
                   help=f"{hidden_tracks} smaller tracks hidden by the size filter" if hidden_tracks else None)
