@@ -395,22 +395,30 @@ def test_not_a_lesion_correction_goes_through_analytics(demo_db: str) -> None:
 
 
 @pytest.fixture()
-def split_demo(demo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def demo_copy(demo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A copy of the demo store that a test may change (settings point at it); its URL."""
+    import shutil
+
+    from app.settings import get_settings
+
+    shutil.copytree(os.environ["LVT_VAR_DIR"], tmp_path / "var")
+    monkeypatch.setenv("LVT_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    yield get_settings().resolved_database_url
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture()
+def split_demo(demo_copy: str) -> str:
     """A copy of the demo store whose first patient's last day is two studies (its arterial
     series moved to a study of its own, same date, as sites that give each phase its own
     study UID send it); returns the patient's pseudonym."""
-    import shutil
-
     from app.services.analytics import current_model_id, refresh_patient
-    from app.settings import get_settings
     from db.engine import session_scope
     from db.models import Patient, Series, Study, VolumetryResult
 
-    copy = tmp_path / "var"
-    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
-    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
-    get_settings.cache_clear()
-    with session_scope(get_settings().resolved_database_url) as s:
+    with session_scope(demo_copy) as s:
         patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
         last = s.scalar(select(Study).where(Study.patient_id == patient.id)
                         .order_by(Study.study_date.desc()).limit(1))
@@ -423,10 +431,7 @@ def split_demo(demo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         for row in s.scalars(select(VolumetryResult).where(VolumetryResult.series_id == arterial.id)):
             row.study_id = other.id
         refresh_patient(s, patient.id, current_model_id(s))
-        pseudo = patient.pseudo_id
-    yield pseudo
-    monkeypatch.undo()
-    get_settings.cache_clear()
+        return patient.pseudo_id
 
 
 def test_a_day_stored_as_two_studies_reads_as_one_day_on_the_pages(split_demo: str) -> None:
@@ -446,25 +451,16 @@ def test_a_day_stored_as_two_studies_reads_as_one_day_on_the_pages(split_demo: s
     assert {m.label: m.value for m in at.metric}["Multi-phase days"] == "4"
 
 
-def test_a_phase_without_liver_is_named_not_dropped(demo_db: str, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_phase_without_liver_is_named_not_dropped(demo_copy: str) -> None:
     """A phase whose scan held no liver (0 ml) dropped its day from the volumetry page without a
     word, left the patient "ok", and halved the follow-up's mean-of-phases liver line; 0.04 ml
     of stray voxels flagged the good phase at +100 %."""
-    import shutil
-
     from app.services.analytics import current_model_id, refresh_patient, volumetry_overview
-    from app.settings import get_settings
     from app.web import queries
     from db.engine import session_scope
     from db.models import Patient, Series, Study, VolumetryResult
 
-    copy = tmp_path / "var"
-    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
-    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
-    get_settings.cache_clear()
-    url = get_settings().resolved_database_url
-    with session_scope(url) as s:
+    with session_scope(demo_copy) as s:
         patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
         first = s.scalar(select(Study).where(Study.patient_id == patient.id).order_by(Study.study_date).limit(1))
         portal = s.scalar(select(VolumetryResult).join(Series, Series.id == VolumetryResult.series_id)
@@ -472,11 +468,11 @@ def test_a_phase_without_liver_is_named_not_dropped(demo_db: str, tmp_path: Path
         portal.total_ml = portal.functional_ml = 0.04
         refresh_patient(s, patient.id, current_model_id(s))
         pseudo, day = patient.pseudo_id, first.study_date
-    overview = volumetry_overview(url=url)
+    overview = volumetry_overview(url=demo_copy)
     row = overview[(overview["patient"] == pseudo) & (overview["study_date"] == day)].iloc[0]
     assert row["phases_without_liver"] == 1 and not row["flagged"]
     assert "no liver found in the portal (0.0 ml) scan: volumetry not possible" in row["warning"]
-    with session_scope(url) as s:
+    with session_scope(demo_copy) as s:
         listed = queries.patient_rows(s)
         assert listed.loc[listed["patient"] == pseudo, "volumetry"].item() == "⚠ check"
     at = _signed_in("clinician")
@@ -484,25 +480,15 @@ def test_a_phase_without_liver_is_named_not_dropped(demo_db: str, tmp_path: Path
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["Multi-phase days"] == "4"
     assert any("holds no liver" in e.value and str(day) in e.value for e in at.error)
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
-def test_an_undated_study_opens_on_the_follow_up_page(demo_db: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_undated_study_opens_on_the_follow_up_page(demo_copy: str) -> None:
     """Choosing an undated study found no series (None is no date to compare) and crashed."""
-    import shutil
-
     from app.services.analytics import current_model_id, refresh_patient
-    from app.settings import get_settings
     from db.engine import session_scope
     from db.models import Patient, Study
 
-    copy = tmp_path / "var"
-    shutil.copytree(os.environ["LVT_VAR_DIR"], copy)
-    monkeypatch.setenv("LVT_VAR_DIR", str(copy))
-    get_settings.cache_clear()
-    with session_scope(get_settings().resolved_database_url) as s:
+    with session_scope(demo_copy) as s:
         patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
         first = s.scalar(select(Study).where(Study.patient_id == patient.id).order_by(Study.study_date).limit(1))
         first.study_date, undated = None, first.id
@@ -514,8 +500,6 @@ def test_an_undated_study_opens_on_the_follow_up_page(demo_db: str, tmp_path: Pa
     assert not at.exception, at.exception
     at.selectbox(key="fu_study").select(f"undated study {undated} (not tracked)").run()
     assert not at.exception, at.exception
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def test_size_filter_keeps_whole_tracks() -> None:
