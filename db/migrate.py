@@ -21,6 +21,18 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+RESULTS_REDONE_AT = "0010"
+"""The newest revision that came with new analytics rules (0009-0010: new-lesion flags, missed
+targets NE, days across studies, responses per model): stored responses from before it follow
+the old rules until `lvt batch --all --refresh` redoes them."""
+
+
+def results_predate_rules(before: str | None, after: str | None) -> bool:
+    """Whether an upgrade from ``before`` to ``after`` left results computed under older rules
+    (revisions are zero-padded numbers, so they compare as text)."""
+    return before is not None and after is not None and before < RESULTS_REDONE_AT <= after
+
+
 def upgrade(url: str, revision: str = "head") -> str:
     """Upgrade to ``revision`` and return the revision the database is at afterwards."""
     command.upgrade(alembic_config(url), revision)

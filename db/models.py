@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -337,6 +338,9 @@ class Response(Base):
     __tablename__ = "responses"
     __table_args__ = (
         UniqueConstraint("study_id", "source", "model_id", name="uq_responses_study_source_model"),
+        # the radiologist's rows have no model, and NULLs never collide in the key above
+        Index("uq_responses_radiologist_study", "study_id", unique=True,
+              sqlite_where=text("source = 'radiologist'"), postgresql_where=text("source = 'radiologist'")),
         CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
         CheckConstraint(_in("recist_category", RECIST_CATEGORIES), name="recist_category"),
     )

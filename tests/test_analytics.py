@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.cli.common import UserError
 from app.services import analytics
@@ -20,7 +20,7 @@ from app.services.batch import import_label_map
 from app.services.ingest.service import IngestOptions, ingest_paths
 from app.services.measurements import import_measurements
 from db.engine import default_url, ensure_schema, make_session_factory
-from db.models import Lesion, Model, Patient, Response
+from db.models import Lesion, Measurement, Model, Patient, Response
 
 SPACING = (1.5, 1.5, 3.0)
 SIZE = (64, 64, 20)  # x, y, z
@@ -255,11 +255,17 @@ def test_each_model_keeps_its_own_responses(store: dict) -> None:
         == ["NE", "NE"]  # no measurable disease at baseline
     with make_session_factory(url)() as s:
         assert s.scalar(select(func.count(Response.id)).where(Response.source == "model")) == 4
+        s.execute(update(Response).where(Response.model_id == second_id).values(model_id=None))  # as 0010 left
+        s.commit()
+        analytics.refresh_patient(s, s.scalar(select(Patient.id)), second_id)
+        s.commit()
+        assert s.scalar(select(func.count(Response.id)).where(Response.model_id.is_(None),
+                                                              Response.source == "model")) == 0
     tables = analytics.cohort_tables({"model_id": first})
     assert tables["response"].query("source == 'model'")["recist_category"].tolist() == before
 
 
-def test_an_undated_study_is_left_out_until_an_admin_dates_it(store: dict) -> None:
+def test_an_undated_study_is_left_out_until_an_admin_dates_it(store: dict, tmp_path: Path) -> None:
     """An undated study sorted first and became the RECIST baseline (the model's; the
     radiologist's put it last): a dated study's lesions read as progression against it."""
     import json
@@ -278,14 +284,28 @@ def test_an_undated_study_is_left_out_until_an_admin_dates_it(store: dict) -> No
         summary = analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
         s.commit()
     assert "1 undated study is left out of tracking and response" in " ".join(summary["warnings"])
+    from app.services.export import export_mesh
+
+    meshed = export_mesh(store["patient"], str(first_id), tmp_path / "mesh", formats=("glb",))  # said "run lvt batch"
+    assert [Path(f).name for f in meshed["files"]] == ["scene.glb"]
     f = analytics.patient_followup(store["patient"], model_id)
     assert all(p["study_id"] != first_id for t in f.tracks for p in t["points"])
     assert [(r["study_id"] > first_id, r["category"]) for r in f.responses["model"]] == [(True, "SD")]
     runner = CliRunner()
     wrong = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC9"])
     assert wrong.exit_code == 1 and "is not patient" in str(wrong.exception)
-    done = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC1", "--json"])
+    with make_session_factory(url)() as s:  # a patient stored before its policy was recorded
+        patient = s.scalar(select(Patient))
+        patient.identity_removed = patient.dates_shifted = None
+        s.commit()
+    unknown = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC1"])
+    assert unknown.exit_code == 1 and "--dates-shifted or --dates-kept" in str(unknown.exception)
+    done = runner.invoke(app, ["studies", "set-date", str(first_id), DATES[0], "--patient-id", "SRC1",
+                               "--dates-shifted", "--json"])
     assert done.exit_code == 0, done.output
+    with make_session_factory(url)() as s:
+        patient = s.scalar(select(Patient))
+        assert (patient.identity_removed, patient.dates_shifted) == (True, True)  # now recorded
     assert json.loads(done.stdout)["stored_date"] == stored_date.isoformat()  # shifted as at ingest
     f = analytics.patient_followup(store["patient"], model_id)
     assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]
@@ -435,6 +455,15 @@ def test_a_measurements_import_leaves_the_model_responses_and_new_lesions_count(
     assert after[("model", follow_up)] == ("SD", True)  # untouched by the import
     radiologist = [after[k] for k in sorted(k for k in after if k[0] == "radiologist")]
     assert radiologist == [("SD", False), ("PD", True)]  # was SD, PR: C is new at t2
+    with make_session_factory(store["url"])() as s:  # C as imported before revision 0009
+        s.execute(update(Measurement).where(Measurement.lesion_label == "C").values(new_lesion=None))
+        s.commit()
+    again = import_measurements(csv, url=store["url"])  # the flag fills the stored row
+    assert (again.added, again.flags_filled) == (0, 1)
+    no = tmp_path / "no.csv"
+    no.write_text(csv.read_text().replace(",yes", ",no"))
+    with pytest.raises(UserError, match="differs from the stored measurement"):
+        import_measurements(no, url=store["url"])  # a recorded flag is not overwritten
     bad = tmp_path / "bad.csv"
     bad.write_text("patient_id,study_date,lesion_label,longest_diameter_mm,new_lesion\n"
                    f"SRC1,{DATES[2]},D,11.0,maybe\n")
@@ -653,3 +682,14 @@ def test_the_volumetric_response_has_one_timepoint_per_day(split_day: dict) -> N
     assert [v["study_id"] for v in volumetric] == [studies[("2020-01-01", "portal")][0],
                                                    studies[("2020-04-01", "portal")][0]]
     assert [v["response"] for v in volumetric] == ["BL", "SD"] and volumetric[0]["value"] > 0
+
+
+def test_a_kept_identifier_dates_a_patient_from_before_the_policy_was_recorded(lvt_env: Path) -> None:
+    """`--keep-identifiers` patients from before revision 0008 were taken as pseudonymised:
+    their source id was hashed, and no id was ever accepted."""
+    from app.services.corrections import _identity_of
+    from db.models import Patient
+
+    assert _identity_of(Patient(pseudo_id="KEEP-01"), "KEEP-01") is False
+    with pytest.raises(UserError, match="is not patient KEEP-01"):
+        _identity_of(Patient(pseudo_id="KEEP-01", identity_removed=True), "KEEP-01")

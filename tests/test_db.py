@@ -150,6 +150,20 @@ def test_revision_0010_gives_a_model_response_the_model_of_its_study(migrated_db
     assert rows == {"model": model_id, "radiologist": None}
 
 
+def test_one_radiologist_response_per_study_stays_enforced(migrated_db: str) -> None:
+    """With the model in the key (0010) the radiologist's rows, whose model is NULL, never
+    collided: two refreshes at once stored two responses per study."""
+    from sqlalchemy.exc import IntegrityError
+
+    _add_tracked_lesion(migrated_db, "P-5", "6.1")
+    insert = text("INSERT INTO responses (patient_id, study_id, source, recist_category, sum_diameters_mm, "
+                  "created_at) SELECT patient_id, id, 'radiologist', 'SD', 10.0, CURRENT_TIMESTAMP FROM studies")
+    with session_scope(migrated_db) as s:
+        s.execute(insert)
+    with pytest.raises(IntegrityError), session_scope(migrated_db) as s:
+        s.execute(insert)
+
+
 def test_processes_migrating_a_fresh_store_at_once_all_succeed(db_url: str) -> None:
     """Two processes starting on an empty store raced to create the tables; one died."""
     import subprocess
@@ -244,7 +258,7 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     before = json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)
     assert before["current"] is None and not before["up_to_date"]
     up = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
-    assert up["to"] == up["head"] == migrate.head()
+    assert up["to"] == up["head"] == migrate.head() and up["next"] is None  # a new store: nothing to redo
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
     older = runner.invoke(app, ["db", "upgrade", "0003"])  # a no-op that printed "0007 -> 0007"
     assert older.exit_code == 1 and "`lvt db downgrade 0003`" in str(older.exception)
@@ -259,7 +273,9 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is not None
     both = runner.invoke(app, ["db", "downgrade", "0003", "--steps", "1"])
     assert both.exit_code == 1 and "not both" in str(both.exception)
-    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, ["db", "downgrade", "0007"]).exit_code == 0  # the last release's schema
+    again = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
+    assert again["next"] == "lvt batch --all --refresh"  # its results follow the older rules
     down = runner.invoke(app, ["db", "downgrade", "base", "--yes", "--json"])
     assert down.exit_code == 0 and json.loads(down.stdout)["to"] is None
     for verb in ("upgrade", "downgrade"):  # a mistyped revision: one line, exit 1, schema kept

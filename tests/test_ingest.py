@@ -554,6 +554,11 @@ def test_a_patient_stored_with_shifted_dates_refuses_an_ingest_that_keeps_them(
     ingest_paths([tmp_path / "other"], url=migrated_db)
     with session_scope(migrated_db) as s:
         assert sorted(s.scalars(select(Patient.dates_shifted))) == [False, True]
+        for patient in s.scalars(select(Patient)):  # as stored before revision 0008
+            patient.identity_removed = patient.dates_shifted = None
+    report = ingest_paths([tmp_path / "second"], url=migrated_db)
+    assert len(report.added) == 1 and any("before LVT recorded its de-identification policy" in n
+                                          for n in report.notes)
 
 
 def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(

@@ -44,10 +44,11 @@ def test_a_days_tracked_phase_is_found_across_its_studies() -> None:
     day = dt.date(2020, 1, 1)
     studies = [_study(1, day, _series(1, "arterial")), _study(2, day, _series(2, "portal")),
                _study(3, None, _series(3, "portal"))]
-    choices = scene3d.series_choices(studies, {1: "a", 2: "b", 3: "c"}, {2, 3})
-    assert [(c.phase, c.tracked) for c in choices] == [("arterial", False), ("portal", True), ("portal", True)]
+    choices = scene3d.series_choices(studies, {1: "a", 2: "b", 3: "c"}, {2})  # undated: never tracked
+    assert [(c.phase, c.tracked) for c in choices] == [("arterial", False), ("portal", True), ("portal", False)]
     assert scene3d.tracked_choice(choices, choices[0]) == choices[1]
-    assert scene3d.tracked_choice(choices, choices[2]) == choices[2]  # undated: its own study
+    assert scene3d.tracked_choice(choices, choices[2]) is None
+    assert choices[2].label == "undated study 3 · portal"  # read "None · portal"
 
 
 def test_untracked_lesions_are_numbered_alike_in_legend_table_and_files() -> None:

@@ -34,12 +34,15 @@ def upgrade(
     if revision != "head" and after != revision and before == after and before is not None:
         raise UserError(f"{redacted_url(url)} is at {before}, past {revision}; "
                         f"`lvt db downgrade {revision}` goes back")
+    refresh = "lvt batch --all --refresh" if migrate.results_predate_rules(before, after) else None
     if json_out:
-        print_json(
-            {"database": redacted_url(url), "from": before, "to": after, "head": migrate.head()}
-        )
-    else:
-        console.print(f"{redacted_url(url)}: {before or 'empty'} -> {after}")
+        print_json({"database": redacted_url(url), "from": before, "to": after, "head": migrate.head(),
+                    "next": refresh})
+        return
+    console.print(f"{redacted_url(url)}: {before or 'empty'} -> {after}")
+    if refresh:
+        console.print(f"[yellow]results stored before {migrate.RESULTS_REDONE_AT} follow the earlier response rules "
+                      f"until `{refresh}` (and `--model M` for each other model) redoes them[/]")
 
 
 @db_app.command("downgrade")

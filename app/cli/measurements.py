@@ -31,6 +31,7 @@ def import_csv(
         console.print(
             f"{escape(str(csv_path))}: {report.added} measurement(s) added, {report.already_present} already "
             f"present, {len(report.studies)} stud(ies) of {len(report.patients)} patient(s)"
+            + (f"; new_lesion filled in {report.flags_filled} stored row(s)" if report.flags_filled else "")
         )
 
 

@@ -106,6 +106,9 @@ def set_date(
     study_id: int = typer.Argument(..., help="Study id (`lvt studies list PATIENT --json` shows it)."),
     date: str = typer.Argument(..., help="The study date as its source says it: YYYY-MM-DD."),
     patient_id: str = typer.Option(..., "--patient-id", help="The source patient id (the files' PatientID)."),
+    dates_shifted: bool | None = typer.Option(
+        None, "--dates-shifted/--dates-kept",
+        help="How this patient's dates were stored, for a patient from before LVT recorded it (migration 0008)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Date a study stored without a date (audited); undated studies are left out of tracking."""
@@ -120,12 +123,14 @@ def set_date(
         raise UserError(f"date {date!r}: {exc}") from None
     if source_date is None:
         raise UserError("give the study date as YYYY-MM-DD")
-    report = set_study_date(study_id, source_date, patient_id, audit.command_line_actor("lvt studies set-date"))
+    report = set_study_date(study_id, source_date, patient_id, audit.command_line_actor("lvt studies set-date"),
+                            dates_shifted=dates_shifted)
     if json_out:
         print_json(report)
         return
-    console.print(f"study {study_id} of patient {report['patient']} is dated {report['stored_date']} "
-                  "(as stored: shifted as the patient's other dates); tracks and responses refreshed")
+    how = "shifted as the patient's other dates" if report["dates_shifted"] else "as given, as the patient's other dates"
+    console.print(f"study {study_id} of patient {report['patient']} is stored as dated {report['stored_date']} "
+                  f"({how}); tracks and responses refreshed")
     if report["redo"]:
         console.print(f"it joins a day with other scans: redraw the day with `{report['redo']}`")
 

@@ -120,12 +120,17 @@ def _tracked_segmentations(
     ).all()
     best: dict[DayKey, tuple[int, Study, Segmentation]] = {}
     for study, seg, phase in rows:
-        rank = PHASE_PRIORITY.index(phase) if phase in PHASE_PRIORITY else len(PHASE_PRIORITY)
+        rank = _phase_rank(phase)
         key = day_key(study.patient_id, study.id, study.study_date)
         if key not in best or rank < best[key][0]:
             best[key] = (rank, study, seg)
     ordered = sorted(best.values(), key=lambda v: (v[1].study_date or dt.date.min, v[1].id))
     return [(study, seg) for _, study, seg in ordered]
+
+
+def _phase_rank(phase: str) -> int:
+    """Which phase tracking follows first (:data:`PHASE_PRIORITY`; an unlisted phase last)."""
+    return PHASE_PRIORITY.index(phase) if phase in PHASE_PRIORITY else len(PHASE_PRIORITY)
 
 
 def _thickness_warning(thicknesses: list[float | None], tolerance: float) -> str | None:
@@ -387,8 +392,9 @@ def _refresh_responses(
 ) -> None:
     """One model's responses from a fresh tracking result (its split and merge lineage is not
     stored, so only a re-track can redo them), then the radiologist's."""
-    session.execute(delete(Response).where(Response.patient_id == patient_id, Response.source == "model",
-                                           Response.model_id == model_id))
+    session.execute(delete(Response).where(  # and rows revision 0010 could not give a model
+        Response.patient_id == patient_id, Response.source == "model",
+        or_(Response.model_id == model_id, Response.model_id.is_(None))))
     if result is not None and len(tracked) > 1:
         report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
         baseline = tracked[0][0].id
@@ -916,7 +922,7 @@ def scene_for_study(
     study_id: int, cache_dir: Path | None = None, model_id: int | None = None,
     url: str | None = None, data_root: Path | None = None,
 ) -> Any:
-    """Meshes (:class:`lvt_core.scene.SceneMeshes`) of the tracked series of a study.
+    """Meshes (:class:`lvt_core.scene.SceneMeshes`) of a study's series tracking would follow.
 
     Cached on disk under ``cache_dir`` (default ``<data dir>/meshes``) by label-map hash, so
     the 3D page loads a study's meshes once. Tumor keys are lesion indices of that series.
@@ -929,12 +935,15 @@ def scene_for_study(
         if study is None:
             raise UserError(f"study {study_id} is not in the store")
         model_id = model_id or current_model_id(session)
-        tracked = dict(
-            (s.id, seg) for s, seg in _tracked_segmentations(session, study.patient_id, model_id)
-        ) if model_id else {}
-        seg = tracked.get(study_id)
-        if seg is None:
+        drawn = session.execute(
+            select(Segmentation, Series.phase).join(Series, Series.id == Segmentation.series_id)
+            .where(Series.study_id == study_id, Segmentation.model_id == model_id,
+                   Segmentation.status == "done").order_by(Series.id)
+        ).all()
+        if not drawn:
             raise UserError(f"study {study_id} has no finished segmentation; run `lvt batch`")
+        # the study's own series, portal first as tracking picks (undated studies included)
+        seg = min(drawn, key=lambda row: _phase_rank(row[1]))[0]
         path = storage.resolve(seg.label_map_path or "", root)
     labels = sitk.ReadImage(str(path))
     return build_scene_meshes(labels, cache_dir=cache_dir or root / "meshes")

@@ -69,10 +69,15 @@ def set_series_phase(
 
 def set_study_date(
     study_id: int, source_date: dt.date, source_patient_id: str, actor: str,
-    url: str | None = None, data_root: Path | None = None,
+    url: str | None = None, data_root: Path | None = None, dates_shifted: bool | None = None,
 ) -> dict[str, Any]:
     """Date an undated study (the source date, shifted as this patient's dates are); return what
-    was stored and, when the study joins a day that already has scans, the redo command."""
+    was stored and, when the study joins a day that already has scans, the redo command.
+
+    A patient stored before revision 0008 has no recorded policy: guessed from today's settings,
+    a date came out 111 days off its neighbours. So ``dates_shifted`` must say how its dates
+    were stored (then it is recorded); for other patients it must agree with the record.
+    """
     if why := implausible_study_date(source_date):
         raise UserError(f"date {source_date}: {why}")
     with make_session_factory(url or default_url())() as session:
@@ -84,15 +89,15 @@ def set_study_date(
                             "is dated here")
         patient = session.get(Patient, study.patient_id)
         assert patient is not None
-        policy = Deidentifier.from_settings(patient.identity_removed is not False)
-        if policy.patient_id(source_patient_id) != patient.pseudo_id:
-            raise UserError(f"source patient id {source_patient_id!r} is not patient {patient.pseudo_id} "
-                            "(pseudonymised with this store's key): give the id the study's files carry")
-        if patient.dates_shifted is not None:
-            policy = Deidentifier(policy.key, policy.enabled, patient.dates_shifted)
+        pseudonymised = _identity_of(patient, source_patient_id)
+        shifted = _date_policy(patient, dates_shifted)
+        policy = Deidentifier.from_settings(pseudonymised)
+        policy = Deidentifier(policy.key, policy.enabled, shifted and pseudonymised)
         study.study_date = policy.date(source_patient_id, source_date)
+        patient.identity_removed, patient.dates_shifted = pseudonymised, shifted and pseudonymised
         audit.record(session, "study_date_set", actor=actor, target=f"study {study_id}",
-                     detail={"patient": patient.pseudo_id, "stored_date": study.study_date.isoformat()})
+                     detail={"patient": patient.pseudo_id, "stored_date": study.study_date.isoformat(),
+                             "dates_shifted": patient.dates_shifted})
         session.flush()
         same_day_scans = session.scalar(select(func.count(Series.id)).join(Study, Study.id == Series.study_id)
                                         .where(same_day(study), Study.id != study.id))
@@ -107,4 +112,31 @@ def set_study_date(
         stored = study.study_date
     redo = f"lvt batch --patient {patient.pseudo_id} --force" if same_day_scans and models else None
     return {"study_id": study_id, "patient": patient.pseudo_id, "stored_date": stored.isoformat(),
-            "joins_a_day_with_scans": bool(same_day_scans), "redo": redo}
+            "dates_shifted": bool(patient.dates_shifted), "joins_a_day_with_scans": bool(same_day_scans),
+            "redo": redo}
+
+
+def _identity_of(patient: Patient, source_patient_id: str) -> bool:
+    """Whether the patient's id is a pseudonym of ``source_patient_id`` (True) or that id kept
+    as given (False, ``--keep-identifiers``); any other id is refused."""
+    pseudonym = Deidentifier.from_settings(True).patient_id(source_patient_id)
+    if patient.identity_removed is not False and pseudonym == patient.pseudo_id:
+        return True
+    if patient.identity_removed is not True and source_patient_id.strip() == patient.pseudo_id:
+        return False
+    raise UserError(f"source patient id {source_patient_id!r} is not patient {patient.pseudo_id} (neither "
+                    "its pseudonym under this store's key nor the id kept as given): give the id the "
+                    "study's files carry")
+
+
+def _date_policy(patient: Patient, dates_shifted: bool | None) -> bool:
+    """How the patient's dates are stored: as recorded, or as the admin says for a patient
+    stored before the policy was recorded (revision 0008)."""
+    if patient.dates_shifted is None and dates_shifted is None:
+        raise UserError(f"patient {patient.pseudo_id} was stored before LVT recorded whether its dates are "
+                        "shifted (migration 0008): say how they were stored with --dates-shifted or "
+                        "--dates-kept (LVT_DEID_SHIFT_DATES when it was ingested)")
+    if patient.dates_shifted is not None and dates_shifted is not None and dates_shifted != patient.dates_shifted:
+        raise UserError(f"patient {patient.pseudo_id}'s dates are stored "
+                        f"{'shifted' if patient.dates_shifted else 'as given'}, not as you say")
+    return patient.dates_shifted if patient.dates_shifted is not None else bool(dates_shifted)

@@ -24,7 +24,8 @@ Rows link to studies through the same pseudonymisation and date shift as ``lvt i
 (same key): the row's ids are de-identified first; if no such patient is stored, the ids
 are looked up as given (for stores ingested with ``--keep-identifiers``). Re-importing a
 file adds nothing; a row that differs from the stored measurement with the same
-(study, lesion_label, reader) is a conflict.
+(study, lesion_label, reader) is a conflict, except that a ``new_lesion`` given for a row stored
+without one (imported before the column existed) fills it.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class ImportReport:
     rows: int = 0
     added: int = 0
     already_present: int = 0
+    flags_filled: int = 0  # new_lesion given for a stored row that had none (imported before 0009)
     patients: set[str] = field(default_factory=set)
     studies: set[int] = field(default_factory=set)
 
@@ -88,6 +90,7 @@ class ImportReport:
             "rows": self.rows,
             "added": self.added,
             "already_present": self.already_present,
+            "new_lesion_flags_filled": self.flags_filled,
             "patients": len(self.patients),
             "studies": len(self.studies),
         }
@@ -302,7 +305,14 @@ def import_measurements(
             )
             if existing is not None:
                 same = all(_same(f, getattr(existing, f), row.values[f]) for f in VALUE_FIELDS)
-                if same:
+                flag = row.values["new_lesion"]
+                if not same and existing.new_lesion is None and flag is not None and all(
+                        _same(f, getattr(existing, f), row.values[f]) for f in VALUE_FIELDS if f != "new_lesion"):
+                    existing.new_lesion = flag  # a row imported before the column existed gets it now
+                    report.flags_filled += 1
+                    report.patients.add(row.patient_id)
+                    report.studies.add(study.id)
+                elif same:
                     report.already_present += 1
                 else:
                     errors.append(
@@ -329,7 +339,7 @@ def import_measurements(
                 action="measurements.import",
                 actor=audit.command_line_actor("lvt measurements import"),
                 target=path.name,
-                detail={"rows": len(rows), "added": report.added},
+                detail={"rows": len(rows), "added": report.added, "flags_filled": report.flags_filled},
             )
         )
         session.commit()
@@ -338,7 +348,7 @@ def import_measurements(
         raise
     finally:
         session.close()
-    if report.added:
+    if report.added or report.flags_filled:
         _refresh_analytics(url, sorted(report.studies))
     return report
 

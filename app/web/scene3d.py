@@ -30,7 +30,8 @@ class SeriesChoice:
     @property
     def label(self) -> str:
         """``2011-11-26 · portal (tracked phase)``."""
-        return f"{self.study_date} · {self.phase}" + (" (tracked phase)" if self.tracked else "")
+        day = str(self.study_date) if self.study_date else f"undated study {self.study_id}"  # as the follow-up page
+        return f"{day} · {self.phase}" + (" (tracked phase)" if self.tracked else "")
 
 
 def series_choices(

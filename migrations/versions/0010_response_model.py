@@ -8,7 +8,8 @@ A model's RECIST responses come from that model's tracks. Without the model on t
 refresh under one model overwrote another's responses, and a page showing model A's lesions
 showed model B's response beside them. The radiologist's responses have no model (NULL).
 An existing model response is given the model that drew its study when exactly one did;
-any other stays NULL and is no longer shown until `lvt batch --all --refresh` redoes it.
+any other stays NULL, is not shown, and goes at the patient's next refresh. One radiologist
+response per study stays enforced by a partial unique index (its rows have no model).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def upgrade() -> None:
                                  ondelete="CASCADE")
         batch.drop_constraint("uq_responses_study_source", type_="unique")
         batch.create_unique_constraint("uq_responses_study_source_model", ["study_id", "source", "model_id"])
+    # one radiologist response per study, as the dropped key ensured (its rows have no model)
+    op.create_index("uq_responses_radiologist_study", "responses", ["study_id"], unique=True,
+                    sqlite_where=sa.text("source = 'radiologist'"),
+                    postgresql_where=sa.text("source = 'radiologist'"))
     op.execute(sa.text(
         "UPDATE responses SET model_id = (SELECT MIN(g.model_id) FROM segmentations g "
         "JOIN series s ON s.id = g.series_id WHERE s.study_id = responses.study_id AND g.status = 'done' "
@@ -39,8 +44,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(sa.text("DELETE FROM responses WHERE source = 'model' AND id NOT IN ("
-                       "SELECT MAX(id) FROM responses WHERE source = 'model' GROUP BY study_id)"))
+    op.drop_index("uq_responses_radiologist_study", table_name="responses")
+    # one row per study and source again: the newest of each (other models' responses go)
+    op.execute(sa.text("DELETE FROM responses WHERE id NOT IN ("
+                       "SELECT keep FROM (SELECT MAX(id) AS keep FROM responses GROUP BY study_id, source) AS kept)"))
     with op.batch_alter_table("responses") as batch:
         batch.drop_constraint("uq_responses_study_source_model", type_="unique")
         batch.create_unique_constraint("uq_responses_study_source", ["study_id", "source"])

@@ -381,6 +381,11 @@ def _apply(
                               dates_shifted=deid.enabled and deid.shift_dates)
             session.add(patient)
             report.patients_added += 1
+        if pseudo not in patients and patient.dates_shifted is None and patient.id is not None:
+            report.notes.append(  # stored before revision 0008: nothing to check the dates against
+                f"patient {pseudo} was stored before LVT recorded its de-identification policy: its new "
+                f"dates are {'shifted' if deid.enabled and deid.shift_dates else 'kept'} (today's "
+                "LVT_DEID_SHIFT_DATES); if it was first ingested otherwise, the intervals are wrong")
         patients[pseudo] = patient
         if policy_clash := _other_policy(patient, deid):
             message = f"{c.source}: patient {pseudo} was ingested with {policy_clash}"
