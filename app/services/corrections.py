@@ -90,11 +90,11 @@ def set_study_date(
         patient = session.get(Patient, study.patient_id)
         assert patient is not None
         pseudonymised = _identity_of(patient, source_patient_id)
-        shifted = _date_policy(patient, dates_shifted)
+        shifted = pseudonymised and _date_policy(patient, dates_shifted)  # kept ids: dates kept too
         policy = Deidentifier.from_settings(pseudonymised)
-        policy = Deidentifier(policy.key, policy.enabled, shifted and pseudonymised)
+        policy = Deidentifier(policy.key, policy.enabled, shifted)
         study.study_date = policy.date(source_patient_id, source_date)
-        patient.identity_removed, patient.dates_shifted = pseudonymised, shifted and pseudonymised
+        patient.identity_removed, patient.dates_shifted = pseudonymised, shifted
         audit.record(session, "study_date_set", actor=actor, target=f"study {study_id}",
                      detail={"patient": patient.pseudo_id, "stored_date": study.study_date.isoformat(),
                              "dates_shifted": patient.dates_shifted})
