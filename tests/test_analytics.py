@@ -673,6 +673,23 @@ def test_a_measurement_on_the_days_other_study_links_to_its_tracked_lesion(
     assert {track for _, track, _ in _stored_links(url, model_id).values()} == numbers
 
 
+def test_the_radiologists_day_is_one_timepoint_across_its_studies(split_day: dict, tmp_path: Path) -> None:
+    """A reader's measurements of one day on its two studies were two timepoints: a response
+    on the baseline day, against itself."""
+    url = split_day["url"]
+    csv = tmp_path / "measurements.csv"
+    rows = ["patient_id,accession,lesion_label,longest_diameter_mm,reader"]
+    rows += [f"SPLIT,{SPLIT_DAY[0][0]},A,19.0,dr", f"SPLIT,{SPLIT_DAY[1][0]},B,12.0,dr",  # day 1, two studies
+             f"SPLIT,{SPLIT_DAY[2][0]},A,19.0,dr", f"SPLIT,{SPLIT_DAY[2][0]},B,12.0,dr"]
+    csv.write_text("\n".join(rows) + "\n")
+    import_measurements(csv, url=url)
+    with make_session_factory(url)() as s:
+        radiologist = s.execute(select(Response.study_id, Response.recist_category, Response.sum_diameters_mm)
+                                .where(Response.source == "radiologist")).all()
+    day_2 = split_day["studies"][(SPLIT_DAY[2][1], SPLIT_DAY[2][2])][0]
+    assert radiologist == [(day_2, "SD", 31.0)]  # both day-1 lesions are its baseline
+
+
 def test_the_volumetric_response_has_one_timepoint_per_day(split_day: dict) -> None:
     """The page's volumetric response took every study with a segmentation: the day's
     arterial study (no tracked lesion, 0 ml) became the baseline and every timepoint NE."""

@@ -417,7 +417,8 @@ def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
     session.flush()
     measurements = [m for m in _radiologist(session, [patient_id]) if m[0].study_date is not None]  # as the model's
     reader = min((m[1] for m in measurements), default=None)
-    chosen = [m[0] for m in measurements if m[1] == reader]
+    first_of_day = _first_study_of_each_day(session, patient_id)  # a day's studies are one timepoint
+    chosen = [replace(m[0], study_id=str(first_of_day[int(m[0].study_id)])) for m in measurements if m[1] == reader]
     if len({m.study_id for m in chosen}) > 1:
         report = recist_from_measurements(chosen)
         baseline = int(report["studies"][0])
@@ -430,6 +431,17 @@ def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
                          sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
                          new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
             )
+
+
+def _first_study_of_each_day(session: Session, patient_id: int) -> dict[int, int]:
+    """Each study's day, named by the day's first study (a day's phases may be separate studies)."""
+    first: dict[DayKey, int] = {}
+    out: dict[int, int] = {}
+    for study_id, study_date in session.execute(
+        select(Study.id, Study.study_date).where(Study.patient_id == patient_id).order_by(Study.id)
+    ):
+        out[study_id] = first.setdefault(day_key(patient_id, study_id, study_date), study_id)
+    return out
 
 
 def refresh_responses(patients: list[str] | None = None, url: str | None = None,
