@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from app.cli.common import UserError
 from app.services import analytics
 from app.services.batch import import_label_map
-from app.services.ingest.service import IngestOptions, ingest_paths
+from app.services.ingest.service import IngestOptions, IngestReport, ingest_paths
 from app.services.measurements import import_measurements
 from db.engine import default_url, ensure_schema, make_session_factory
 from db.models import Lesion, Measurement, Model, Patient, Response
@@ -66,6 +66,20 @@ def _scan_of(
     return image(hu), image(labels)
 
 
+def _store_truth(url: str, manifest: Path, truth: dict[str, sitk.Image]) -> tuple[IngestReport, int]:
+    """Ingest a manifest's images and store each one's true label map (``truth`` by file name)
+    as a "ground-truth" model's output; returns the ingest report and the model id."""
+    report = ingest_paths([], IngestOptions(manifest=manifest), url=url)
+    with make_session_factory(url)() as s:
+        model = Model(name="ground-truth", version="1", checksum="0" * 64)
+        s.add(model)
+        s.commit()
+        model_id = model.id
+    for added in report.added:
+        import_label_map(added["series_id"], model_id, truth[Path(added["source"]).name], url=url)
+    return report, model_id
+
+
 @pytest.fixture()
 def store(lvt_env: Path, tmp_path: Path) -> dict:
     url = default_url()
@@ -80,19 +94,10 @@ def store(lvt_env: Path, tmp_path: Path) -> dict:
             ct, labels = _scan(t, scale)
             name = f"t{t}_{phase}.nii.gz"
             sitk.WriteImage(ct, str(folder / name))
-            truth[str(folder / name)] = labels
+            truth[name] = labels
             lines.append(f"SRC1,{name},{DATES[t]},{phase}")
     (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
-    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
-    with make_session_factory(url)() as s:
-        model = Model(name="ground-truth", version="1", checksum="0" * 64)
-        s.add(model)
-        s.commit()
-        model_id = model.id
-    for added in report.added:
-        labels = truth[str(Path(added["source"]))] if added["source"] in truth else next(
-            v for k, v in truth.items() if Path(k).name == Path(added["source"]).name)
-        import_label_map(added["series_id"], model_id, labels, url=url)
+    report, model_id = _store_truth(url, folder / "manifest.csv", truth)
     centroid_a = [A_CENTER[0], A_CENTER[1], A_CENTER[2]]
     csv = tmp_path / "measurements.csv"
     rows = ["patient_id,study_date,lesion_label,longest_diameter_mm,slice_index,"
@@ -495,14 +500,7 @@ def test_the_follow_up_page_links_measurements_as_the_stored_links_do(lvt_env: P
         sitk.WriteImage(scans[f"t{t}.nii.gz"][0], str(folder / f"t{t}.nii.gz"))
     (folder / "manifest.csv").write_text(
         "patient_id,image,study_date,phase\n" + "".join(f"SRC5,t{t}.nii.gz,{d},portal\n" for t, d in enumerate(DATES[:2])))
-    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
-    with make_session_factory(url)() as s:
-        model = Model(name="ground-truth", version="1", checksum="0" * 64)
-        s.add(model)
-        s.commit()
-        model_id = model.id
-    for added in report.added:
-        import_label_map(added["series_id"], model_id, scans[Path(added["source"]).name][1], url=url)
+    report, _ = _store_truth(url, folder / "manifest.csv", {name: scan[1] for name, scan in scans.items()})
     csv = tmp_path / "measurements.csv"
     csv.write_text("patient_id,study_date,lesion_label,longest_diameter_mm,slice_index,reader\n"
                    + "".join(f"SRC5,{d},L1,16.5,5,dr\n" for d in DATES[:2]))
@@ -581,15 +579,8 @@ def split_day(lvt_env: Path, tmp_path: Path) -> dict:
         truth[f"s{k}.nii.gz"] = labels if drawn else _without_tumor(labels)
         lines.append(f"SPLIT,s{k}.nii.gz,{date},{phase},{uid},{uid}")
     (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
-    report = ingest_paths([], IngestOptions(manifest=folder / "manifest.csv"), url=url)
-    with make_session_factory(url)() as s:
-        model = Model(name="ground-truth", version="1", checksum="0" * 64)
-        s.add(model)
-        s.commit()
-        model_id = model.id
+    report, model_id = _store_truth(url, folder / "manifest.csv", truth)
     series = {Path(a["source"]).name: a["series_id"] for a in report.added}
-    for name, series_id in series.items():
-        import_label_map(series_id, model_id, truth[name], url=url)
     with make_session_factory(url)() as s:
         from db.models import Series
 
