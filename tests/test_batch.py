@@ -173,13 +173,23 @@ def test_a_redo_that_fails_leaves_none_of_the_earlier_results(cohort: str, tiny_
     _assert_consistent(cohort)
 
 
+def _confirming_every_candidate(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    """The tiny checkpoint with a cross-phase rule that keeps any candidate another phase of
+    the day confirms, so that reading a day's phases together shows ("other_phase")."""
+    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
+
+    _, meta = load_checkpoint(tiny_checkpoint)
+    rule = {"min_peak": 0.01, "max_distance_mm": 500.0, "min_volume_ml": 0.0}
+    meta = {**meta, "version": "0.0.2", "inference": {**meta["inference"], "cross_phase": rule}}
+    return copy_with_meta(tiny_checkpoint, tmp_path / "cross.pt", meta)
+
+
 def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
         lvt_env: Path, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One task per study: with the cross-phase rule on, both phases go through
     ``predict_day``, each named by its series' phase; an unreadable arterial series fails alone
     and its portal sibling is stored."""
     from db.engine import default_url
-    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
     from lvt_core.inference import Predictor
 
     phases_read: list[list[str] | None] = []
@@ -195,10 +205,7 @@ def test_phases_of_a_day_are_segmented_together_and_a_broken_one_fails_alone(
     ensure_schema(url)
     manifest = write_tiny_cohort(tmp_path / "in", patients=1, timepoints=1, phases=("portal", "arterial"))
     ingest_paths([], IngestOptions(manifest=manifest), url=url)
-    _, meta = load_checkpoint(tiny_checkpoint)
-    rule = {"min_peak": 0.01, "max_distance_mm": 500.0, "min_volume_ml": 0.0}
-    meta = {**meta, "version": "0.0.2", "inference": {**meta["inference"], "cross_phase": rule}}
-    model = copy_with_meta(tiny_checkpoint, tmp_path / "cross.pt", meta)
+    model = _confirming_every_candidate(tiny_checkpoint, tmp_path)
 
     summary = run_batch(BatchOptions(all=True, model=model))
     assert summary.done == 2 and summary.failed == 0
@@ -223,7 +230,6 @@ def test_the_phases_of_a_day_in_separate_studies_are_read_together(
     """Many sites give each phase its own study UID: the batch made one task per study, so
     the cross-phase rule never saw the day's other phase (no lesion "other_phase")."""
     from db.engine import default_url
-    from lvt_core.checkpoint import copy_with_meta, load_checkpoint
 
     url = default_url()
     ensure_schema(url)
@@ -232,10 +238,7 @@ def test_the_phases_of_a_day_in_separate_studies_are_read_together(
     manifest.write_text("\n".join([f"{header},study_uid"]
                                   + [f"{row},1.2.826.0.7.{k}" for k, row in enumerate(rows)]) + "\n")
     ingest_paths([], IngestOptions(manifest=manifest), url=url)
-    _, meta = load_checkpoint(tiny_checkpoint)
-    rule = {"min_peak": 0.01, "max_distance_mm": 500.0, "min_volume_ml": 0.0}
-    meta = {**meta, "version": "0.0.2", "inference": {**meta["inference"], "cross_phase": rule}}
-    model = copy_with_meta(tiny_checkpoint, tmp_path / "cross.pt", meta)
+    model = _confirming_every_candidate(tiny_checkpoint, tmp_path)
 
     summary = run_batch(BatchOptions(all=True, model=model))
     assert summary.done == 2 and summary.failed == 0
