@@ -160,6 +160,8 @@ def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
         page.get_by_role("link", name="Patients").click()
         page.get_by_role("button", name="Open follow-up").click()
         page.get_by_role("heading", name="Patient").first.wait_for(timeout=30_000)
+        # the whole follow-up drawn first: a click while the page still ran was lost under load
+        page.get_by_role("heading", name="Images and lesions").wait_for(timeout=60_000)
         page.get_by_role("button", name="Sign out").click()  # on a patient's page
         page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
         other_tab.get_by_role("link", name="Patients").click()  # it kept working, and writing
