@@ -223,6 +223,9 @@ class Lesion(Base):
     # who drew it: "network", "faint_search" (the search after the network), NULL unknown
     # (an imported label map, or a row older than migration 0003)
     found_by: Mapped[str | None] = mapped_column(String(16))
+    # the scan's edge cuts it: its sizes are lower bounds and it is never a RECIST target
+    # (NULL: not known, a row older than migration 0011 until the patient's next refresh)
+    cut_by_scan_edge: Mapped[bool | None] = mapped_column(Boolean)
 
     segmentation: Mapped[Segmentation] = relationship(back_populates="lesions")
 
@@ -247,6 +250,20 @@ class LesionTrack(Base):
     members: Mapped[list[LesionTrackMember]] = relationship(
         back_populates="track", cascade="all, delete-orphan"
     )
+
+
+class TrackingWarning(Base):
+    """Why one patient's tracks under one model deserve a second look (a registration replaced
+    by the scanner frame); replaced at each refresh of the patient."""
+
+    __tablename__ = "tracking_warnings"
+    __table_args__ = (Index("ix_tracking_warnings_patient_model", "patient_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class LesionTrackMember(Base):

@@ -19,6 +19,7 @@ from app.services import analytics
 from app.services.batch import import_label_map
 from app.services.ingest.service import IngestOptions, IngestReport, ingest_paths
 from app.services.measurements import import_measurements
+from app.web import queries
 from db.engine import default_url, ensure_schema, make_session_factory
 from db.models import Lesion, Measurement, Model, Patient, Response
 
@@ -160,7 +161,7 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
 
     tables = analytics.cohort_tables({"model_id": store["model_id"]})
     assert set(tables) == {"patients", "studies", "series", "lesions", "tracks", "volumetry",
-                           "response", "measurements", "agreement"}
+                           "response", "measurements", "agreement", "tracking_warnings"}
     assert len(tables["series"]) == 4 and len(tables["lesions"]) == 6  # both phases at t0
     assert len(tables["response"]) == 4 and len(tables["measurements"]) == 4
     # lengths and positions name their unit, as the lesion diameters always did
@@ -543,6 +544,51 @@ def test_a_followup_liver_drawn_as_a_blob_keeps_the_tracks_and_says_why(store: d
     f = analytics.patient_followup(store["patient"], model_id)
     assert len(f.tracks) == 2 and len(_track_of(f, -1.0)["points"]) == 3
     assert [r["category"] for r in f.responses["model"]] == ["PD", "PR"]  # B is new at t1: truly PD
+
+    # kept for the pages and the export, not only logged; a refresh that registers replaces them
+    with make_session_factory(url)() as s:
+        page = queries.followup(s, store["patient"])
+    assert page is not None and page.tracking_warnings == summary["warnings"]
+    exported = analytics.cohort_tables(url=url)["tracking_warnings"]
+    assert exported["message"].tolist() == summary["warnings"] and set(exported["patient"]) == {store["patient"]}
+    import_label_map(followup, model_id, labels, url=url)
+    with make_session_factory(url)() as s:
+        assert queries.followup(s, store["patient"]).tracking_warnings == []
+
+
+def test_a_lesion_the_scan_edge_cuts_is_stored_cut_for_the_pages_and_the_export(store: dict) -> None:
+    """A lesion reaching the first slice has lower-bound sizes and is never a RECIST target; the
+    flag was computed by tracking and then lost, so the page showed its size as whole. Rows
+    stored before the flag (NULL) get it at the patient's next refresh."""
+    from db.models import Segmentation, Series, Study
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        last = s.scalars(select(Series.id).join(Study, Study.id == Series.study_id)
+                         .where(Series.phase == "portal").order_by(Study.study_date)).all()[-1]
+    edge = (0.0, -20.0, 1.5)  # slice 0 of 20 (3 mm): the scan cuts it
+    _, labels = _scan_of([(A_CENTER, A_RADII[2]), (B_CENTER, B_RADII[2]), (edge, 6.0)])
+    import_label_map(last, model_id, labels, url=url)
+
+    def flags() -> dict[bool, bool | None]:
+        with make_session_factory(url)() as s:
+            rows = s.scalars(select(Lesion).join(Segmentation, Segmentation.id == Lesion.segmentation_id)
+                             .where(Segmentation.series_id == last)).all()
+            return {abs(r.centroid_z - edge[2]) < 4: r.cut_by_scan_edge for r in rows}
+
+    assert flags() == {True: True, False: False}
+    with make_session_factory(url)() as s:
+        s.execute(update(Lesion).values(cut_by_scan_edge=None))  # as revision 0011 leaves older rows
+        s.commit()
+        analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
+        s.commit()
+        page = queries.followup(s, store["patient"])
+    assert flags() == {True: True, False: False}
+    assert page is not None
+    shown = page.lesions[page.lesions["series_id"] == last]
+    assert sorted(shown["cut_by_scan_edge"].tolist()) == [False, False, True]
+    exported = analytics.cohort_tables(url=url)["lesions"]
+    assert exported.loc[exported["series_id"] == last, "cut_by_scan_edge"].sum() == 1
 
 
 # -- a day's phases stored as separate studies ----------------------------------------------

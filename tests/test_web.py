@@ -502,6 +502,32 @@ def test_an_undated_study_opens_on_the_follow_up_page(demo_copy: str) -> None:
     assert not at.exception, at.exception
 
 
+def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(demo_copy: str) -> None:
+    """A registration replaced by the scanner frame, and a lesion the scan's edge cuts, were
+    known at batch time and never reached the page: both are stored now and shown."""
+    from app.services.analytics import current_model_id
+    from db.engine import session_scope
+    from db.models import Lesion, LesionTrackMember, Patient, TrackingWarning
+
+    with session_scope(demo_copy) as s:
+        patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
+        s.add(TrackingWarning(patient_id=patient.id, model_id=current_model_id(s),
+                              message="registering timepoint 1 (2024-04-15) to timepoint 0: not registered"))
+        lesion = s.scalar(select(Lesion).join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
+                          .where(LesionTrackMember.study_id == patient.studies[-1].id).limit(1))
+        s.execute(update(Lesion).values(cut_by_scan_edge=False))
+        lesion.cut_by_scan_edge = True
+        pseudo = patient.pseudo_id
+    at = _signed_in("clinician")
+    at.selectbox(key="patient_pick").select(pseudo)
+    at.button(key="open_patient").click().run()
+    at.number_input(key="fu_min_diameter").set_value(0.0).run()
+    assert not at.exception, at.exception
+    assert any("without registration" in w.value and "timepoint 1 (2024-04-15)" in w.value for w in at.warning)
+    table = next(d.value for d in at.dataframe if "track" in d.value.columns)  # the last day opens first
+    assert table["edge"].tolist().count("cut") == 1 and set(table["edge"]) <= {"cut", ""}
+
+
 def test_size_filter_keeps_whole_tracks() -> None:
     import pandas as pd
 

@@ -48,6 +48,7 @@ from db.models import (
     Segmentation,
     Series,
     Study,
+    TrackingWarning,
     TrackOverride,
     VolumetryResult,
 )
@@ -185,6 +186,7 @@ def refresh_patient(
     session.flush()
     links = refresh_links(session, patient_id, model_id)
     warnings = list(result.warnings) if result else []
+    _store_tracking_warnings(session, patient_id, model_id, warnings)
     undated = session.scalar(select(func.count(Study.id)).where(Study.patient_id == patient_id,
                                                                 Study.study_date.is_(None)))
     if undated:
@@ -194,6 +196,21 @@ def refresh_patient(
         log.warning("patient %s tracking: %s", patient_id, warning)
     return {"studies": len(tracked), "tracks": len(result.tracks) if result else 0,
             "volumetry_flags": flagged, "measurement_links": links, "warnings": warnings}
+
+
+def _store_tracking_warnings(session: Session, patient_id: int, model_id: int, warnings: list[str]) -> None:
+    """Keep this tracking's warnings for the pages, in place of the last tracking's."""
+    session.execute(delete(TrackingWarning).where(
+        TrackingWarning.patient_id == patient_id, TrackingWarning.model_id == model_id))
+    session.add_all(TrackingWarning(patient_id=patient_id, model_id=model_id, message=w) for w in warnings)
+
+
+def tracking_warnings(session: Session, patient_id: int, model_id: int | None) -> list[str]:
+    """The warnings of the patient's last tracking under ``model_id``, oldest first."""
+    return list(session.scalars(
+        select(TrackingWarning.message)
+        .where(TrackingWarning.patient_id == patient_id, TrackingWarning.model_id == model_id)
+        .order_by(TrackingWarning.id)))
 
 
 def refresh_links(session: Session, patient_id: int, model_id: int) -> int:
@@ -357,6 +374,10 @@ def _refresh_tracks(
         config.tracking,
         TrackOverrides(forced_links=forced, excluded=excluded, previous_track_ids=previous),
     )
+    for t, drawn in enumerate(result.lesions):  # fills rows stored before the flag was (0011)
+        for lesion in drawn:
+            if (row := row_of.get((t, lesion.id))) is not None:
+                row.cut_by_scan_edge = lesion.cut_by_scan_edge
     if track_ids:
         session.execute(delete(LesionTrackMember).where(LesionTrackMember.track_id.in_(track_ids)))
     keep = {track.track_id for track in result.tracks}
@@ -810,7 +831,7 @@ def cohort_tables(
                        Lesion.longest_axial_diameter_mm, Lesion.short_axis_mm,
                        Lesion.centroid_x.label("centroid_x_mm"), Lesion.centroid_y.label("centroid_y_mm"),
                        Lesion.centroid_z.label("centroid_z_mm"), Lesion.mean_hu,
-                       Lesion.found_by)
+                       Lesion.found_by, Lesion.cut_by_scan_edge)
                 .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
                 .join(Series, Series.id == Segmentation.series_id)
                 .join(Study, Study.id == Series.study_id)
@@ -838,6 +859,11 @@ def cohort_tables(
                 .join(Patient, Patient.id == Study.patient_id)
                 .where(VolumetryResult.model_id == model_id)
                 .order_by(VolumetryResult.study_id, VolumetryResult.series_id), Study.patient_id)),
+            "tracking_warnings": frame(where_patient(
+                select(Patient.pseudo_id.label("patient"), TrackingWarning.message)
+                .join(Patient, Patient.id == TrackingWarning.patient_id)
+                .where(TrackingWarning.model_id == model_id)
+                .order_by(Patient.pseudo_id, TrackingWarning.id), TrackingWarning.patient_id)),
             "response": frame(where_patient(
                 select(Patient.pseudo_id.label("patient"), Response.study_id, Study.study_date,
                        Response.source, Response.recist_category, Response.sum_diameters_mm,

@@ -359,6 +359,7 @@ def _store_lesions(session: Session, segmentation_id: int, lesions: list[dict[st
         row.bbox = [int(v) for v in item.get("bbox") or []] or None
         row.mean_hu = item.get("mean_hu")
         row.found_by = item.get("found_by")
+        row.cut_by_scan_edge = item.get("cut_by_scan_edge")
 
 
 def _same_lesions(rows: list[Lesion], lesions: list[dict[str, Any]]) -> list[tuple[Lesion, dict[str, Any]]]:

@@ -63,6 +63,7 @@ def measure_labels(
             "bbox": list(lesion.bbox_index),
             "mean_hu": lesion.mean_hu,
             "found_by": lesion.found_by,
+            "cut_by_scan_edge": lesion.cut_by_scan_edge,
         }
         for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm,
                                       other_phase_points_mm=other_phase_points_mm or ())

@@ -15,7 +15,12 @@ import pandas as pd
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.services.analytics import current_model_id, shown_responses, tracked_series_ids
+from app.services.analytics import (
+    current_model_id,
+    shown_responses,
+    tracked_series_ids,
+    tracking_warnings,
+)
 from db import queries as dbq
 from db.models import (
     BatchJob,
@@ -166,11 +171,14 @@ class FollowUp:
     """series id → store-relative label map path of the shown model."""
     tracked_series: frozenset[int] = frozenset()
     """The series the tracks follow, one per day (:func:`app.services.analytics.tracked_series_ids`)."""
+    tracking_warnings: list[str] = field(default_factory=list)
+    """Why the last tracking deserves a second look (:func:`app.services.analytics.tracking_warnings`)."""
 
 
 LESION_COLUMNS = [
     "lesion_id", "lesion_index", "study_id", "study_date", "series_id", "phase", "track",
-    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z", "found_by", "z_range",
+    "track_id", "diameter_mm", "short_axis_mm", "volume_ml", "x", "y", "z", "found_by",
+    "cut_by_scan_edge", "z_range",
 ]
 
 
@@ -192,7 +200,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             Lesion.id, Lesion.lesion_index, Study.id, Study.study_date, Series.id, Series.phase,
             LesionTrack.track_number, LesionTrack.id, Lesion.longest_axial_diameter_mm,
             Lesion.short_axis_mm, Lesion.volume_ml, Lesion.centroid_x, Lesion.centroid_y,
-            Lesion.centroid_z, Lesion.found_by, Lesion.bbox,
+            Lesion.centroid_z, Lesion.found_by, Lesion.cut_by_scan_edge, Lesion.bbox,
         )
         .join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
         .join(LesionTrack, LesionTrack.id == LesionTrackMember.track_id)
@@ -265,7 +273,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
     )
     return FollowUp(
         pseudo_id, model_id, timeline.studies, lesions, measurements, responses, volumes, label_maps,
-        tracked_series_ids(session, patient.id, model_id),
+        tracked_series_ids(session, patient.id, model_id), tracking_warnings(session, patient.id, model_id),
     )
 
 

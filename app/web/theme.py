@@ -44,6 +44,17 @@ def found_by_label(value: object) -> str:
     return FOUND_BY.get(value, "unknown") if isinstance(value, str) else "unknown"
 
 
+SCAN_EDGE_HELP = (
+    "cut: the lesion reaches the edge of the scan, so part of it may lie outside: its sizes are "
+    "lower bounds, and it is never a RECIST target. unknown: stored before LVT recorded this "
+    "(the next refresh fills it)."
+)
+
+
+SCAN_EDGE_LABELS = {True: "cut", False: ""}
+"""``cut_by_scan_edge`` for a table cell; a value not recorded shows as ``unknown``."""
+
+
 def track_colour(track_number: int) -> str:
     """The hex colour of a track (stable for the patient across pages)."""
     return TRACK_COLOURS[(int(track_number) - 1) % len(TRACK_COLOURS)]

@@ -83,6 +83,10 @@ for b in badges:
         icon=":material/visibility:",
     )
 
+for warning in info.tracking_warnings:
+    st.warning(f"Tracks matched without registration here: check their links. ({warning})",
+               icon=":material/warning:")
+
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
                 config={"displayModeBar": False})
@@ -96,6 +100,7 @@ _LESION_COLUMNS = {
                                                    help="short axis, perpendicular to the longest diameter"),
     "volume_ml": st.column_config.NumberColumn("ml", width="small", help="lesion volume"),
     "found_by": st.column_config.TextColumn("found by", help=theme.FOUND_BY_HELP),
+    "edge": st.column_config.TextColumn("edge", width="small", help=theme.SCAN_EDGE_HELP),
 }
 
 st.subheader("Images and lesions")
@@ -119,6 +124,8 @@ with table:
     if not study_lesions.empty:
         shown = study_lesions[["track", "diameter_mm", "short_axis_mm", "volume_ml"]].round(1)
         shown["found_by"] = study_lesions["found_by"].map(theme.found_by_label)
+        if study_lesions["cut_by_scan_edge"].fillna(False).astype(bool).any():
+            shown["edge"] = study_lesions["cut_by_scan_edge"].map(theme.SCAN_EDGE_LABELS).fillna("unknown")
         st.dataframe(shown, hide_index=True, width="stretch", key="fu_lesions",
                      column_config=_LESION_COLUMNS)
 
