@@ -23,6 +23,10 @@ LIVER = 1
 VESSEL = 2
 TUMOR = 3
 
+MIN_LESION_VOXELS = 10
+"""The smallest tumor component that is a lesion: what ``lvt lesions``, tracking and the app
+count, and what ``lvt evaluate`` and ``lvt evaluate-model`` score by default."""
+
 CLASS_NAMES: dict[int, str] = {LIVER: "liver", VESSEL: "vessel", TUMOR: "tumor"}
 CHANNELS: tuple[str, ...] = ("liver", "vessel", "tumor")
 CLASS_VALUES: dict[str, int] = {name: value for value, name in CLASS_NAMES.items()}

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.labels import LIVER, MIN_LESION_VOXELS, TUMOR, VESSEL
 
 NSD_TOLERANCE_MM: dict[str, float] = {"liver": 7.0, "vessel": 3.0, "tumor": 3.0}
 LESION_OVERLAP = 0.10
@@ -85,6 +85,7 @@ def normalized_surface_dice(
             use_subvoxels=True,
         )
     return float(value.reshape(-1)[0])
+
 
 
 def lesion_detection(
@@ -159,7 +160,7 @@ def _mm(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
-def evaluate_pair(pred: sitk.Image, ref: sitk.Image, min_lesion_voxels: int = 1) -> dict[str, Any]:
+def evaluate_pair(pred: sitk.Image, ref: sitk.Image, min_lesion_voxels: int = MIN_LESION_VOXELS) -> dict[str, Any]:
     """All metrics for one prediction/reference pair of exclusive 0..3 label maps; lesions
     are tumor components of ``min_lesion_voxels`` or more (voxel metrics count every voxel).
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
+from lvt_core.metrics import evaluate_pair
 from tests.model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 from training.datasets import load_cases
 from training.evaluate_model import evaluate_checkpoint, phase_volumetry
@@ -52,6 +54,21 @@ def test_evaluate_model_reports_the_phase_volumetry_of_a_two_phase_study(
     assert all(float(r["reference_total_ml"]) > 0 for r in rows)
     assert phase_volumetry([{**r, "liver_total_ml": float(r["liver_total_ml"]),
                              "reference_total_ml": float(r["reference_total_ml"])} for r in rows]) == volumetry
+
+
+def test_evaluate_model_scores_lesions_as_lvt_evaluate_does(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same name, the same number: ``lesion_precision`` was pooled over scans and counted a
+    touch as a hit, so it disagreed with ``lvt evaluate`` on the very same label maps."""
+    cohort = tiny_phantom_cohort(tmp_path_factory, "phases", seed=91, phases=2)
+    summary = evaluate_checkpoint(save_tiny_checkpoint(tmp_path / "tiny.pt"), cohort, tmp_path / "eval",
+                                  device="cpu", save_predictions=True)
+    scored = [evaluate_pair(sitk.ReadImage(str(tmp_path / "eval" / "predictions" / f"{case.case_id}.nii.gz")),
+                            sitk.ReadImage(str(case.labels)))
+              for case in load_cases("synthetic", cohort)]
+    assert len(scored) == summary["cases"] == 2
+    for key in ("lesion_sensitivity", "lesion_precision"):
+        assert summary[key] == pytest.approx(sum(s[key] for s in scored) / 2)
+    assert 0.0 <= summary["lesion_precision_pooled"] <= 1.0
 
 
 def test_lesion_diameter_is_exact_on_large_lesions() -> None:

@@ -33,7 +33,7 @@ from lvt_core.postprocess import confident_tumors, min_tumor_voxels
 from training.evaluate_model import (
     DETECTED_COVERAGE,
     large_lesion_ids,
-    lesion_precision,
+    pooled_lesion_precision,
 )
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class _TumorTally:
         return {"tumor_dsc": round(float(np.mean(self.dsc)), 4) if self.dsc else 0.0,
                 "lesion_sensitivity_10mm": round(self.found / self.total, 4) if self.total else None,
                 "detected_10mm": self.found, "lesions_10mm": self.total,
-                "lesion_precision": round(lesion_precision(self.predicted, self.false), 4),
+                "lesion_precision_pooled": round(pooled_lesion_precision(self.predicted, self.false), 4),
                 "false_lesions_per_scan": round(self.false / scans, 3) if scans else 0.0}
 
 

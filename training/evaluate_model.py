@@ -147,10 +147,10 @@ def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, i
     return n, n - len(touching)
 
 
-def lesion_precision(predicted: int, false: int) -> float:
-    """Share of predicted lesions that touch a true one (1 when none is predicted), pooled by
-    the caller; ``lvt evaluate``'s lesion precision (:func:`lvt_core.metrics.lesion_detection`)
-    asks more than 10 % overlap and averages per case."""
+def pooled_lesion_precision(predicted: int, false: int) -> float:
+    """Share of all predicted lesions that touch a true one (1 when none is predicted), pooled
+    over the scans by the caller: the complement of the false lesions the calibration counts.
+    Not ``lesion_precision``, which is ``lvt evaluate``'s (more than 10 % overlap, per case)."""
     return (predicted - false) / predicted if predicted else 1.0
 
 
@@ -203,8 +203,12 @@ def evaluate_checkpoint(
     checkpoint: str | Path, cohort: str | Path, out: str | Path | None = None,
     device: str = "auto", on_case: Callable[[str], None] | None = None,
     thresholds: dict[str, float] | None = None, tta: bool | None = None, precision: str | None = None,
+    save_predictions: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on every scan of the phantom ``cohort`` (manifest.csv).
+
+    ``save_predictions`` writes each label map to ``out/predictions/<case>.nii.gz``, so any
+    number here can be checked case by case (``lvt evaluate``, a viewer).
 
     ``tta`` turns mirroring test-time augmentation on or off (default: the Predictor's);
     ``precision`` is the arithmetic (``fp32``, ``bf16``; default: the Predictor's ``auto``).
@@ -224,7 +228,13 @@ def evaluate_checkpoint(
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
     sizes = dict.fromkeys(CLASS_MASKS, 0)
     confirmed_total = 0
+    if save_predictions and out is None:
+        raise ValueError("saving the predictions needs an output folder (--out)")
     for case, image, ref, pred, info in _predicted_days(predictor, cohort):
+        if save_predictions:
+            assert out is not None
+            (Path(out) / "predictions").mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(pred, str(Path(out) / "predictions" / f"{case.case_id}.nii.gz"), useCompression=True)
         confirmed_total += len(info["cross_phase_points_mm"])
         result = evaluate_pair(pred, ref)
         findings = lesion_findings(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref),
@@ -267,7 +277,8 @@ def evaluate_checkpoint(
         "lesion_sensitivity_10mm_visible": visible_found / visible_total if visible_total else None,
         "lesions_10mm_visible": visible_total,
         "false_lesions_per_scan": false_total / len(rows) if rows else 0.0,
-        "lesion_precision": lesion_precision(predicted_lesions, false_total),
+        "lesion_precision": mean["lesion_precision"],  # as `lvt evaluate` scores the same pairs
+        "lesion_precision_pooled": pooled_lesion_precision(predicted_lesions, false_total),
         "per_class": {c: mean[c] for c in ("liver", "vessel", "tumor")},
         "global_dsc": {c: 2 * overlap[c] / sizes[c] if sizes[c] else 1.0 for c in CLASS_MASKS},
         "phase_volumetry": phase_volumetry(rows),

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import typer
 
 from app.cli.common import UserError, console, print_json, track
+from lvt_core.labels import MIN_LESION_VOXELS
 
 CSV_CLASSES = ("liver", "vessel", "tumor")
 CSV_METRICS = ("dsc", "nsd", "precision", "recall")
@@ -129,7 +130,7 @@ def register(app: typer.Typer) -> None:
             None, "--csv", help="Also write a CSV, one row per case."
         ),
         min_voxels: int = typer.Option(
-            10, "--min-voxels", min=1,
+            MIN_LESION_VOXELS, "--min-voxels", min=1,
             help="Smallest tumor component counted as a lesion, as in `lvt lesions` (1: every one).",
         ),
     ) -> None:

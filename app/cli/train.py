@@ -81,6 +81,8 @@ def evaluate_model_command(
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."),
     precision: str = typer.Option(None, "--precision",
                                   help="auto (default: LVT_PRECISION, else the model's qualified one), fp32 or bf16."),
+    save_predictions: bool = typer.Option(
+        False, "--save-predictions", help="Also write each label map to OUT/predictions/<case>.nii.gz."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Model-card metrics of a checkpoint on a held-out phantom cohort."""
@@ -89,7 +91,8 @@ def evaluate_model_command(
 
     try:
         summary = evaluate_checkpoint(checkpoint, cohort, out, device, tta=tta,
-                                      precision=precision or get_settings().precision)
+                                      precision=precision or get_settings().precision,
+                                      save_predictions=save_predictions)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     if as_json:
