@@ -211,6 +211,13 @@ def head_foot_array_axis(image: sitk.Image) -> int:
     return 2 - index_axis
 
 
+def longest_axial_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Longest axial diameter (mm) of a ``z, y, x`` lesion mask on an axial grid of ``x, y, z``
+    ``spacing``, edge to edge as a caliper: the size ``lvt lesions`` and the app report, so an
+    evaluation scores the lesions a user would measure."""
+    return _longest_axial(np.asarray(mask, dtype=bool), (float(spacing[0]), float(spacing[1]), float(spacing[2])))[0]
+
+
 def _longest_axial(
     component: np.ndarray, spacing: tuple[float, float, float], slice_axis: int = 0
 ) -> tuple[float, float, int]:

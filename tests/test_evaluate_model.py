@@ -71,19 +71,25 @@ def test_evaluate_model_scores_lesions_as_lvt_evaluate_does(tmp_path: Path, tmp_
     assert 0.0 <= summary["lesion_precision_pooled"] <= 1.0
 
 
-def test_lesion_diameter_is_exact_on_large_lesions() -> None:
-    """Over 400 voxel centres a slice was sampled, and a 50 mm disc read about 0.3 mm short."""
-    from training.evaluate_model import _longest_axial_mm, large_lesion_ids
+def test_lesion_diameter_is_measured_as_lvt_lesions_measures_it() -> None:
+    """The evaluation measured between voxel centres, one voxel less than ``lvt lesions``, the
+    app and the phantom's own ``lesions.csv``, so "lesions of 10 mm or more" were not the
+    lesions a user measures at 10 mm or more."""
+    from lvt_core.lesions import lesion_component_map
+    from training.evaluate_model import large_lesion_ids, lesion_findings
 
     spacing = (0.75, 0.75, 2.0)
     yy, xx = np.mgrid[:90, :90]
-    disc = ((yy - 45) ** 2 + (xx - 45) ** 2) <= 33**2  # 67 centres across: 49.5 mm between the outer ones
-    mask = np.stack([np.zeros_like(disc), disc, np.zeros_like(disc)])
-    assert _longest_axial_mm(mask, spacing) == pytest.approx(66 * 0.75, abs=1e-6)
-    line = np.zeros((1, 5, 20), dtype=bool)
-    line[0, 2, 3:17] = True  # 14 centres in a row: a collinear slice
-    assert _longest_axial_mm(line, spacing) == pytest.approx(13 * 0.75)
-    components = np.zeros((3, 90, 90), dtype=np.int32)
-    components[1][disc] = 1
-    components[1, 0, 0:13] = 2  # 12 × 0.75 = 9 mm between centres: under the 10 mm target
-    assert large_lesion_ids(components, spacing).tolist() == [1]
+    disc = ((yy - 45) ** 2 + (xx - 45) ** 2) <= 33**2  # 67 voxels across: 50.25 mm edge to edge
+    labels = np.stack([np.zeros_like(disc), disc, np.zeros_like(disc)]).astype(np.uint8) * 3
+    labels[1, 0, 0:14] = 3  # 14 voxels in a row: 10.5 mm edge to edge, 9.75 mm between centres
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing(spacing)
+    from lvt_core.lesions import extract_lesions
+
+    app_sizes = sorted(les.longest_axial_diameter_mm for les in extract_lesions(image, min_voxels=1))
+    rows = lesion_findings(labels, labels, np.zeros(labels.shape, np.float32), spacing)
+    assert sorted(r["diameter_mm"] for r in rows) == pytest.approx([round(d, 1) for d in app_sizes])
+    assert app_sizes[1] == pytest.approx(50.25, abs=0.05)
+    components = sitk.GetArrayFromImage(lesion_component_map(image, min_voxels=1))
+    assert len(large_lesion_ids(components, spacing)) == 2  # the 10.5 mm line counts too

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lvt_core.faint_lesions import FaintLesionSearch
-from lvt_core.labels import CHANNELS, LIVER, TUMOR, VESSEL
+from lvt_core.labels import CHANNELS, LIVER, MIN_LESION_VOXELS, TUMOR, VESSEL
 from lvt_core.lesion_edges import LesionEdgeRule, kept_lesion_voxels
 from lvt_core.metrics import dice
 from lvt_core.postprocess import confident_tumors, min_tumor_voxels
@@ -141,6 +141,7 @@ class _TumorTally:
         self.total = 0
         self.predicted = 0
         self.false = 0
+        self.components = 0  # every kept component, specks under a lesion's size too
 
     def add(self, table: _CandidateTable, keep: np.ndarray, reference: _ReferenceLesions) -> None:
         """Score the components of ``table`` that ``keep`` keeps (``metrics.dice``'s convention:
@@ -153,8 +154,10 @@ class _TumorTally:
         covered = overlap[:, large - 1].sum(axis=0) / reference.sizes[large] if len(large) else np.zeros(0)
         self.found += int((covered > DETECTED_COVERAGE).sum())
         self.total += len(large)
-        self.predicted += int(keep.sum())
-        self.false += int((overlap.sum(axis=1) == 0).sum())
+        self.components += int(keep.sum())
+        shown = table.sizes[keep] >= MIN_LESION_VOXELS  # specks the app does not list are no false lesions
+        self.predicted += int(shown.sum())
+        self.false += int(((overlap.sum(axis=1) == 0) & shown).sum())
 
     def summary(self) -> dict[str, Any]:
         scans = len(self.dsc)
@@ -162,7 +165,8 @@ class _TumorTally:
                 "lesion_sensitivity_10mm": round(self.found / self.total, 4) if self.total else None,
                 "detected_10mm": self.found, "lesions_10mm": self.total,
                 "lesion_precision_pooled": round(pooled_lesion_precision(self.predicted, self.false), 4),
-                "false_lesions_per_scan": round(self.false / scans, 3) if scans else 0.0}
+                "false_lesions_per_scan": round(self.false / scans, 3) if scans else 0.0,
+                "components_per_scan": round(self.components / scans, 3) if scans else 0.0}
 
 
 def calibrate_decisions(

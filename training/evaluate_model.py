@@ -10,7 +10,6 @@ per-lesion table (size, local contrast to the surrounding liver, coverage) expla
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +19,9 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
+from lvt_core.labels import MIN_LESION_VOXELS
+from lvt_core.lesions import longest_axial_diameter_mm
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT, liver_volumes_ml, residuals_pct
 from training.datasets import cases_by_day, load_cases
 
@@ -29,31 +29,13 @@ MIN_LESION_MM = 10.0
 TARGETS = {"liver_dsc": 0.95, "vessel_dsc": 0.70, "tumor_dsc": 0.85, "lesion_sensitivity_10mm": 0.90}
 
 
-def _longest_axial_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """Largest in-plane distance between two voxel centres of a ``z, y, x`` lesion mask, over
-    its slices, exactly (on their convex hull; a sample of 400 centres read a 50 mm lesion about
-    1.4 mm short).
-
-    Voxel centres: a lesion ``n`` voxels across is ``n − 1`` voxel widths here, one more in
-    ``lvt lesions`` and the phantom's ``lesions.csv`` (edge to edge, as a caliper), so the model
-    card's "lesions of 10 mm or more" are 10 mm between centres, as every model was scored.
-    """
-    best = 0.0
-    for z in np.unique(np.nonzero(mask)[0]):
-        pts = np.argwhere(mask[z]) * np.array([spacing[1], spacing[0]])
-        if len(pts) > 2:
-            with contextlib.suppress(QhullError):  # collinear centres: all are kept
-                pts = pts[ConvexHull(pts).vertices]
-        d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max() if len(pts) > 1 else 0.0
-        best = max(best, float(d))
-    return best
-
-
 def large_lesion_ids(components: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Labels of the components in a ``z, y, x`` lesion label map that are ≥ ``MIN_LESION_MM``
-    across (longest axial diameter), the lesions the sensitivity target counts."""
+    across (longest axial diameter, edge to edge as ``lvt lesions`` and the phantom's
+    ``lesions.csv`` measure; up to 0.29.0's card, between voxel centres, one voxel less), the
+    lesions the sensitivity target counts."""
     ids = [index for index, box in enumerate(ndimage.find_objects(components), start=1)
-           if box is not None and _longest_axial_mm(components[box] == index, spacing) >= MIN_LESION_MM]
+           if box is not None and longest_axial_diameter_mm(components[box] == index, spacing) >= MIN_LESION_MM]
     return np.array(ids, dtype=int)
 
 
@@ -91,7 +73,7 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
         touching = np.unique(predicted[grown][lesion])
         touching = touching[touching > 0]
         rows.append({
-            "diameter_mm": round(_longest_axial_mm(lesion, spacing), 1),
+            "diameter_mm": round(longest_axial_diameter_mm(lesion, spacing), 1),
             "predicted_diameter_mm": _predicted_diameter(predicted, predicted_boxes, touching, spacing),
             "voxels": int(lesion.sum()),
             "contrast_hu": round(contrast, 1) if contrast is not None else None,
@@ -108,7 +90,7 @@ def _predicted_diameter(predicted: np.ndarray, boxes: list, ids: np.ndarray,
         return None
     box = tuple(slice(min(boxes[i - 1][a].start for i in ids), max(boxes[i - 1][a].stop for i in ids))
                 for a in range(3))
-    return round(_longest_axial_mm(np.isin(predicted[box], ids), spacing), 1)
+    return round(longest_axial_diameter_mm(np.isin(predicted[box], ids), spacing), 1)
 
 
 def diameter_agreement(findings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,6 +114,7 @@ def visible_large_lesions(findings: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, int]:
     """``(predicted lesions, those touching no reference tumor)``: what a reader would dismiss.
+    Lesions are components of ``MIN_LESION_VOXELS`` or more, the ones the app lists.
 
     Voxel Dice barely notices a few small false lesions on a scan with a large true one, but
     every one of them is a row in the lesion table and, at a follow-up, a "new lesion".
@@ -142,7 +125,8 @@ def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, i
     if box is None:
         return 0, 0
     region = tuple(slice(lo, hi) for lo, hi in box)
-    components, n = cc3d.connected_components(pred_tumor[region], connectivity=26, return_N=True)
+    shown = cc3d.dust(np.asarray(pred_tumor[region]), threshold=MIN_LESION_VOXELS, connectivity=26)
+    components, n = cc3d.connected_components(shown, connectivity=26, return_N=True)
     touching = np.unique(components[ref_tumor[region] & (components > 0)])
     return n, n - len(touching)
 
