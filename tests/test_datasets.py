@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from lvt_core.imageio import write_image
-from training.datasets import DatasetError, get_source, list_sources, load_cases
+from training.datasets import DatasetError, get_source, link_same_scans, list_sources, load_cases
 from training.preprocess import cache_key, preprocess
 from training.sampling import (
     MixedSourceSampler,
@@ -159,7 +162,7 @@ def test_a_label_value_the_source_does_not_name_is_refused(tmp_path: Path) -> No
         lits.load()
 
 
-def test_lits_and_hv_liver(tmp_path: Path) -> None:
+def test_lits_and_hv_liver(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     image, lab = ct_and_labels()
     raw = np.where(lab == 3, 2, np.where(lab > 0, 1, 0))
     write_image(image, tmp_path / "LiTS" / "Training Batch 1" / "volume-3.nii")
@@ -172,8 +175,11 @@ def test_lits_and_hv_liver(tmp_path: Path) -> None:
     write_image(image, tmp_path / "Task08_HepaticVessel" / "imagesTr" / "hepaticvessel_012.nii.gz")
     write_image(image, tmp_path / "Task08_HepaticVessel" / "imagesTr" / "hepaticvessel_013.nii.gz")
     write_image(labels_like((lab > 0) * 255, image), tmp_path / "HVLiver" / "hepaticvessel_012.nii.gz")
-    hv = load_cases("hv_liver", tmp_path / "HVLiver", images=tmp_path / "Task08_HepaticVessel")
+    write_image(labels_like((lab > 0) * 255, image), tmp_path / "HVLiver" / "hepaticvessel_777.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        hv = load_cases("hv_liver", tmp_path / "HVLiver", images=tmp_path / "Task08_HepaticVessel")
     assert len(hv) == 1 and hv[0].image.name == "hepaticvessel_012.nii.gz"
+    assert "hepaticvessel_777.nii.gz" in caplog.text  # a mask without its image is named, not lost
     assert hv[0].annotated == ("liver",)
     assert np.array_equal(lvt_array(hv[0]), (lab > 0).astype(np.uint8))  # whole organ, no cutouts
 
@@ -440,3 +446,128 @@ def test_labels_off_the_image_grid_or_without_the_annotated_liver_are_refused(tm
     no_tumor = labels_like(np.where(raw == 2, 1, raw), image)  # a case without tumors is fine
     write_image(no_tumor, folder / "segmentation-1.nii")
     assert (lvt_array(load_cases("lits", folder)[0]) == 3).sum() == 0
+
+
+def write_ircad_patient(patient: Path, image: sitk.Image, lab: np.ndarray, zipped: bool = False) -> None:
+    """A 3D-IRCADb-01 patient folder; ``zipped`` as the download ships it (PATIENT_DICOM.zip,
+    MASKS_DICOM.zip holding the ``PATIENT_DICOM/`` and ``MASKS_DICOM/<structure>/`` folders)."""
+    write_dicom_series(image, patient / "PATIENT_DICOM")
+    for name, mask in {"liver": lab > 0, "portalvein": lab == 2, "livertumor01": lab == 3,
+                       "artery": lab == 2}.items():
+        write_dicom_series(labels_like(mask * 255, image), patient / "MASKS_DICOM" / name)
+    if zipped:
+        for sub in ("PATIENT_DICOM", "MASKS_DICOM"):
+            with zipfile.ZipFile(patient / f"{sub}.zip", "w") as zf:
+                for file in sorted((patient / sub).rglob("*")):
+                    zf.write(file, file.relative_to(patient))
+            shutil.rmtree(patient / sub)
+
+
+def test_zipped_ircadb_patients_are_extracted_once_and_none_is_left_out_silently(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The download zips every patient's DICOM folders; such patients were skipped without a word."""
+    image, lab = ct_and_labels()
+    root = tmp_path / "3Dircadb1"
+    write_ircad_patient(root / "3Dircadb1.1", image, lab)
+    write_ircad_patient(root / "3Dircadb1.2", image, lab, zipped=True)
+    write_ircad_patient(root / "3Dircadb1.3", image, lab, zipped=True)
+    (root / "3Dircadb1.3" / "MASKS_DICOM.zip").unlink()
+    (root / "3Dircadb1.4" / "LABELLED_DICOM").mkdir(parents=True)
+    unzip = tmp_path / "unzipped"
+    with caplog.at_level(logging.WARNING):
+        cases = load_cases("ircadb", root, unzip_dir=unzip)
+    assert [c.case_id for c in cases] == ["ircadb_3Dircadb1.1", "ircadb_3Dircadb1.2"]
+    assert "3Dircadb1.3 (no MASKS_DICOM folder or MASKS_DICOM.zip)" in caplog.text
+    assert "3Dircadb1.4 (no PATIENT_DICOM folder or PATIENT_DICOM.zip)" in caplog.text
+    zipped = cases[1]
+    assert zipped.image.is_relative_to(unzip) and np.array_equal(lvt_array(zipped), lab)
+    assert {m.path.name for m in zipped.masks} == {"liver", "portalvein", "livertumor01"}
+    assert not list(unzip.rglob("artery"))  # only the structures LVT reads are extracted
+    again = load_cases("ircadb", root, unzip_dir=unzip)[1]
+    assert again.image == zipped.image and again.fingerprint() == zipped.fingerprint()  # extracted once
+    (root / "3Dircadb1.2" / "PATIENT_DICOM.zip").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match=r"3Dircadb1\.2/PATIENT_DICOM\.zip: cannot extract"):
+        load_cases("ircadb", root, unzip_dir=unzip)
+
+
+def test_a_lits_volume_that_is_an_ircad_patient_shares_its_split_group(tmp_path: Path) -> None:
+    """LiTS volumes 28-47 are the 3D-IRCADb-01 scans in an undocumented order: a fold validated an
+    IRCAD patient whose LiTS copy it trained on. Same grid from headers, other source: one group."""
+    from training.splits import split_cases
+    from training.train import gather_cases
+
+    ircad, lits = tmp_path / "3Dircadb1", tmp_path / "LiTS"
+    for n in range(6):
+        image, lab = ct_and_labels(n)
+        image.SetSpacing((0.6 + 0.05 * n, 0.6 + 0.05 * n, 1.6))  # each patient its own voxel size
+        seg = labels_like(np.where(lab == 3, 2, np.where(lab > 0, 1, 0)), image)
+        write_image(image, lits / f"volume-{40 - n}.nii")  # the copy under another number
+        write_image(seg, lits / f"segmentation-{40 - n}.nii")
+        if n < 3:
+            write_ircad_patient(ircad / f"3Dircadb1.{n + 1}", image, lab, zipped=n == 2)
+    other, lab = ct_and_labels(9)  # same voxel size as IRCAD patient 1, another depth: another scan
+    other = sitk.Resample(other, [SHAPE[2], SHAPE[1], SHAPE[0] + 1], sitk.Transform(), sitk.sitkLinear,
+                          other.GetOrigin(), (0.6, 0.6, 1.6))
+    write_image(other, lits / "volume-1.nii")
+    write_image(sitk.Cast(other * 0 + 1, sitk.sitkUInt8), lits / "segmentation-1.nii")
+    cases = load_cases("lits", lits) + load_cases("ircadb", ircad, unzip_dir=tmp_path / "unzip")
+    linked = {c.case_id: c.split_group for c in link_same_scans(cases)}
+    assert linked["ircadb_3Dircadb1.1"] == linked["lits_040"] == "ircadb_3Dircadb1.1+lits_040"
+    assert linked["ircadb_3Dircadb1.3"] == linked["lits_038"]  # the zipped patient too
+    assert linked["lits_001"] == "lits_001" and linked["lits_035"] == "lits_035"
+    assert len(set(linked.values())) == 7
+    for fold in range(5):
+        train, validation = split_cases(link_same_scans(cases), fold, 5)
+        assert {c.split_group for c in train}.isdisjoint({c.split_group for c in validation})
+
+    from training.config import TrainConfig
+    config = TrainConfig.model_validate({"name": "t", "output_dir": str(tmp_path / "run"), "datasets": [
+        {"source": "lits", "path": str(lits)},
+        {"source": "ircadb", "path": str(ircad), "options": {"unzip_dir": str(tmp_path / "unzip")}}]})
+    gathered = {c.case_id: c.split_group for c in gather_cases(config)}
+    assert gathered == linked  # training splits on the linked groups
+
+
+def test_an_nnunet_v2_region_based_dataset_imports_as_exclusive_labels(tmp_path: Path) -> None:
+    """``lvt export nnunet`` writes region-based labels ("liver": [1, 2, 3]); reading them back
+    crashed with ``TypeError: unhashable type: 'list'``."""
+    from training.export_nnunet import export_cases
+
+    cohort = load_cases("synthetic", write_synthetic_cohort(tmp_path / "cohort", 2))
+    out = tmp_path / "Dataset501_LVT"
+    export_cases(cohort, out)
+    cases = load_cases("msd_liver", out)
+    assert [c.annotated for c in cases] == [("liver", "vessel", "tumor")] * 2
+    for case, original in zip(cases, cohort, strict=True):
+        assert np.array_equal(lvt_array(case), lvt_array(original))
+    meta = json.loads((out / "dataset.json").read_text())
+    del meta["regions_class_order"]
+    (out / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"dataset\.json: region-based .*regions_class_order"):
+        load_cases("msd_liver", out)
+
+
+def test_the_folder_source_names_what_it_cannot_use(tmp_path: Path) -> None:
+    """A misnamed label file dropped its image, an unmapped value (vessels left out of the
+    mapping) became background inside an annotated liver, ``annotated: liver`` was split into
+    letters: each is now said, with the file."""
+    image, lab = ct_and_labels()
+    raw = np.where(lab == 3, 2, np.where(lab == 2, 5, lab))  # vessel stored as 5
+    root = tmp_path / "mine"
+    for name in ("case0", "case1"):
+        write_image(image, root / "img" / f"{name}_0000.nii.gz")
+        write_image(labels_like(raw, image), root / "lab" / f"{name}.nii.gz")
+    yaml_path = root / "mapping.yaml"
+    yaml_path.write_text("images: img\nlabels: lab\nmapping: {1: liver, 2: tumor}\nannotated: liver\n")
+    cases = load_cases("folder", root)
+    assert [c.annotated for c in cases] == [("liver",), ("liver",)]
+    with pytest.raises(DatasetError, match=r"case0\.nii\.gz: label value\(s\) \[5\] are not among"):
+        cases[0].load()
+    yaml_path.write_text("images: img\nlabels: lab\nmapping: {1: liver, 2: tumor, 5: background}\n")
+    assert np.array_equal(lvt_array(load_cases("folder", root)[0]), np.where(lab == 2, 0, lab))
+    (root / "lab" / "case0.nii.gz").rename(root / "lab" / "case0_seg.nii.gz")
+    with pytest.raises(DatasetError, match=r"no label file named like image\(s\) \['case0_0000\.nii\.gz'\]"):
+        load_cases("folder", root)
+    yaml_path.write_text("images: img\nlabels: lab\nmapping: {1: liver}\nannotated: {liver: 1}\n")
+    with pytest.raises(DatasetError, match="annotated must be a list"):
+        load_cases("folder", root)

@@ -10,8 +10,10 @@ own label values were.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import SimpleITK as sitk
 
 from lvt_core.imageio import read_image
 from lvt_core.labels import CHANNELS, LIVER, TUMOR, VESSEL, class_weights
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -121,7 +125,8 @@ def _check_known_values(array: np.ndarray, known: frozenset[int] | None, path: P
     unknown = sorted(int(v) for v in np.unique(array) if int(v) not in known)
     if unknown:
         raise DatasetError(f"{path}: label value(s) {unknown[:10]} are not among the source's "
-                           f"labels {sorted(known)}; fix the file or the source's label list")
+                           f"labels {sorted(known)}; fix the file or the source's label list "
+                           "(dataset.json, or the folder source's mapping.yaml)")
 
 
 def _check_annotated_present(label: sitk.Image, annotated: Sequence[str], where: Path,
@@ -287,3 +292,111 @@ def load_cases(name: str, path: str | Path, **options: Any) -> list[Case]:
 def _ensure_builtin() -> None:
     if not _REGISTRY:
         import training.importers  # noqa: F401 - registers the built-in sources
+
+
+# -- one scan under several sources ------------------------------------------------------------
+
+GENERATED_SOURCES = frozenset({"synthetic"})
+"""Sources whose images are generated, never another source's scan (their grids repeat)."""
+
+SPACING_REL_TOLERANCE = 0.01
+"""Voxel sizes this close (relative) are one: a NIfTI copy rounds what DICOM headers said."""
+
+
+def header_grid(path: Path) -> tuple[tuple[int, float], ...] | None:
+    """(size, spacing) per axis, sorted, read from headers only (no voxels); None if unreadable.
+
+    Sorted so a copy that stores the axes in another order still matches; a DICOM folder's
+    depth is its slice count and its slice step the span of its positions."""
+    try:
+        if path.is_dir():
+            return _dicom_header_grid(path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            return None
+        return tuple(sorted(zip(reader.GetSize(), reader.GetSpacing(), strict=True)))
+    except (RuntimeError, OSError, ValueError):
+        return None  # an unreadable image is refused by name when the case loads
+
+
+def _dicom_header_grid(folder: Path) -> tuple[tuple[int, float], ...] | None:
+    """The grid of the largest DICOM series in ``folder`` (or below), from two slices' headers."""
+    series = sitk.ImageSeriesReader()
+    roots = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
+    for root in roots:
+        ids = list(series.GetGDCMSeriesIDs(str(root)) or [])
+        if ids:
+            files = max((series.GetGDCMSeriesFileNames(str(root), i) for i in ids), key=len)
+            break
+    else:
+        return None
+    if len(files) < 2:
+        return None
+    heads = []
+    for name in (files[0], files[-1]):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        heads.append(reader)
+    first, last = (np.array([float(v) for v in h.GetMetaData("0020|0032").split("\\")]) for h in heads)
+    step = float(np.linalg.norm(last - first)) / (len(files) - 1)
+    size, spacing = heads[0].GetSize(), heads[0].GetSpacing()
+    return tuple(sorted([(size[0], spacing[0]), (size[1], spacing[1]), (len(files), step)]))
+
+
+def _same_grid(a: tuple[tuple[int, float], ...], b: tuple[tuple[int, float], ...]) -> bool:
+    return all(na == nb and math.isclose(sa, sb, rel_tol=SPACING_REL_TOLERANCE)
+               for (na, sa), (nb, sb) in zip(a, b, strict=True))
+
+
+def link_same_scans(cases: Sequence[Case]) -> list[Case]:
+    """The cases with one split group for every scan that two sources hold.
+
+    Public data sets share scans without saying which: LiTS holds the 20 3D-IRCADb-01 scans
+    (volumes 28-47, in an order not documented), Task03 is LiTS, HV Liver labels Task08. So
+    cases that read one image file, and images of different sources with the same voxel grid
+    from their headers (size and spacing per axis, spacing within 1 %), share a split group,
+    named by joining their groups with ``+``. A grid is rarely shared by chance; when it is,
+    two patients only move to one fold together, which costs balance, never a leak. Images
+    within one source are distinct scans; generated sources (phantoms) are left alone.
+    """
+    parent: dict[str, str] = {c.split_group: c.split_group for c in cases}
+
+    def find(group: str) -> str:
+        while parent[group] != group:
+            parent[group] = parent[parent[group]]
+            group = parent[group]
+        return group
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    by_image: dict[Path, list[Case]] = {}
+    for case in cases:
+        if case.source not in GENERATED_SOURCES:
+            by_image.setdefault(case.image.resolve(), []).append(case)
+    buckets: dict[tuple[int, ...], list[tuple[tuple, set[str], str]]] = {}
+    for image, sharing in by_image.items():
+        for other in sharing[1:]:
+            union(sharing[0].split_group, other.split_group)
+        grid = header_grid(image)
+        if grid is not None:
+            buckets.setdefault(tuple(n for n, _ in grid), []).append(
+                (grid, {c.source for c in sharing}, sharing[0].split_group))
+    for members in buckets.values():
+        for i, (grid_a, sources_a, group_a) in enumerate(members):
+            for grid_b, sources_b, group_b in members[i + 1:]:
+                if sources_a.isdisjoint(sources_b) and _same_grid(grid_a, grid_b):
+                    union(group_a, group_b)
+    joined: dict[str, list[str]] = {}
+    for group in parent:
+        joined.setdefault(find(group), []).append(group)
+    names = {g: "+".join(sorted(members)) for members in joined.values() if len(members) > 1 for g in members}
+    if names:
+        log.info("%d split group(s) join scans held by several sources: %s", len(set(names.values())),
+                 ", ".join(sorted(set(names.values()))[:10]))
+    return [replace(c, group=names[c.split_group]) if c.split_group in names else c for c in cases]

@@ -48,7 +48,7 @@ from training.augment import (
     relabel_invisible_lesions,
 )
 from training.config import ConfigError, TrainConfig
-from training.datasets import Case, DatasetError, load_cases
+from training.datasets import Case, DatasetError, link_same_scans, load_cases
 from training.loader import preparation_workers, prepare_all, resolve_data_workers, step_batches
 from training.preprocess import Prepared
 from training.sampling import (
@@ -102,7 +102,7 @@ def gather_cases(config: TrainConfig, workers: int = 1) -> list[Case]:
         cases.extend(replace(case, dataset=key) for case in load_cases(spec.source, path, **spec.options))
     if not cases:
         raise DatasetError("no training cases: every configured dataset was empty or skipped")
-    return cases
+    return link_same_scans(cases)  # LiTS holds the IRCAD scans: keep each scan on one side of a split
 
 
 def dataset_key(source: str, path: str | Path) -> str:

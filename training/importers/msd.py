@@ -2,7 +2,10 @@
 
 Layout: ``imagesTr/``, ``labelsTr/`` and ``dataset.json`` whose ``labels`` name the values
 (Task03: 1 liver, 2 cancer; Task08: 1 vessel, 2 tumour). Values map to LVT by those names,
-and the source annotates exactly the classes named there.
+and the source annotates exactly the classes named there. nnU-Net v2's name → value
+``labels`` are read too, region-based ones included (``"liver": [1, 2, 3], "vessel": [2]``, as
+``lvt export nnunet`` writes them): a value takes the class of the last region holding it, in
+the order nnU-Net paints the regions back into one label map (``labels``' order).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def import_msd(path: Path, source: str = "msd", group_prefix: str = "") -> list[
     if not isinstance(labels, dict):
         raise DatasetError(f"{meta_path}: \"labels\" must map label values to names, got {labels!r}")
     if labels and all(not str(k).strip().isdigit() for k in labels):  # nnU-Net v2: name → value
-        labels = {value: name for name, value in labels.items()}
+        labels = _v2_value_names(labels, meta, meta_path)
     mapping: dict[int, int] = {}
     for value, name in labels.items():
         lvt = _NAME_TO_VALUE.get(str(name).strip().lower())
@@ -62,6 +65,29 @@ def import_msd(path: Path, source: str = "msd", group_prefix: str = "") -> list[
              group=_group(image, group_prefix), known_values=known)
         for image, labels_file in pairs
     ]
+
+
+def _v2_value_names(labels: dict, meta: dict, meta_path: Path) -> dict[int, str]:
+    """Value → name of nnU-Net v2 ``labels``; a region (a list of values) holds several, and
+    each value is named by the last region holding it: nnU-Net paints the regions in
+    ``labels``' order, each with its ``regions_class_order`` value, so the last one wins."""
+    if not any(isinstance(v, list) for v in labels.values()):
+        return {value: name for name, value in labels.items()}
+    order = meta.get("regions_class_order")
+    regions = [(name, value) for name, value in labels.items()
+               if not (isinstance(value, int) and value == 0)]  # background is no region
+    if not (isinstance(order, list) and len(order) == len(regions)):
+        raise DatasetError(f"{meta_path}: region-based \"labels\" (lists of values) need a "
+                           f"\"regions_class_order\" with one entry per region ({len(regions)}), "
+                           f"got {order!r}")
+    named: dict[int, str] = {}
+    for name, values in regions:
+        members = values if isinstance(values, list) else [values]
+        if not all(isinstance(v, int) for v in members):
+            raise DatasetError(f"{meta_path}: region {name!r} must list label values, got {values!r}")
+        for value in members:
+            named[value] = name
+    return named
 
 
 def _group(image: Path, prefix: str) -> str:
