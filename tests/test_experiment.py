@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def test_tiny_budget_runs_end_to_end_via_cli(tmp_path: Path) -> None:
     table = (out / "table.md").read_text()
     assert table.count("\n| ") == 1 + 9 and "DSC L" in table
     assert "seeds [0]; one seed, so no spread;" in table and "9 runs," in table and "±" not in table
+    assert {r["budget"] for r in rows} == {"tiny"}
     assert (out / "dsc.png").stat().st_size > 1000
 
     # An interrupted or repeated invocation resumes: finished runs are not trained again.
@@ -133,3 +135,34 @@ def test_protocols_design_end_to_end_scores_each_test_phase(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="design 'protocols', not 'one'"):
         run_experiment(out, "tiny", cohort, (1,), design="one")
     assert (out / "results.csv").read_bytes() == before
+
+
+def test_another_budget_never_rewrites_a_result_folder(tmp_path: Path) -> None:
+    """`--budget tiny` with the default --out trained nothing and relabelled the committed small
+    table `tiny`, because runs counted as done by seed, setting and mode alone."""
+    committed = tmp_path / "docs" / "experiments" / "partial_labels"
+    shutil.copytree(REPO / "docs" / "experiments" / "partial_labels", committed,
+                    ignore=shutil.ignore_patterns("cohort", "cache", "runs"))
+    before = {p.name: p.read_bytes() for p in committed.iterdir()}
+    assert "budget" not in (committed / "results.csv").read_text().splitlines()[0]  # read via table.md
+    done = subprocess.run(  # the default --out, relative to where lvt runs
+        [str(REPO / ".venv" / "bin" / "lvt"), "experiment", "partial-labels", "--budget", "tiny", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1
+    assert "holds results of budget 'small', not 'tiny': give this budget its own --out" in " ".join(done.stderr.split())
+    assert {p.name: p.read_bytes() for p in committed.iterdir()} == before  # no table, no cohort
+
+    # a folder whose rows name their budget, or whose table is gone and rows name none
+    cohort = write_synthetic_cohort(tmp_path / "cohort", 5)
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    (labelled / "results.csv").write_text("seed,budget,design,setting,mode\n0,tiny,one,25% FS,MC\n")
+    with pytest.raises(ValueError, match="budget 'tiny', not 'small'"):
+        run_experiment(labelled, "small", cohort)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "results.csv").write_text("seed,setting,mode\n0,25% FS,MC\n")
+    with pytest.raises(ValueError, match="does not say which budget"):
+        run_experiment(unlabelled, "tiny", cohort)
+    assert sorted(p.name for p in unlabelled.iterdir()) == ["results.csv"]

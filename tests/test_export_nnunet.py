@@ -46,11 +46,29 @@ def test_cli_exports_a_phantom_cohort(tmp_path: Path) -> None:
     assert stale.returncode == 1 and "STALE_0000.nii.gz" in stale.stderr
 
 
+def test_folder_names_nnunet_would_not_find_are_refused(tmp_path: Path) -> None:
+    """`nn/whatever` and `Dataset5017_x` were written, and a second folder with an id in use."""
+    import pytest
+
+    cases = load_cases("synthetic", write_synthetic_cohort(tmp_path / "cohort", 1))
+    for name in ("whatever", "Dataset5017_x", "Dataset01_x", "Dataset501"):
+        with pytest.raises(ValueError, match=rf"DatasetNNN_Name .* not '{name}'"):
+            export_cases(cases, tmp_path / "nn" / name)
+    export_cases(cases, tmp_path / "nn" / "Dataset504_lits")
+    export_cases(cases, tmp_path / "nn" / "Dataset504_lits")  # the same folder again is fine
+    with pytest.raises(ValueError, match="already holds Dataset504_lits with dataset id 504"):
+        export_cases(cases, tmp_path / "nn" / "Dataset504_ircadb")
+    assert sorted(p.name for p in (tmp_path / "nn").iterdir()) == ["Dataset504_lits"]
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "lvt"), "export", "nnunet", str(tmp_path / "nn" / "x"),
+                           "--input", str(tmp_path / "cohort")], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1 and "DatasetNNN_Name" in done.stderr
+
+
 def test_partial_cases_are_recorded(tmp_path: Path) -> None:
     cases = load_cases("synthetic", write_synthetic_cohort(tmp_path / "cohort", 2))
-    summary = export_cases([cases[0], partial_case(cases[1], "liver")], tmp_path / "out")
+    summary = export_cases([cases[0], partial_case(cases[1], "liver")], tmp_path / "Dataset502_LVT")
     assert summary["partially_annotated"] == 1
-    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    meta = json.loads((tmp_path / "Dataset502_LVT" / "dataset.json").read_text())
     assert meta["lvt_partially_annotated"] == {"P001_0_venous_liveronly": ["liver"]}
 
 

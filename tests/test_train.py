@@ -16,6 +16,7 @@ from test_datasets import write_synthetic_cohort
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.precision import cpu_has_bf16
 from training.config import ConfigError, TrainConfig, load_config
+from training.datasets import DatasetError, load_cases
 from training.train import make_optimizer, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,11 +176,22 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
         "livr.yaml": ("foreground_class_weights: {livr: 1.0}\n", r"foreground_class_weights: unknown class"),
         "widht.yaml": ("window: {level: 60, widht: 400}\n", r"window: needs exactly the keys level and width"),
         "spacing.yaml": ("spacing_mm: [0, 4, 4]\n", r"spacing_mm: needs three positive values"),
+        # PyYAML keeps the last of two equal keys: this trained 5 epochs without a word
+        "dup.yaml": ("epochs: 3\nepochs: 5\n", r"line 2: duplicate key 'epochs'"),
+        "dup_nested.yaml": ("network:\n  filters: [4]\n  filters: [8]\n", r"line 3: duplicate key 'filters'"),
+        # an importer option typo was a raw TypeError from inside training
+        "options.yaml": ("datasets:\n  - {source: synthetic, path: a}\n"
+                         "  - {source: hv_liver, path: b, options: {image: c}}\n",
+                         r"datasets\.1\.options\.image: unknown option \(known: images\)"),
+        "no_options.yaml": ("datasets:\n  - {source: lits, path: a, options: {images: c}}\n",
+                            r"datasets\.0\.options\.images: unknown option \(lits takes no options\)"),
     }
     for name, (text, message) in refused.items():
-        (tmp_path / name).write_text(text + "datasets: []\n")
+        (tmp_path / name).write_text(text if "datasets:" in text else text + "datasets: []\n")
         with pytest.raises(ConfigError, match=rf"{name}: {message}"):
             load_config(tmp_path / name)
+    with pytest.raises(DatasetError, match=r"hv_liver: unknown option 'image' \(known: images\)"):
+        load_cases("hv_liver", tmp_path, image=tmp_path)  # a config built in code is checked too
     bad = tmp_path / "bad.yaml"
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("name: f\u00e9e\n".encode("latin-1"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,25 +183,67 @@ class TrainConfig(BaseModel):
         return "multiclass" if self.mode == "MC" else "multilabel"
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice; PyYAML silently keeps the last value."""
+
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"line {line}: duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: ``epochs: 3`` then ``epochs: 5`` trained 5."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_dataset_options(config: TrainConfig, path: Path) -> None:
+    """Each dataset's ``options`` against its importer's signature, naming the key."""
+    from training.datasets import DatasetError, get_source
+
+    for index, spec in enumerate(config.datasets):
+        if not spec.options:
+            continue
+        try:
+            source = get_source(spec.source)
+        except DatasetError:
+            continue  # an unknown source is reported, with the known names, when cases are gathered
+        unknown = source.unknown_options(spec.options)
+        if unknown:
+            raise ConfigError(f"{path}: datasets.{index}.options.{unknown[0]}: unknown option "
+                              f"({source.describe_known_options()})")
+
+
 def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read and validate a YAML config; ``overrides`` replace top-level keys."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return TrainConfig.model_validate(raw)
+        config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         where = f"{key}: " if key else ""  # a check across keys has no single key to name
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {where}{message} ({exc.error_count()} error(s))") from None
+    _check_dataset_options(config, path)
+    return config

@@ -10,6 +10,7 @@ own label values were.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -237,9 +238,31 @@ class Source:
         """Per-class loss weights ``w`` (Table A.1)."""
         return class_weights(self.annotated)
 
+    def known_options(self) -> list[str] | None:
+        """The options the importer takes after its folder, from its signature (None: any)."""
+        params = list(inspect.signature(self.importer).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                     inspect.Parameter.KEYWORD_ONLY)]
+
+    def unknown_options(self, options: Mapping[str, Any]) -> list[str]:
+        """The keys of ``options`` the importer does not take: a typo otherwise surfaced as a
+        raw TypeError from deep inside training."""
+        known = self.known_options()
+        return [] if known is None else [key for key in options if key not in known]
+
+    def describe_known_options(self) -> str:
+        """``known: a, b`` (or that there are none), for messages about an unknown option."""
+        known = self.known_options()
+        return f"known: {', '.join(known)}" if known else f"{self.name} takes no options"
+
     def load(self, path: str | Path, **options: Any) -> list[Case]:
         """Import the cases found at ``path`` (options go to the importer)."""
         path = Path(path)
+        unknown = self.unknown_options(options)
+        if unknown:
+            raise DatasetError(f"{self.name}: unknown option {unknown[0]!r} ({self.describe_known_options()})")
         if not path.exists():
             raise DatasetError(f"{path}: {self.name} folder not found")
         cases = self.importer(path, **options)

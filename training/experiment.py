@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -196,6 +197,7 @@ def run_experiment(
     if earlier - {design}:
         raise ValueError(f"{out / 'results.csv'} holds runs of design {sorted(earlier)[0]!r}, not "
                          f"{design!r}: give this design its own --out folder")
+    check_budget(out, rows, budget)
     out.mkdir(parents=True, exist_ok=True)
     cohort_dir = Path(cohort) if cohort else out / "cohort"
     if not (cohort_dir / "manifest.csv").is_file():
@@ -206,7 +208,7 @@ def run_experiment(
                                                   size=spec.phantom_size, seed=12345),
                         workers=os.cpu_count() or 1)
     cases = load_cases("synthetic", cohort_dir)
-    done = {(str(r["seed"]), r["setting"], r["mode"]) for r in rows}
+    done = {(str(r["seed"]), r["setting"], r["mode"]) for r in rows if r["budget"] == budget}
     started = time.perf_counter()
     for seed in seeds or spec.seeds:
         parts = split_parts(cases, seed)
@@ -226,7 +228,7 @@ def run_experiment(
                 model = build_network(meta["network"])
                 model.load_state_dict(state)
                 metrics = evaluate_run(config, model, parts["test"])
-                rows.append({"seed": seed, "design": design, "setting": setting, "mode": mode,
+                rows.append({"seed": seed, "budget": budget, "design": design, "setting": setting, "mode": mode,
                              "train_cases": len(training_set(parts, setting)),
                              "seconds": round(time.perf_counter() - t0, 1), **metrics})
                 write_rows(out / "results.csv", rows)
@@ -244,6 +246,36 @@ def run_experiment(
     return {"out": str(out), "runs": len(rows), "budget": budget,
             "seconds": round(time.perf_counter() - started, 1),
             "table": str(out / "table.md"), "results": str(out / "results.csv")}
+
+
+def table_budget(out: Path) -> str | None:
+    """The budget named in the heading of ``out``'s ``table.md`` (None without one): results
+    written before ``results.csv`` had a ``budget`` column are read as that budget."""
+    path = out / "table.md"
+    if not path.is_file():
+        return None
+    match = re.search(r"^# Partial-label ablation \(budget `([^`]+)`", path.read_text(encoding="utf-8"), re.M)
+    return match.group(1) if match else None
+
+
+def check_budget(out: Path, rows: list[dict[str, Any]], budget: str) -> None:
+    """Refuse a result folder that holds another budget's runs, before anything is written.
+
+    Runs were once counted done by seed, setting and mode alone, so ``--budget tiny`` in the
+    committed small folder trained nothing and relabelled its table ``tiny``. Rows without a
+    ``budget`` column take the budget of the folder's table.md (and are given it here).
+    """
+    recorded = table_budget(out)
+    unlabelled = [r for r in rows if not r.get("budget")]
+    if unlabelled and recorded is None:
+        raise ValueError(f"{out / 'results.csv'} does not say which budget its runs used (no budget "
+                         f"column, no table.md naming one): give budget {budget!r} its own --out folder")
+    for row in unlabelled:
+        row["budget"] = recorded
+    budgets = {r["budget"] for r in rows} | ({recorded} if recorded else set())
+    if budgets - {budget}:
+        raise ValueError(f"{out} holds results of budget {sorted(budgets - {budget})[0]!r}, not "
+                         f"{budget!r}: give this budget its own --out folder")
 
 
 METRIC_KEYS = [f"{k}_{c}" for k in ("dsc", "precision", "recall") for c in CLASSES] + ["lesion_sensitivity"]

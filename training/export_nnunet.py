@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -45,6 +46,24 @@ def dataset_json(n_cases: int, partial: dict[str, list[str]], name: str) -> dict
     return doc
 
 
+DATASET_FOLDER = re.compile(r"Dataset(\d{3})_(.+)")
+
+
+def check_dataset_folder(out: Path) -> None:
+    """Refuse a folder name nnU-Net v2 would not find its dataset by: ``DatasetNNN_Name`` with a
+    three-digit id, and no other ``DatasetNNN_*`` beside it (nnU-Net stops at an id it finds twice)."""
+    match = DATASET_FOLDER.fullmatch(out.name)
+    if not match:
+        raise ValueError(f"{out}: nnU-Net v2 needs the dataset folder named DatasetNNN_Name with a "
+                         f"three-digit id (e.g. Dataset501_LVT), not {out.name!r}")
+    prefix = f"Dataset{match.group(1)}_"
+    taken = sorted(p.name for p in out.parent.iterdir() if p.is_dir() and p.name.startswith(prefix)
+                   and p.name != out.name) if out.parent.is_dir() else []
+    if taken:
+        raise ValueError(f"{out}: {out.parent} already holds {taken[0]} with dataset id "
+                         f"{match.group(1)}; nnU-Net finds a dataset by its id, so choose another")
+
+
 def safe_case_id(case_id: str) -> str:
     """nnU-Net case identifiers: letters, digits, ``-`` and ``_`` only."""
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in case_id)
@@ -56,6 +75,7 @@ def export_cases(
 ) -> dict[str, Any]:
     """Write ``cases`` into ``out`` (the ``DatasetXXX_Name`` folder); returns a summary."""
     out = Path(out)
+    check_dataset_folder(out)
     ids = [safe_case_id(case.case_id) for case in cases]
     expected = {f"imagesTr/{i}_0000.nii.gz" for i in ids} | {f"labelsTr/{i}.nii.gz" for i in ids}
     stale = sorted(str(p.relative_to(out)) for sub in ("imagesTr", "labelsTr") if (out / sub).is_dir()
