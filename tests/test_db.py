@@ -348,6 +348,28 @@ def test_files_a_killed_process_staged_are_swept(tmp_path: Path) -> None:
     assert storage.sweep_staging(staging) == [old_style] and list(staging.iterdir()) == [mine]
 
 
+def test_a_writer_killed_before_gzipping_leaves_no_raw_nifti(tmp_path: Path) -> None:
+    """kill -9 between ITK's write and the gzip left the uncompressed .nii (150 MB for a
+    300-slice scan) in .staging for good: the sweep only looked at .nii.gz files."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    staging = tmp_path / ".staging"
+    killed_mid_gzip = ("import os, shutil, signal, sys, SimpleITK as sitk; from pathlib import Path; "
+                       "from db import storage; shutil.copyfileobj = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+                       "storage.write_staged(sitk.Image(4, 4, 2, sitk.sitkInt16), Path(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", killed_mid_gzip, str(tmp_path)], timeout=120)
+    assert done.returncode == -9
+    left = sorted(staging.iterdir())
+    assert any(p.name.endswith(".nii") for p in left), left  # the raw copy the gzip reads
+    live_raw = staging / f"0123456789ab_{socket.gethostname()}.{os.getpid()}_x1y2z3.nii"  # a live writer's
+    live_raw.write_bytes(b"")
+    assert sorted(storage.sweep_staging(staging)) == left
+    assert list(staging.iterdir()) == [live_raw]
+
+
 def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) -> None:
     """It created an empty store there and printed "0 patients", as if the store were empty."""
     import os
