@@ -802,6 +802,18 @@ def test_a_dry_run_without_a_store_creates_nothing(
     assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
 
 
+def test_a_dry_run_on_a_store_behind_the_schema_says_to_upgrade(migrated_db: str, tmp_path: Path) -> None:
+    """It skipped the migration (a dry run writes nothing) and failed on the old schema with a
+    raw "no such column: patients.identity_removed"."""
+    from db import migrate
+
+    migrate.downgrade(migrated_db, "0005")
+    write_ct_series(tmp_path / "s", seed=1)
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--dry-run", "--json")
+    assert code == 1 and "at schema revision 0005" in out and "run `lvt db upgrade` first" in out, out
+    assert migrate.current(migrated_db) == "0005" and _store_files() == set()
+
+
 def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(
     migrated_db: str, tmp_path: Path
 ) -> None:
