@@ -341,6 +341,19 @@ def test_cli_json_and_exit_codes(migrated_db: str, tmp_path: Path) -> None:
     assert "nope: no such file" in json.loads(missing.stdout)["error"]
 
 
+def test_a_usage_error_under_json_is_one_json_document(lvt_env: Path, tmp_path: Path) -> None:
+    """Typer's box went to stderr and stdout stayed empty, though --json promises one document."""
+    write_ct_series(tmp_path / "s", seed=3)
+    for args, said in ((["ingest", str(tmp_path / "s"), "--phase", "bogus", "--json"], "--phase must be one of"),
+                       (["db", "current", "--json", "--bogus"], "No such option: --bogus")):
+        done = _run_cli(*args)
+        assert done.returncode == 2 and said in done.stderr, done.stderr  # Typer's box stays
+        doc = json.loads(done.stdout)
+        assert set(doc) == {"error", "exit_code"} and doc["exit_code"] == 2 and said in doc["error"]
+    assert _run_cli("ingest", str(tmp_path / "s"), "--phase", "bogus").stdout == ""  # without --json: none
+    assert not lvt_env.exists()
+
+
 def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
     for k in range(3):
         write_ct_series(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -111,6 +112,19 @@ def report_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a path may hold [brackets]
     if "--json" in sys.argv[1:]:
         print_json({"error": message, "exit_code": 1})
+
+
+@contextmanager
+def usage_errors_as_json() -> Iterator[None]:
+    """With ``--json``, let a usage error (exit 2: an unknown option, a bad value) also print
+    its one JSON document, ``{"error": ..., "exit_code": 2}``: Typer printed only its box on
+    stderr and stdout stayed empty. The error then goes on to Typer, which prints that box."""
+    try:
+        yield
+    except typer.exceptions.TyperException as exc:  # Typer's own (vendored) click's ClickException
+        if "--json" in sys.argv[1:]:
+            print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
+        raise
 
 
 def fail(message: str) -> NoReturn:
