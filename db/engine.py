@@ -26,6 +26,16 @@ def default_url() -> str:
     return get_settings().resolved_database_url
 
 
+def store_exists(url: str) -> bool:
+    """Whether the database at ``url`` exists: a SQLite file (connecting would create it; an
+    in-memory one starts empty), while a server's database is taken to exist, as it is created
+    outside LVT."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    return parsed.database not in (None, "", ":memory:") and Path(parsed.database).is_file()
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

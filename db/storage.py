@@ -133,19 +133,23 @@ def write_staged(
 _swept: set[Path] = set()
 FOREIGN_STAGED_MAX_AGE_S = 24 * 3600
 """A staged file of another machine (a shared store) or of an unknown process is left this long."""
+STAGED_SUFFIXES = (".nii.gz", ".nii")
+"""What a writer leaves in ``.staging``: the compressed file and, until it is gzipped, the raw one."""
 
 
 def sweep_staging(staging: Path, now: float | None = None) -> list[Path]:
     """Remove staged files that no running process will publish; return them.
 
     A killed ingest or batch worker (``kill -9``, a lost machine) never reaches its clean-up,
-    and its compressed scans stayed in ``.staging`` for good. A file names the host and process
-    that wrote it: this host's files of a process that is gone go at once, others after a day.
+    and its compressed scans stayed in ``.staging`` for good, as did the uncompressed ``.nii``
+    that :func:`_gzip_nifti` writes first (150 MB for a 300-slice scan). A file names the host
+    and process that wrote it: this host's files of a process that is gone go at once, others
+    after a day.
     """
     now = time.time() if now is None else now
     host = socket.gethostname()
     removed = []
-    for path in staging.glob("*.nii.gz"):
+    for path in sorted(f for f in staging.iterdir() if f.name.endswith(STAGED_SUFFIXES)):
         parts = path.name.split("_", 2)  # sha, host.pid, random part (host names hold no "_")
         owner = parts[1] if len(parts) == 3 else ""
         owner_host, _, pid = owner.rpartition(".")

@@ -255,8 +255,11 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     from app.cli.main import app
 
     runner = CliRunner()
-    before = json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)
-    assert before["current"] is None and not before["up_to_date"]
+    if db_url.startswith("sqlite"):  # no file yet: `db current` names the missing store, creates none
+        assert "no LVT store at" in str(runner.invoke(app, ["db", "current", "--json"]).exception)
+    else:
+        before = json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)
+        assert before["current"] is None and not before["up_to_date"]
     up = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
     assert up["to"] == up["head"] == migrate.head() and up["next"] is None  # a new store: nothing to redo
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
@@ -348,6 +351,28 @@ def test_files_a_killed_process_staged_are_swept(tmp_path: Path) -> None:
     assert storage.sweep_staging(staging) == [old_style] and list(staging.iterdir()) == [mine]
 
 
+def test_a_writer_killed_before_gzipping_leaves_no_raw_nifti(tmp_path: Path) -> None:
+    """kill -9 between ITK's write and the gzip left the uncompressed .nii (150 MB for a
+    300-slice scan) in .staging for good: the sweep only looked at .nii.gz files."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    staging = tmp_path / ".staging"
+    killed_mid_gzip = ("import os, shutil, signal, sys, SimpleITK as sitk; from pathlib import Path; "
+                       "from db import storage; shutil.copyfileobj = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+                       "storage.write_staged(sitk.Image(4, 4, 2, sitk.sitkInt16), Path(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", killed_mid_gzip, str(tmp_path)], timeout=120)
+    assert done.returncode == -9
+    left = sorted(staging.iterdir())
+    assert any(p.name.endswith(".nii") for p in left), left  # the raw copy the gzip reads
+    live_raw = staging / f"0123456789ab_{socket.gethostname()}.{os.getpid()}_x1y2z3.nii"  # a live writer's
+    live_raw.write_bytes(b"")
+    assert sorted(storage.sweep_staging(staging)) == left
+    assert list(staging.iterdir()) == [live_raw]
+
+
 def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) -> None:
     """It created an empty store there and printed "0 patients", as if the store were empty."""
     import os
@@ -356,8 +381,14 @@ def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) ->
 
     env = {k: v for k, v in os.environ.items() if k != "LVT_DATABASE_URL"}
     env["LVT_VAR_DIR"] = str(tmp_path / "var")
-    for command in (["patients", "list"], ["users", "list"], ["studies", "list", "P-1"]):
+    # `db current` created the store there too, and the exports wrote an empty cohort from it
+    for command in (["patients", "list"], ["users", "list"], ["studies", "list", "P-1"], ["db", "current"],
+                    ["db", "downgrade"], ["export", "cohort", str(tmp_path / "out")],
+                    ["export", "seg", "1", str(tmp_path / "seg.dcm")]):
         done = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", *command],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 1 and "no LVT store at" in " ".join(done.stderr.split()), command
-    assert not (tmp_path / "var" / "lvt.db").exists()
+    assert not (tmp_path / "var").exists() and not (tmp_path / "out").exists()
+    upgraded = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", "db", "upgrade"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert upgraded.returncode == 0 and (tmp_path / "var" / "lvt.db").is_file()  # upgrade still creates it

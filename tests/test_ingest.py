@@ -341,6 +341,19 @@ def test_cli_json_and_exit_codes(migrated_db: str, tmp_path: Path) -> None:
     assert "nope: no such file" in json.loads(missing.stdout)["error"]
 
 
+def test_a_usage_error_under_json_is_one_json_document(lvt_env: Path, tmp_path: Path) -> None:
+    """Typer's box went to stderr and stdout stayed empty, though --json promises one document."""
+    write_ct_series(tmp_path / "s", seed=3)
+    for args, said in ((["ingest", str(tmp_path / "s"), "--phase", "bogus", "--json"], "--phase must be one of"),
+                       (["db", "current", "--json", "--bogus"], "No such option: --bogus")):
+        done = _run_cli(*args)
+        assert done.returncode == 2 and said in done.stderr, done.stderr  # Typer's box stays
+        doc = json.loads(done.stdout)
+        assert set(doc) == {"error", "exit_code"} and doc["exit_code"] == 2 and said in doc["error"]
+    assert _run_cli("ingest", str(tmp_path / "s"), "--phase", "bogus").stdout == ""  # without --json: none
+    assert not lvt_env.exists()
+
+
 def test_two_concurrent_ingests(migrated_db: str, tmp_path: Path) -> None:
     for k in range(3):
         write_ct_series(
@@ -800,6 +813,18 @@ def test_a_dry_run_without_a_store_creates_nothing(
     assert doc["dry_run"] and doc["series_added"] == 1 and doc["added"][0]["patient"].startswith("P-")
     assert any("provisional" in note for note in doc["notes"])
     assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
+
+
+def test_a_dry_run_on_a_store_behind_the_schema_says_to_upgrade(migrated_db: str, tmp_path: Path) -> None:
+    """It skipped the migration (a dry run writes nothing) and failed on the old schema with a
+    raw "no such column: patients.identity_removed"."""
+    from db import migrate
+
+    migrate.downgrade(migrated_db, "0005")
+    write_ct_series(tmp_path / "s", seed=1)
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--dry-run", "--json")
+    assert code == 1 and "at schema revision 0005" in out and "run `lvt db upgrade` first" in out, out
+    assert migrate.current(migrated_db) == "0005" and _store_files() == set()
 
 
 def test_a_manifest_value_longer_than_its_column_is_refused_on_every_backend(

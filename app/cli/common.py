@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -56,22 +57,46 @@ def check_output_file(file: Path) -> None:
     check_output_folder(file.parent)
 
 
-def open_existing_store() -> None:
-    """For commands that only read: refuse a store that does not exist instead of creating an
-    empty one (a listing run in the wrong folder printed "no patients" from a new ``var/``),
-    then bring it to the newest schema as every command does."""
+def require_store(url: str) -> None:
+    """Refuse a SQLite store that does not exist instead of creating an empty one (a listing run
+    in the wrong folder printed "no patients" from a new ``var/``)."""
     from sqlalchemy.engine import make_url
 
+    from db.engine import store_exists
+
+    if not store_exists(url):
+        raise UserError(f"no LVT store at {make_url(url).database or url}: set LVT_VAR_DIR (or LVT_DATABASE_URL) "
+                        "to the store, or ingest into this one first")
+
+
+def open_existing_store() -> None:
+    """For commands that only read: refuse a store that does not exist (:func:`require_store`),
+    then bring it to the newest schema as every command does."""
     from db.engine import default_url, ensure_schema
 
     url = default_url()
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" \
-            and not Path(database).is_file():
-        raise UserError(f"no LVT store at {database}: set LVT_VAR_DIR (or LVT_DATABASE_URL) to the "
-                        "store, or ingest into this one first")
+    require_store(url)
     ensure_schema(url)
+
+
+def require_current_schema(url: str) -> None:
+    """For commands that must write nothing, not even a migration (``lvt ingest --dry-run``):
+    refuse a store whose schema is not this code's, which failed as a raw SQL error
+    ("no such column") on a store behind it. A store that does not exist is left alone (not
+    created) for the caller to handle."""
+    from db import migrate
+    from db.engine import store_exists
+
+    if not store_exists(url):
+        return
+    at, head = migrate.current(url), migrate.head()
+    if at == head:
+        return
+    if at is not None and at > head:  # revisions are zero-padded numbers
+        raise UserError(f"the store {redacted_url(url)} is at schema revision {at}, newer than this "
+                        f"LVT's {head}: use the LVT version that upgraded it")
+    raise UserError(f"the store {redacted_url(url)} is at schema revision {at or 'none (empty)'}, "
+                    f"this LVT needs {head}: run `lvt db upgrade` first")
 
 
 def redacted_url(url: str) -> str:
@@ -87,6 +112,19 @@ def report_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a path may hold [brackets]
     if "--json" in sys.argv[1:]:
         print_json({"error": message, "exit_code": 1})
+
+
+@contextmanager
+def usage_errors_as_json() -> Iterator[None]:
+    """With ``--json``, let a usage error (exit 2: an unknown option, a bad value) also print
+    its one JSON document, ``{"error": ..., "exit_code": 2}``: Typer printed only its box on
+    stderr and stdout stayed empty. The error then goes on to Typer, which prints that box."""
+    try:
+        yield
+    except typer.exceptions.TyperException as exc:  # Typer's own (vendored) click's ClickException
+        if "--json" in sys.argv[1:]:
+            print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
+        raise
 
 
 def fail(message: str) -> NoReturn:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import typer
 from alembic.util.exc import CommandError
 
-from app.cli.common import UserError, console, print_json, redacted_url
+from app.cli.common import UserError, console, print_json, redacted_url, require_store
 from db import migrate
 from db.engine import default_url
 
@@ -57,6 +57,7 @@ def downgrade(
         raise UserError(f"give a revision ({revision}) or --steps ({steps}), not both")
     target = revision if revision is not None else f"-{steps or 1}"
     url = default_url()
+    require_store(url)  # connecting would create an empty SQLite file
     before = migrate.current(url)
     if before is not None and migrate.downgrade_lands_at(url, target) is None and not yes:
         what = "downgrading to base" if target == "base" else f"going back {target[1:]} steps from {before} reaches base: it"
@@ -75,6 +76,7 @@ def current(
 ) -> None:
     """Show the revision the database is at and the newest one this code ships."""
     url = default_url()
+    require_store(url)  # a mistyped LVT_VAR_DIR created an empty store there
     rev, head = migrate.current(url), migrate.head()
     if json_out:
         print_json(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from app.cli.common import UserError, print_json, progress_bar
+from app.cli.common import UserError, open_existing_store, print_json, progress_bar
 
 export_app = typer.Typer(help="Export cohorts, segmentations and datasets.", no_args_is_help=True)
 
@@ -50,11 +50,10 @@ def cohort(
 ) -> None:
     """Patients, studies, series, lesions, tracks, measurements, agreement, volumetry, response."""
     from app.services.export import FORMATS, export_cohort
-    from db.engine import ensure_schema
 
     if fmt not in FORMATS:  # bad usage (exit 2), before the database is touched
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}, not {fmt!r}", param_hint="--format")
-    ensure_schema()
+    open_existing_store()  # a mistyped LVT_VAR_DIR exported an empty cohort from a new store
     summary = export_cohort(out, fmt, {"patients": patient} if patient else None)
     if as_json:
         print_json(summary)
@@ -73,6 +72,7 @@ def seg(
     """DICOM SEG (BINARY, SNOMED CT) of a series' segmentation, validated after writing."""
     from app.services.export import export_seg
 
+    open_existing_store()
     report = export_seg(series, out, ct_dir)
     dcio = report["validation"]["dciodvfy"]
     if as_json:
@@ -99,6 +99,7 @@ def mesh(
     if unknown:
         raise typer.BadParameter(f"choose from {', '.join(SUPPORTED_FORMATS)}, not {', '.join(unknown)}",
                                  param_hint="--format")
+    open_existing_store()
     summary = export_mesh(patient, study, out, tuple(fmt))
     if as_json:
         print_json(summary)

@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from app.cli.common import console, print_json, track
+from app.cli.common import console, print_json, require_current_schema, track
 from app.services.ingest import IngestOptions, IngestReport, ingest_paths
 from app.services.ingest.phase import PHASE_NAMES, load_rules
-from db.engine import ensure_schema
+from db.engine import default_url, ensure_schema
 
 
 def ingest(
@@ -49,7 +49,9 @@ def ingest(
     if phase is not None and phase not in PHASE_NAMES:
         raise typer.BadParameter(f"--phase must be one of {', '.join(PHASE_NAMES)}")
     rules = load_rules(phase_rules) if phase_rules else None
-    if not dry_run:  # a dry run writes nothing, not even a new or migrated database
+    if dry_run:  # a dry run writes nothing, not even a new or migrated database
+        require_current_schema(default_url())
+    else:
         ensure_schema()
     options = IngestOptions(
         manifest=manifest,

@@ -6,11 +6,13 @@ Each module in ``COMMAND_MODULES`` exposes ``register(app: typer.Typer) -> None`
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
 from sqlalchemy.exc import DBAPIError
+from typer.core import TyperGroup
 
-from app.cli.common import UserError, redacted_url, report_error
+from app.cli.common import UserError, redacted_url, report_error, usage_errors_as_json
 from app.logging_setup import configure_logging
 from app.settings import get_settings
 from db.storage import StoredImageError
@@ -31,7 +33,22 @@ COMMAND_MODULES: list[str] = [
     "phantom",
 ]
 
+class _RootGroup(TyperGroup):
+    """The ``lvt`` group: every sub-command is parsed and run inside it, so its usage errors
+    are reported in one place (:func:`usage_errors_as_json`)."""
+
+    # Any: the context is of the click that Typer vendors privately (typer._click)
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with usage_errors_as_json():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with usage_errors_as_json():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="lvt",
     help="LVT: liver, vessel and tumor segmentation and follow-up for contrast-enhanced CT.",
     no_args_is_help=True,

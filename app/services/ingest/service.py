@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import SimpleITK as sitk
 from sqlalchemy import create_engine, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -36,7 +35,7 @@ from app.services.ingest.manifest import read_manifest
 from app.services.ingest.phase import PhaseRule
 from app.services.ingest.sources import Candidate, Overrides, discover, load_candidate
 from db import storage
-from db.engine import acquire_lock, default_url, make_session_factory
+from db.engine import acquire_lock, default_url, make_session_factory, store_exists
 from db.models import AuditEvent, Base, Patient, Series, Study
 
 log = logging.getLogger(__name__)
@@ -166,21 +165,12 @@ def ingest_paths(
     return report
 
 
-def _store_exists(url: str) -> bool:
-    """Whether the database at ``url`` exists (a SQLite file; a server's database is taken
-    to exist, as it is created outside LVT)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return True
-    return bool(parsed.database) and parsed.database != ":memory:" and Path(parsed.database).exists()
-
-
 def _session_factory(url: str, options: IngestOptions, report: IngestReport) -> sessionmaker[Session]:
     """The store's sessions; for a dry run without a store, an in-memory schema instead.
 
     A dry run writes nothing, so it must not create the SQLite file to look things up in.
     """
-    if not options.dry_run or _store_exists(url):
+    if not options.dry_run or store_exists(url):
         return make_session_factory(url)
     report.notes.append("no store exists yet: checked against an empty in-memory database")
     engine = create_engine("sqlite://", poolclass=StaticPool)
