@@ -771,7 +771,8 @@ def test_zip_members_are_named_inside_the_archive(migrated_db: str, tmp_path: Pa
         for f in sorted((tmp_path / "s").iterdir()):
             zf.write(f, f"case/{f.name}")
     report = ingest_paths([archive], url=migrated_db)
-    assert report.added[0]["source"] == f"{archive}:case (6 slices)"
+    uid = report.added[0]["series_instance_uid"]
+    assert report.added[0]["source"].startswith(f"{archive}:case (series 1, ") and uid
 
 
 def test_a_corrupt_jpeg2000_slice_gives_one_message_not_pydicom_tracebacks(
@@ -845,3 +846,98 @@ def test_a_manifest_row_dated_in_the_future_is_refused(migrated_db: str, tmp_pat
     with pytest.raises(UserError, match=r"row 2: study_date: 2062-01-10 is in the future"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert _counts(migrated_db) == (0, 0, 0)
+
+
+def _split(folder: Path, into: tuple[Path, Path]) -> None:
+    """Move the first half of ``folder``'s files into ``into[0]``, the rest into ``into[1]``."""
+    files = sorted(folder.iterdir())
+    for i, f in enumerate(files):
+        target = into[0] if i < len(files) // 2 else into[1]
+        target.mkdir(parents=True, exist_ok=True)
+        f.rename(target / f.name)
+
+
+def test_a_series_split_over_folders_or_zips_is_ingested_whole(migrated_db: str, tmp_path: Path) -> None:
+    """Each path and each zip was its own scan: the second half of a series split over two
+    folders (or part1.zip, part2.zip of a web PACS) was refused as "already stored with
+    different image content", and --skip-invalid stored the first half alone."""
+    write_ct_series(tmp_path / "s", seed=3)
+    _split(tmp_path / "s", (tmp_path / "a", tmp_path / "b"))
+    report = ingest_paths([tmp_path / "a", tmp_path / "b"], url=migrated_db)
+    assert [a["size"][2] for a in report.added] == [6] and report.skipped == []
+    source = report.added[0]["source"]
+    assert source.startswith(f"{tmp_path / 'a'} + {tmp_path / 'b'} (series 1, ")
+    export = tmp_path / "export"
+    export.mkdir()
+    for part in ("a", "b"):
+        with zipfile.ZipFile(export / f"{part}.zip", "w") as zf:
+            for f in sorted((tmp_path / part).iterdir()):
+                zf.write(f, f.name)
+    again = ingest_paths([export], IngestOptions(skip_invalid=True), url=migrated_db)
+    assert again.added == [] and again.skipped == [] and len(again.already_present) == 1
+    assert again.already_present[0]["source"].startswith(f"{export / 'a.zip'} + {export / 'b.zip'} (")
+    assert _counts(migrated_db) == (1, 1, 1)
+    # a part alone, in a later ingest, is a conflict that says what may have happened
+    with pytest.raises(UserError, match=r"of 6 slices, new .* of 3\); if its files are split"):
+        ingest_paths([tmp_path / "a"], url=migrated_db)
+    # a manifest row's folder is scanned with the row's own values: a part there is refused
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text(f"patient_id,dicom_dir\nPAT001,{tmp_path / 'a'}\n")
+    with pytest.raises(UserError, match="the series is split over"):
+        ingest_paths([tmp_path / "b"], IngestOptions(manifest=manifest), url=migrated_db)
+    assert _counts(migrated_db) == (1, 1, 1)
+
+
+def test_a_damaged_end_slice_skips_its_whole_series(migrated_db: str, tmp_path: Path) -> None:
+    """A truncated last slice was dropped before grouping; no gap showed, and --skip-invalid
+    stored the series one slice short without a word."""
+    write_ct_series(tmp_path / "x" / "good", seed=1, patient_id="PAT1")
+    write_ct_series(tmp_path / "x" / "bad", seed=2, patient_id="PAT2")
+    last = sorted((tmp_path / "x" / "bad").iterdir())[-1]
+    intact = last.read_bytes()
+    last.write_bytes(intact[:-100])
+    with pytest.raises(UserError, match=rf"{last}: truncated DICOM file"):
+        ingest_paths([tmp_path / "x"], url=migrated_db)
+    report = ingest_paths([tmp_path / "x"], IngestOptions(skip_invalid=True), url=migrated_db)
+    assert [a["source"].split(" (")[0] for a in report.added] == [str(tmp_path / "x" / "good")]
+    (skipped,) = report.skipped
+    assert skipped["source"].startswith(f"{tmp_path / 'x' / 'bad'} (series 1, ")
+    assert f"unreadable, so it would be stored short: {last}: truncated" in skipped["reason"]
+    assert _counts(migrated_db) == (1, 1, 1)
+    last.write_bytes(intact)  # the repaired export is then ingested whole
+    report = ingest_paths([tmp_path / "x"], url=migrated_db)
+    assert [a["size"][2] for a in report.added] == [6] and _counts(migrated_db) == (2, 2, 2)
+
+
+def test_dicom_without_file_meta_is_read_and_dicomdir_passed_over(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """Files without the Part-10 preamble and file meta (older archives) were "not DICOM";
+    a DICOMDIR was reported as not DICOM; every series of a folder had the same source."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    uids = [write_ct_series(tmp_path / "old", seed=1, prefix="A")["series_uid"],
+            write_ct_series(tmp_path / "old", seed=2, prefix="B", description="arterial")["series_uid"]]
+    for path in sorted((tmp_path / "old").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.preamble = None
+        del ds.file_meta
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert not pydicom.misc.is_dicom(path)
+    (tmp_path / "old" / "notes.txt").write_text("export readme")
+    report = ingest_paths([tmp_path / "old"], url=migrated_db)
+    sources = sorted(a["source"] for a in report.added)
+    assert sources == sorted(f"{tmp_path / 'old'} (series 1, {uid}, 6 slices)" for uid in uids)
+    assert report.skipped == [{"source": str(tmp_path / "old"),
+                               "reason": f"1 file(s) are not DICOM: {tmp_path / 'old' / 'notes.txt'}"}]
+    write_ct_series(tmp_path / "cd", seed=3)
+    files = _edit_dicom(tmp_path / "cd", lambda i, ds: ds.update({"StudyTime": "120000", "StudyID": "1"}))
+    fileset = FileSet()
+    for path in files:
+        fileset.add(path)
+    fileset.write(tmp_path / "media")  # a CD export: DICOMDIR beside the image files
+    assert (tmp_path / "media" / "DICOMDIR").exists()
+    media = ingest_paths([tmp_path / "media"], url=migrated_db)
+    assert len(media.added) == 1 and media.skipped == []
+    assert _counts(migrated_db) == (1, 3, 3)

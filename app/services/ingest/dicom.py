@@ -66,12 +66,16 @@ def read_header(path: Path) -> pydicom.Dataset | None:
 
     Pixel data is not loaded (deferred), but its presence and, for uncompressed transfer
     syntaxes, its length against the file size are checked, so truncated files are found
-    before decoding starts.
+    before decoding starts. Files without the Part-10 preamble and file meta (older PACS and
+    archives) are read as GDCM reads them, see :func:`_read_without_meta`.
     """
     try:
         header = pydicom.dcmread(str(path), defer_size=1024)
     except InvalidDicomError:
-        return None
+        bare = _read_without_meta(path)
+        if bare is None:
+            return None
+        header = bare
     except Exception as exc:
         raise DicomFileError(f"{path}: corrupt DICOM file ({type(exc).__name__}: {exc})") from None
     meta_sop = str(getattr(header.file_meta, "MediaStorageSOPClassUID", "") or "")
@@ -99,11 +103,30 @@ def read_header(path: Path) -> pydicom.Dataset | None:
             * int(header.get("SamplesPerPixel", 1))
             * int(header.get("NumberOfFrames", 1) or 1)
         )
-        if path.stat().st_size < expected:
+        # bytes after the start of the pixel data value (the raw element knows where it was):
+        # a slice cut short by a few hundred bytes is then found too, not only one smaller
+        # than its pixel data alone
+        start = getattr(header.get_item("PixelData"), "value_tell", None) or 0
+        if path.stat().st_size - start < expected:
             raise DicomFileError(
-                f"{path}: truncated DICOM file ({path.stat().st_size} bytes, pixel data alone "
-                f"needs {expected})"
+                f"{path}: truncated DICOM file ({path.stat().st_size} bytes, pixel data "
+                f"from byte {start} needs {expected})"
             )
+    return header
+
+
+def _read_without_meta(path: Path) -> pydicom.FileDataset | None:
+    """A bare DICOM data set (no preamble, no file meta), or None for any other file.
+
+    pydicom refuses such files unless forced, and forced it parses nearly any bytes; so the
+    result counts only with the tags every DICOM object carries (SOPClassUID, Modality).
+    """
+    try:
+        header = pydicom.dcmread(str(path), defer_size=1024, force=True)
+    except Exception:
+        return None
+    if "SOPClassUID" not in header or "Modality" not in header:
+        return None
     return header
 
 

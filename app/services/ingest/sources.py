@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+import pydicom
 import SimpleITK as sitk
 
 from app.cli.common import UserError
@@ -69,6 +70,26 @@ class Discovery:
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     patient_ids: dict[str, str] = field(default_factory=dict)  # PatientID -> a file with it
+    archives: dict[Path, Path] = field(default_factory=dict)  # extraction folder -> zip file
+    series_seen: dict[str, str] = field(default_factory=dict)  # series key -> where it was
+
+
+@dataclass(frozen=True)
+class DicomInput:
+    """The DICOM files of one input (a folder, a zip, the files given), named by ``label``."""
+
+    label: str
+    files: list[Path]
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A file that looks like DICOM but cannot be read, and the series it belongs to (the
+    SeriesInstanceUID of its readable header part; None when even that is lost)."""
+
+    path: Path
+    message: str
+    series_key: str | None
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,7 @@ def _dicom_candidate(
     study_date = overrides.study_date or _series_date(series)
     thickness = header.get("SliceThickness")
     return Candidate(
-        source=f"{series.slices[0].path.parent} ({len(series.slices)} slices)",
+        source=series_source(series),
         source_format="dicom",
         patient_source_id=patient,
         study_uid_source=series.tag("StudyInstanceUID")
@@ -176,41 +197,114 @@ def _named(paths: list[Path], shown: int = 5) -> str:
     return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
+def series_source(series: DicomSeries) -> str:
+    """Where a series is and which one it is: its folder(s), SeriesNumber, UID, slice count.
+
+    One folder or zip often holds several series; the folder alone (and a slice count that
+    series share) did not say which was added or in conflict.
+    """
+    folders = list(dict.fromkeys(str(s.path.parent) for s in series.slices))  # as sorted
+    place = " + ".join(folders[:3]) + (f" + {len(folders) - 3} more" if len(folders) > 3 else "")
+    uid = series.series_uid
+    shown = "without SeriesInstanceUID" if uid.startswith("lvt-") else uid
+    number = series.tag("SeriesNumber")
+    which = f"series {number}, {shown}" if number not in (None, "") else f"series {shown}"
+    return f"{place} ({which}, {len(series.slices)} slices)"
+
+
+def _damaged_series_key(path: Path) -> str | None:
+    """The SeriesInstanceUID in the readable part of a damaged file's header, or None."""
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:
+        return None
+    uid = str(header.get("SeriesInstanceUID", "") or "").strip()
+    return uid or None
+
+
+def _read_headers(
+    inputs: list[DicomInput], found: Discovery
+) -> tuple[list[Slice], list[Damaged], list[Path]]:
+    """Headers of every file of ``inputs``: (slices, damaged files, files that are not DICOM).
+
+    A file given twice (nested or repeated paths) is read once; DICOMDIR, the index of a
+    DICOM file set (PS3.10), holds no image and is passed over silently.
+    """
+    slices: list[Slice] = []
+    damaged: list[Damaged] = []
+    unreadable: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        not_dicom: list[Path] = []
+        for path in item.files:
+            if path.resolve() in seen or path.name.upper() == "DICOMDIR":
+                continue
+            seen.add(path.resolve())
+            try:
+                header = read_header(path)
+            except DicomFileError as exc:
+                damaged.append(Damaged(path, str(exc), _damaged_series_key(path)))
+                continue
+            if header is None:
+                not_dicom.append(path)
+                continue
+            slices.append(Slice(path, header))
+            found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), str(path))
+        if not_dicom:
+            found.skipped.append({"source": item.label, "reason": f"{len(not_dicom)} file(s) are "
+                                  "not DICOM: " + _named(not_dicom)})
+            unreadable.extend(not_dicom)
+    return slices, damaged, unreadable
+
+
+def _damaged_in(series: DicomSeries, damaged: list[Damaged]) -> list[Damaged]:
+    """The damaged files of ``series``: by SeriesInstanceUID, else (UID unreadable) those
+    beside its slices, which may be its lost first or last slice."""
+    folders = {s.path.parent for s in series.slices}
+    return [
+        d for d in damaged
+        if d.series_key == series.series_uid or (d.series_key is None and d.path.parent in folders)
+    ]
+
+
+def _split_over_scans(series: DicomSeries, where: str, found: Discovery) -> str | None:
+    """Why ``series`` cannot be ingested whole: its UID came up in another scan (another
+    manifest row's dicom_dir, or a row and the paths given), each with other overrides."""
+    earlier = found.series_seen.get(series.series_uid)
+    found.series_seen.setdefault(series.series_uid, where)
+    if earlier is None:
+        return None
+    reason = (f"the series is split over {earlier} and {where}; give all its files in one "
+              "folder or manifest row (or as paths of one ingest)")
+    for candidate in [c for c in found.candidates if c.series_uid_source == series.series_uid]:
+        found.candidates.remove(candidate)  # a part is never stored as the whole series
+        found.skipped.append({"source": candidate.source, "reason": reason})
+    return reason
+
+
 def scan_dicom(
-    files: list[Path],
-    label: str,
+    inputs: list[DicomInput],
     overrides: Overrides,
     rules: list[PhaseRule] | None,
     skip_invalid: bool,
     found: Discovery,
 ) -> None:
-    """Read headers of ``files`` and add their series to ``found``."""
-    slices: list[Slice] = []
-    not_dicom: list[Path] = []
-    for path in files:
-        try:
-            header = read_header(path)
-        except DicomFileError as exc:
-            if skip_invalid:
-                found.skipped.append({"source": str(path), "reason": str(exc)})
-            else:
-                found.errors.append(str(exc))
-            continue
-        if header is None:
-            not_dicom.append(path)
-            continue
-        slices.append(Slice(path, header))
-        found.patient_ids.setdefault(str(header.get("PatientID", "") or "").strip(), str(path))
-    if not_dicom:
-        found.skipped.append({"source": label, "reason": f"{len(not_dicom)} file(s) are not DICOM: "
-                                                         + _named(not_dicom)})
+    """Read headers of every file of ``inputs`` and add their series to ``found``.
+
+    Slices are grouped by series over all inputs together: a PACS export splits a series over
+    folders or zips (part1.zip, part2.zip), and a part ingested alone is a short series. A
+    damaged file refuses its series (with --skip-invalid: skips it, naming the file), since
+    without the file the series would be stored short, silently when it was an end slice.
+    """
+    slices, damaged, not_dicom = _read_headers(inputs, found)
+    if not skip_invalid:
+        found.errors.extend(d.message for d in damaged)
+    attributed: set[Path] = set()
     series_list, skipped = group_series(slices)
     found.skipped.extend({"source": s, "reason": r} for s, r in skipped)
     for series in series_list:
         modality = str(series.first.get("Modality", "") or "?")
-        uid = series.series_uid
-        shown = "without SeriesInstanceUID" if uid.startswith("lvt-") else uid
-        where = f"{series.slices[0].path.parent} (series {shown})"
+        where = series_source(series)
         if modality not in IMAGE_MODALITIES:
             found.skipped.append(
                 {"source": where, "reason": f"modality {modality} is not CT; only CT is ingested"}
@@ -222,18 +316,24 @@ def scan_dicom(
         if reason := not_a_volume(series):
             found.skipped.append({"source": where, "reason": reason})
             continue
+        if split := _split_over_scans(series, where, found):
+            series.errors.append(split)
         if not series.errors:  # a slice of another size or orientation is error enough
             check_series(series)
-        unreadable_here = [p for p in not_dicom if p.parent == series.slices[0].path.parent]
+        unreadable_here = [p for p in not_dicom if p.parent in {s.path.parent for s in series.slices}]
         if series.errors and unreadable_here:  # a damaged slice reads as "not DICOM" and leaves a gap
             series.errors.append(f"{len(unreadable_here)} file(s) beside these slices are not "
                                  f"readable DICOM, perhaps damaged slices: {_named(unreadable_here)}")
+        if skip_invalid and (lost := _damaged_in(series, damaged)):
+            attributed.update(d.path for d in lost)
+            series.errors.append(f"{len(lost)} file(s) of this series are unreadable, so it would "
+                                 "be stored short: " + "; ".join(d.message for d in lost))
         if series.errors:
-            message = f"{where}: " + "; ".join(series.errors)
+            where = series_source(series)
             if skip_invalid:
                 found.skipped.append({"source": where, "reason": "; ".join(series.errors)})
             else:
-                found.errors.append(message)
+                found.errors.append(f"{where}: " + "; ".join(series.errors))
             continue
         candidate = _dicom_candidate(series, overrides, rules)
         if not candidate.patient_source_id:
@@ -247,6 +347,9 @@ def scan_dicom(
                 found.errors.append(f"{where}: {reason}")
             continue
         found.candidates.append(candidate)
+    if skip_invalid:
+        found.skipped.extend({"source": str(d.path), "reason": d.message}
+                             for d in damaged if d.path not in attributed)
 
 
 def _volume_candidate(path: Path, row: ManifestRow | None, overrides: Overrides) -> Candidate:
@@ -285,7 +388,12 @@ def discover(
     skip_invalid: bool,
     stack: ExitStack,
 ) -> Discovery:
-    """Find every series in ``paths`` and the manifest rows (zip folders live on ``stack``)."""
+    """Find every series in ``paths`` and the manifest rows (zip folders live on ``stack``).
+
+    The DICOM files of all ``paths`` (folders, zips, zips inside folders, loose files) are
+    scanned as one, so a series split over them is ingested whole; a manifest row's
+    dicom_dir is scanned on its own, as it carries its own patient, phase and date.
+    """
     found = Discovery()
     by_image = {row.image.resolve(): row for row in manifest_rows if row.image}
     for row in manifest_rows:
@@ -298,16 +406,16 @@ def discover(
                 study_date=row.study_date,
                 series_description=row.series_description,
             )
-            files = files_under(row.dicom_dir)
-            scan_dicom(files, str(row.dicom_dir), row_overrides, rules, skip_invalid, found)
-    loose_dicom: list[Path] = []
+            inputs = [DicomInput(str(row.dicom_dir), files_under(row.dicom_dir))]
+            scan_dicom(inputs, row_overrides, rules, skip_invalid, found)
+    dicom: list[DicomInput] = []
+    loose: list[Path] = []
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
         if path.is_dir():
             files = files_under(path)
-            volumes = [p for p in files if is_volume_file(p)]
-            for volume in volumes:
+            for volume in (p for p in files if is_volume_file(p)):
                 found.skipped.append(
                     {
                         "source": str(volume),
@@ -315,15 +423,14 @@ def discover(
                         "give it with --manifest or as a path with --patient-id",
                     }
                 )
-            dicom_files = [p for p in files if not is_volume_file(p) and p.suffix.lower() != ".zip"]
-            for archive in (p for p in files if p.suffix.lower() == ".zip"):
-                _scan_zip(archive, overrides, rules, skip_invalid, found, stack)
-            scan_dicom(dicom_files, str(path), overrides, rules, skip_invalid, found)
+            dicom.append(DicomInput(str(path), [
+                p for p in files if not is_volume_file(p) and p.suffix.lower() != ".zip"
+            ]))
+            dicom.extend(_unzipped(a, found, stack) for a in files if a.suffix.lower() == ".zip")
         elif path.suffix.lower() == ".zip":
-            _scan_zip(path, overrides, rules, skip_invalid, found, stack)
+            dicom.append(_unzipped(path, found, stack))
         elif is_volume_file(path):
-            row = by_image.get(path.resolve())
-            if row is not None:
+            if by_image.get(path.resolve()) is not None:
                 continue  # already a candidate through the manifest
             if not overrides.patient_id:
                 raise UserError(
@@ -331,9 +438,12 @@ def discover(
                 )
             found.candidates.append(_volume_candidate(path, None, overrides))
         else:
-            loose_dicom.append(path)
-    if loose_dicom:
-        scan_dicom(loose_dicom, "files given", overrides, rules, skip_invalid, found)
+            loose.append(path)
+    if loose:
+        dicom.append(DicomInput("files given", loose))
+    if dicom:
+        scan_dicom(dicom, overrides, rules, skip_invalid, found)
+    _name_archive_members(found)
     if overrides.patient_id:
         _refuse_merged_patients(overrides.patient_id, found)
     return found
@@ -368,34 +478,32 @@ def _refuse_merged_patients(patient_id: str, found: Discovery) -> None:
     )
 
 
-def _scan_zip(
-    archive: Path,
-    overrides: Overrides,
-    rules: list[PhaseRule] | None,
-    skip_invalid: bool,
-    found: Discovery,
-    stack: ExitStack,
-) -> None:
+def _unzipped(archive: Path, found: Discovery, stack: ExitStack) -> DicomInput:
+    """The files of ``archive``, unpacked into a temporary folder that lives on ``stack``."""
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lvt-zip-")))
     safe_extract(archive, folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    inner = Discovery()
-    scan_dicom(files, str(archive), overrides, rules, skip_invalid, inner)
-    rename = partial(_in_archive, folder=folder, archive=archive)
-    found.errors.extend(rename(e) for e in inner.errors)
-    found.skipped.extend({k: rename(v) for k, v in item.items()} for item in inner.skipped)
-    for pid, where in inner.patient_ids.items():
-        found.patient_ids.setdefault(pid, rename(where))
-    for candidate in inner.candidates:
-        candidate.source = rename(candidate.source)
-        candidate.load = partial(_load_renamed, candidate.load, rename)
-        found.candidates.append(candidate)
+    found.archives[folder] = archive
+    return DicomInput(str(archive), sorted(p for p in folder.rglob("*") if p.is_file()))
+
+
+def _name_archive_members(found: Discovery) -> None:
+    """Name files of the unpacked zips ``archive.zip:inner/path`` in every message, source
+    and load error of ``found``."""
+    for folder, archive in found.archives.items():
+        rename = partial(_in_archive, folder=folder, archive=archive)
+        found.errors[:] = [rename(e) for e in found.errors]
+        found.skipped[:] = [{k: rename(v) for k, v in item.items()} for item in found.skipped]
+        found.patient_ids = {pid: rename(where) for pid, where in found.patient_ids.items()}
+        for candidate in found.candidates:
+            if str(folder) in candidate.source:
+                candidate.source = rename(candidate.source)
+                candidate.load = partial(_load_renamed, candidate.load, rename)
 
 
 def _in_archive(text: str, folder: Path, archive: Path) -> str:
     """``text`` with paths in the extraction folder shown as ``archive.zip:inner/path``: the
     folder is deleted when the ingest ends, so its name would point nowhere."""
-    return text.replace(f"{folder}/", f"{archive}:").replace(str(folder), f"{archive}:")
+    return text.replace(f"{folder}/", f"{archive}:").replace(str(folder), str(archive))
 
 
 def _load_renamed(load: Callable[[], sitk.Image], rename: Callable[[str], str]) -> sitk.Image:
