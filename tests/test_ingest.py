@@ -697,6 +697,189 @@ def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_p
     assert report.added[0]["size"][2] == 6 and "1 localizer slice(s)" in report.skipped[0]["reason"]
 
 
+def _error_text(path: Path, url: str) -> str:
+    """The message of the UserError an ingest of ``path`` raises, on one line."""
+    with pytest.raises(UserError) as info:
+        ingest_paths([path], url=url)
+    return " ".join(str(info.value).split())
+
+
+def test_a_slice_of_another_pixel_spacing_or_moved_in_plane_is_named(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """Slices of another PixelSpacing, or moved in-plane (reconstruction centre changed),
+    under the series' UID were stacked onto the first slice's grid; the first and last
+    positions alone showed no tilt. Rounding in the export is still accepted."""
+
+    def wider(i: int, ds: Any) -> None:
+        if i >= 3:
+            ds.PixelSpacing = [1.0, 1.0]
+        elif i == 1:
+            ds.PixelSpacing = [0.8000004, 0.8]
+
+    def moved(i: int, ds: Any) -> None:
+        if i in (2, 3):
+            ds.ImagePositionPatient = [5.0, 0.0, 2.0 * i]
+
+    def rounded(i: int, ds: Any) -> None:  # under a tenth of a 0.8 mm pixel
+        ds.ImagePositionPatient = [0.05 if i == 2 else 0.0, 0.0, 2.0 * i]
+
+    write_ct_series(tmp_path / "spacing", seed=1)
+    files = _edit_dicom(tmp_path / "spacing", wider)
+    text = _error_text(tmp_path / "spacing", migrated_db)
+    for odd in files[3:]:
+        assert (f"{odd}: 16x16 pixels, orientation [1, 0, 0, 0, 1, 0], pixel spacing 1 x 1 mm where the "
+                "series' other 3 slices have 16x16 pixels, orientation [1, 0, 0, 0, 1, 0], pixel spacing "
+                "0.8 x 0.8 mm") in text
+    assert f"{files[1]}:" not in text
+    write_ct_series(tmp_path / "shift", seed=2)
+    files = _edit_dicom(tmp_path / "shift", moved)
+    text = _error_text(tmp_path / "shift", migrated_db)
+    for odd in files[2:4]:
+        assert f"{odd}: moved in-plane by 5.00 mm (+5.00 mm along the rows" in text
+    assert not any(f"{f}:" in text for f in files[:2] + files[4:])
+    assert _counts(migrated_db) == (0, 0, 0)
+    write_ct_series(tmp_path / "rounded", seed=3)
+    _edit_dicom(tmp_path / "rounded", rounded)
+    assert len(ingest_paths([tmp_path / "rounded"], url=migrated_db).added) == 1
+
+
+def test_gaps_and_duplicate_positions_name_the_neighbouring_files(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """The missing-slice and duplicate-position errors gave positions in mm only."""
+    write_ct_series(tmp_path / "gap", z_positions=[0, 2, 4, 8, 10, 12])
+    files = sorted((tmp_path / "gap").iterdir())
+    text = _error_text(tmp_path / "gap", migrated_db)
+    assert f"missing slices: about 1 slice(s) absent, first gap of 4.00 mm between {files[2]} (4.00 mm) and {files[3]} (8.00 mm)" in text
+    write_ct_series(tmp_path / "dup", z_positions=[0, 2, 2, 4, 6, 8], seed=1)
+    files = sorted((tmp_path / "dup").iterdir())
+    text = _error_text(tmp_path / "dup", migrated_db)
+    assert f"1 duplicate slice position(s): {files[1]} and {files[2]} at 2.00 mm" in text
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def _enhanced_ct(files: list[Path], out: Path, order: list[int], padding: int | None = None) -> Path:
+    """One Enhanced CT Image Storage file of the classic slices ``files``, frames in ``order``:
+    positions in the per-frame functional groups; orientation, pixel measures and a rescale
+    other than the slices' (unsigned, intercept −2048) in the shared ones. With ``padding``,
+    each frame's first row is that PixelPaddingValue."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    slices = [pydicom.dcmread(f) for f in files]
+    ds = pydicom.dcmread(files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_CT
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                    "RescaleIntercept", "RescaleSlope"):
+        delattr(ds, keyword)
+    ds.NumberOfFrames = len(order)
+    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = slices[0].ImageOrientationPatient
+    measures.PixelSpacing, measures.SliceThickness = slices[0].PixelSpacing, slices[0].SliceThickness
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = -2048, 1, "HU"
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PixelValueTransformationSequence = [rescale]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = []
+    frames = []
+    for k in order:
+        position, item = Dataset(), Dataset()
+        position.ImagePositionPatient = slices[k].ImagePositionPatient
+        item.PlanePositionSequence = [position]
+        ds.PerFrameFunctionalGroupsSequence.append(item)
+        hu = slices[k].pixel_array.astype(np.int32) - 1024
+        frames.append(hu + 2048)
+    pixels = np.stack(frames).astype(np.uint16)
+    ds.PixelRepresentation = 0
+    if padding is not None:
+        pixels[:, 0, :] = padding
+        ds.add_new(0x00280120, "US", padding)  # PixelPaddingValue
+    ds.PixelData = pixels.tobytes()
+    out.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out / "enhanced.dcm", enforce_file_format=True)
+    return out / "enhanced.dcm"
+
+
+def test_an_enhanced_multiframe_ct_is_a_volume_like_its_classic_series(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """Enhanced CT (one file, positions in per-frame functional groups) was skipped as "a
+    secondary capture" even beside a classic series of the export; it is decoded frame by
+    frame with its functional groups' geometry and rescale (and pixel padding) and goes
+    through the series checks, or is refused naming the file."""
+    import pydicom
+
+    write_ct_series(tmp_path / "classic", seed=1)
+    files = sorted((tmp_path / "classic").iterdir())
+    export = tmp_path / "export"
+    write_ct_series(export / "axial", seed=2)
+    _enhanced_ct(files, export / "enhanced", order=[3, 0, 5, 1, 4, 2], padding=0)
+    report = ingest_paths([export], url=migrated_db)
+    assert sorted(Path(a["source"].split(" (")[0]).name for a in report.added) == ["axial", "enhanced"]
+    added = next(a for a in report.added if a["source"].startswith(str(export / "enhanced")))
+    stored = sitk.ReadImage(str(storage.resolve(added["image_path"])))
+    source = read_image(tmp_path / "classic")
+    expected = sitk.GetArrayFromImage(source)
+    expected[:, 0, :] = -1024  # padding is air
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), expected)
+    assert stored.GetPixelID() == sitk.sitkInt16
+    assert np.allclose(stored.GetOrigin(), source.GetOrigin()) and np.allclose(stored.GetSpacing(), source.GetSpacing())
+    assert np.allclose(stored.GetDirection(), source.GetDirection())
+    assert any("pixel padding (stored value 0" in w["warning"] for w in report.warnings)
+    # frames go through the series checks, named by file and frame
+    gap = _enhanced_ct(files, tmp_path / "gap", order=[0, 1, 2, 4, 5])
+    text = _error_text(tmp_path / "gap", migrated_db)
+    assert f"missing slices: about 1 slice(s) absent, first gap of 4.00 mm between {gap} (frame 3)" in text
+    # a frame without a position cannot be placed: refused, naming the file
+    broken = _enhanced_ct(files, tmp_path / "broken", order=list(range(6)))
+    ds = pydicom.dcmread(broken)
+    del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
+    ds.save_as(broken, enforce_file_format=True)
+    text = _error_text(tmp_path / "broken", migrated_db)
+    assert (f"{broken}: Enhanced multi-frame CT not supported because frame 2 has no ImagePositionPatient "
+            "(no PlanePositionSequence in its functional groups)") in text
+    assert _counts(migrated_db) == (1, 2, 2)
+
+
+def test_pixel_padding_is_stored_as_air(migrated_db: str, tmp_path: Path) -> None:
+    """Pixels equal to PixelPaddingValue (or up to PixelPaddingRangeLimit) were stored as HU:
+    62512 for unsigned pixels (intercept −1024, padding 63536), −3024 for signed −2000."""
+
+    def unsigned(_: int, ds: Any) -> None:
+        raw = ds.pixel_array.astype(np.uint16)
+        raw[:2, :] = 63536
+        ds.PixelRepresentation = 0
+        ds.add_new(0x00280120, "US", 63536)  # PixelPaddingValue
+        ds.PixelData = raw.tobytes()
+
+    def signed_range(_: int, ds: Any) -> None:
+        raw = ds.pixel_array.copy()
+        raw[0, :], raw[1, :] = -2000, -1600
+        ds.add_new(0x00280120, "SS", -2000)  # PixelPaddingValue
+        ds.add_new(0x00280121, "SS", -1500)  # PixelPaddingRangeLimit
+        ds.PixelData = raw.tobytes()
+
+    for name, change, shown in (("u", unsigned, "63536"), ("s", signed_range, "-2000 to -1500")):
+        write_ct_series(tmp_path / name, seed=1 if name == "u" else 2, patient_id=f"PAT-{name}")
+        expected = sitk.GetArrayFromImage(read_image(tmp_path / name))
+        expected[:, :2, :] = -1024
+        _edit_dicom(tmp_path / name, change)
+        report = ingest_paths([tmp_path / name], url=migrated_db)
+        stored = sitk.ReadImage(str(storage.resolve(report.added[0]["image_path"])))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), expected)
+        assert stored.GetPixelID() == sitk.sitkInt16
+        assert report.warnings[0]["warning"] == (f"pixel padding (stored value {shown}, outside the "
+                                                 "reconstructed field of view) is stored as air, -1024 HU")
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
 def test_study_date_falls_back_and_stores_no_source_date_text(migrated_db: str, tmp_path: Path) -> None:
     """With de-identification on, series.warnings stored "unreadable StudyDate '2020.09.04'"

@@ -1,9 +1,11 @@
 """DICOM discovery: read headers, group slices into series, check their geometry, decode.
 
 Slices group by SeriesInstanceUID; within one UID, localizer slices are skipped and a slice
-of another orientation or matrix size than the rest (the parts of GDCM's refined series id
-that matter for a volume) is an error naming the file. Geometry problems are found from the
-slice positions before any pixel is decoded.
+of another orientation, matrix size or pixel spacing than the rest (the parts of GDCM's
+refined series id that matter for a volume) is an error naming the file. An enhanced
+(multi-frame) CT file becomes one slice per frame, with the frame's functional groups as its
+geometry, so it passes the same checks. Geometry problems are found from the slice positions
+before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,9 @@ TILT_TOLERANCE_DEG = 0.5
 NONUNIFORM_TOLERANCE = 0.01  # steps varying less are ITK's own
 NONUNIFORM_WARNING = 0.10  # a step further than this from the mean is worth a warning
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+SPACING_TOLERANCE = 1e-3  # relative: PixelSpacing differing less is rounding in the export
+IN_PLANE_TOLERANCE = 0.1  # pixels: a slice further off the stack's line was moved in-plane
+AIR_HU = -1024
 
 
 class DicomFileError(ValueError):
@@ -40,6 +45,20 @@ class Slice:
 
     path: Path
     header: pydicom.Dataset
+    frame: int | None = None  # the frame of a multi-frame file (0-based), else None
+
+    @property
+    def label(self) -> str:
+        """The file, and the frame of a multi-frame file, as errors name it."""
+        return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
+
+    @property
+    def instance(self) -> str:
+        """SOPInstanceUID (with the frame for a multi-frame file), or the label without one."""
+        uid = str(self.header.get("SOPInstanceUID", "") or "")
+        if not uid:
+            return self.label
+        return uid if self.frame is None else f"{uid}#{self.frame}"
 
 
 @dataclass
@@ -130,28 +149,64 @@ def _read_without_meta(path: Path) -> pydicom.FileDataset | None:
     return header
 
 
-Geometry = tuple[tuple[float, ...], object, object]
+@dataclass(frozen=True)
+class Geometry:
+    """Orientation (rounded), matrix size and pixel spacing: what one volume's slices share."""
+
+    orientation: tuple[float, ...]
+    rows: object
+    columns: object
+    spacing: tuple[float, ...]
+
+    def matches(self, other: Geometry) -> bool:
+        """Equal, but for pixel spacings within SPACING_TOLERANCE (decimal rounding)."""
+        if (self.orientation, self.rows, self.columns) != (other.orientation, other.rows, other.columns):
+            return False
+        if len(self.spacing) != len(other.spacing):
+            return False
+        return all(
+            abs(a - b) <= SPACING_TOLERANCE * max(abs(a), abs(b))
+            for a, b in zip(self.spacing, other.spacing, strict=True)
+        )
 
 
 def _geometry(header: pydicom.Dataset) -> Geometry:
-    """Orientation (rounded) and matrix size: what one volume's slices must share."""
+    """The geometry of one slice's grid; slices stacked into a volume must share it, since
+    the volume is stored on the first slice's grid."""
     orientation = tuple(round(float(v), 3) for v in header.get("ImageOrientationPatient", []))
-    return (orientation, header.get("Rows"), header.get("Columns"))
+    spacing = tuple(float(v) for v in header.get("PixelSpacing", []) or [])
+    return Geometry(orientation, header.get("Rows"), header.get("Columns"), spacing)
 
 
 def _describe(key: Geometry) -> str:
-    orientation, rows, columns = key
-    shown = "[" + ", ".join(f"{v:g}" for v in orientation) + "]" if orientation else "none"
-    return f"{rows}x{columns} pixels, orientation {shown}"
+    shown = "[" + ", ".join(f"{v:g}" for v in key.orientation) + "]" if key.orientation else "none"
+    spacing = " x ".join(f"{v:g}" for v in key.spacing) + " mm" if key.spacing else "none"
+    return f"{key.rows}x{key.columns} pixels, orientation {shown}, pixel spacing {spacing}"
+
+
+def _by_geometry(slices: list[Slice]) -> list[list[Slice]]:
+    """Slices in groups of matching geometry, the largest first (ties: in file order)."""
+    groups: list[tuple[Geometry, list[Slice]]] = []
+    for s in slices:
+        key = _geometry(s.header)
+        for known, members in groups:
+            if known.matches(key):
+                members.append(s)
+                break
+        else:
+            groups.append((key, [s]))
+    return sorted((members for _, members in groups), key=len, reverse=True)
 
 
 def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
     """Group slices into series; return (series, skipped (source, reason)).
 
     Localizer slices filed under a CT series' UID are skipped; any other slice of another
-    size or orientation is an error of the series naming the file, since dropping it
-    would leave a gap or silently shorten the volume.
+    size, orientation or pixel spacing is an error of the series naming the file, since
+    dropping it would leave a gap or silently shorten the volume, and stacking it would
+    put it on the wrong grid. Multi-frame files are split into their frames first.
     """
+    slices, unsupported = expand_frames(slices)
     by_uid: dict[str, list[Slice]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
     for s in slices:
@@ -168,21 +223,21 @@ def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str
                 )
             )
             members = images
-        sub: dict[Geometry, list[Slice]] = defaultdict(list)
-        for s in members:
-            sub[_geometry(s.header)].append(s)
-        groups = sorted(sub.values(), key=len, reverse=True)
+        groups = _by_geometry(members)
         found = DicomSeries(uid, groups[0])
+        found.errors.extend(unsupported[s.path] for s in members if s.path in unsupported)
         if images and len(groups) > 1:
             usual = _describe(_geometry(groups[0][0].header))
             odd = [s for group in groups[1:] for s in group]
             found.errors.extend(
-                f"{s.path}: {_describe(_geometry(s.header))} where the series' other "
+                f"{s.label}: {_describe(_geometry(s.header))} where the series' other "
                 f"{len(groups[0])} slices have {usual}"
                 for s in odd[:5]
             )
             if len(odd) > 5:
-                found.errors.append(f"and {len(odd) - 5} more slice(s) of another size or orientation")
+                found.errors.append(
+                    f"and {len(odd) - 5} more slice(s) of another size, orientation or pixel spacing"
+                )
         series.append(found)
     return series, skipped
 
@@ -210,6 +265,81 @@ def series_key(header: pydicom.Dataset) -> str:
 
 
 CT_VOLUME_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+FRAME_GROUPS = "PerFrameFunctionalGroupsSequence"
+NOT_PER_FRAME = {
+    pydicom.tag.Tag(k) for k in (FRAME_GROUPS, "SharedFunctionalGroupsSequence", "PixelData")
+}
+
+
+class _Unsupported(ValueError):
+    """An enhanced multi-frame file whose frames cannot be placed; the message says why."""
+
+
+def expand_frames(slices: list[Slice]) -> tuple[list[Slice], dict[Path, str]]:
+    """Replace each enhanced multi-frame file by one slice per frame; return (slices,
+    {path: error}) for the files whose frames cannot be placed (kept whole, then refused).
+
+    Enhanced CT keeps a frame's position, and possibly its orientation, spacing and rescale,
+    in the per-frame and shared functional groups rather than at the top level.
+    """
+    out: list[Slice] = []
+    unsupported: dict[Path, str] = {}
+    for s in slices:
+        if FRAME_GROUPS not in s.header:
+            out.append(s)
+            continue
+        try:
+            out.extend(_frames(s))
+        except _Unsupported as exc:
+            unsupported[s.path] = f"{s.path}: Enhanced multi-frame CT not supported because {exc}"
+            out.append(s)
+    return out, unsupported
+
+
+def _frames(s: Slice) -> list[Slice]:
+    """One slice per frame of ``s``, each header the file's top level plus its frame's
+    functional groups (position, orientation, pixel measures, rescale)."""
+    header = s.header
+    per_frame = list(header[FRAME_GROUPS].value)
+    count = int(header.get("NumberOfFrames", 1) or 1)
+    if len(per_frame) != count:
+        raise _Unsupported(f"it has {len(per_frame)} per-frame functional groups for {count} frames")
+    shared_groups = header.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()]
+    shared = shared_groups[0]
+    # iterating a Dataset would read every element, the deferred pixel data included
+    top = {tag: header[tag] for tag in header.keys() if tag not in NOT_PER_FRAME}  # noqa: SIM118
+    frames = []
+    for index, own in enumerate(per_frame):
+        ds = pydicom.Dataset(dict(top))
+        ds.file_meta = header.file_meta
+        for macro, keywords in (
+            ("PlanePositionSequence", ("ImagePositionPatient",)),
+            ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+            ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness")),
+            ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
+        ):
+            item = _macro(own, shared, macro)
+            for keyword in keywords:
+                if item is not None and keyword in item:
+                    setattr(ds, keyword, item[keyword].value)
+        for needed, macro in (
+            ("ImagePositionPatient", "PlanePositionSequence"),
+            ("ImageOrientationPatient", "PlaneOrientationSequence"),
+            ("PixelSpacing", "PixelMeasuresSequence"),
+        ):
+            if needed not in ds:
+                raise _Unsupported(f"frame {index + 1} has no {needed} (no {macro} in its functional groups)")
+        frames.append(Slice(s.path, ds, index))
+    return frames
+
+
+def _macro(own: pydicom.Dataset, shared: pydicom.Dataset, name: str) -> pydicom.Dataset | None:
+    """A functional group macro's item for one frame: its own, else the shared one."""
+    for groups in (own, shared):
+        value = groups.get(name)
+        if value:
+            return value[0]
+    return None
 
 
 def _image_type(header: pydicom.Dataset) -> set[str]:
@@ -228,7 +358,9 @@ def not_a_volume(series: DicomSeries) -> str | None:
         return "a localizer (scout) image (ImageType LOCALIZER), not a 3D volume"
     first = series.first
     # an anonymiser may blank SOPInstanceUID (TotalSegmentator's example): then each file counts
-    single = len({str(s.header.get("SOPInstanceUID") or s.path) for s in series.slices}) == 1
+    single = len({s.instance for s in series.slices}) == 1
+    if FRAME_GROUPS in first:  # an enhanced CT whose frames could not be placed: its error says why
+        return None
     if "ImagePositionPatient" not in first or "ImageOrientationPatient" not in first:
         sop_class = str(first.get("SOPClassUID", "") or "")
         if single or sop_class not in CT_VOLUME_SOP_CLASSES or "SECONDARY" in _image_type(first):
@@ -292,9 +424,8 @@ def _shared_instance_uids(slices: list[Slice], positions: list[np.ndarray]) -> l
     """
     by_uid: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(slices):
-        uid = str(s.header.get("SOPInstanceUID", "") or "")
-        if uid:
-            by_uid[uid].append(i)
+        if s.header.get("SOPInstanceUID"):
+            by_uid[s.instance].append(i)
     problems = []
     for uid, members in by_uid.items():
         first = members[0]
@@ -322,7 +453,7 @@ def check_series(series: DicomSeries) -> None:
         return
     normal = _normal(first)
     positions = [np.array([float(v) for v in s.header.ImagePositionPatient]) for s in series.slices]
-    order = np.argsort([float(np.dot(normal, p)) for p in positions])
+    order = np.argsort([float(np.dot(normal, p)) for p in positions], kind="stable")
     series.slices = [series.slices[i] for i in order]
     positions = [positions[i] for i in order]
     if problems := _shared_instance_uids(series.slices, positions):
@@ -330,6 +461,9 @@ def check_series(series: DicomSeries) -> None:
         return
     if len(series.slices) < 2:
         series.errors.append("a single slice is not a 3D volume")
+        return
+    if moved := _moved_in_plane(series.slices, np.array(positions), first):
+        series.errors.extend(moved)
         return
     tilt_tag = float(first.get("GantryDetectorTilt", 0) or 0)
     step = positions[-1] - positions[0]
@@ -348,7 +482,7 @@ def check_series(series: DicomSeries) -> None:
     diffs = np.diff(z)
     duplicates = int((np.abs(diffs) < 1e-3).sum())
     if duplicates:
-        uids = {str(s.header.get("SOPInstanceUID")) for s in series.slices}
+        uids = {s.instance for s in series.slices}
         if len(uids) == len(series.slices) - duplicates and len(uids) == len(set(np.round(z, 3))):
             series.warnings.append(f"{duplicates} duplicate file(s) of the same slice were ignored")
             keep = [0, *[i + 1 for i, d in enumerate(diffs) if abs(d) >= 1e-3]]
@@ -359,9 +493,14 @@ def check_series(series: DicomSeries) -> None:
                 series.errors.append("a single slice is not a 3D volume")
                 return
         else:
-            at = ", ".join(f"{v:.2f}" for v in z[1:][np.abs(diffs) < 1e-3][:5])
+            pairs = [i for i, d in enumerate(diffs) if abs(d) < 1e-3]
+            at = "; ".join(
+                f"{series.slices[i].label} and {series.slices[i + 1].label} at {z[i]:.2f} mm"
+                for i in pairs[:3]
+            )
+            more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             series.errors.append(
-                f"{duplicates} duplicate slice position(s) at {at} mm (several acquisitions "
+                f"{duplicates} duplicate slice position(s): {at}{more} (several acquisitions "
                 "under one SeriesInstanceUID?)"
             )
             return
@@ -371,10 +510,76 @@ def check_series(series: DicomSeries) -> None:
         missing = round(float(diffs[gaps].sum()) / step_mm) - len(gaps)
         series.errors.append(
             f"missing slices: about {missing} slice(s) absent, first gap of {diffs[i]:.2f} mm "
-            f"between {z[i]:.2f} and {z[i + 1]:.2f} mm where {step_mm:.2f} mm is expected"
+            f"between {series.slices[i].label} ({z[i]:.2f} mm) and {series.slices[i + 1].label} "
+            f"({z[i + 1]:.2f} mm) where {step_mm:.2f} mm is expected"
         )
         return
     _check_uniform(series, z, diffs)
+    if padding := _padding(first):
+        series.warnings.append(
+            f"pixel padding (stored value {_shown_range(padding)}, outside the reconstructed field "
+            f"of view) is stored as air, {AIR_HU} HU"
+        )
+
+
+def _moved_in_plane(slices: list[Slice], positions: np.ndarray, first: pydicom.Dataset) -> list[str]:
+    """Slices whose position lies off the stack's line by more than IN_PLANE_TOLERANCE pixels,
+    named; the volume is stored on the first slice's grid, so a slice whose reconstruction
+    centre moved would be stacked shifted.
+
+    The line (a slope per mm along the normal, for a tilted stack, and an offset) is the
+    median over the slices, so the moved slices are the ones named even at the ends.
+    """
+    o = np.array([float(v) for v in first.ImageOrientationPatient])
+    normal = np.cross(o[:3], o[3:])
+    z = positions @ normal
+    in_plane = positions @ np.column_stack([o[:3], o[3:]])  # mm along rows, along columns
+    steps = np.diff(z)
+    apart = np.abs(steps) >= 1e-3
+    if not apart.any():
+        return []
+    slope = np.median(np.diff(in_plane, axis=0)[apart] / steps[apart, None], axis=0)
+    offset = np.median(in_plane - z[:, None] * slope, axis=0)
+    off = in_plane - z[:, None] * slope - offset
+    spacing = first.get("PixelSpacing") or [1.0, 1.0]  # ITK's default when it is missing
+    row_mm, col_mm = (float(v) for v in spacing)  # between rows, between columns
+    tolerance = IN_PLANE_TOLERANCE * np.array([col_mm, row_mm])
+    moved = np.nonzero((np.abs(off) > tolerance).any(axis=1))[0]
+    problems = [
+        f"{slices[i].label}: moved in-plane by {float(np.hypot(*off[i])):.2f} mm ({off[i][0]:+.2f} mm "
+        f"along the rows, {off[i][1]:+.2f} mm along the columns) from the line of the series' "
+        f"other {len(slices) - len(moved)} slices (reconstruction centre changed?)"
+        for i in moved[:5]
+    ]
+    if len(moved) > 5:
+        problems.append(f"and {len(moved) - 5} more slice(s) moved in-plane")
+    return problems
+
+
+def _padding(header: pydicom.Dataset) -> tuple[int, int] | None:
+    """The stored pixel values that are padding (PixelPaddingValue up to
+    PixelPaddingRangeLimit, inclusive), or None; read in the pixels' own signedness, since
+    the VR (US or SS) is often written wrong."""
+    if header.get("PixelPaddingValue") is None:
+        return None
+    values = [int(header.PixelPaddingValue)]
+    if header.get("PixelPaddingRangeLimit") is not None:
+        values.append(int(header.PixelPaddingRangeLimit))
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    values = [_as_stored(v, bits, signed) for v in values]
+    return min(values), max(values)
+
+
+def _as_stored(value: int, bits: int, signed: bool) -> int:
+    """``value`` as a ``bits``-bit integer of the pixels' signedness (two's complement)."""
+    value %= 1 << bits
+    return value - (1 << bits) if signed and value >= 1 << (bits - 1) else value
+
+
+def _shown_range(padding: tuple[int, int]) -> str:
+    low, high = padding
+    return str(low) if low == high else f"{low} to {high}"
 
 
 def _check_uniform(series: DicomSeries, z: np.ndarray, diffs: np.ndarray) -> None:
@@ -399,15 +604,19 @@ def _check_uniform(series: DicomSeries, z: np.ndarray, diffs: np.ndarray) -> Non
 def decode(series: DicomSeries) -> sitk.Image:
     """Decode the sorted slices into one volume in HU (GDCM, else pydicom + pylibjpeg).
 
-    A file that neither decoder reads is named in the :class:`DicomFileError`.
+    Frames of a multi-frame file are decoded with pydicom (GDCM reads files, not frames).
+    Pixel padding becomes air. A file that neither decoder reads is named in the
+    :class:`DicomFileError`.
     """
-    files = [str(s.path) for s in series.slices]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError:
+    image = None
+    if all(s.frame is None for s in series.slices):
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(s.path) for s in series.slices])
+        with suppress(RuntimeError):  # a transfer syntax GDCM lacks: pydicom below
+            image = reader.Execute()
+    if image is None:
         image = _decode_with_pydicom(series)
+    image = _pad_to_air(image, series)
     if series.step_mm is not None:
         spacing = list(image.GetSpacing())
         spacing[2] = series.step_mm
@@ -415,6 +624,39 @@ def decode(series: DicomSeries) -> sitk.Image:
     return image
 
 
+def _rescale(header: pydicom.Dataset) -> tuple[float, float]:
+    return float(header.get("RescaleSlope", 1) or 1), float(header.get("RescaleIntercept", 0) or 0)
+
+
+def _narrow(volume: np.ndarray) -> np.ndarray:
+    """A float volume as int16 when its values are whole and in range (HU usually are)."""
+    if not np.issubdtype(volume.dtype, np.floating):
+        return volume
+    if np.allclose(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767:
+        return volume.astype(np.int16)
+    return volume
+
+
+def _pad_to_air(image: sitk.Image, series: DicomSeries) -> sitk.Image:
+    """``image`` with the voxels whose stored value is pixel padding set to air.
+
+    The stored value is recovered from the HU value with the slice's own rescale, so this
+    holds for both decoders; padding stored as HU was up to 62512 (unsigned, intercept
+    −1024) or −2000 outside the field of view.
+    """
+    ranges = [_padding(s.header) for s in series.slices]
+    if not any(ranges):
+        return image
+    volume = sitk.GetArrayFromImage(image)
+    for k, (s, padding) in enumerate(zip(series.slices, ranges, strict=True)):
+        if padding is None:
+            continue
+        slope, intercept = _rescale(s.header)
+        stored = np.rint((volume[k].astype(np.float64) - intercept) / slope)
+        volume[k][(stored >= padding[0]) & (stored <= padding[1])] = AIR_HU
+    padded = sitk.GetImageFromArray(_narrow(volume))
+    padded.CopyInformation(image)
+    return padded
 @contextmanager
 def _quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's logger: for a damaged file its decoders log a traceback per plugin
@@ -430,23 +672,23 @@ def _quiet_pydicom() -> Iterator[None]:
 
 def _decode_with_pydicom(series: DicomSeries) -> sitk.Image:
     planes = []
+    decoded: dict[Path, np.ndarray] = {}  # a multi-frame file is decoded once
     for s in series.slices:
-        try:
-            with _quiet_pydicom():
-                ds = pydicom.dcmread(str(s.path))
-                pixels = ds.pixel_array.astype(np.float32)
-        except Exception as exc:
-            raise DicomFileError(f"{s.path}: cannot decode pixel data ({exc})") from None
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        planes.append(pixels * slope + intercept)
+        if s.path not in decoded:
+            try:
+                with _quiet_pydicom():
+                    decoded[s.path] = pydicom.dcmread(str(s.path)).pixel_array
+            except Exception as exc:
+                raise DicomFileError(f"{s.path}: cannot decode pixel data ({exc})") from None
+        pixels = decoded[s.path]
+        if s.frame is not None and pixels.ndim == 3:
+            pixels = pixels[s.frame]
+        slope, intercept = _rescale(s.header)
+        planes.append(pixels.astype(np.float32) * slope + intercept)
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
         raise DicomFileError(f"{series.slices[0].path.parent}: slices differ in size {shapes}")
-    volume = np.stack(planes)
-    if np.allclose(volume, np.round(volume)) and volume.min() >= -32768 and volume.max() <= 32767:
-        volume = volume.astype(np.int16)
-    image = sitk.GetImageFromArray(volume)
+    image = sitk.GetImageFromArray(_narrow(np.stack(planes)))
     first = series.first
     o = np.array([float(v) for v in first.ImageOrientationPatient])
     normal = np.cross(o[:3], o[3:])
