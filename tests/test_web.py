@@ -52,6 +52,14 @@ def _scalar(url: str, stmt):  # type: ignore[no-untyped-def]
         return session.scalar(stmt)
 
 
+def _rows(url: str, stmt):  # type: ignore[no-untyped-def]
+    from db.engine import session_scope
+
+    with session_scope(url) as s:
+        result = s.execute(stmt).all()
+        return [row[0] if len(row) == 1 else tuple(row) for row in result]
+
+
 def _signed_in(role: str) -> AppTest:
     """An app whose browser session is signed in with the demo account of ``role``."""
     from app.services.demo import DEMO_USERS
@@ -284,6 +292,33 @@ def test_a_series_with_nothing_segmented_says_so_without_downloads(demo_db: str)
     assert _scalar(demo_db, select(func.count(Segmentation.id)).where(Segmentation.label_map_path == label_map)) == 1
 
 
+def test_a_shared_scene_link_is_audited_and_an_address_never_renders_as_markdown(demo_db: str) -> None:
+    """The 3D page showed a patient without an audit event, and a crafted ``?patient=`` put a
+    live link into the app ("[click here](http://evil.example)")."""
+    from db.models import AuditEvent
+
+    patient, *_ = _latest_tracked_scene(demo_db)
+
+    def opened() -> int:
+        return _scalar(demo_db, select(func.count(AuditEvent.id)).where(
+            AuditEvent.action == "open_patient", AuditEvent.target == patient, AuditEvent.actor == "admin"))
+
+    before = opened()
+    at = _signed_in("admin")
+    at.query_params["patient"] = patient
+    at.switch_page("views/scene.py").run()
+    assert not at.exception, at.exception
+    assert opened() == before + 1
+    crafted = "[click here](http://evil.example) **bold**"
+    for page in ("views/scene.py", "views/followup.py"):
+        at = _signed_in("clinician")
+        at.query_params["patient"] = crafted
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        shown = [e.value for e in at.error]  # the Markdown source: every special character escaped
+        assert len(shown) == 1 and shown[0] == "Patient \\[click here\\]\\(http://evil\\.example\\) \\*\\*bold\\*\\* is not in the database."
+
+
 def _set_label_map(url: str, old: str, new: str) -> None:
     from db.engine import session_scope
     from db.models import Segmentation
@@ -340,7 +375,7 @@ def test_roles_gate_pages(demo_db: str) -> None:
 
 
 def test_cohort_and_admin_pages(demo_db: str) -> None:
-    from db.models import Lesion, LesionTrackMember, MeasurementLink, User
+    from db.models import Lesion, LesionTrackMember, MeasurementLink, Patient, User
 
     at = _signed_in("admin")
     at.switch_page("views/cohort.py").run()
@@ -356,6 +391,19 @@ def test_cohort_and_admin_pages(demo_db: str) -> None:
     assert not at.exception, at.exception
     assert len(at.dataframe[0].value) == big < tracked
     assert any(c.value.startswith(f"{big} lesion measurements") for c in at.caption)
+    at.number_input(key="co_min_d").set_value(0.0).run()
+    from db.models import Response, Study
+
+    latest = {}  # each patient's latest model response, as the filter reads it
+    for pid, category in _rows(demo_db, select(Response.patient_id, Response.recist_category)
+                               .join(Study, Study.id == Response.study_id)
+                               .where(Response.source == "model").order_by(Study.study_date)):
+        latest[pid] = category
+    category = sorted(latest.values())[0]
+    at.multiselect(key="co_resp").select(category).run()  # crashed: the model was not passed on
+    assert not at.exception, at.exception
+    assert set(at.dataframe[0].value["patient"]) == set(_rows(demo_db, select(Patient.pseudo_id).where(
+        Patient.id.in_([pid for pid, c in latest.items() if c == category]))))
     at.switch_page("views/admin.py").run()
     assert not at.exception, at.exception
     users = at.dataframe[0].value

@@ -20,6 +20,8 @@ def streamlit_command(port: int, host: str) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(APP_FILE),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        # a failure shows its type in the browser; the traceback (server paths, code) goes to the log only
+        "--client.showErrorDetails", "type",
         "--theme.base", "light", "--theme.primaryColor", "#2f6f9f",
     ]
 

@@ -335,7 +335,7 @@ def _lesion_query(session: Session, flt: LesionFilter, columns: list) -> Any:  #
     if flt.min_diameter_mm > 0:
         stmt = stmt.where(Lesion.longest_axial_diameter_mm >= flt.min_diameter_mm)
     if flt.categories is not None:
-        latest = _latest_response("model")
+        latest = _latest_response("model", model_id)
         stmt = stmt.where(Patient.id.in_(
             select(latest.c.patient_id).where(latest.c.category.in_(flt.categories))))
     return stmt

@@ -55,6 +55,15 @@ SCAN_EDGE_LABELS = {True: "cut", False: ""}
 """``cut_by_scan_edge`` for a table cell; a value not recorded shows as ``unknown``."""
 
 
+_MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+-.!|~$"
+
+
+def literal(text: str) -> str:
+    """``text`` as Markdown shows it letter for letter: a value from an address or a file
+    (a patient id in a shared link) must never become a link, an image or emphasis."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
 def track_colour(track_number: int) -> str:
     """The hex colour of a track (stable for the patient across pages)."""
     return TRACK_COLOURS[(int(track_number) - 1) % len(TRACK_COLOURS)]

@@ -20,7 +20,7 @@ if not patient:
 
 info = data.followup(str(patient))
 if info is None:
-    st.error(f"Patient {patient} is not in the database.")
+    st.error(f"Patient {theme.literal(str(patient))} is not in the database.")
     st.stop()
 if st.session_state.get("audited_patient") != info.pseudo_id:
     data.audit_open_patient(user, info.pseudo_id)

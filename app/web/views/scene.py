@@ -20,7 +20,7 @@ _COLUMNS = {
                                                    help="gap to the nearest vessel, 0 where they touch"),
 }
 
-session.require("clinician")
+user = session.require("clinician")
 st.title("3D scene")
 # the address decides (Back, a shared link); the session keeps it for the sidebar's links
 patient = st.query_params.get("patient") or st.session_state.get("patient")
@@ -29,8 +29,14 @@ if not patient:
     st.page_link("views/patients.py", label="Go to patients", icon=":material/group:")
     st.stop()
 info = data.followup(str(patient))
-if info is None or not info.label_maps:
-    st.info(f"No segmentation for patient {patient} yet.")
+if info is None:
+    st.error(f"Patient {theme.literal(str(patient))} is not in the database.")
+    st.stop()
+if st.session_state.get("audited_patient") != info.pseudo_id:  # every opening of a patient, as on follow-up
+    data.audit_open_patient(user, info.pseudo_id)
+    st.session_state["audited_patient"] = info.pseudo_id
+if not info.label_maps:
+    st.info(f"No segmentation for patient {theme.literal(info.pseudo_id)} yet.")
     st.stop()
 st.query_params["patient"] = st.session_state["patient"] = info.pseudo_id
 
@@ -69,7 +75,7 @@ tracked = scene3d.tracked_choice(choices, chosen)
 if tracked is not None and tracked != chosen:
     st.caption(f"Tracks follow the {tracked.phase} phase of this study: the {chosen.phase} phase's tumors are "
                "numbered as lesions of this series, in the legend and in the table alike.")
-left, right = st.columns([2, 1], gap="large")  # room for four table columns
+left, right = st.columns([5, 3], gap="large")  # room for four table columns, the gap included
 with left:
     st.plotly_chart(fig, width="stretch", key="scene_chart")
 with right:
