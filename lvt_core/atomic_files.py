@@ -59,3 +59,22 @@ def published_folder(folder: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not folder.is_dir():  # not a lost race: say what went wrong
             raise
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse (``ValueError``), before any work, an output folder that is a file or lies below one."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{folder}: cannot write results there, {path} is a file, not a folder")
+        if path.exists():
+            return
+
+
+def check_only_files_of_this_export(folder: Path, names: set[str]) -> None:
+    """Refuse (``ValueError``) an output folder holding files other than ``names``: mixed with
+    this export, an older or unrelated file would read as part of it (another study's tumor
+    beside this one's)."""
+    stale = sorted(p.name for p in folder.iterdir() if p.name not in names) if folder.is_dir() else []
+    if stale:
+        raise ValueError(f"{folder}: holds file(s) this export would not write ({', '.join(stale[:3])}"
+                         f"{' …' if len(stale) > 3 else ''}); export into an empty folder or remove them")

@@ -747,3 +747,23 @@ def test_a_kept_identifier_dates_a_patient_from_before_the_policy_was_recorded(l
     assert _identity_of(Patient(pseudo_id="KEEP-01"), "KEEP-01") is False
     with pytest.raises(UserError, match="is not patient KEEP-01"):
         _identity_of(Patient(pseudo_id="KEEP-01", identity_removed=True), "KEEP-01")
+
+
+def test_the_cohort_export_holds_finished_segmentations_only(store: dict) -> None:
+    """During `lvt batch --force` a series' segmentation is "running" while its old lesions and
+    volumes are still stored: the export listed them beside the status saying it was not done."""
+    from db.models import Segmentation
+
+    url = store["url"]
+    before = analytics.cohort_tables(url=url)
+    with make_session_factory(url)() as s:
+        redrawn = s.scalars(select(Segmentation).order_by(Segmentation.id)).first()
+        redrawn.status, series_id = "running", redrawn.series_id
+        s.commit()
+    after = analytics.cohort_tables(url=url)
+    assert (before["lesions"]["series_id"] == series_id).any() and (before["volumetry"]["series_id"] == series_id).any()
+    assert not (after["lesions"]["series_id"] == series_id).any()
+    assert not (after["volumetry"]["series_id"] == series_id).any()
+    kept = set(after["lesions"]["lesion_id"])
+    assert set(after["tracks"]["lesion_id"]) <= kept and len(after["tracks"]) < len(before["tracks"])
+    assert after["series"].loc[after["series"]["series_id"] == series_id, "segmentation"].tolist() == ["running"]

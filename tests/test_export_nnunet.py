@@ -87,3 +87,23 @@ def test_a_refused_case_leaves_no_half_written_dataset(tmp_path: Path) -> None:
         export_cases(load_cases("synthetic", cohort), out)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # no staging folder left
+
+
+def test_an_output_that_is_a_file_or_holds_other_files_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A file as OUT failed after writing every case with a raw "[Errno 20] Not a directory";
+    a folder holding other files was accepted and the strays stayed beside the dataset."""
+    import pytest
+
+    cases = load_cases("synthetic", write_synthetic_cohort(tmp_path / "cohort", 1))
+    (tmp_path / "Dataset505_file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        export_cases(cases, tmp_path / "Dataset505_file")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        export_cases(cases, tmp_path / "Dataset505_file" / "Dataset506_below")
+    strays = tmp_path / "nn" / "Dataset507_LVT"
+    (strays / "imagesTs").mkdir(parents=True)
+    (strays / "README.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"holds file\(s\) this export would not write \(README.txt, imagesTs\)"):
+        export_cases(cases, strays)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+    assert sorted(p.name for p in strays.iterdir()) == ["README.txt", "imagesTs"]

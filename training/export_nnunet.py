@@ -21,6 +21,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from lvt_core.atomic_files import check_only_files_of_this_export, check_output_folder
 from lvt_core.imageio import write_image
 from lvt_core.labels import CHANNELS
 from training.datasets import Case, load_cases
@@ -75,7 +76,9 @@ def export_cases(
 ) -> dict[str, Any]:
     """Write ``cases`` into ``out`` (the ``DatasetXXX_Name`` folder); returns a summary."""
     out = Path(out)
+    check_output_folder(out)
     check_dataset_folder(out)
+    check_only_files_of_this_export(out, {"dataset.json", "imagesTr", "labelsTr"})  # nnU-Net reads the folder whole
     ids = [safe_case_id(case.case_id) for case in cases]
     expected = {f"imagesTr/{i}_0000.nii.gz" for i in ids} | {f"labelsTr/{i}.nii.gz" for i in ids}
     stale = sorted(str(p.relative_to(out)) for sub in ("imagesTr", "labelsTr") if (out / sub).is_dir()

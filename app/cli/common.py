@@ -21,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lvt_core import atomic_files
+
 console = Console(stderr=True)
 """Messages, warnings and progress: stderr, so stdout carries only what a command lists."""
 stdout = Console()
@@ -34,20 +36,19 @@ class UserError(Exception):
 
 def check_output_folder(folder: Path) -> None:
     """Refuse, before any work, an output folder that is a file or lies below one."""
-    for path in (folder, *folder.parents):
-        if path.exists() and not path.is_dir():
-            raise UserError(f"{folder}: cannot write results there, {path} is a file, not a folder")
-        if path.exists():
-            return
+    try:
+        atomic_files.check_output_folder(folder)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_only_files_of_this_export(folder: Path, names: set[str]) -> None:
-    """Refuse an output folder holding files other than ``names``: mixed with this export, an
-    older or unrelated file would read as part of it (another study's tumor beside this one's)."""
-    stale = sorted(p.name for p in folder.iterdir() if p.name not in names) if folder.is_dir() else []
-    if stale:
-        raise UserError(f"{folder}: holds file(s) this export would not write ({', '.join(stale[:3])}"
-                        f"{' …' if len(stale) > 3 else ''}); export into an empty folder or remove them")
+    """Refuse an output folder holding files other than ``names`` (an older or unrelated file
+    would read as part of this export)."""
+    try:
+        atomic_files.check_only_files_of_this_export(folder, names)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_output_file(file: Path) -> None:

@@ -799,6 +799,10 @@ def cohort_tables(
             result = session.execute(stmt)
             return pd.DataFrame(result.all(), columns=list(result.keys()))
 
+        # a series being redrawn (`lvt batch --force`) still holds its old lesions and volumes:
+        # the tables carry finished segmentations only, as the series table's status says
+        finished = Segmentation.status == "done"
+
         tables = {
             "patients": frame(where_patient(
                 select(Patient.id.label("patient_id"), Patient.pseudo_id.label("patient"),
@@ -836,7 +840,7 @@ def cohort_tables(
                 .join(Series, Series.id == Segmentation.series_id)
                 .join(Study, Study.id == Series.study_id)
                 .join(Patient, Patient.id == Study.patient_id)
-                .where(Segmentation.model_id == model_id).order_by(Lesion.id), Study.patient_id)),
+                .where(Segmentation.model_id == model_id, finished).order_by(Lesion.id), Study.patient_id)),
             "tracks": frame(where_patient(
                 select(Patient.pseudo_id.label("patient"), LesionTrack.track_number,
                        LesionTrack.status, LesionTrackMember.study_id,
@@ -844,9 +848,10 @@ def cohort_tables(
                        Lesion.longest_axial_diameter_mm, Lesion.volume_ml)
                 .join(LesionTrackMember, LesionTrackMember.track_id == LesionTrack.id)
                 .join(Lesion, Lesion.id == LesionTrackMember.lesion_id)
+                .join(Segmentation, Segmentation.id == Lesion.segmentation_id)
                 .join(Study, Study.id == LesionTrackMember.study_id)
                 .join(Patient, Patient.id == LesionTrack.patient_id)
-                .where(LesionTrack.model_id == model_id)
+                .where(LesionTrack.model_id == model_id, finished)
                 .order_by(Patient.pseudo_id, LesionTrack.track_number, oldest_first(Study.study_date)),
                 LesionTrack.patient_id)),
             "volumetry": frame(where_patient(
@@ -855,9 +860,10 @@ def cohort_tables(
                        VolumetryResult.functional_ml, VolumetryResult.deviation_pct,
                        VolumetryResult.flagged, VolumetryResult.liver_cut_at)
                 .join(Series, Series.id == VolumetryResult.series_id)
+                .join(Segmentation, (Segmentation.series_id == Series.id) & (Segmentation.model_id == model_id))
                 .join(Study, Study.id == VolumetryResult.study_id)
                 .join(Patient, Patient.id == Study.patient_id)
-                .where(VolumetryResult.model_id == model_id)
+                .where(VolumetryResult.model_id == model_id, finished)
                 .order_by(VolumetryResult.study_id, VolumetryResult.series_id), Study.patient_id)),
             "tracking_warnings": frame(where_patient(
                 select(Patient.pseudo_id.label("patient"), TrackingWarning.message)
