@@ -51,6 +51,8 @@ def _migrate(connection: Connection, render_as_batch: bool) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if render_as_batch:  # SQLite: Python's driver runs DDL outside any transaction unless told
+            connection.exec_driver_sql("BEGIN")  # so a failed or killed run leaves the store as it was
         context.run_migrations()
     connection.commit()
 

@@ -392,3 +392,50 @@ def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) ->
     upgraded = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", "db", "upgrade"],
                               capture_output=True, text=True, env=env, timeout=120)
     assert upgraded.returncode == 0 and (tmp_path / "var" / "lvt.db").is_file()  # upgrade still creates it
+
+
+FAILING_REVISION = '''"""fails half way"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+    raise RuntimeError("killed half way")
+
+
+def downgrade() -> None:
+    op.drop_table("half_done")
+'''
+
+
+def test_a_migration_that_stops_half_way_leaves_the_sqlite_store_as_it_was(tmp_path: Path) -> None:
+    """Python's SQLite driver ran each CREATE TABLE outside any transaction: a first `lvt db
+    upgrade` killed half way left some tables, and every later run failed on "table models
+    already exists". A revision that fails after creating a table stands in for the kill."""
+    import shutil
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    url = f"sqlite:///{tmp_path / 'lvt.db'}"
+    config = migrate.alembic_config(url)
+    config.set_main_option("script_location", str(scripts))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    (scripts / "versions" / "9999_fails.py").write_text(FAILING_REVISION.format(head=head))
+
+    with pytest.raises(RuntimeError, match="killed half way"):
+        command.upgrade(config, "head")  # a first upgrade: every revision in one go
+    assert inspect(get_engine(url)).get_table_names() == []
+    command.upgrade(config, head)
+    with pytest.raises(RuntimeError, match="killed half way"):
+        command.upgrade(config, "head")
+    assert "half_done" not in inspect(get_engine(url)).get_table_names()
+    assert migrate.current(url) == head
