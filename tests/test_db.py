@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,27 @@ def test_revision_0010_gives_a_model_response_the_model_of_its_study(migrated_db
         model_id = s.execute(text("SELECT id FROM models")).scalar()
         rows = dict(s.execute(text("SELECT source, model_id FROM responses")).all())
     assert rows == {"model": model_id, "radiologist": None}
+
+
+def test_revision_0011_flags_the_stored_lesions_the_scan_edge_cuts(migrated_db: str) -> None:
+    """The flag is read from each lesion's stored box and its series' grid, as tracking reads it
+    from the label map; a lesion without a box stays unknown."""
+    _add_tracked_lesion(migrated_db, "P-6", "9.1")
+    assert migrate.downgrade(migrated_db, "0010") == "0010"
+    with session_scope(migrated_db) as s:
+        seg_id, nx, ny, nz = s.execute(text(
+            "SELECT g.id, s.size_x, s.size_y, s.size_z FROM segmentations g JOIN series s ON s.id = g.series_id")).one()
+        boxes = {2: [3, 3, 0, 6, 6, 2], 3: [3, 3, 1, 6, 6, 2], 4: [3, 3, 1, nx - 1, 6, 2], 5: None}
+        for index, box in boxes.items():
+            s.execute(text("INSERT INTO lesions (segmentation_id, lesion_index, voxels, volume_ml, "
+                           "longest_axial_diameter_mm, centroid_x, centroid_y, centroid_z, bbox) "
+                           "VALUES (:g, :i, 10, 0.1, 5.0, 0, 0, 0, :b)"),
+                      {"g": seg_id, "i": index, "b": None if box is None else json.dumps(box)})
+    assert nz > 3 and migrate.upgrade(migrated_db) == migrate.head()
+    with session_scope(migrated_db) as s:
+        flags = dict(s.execute(text("SELECT lesion_index, cut_by_scan_edge FROM lesions")).all())
+    assert {i: None if f is None else bool(f) for i, f in flags.items()} == {
+        1: None, 2: True, 3: False, 4: True, 5: None}
 
 
 def test_one_radiologist_response_per_study_stays_enforced(migrated_db: str) -> None:

@@ -41,8 +41,9 @@ def upgrade(
         return
     console.print(f"{redacted_url(url)}: {before or 'empty'} -> {after}")
     if refresh:
-        console.print(f"[yellow]results stored before {migrate.RESULTS_REDONE_AT} follow the earlier response rules "
-                      f"until `{refresh}` (and `--model M` for each other model) redoes them[/]")
+        console.print(f"[yellow]results stored before {migrate.RESULTS_REDONE_AT} follow earlier rules or lack what is "
+                      f"new (response rules, lesions cut by the scan edge, tracking warnings) until `{refresh}` "
+                      "(and `--model M` for each other model) redoes them[/]")
 
 
 @db_app.command("downgrade")

@@ -374,10 +374,6 @@ def _refresh_tracks(
         config.tracking,
         TrackOverrides(forced_links=forced, excluded=excluded, previous_track_ids=previous),
     )
-    for t, drawn in enumerate(result.lesions):  # fills rows stored before the flag was (0011)
-        for lesion in drawn:
-            if (row := row_of.get((t, lesion.id))) is not None:
-                row.cut_by_scan_edge = lesion.cut_by_scan_edge
     if track_ids:
         session.execute(delete(LesionTrackMember).where(LesionTrackMember.track_id.in_(track_ids)))
     keep = {track.track_id for track in result.tracks}

@@ -8,13 +8,17 @@ A lesion the scan's edge cuts has sizes that are lower bounds and is never a REC
 the flag was computed at tracking time but not stored, so pages showed such a lesion's size as
 if it were whole. A registration that fell back to the scanner frame (livers too different, a
 series too short) was logged and then lost, so a clinician reading the tracks could not know
-they were matched without registration. Rows from before this revision stay NULL (not known)
-and there are no warnings until the patient's next refresh (`lvt batch --all --refresh`).
+they were matched without registration. Lesions stored before this revision get the flag from
+their stored box and their series' size (a box touching a face of the grid); one without a box
+stays NULL (not known). There are no warnings until the patient's next refresh
+(`lvt batch --all --refresh`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,6 +32,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("lesions") as batch:
         batch.add_column(sa.Column("cut_by_scan_edge", sa.Boolean(), nullable=True))
+    _flag_stored_lesions()
     op.create_table(
         "tracking_warnings",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -37,6 +42,26 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_tracking_warnings_patient_model", "tracking_warnings", ["patient_id", "model_id"])
+
+
+def _flag_stored_lesions() -> None:
+    """A lesion is cut when its box (x0, y0, z0, x1, y1, z1, inclusive) reaches a face of its
+    series' grid, as :func:`lvt_core.lesions.extract_lesions` decides on the label map."""
+    bind = op.get_bind()
+    rows = bind.execute(sa.text(
+        "SELECT l.id, l.bbox, s.size_x, s.size_y, s.size_z FROM lesions l "
+        "JOIN segmentations g ON g.id = l.segmentation_id JOIN series s ON s.id = g.series_id")).all()
+    flags = [{"id": lesion_id, "cut": _cut(box, (nx, ny, nz))} for lesion_id, box, nx, ny, nz in rows]
+    flags = [f for f in flags if f["cut"] is not None]
+    if flags:
+        bind.execute(sa.text("UPDATE lesions SET cut_by_scan_edge = :cut WHERE id = :id"), flags)
+
+
+def _cut(box: Any, size: tuple[int, int, int]) -> bool | None:
+    box = json.loads(box) if isinstance(box, str) else box
+    if not box or len(box) != 6:
+        return None
+    return any(box[a] <= 0 or box[a + 3] >= n - 1 for a, n in enumerate(size))
 
 
 def downgrade() -> None:
