@@ -157,7 +157,7 @@ def test_revision_0011_flags_the_stored_lesions_the_scan_edge_cuts(migrated_db: 
     _add_tracked_lesion(migrated_db, "P-6", "9.1")
     assert migrate.downgrade(migrated_db, "0010") == "0010"
     with session_scope(migrated_db) as s:
-        seg_id, nx, ny, nz = s.execute(text(
+        seg_id, nx, _ny, nz = s.execute(text(
             "SELECT g.id, s.size_x, s.size_y, s.size_z FROM segmentations g JOIN series s ON s.id = g.series_id")).one()
         boxes = {2: [3, 3, 0, 6, 6, 2], 3: [3, 3, 1, 6, 6, 2], 4: [3, 3, 1, nx - 1, 6, 2], 5: None}
         for index, box in boxes.items():

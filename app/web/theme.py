@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 LIVER_RGB = (176, 84, 62)
 """Brown-red, drawn translucent."""
 VESSEL_RGB = (52, 120, 220)
@@ -55,13 +57,13 @@ SCAN_EDGE_LABELS = {True: "cut", False: ""}
 """``cut_by_scan_edge`` for a table cell; a value not recorded shows as ``unknown``."""
 
 
-_MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+-.!|~$"
-
-
 def literal(text: str) -> str:
-    """``text`` as Markdown shows it letter for letter: a value from an address or a file
-    (a patient id in a shared link) must never become a link, an image or emphasis."""
-    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
+    """``text`` as a Markdown code span, shown letter for letter: a value from an address or a
+    file (a patient id in a shared link) must never become a link, an image or emphasis.
+    Backslash escapes are not enough: the browser still turned an escaped URL into a link."""
+    text = str(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
 
 def track_colour(track_number: int) -> str:
