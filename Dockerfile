@@ -38,4 +38,4 @@ RUN mkdir -p /var/lib/lvt/data && chown -R lvt:lvt /var/lib/lvt
 USER lvt
 WORKDIR /home/lvt
 EXPOSE 8501
-CMD ["lvt", "app", "--port", "8501", "--address", "0.0.0.0"]
+CMD ["lvt", "app", "--port", "8501", "--host", "0.0.0.0"]

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -103,9 +105,11 @@ def acquire_lock(session: Session, name: str) -> None:
     """
     from db.models import StoreLock, utcnow
 
-    result = session.execute(
-        update(StoreLock).where(StoreLock.name == name).values(acquired_at=utcnow())
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(StoreLock(name=name, acquired_at=utcnow()))
-        session.flush()
+    take = update(StoreLock).where(StoreLock.name == name).values(acquired_at=utcnow())
+    if session.execute(take).rowcount == 0:  # type: ignore[attr-defined]
+        # a lock no one took yet: two writers may both create its row, so the second waits for
+        # the first's row instead of failing on its key (PostgreSQL's "duplicate key ... pk_store_locks")
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(insert(StoreLock).values(name=name, acquired_at=utcnow()).on_conflict_do_nothing())
+        session.execute(take)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from db import migrate, queries, storage
@@ -461,3 +461,39 @@ def test_a_migration_that_stops_half_way_leaves_the_sqlite_store_as_it_was(tmp_p
         command.upgrade(config, "head")
     assert "half_done" not in inspect(get_engine(url)).get_table_names()
     assert migrate.current(url) == head
+
+
+def test_two_writers_taking_a_new_lock_at_once_wait_in_turn(migrated_db: str) -> None:
+    """On a new PostgreSQL store the `batch-claim` lock row did not exist: two batches both
+    inserted it and the second failed on "duplicate key value violates pk_store_locks"."""
+    import threading
+
+    from db.engine import acquire_lock, make_session_factory
+    from db.models import StoreLock
+
+    factory = make_session_factory(migrated_db)
+    first = factory()
+    acquire_lock(first, "qa-new-lock")  # creates the row, not yet committed
+    errors: list[BaseException] = []
+    order: list[str] = []
+
+    def second_writer() -> None:
+        try:
+            with factory() as session:
+                acquire_lock(session, "qa-new-lock")
+                order.append("second")
+                session.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    thread.join(timeout=1.0)
+    order.append("first")
+    first.commit()
+    first.close()
+    thread.join(timeout=30)
+    assert not errors, errors
+    assert order == ["first", "second"]  # the second waited for the first's transaction
+    with session_scope(migrated_db) as s:
+        assert s.scalar(select(func.count()).select_from(StoreLock).where(StoreLock.name == "qa-new-lock")) == 1

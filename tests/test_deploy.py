@@ -52,3 +52,32 @@ def test_compose_file_validates() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _lvt_commands() -> list[list[str]]:
+    """Every `lvt …` command line the compose services and the image run."""
+    commands = [s["command"] for s in _compose()["services"].values()
+                if isinstance(s.get("command"), list) and s["command"][:1] == ["lvt"]]
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("CMD ["):
+            commands.append(yaml.safe_load(line[len("CMD "):]))
+    return commands
+
+
+def test_every_lvt_command_of_the_deployment_parses() -> None:
+    """The compose app and the image ran `lvt app --address 0.0.0.0`, an option `lvt app` does
+    not have: the container exited at once and restarted for ever."""
+    import typer
+
+    from app.cli.main import app
+
+    root = typer.main.get_command(app)
+    commands = _lvt_commands()
+    assert ["lvt", "app", "--port", "8501", "--host", "0.0.0.0"] in commands and len(commands) >= 3
+    for command in commands:
+        name, rest, node = "lvt", list(command[1:]), root
+        while hasattr(node, "get_command"):  # a group: descend by the sub-command's name
+            name, rest = rest[0], rest[1:]
+            node = node.get_command(node.context_class(node), name)
+            assert node is not None, f"{command}: no sub-command {name!r}"
+        node.make_context(name, rest)  # parses every option: an unknown one raises
