@@ -63,6 +63,21 @@ def downgrade_lands_at(url: str, revision: str) -> str | None:
     return landing
 
 
+def undone_by_downgrade(url: str, revision: str) -> list[tuple[str, str]]:
+    """(revision, what it added) for each revision ``downgrade(url, revision)`` would undo,
+    newest first: a downgrade drops the columns and tables those revisions added, with their
+    data, and a later upgrade does not bring the data back."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    landing = downgrade_lands_at(url, revision)
+    undone, at = [], current(url)
+    while at is not None and at != landing:
+        script_revision = script.get_revision(at)
+        undone.append((at, (script_revision.doc or "").strip().splitlines()[0] if script_revision.doc else ""))
+        down = script_revision.down_revision
+        at = down if isinstance(down, str) or down is None else down[0]
+    return undone if at == landing else []  # not below the current one: the downgrade itself says why
+
+
 def current(url: str) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
     from db.engine import get_engine

@@ -290,7 +290,11 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     unconfirmed = runner.invoke(app, ["db", "downgrade", "base"])  # would drop the audit log too
     assert unconfirmed.exit_code == 1 and "--yes" in str(unconfirmed.exception)
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
-    back = runner.invoke(app, ["db", "downgrade", "--steps", "2", "--json"])  # `-2` read as an option
+    unasked = runner.invoke(app, ["db", "downgrade", "--steps", "2"])  # 0008's policies went unasked
+    assert unasked.exit_code == 1 and "--yes" in str(unasked.exception)
+    assert f"{migrate.head()}: lesions cut by the scan edge" in str(unasked.exception)
+    assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
+    back = runner.invoke(app, ["db", "downgrade", "--steps", "2", "--yes", "--json"])  # `-2` read as an option
     assert back.exit_code == 0, back.output
     assert json.loads(back.stdout)["to"] == f"{int(migrate.head()) - 2:04d}"
     relative_to_base = runner.invoke(app, ["db", "downgrade", "--steps", "99"])  # dropped it all unasked
@@ -298,7 +302,7 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is not None
     both = runner.invoke(app, ["db", "downgrade", "0003", "--steps", "1"])
     assert both.exit_code == 1 and "not both" in str(both.exception)
-    assert runner.invoke(app, ["db", "downgrade", "0007"]).exit_code == 0  # the last release's schema
+    assert runner.invoke(app, ["db", "downgrade", "0007", "--yes"]).exit_code == 0  # the last release's schema
     again = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
     assert again["next"] == "lvt batch --all --refresh"  # its results follow the older rules
     down = runner.invoke(app, ["db", "downgrade", "base", "--yes", "--json"])

@@ -50,7 +50,7 @@ def upgrade(
 def downgrade(
     revision: str = typer.Argument(None, help="Target revision; 'base' drops every table. Default: one step back."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Go back this many revisions (instead of REVISION)."),
-    yes: bool = typer.Option(False, "--yes", help="Confirm reaching base: every table goes, the audit log too."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm dropping what the undone revisions stored (at base: every table, the audit log too)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Downgrade the database to REVISION, or back by --steps (default: one step back)."""
@@ -64,6 +64,11 @@ def downgrade(
         what = "downgrading to base" if target == "base" else f"going back {target[1:]} steps from {before} reaches base: it"
         raise UserError(f"{what} drops every table, patients, results and the audit log included; "
                         "add --yes to do it")
+    undone = migrate.undone_by_downgrade(url, target) if before is not None else []
+    if undone and not yes:  # e.g. 0008's de-identification policies: an upgrade brings back NULLs
+        dropped = "; ".join(f"{rev}: {doc}" for rev, doc in undone)
+        raise UserError(f"going back from {before} drops what these revisions stored, and an upgrade "
+                        f"does not bring it back ({dropped}); add --yes to do it")
     after = _migrated(migrate.downgrade, url, target)
     if json_out:
         print_json({"database": redacted_url(url), "from": before, "to": after})
