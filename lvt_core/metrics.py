@@ -135,23 +135,26 @@ def _lesion_components(labels: np.ndarray, min_voxels: int) -> np.ndarray:
     return cc3d.connected_components(tumor, connectivity=26)
 
 
-def _check_same_grid(pred: sitk.Image, ref: sitk.Image) -> None:
-    if pred.GetSize() != ref.GetSize():
-        raise ValueError(f"prediction size {pred.GetSize()} differs from reference {ref.GetSize()}")
-    if not np.allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-3, atol=1e-4):
+def check_same_grid(image: sitk.Image, reference: sitk.Image, what: str = "prediction",
+                    against: str = "reference") -> None:
+    """Raise ``ValueError`` unless ``image`` lies on ``reference``'s voxel grid (up to the
+    rounding of two tools writing one grid): voxels of two grids are not the same places."""
+    if image.GetSize() != reference.GetSize():
+        raise ValueError(f"{what} size {image.GetSize()} differs from {against} {reference.GetSize()}")
+    if not np.allclose(image.GetSpacing(), reference.GetSpacing(), rtol=1e-3, atol=1e-4):
         raise ValueError(
-            f"prediction spacing {pred.GetSpacing()} differs from reference {ref.GetSpacing()}"
+            f"{what} spacing {image.GetSpacing()} differs from {against} {reference.GetSpacing()}"
         )
     # A tenth of a voxel: files of one grid written by two tools differ by rounding, not more.
-    shift_mm = float(np.linalg.norm(np.subtract(pred.GetOrigin(), ref.GetOrigin())))
-    if shift_mm > 0.1 * min(ref.GetSpacing()):
+    shift_mm = float(np.linalg.norm(np.subtract(image.GetOrigin(), reference.GetOrigin())))
+    if shift_mm > 0.1 * min(reference.GetSpacing()):
         raise ValueError(
-            f"prediction origin {_mm(pred.GetOrigin())} differs from reference {_mm(ref.GetOrigin())} "
+            f"{what} origin {_mm(image.GetOrigin())} differs from {against} {_mm(reference.GetOrigin())} "
             f"by {shift_mm:.2f} mm: the two files do not lie on one grid"
         )
-    if not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-3):
+    if not np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-3):
         raise ValueError(
-            f"prediction axes {_mm(pred.GetDirection())} differ from reference {_mm(ref.GetDirection())}: "
+            f"{what} axes {_mm(image.GetDirection())} differ from {against} {_mm(reference.GetDirection())}: "
             "one of the files is flipped or rotated"
         )
 
@@ -167,7 +170,7 @@ def evaluate_pair(pred: sitk.Image, ref: sitk.Image, min_lesion_voxels: int = MI
     Shape: ``{"liver": {"dsc","nsd","precision","recall"}, "vessel": {...}, "tumor": {...},
     "lesion_sensitivity", "lesion_precision", "lesions": {counts}}``.
     """
-    _check_same_grid(pred, ref)
+    check_same_grid(pred, ref)
     p = sitk.GetArrayViewFromImage(pred)
     r = sitk.GetArrayViewFromImage(ref)
     spacing = pred.GetSpacing()

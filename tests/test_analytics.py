@@ -420,7 +420,7 @@ def test_an_admin_corrects_a_series_phase_and_the_day_is_named_for_redoing(store
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert (report["from"], report["to"], report["segmentations_to_redo"]) == ("arterial", "late", 2)
-    assert report["redo"] == f"lvt batch --patient {store['patient']} --force"
+    assert report["redo"] == f"lvt batch --patient {store['patient']} --outdated"
     f = analytics.patient_followup(store["patient"], store["model_id"])
     assert sorted(v["phase"] for v in f.volumes if v["deviation_pct"] is not None) == ["late", "portal"]
     with make_session_factory(store["url"])() as s:
@@ -679,8 +679,23 @@ def test_a_phase_correction_names_every_segmentation_of_the_day(split_day: dict)
     from app.services.corrections import set_series_phase
 
     arterial = split_day["studies"][("2020-01-01", "arterial")][1]
+    from app.services.batch import pending_series
+    from db.models import Segmentation
+    from lvt_core import __version__ as lvt_version
+
+    with make_session_factory(split_day["url"])() as s:  # drawn by this version's pipeline
+        s.execute(update(Segmentation).values(lvt_version=lvt_version))
+        s.commit()
     report = set_series_phase(arterial, "late", actor="test", url=split_day["url"])
     assert report["segmentations_to_redo"] == 2
+    # the printed redo draws that day again and no other: `--force` redrew every day, and
+    # `--outdated` saw nothing to do
+    assert report["redo"] == f"lvt batch --patient {split_day['patient']} --outdated"
+    day_1 = sorted(split_day["studies"][("2020-01-01", phase)][1] for phase in ("arterial", "portal"))
+    with make_session_factory(split_day["url"])() as s:
+        args = (s, split_day["model_id"], [split_day["patient_id"]])
+        assert pending_series(*args) == []  # the day's results stay shown until redrawn
+        assert pending_series(*args, outdated=True) == day_1
 
 
 def test_a_measurement_on_the_days_other_study_links_to_its_tracked_lesion(

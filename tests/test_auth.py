@@ -86,6 +86,21 @@ def test_users_cli(migrated_db: str) -> None:
     assert missing.returncode == 1 and "ghost" in missing.stderr
 
 
+def test_a_password_without_a_terminal_is_one_json_error(migrated_db: str) -> None:
+    """Without --password-stdin and without a terminal, `users add --json </dev/null` printed
+    click's "Aborted." and an empty stdout, and `users passwd --json` read one piped line as
+    the password and wanted its confirmation."""
+    assert _lvt("users", "add", "nurse", "--role", "admin", "--password-stdin", stdin="s3cret-pass\n").returncode == 0
+    for args, stdin in ((["add", "qa3", "--role", "admin"], ""), (["passwd", "nurse"], "new-pass-123\n")):
+        done = _lvt("users", *args, "--json", stdin=stdin)
+        assert done.returncode == 1 and "Aborted" not in done.stderr, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["exit_code"] == 1 and "--password-stdin" in doc["error"] and "standard input" in doc["error"]
+    with session_scope(migrated_db) as s:  # nothing changed: no qa3, nurse keeps her password
+        assert [u.username for u in auth.list_users(s)] == ["nurse"]
+        assert auth.authenticate(s, "nurse", "s3cret-pass") is not None
+
+
 @pytest.mark.parametrize(
     ("password", "said"),
     [

@@ -62,6 +62,24 @@ def test_lesions_json(cli, scans) -> None:
         assert key in big
 
 
+def test_lesions_refuse_a_ct_of_another_grid(cli, scans, tmp_path: Path) -> None:
+    """A CT that did not cover the lesion was resampled and gave it a mean HU of -1024 (the
+    fill); another study's CT a plausible wrong one. Both are refused, naming both files."""
+    ct = sitk.ReadImage(str(scans[2]))
+    top = write_image(ct[:, :, ct.GetSize()[2] // 2:], tmp_path / "ct_top.nii.gz")  # half the slices
+    moved = sitk.Image(ct)
+    moved.SetOrigin(tuple(o + 20.0 for o in ct.GetOrigin()))  # same size and spacing, shifted
+    shifted = write_image(moved, tmp_path / "ct_moved.nii.gz")
+    runner = CliRunner()
+    for other, why in ((top, "size"), (shifted, "origin")):
+        result = runner.invoke(cli, ["lesions", str(scans[0]), "--image", str(other), "--json"])
+        assert result.exit_code == 1 and result.stdout == ""
+        message = " ".join(result.output.split())
+        assert f"{other} (--image) is not the CT of {scans[0]}" in message and f"CT {why}" in message
+    on_grid = runner.invoke(cli, ["lesions", str(scans[0]), "--image", str(scans[2]), "--json"])
+    assert on_grid.exit_code == 0, on_grid.output
+
+
 def test_lesions_table(cli, scans) -> None:
     result = CliRunner().invoke(cli, ["lesions", str(scans[0])])
     assert result.exit_code == 0, result.output

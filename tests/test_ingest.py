@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from app.cli.common import UserError
 from app.services.ingest import IngestOptions, ingest_paths
 from db import queries, storage
-from db.engine import session_scope
+from db.engine import default_url, session_scope
 from db.models import AuditEvent, Patient, Series, Study
 from lvt_core.imageio import read_image
 
@@ -997,6 +997,31 @@ def test_a_dry_run_without_a_store_creates_nothing(
     assert doc["dry_run"] and doc["series_added"] == 1 and doc["added"][0]["patient"].startswith("P-")
     assert any("provisional" in note for note in doc["notes"])
     assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
+
+
+def test_a_refused_first_ingest_leaves_no_store(
+    lvt_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first ingest refused for a truncated slice left an empty lvt.db and a secret.key, so
+    `lvt db current` no longer said there was no store."""
+    from app.settings import get_settings
+
+    monkeypatch.delenv("LVT_SECRET_KEY")
+    get_settings.cache_clear()
+    write_ct_series(tmp_path / "s", seed=1)
+    victim = tmp_path / "s" / "IM0002.dcm"
+    victim.write_bytes(victim.read_bytes()[:300])
+    code, out = _invoke("ingest", str(tmp_path / "s"), "--json")
+    assert code == 1 and "nothing was ingested" in out and str(victim) in out
+    assert not lvt_env.exists() or list(lvt_env.rglob("*")) == []
+    assert "no LVT store" in " ".join(_run_cli("db", "current").stderr.split())
+    victim.unlink()  # the store is made once something is stored
+    write_ct_series(tmp_path / "t", seed=2)
+    assert _invoke("ingest", str(tmp_path / "t"), "--json")[0] == 0
+    assert (lvt_env / "lvt.db").is_file() and (lvt_env / "secret.key").is_file()
+    again = _invoke("ingest", str(tmp_path / "s"), "--json")  # now refused: a slice is missing
+    assert again[0] == 1 and (lvt_env / "lvt.db").is_file() and (lvt_env / "secret.key").is_file()
+    assert _counts(default_url())[0] == 1
 
 
 def test_a_dry_run_on_a_store_behind_the_schema_says_to_upgrade(migrated_db: str, tmp_path: Path) -> None:

@@ -43,6 +43,20 @@ def read_labelmap(path: Path) -> sitk.Image:
     return sitk.Cast(image, sitk.sitkUInt8)
 
 
+def read_ct_of(path: Path, labels: sitk.Image, labelmap: Path, what: str) -> sitk.Image:
+    """Read the CT a label map was drawn on, refusing a CT of another grid: resampled, a CT
+    that missed the lesion gave a mean HU of -1024 (the fill) and another study's CT a
+    plausible wrong one, without a word. ``lvt segment`` writes labels on its input's grid."""
+    from lvt_core.metrics import check_same_grid
+
+    ct = _read(path, what)
+    try:
+        check_same_grid(ct, labels, what="CT", against="label map")
+    except ValueError as exc:
+        raise UserError(f"{path} ({what}) is not the CT of {labelmap}: {exc}") from None
+    return ct
+
+
 def _split_paths(values: list[str] | None) -> list[Path]:
     """``--images a --images b`` or ``--images a,b``."""
     out: list[Path] = []
@@ -77,7 +91,7 @@ def lesions_command(labelmap: Path, image: Path | None, min_voxels: int) -> dict
     from lvt_core.lesions import extract_lesions, lesions_document
 
     labels = read_labelmap(labelmap)
-    ct = _read(image, "--image") if image is not None else None
+    ct = read_ct_of(image, labels, labelmap, "--image") if image is not None else None
     lesions = extract_lesions(labels, ct, min_voxels=min_voxels)
     document = lesions_document(labelmap, labels, lesions)
     document["ct"] = str(image) if image is not None else None
@@ -103,7 +117,7 @@ def track_command(
     timepoints = []
     for i, path in enumerate(track(labelmaps, "reading lesions", total=len(labelmaps))):
         labels = read_labelmap(path)
-        ct = _read(images[i], "--images") if images else None
+        ct = read_ct_of(images[i], labels, path, "--images") if images else None
         timepoints.append(TimepointInput.from_labels(labels, ct, dates[i], min_voxels=min_voxels))
     config = TrackingConfig(
         min_overlap=min_overlap,

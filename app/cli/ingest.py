@@ -10,6 +10,7 @@ from rich.table import Table
 from app.cli.common import console, print_json, require_current_schema, track
 from app.services.ingest import IngestOptions, IngestReport, ingest_paths
 from app.services.ingest.phase import PHASE_NAMES, load_rules
+from app.services.ingest.service import new_store_removed_on_failure
 from db.engine import default_url, ensure_schema
 
 
@@ -49,10 +50,6 @@ def ingest(
     if phase is not None and phase not in PHASE_NAMES:
         raise typer.BadParameter(f"--phase must be one of {', '.join(PHASE_NAMES)}")
     rules = load_rules(phase_rules) if phase_rules else None
-    if dry_run:  # a dry run writes nothing, not even a new or migrated database
-        require_current_schema(default_url())
-    else:
-        ensure_schema()
     options = IngestOptions(
         manifest=manifest,
         patient_id=patient_id,
@@ -62,7 +59,12 @@ def ingest(
         skip_invalid=skip_invalid,
         phase_rules=rules,
     )
-    report = ingest_paths(list(paths or []), options, track=track)
+    with new_store_removed_on_failure(default_url()):  # a refused first ingest leaves no store
+        if dry_run:  # a dry run writes nothing, not even a new or migrated database
+            require_current_schema(default_url())
+        else:
+            ensure_schema()
+        report = ingest_paths(list(paths or []), options, track=track)
     if json_out:
         print_json(report.to_json())
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 
+import click
 import typer
 from rich.table import Table
 
@@ -15,14 +16,27 @@ from db.engine import ensure_schema, session_scope
 users_app = typer.Typer(help="Web app users (argon2-hashed passwords, roles).", no_args_is_help=True)
 
 
+NO_PROMPT = ("a password is needed: give it as the first line of standard input with --password-stdin "
+             "(it is asked for, twice, only on a terminal)")
+
+
 def _read_password(from_stdin: bool) -> str:
-    """One line from stdin (scripts), or a hidden prompt asked twice (people)."""
+    """One line from stdin (scripts), or a hidden prompt asked twice (people).
+
+    Without a terminal there is no one to ask: a piped line was read as the password and then
+    its confirmation, and end of input ended in click's bare "Aborted." instead of the one
+    error (one JSON document under ``--json``) that says what to do."""
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise UserError("no password on stdin (give it as the first line)")
         return password
-    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))  # stdout stays JSON
+    if not sys.stdin.isatty():
+        raise UserError(f"standard input is not a terminal: {NO_PROMPT}")
+    try:  # the prompt goes to stderr: stdout stays JSON
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+    except click.exceptions.Abort:  # end of input or Ctrl-C at the prompt
+        raise UserError(f"no password was typed: {NO_PROMPT}") from None
 
 
 @users_app.command("add")

@@ -5,8 +5,10 @@ The phase comes from description/timing rules at ingest and can be wrong. It mat
 day's volumetry check compares phases, and the segmentation reads the phases of a day
 together (arterial-only rules in ``inference.cross_phase``). So the change is audited, the
 patient's analytics are refreshed at once, and the day's segmentations, drawn with the old
-phase, are named for re-segmenting; they stay stored until then. The day is every study of
-that date (:mod:`app.services.timepoints`), not only the series' own study.
+phase, are marked outdated (their ``lvt_version`` cleared, as for results whose drawing
+version is not recorded), so ``lvt batch --patient P --outdated`` redraws that day and no
+other; they stay stored and shown until then. The day is every study of that date
+(:mod:`app.services.timepoints`), not only the series' own study.
 
 A study without a date is left out of tracking and response (it cannot be placed among the
 days). Its date is given as the source says it and stored as ingest would have stored it:
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.cli.common import UserError
 from app.services import audit
@@ -54,17 +57,26 @@ def set_series_phase(
         series.phase = phase
         audit.record(session, "series_phase_set", actor=actor, target=f"series {series_id}",
                      detail={"from": before, "to": phase, "patient": patient.pseudo_id})
-        drawn = session.execute(
-            select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
-            .join(Study, Study.id == Series.study_id)
-            .where(same_day(study), Segmentation.status == "done")
-        ).scalars().all()
+        drawn = _mark_day_outdated(session, study)
         session.flush()
-        for model_id in sorted(set(drawn)):
+        for model_id in sorted({seg.model_id for seg in drawn}):
             refresh_patient(session, patient.id, model_id, data_root)
         session.commit()
-    redo = f"lvt batch --patient {patient.pseudo_id} --force" if drawn else None
+    redo = f"lvt batch --patient {patient.pseudo_id} --outdated" if drawn else None
     return report | {"segmentations_to_redo": len(drawn), "redo": redo}
+
+
+def _mark_day_outdated(session: Session, study: Study) -> list[Segmentation]:
+    """Mark the finished segmentations of ``study``'s day as drawn by an unrecorded pipeline,
+    which ``lvt batch --outdated`` redraws: ``--force`` redrew every day of the patient, and a
+    plain batch saw nothing pending. They stay ``done`` (still shown and tracked) until then."""
+    drawn = list(session.scalars(
+        select(Segmentation).join(Series, Series.id == Segmentation.series_id)
+        .join(Study, Study.id == Series.study_id)
+        .where(same_day(study), Segmentation.status == "done")))
+    for seg in drawn:
+        seg.lvt_version = None
+    return drawn
 
 
 def set_study_date(
@@ -72,7 +84,8 @@ def set_study_date(
     url: str | None = None, data_root: Path | None = None, dates_shifted: bool | None = None,
 ) -> dict[str, Any]:
     """Date an undated study (the source date, shifted as this patient's dates are); return what
-    was stored and, when the study joins a day that already has scans, the redo command.
+    was stored and, when the study joins a day that already has scans, the redo command (that
+    day's segmentations are marked outdated: they were drawn without the day's other phases).
 
     A patient stored before revision 0008 has no recorded policy: guessed from today's settings,
     a date came out 111 days off its neighbours. So ``dates_shifted`` must say how its dates
@@ -101,6 +114,7 @@ def set_study_date(
         session.flush()
         same_day_scans = session.scalar(select(func.count(Series.id)).join(Study, Study.id == Series.study_id)
                                         .where(same_day(study), Study.id != study.id))
+        drawn = _mark_day_outdated(session, study) if same_day_scans else []
         models = session.scalars(
             select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
             .join(Study, Study.id == Series.study_id)
@@ -110,7 +124,7 @@ def set_study_date(
             refresh_patient(session, patient.id, model_id, data_root)
         session.commit()
         stored = study.study_date
-    redo = f"lvt batch --patient {patient.pseudo_id} --force" if same_day_scans and models else None
+    redo = f"lvt batch --patient {patient.pseudo_id} --outdated" if drawn else None
     return {"study_id": study_id, "patient": patient.pseudo_id, "stored_date": stored.isoformat(),
             "dates_shifted": bool(patient.dates_shifted), "joins_a_day_with_scans": bool(same_day_scans),
             "redo": redo}

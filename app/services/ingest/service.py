@@ -6,7 +6,8 @@ Order of work, chosen so a failure anywhere leaves database and store as they we
 3. in ONE transaction that first takes the ``ingest`` writer lock: look up patients,
    studies and series, move staged files to their content addresses, insert rows, commit.
 If anything fails, the transaction rolls back and every file this run moved into place or
-staged is removed. The lock serialises concurrent ingests (two processes, SQLite or
+staged is removed; a store the run created (a first ingest makes the database and the key
+before reading its inputs) is removed again (:func:`new_store_removed_on_failure`). The lock serialises concurrent ingests (two processes, SQLite or
 PostgreSQL), so a file another run is about to reference is never deleted, and the loser
 of a race simply finds the series already present.
 """
@@ -17,25 +18,26 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import SimpleITK as sitk
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from app.cli.common import UserError
 from app.services import audit
-from app.services.deid import Deidentifier, key_exists
+from app.services.deid import Deidentifier, key_exists, key_file_path
 from app.services.ingest.manifest import read_manifest
 from app.services.ingest.phase import PhaseRule
 from app.services.ingest.sources import Candidate, Overrides, discover, load_candidate
 from db import storage
-from db.engine import acquire_lock, default_url, make_session_factory, store_exists
+from db.engine import acquire_lock, default_url, get_engine, make_session_factory, store_exists
 from db.models import AuditEvent, Base, Patient, Series, Study
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,40 @@ def ingest_paths(
                 if item.staged is not None:
                     item.staged.unlink(missing_ok=True)
     return report
+
+
+SQLITE_FILES = ("", "-wal", "-shm", "-journal", ".migrate.lock")
+"""Suffixes of the files a SQLite store is made of (``.migrate.lock``: the migrations' lock)."""
+
+
+@contextmanager
+def new_store_removed_on_failure(url: str) -> Iterator[None]:
+    """Remove, when the ingest fails, what it created of a SQLite store that did not exist:
+    a refused first ingest left an empty database and a key behind, so ``lvt db current`` no
+    longer said there was no store. An existing store (or a server's database) is left alone."""
+    if store_exists(url):
+        yield
+        return
+    database = Path(str(make_url(url).database))
+    files = [database.with_name(database.name + suffix) for suffix in SQLITE_FILES]
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if not settings.secret_key:
+        files.append(key_file_path())
+    folders = [storage.data_dir(), settings.var_dir, database.parent]
+    created_files = [path for path in files if not path.exists()]
+    created_folders = [path for path in folders if not path.exists()]
+    try:
+        yield
+    except BaseException:
+        get_engine(url).dispose()  # no pooled connection keeps the file
+        for path in created_files:
+            path.unlink(missing_ok=True)
+        for folder in sorted(set(created_folders), key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+                shutil.rmtree(folder)
+        raise
 
 
 def _session_factory(url: str, options: IngestOptions, report: IngestReport) -> sessionmaker[Session]:
