@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "lvt_core" / "models" / "lvt_default.pt"
@@ -50,7 +50,26 @@ class Settings(BaseSettings):
         return self.data_dir if self.data_dir is not None else self.var_dir / "data"
 
 
+class SettingsError(ValueError):
+    """An ``LVT_*`` variable (or ``.env`` line) with a value LVT cannot use."""
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per bad value, naming its variable, the value and what is allowed (pydantic's
+    own text named the field, not the variable, under a traceback)."""
+    lines = []
+    for error in exc.errors():
+        name = "LVT_" + "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"{name}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(lines)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
-    return Settings()
+    """Return the process-wide settings (cached; call ``get_settings.cache_clear()`` in tests).
+
+    Raises :class:`SettingsError` naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None

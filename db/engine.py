@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -28,11 +29,35 @@ def default_url() -> str:
     return get_settings().resolved_database_url
 
 
+class DatabaseURLError(ValueError):
+    """A database URL SQLAlchemy cannot use (malformed, or a dialect it does not know)."""
+
+
+def parse_url(url: str) -> URL:
+    """``url`` parsed, its dialect known: ``postgres://`` (Heroku's spelling) and typos failed
+    deep inside SQLAlchemy with a traceback (NoSuchModuleError) instead of a message."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseURLError(f"database URL {url.split('@')[-1]!r} (LVT_DATABASE_URL) cannot be parsed: "
+                               "expected e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DB "
+                               "or sqlite:///PATH") from None
+    try:
+        parsed.get_dialect()
+    except ArgumentError:  # NoSuchModuleError included
+        shown = parsed.render_as_string(hide_password=True)
+        hint = ("for PostgreSQL use postgresql+psycopg://" if parsed.drivername.split("+")[0] == "postgres"
+                else "expected postgresql+psycopg:// or sqlite:///")
+        raise DatabaseURLError(f"database URL {shown} (LVT_DATABASE_URL): SQLAlchemy has no dialect "
+                               f"{parsed.drivername!r}; {hint}") from None
+    return parsed
+
+
 def store_exists(url: str) -> bool:
     """Whether the database at ``url`` exists: a SQLite file (connecting would create it; an
     in-memory one starts empty), while a server's database is taken to exist, as it is created
     outside LVT."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         return True
     return parsed.database not in (None, "", ":memory:") and Path(parsed.database).is_file()
@@ -50,7 +75,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(url: str | None = None) -> Engine:
     """Create an engine for ``url`` (default: the configured one), creating SQLite's folder."""
     url = url or default_url()
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -148,6 +148,9 @@ def test_failing_series_is_recorded_and_batch_goes_on(cohort: str, tiny_checkpoi
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])  # read as zeros by ITK alone
     summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert summary.done == 2 and summary.failed == 2
+    # the rate counts finished series only (4 series in 4 studies were 2x the rate of 2 done)
+    assert summary.series_per_hour == round(2 / summary.runtime_s * 3600, 1)
+    assert summary.studies_per_hour == round(2 / summary.runtime_s * 3600, 1)
     assert sorted(f["series_id"] for f in summary.failures) == sorted([broken.id, truncated.id])
     with make_session_factory(cohort)() as s:
         for series, said in ((broken, "damaged"), (truncated, "truncated")):
@@ -262,6 +265,60 @@ def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -
     assert nothing.returncode == 1 and "--all" in nothing.stderr
     with pytest.raises(UserError, match=r"/nope\.pt"):
         run_batch(BatchOptions(all=True, model=Path("/nope.pt")))
+    bad_device = subprocess.run(  # ran, and stored every series as failed, with exit status 0
+        [str(LVT), "batch", "--all", "--device", "gpu", "--json", "--model", str(tiny_checkpoint)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert bad_device.returncode == 2 and json.loads(bad_device.stdout)["exit_code"] == 2
+    assert "auto, cpu, cuda" in bad_device.stderr
+    bad_env = subprocess.run([str(LVT), "batch", "--all", "--json"], capture_output=True, text=True,
+                             env={**env, "LVT_DEVICE": "gpu"}, timeout=120)  # a traceback, no JSON
+    assert bad_env.returncode == 1 and "LVT_DEVICE='gpu'" in json.loads(bad_env.stdout)["error"]
+    with make_session_factory(cohort)() as s:
+        assert s.scalar(select(func.count(BatchRun.id))) == 0
+    assert _counts(cohort)["segs"] == 0
+    two = subprocess.run(  # LVT_WORKERS was documented as the default but never read
+        [str(LVT), "batch", "--all", "--dry-run", "--json", "--model", str(tiny_checkpoint)],
+        capture_output=True, text=True, env={**env, "LVT_WORKERS": "2"}, timeout=120)
+    assert json.loads(two.stdout)["engine"] == "dask LocalCluster(2 workers)"
+
+
+def test_a_dry_run_refuses_an_older_schema_instead_of_migrating_it(cohort: str, tiny_checkpoint: Path) -> None:
+    """"Change nothing" migrated the store to this version's schema (ingest --dry-run refuses)."""
+    from db import migrate
+
+    migrate.downgrade(cohort, "0009")
+    with pytest.raises(UserError, match="lvt db upgrade"):
+        run_batch(BatchOptions(all=True, model=tiny_checkpoint, dry_run=True))
+    assert migrate.current(cohort) == "0009"
+
+
+def test_cli_batch_with_a_failed_series_exits_1_and_prints_its_summary(
+    cohort: str, tiny_checkpoint: Path
+) -> None:
+    """Exit status 0 for a batch whose series failed: a script took it for done."""
+    with make_session_factory(cohort)() as s:
+        broken = s.scalars(select(Series).order_by(Series.id)).first()
+        assert broken is not None
+        storage.resolve(broken.image_path).write_bytes(b"not a nifti file")
+    env = {**os.environ, "LVT_DATABASE_URL": cohort}
+    done = subprocess.run([str(LVT), "batch", "--all", "--json", "--model", str(tiny_checkpoint)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)  # one document: the summary with the failure's error and exit code
+    assert doc["done"] == 3 and doc["failed"] == 1 and doc["exit_code"] == 1
+    assert doc["error"].startswith("1 of 4 series failed")
+    assert _counts(cohort)["segs"] == 4
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cli_batch_device_defaults_to_lvt_device(cohort: str, tiny_checkpoint: Path) -> None:
+    """LVT_DEVICE was documented (SLURM, compose) but batch hard-coded auto."""
+    env = {**os.environ, "LVT_DATABASE_URL": cohort, "LVT_DEVICE": "cuda"}
+    done = subprocess.run([str(LVT), "batch", "--all", "--json", "--model", str(tiny_checkpoint)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 1 and doc["failed"] == 4
+    assert all("CUDA" in failure["error"] for failure in doc["failures"])
 
 
 def test_local_cluster_two_workers_matches_in_process(

@@ -113,8 +113,12 @@ def test_segment_runs_in_the_precision_asked_for_and_refuses_an_unknown_one(
     sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
     args = ["segment", "-i", str(tmp_path / "ct.nii.gz"), "--model", str(toy_model), "--device", "cpu", "--json"]
     code, out, err = run_lvt([*args, "-o", str(tmp_path / "bad"), "--precision", "fp64"], monkeypatch, capsys)
-    assert code == 1 and "expected one of auto, fp32, bf16" in err
-    assert not (tmp_path / "bad" / "labels.nii.gz").exists()
+    assert code == 2 and "is not one of auto, fp32, bf16" in err  # bad usage, as --device gpu
+    assert json.loads(out)["exit_code"] == 2
+    assert not (tmp_path / "bad").exists()
+    code, out, err = run_lvt(["evaluate-model", str(toy_model), "--cohort", str(tmp_path), "--precision", "fp16",
+                              "--json"], monkeypatch, capsys)
+    assert code == 2 and json.loads(out)["exit_code"] == 2 and "--precision" in err
     if cpu_has_bf16():  # on other CPUs bf16 is refused (tests/test_train.py)
         code, out, err = run_lvt([*args, "-o", str(tmp_path / "bf16"), "--precision", "bf16"], monkeypatch, capsys)
         assert code == 0, err
@@ -289,3 +293,23 @@ def test_evaluate_rejects_non_lvt_labels_and_missing_pairs(
         capsys,
     )
     assert code == 1 and "case7" in err
+
+
+def test_segment_device_defaults_to_lvt_device(
+    toy_model: Path, tmp_path: Path, lvt_env: Path, monkeypatch, capsys
+) -> None:
+    """LVT_DEVICE was documented (SLURM example, compose) but segment hard-coded auto: the
+    device asked for is the one auto would not pick on this machine."""
+    from app.settings import get_settings
+
+    ct, _ = toy_scan(size=(48, 48, 24))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    wanted = "cpu" if torch.cuda.is_available() else "cuda"
+    monkeypatch.setenv("LVT_DEVICE", wanted)
+    get_settings.cache_clear()
+    code, out, err = run_lvt(["segment", "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"),
+                              "--model", str(toy_model), "--fast", "--json"], monkeypatch, capsys)
+    if wanted == "cpu":
+        assert code == 0 and json.loads(out)["device"] == "cpu", err
+    else:
+        assert code == 1 and "no CUDA GPU" in json.loads(out)["error"]

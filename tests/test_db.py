@@ -301,7 +301,7 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     assert relative_to_base.exit_code == 1 and "reaches base" in str(relative_to_base.exception)
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["current"] is not None
     both = runner.invoke(app, ["db", "downgrade", "0003", "--steps", "1"])
-    assert both.exit_code == 1 and "not both" in str(both.exception)
+    assert both.exit_code == 2 and "not both" in both.output  # bad usage
     assert runner.invoke(app, ["db", "downgrade", "0007", "--yes"]).exit_code == 0  # the last release's schema
     again = json.loads(runner.invoke(app, ["db", "upgrade", "--json"]).stdout)
     assert again["next"] == "lvt batch --all --refresh"  # its results follow the older rules
@@ -418,6 +418,27 @@ def test_a_listing_in_the_wrong_place_names_the_missing_store(tmp_path: Path) ->
     upgraded = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()", "db", "upgrade"],
                               capture_output=True, text=True, env=env, timeout=120)
     assert upgraded.returncode == 0 and (tmp_path / "var" / "lvt.db").is_file()  # upgrade still creates it
+
+
+def test_a_bad_setting_or_database_url_is_one_message_naming_it(tmp_path: Path) -> None:
+    """A traceback and no JSON document: pydantic's error named the field, SQLAlchemy's the
+    module it could not load (``postgres://``)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LVT_")}
+    env["LVT_VAR_DIR"] = str(tmp_path / "var")
+    cases = (({"LVT_DEVICE": "gpu"}, "LVT_DEVICE='gpu': Input should be 'auto', 'cpu' or 'cuda'"),
+             ({"LVT_PRECISION": "fp16"}, "LVT_PRECISION='fp16'"),
+             ({"LVT_DATABASE_URL": "postgres://lvt:secret@127.0.0.1:5432/lvt"}, "use postgresql+psycopg://"))
+    for extra, said in cases:
+        done = subprocess.run([sys.executable, "-c", "from app.cli.main import main; main()",
+                               "patients", "list", "--json"],
+                              capture_output=True, text=True, env={**env, **extra}, timeout=120)
+        doc = json.loads(done.stdout)
+        assert done.returncode == 1 and doc["exit_code"] == 1 and said in doc["error"], done.stderr
+        assert "Traceback" not in done.stderr and "secret" not in done.stdout + done.stderr
 
 
 FAILING_REVISION = '''"""fails half way"""

@@ -7,14 +7,15 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from app.cli.common import console, print_json, progress_bar
+from app.cli.common import console, print_json, progress_bar, report_error, setting_choice
 
 
 def batch(
     patient: list[str] = typer.Option([], "--patient", "-p", help="Patient id (repeatable)."),
     all_patients: bool = typer.Option(False, "--all", help="Every patient in the store."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint (.pt); default LVT_MODEL_PATH."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (1: in-process)."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, help="Worker processes (1: in-process); default LVT_WORKERS, else 1."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786."),
     force: bool = typer.Option(False, "--force", help="Re-segment series that are already done."),
     outdated: bool = typer.Option(
@@ -22,18 +23,23 @@ def batch(
         "drew (or one from before versions were recorded), after an upgrade changed the pipeline."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run; change nothing."),
     run_id: int | None = typer.Option(None, "--run-id", help="Run (or resume) this prepared batch run."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     refresh: bool = typer.Option(
         False, "--refresh", help="Also refresh tracks, volumetry and responses of every selected "
         "patient with results, even with nothing to segment (e.g. after `lvt db upgrade`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
-    """Segment series with the model (Dask), store lesions and volumes, update tracks and responses."""
+    """Segment series with the model (Dask), store lesions and volumes, update tracks and responses.
+
+    Exit status 1 when a series failed: the others are stored, the failed ones listed."""
     from app.services.batch import BatchOptions, run_batch
+    from app.settings import get_settings
 
     options = BatchOptions(
-        patients=list(patient), all=all_patients, model=model, workers=workers,
-        scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id, device=device,
+        patients=list(patient), all=all_patients, model=model,
+        workers=workers if workers is not None else get_settings().workers,
+        scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id,
+        device=setting_choice(device, "--device", "device"),  # bad usage before anything is written
         refresh=refresh, outdated=outdated,
     )
     with progress_bar() as progress:
@@ -43,8 +49,12 @@ def batch(
             progress.update(task, completed=done, total=total)
 
         summary = run_batch(options, on_progress=on_progress)
+    error = _failure_message(summary.failed, summary.series_total)
     if as_json:
-        print_json(summary.to_json())
+        # one document: the summary, with the failure document's "error" and "exit_code" when a series failed
+        print_json(summary.to_json() | ({"error": error, "exit_code": 1} if error else {}))
+        if error:
+            raise typer.Exit(code=1)
         return
     verb = "would segment" if summary.dry_run else "segmented"
     console.print(
@@ -59,6 +69,18 @@ def batch(
     for item in summary.analytics_warnings:
         warning = escape(item["warning"])
         console.print(f"  [yellow]! patient {item['patient_id']}: {warning}[/]", highlight=False)
+    if error:
+        report_error(error)
+        raise typer.Exit(code=1)
+
+
+def _failure_message(failed: int, total: int) -> str | None:
+    """The error of a batch where series failed (a script saw exit status 0 for a batch whose
+    every series failed), or None when none did."""
+    if not failed:
+        return None
+    stored = f"; the other {total - failed} are stored" if total > failed else ""
+    return f"{failed} of {total} series failed (listed in failures){stored}"
 
 
 def register(app: typer.Typer) -> None:

@@ -100,6 +100,30 @@ def require_current_schema(url: str) -> None:
                     f"this LVT needs {head}: run `lvt db upgrade` first")
 
 
+def setting_choice(value: str | None, option: str, setting: str) -> str:
+    """``value`` of a choice option (``--device``, ``--precision``), or, when not given, the
+    ``LVT_*`` setting it defaults to (documented, but the options hard-coded "auto"). A value
+    outside the setting's choices is bad usage (exit 2) before any work, as for every option."""
+    from typing import get_args
+
+    from app.settings import Settings, get_settings
+
+    if value is None:
+        return str(getattr(get_settings(), setting))
+    allowed = get_args(Settings.model_fields[setting].annotation)
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
+    return value
+
+
+def open_current_store(url: str) -> None:
+    """For commands that must write nothing (``--dry-run``): refuse a store that does not
+    exist (:func:`require_store`) or whose schema is not this code's
+    (:func:`require_current_schema`), instead of creating or migrating it."""
+    require_store(url)
+    require_current_schema(url)
+
+
 def redacted_url(url: str) -> str:
     """A database URL fit to print: its password hidden."""
     from sqlalchemy.engine import make_url

@@ -55,7 +55,8 @@ def downgrade(
 ) -> None:
     """Downgrade the database to REVISION, or back by --steps (default: one step back)."""
     if revision is not None and steps is not None:
-        raise UserError(f"give a revision ({revision}) or --steps ({steps}), not both")
+        raise typer.BadParameter(f"give a revision ({revision}) or --steps ({steps}), not both",
+                                 param_hint="REVISION / --steps")  # bad usage: exit 2
     target = revision if revision is not None else f"-{steps or 1}"
     url = default_url()
     require_store(url)  # connecting would create an empty SQLite file

@@ -14,7 +14,8 @@ from typer.core import TyperGroup
 
 from app.cli.common import UserError, redacted_url, report_error, usage_errors_as_json
 from app.logging_setup import configure_logging
-from app.settings import get_settings
+from app.settings import SettingsError, get_settings
+from db.engine import DatabaseURLError
 from db.storage import StoredImageError
 
 COMMAND_MODULES: list[str] = [
@@ -74,11 +75,11 @@ def _fail(message: str) -> None:
 
 
 def main() -> None:
-    """Run the CLI; a :class:`UserError` (or a missing or damaged stored image) becomes a clear
-    message and exit status 1."""
+    """Run the CLI; a :class:`UserError` (or a missing or damaged stored image, a bad ``LVT_*``
+    value, a database URL SQLAlchemy cannot use) becomes a clear message and exit status 1."""
     try:
         app()
-    except (UserError, StoredImageError) as exc:
+    except (UserError, StoredImageError, SettingsError, DatabaseURLError) as exc:
         _fail(str(exc))
     except DBAPIError as exc:  # an unreachable server, a read-only store, a value the database refuses
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)

@@ -12,7 +12,14 @@ import SimpleITK as sitk
 import typer
 from rich.markup import escape
 
-from app.cli.common import UserError, check_output_folder, console, print_json, progress_bar
+from app.cli.common import (
+    UserError,
+    check_output_folder,
+    console,
+    print_json,
+    progress_bar,
+    setting_choice,
+)
 from app.settings import get_settings
 from lvt_core import __version__ as lvt_version
 from lvt_core.atomic_files import write_text_atomically
@@ -131,7 +138,8 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(
             None, "--model", "-m", help="Checkpoint (.pt); default: the shipped model."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        device: str | None = typer.Option(
+            None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
         tta: bool | None = typer.Option(
             None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."
         ),
@@ -147,10 +155,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
-        if device not in ("auto", "cpu", "cuda"):
-            raise typer.BadParameter(
-                f"{device!r} is not one of auto, cpu, cuda", param_hint="--device"
-            )
+        device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any work
+        precision = setting_choice(precision, "--precision", "precision")
         summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search, precision)
         for warning in summary["warnings"]:
             console.print(f"[yellow]warning:[/yellow] {escape(str(input_path))}: {escape(warning)}")

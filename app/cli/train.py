@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from app.cli.common import UserError, print_json, progress_bar
+from app.cli.common import UserError, print_json, progress_bar, setting_choice
 
 experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=T
 def train_command(
     config: Path = typer.Argument(None, help="Training config YAML (see training/configs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output_dir."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke run)."),
     max_minutes: float = typer.Option(None, "--max-minutes", min=0,
                                       help="Stop the loop after this many minutes (state saved; --resume goes on)."),
@@ -44,8 +44,7 @@ def train_command(
         return
     if config is None:
         raise typer.BadParameter("give a CONFIG file (or --list-datasets)")
-    if device not in ("auto", "cpu", "cuda"):  # bad usage (exit 2), before any data is read
-        raise typer.BadParameter(f"choose auto, cpu or cuda, not {device!r}", param_hint="--device")
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2), before any data is read
     from training.config import ConfigError, load_config
     from training.datasets import DatasetError
     from training.train import train
@@ -77,7 +76,7 @@ def evaluate_model_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) to evaluate."),
     cohort: Path = typer.Option(..., "--cohort", help="Held-out phantom cohort folder (manifest.csv)."),
     out: Path = typer.Option(None, "--out", help="Folder for metrics.json and per_case.csv."),
-    device: str = typer.Option("auto", "--device"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Mirroring TTA (default: on for GPU, off for CPU)."),
     precision: str = typer.Option(None, "--precision",
                                   help="auto (default: LVT_PRECISION, else the model's qualified one), fp32 or bf16."),
@@ -86,12 +85,13 @@ def evaluate_model_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Model-card metrics of a checkpoint on a held-out phantom cohort."""
-    from app.settings import get_settings
     from training.evaluate_model import evaluate_checkpoint
 
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2), before any scan is read
+    precision = setting_choice(precision, "--precision", "precision")
     try:
         summary = evaluate_checkpoint(checkpoint, cohort, out, device, tta=tta,
-                                      precision=precision or get_settings().precision,
+                                      precision=precision,
                                       save_predictions=save_predictions)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None

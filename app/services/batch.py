@@ -40,7 +40,7 @@ import numpy as np
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from app.cli.common import UserError
+from app.cli.common import UserError, open_current_store
 from app.services.batch_worker import measure_labels, segment_day
 from app.services.patient_lookup import require_patient
 from app.services.timepoints import DayKey, day_key
@@ -494,7 +494,10 @@ def run_batch(
     if options.workers < 1:
         raise UserError(f"--workers must be at least 1, got {options.workers}")
     checkpoint = resolve_checkpoint(options.model)
-    ensure_schema(url)
+    if options.dry_run:
+        open_current_store(url)  # "change nothing": no store created, no migration run
+    else:
+        ensure_schema(url)
     factory = make_session_factory(url)
     started = time.perf_counter()
     to_refresh: list[int] = []
@@ -576,6 +579,7 @@ def run_batch(
         for day in _days(series_ids, info)
     ]
     patients: set[int] = set(to_refresh)
+    done_ids: list[int] = []
     try:
         for n, result in enumerate(execute(tasks, options.workers, options.scheduler), start=1):
             sid = int(result["series_id"])
@@ -587,6 +591,7 @@ def run_batch(
                 session.commit()
                 if seg.status == "done":
                     summary.done += 1
+                    done_ids.append(sid)
                     patients.add(info[sid][1])
                 else:
                     summary.failed += 1
@@ -611,12 +616,12 @@ def run_batch(
         run_row.status, run_row.finished_at = "done", utcnow()
         if summary.failed:
             run_row.error = f"{summary.failed} series failed"
-        studies = session.scalar(
-            select(func.count(func.distinct(Series.study_id))).where(Series.id.in_(series_ids))
-        ) if series_ids else 0
+        studies = session.scalar(  # finished ones only: failed series made no throughput
+            select(func.count(func.distinct(Series.study_id))).where(Series.id.in_(done_ids))
+        ) if done_ids else 0
         session.commit()
     if summary.runtime_s > 0 and series_ids:
-        summary.series_per_hour = round(len(series_ids) / summary.runtime_s * 3600, 1)
+        summary.series_per_hour = round(len(done_ids) / summary.runtime_s * 3600, 1)
         summary.studies_per_hour = round(int(studies or 0) / summary.runtime_s * 3600, 1)
     return summary
 
