@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         default="auto", description=("Inference precision: auto (fp16 on CUDA; bf16 on CPUs with AMX or AVX-512 BF16 "
                                      "for models qualified for it, else fp32), fp32, or bf16."))
     workers: int = Field(default=1, ge=1, description="Batch workers (Dask processes).")
+    dask_scheduler: str | None = Field(
+        default=None, description="Dask scheduler every batch runs on (e.g. tcp://scheduler:8786); none: local processes.")
     secret_key: str | None = Field(default=None, description="Key for de-identification hashes.")
     deid_shift_dates: bool = Field(default=True, description="Shift dates per patient on de-id.")
     log_level: str = "INFO"

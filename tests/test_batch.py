@@ -280,6 +280,10 @@ def test_cli_json_dry_run_and_usage_errors(cohort: str, tiny_checkpoint: Path) -
         [str(LVT), "batch", "--all", "--dry-run", "--json", "--model", str(tiny_checkpoint)],
         capture_output=True, text=True, env={**env, "LVT_WORKERS": "2"}, timeout=120)
     assert json.loads(two.stdout)["engine"] == "dask LocalCluster(2 workers)"
+    cluster = subprocess.run(  # compose sets LVT_DASK_SCHEDULER; nothing read it
+        [str(LVT), "batch", "--all", "--dry-run", "--json", "--model", str(tiny_checkpoint)],
+        capture_output=True, text=True, env={**env, "LVT_DASK_SCHEDULER": "tcp://scheduler:8786"}, timeout=120)
+    assert json.loads(cluster.stdout)["engine"] == "dask tcp://scheduler:8786"
 
 
 def test_a_dry_run_refuses_an_older_schema_instead_of_migrating_it(cohort: str, tiny_checkpoint: Path) -> None:

@@ -81,3 +81,18 @@ def test_every_lvt_command_of_the_deployment_parses() -> None:
             node = node.get_command(node.context_class(node), name)
             assert node is not None, f"{command}: no sub-command {name!r}"
         node.make_context(name, rest)  # parses every option: an unknown one raises
+
+
+def test_every_lvt_variable_the_deployment_sets_is_a_setting() -> None:
+    """Compose gave the app LVT_DASK_SCHEDULER, which no setting read: the app's batches ran
+    in-process beside Streamlit while the Dask workers sat idle."""
+    from app.settings import Settings
+
+    known = {f"LVT_{name.upper()}" for name in Settings.model_fields}
+    services = _compose()["services"]
+    variables = set(_compose().get("x-lvt-env", {}) or {})
+    for service in services.values():
+        environment = service.get("environment") or {}
+        variables |= set(environment if isinstance(environment, dict) else (e.split("=")[0] for e in environment))
+    set_here = {v for v in variables if v.startswith("LVT_")}
+    assert "LVT_DASK_SCHEDULER" in set_here and set_here <= known, sorted(set_here - known)

@@ -16,7 +16,8 @@ def batch(
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint (.pt); default LVT_MODEL_PATH."),
     workers: int | None = typer.Option(
         None, "--workers", "-w", min=1, help="Worker processes (1: in-process); default LVT_WORKERS, else 1."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786; default LVT_DASK_SCHEDULER."),
     force: bool = typer.Option(False, "--force", help="Re-segment series that are already done."),
     outdated: bool = typer.Option(
         False, "--outdated", help="Also re-segment series whose segmentation another LVT version "
@@ -38,7 +39,7 @@ def batch(
     options = BatchOptions(
         patients=list(patient), all=all_patients, model=model,
         workers=workers if workers is not None else get_settings().workers,
-        scheduler=scheduler, force=force, dry_run=dry_run, run_id=run_id,
+        scheduler=scheduler or get_settings().dask_scheduler, force=force, dry_run=dry_run, run_id=run_id,
         device=setting_choice(device, "--device", "device"),  # bad usage before anything is written
         refresh=refresh, outdated=outdated,
     )

@@ -6,6 +6,7 @@ import importlib
 
 import streamlit as st
 
+from app.settings import get_settings
 from app.web import charts, data, queries, session, theme
 
 user = session.require("researcher")
@@ -23,7 +24,9 @@ if start is None:
     st.caption("The batch service is not installed in this build; use `lvt batch` on the server.")
 elif st.button("Start batch on all unsegmented series", key="start_batch", icon=":material/play_arrow:"):
     try:
-        run_id = start(batch.BatchOptions(all=True), url=data.database_url())
+        settings = get_settings()  # the deployment's workers, e.g. compose's Dask cluster
+        run_id = start(batch.BatchOptions(all=True, workers=settings.workers, scheduler=settings.dask_scheduler),
+                       url=data.database_url())
         st.toast(f"Batch run {run_id} started in the background.")
     except Exception as exc:  # shown to the user, the page keeps working
         st.error(f"Could not start the batch: {exc}")
