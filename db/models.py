@@ -190,6 +190,9 @@ class Segmentation(Base):
     # the LVT version whose pipeline drew it (``lvt_core.__version__``): inference changes
     # between versions alter a checkpoint's label maps; NULL before revision 0006
     lvt_version: Mapped[str | None] = mapped_column(String(16))
+    # why a correction made this segmentation stale (its day's phase corrected, a study dated
+    # into its day); `lvt batch --outdated` redraws it, and the redraw clears it (migration 0011)
+    redraw_reason: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

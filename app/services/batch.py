@@ -160,12 +160,14 @@ def resolve_patients(session: Session, ids: Iterable[str]) -> tuple[list[int], l
 
 def current_series(model_id: int, outdated: bool = False) -> Select[tuple[int]]:
     """Series with a ``done`` segmentation by the model; with ``outdated``, only those this
-    LVT version's pipeline drew (the others, and those from before versions were recorded,
-    count as not done)."""
+    LVT version's pipeline drew and no correction made stale (the others, and those from
+    before versions were recorded, count as not done)."""
     stmt = select(Segmentation.series_id).where(
         Segmentation.model_id == model_id, Segmentation.status == "done"
     )
-    return stmt.where(Segmentation.lvt_version == lvt_version) if outdated else stmt
+    if not outdated:
+        return stmt
+    return stmt.where(Segmentation.lvt_version == lvt_version, Segmentation.redraw_reason.is_(None))
 
 
 def pending_series(
@@ -300,6 +302,7 @@ def store_result(
     seg.label_map_path, seg.label_map_hash = rel, result["label_map_hash"]
     seg.precision = result.get("precision")
     seg.lvt_version = result.get("lvt_version")
+    seg.redraw_reason = None
     session.flush()
     _store_lesions(session, seg.id, result["lesions"])
     series = session.get(Series, series_id)

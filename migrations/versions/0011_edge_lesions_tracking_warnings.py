@@ -1,4 +1,4 @@
-"""lesions cut by the scan edge, and the tracking warnings of a patient
+"""lesions cut by the scan edge, the tracking warnings of a patient, segmentations to redraw
 
 Revision ID: 0011
 Revises: 0010
@@ -11,7 +11,9 @@ series too short) was logged and then lost, so a clinician reading the tracks co
 they were matched without registration. Lesions stored before this revision get the flag from
 their stored box and their series' size (a box touching a face of the grid); one without a box
 stays NULL (not known). There are no warnings until the patient's next refresh
-(`lvt batch --all --refresh`).
+(`lvt batch --all --refresh`). A segmentation a correction made stale (its day's contrast phase
+corrected, a study dated into its day) records why it must be redrawn; `lvt batch --outdated`
+redraws it. Before, the correction erased the LVT version that drew it to get the same effect.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def upgrade() -> None:
     with op.batch_alter_table("lesions") as batch:
         batch.add_column(sa.Column("cut_by_scan_edge", sa.Boolean(), nullable=True))
     _flag_stored_lesions()
+    with op.batch_alter_table("segmentations") as batch:
+        batch.add_column(sa.Column("redraw_reason", sa.String(64), nullable=True))
     op.create_table(
         "tracking_warnings",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -67,5 +71,7 @@ def _cut(box: Any, size: tuple[int, int, int]) -> bool | None:
 def downgrade() -> None:
     op.drop_index("ix_tracking_warnings_patient_model", table_name="tracking_warnings")
     op.drop_table("tracking_warnings")
+    with op.batch_alter_table("segmentations") as batch:
+        batch.drop_column("redraw_reason")
     with op.batch_alter_table("lesions") as batch:
         batch.drop_column("cut_by_scan_edge")
