@@ -700,11 +700,15 @@ def test_a_phase_correction_names_every_segmentation_of_the_day(split_day: dict)
                            .where(Segmentation.series_id.in_(day_1))).all()
     # who drew them is kept (the correction erased the LVT version to get them redrawn)
     assert {(v, r) for _, v, r in marked} == {(lvt_version, "contrast phase corrected")}
+    with make_session_factory(split_day["url"])() as s:  # and the Admin page lists them
+        assert queries.segmentations_to_redraw(s).values.tolist() == [
+            [split_day["patient"], "contrast phase corrected", 2]]
     labels = _scan(0)[1]
     for series_id in day_1:  # redrawn: no longer stale
         import_label_map(series_id, split_day["model_id"], labels, url=split_day["url"], refresh=False)
     with make_session_factory(split_day["url"])() as s:
         assert s.scalar(select(func.count(Segmentation.id)).where(Segmentation.redraw_reason.is_not(None))) == 0
+        assert queries.segmentations_to_redraw(s).empty
 
 
 def test_a_measurement_on_the_days_other_study_links_to_its_tracked_lesion(

@@ -259,3 +259,17 @@ def _assert_cli_refuses(checkpoint: Path, cohort: Path, tmp_path: Path, option: 
                                 str(tmp_path / "bad.pt"), "--device", "cpu", option, text], monkeypatch, capsys)
         assert code != 0 and message in " ".join(err.split()), err
     assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["calibrate", "calibrate-faint", "calibrate-cross-phase", "fit-lesion-filter"])
+def test_calibrations_refuse_a_bad_device_before_any_work(command: str, tmp_path: Path) -> None:
+    """They hard-coded "auto" and never checked --device (nor read LVT_DEVICE): a typo failed
+    only after the checkpoint and the cohort were read."""
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+
+    args = [command, str(tmp_path / "none.pt"), "--cohort", str(tmp_path), "--out", str(tmp_path / "out.pt")]
+    bad = CliRunner().invoke(app, [*args, "--device", "gpu"])
+    assert bad.exit_code == 2 and "'gpu' is not one of auto, cpu, cuda" in bad.output
+    assert not (tmp_path / "out.pt").exists()

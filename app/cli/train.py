@@ -181,13 +181,14 @@ def calibrate_command(
                                             help="LEVEL:WIDTH of an HU window whose probabilities "
                                                  "are averaged with the main window's (window TTA; "
                                                  "repeat for more; default: the checkpoint's)."),
-    device: str = typer.Option("auto", "--device"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     version: str = typer.Option(None, "--version", help="Version of the calibrated copy (default: "
                                 "the checkpoint's); a store refuses two checksums under one version."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose the vessel and tumor thresholds, the smallest tumor kept and where lesion edges are
     drawn on a validation cohort."""
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.calibrate import calibrate_decisions
 
     tumor = _numbers("--candidates", candidates)
@@ -250,11 +251,12 @@ def calibrate_faint_command(
                                            "largest principal axis: 1 ball, near 0 tube); 0 keeps every shape."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen decisions may produce."),
-    device: str = typer.Option("auto", "--device"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Choose the faint-lesion search's decisions on validation phantoms (off if it does not help)."""
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.calibrate_faint import GRID_FIELDS, calibrate_faint_search
 
     zs = _numbers("--min-z", min_z)
@@ -352,7 +354,7 @@ def calibrate_cross_phase_command(
                                              "the arterial scan (HU)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
-    device: str = typer.Option("auto", "--device"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
     cache: Path = typer.Option(None, "--cache", help="Folder keeping each scan as this checkpoint decodes it, so "
                                "a later grid on the same cohort skips the network (e.g. .cache/cross_phase)."),
@@ -363,6 +365,7 @@ def calibrate_cross_phase_command(
     later washout makes a lesion of a place neither phase drew as one, and when a place drawn as
     tumor, dark in the arterial phase and bright later, is a vein (each off if it does not help on
     validation)."""
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 
     result = _per_case_progress("calibrating the cross-phase rule", lambda on_case: calibrate_cross_phase(
@@ -466,11 +469,12 @@ def fit_lesion_filter_command(
     thresholds: str = typer.Option("0.3,0.2", "--thresholds",
                                    help="Comma-separated tumor thresholds whose candidates to learn from."),
     candidates_csv: Path = typer.Option(None, "--candidates-csv", help="Also write every candidate's features."),
-    device: str = typer.Option("auto", "--device"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
     version: str = typer.Option(None, "--version", help="Version of the copy (default: the checkpoint's)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit the false-lesion filter (a second look at each tumor component) on phantoms."""
+    device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.lesion_filter import fit_lesion_filter
 
     values = _numbers("--thresholds", thresholds)

@@ -459,6 +459,21 @@ def segmentations_by_version(session: Session) -> pd.DataFrame:
     return frame.drop(columns=["path"])
 
 
+def segmentations_to_redraw(session: Session) -> pd.DataFrame:
+    """Finished segmentations a correction made stale (a day's phase corrected, a study dated
+    into a day), per patient and reason: ``lvt batch --patient P --outdated`` redraws them."""
+    rows = session.execute(
+        select(Patient.pseudo_id, Segmentation.redraw_reason, func.count(Segmentation.id))
+        .join(Series, Series.id == Segmentation.series_id)
+        .join(Study, Study.id == Series.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(Segmentation.status == "done", Segmentation.redraw_reason.is_not(None))
+        .group_by(Patient.pseudo_id, Segmentation.redraw_reason)
+        .order_by(Patient.pseudo_id, Segmentation.redraw_reason)
+    ).all()
+    return pd.DataFrame(rows, columns=["patient", "reason", "segmentations"])
+
+
 def track_choices(session: Session, patient_pseudo_id: str, model_id: int | None) -> list[tuple[int, int]]:
     """(track id, track number) pairs of a patient, for the relink selector."""
     return [

@@ -64,6 +64,11 @@ with jobs_tab:
         if outdated:
             st.warning(f"{outdated} result(s) were drawn by another LVT version's pipeline: "
                        "`lvt batch --all --outdated` redraws them with the installed one.")
+    stale = data.run(queries.segmentations_to_redraw)
+    if not stale.empty:
+        st.warning(f"{int(stale['segmentations'].sum())} result(s) were made stale by a correction and are "
+                   "shown until redrawn: `lvt batch --patient P --outdated` redraws them.")
+        st.dataframe(stale, hide_index=True, width="stretch", key="admin_redraw")
 
 with audit_tab:
     events = pd.DataFrame([vars(e) for e in data.run(audit.recent, 300)])
