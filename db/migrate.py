@@ -58,9 +58,14 @@ def downgrade_lands_at(url: str, revision: str) -> str | None:
     for _ in range(int(revision[1:])):
         if landing is None:
             break
-        down = script.get_revision(landing).down_revision
-        landing = down if isinstance(down, str) or down is None else down[0]
+        landing = _one_below(script, landing)
     return landing
+
+
+def _one_below(script: ScriptDirectory, revision: str) -> str | None:
+    """The revision ``revision`` was made on (None: base); the first parent of a merge."""
+    down = script.get_revision(revision).down_revision
+    return down if isinstance(down, str) or down is None else down[0]
 
 
 def undone_by_downgrade(url: str, revision: str) -> list[tuple[str, str]]:
@@ -71,10 +76,9 @@ def undone_by_downgrade(url: str, revision: str) -> list[tuple[str, str]]:
     landing = downgrade_lands_at(url, revision)
     undone, at = [], current(url)
     while at is not None and at != landing:
-        script_revision = script.get_revision(at)
-        undone.append((at, (script_revision.doc or "").strip().splitlines()[0] if script_revision.doc else ""))
-        down = script_revision.down_revision
-        at = down if isinstance(down, str) or down is None else down[0]
+        doc = (script.get_revision(at).doc or "").strip()
+        undone.append((at, doc.splitlines()[0] if doc else ""))
+        at = _one_below(script, at)
     return undone if at == landing else []  # not below the current one: the downgrade itself says why
 
 
