@@ -16,7 +16,8 @@ come back exactly on their own grid):
 5. air (below ``BODY_THRESHOLD_HU``) becomes background; keep the liver's largest component
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak`` (unless they hold ``large_tumor_ml``), or smaller
-   than ``min_tumor_volume_ml``, become liver; so do those the checkpoint's lesion filter
+   than ``min_tumor_volume_ml``, or less round than ``min_tumor_roundness`` (tubes, unless
+   they hold ``large_tumor_ml``), become liver; so do those the checkpoint's lesion filter
    (:mod:`lvt_core.lesion_filter`) scores below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
    and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
    then, when the checkpoint enables it, round regions drawn as vessel but darker than the
@@ -65,6 +66,7 @@ from lvt_core.postprocess import (
     keep_liver_component,
     min_tumor_voxels,
     remove_small_tumors,
+    remove_tubular_tumors,
     remove_unconfident_tumors,
 )
 from lvt_core.precision import autocast, resolve_inference_precision
@@ -254,6 +256,9 @@ class Predictor:
         self.min_tumor_peak = float(inference_cfg.get("min_tumor_peak", 0.0))
         # ... except components this large, which stay whatever their peak (calibrated; 0: none)
         self.large_tumor_ml = float(inference_cfg.get("large_tumor_ml", 0.0))
+        # tumor components less round than this (tubes: vessels drawn as tumor) become liver,
+        # those of ``large_tumor_ml`` excepted (calibrated; 0 off)
+        self.min_tumor_roundness = float(inference_cfg.get("min_tumor_roundness", 0.0))
         # second look at each tumor component (fitted on phantoms; None: every component kept)
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
@@ -371,6 +376,7 @@ class Predictor:
         min_lesion_score: float | None = None,
         faint_search: FaintLesionSearch | None = None,
         lesion_edges: LesionEdgeRule | None = None,
+        min_tumor_roundness: float | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks.
 
@@ -398,6 +404,10 @@ class Predictor:
         if min_tumor_volume_ml is None:
             min_tumor_volume_ml = self.min_tumor_volume_ml
         labels = remove_small_tumors(labels, spacing_xyz, min_tumor_volume_ml)
+        if min_tumor_roundness is None:
+            min_tumor_roundness = self.min_tumor_roundness
+        labels = remove_tubular_tumors(labels, spacing_xyz, min_tumor_roundness,
+                                       min_tumor_voxels(self.large_tumor_ml, spacing_xyz))
         edges = lesion_edges or self.lesion_edges
         if hu is not None and edges.enabled:
             vessel = None if self.label_space == "multiclass" else probs[CHANNELS.index("vessel")]
@@ -472,11 +482,13 @@ class Predictor:
         min_lesion_score: float | None = None,
         faint_search: FaintLesionSearch | None = None,
         lesion_edges: LesionEdgeRule | None = None,
+        min_tumor_roundness: float | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
         ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak``,
-        ``min_lesion_score``, ``faint_search`` and ``lesion_edges`` override the checkpoint's,
+        ``min_lesion_score``, ``faint_search``, ``lesion_edges`` and ``min_tumor_roundness``
+        override the checkpoint's,
         so a calibration decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
@@ -485,7 +497,7 @@ class Predictor:
             hu = sitk.GetArrayViewFromImage(image)[region]
             out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
                                        min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
-                                       faint_search, lesion_edges)
+                                       faint_search, lesion_edges, min_tumor_roundness)
             self.last_info["faint_lesion_points_mm"] = [
                 _physical_point(image, peak, region) for peak in self._second_look_points
             ]

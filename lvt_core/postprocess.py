@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR
+from lvt_core.lesion_filter import roundness
 
 
 def keep_liver_component(labels: np.ndarray) -> np.ndarray:
@@ -91,6 +92,42 @@ def remove_unconfident_tumors(
     unconfident = np.concatenate([[False], ~confident_tumors(np.asarray(peaks), sizes, min_peak, large_voxels)])
     out = labels.copy()
     out[unconfident[components]] = LIVER
+    return out
+
+
+def round_enough_tumors(roundnesses: np.ndarray, sizes: np.ndarray, min_roundness: float,
+                        large_voxels: int = 0) -> np.ndarray:
+    """Per tumor component (its roundness and voxel count), whether the shape rule keeps it:
+    it is at least ``min_roundness`` round, or it holds ``large_voxels`` or more (0: none)."""
+    return (roundnesses >= min_roundness) | ((large_voxels > 0) & (sizes >= large_voxels))
+
+
+def remove_tubular_tumors(
+    labels: np.ndarray, spacing_xyz: tuple[float, ...], min_roundness: float, large_voxels: int = 0
+) -> np.ndarray:
+    """Relabel tumor components less round than ``min_roundness`` as liver, except those of
+    ``large_voxels`` or more (0: no exception).
+
+    The network draws a stretch of vessel as tumor now and then (a hepatic vein not yet
+    filled with contrast, a vessel's wall): a tube, where the lesions LVT follows are round
+    masses. Roundness is :func:`lvt_core.lesion_filter.roundness` of the component as drawn
+    (1 for a ball, near 0 for a tube). A large mass stays whatever its shape, as it does
+    whatever its peak.
+    """
+    if min_roundness <= 0:
+        return labels
+    tumor = labels == TUMOR
+    if not tumor.any():
+        return labels
+    spacing_zyx = np.asarray(spacing_xyz, np.float64)[::-1]
+    components, count = cc3d.connected_components(tumor, connectivity=26, return_N=True)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(components)
+    shapes = np.array([roundness(components[box] == index, spacing_zyx)
+                       for index, box in enumerate(boxes, start=1)])
+    tubular = np.concatenate([[False], ~round_enough_tumors(shapes, sizes, min_roundness, large_voxels)])
+    out = labels.copy()
+    out[tubular[components]] = LIVER
     return out
 
 

@@ -8,6 +8,7 @@ from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
 from lvt_core.postprocess import (
     keep_liver_component,
     remove_small_tumors,
+    remove_tubular_tumors,
     remove_unconfident_tumors,
 )
 
@@ -72,6 +73,30 @@ def test_a_large_tumor_is_kept_whatever_its_peak() -> None:
     assert (cleaned[14:16, 14, 14] == LIVER).all()
     too_small = remove_unconfident_tumors(labels, probability, min_peak=0.7, large_voxels=217)
     assert not (too_small == TUMOR).any()
+
+
+def test_a_tube_drawn_as_tumor_becomes_liver_and_a_ball_stays() -> None:
+    """A vessel drawn as tumor is a tube (roundness near 0) where a lesion is a round mass
+    (near 1); the shape is measured in millimetres, so thick slices do not flatten a ball,
+    and a large component stays whatever its shape."""
+    labels = np.zeros((24, 60, 60), np.uint8)
+    labels[1:23, 2:58, 2:58] = LIVER
+    zz, yy, xx = np.mgrid[:24, :60, :60]
+    ball = (((zz - 12) * 2.0) ** 2 + ((yy - 15) * 0.8) ** 2 + ((xx - 15) * 0.8) ** 2) <= 8.0**2
+    labels[ball] = TUMOR  # a 16 mm ball on 0.8 x 0.8 x 2 mm voxels: 10 slices, 21 pixels across
+    labels[11:13, 40:42, 5:55] = TUMOR  # a 40 mm tube 1.6 mm across
+    labels[12, 45:47, 45:47] = VESSEL
+    spacing_xyz = (0.8, 0.8, 2.0)
+    cleaned = remove_tubular_tumors(labels, spacing_xyz, min_roundness=0.3)
+    assert (cleaned[ball] == TUMOR).all()
+    assert (cleaned[11:13, 40:42, 5:55] == LIVER).all()
+    assert (cleaned == VESSEL).sum() == (labels == VESSEL).sum()
+    assert np.array_equal(remove_tubular_tumors(labels, spacing_xyz, 0.0), labels)
+    tube_voxels = 2 * 2 * 50
+    kept_large = remove_tubular_tumors(labels, spacing_xyz, 0.3, large_voxels=tube_voxels)
+    assert np.array_equal(kept_large, labels)
+    # on isotropic voxels the same ball's array would be flat: spacing is what makes it round
+    assert not (remove_tubular_tumors(labels, (1.0, 1.0, 0.2), 0.6)[ball] == TUMOR).any()
 
 
 def test_a_component_without_parenchyma_is_never_the_liver() -> None:

@@ -169,6 +169,10 @@ def calibrate_command(
     large_tumors: str = typer.Option("0", "--large-tumor-mls",
                                      help="Comma-separated volumes (ml) from which a tumor component "
                                           "is kept whatever its peak (0: the peak rule applies to all)."),
+    min_roundnesses: str = typer.Option("0", "--min-tumor-roundness",
+                                        help="Comma-separated lowest roundness (smallest over largest "
+                                             "principal axis: 1 a ball, near 0 a tube) a tumor component "
+                                             "below --large-tumor-mls must reach to be kept (0: any shape)."),
     edge_fractions: str = typer.Option("0", "--edge-fractions",
                                        help="Comma-separated fractions of the way from the liver "
                                             "around a lesion to its core at which its edge is drawn "
@@ -186,8 +190,8 @@ def calibrate_command(
                                 "the checkpoint's); a store refuses two checksums under one version."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose the vessel and tumor thresholds, the smallest tumor kept and where lesion edges are
-    drawn on a validation cohort."""
+    """Choose the vessel and tumor thresholds, the smallest and least round tumor kept and where
+    lesion edges are drawn on a validation cohort."""
     device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.calibrate import calibrate_decisions
 
@@ -198,12 +202,14 @@ def calibrate_command(
     scores = _numbers("--min-lesion-scores", min_scores) if min_scores else None
     fractions = _numbers("--edge-fractions", edge_fractions)
     large = _numbers("--large-tumor-mls", large_tumors)
+    roundnesses = _numbers("--min-tumor-roundness", min_roundnesses)
     max_voxels = _numbers("--edge-max-voxel-mm", edge_max_voxels)
     windows = [_window("--extra-window", text) for text in extra_windows] if extra_windows else None
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
         version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions,
-        edge_max_voxels_mm=max_voxels, extra_windows=windows, large_tumor_mls=large))
+        edge_max_voxels_mm=max_voxels, extra_windows=windows, large_tumor_mls=large,
+        min_roundnesses=roundnesses))
     if as_json:
         print_json(result)
         return
@@ -211,7 +217,7 @@ def calibrate_command(
         typer.echo(f"vessel threshold {row['vessel_threshold']}: vessel DSC {row['vessel_dsc']:.3f}")
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']} "
-                   f"({_peak_applies(row['large_tumor_ml'])}), "
+                   f"({_peak_applies(row['large_tumor_ml'])}), min roundness {row['min_tumor_roundness']}, "
                    f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']} "
                    f"(voxels ≤ {row['edge_max_voxel_mm'] or 'any'} mm), min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
@@ -220,6 +226,7 @@ def calibrate_command(
     typer.echo(f"chosen: vessel {result['best_vessel_threshold']}, tumor {result['best_tumor_threshold']}, "
                f"min tumor peak {result['best_min_tumor_peak']} "
                f"({_peak_applies(result['best_large_tumor_ml'])}), "
+               f"min tumor roundness {result['best_min_tumor_roundness']}, "
                f"min lesion score {result['best_min_lesion_score']}, "
                f"edge fraction {result['best_edge_fraction']} "
                f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
