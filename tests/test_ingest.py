@@ -877,7 +877,13 @@ def test_pixel_padding_is_stored_as_air(migrated_db: str, tmp_path: Path) -> Non
         np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), expected)
         assert stored.GetPixelID() == sitk.sitkInt16
         assert report.warnings[0]["warning"] == (f"pixel padding (stored value {shown}, outside the "
-                                                 "reconstructed field of view) is stored as air, -1024 HU")
+                                                 "reconstructed field of view) is stored as air, -1024 HU "
+                                                 f"({2 * 16 * 6} voxels)")
+    # a padding value declared but held by no voxel changes nothing and is not reported
+    write_ct_series(tmp_path / "unused", seed=3, patient_id="PAT-unused")
+    _edit_dicom(tmp_path / "unused", lambda _, ds: ds.add_new(0x00280120, "SS", -2000))
+    report = ingest_paths([tmp_path / "unused"], url=migrated_db)
+    assert report.added and not report.warnings
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")

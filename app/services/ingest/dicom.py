@@ -515,11 +515,6 @@ def check_series(series: DicomSeries) -> None:
         )
         return
     _check_uniform(series, z, diffs)
-    if padding := _padding(first):
-        series.warnings.append(
-            f"pixel padding (stored value {_shown_range(padding)}, outside the reconstructed field "
-            f"of view) is stored as air, {AIR_HU} HU"
-        )
 
 
 def _moved_in_plane(slices: list[Slice], positions: np.ndarray, first: pydicom.Dataset) -> list[str]:
@@ -605,8 +600,8 @@ def decode(series: DicomSeries) -> sitk.Image:
     """Decode the sorted slices into one volume in HU (GDCM, else pydicom + pylibjpeg).
 
     Frames of a multi-frame file are decoded with pydicom (GDCM reads files, not frames).
-    Pixel padding becomes air. A file that neither decoder reads is named in the
-    :class:`DicomFileError`.
+    Pixel padding becomes air, with a warning on ``series`` when any voxel held it. A file
+    that neither decoder reads is named in the :class:`DicomFileError`.
     """
     image = None
     if all(s.frame is None for s in series.slices):
@@ -648,12 +643,20 @@ def _pad_to_air(image: sitk.Image, series: DicomSeries) -> sitk.Image:
     if not any(ranges):
         return image
     volume = sitk.GetArrayFromImage(image)
+    replaced = 0
     for k, (s, padding) in enumerate(zip(series.slices, ranges, strict=True)):
         if padding is None:
             continue
         slope, intercept = _rescale(s.header)
         stored = np.rint((volume[k].astype(np.float64) - intercept) / slope)
-        volume[k][(stored >= padding[0]) & (stored <= padding[1])] = AIR_HU
+        outside = (stored >= padding[0]) & (stored <= padding[1])
+        volume[k][outside] = AIR_HU
+        replaced += int(np.count_nonzero(outside))
+    if not replaced:  # declared but never used: nothing changed, nothing to say
+        return image
+    shown = _shown_range(next(padding for padding in ranges if padding is not None))
+    series.warnings.append(f"pixel padding (stored value {shown}, outside the reconstructed field of view) "
+                           f"is stored as air, {AIR_HU} HU ({replaced} voxels)")
     padded = sitk.GetImageFromArray(_narrow(volume))
     padded.CopyInformation(image)
     return padded

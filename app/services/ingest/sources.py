@@ -156,7 +156,7 @@ def _dicom_candidate(
         phase_reason=reason,
         slice_thickness=float(thickness) if thickness not in (None, "") else None,
         load=lambda: decode(series),
-        warnings=list(series.warnings),
+        warnings=series.warnings,  # the same list: decoding adds what only the pixels tell
     )
 
 
