@@ -17,8 +17,9 @@ come back exactly on their own grid):
    with the vessels and tumors in or touching it; tumor components whose probability never
    reaches the calibrated ``min_tumor_peak`` (unless they hold ``large_tumor_ml``), or smaller
    than ``min_tumor_volume_ml``, or less round than ``min_tumor_roundness`` (tubes, unless
-   they hold ``large_tumor_ml``), become liver; so do those the checkpoint's lesion filter
-   (:mod:`lvt_core.lesion_filter`) scores below ``min_lesion_score``; each remaining lesion's edge is moved to half way between it
+   they hold ``large_tumor_ml``), become liver, as do those the checkpoint's lesion filter
+   (:mod:`lvt_core.lesion_filter`) scores below ``min_lesion_score``; those with more than
+   ``max_tumor_outside`` of the shell around them outside the organ become background; each remaining lesion's edge is moved to half way between it
    and the liver in the CT when the checkpoint enables it (:mod:`lvt_core.lesion_edges`);
    then, when the checkpoint enables it, round regions drawn as vessel but darker than the
    liver become tumor (:mod:`lvt_core.dark_vessels`); last, when the checkpoint enables it, a
@@ -59,7 +60,7 @@ from lvt_core.labels import (
     decode_multiclass,
 )
 from lvt_core.lesion_edges import LesionEdgeRule, trim_lesion_edges
-from lvt_core.lesion_filter import LesionFilter, remove_unlikely_lesions
+from lvt_core.lesion_filter import LesionFilter, remove_extrahepatic_tumors, remove_unlikely_lesions
 from lvt_core.network import build_network, patch_divisor
 from lvt_core.postprocess import (
     bounding_box,
@@ -259,6 +260,9 @@ class Predictor:
         # tumor components less round than this (tubes: vessels drawn as tumor) become liver,
         # those of ``large_tumor_ml`` excepted (calibrated; 0 off)
         self.min_tumor_roundness = float(inference_cfg.get("min_tumor_roundness", 0.0))
+        # tumor components with more than this share of the shell around them outside the organ
+        # (a neighbour drawn as tumor, the gallbladder most often) become background (calibrated; 1 off)
+        self.max_tumor_outside = float(inference_cfg.get("max_tumor_outside", 1.0))
         # second look at each tumor component (fitted on phantoms; None: every component kept)
         filter_meta = inference_cfg.get("lesion_filter")
         self.lesion_filter = LesionFilter.from_meta(filter_meta) if filter_meta else None
@@ -377,6 +381,7 @@ class Predictor:
         faint_search: FaintLesionSearch | None = None,
         lesion_edges: LesionEdgeRule | None = None,
         min_tumor_roundness: float | None = None,
+        max_tumor_outside: float | None = None,
     ) -> np.ndarray:
         """Exclusive labels from probabilities, cleaned up anatomically and of specks.
 
@@ -408,6 +413,11 @@ class Predictor:
             min_tumor_roundness = self.min_tumor_roundness
         labels = remove_tubular_tumors(labels, spacing_xyz, min_tumor_roundness,
                                        min_tumor_voxels(self.large_tumor_ml, spacing_xyz))
+        if max_tumor_outside is None:
+            max_tumor_outside = self.max_tumor_outside
+        if hu is not None:
+            labels = remove_extrahepatic_tumors(labels, probs[self.tumor_channel], hu, spacing_xyz,
+                                                max_tumor_outside)
         edges = lesion_edges or self.lesion_edges
         if hu is not None and edges.enabled:
             vessel = None if self.label_space == "multiclass" else probs[CHANNELS.index("vessel")]
@@ -483,12 +493,13 @@ class Predictor:
         faint_search: FaintLesionSearch | None = None,
         lesion_edges: LesionEdgeRule | None = None,
         min_tumor_roundness: float | None = None,
+        max_tumor_outside: float | None = None,
     ) -> sitk.Image:
         """A uint8 label map on ``image``'s grid from :meth:`predict_probabilities`' output.
 
         ``thresholds`` (one per channel), ``min_tumor_volume_ml``, ``min_tumor_peak``,
-        ``min_lesion_score``, ``faint_search``, ``lesion_edges`` and ``min_tumor_roundness``
-        override the checkpoint's,
+        ``min_lesion_score``, ``faint_search``, ``lesion_edges``, ``min_tumor_roundness`` and
+        ``max_tumor_outside`` override the checkpoint's,
         so a calibration decodes one network pass many ways.
         """
         out = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
@@ -497,7 +508,7 @@ class Predictor:
             hu = sitk.GetArrayViewFromImage(image)[region]
             out[region] = self._decode(probabilities.values, image.GetSpacing(), thresholds,
                                        min_tumor_volume_ml, min_tumor_peak, hu, min_lesion_score,
-                                       faint_search, lesion_edges, min_tumor_roundness)
+                                       faint_search, lesion_edges, min_tumor_roundness, max_tumor_outside)
             self.last_info["faint_lesion_points_mm"] = [
                 _physical_point(image, peak, region) for peak in self._second_look_points
             ]

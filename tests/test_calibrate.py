@@ -275,24 +275,32 @@ def test_calibrations_refuse_a_bad_device_before_any_work(command: str, tmp_path
     assert not (tmp_path / "out.pt").exists()
 
 
-def test_roundness_rule_scores_match_the_calibrated_checkpoint(tmp_path: Path, cohort: Path) -> None:
-    """A lowest roundness is scored as the Predictor applies it: the calibrated copy stores it,
-    and a full evaluation of that copy reproduces the grid's tumor DSC; a large-tumor volume
-    every component reaches exempts them all again."""
+def test_shape_and_outside_rules_score_as_the_calibrated_checkpoint_applies_them(tmp_path: Path, cohort: Path) -> None:
+    """A lowest roundness and a largest outside share are scored as the Predictor applies
+    them: the calibrated copy stores both, and a full evaluation of that copy reproduces the
+    grid's tumor DSC; a large-tumor volume every component reaches exempts them all from the
+    roundness rule, and an outside share of 1 is off."""
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     common = {"candidates": (0.4,), "vessel_candidates": (0.5,), "min_volumes_ml": (0.0,),
               "min_peaks": (0.0,), "device": "cpu"}
     grid = calibrate_decisions(checkpoint, cohort, None, min_roundnesses=(0.0, 0.5), large_tumor_mls=(0.0, 1e-6),
-                               **common)
-    every = {(row["min_tumor_roundness"], row["large_tumor_ml"]): row for row in grid["candidates"]}
-    rows = {roundness: every[(roundness, 0.0)] for roundness in (0.0, 0.5)}
-    assert rows[0.5]["components_per_scan"] < rows[0.0]["components_per_scan"]  # some components are tubes or sheets
-    assert every[(0.5, 1e-6)]["components_per_scan"] == rows[0.0]["components_per_scan"]
-    chosen = calibrate_decisions(checkpoint, cohort, tmp_path / "round.pt", min_roundnesses=(0.5,), **common)
-    assert chosen["best_min_tumor_roundness"] == 0.5
-    assert load_checkpoint(chosen["out"])[1]["inference"]["min_tumor_roundness"] == 0.5
+                               max_outsides=(0.1, 1.0), **common)
+    every = {(row["min_tumor_roundness"], row["large_tumor_ml"], row["max_tumor_outside"]): row
+             for row in grid["candidates"]}
+    plain = every[(0.0, 0.0, 1.0)]["components_per_scan"]
+    assert every[(0.5, 0.0, 1.0)]["components_per_scan"] < plain  # some components are tubes or sheets
+    assert every[(0.5, 1e-6, 1.0)]["components_per_scan"] == plain
+    assert every[(0.0, 0.0, 0.1)]["components_per_scan"] < plain  # some reach the organ's edge
+    both = every[(0.5, 0.0, 0.1)]
+    chosen = calibrate_decisions(checkpoint, cohort, tmp_path / "shape.pt", min_roundnesses=(0.5,),
+                                 max_outsides=(0.1,), **common)
+    assert (chosen["best_min_tumor_roundness"], chosen["best_max_tumor_outside"]) == (0.5, 0.1)
+    inference = load_checkpoint(chosen["out"])[1]["inference"]
+    assert (inference["min_tumor_roundness"], inference["max_tumor_outside"]) == (0.5, 0.1)
     full = evaluate_checkpoint(chosen["out"], cohort, device="cpu")
-    assert full["min_tumor_roundness"] == 0.5
-    assert full["tumor_dsc"] == pytest.approx(rows[0.5]["tumor_dsc"], abs=1e-4)
+    assert (full["min_tumor_roundness"], full["max_tumor_outside"]) == (0.5, 0.1)
+    assert full["tumor_dsc"] == pytest.approx(both["tumor_dsc"], abs=1e-4)
     with pytest.raises(ValueError, match="roundness candidates must be below 1"):
         calibrate_decisions(checkpoint, cohort, None, min_roundnesses=(1.0,), **common)
+    with pytest.raises(ValueError, match="outside share candidates must be between 0 and 1"):
+        calibrate_decisions(checkpoint, cohort, None, max_outsides=(1.5,), **common)

@@ -11,11 +11,12 @@ from model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 
 from lvt_core.checkpoint import load_checkpoint
 from lvt_core.inference import Predictor
-from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
 from lvt_core.lesion_filter import (
     FEATURES,
     LesionFilter,
     candidate_features,
+    remove_extrahepatic_tumors,
     remove_unlikely_lesions,
 )
 from training.calibrate import calibrate_decisions
@@ -61,6 +62,27 @@ def test_candidate_features_tell_a_round_lesion_from_a_tube_on_a_vessel() -> Non
     assert ball[column["log_detectability"]] > tube[column["log_detectability"]]
     empty = candidate_features(np.full((5, 5, 5), LIVER, np.uint8), np.zeros((5, 5, 5)), np.zeros((5, 5, 5)), SPACING)
     assert empty.count == 0 and empty.features.shape == (0, len(FEATURES))
+
+
+def test_a_tumor_bulging_out_of_the_organ_becomes_background() -> None:
+    """A neighbour drawn as tumor (the gallbladder, against the liver's underside) has much of
+    the shell around it outside the organ, where a lesion is wrapped in parenchyma: with
+    ``max_outside`` below its share it becomes background, the lesion stays, and 1 is off."""
+    labels, probability, hu = _liver_with_a_ball_and_a_tube()
+    zz, yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1], : labels.shape[2]]
+    neighbour = ((zz - 14) * 2.0) ** 2 + (yy - 55) ** 2 + (xx - 25) ** 2 <= 64  # centred on the liver's edge
+    labels[neighbour] = TUMOR
+    probability[neighbour] = 0.9
+    candidates = candidate_features(labels, probability, hu, SPACING)
+    outside = {int(candidates.components[10, 20, 20]): "ball", int(candidates.components[14, 54, 25]): "neighbour"}
+    shares = {outside[k]: candidates.column("edge_contact")[k - 1] for k in outside}
+    assert shares["ball"] == 0.0 and 0.2 < shares["neighbour"] < 0.6
+    cleaned = remove_extrahepatic_tumors(labels, probability, hu, SPACING, max_outside=0.2)
+    assert (cleaned[neighbour] == BACKGROUND).all()
+    ball = candidates.components == int(candidates.components[10, 20, 20])
+    assert (cleaned[ball] == TUMOR).all() and (cleaned == VESSEL).sum() == (labels == VESSEL).sum()
+    assert np.array_equal(remove_extrahepatic_tumors(labels, probability, hu, SPACING, 1.0), labels)
+    assert np.array_equal(remove_extrahepatic_tumors(labels, probability, hu, SPACING, 0.6), labels)
 
 
 def _roundness_filter() -> LesionFilter:

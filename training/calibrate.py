@@ -184,6 +184,7 @@ def calibrate_decisions(
     extra_windows: Sequence[tuple[float, float]] | None = None,
     large_tumor_mls: Sequence[float] = (0.0,),
     min_roundnesses: Sequence[float] = (0.0,),
+    max_outsides: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Score every candidate on ``cohort``; write the best into a copy of the checkpoint at ``out``.
 
@@ -193,7 +194,9 @@ def calibrate_decisions(
     (hysteresis) and every volume from which a component is kept whatever its peak
     (``large_tumor_mls``, 0: none; strictest first, so ties keep the fewest), every minimum
     tumor volume (ml), every lowest roundness (``min_roundnesses``: tubes drawn as tumor become
-    liver; large components stay as they do under the peak rule) and, when the checkpoint has a lesion filter (``lvt fit-lesion-filter``), every lowest lesion score (default
+    liver; large components stay as they do under the peak rule), every largest share of the
+    shell around a component outside the organ (``max_outsides``, 1: off; more becomes
+    background) and, when the checkpoint has a lesion filter (``lvt fit-lesion-filter``), every lowest lesion score (default
     :data:`DEFAULT_MIN_LESION_SCORES`); the best one within ``max_false_per_scan`` false
     lesions per scan wins. Each is drawn with every ``edge_fractions`` (:mod:`lvt_core.lesion_edges`;
     0 keeps the network's extent), on scans whose voxels' longest side is at most each of
@@ -219,6 +222,9 @@ def calibrate_decisions(
     _check_candidates("minimum tumor roundness", min_roundnesses, volumes=True)
     if any(r >= 1 for r in min_roundnesses):
         raise ValueError(f"minimum tumor roundness candidates must be below 1, got {list(min_roundnesses)}")
+    if not max_outsides or any(not 0 <= v <= 1 for v in max_outsides):
+        raise ValueError(f"largest outside share candidates must be between 0 and 1, got {list(max_outsides)}")
+    max_outsides = sorted(set(map(float, max_outsides)), reverse=True)  # loosest first: ties keep the most
     large_tumor_mls = sorted(set(map(float, large_tumor_mls)), key=lambda ml: (ml > 0, -ml))
     _check_candidates("edge fraction", edge_fractions, volumes=True)
     _check_candidates("edge largest voxel", edge_max_voxels_mm, volumes=True)
@@ -229,8 +235,8 @@ def calibrate_decisions(
                          "fit one with `lvt fit-lesion-filter` or leave --min-lesion-scores out")
     base = list(predictor.thresholds)
     tumor_index, vessel_index = CHANNELS.index("tumor"), CHANNELS.index("vessel")
-    rules = [(p, m, s, large, r) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores
-             for large in large_tumor_mls for r in min_roundnesses]
+    rules = [(p, m, s, large, r, o) for p in min_peaks for m in min_volumes_ml for s in min_lesion_scores
+             for large in large_tumor_mls for r in min_roundnesses for o in max_outsides]
     edges = [LesionEdgeRule(fraction=f, max_voxel_mm=g) for f in edge_fractions
              for g in (edge_max_voxels_mm if f > 0 else (0.0,))]
     tumor_tallies = {(t, edge, *rule): _TumorTally() for t in candidates for edge in edges for rule in rules}
@@ -253,15 +259,16 @@ def calibrate_decisions(
             thresholds = list(base)
             thresholds[tumor_index] = value
             rows = _candidate_rows(predictor, probabilities, image, thresholds, reference, edge_fractions)
-            for peak, min_volume, min_score, large, min_round in rules:
+            for peak, min_volume, min_score, large, min_round, max_out in rules:
                 large_voxels = min_tumor_voxels(large, image.GetSpacing())
                 keep = (confident_tumors(rows.peaks, rows.table.sizes, peak, large_voxels)
                         & (rows.table.sizes >= min_tumor_voxels(min_volume, image.GetSpacing()))
                         & (rows.scores >= min_score)
-                        & round_enough_tumors(rows.roundness, rows.table.sizes, min_round, large_voxels))
+                        & round_enough_tumors(rows.roundness, rows.table.sizes, min_round, large_voxels)
+                        & (rows.outside <= max_out))
                 for edge in edges:
                     drawn = rows.drawn[edge.fraction] if edge.applies_to(image.GetSpacing()) else rows.table
-                    tumor_tallies[(value, edge, peak, min_volume, min_score, large, min_round)].add(
+                    tumor_tallies[(value, edge, peak, min_volume, min_score, large, min_round, max_out)].add(
                         drawn, keep, reference)
         cases += 1
         if on_case:
@@ -270,10 +277,11 @@ def calibrate_decisions(
         raise ValueError(f"{cohort_names}: the validation cohort has no scans")
 
     scores = []
-    for (value, edge, peak, min_volume, min_score, large, min_round), tally in tumor_tallies.items():
+    for (value, edge, peak, min_volume, min_score, large, min_round, max_out), tally in tumor_tallies.items():
         summary = tally.summary()
         scores.append({"tumor_threshold": value, "min_tumor_peak": peak, "large_tumor_ml": large,
                        "min_tumor_volume_ml": min_volume, "min_tumor_roundness": min_round,
+                       "max_tumor_outside": max_out,
                        "min_lesion_score": min_score, "edge_fraction": edge.fraction,
                        "edge_max_voxel_mm": edge.max_voxel_mm,
                        "score": round(tumor_score(summary), 4), **summary})
@@ -287,6 +295,7 @@ def calibrate_decisions(
         "best_min_tumor_peak": best["min_tumor_peak"],
         "best_large_tumor_ml": best["large_tumor_ml"],
         "best_min_tumor_roundness": best["min_tumor_roundness"],
+        "best_max_tumor_outside": best["max_tumor_outside"],
         "best_min_lesion_score": best["min_lesion_score"],
         "best_edge_fraction": best["edge_fraction"],
         "best_edge_max_voxel_mm": best["edge_max_voxel_mm"],
@@ -303,6 +312,7 @@ def calibrate_decisions(
         inference["min_tumor_peak"] = best["min_tumor_peak"]
         inference["large_tumor_ml"] = best["large_tumor_ml"]
         inference["min_tumor_roundness"] = best["min_tumor_roundness"]
+        inference["max_tumor_outside"] = best["max_tumor_outside"]
         inference["min_lesion_score"] = best["min_lesion_score"]
         inference["lesion_edges"] = LesionEdgeRule(fraction=best["edge_fraction"],
                                                    max_voxel_mm=best["edge_max_voxel_mm"]).to_meta()
@@ -322,6 +332,7 @@ class _CandidateRows:
     table: _CandidateTable
     peaks: np.ndarray
     roundness: np.ndarray
+    outside: np.ndarray  # share of the shell around it outside the organ (``edge_contact``)
     scores: np.ndarray
     drawn: dict[float, _CandidateTable]
 
@@ -337,7 +348,8 @@ def _candidate_rows(
     decoded = decoded_candidates(predictor, probabilities, image, thresholds)
     if decoded is None:
         empty = _CandidateTable.empty(reference.count)
-        return _CandidateRows(empty, np.zeros(0), np.zeros(0), np.zeros(0), dict.fromkeys(edge_fractions, empty))
+        return _CandidateRows(empty, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0),
+                              dict.fromkeys(edge_fractions, empty))
     candidates, region, labels = decoded
     ref_components = reference.components[region]
     table = _CandidateTable(candidates.components, ref_components, reference.count)
@@ -354,4 +366,4 @@ def _candidate_rows(
                                           reference.count, table.count)
     scores = predictor.lesion_filter.scores(candidates.features) if predictor.lesion_filter else np.ones(candidates.count)
     return _CandidateRows(table, candidates.column("peak_probability"), candidates.column("roundness"),
-                          scores, drawn)
+                          candidates.column("edge_contact"), scores, drawn)

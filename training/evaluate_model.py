@@ -252,6 +252,7 @@ def evaluate_checkpoint(
         "extra_windows": windows_to_meta(predictor.extra_windows),
         "min_tumor_volume_ml": predictor.min_tumor_volume_ml, "min_tumor_peak": predictor.min_tumor_peak,
         "large_tumor_ml": predictor.large_tumor_ml, "min_tumor_roundness": predictor.min_tumor_roundness,
+        "max_tumor_outside": predictor.max_tumor_outside,
         "cross_phase": predictor.cross_phase.to_meta(), "cross_phase_lesions_added": confirmed_total,
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],

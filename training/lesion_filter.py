@@ -46,7 +46,7 @@ def decoded_candidates(
     labels = sitk.GetArrayFromImage(predictor.labels_from(probabilities, image, thresholds, 0.0, 0.0, 0.0,
                                                           faint_search=FaintLesionSearch(),
                                                           lesion_edges=LesionEdgeRule(),
-                                                          min_tumor_roundness=0.0))
+                                                          min_tumor_roundness=0.0, max_tumor_outside=1.0))
     candidates = candidate_features(labels[region], probabilities.values[predictor.tumor_channel],
                                     sitk.GetArrayViewFromImage(image)[region], image.GetSpacing())
     return candidates, region, labels[region]

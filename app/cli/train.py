@@ -173,6 +173,10 @@ def calibrate_command(
                                         help="Comma-separated lowest roundness (smallest over largest "
                                              "principal axis: 1 a ball, near 0 a tube) a tumor component "
                                              "below --large-tumor-mls must reach to be kept (0: any shape)."),
+    max_outsides: str = typer.Option("1", "--max-tumor-outside",
+                                     help="Comma-separated largest share of the 5 mm shell around a tumor "
+                                          "component that may lie outside the organ; more becomes "
+                                          "background (1: off; a neighbour drawn as tumor, say the gallbladder)."),
     edge_fractions: str = typer.Option("0", "--edge-fractions",
                                        help="Comma-separated fractions of the way from the liver "
                                             "around a lesion to its core at which its edge is drawn "
@@ -203,13 +207,14 @@ def calibrate_command(
     fractions = _numbers("--edge-fractions", edge_fractions)
     large = _numbers("--large-tumor-mls", large_tumors)
     roundnesses = _numbers("--min-tumor-roundness", min_roundnesses)
+    outsides = _numbers("--max-tumor-outside", max_outsides)
     max_voxels = _numbers("--edge-max-voxel-mm", edge_max_voxels)
     windows = [_window("--extra-window", text) for text in extra_windows] if extra_windows else None
     result = _per_case_progress("calibrating", lambda on_case: calibrate_decisions(
         checkpoint, cohort, out, tumor, vessel, volumes, device, on_case=on_case, min_peaks=peaks,
         version=version, max_false_per_scan=max_false, min_lesion_scores=scores, edge_fractions=fractions,
         edge_max_voxels_mm=max_voxels, extra_windows=windows, large_tumor_mls=large,
-        min_roundnesses=roundnesses))
+        min_roundnesses=roundnesses, max_outsides=outsides))
     if as_json:
         print_json(result)
         return
@@ -218,6 +223,7 @@ def calibrate_command(
     for row in result["candidates"]:
         typer.echo(f"tumor threshold {row['tumor_threshold']}, min peak {row['min_tumor_peak']} "
                    f"({_peak_applies(row['large_tumor_ml'])}), min roundness {row['min_tumor_roundness']}, "
+                   f"max outside {row['max_tumor_outside']}, "
                    f"min lesion score {row['min_lesion_score']}, edge fraction {row['edge_fraction']} "
                    f"(voxels ≤ {row['edge_max_voxel_mm'] or 'any'} mm), min volume {row['min_tumor_volume_ml']} ml: "
                    f"score {row['score']} (tumor DSC {row['tumor_dsc']:.3f}, "
@@ -227,6 +233,7 @@ def calibrate_command(
                f"min tumor peak {result['best_min_tumor_peak']} "
                f"({_peak_applies(result['best_large_tumor_ml'])}), "
                f"min tumor roundness {result['best_min_tumor_roundness']}, "
+               f"max tumor outside {result['best_max_tumor_outside']}, "
                f"min lesion score {result['best_min_lesion_score']}, "
                f"edge fraction {result['best_edge_fraction']} "
                f"(voxels ≤ {result['best_edge_max_voxel_mm'] or 'any'} mm), min tumor volume {result['best_min_tumor_volume_ml']} ml; wrote {result['out']}")
