@@ -242,7 +242,8 @@ def test_checkpoint_flag_switches_on_antialiased_resampling(toy_model: Path, tmp
     ct, _ = toy_scan(spacing=(0.8, 0.8, 1.0), size=(110, 110, 80))
     a = plain.predict_probabilities(ct).values.astype(np.float32)
     b = smooth.predict_probabilities(ct).values.astype(np.float32)
-    assert a.shape == b.shape and np.abs(a - b).max() > 0.01
+    # low-passing moves the coarse pass's liver, and with it the fine box, or else the probabilities
+    assert a.shape != b.shape or np.abs(a - b).max() > 0.01
 
 
 def test_air_is_never_labelled_liver(tmp_path: Path) -> None:
