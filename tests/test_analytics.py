@@ -789,3 +789,64 @@ def test_the_cohort_export_holds_finished_segmentations_only(store: dict) -> Non
     kept = set(after["lesions"]["lesion_id"])
     assert set(after["tracks"]["lesion_id"]) <= kept and len(after["tracks"]) < len(before["tracks"])
     assert after["series"].loc[after["series"]["series_id"] == series_id, "segmentation"].tolist() == ["running"]
+
+
+def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) -> None:
+    """A series stored by mistake could not be taken out: ingest refuses the whole series under
+    a stored half's UID, and every later page showed the wrong scan's lesions and volumes."""
+    import json
+    import os
+    import socket
+
+    from typer.testing import CliRunner
+
+    from app.cli.main import app
+    from app.services.series_removal import remove_series
+    from db import storage
+    from db.models import AuditEvent, BatchJob, BatchRun, Segmentation, Series, Study
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        arterial = s.get(Series, s.scalar(select(Series.id).where(Series.phase == "arterial")))
+        assert arterial is not None
+        arterial_id, arterial_file = arterial.id, storage.resolve(arterial.image_path)
+        label_file = storage.resolve(s.scalar(select(Segmentation.label_map_path)
+                                              .where(Segmentation.series_id == arterial_id)) or "")
+        last_study = s.scalar(select(Study.id).order_by(Study.study_date.desc()))
+        last_portal = s.scalar(select(Series.id).where(Series.study_id == last_study))
+        run = BatchRun(model_id=model_id, status="running", params={"pid": os.getpid(), "host": socket.gethostname()})
+        s.add(run)
+        s.flush()
+        s.add(BatchJob(run_id=run.id, series_id=arterial_id, status="running"))
+        s.commit()
+        run_id = run.id
+    assert arterial_file.is_file() and label_file.is_file()
+    with pytest.raises(UserError, match=f"being segmented by batch run {run_id}"):
+        remove_series(arterial_id, actor="test", url=url)
+    with make_session_factory(url)() as s:  # the run's client is gone: it no longer holds the series
+        s.get(BatchRun, run_id).params = {"pid": 2**22 + 17, "host": socket.gethostname()}
+        s.commit()
+    runner = CliRunner()
+    assert runner.invoke(app, ["studies", "remove-series", "999999", "--yes"]).exit_code == 1
+    done = runner.invoke(app, ["studies", "remove-series", str(arterial_id), "--yes", "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert (report["phase"], report["segmentations_removed"], report["lesions_removed"]) == ("arterial", 1, 1)
+    assert report["study_removed"] is False and report["patient_removed"] is False  # the portal scan stays
+    assert report["redo"] == f"lvt batch --patient {store['patient']} --outdated"  # drawn beside it
+    assert not arterial_file.exists() and not label_file.exists()
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert sorted(v["phase"] for v in f.volumes) == ["portal"] * 3
+    assert all(v["deviation_pct"] is None for v in f.volumes)  # no phase left to compare with
+    assert len(f.timeline) == 3 and len(f.tracks) == 2
+    # the last study keeps its radiologist measurements, so it stays without its only series
+    report = remove_series(last_portal, actor="test", url=url)
+    assert report["study_removed"] is False and report["segmentations_to_redo"] == 0
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert len(f.timeline) == 2 and [r["category"] for r in f.responses["model"]] == ["PD"]
+    assert len(f.measurements) == 4  # the radiologist's own series of sizes is untouched
+    with make_session_factory(url)() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "series_removed")).all()
+        assert [e.target for e in events] == [f"series {arterial_id}", f"series {last_portal}"]
+        assert "remove-series" in (events[0].actor or "")
+        assert s.scalar(select(func.count(Series.id))) == 2

@@ -1102,6 +1102,31 @@ def test_a_series_split_over_folders_or_zips_is_ingested_whole(migrated_db: str,
     assert _counts(migrated_db) == (1, 1, 1)
 
 
+def test_a_half_series_stored_earlier_is_removed_and_the_whole_one_ingested(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    """Half a series, ingested before its other files arrived, stayed stored for good: the
+    whole series was refused under its UID and no command removed the half."""
+    from app.services.series_removal import remove_series
+
+    write_ct_series(tmp_path / "s", seed=3)
+    _split(tmp_path / "s", (tmp_path / "a", tmp_path / "b"))
+    half = ingest_paths([tmp_path / "a"], url=migrated_db).added[0]
+    assert half["size"][2] == 3
+    half_files = _store_files()
+    with pytest.raises(UserError, match=f"remove it first \\(`lvt studies remove-series {half['series_id']}`\\)"):
+        ingest_paths([tmp_path / "a", tmp_path / "b"], url=migrated_db)
+    report = remove_series(half["series_id"], actor="test", url=migrated_db)
+    assert report["study_removed"] and report["patient_removed"] and report["segmentations_removed"] == 0
+    assert len(report["files_removed"]) == 1 and _store_files() == set()
+    assert _counts(migrated_db) == (0, 0, 0)
+    whole = ingest_paths([tmp_path / "a", tmp_path / "b"], url=migrated_db)
+    assert [a["size"][2] for a in whole.added] == [6] and _counts(migrated_db) == (1, 1, 1)
+    assert whole.added[0]["patient"] == half["patient"] and len(_store_files()) == len(half_files)
+    with pytest.raises(UserError, match="series 999999 is not in the store"):
+        remove_series(999999, actor="test", url=migrated_db)
+
+
 def test_a_damaged_end_slice_skips_its_whole_series(migrated_db: str, tmp_path: Path) -> None:
     """A truncated last slice was dropped before grouping; no gap showed, and --skip-invalid
     stored the series one slice short without a word."""

@@ -1,5 +1,6 @@
 """``lvt patients list`` and ``lvt studies list PATIENT``: what the store holds;
-``lvt studies set-phase SERIES PHASE`` corrects a series' contrast phase."""
+``lvt studies set-phase SERIES PHASE`` corrects a series' contrast phase, ``set-date`` dates a
+study, and ``remove-series SERIES`` removes a series stored by mistake."""
 
 from __future__ import annotations
 
@@ -133,6 +134,36 @@ def set_date(
                   f"({how}); tracks and responses refreshed")
     if report["redo"]:
         console.print(f"it joins a day with other scans: redraw the day with `{report['redo']}`")
+
+
+@studies_app.command("remove-series")
+def remove_series(
+    series_id: int = typer.Argument(..., help="Series id (`lvt studies list PATIENT` shows it)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before removing."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Remove a series stored by mistake (half a series, another patient's scan), with what was
+    drawn from it (audited); then the whole series can be ingested."""
+    from app.services import audit, series_removal
+
+    open_existing_store()
+    if not yes and not typer.confirm(f"Remove series {series_id}, its segmentations and lesions from the store?"):
+        raise UserError("nothing removed")
+    report = series_removal.remove_series(series_id, audit.command_line_actor("lvt studies remove-series"))
+    if json_out:
+        print_json(report)
+        return
+    gone = [f"{report['segmentations_removed']} segmentation(s)", f"{report['lesions_removed']} lesion(s)"]
+    if report["study_removed"]:
+        gone.append(f"study {report['study_id']}, left empty")
+    if report["patient_removed"]:
+        gone.append(f"patient {report['patient']}, left without studies")
+    console.print(f"series {series_id} ({report['phase']}, {report['study_date'] or 'no date'}) of patient "
+                  f"{report['patient']} removed with {', '.join(gone)}"
+                  + ("" if report["patient_removed"] else "; volumetry, tracks and responses refreshed"))
+    if report["redo"]:
+        console.print(f"{report['segmentations_to_redo']} segmentation(s) of that day were drawn beside it; "
+                      f"redo them with `{report['redo']}`")
 
 
 def register(app: typer.Typer) -> None:

@@ -194,10 +194,29 @@ def claimed_series(model_id: int, now: dt.datetime | None = None) -> Select[tupl
     """Series with an unfinished job in a run of the model that is running, or was created by
     the app moments ago and is starting (a run whose client died is failed first, by
     :func:`close_stale_runs`)."""
-    recent = (now or utcnow()) - UNSTARTED_RUN_CLAIM
+    return _claimed_by_any_model(now or utcnow()).where(BatchRun.model_id == model_id)
+
+
+def run_segmenting(session: Session, series_id: int) -> int | None:
+    """The run that is segmenting ``series_id`` now (any model; a run whose client process on
+    this host is gone does not count), else ``None``."""
+    claimed = _claimed_by_any_model(utcnow()).where(BatchJob.series_id == series_id)
+    runs = session.scalars(select(BatchRun).where(BatchRun.id.in_(claimed.with_only_columns(BatchJob.run_id))))
+    return next((run.id for run in runs if not _client_gone(run)), None)
+
+
+def _claimed_by_any_model(now: dt.datetime) -> Select[tuple[int]]:
+    recent = now - UNSTARTED_RUN_CLAIM
     live = (BatchRun.status == "running") | ((BatchRun.status == "pending") & (BatchRun.created_at >= recent))
     return (select(BatchJob.series_id).join(BatchRun, BatchRun.id == BatchJob.run_id)
-            .where(BatchRun.model_id == model_id, live, BatchJob.status.in_(("pending", "running"))))
+            .where(live, BatchJob.status.in_(("pending", "running"))))
+
+
+def _client_gone(run: BatchRun) -> bool:
+    """Whether the run's client process ran on this host and has ended (killed, crashed)."""
+    params = run.params or {}
+    pid = params.get("pid")
+    return pid is not None and params.get("host") == socket.gethostname() and not storage.process_alive(int(pid))
 
 
 def patients_with_results(
@@ -219,15 +238,12 @@ def close_stale_runs(session: Session) -> set[int]:
     """Mark runs whose client process on this host is gone as failed; return the patients whose
     series such a run finished: the killed client never reached their analytics (tracks,
     volumetry, responses), so the next run refreshes them."""
-    host = socket.gethostname()
     unrefreshed: set[int] = set()
     for run in session.scalars(select(BatchRun).where(BatchRun.status.in_(("pending", "running")))):
-        params = run.params or {}
-        pid = params.get("pid")
-        if pid is None or params.get("host") != host or storage.process_alive(int(pid)):
+        if not _client_gone(run):
             continue
         run.status = "failed"
-        run.error = f"interrupted: client process {pid} is no longer running"
+        run.error = f"interrupted: client process {(run.params or {}).get('pid')} is no longer running"
         run.finished_at = utcnow()
         for job in run.jobs:
             if job.status in ("pending", "running"):

@@ -57,7 +57,7 @@ def set_series_phase(
         series.phase = phase
         audit.record(session, "series_phase_set", actor=actor, target=f"series {series_id}",
                      detail={"from": before, "to": phase, "patient": patient.pseudo_id})
-        drawn = _mark_day_outdated(session, study, "contrast phase corrected")
+        drawn = mark_day_outdated(session, study, "contrast phase corrected")
         session.flush()
         for model_id in sorted({seg.model_id for seg in drawn}):
             refresh_patient(session, patient.id, model_id, data_root)
@@ -66,7 +66,7 @@ def set_series_phase(
     return report | {"segmentations_to_redo": len(drawn), "redo": redo}
 
 
-def _mark_day_outdated(session: Session, study: Study, reason: str) -> list[Segmentation]:
+def mark_day_outdated(session: Session, study: Study, reason: str) -> list[Segmentation]:
     """Record why the finished segmentations of ``study``'s day must be redrawn, which ``lvt
     batch --outdated`` does: ``--force`` redrew every day of the patient, and a plain batch saw
     nothing pending. They stay ``done`` (still shown and tracked) until then, and keep the LVT
@@ -115,7 +115,7 @@ def set_study_date(
         session.flush()
         same_day_scans = session.scalar(select(func.count(Series.id)).join(Study, Study.id == Series.study_id)
                                         .where(same_day(study), Study.id != study.id))
-        drawn = _mark_day_outdated(session, study, "a study dated into this day") if same_day_scans else []
+        drawn = mark_day_outdated(session, study, "a study dated into this day") if same_day_scans else []
         models = session.scalars(
             select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
             .join(Study, Study.id == Series.study_id)

@@ -393,7 +393,8 @@ def _apply(
                     f"{c.source}: series {series_uid} is already stored with different image "
                     f"content (stored {existing.content_hash[:12]}… of {existing.size_z} slices, "
                     f"new {item.sha256[:12]}… of {item.size[2]}); if its files are split over "
-                    "several folders or zips, ingest them all at once (`lvt ingest PART1 PART2`)"
+                    "several folders or zips, ingest them all at once (`lvt ingest PART1 PART2`); if the "
+                    f"stored one is incomplete, remove it first (`lvt studies remove-series {existing.id}`)"
                 )
                 (
                     report.skipped.append({"source": c.source, "reason": message})
