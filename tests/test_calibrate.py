@@ -161,6 +161,27 @@ def test_lesion_findings_measure_size_contrast_and_coverage() -> None:
     assert diameter_agreement(rows[1:])["median_abs_error_mm"] is None
 
 
+def test_a_lesion_at_the_livers_surface_is_counted_apart() -> None:
+    """Phantom lesions never reached the capsule, so no figure said how a model (or a rule that
+    looks around a lesion) treats one that does, as real metastases often do."""
+    from training.evaluate_model import capsule_sensitivity, lesion_findings
+
+    ref = np.zeros((40, 40, 40), np.uint8)
+    ref[4:36, 4:36, 4:36] = 1
+    zz, yy, xx = np.mgrid[:40, :40, :40]
+    inner = (zz - 20) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 36
+    at_surface = ((zz - 20) ** 2 + (yy - 27) ** 2 + (xx - 35) ** 2 <= 36) & (ref == 1)  # cut flat at x = 35
+    ref[inner | at_surface] = 3
+    pred = ref.copy()
+    pred[at_surface] = 1  # missed
+    rows = sorted(lesion_findings(pred, ref, np.full(ref.shape, 100.0, np.float32), (1.0, 1.0, 1.0)),
+                  key=lambda r: r["capsule"])
+    assert rows[0]["capsule"] == 0.0 and 0.2 < rows[1]["capsule"] < 0.6
+    assert capsule_sensitivity(rows) == {"lesions_10mm_at_capsule": 1, "lesions_10mm_at_capsule_found": 0,
+                                         "lesion_sensitivity_10mm_at_capsule": 0.0}
+    assert capsule_sensitivity(rows[:1])["lesion_sensitivity_10mm_at_capsule"] is None
+
+
 def test_evaluation_runs_with_and_without_mirroring_tta(tmp_path: Path, cohort: Path) -> None:
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
     plain = evaluate_checkpoint(checkpoint, cohort, device="cpu", tta=False)

@@ -289,6 +289,24 @@ def test_a_lesion_mix_places_every_lesion_against_a_vessel_and_draws_the_asked_k
         LesionMix(near_vessel=-0.1)
 
 
+def test_a_subcapsular_mix_cuts_every_lesion_flat_at_the_livers_surface() -> None:
+    """No phantom lesion reached the capsule, so a rule that removes tumors with much of their
+    surroundings outside the organ looked safe on phantoms, and removed a real one."""
+    from lvt_core.phantom.lesions import CAPSULE_DEPTH
+
+    at_capsule, depths = LesionMix(subcapsular=1.0), []
+    for index in range(4):
+        patient = make_patient(31, index, at_capsule)
+        for track in patient.tracks:
+            x, y, z = (track.center[i : i + 1].astype(np.float32) for i in range(3))
+            depths.append(-float(patient.anatomy.liver(x, y, z)[0]) / (max(track.diameters) / 2))
+    assert len(depths) >= 6
+    assert all(CAPSULE_DEPTH[0] <= d <= CAPSULE_DEPTH[1] for d in depths)  # the surface cuts each one
+    assert make_patient(31, 0).tracks[0].center.tolist() != make_patient(31, 0, at_capsule).tracks[0].center.tolist()
+    with pytest.raises(ValueError, match="subcapsular"):
+        LesionMix(subcapsular=1.5)
+
+
 def test_patients_rendered_by_worker_processes_give_the_same_files(tmp_path: Path) -> None:
     config = CohortConfig(patients=3, timepoints=2, phases=1, seed=11, size="tiny")
     calls: list[tuple[int, int]] = []

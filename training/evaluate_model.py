@@ -42,14 +42,20 @@ def large_lesion_ids(components: np.ndarray, spacing: tuple[float, ...]) -> np.n
 DETECTED_COVERAGE = 0.1
 """A reference lesion counts as found when more than this fraction of it is predicted tumor."""
 
+AT_CAPSULE = 0.05
+"""A reference lesion lies at the liver's surface when more than this share of the ring around
+it (``capsule`` of :func:`lesion_findings`) is outside the organ."""
+
 
 def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
                     spacing: tuple[float, ...]) -> list[dict[str, Any]]:
     """One row per reference lesion: longest axial diameter, mean HU contrast against a 2–6 mm
     shell of liver around it, its detectability (that contrast against the noise of a liver
     region of its volume, :mod:`lvt_core.detectability`), the fraction covered by predicted
-    tumor, whether it is found, and the longest axial diameter of the predicted lesions that
-    touch it (what the app would measure for it; None when none does)."""
+    tumor, whether it is found, the longest axial diameter of the predicted lesions that
+    touch it (what the app would measure for it; None when none does), and the share of a
+    1–3 voxel ring around it outside the organ (``capsule``: 0 inside the liver, more at its
+    surface, where rules that look around a lesion see less liver)."""
     from lvt_core.detectability import LiverNoise
 
     components = cc3d.connected_components(ref == 3, connectivity=26)
@@ -79,6 +85,7 @@ def lesion_findings(pred: np.ndarray, ref: np.ndarray, hu: np.ndarray,
             "contrast_hu": round(contrast, 1) if contrast is not None else None,
             "detectability": round(visible, 2) if visible is not None else None,
             "coverage": round(coverage, 3), "found": coverage > DETECTED_COVERAGE,
+            "capsule": round(float((ref[grown][near] == 0).mean()), 3),
         })
     return rows
 
@@ -110,6 +117,15 @@ def visible_large_lesions(findings: list[dict[str, Any]]) -> list[dict[str, Any]
 
     return [row for row in findings if row["diameter_mm"] >= MIN_LESION_MM
             and row["detectability"] is not None and row["detectability"] >= ROSE_THRESHOLD]
+
+
+def capsule_sensitivity(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lesions ≥ 10 mm at the liver's surface (:data:`AT_CAPSULE`) and the share found: a
+    cohort drawn with ``lvt phantom --subcapsular`` has many, the usual cohorts almost none."""
+    at_capsule = [row for row in findings if row["diameter_mm"] >= MIN_LESION_MM and row["capsule"] > AT_CAPSULE]
+    found = sum(row["found"] for row in at_capsule)
+    return {"lesions_10mm_at_capsule": len(at_capsule), "lesions_10mm_at_capsule_found": found,
+            "lesion_sensitivity_10mm_at_capsule": found / len(at_capsule) if at_capsule else None}
 
 
 def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, int]:
@@ -261,6 +277,7 @@ def evaluate_checkpoint(
         # the same for the lesions >= 10 mm that stand out of the noise (detectability >= 5)
         "lesion_sensitivity_10mm_visible": visible_found / visible_total if visible_total else None,
         "lesions_10mm_visible": visible_total,
+        **capsule_sensitivity(all_findings),
         "false_lesions_per_scan": false_total / len(rows) if rows else 0.0,
         "lesion_precision": mean["lesion_precision"],  # as `lvt evaluate` scores the same pairs
         "lesion_precision_pooled": pooled_lesion_precision(predicted_lesions, false_total),

@@ -119,13 +119,18 @@ class Anatomy:
         """Which points (n, 3) lie in the liver with ``margin`` mm to spare (undeformed)."""
         points = np.atleast_2d(points).astype(np.float32)
         f = self.liver(points[:, 0], points[:, 1], points[:, 2])
-        gb = self.gallbladder(points[:, 0], points[:, 1], points[:, 2])
-        ivc = np.min([c.distance(points[:, 0], points[:, 1], points[:, 2]) for c in self.ivc],
-                     axis=0)
-        inside = (f < -margin) & (gb > margin) & (ivc > margin)
+        return (f < -margin) & self.clear_of_carved(points, margin)
+
+    def clear_of_carved(self, points: np.ndarray, margin: float) -> np.ndarray:
+        """Which points (n, 3) lie ``margin`` mm clear of what is carved out of the liver
+        envelope: the gallbladder, the IVC, and the stomach and kidneys that indent it."""
+        points = np.atleast_2d(points).astype(np.float32)
+        x, y, z = points[:, 0], points[:, 1], points[:, 2]
+        ivc = np.min([c.distance(x, y, z) for c in self.ivc], axis=0)
+        clear = (self.gallbladder(x, y, z) > margin) & (ivc > margin)
         for organ in (self.stomach, *self.kidneys):  # they indent the liver (see rendering)
-            inside &= organ(points[:, 0], points[:, 1], points[:, 2]) > margin + 2.0
-        return inside
+            clear &= organ(x, y, z) > margin + 2.0
+        return clear
 
 
 def make_anatomy(rng: np.random.Generator) -> Anatomy:

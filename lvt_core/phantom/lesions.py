@@ -26,7 +26,8 @@ LESION_KINDS: tuple[str, ...] = ("hypo", "hyper", "rim")
 
 @dataclass(frozen=True)
 class LesionMix:
-    """How a cohort's lesions are drawn: the share placed against a vessel, and each kind's weight.
+    """How a cohort's lesions are drawn: the share placed against a vessel, the share placed
+    at the liver's surface (subcapsular), and each kind's weight.
 
     The default is the mix every shipped model was trained, calibrated and tested on, and gives
     the same files as before the mix existed. A decision that only some lesions exercise (for
@@ -39,10 +40,12 @@ class LesionMix:
     hypo: float = 0.5
     hyper: float = 0.25
     rim: float = 0.25
+    subcapsular: float = 0.0  # share placed against the liver's surface, cut flat by it
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.near_vessel <= 1.0:
-            raise ValueError(f"near_vessel must be a share in 0..1, got {self.near_vessel}")
+        for name in ("near_vessel", "subcapsular"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a share in 0..1, got {getattr(self, name)}")
         weights = self.kind_weights
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"lesion kind weights must be ≥ 0 and not all 0, got "
@@ -114,7 +117,13 @@ def make_tracks(anatomy: Anatomy, rng: np.random.Generator,
         d_max = max(diameters)
         ratio = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)])
         near_vessel = bool(vessels) and rng.random() < mix.near_vessel
-        center = _place(anatomy, rng, d_max / 2 + 1.5, placed, vessels if near_vessel else [])
+        # no draw at the default share of 0, so default cohorts keep their files byte for byte
+        at_capsule = mix.subcapsular > 0 and rng.random() < mix.subcapsular
+        if at_capsule:
+            near_vessel = False
+            center = _place_at_capsule(anatomy, rng, d_max / 2, placed)
+        else:
+            center = _place(anatomy, rng, d_max / 2 + 1.5, placed, vessels if near_vessel else [])
         if center is None:
             continue
         placed.append((center, d_max / 2))
@@ -151,6 +160,32 @@ def _place(anatomy: Anatomy, rng: np.random.Generator, radius: float,
             continue
         if anatomy.inside_liver(np.vstack([c, c + r * sphere]), 1.0).all():
             return c
+    return None
+
+
+CAPSULE_DEPTH = (0.3, 0.7)
+"""How deep a subcapsular lesion's centre lies under the liver's surface, in its largest radius:
+the surface cuts every one flat (the phantom paints tumor inside the liver only), even along
+its shortest axis (0.7 of the largest at least), from a sliver to about a third of it."""
+
+
+def _place_at_capsule(anatomy: Anatomy, rng: np.random.Generator, radius: float,
+                      placed: list[tuple[np.ndarray, float]]) -> np.ndarray | None:
+    """A centre ``CAPSULE_DEPTH`` radii under the liver's surface, the sphere of ``radius``
+    clear of the gallbladder, the IVC and the organs that indent the liver, and away from other
+    lesions: where real metastases often sit, and where a lesion's surroundings are partly
+    outside the organ, which no lesion placed wholly inside shows."""
+    lo, hi = anatomy.liver_bbox()
+    sphere = rng.normal(size=(26, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    candidates = rng.uniform(lo, hi, size=(4000, 3)).astype(np.float32)
+    depth = -anatomy.liver(candidates[:, 0], candidates[:, 1], candidates[:, 2])
+    shallow, deep = (radius * d for d in CAPSULE_DEPTH)
+    for c in candidates[(depth >= shallow) & (depth <= deep)]:
+        if any(np.linalg.norm(c - p) < radius + q + 6 for p, q in placed):
+            continue
+        if anatomy.clear_of_carved(np.vstack([c, c + radius * sphere]), 2.0).all():
+            return c.astype(np.float64)
     return None
 
 
