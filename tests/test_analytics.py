@@ -828,6 +828,8 @@ def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) 
         s.commit()
     runner = CliRunner()
     assert runner.invoke(app, ["studies", "remove-series", "999999", "--yes"]).exit_code == 1
+    declined = runner.invoke(app, ["studies", "remove-series", str(arterial_id)], input="n\n")
+    assert declined.exit_code == 1 and arterial_file.is_file()
     done = runner.invoke(app, ["studies", "remove-series", str(arterial_id), "--yes", "--json"])
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
@@ -840,8 +842,11 @@ def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) 
     assert all(v["deviation_pct"] is None for v in f.volumes)  # no phase left to compare with
     assert len(f.timeline) == 3 and len(f.tracks) == 2
     # the last study keeps its radiologist measurements, so it stays without its only series
-    report = remove_series(last_portal, actor="test", url=url)
-    assert report["study_removed"] is False and report["segmentations_to_redo"] == 0
+    said = runner.invoke(app, ["studies", "remove-series", str(last_portal)], input="y\n")
+    assert said.exit_code == 0, said.output
+    assert f"series {last_portal} (portal, " in said.output and "study" not in said.output.split("removed with")[1]
+    assert "responses refreshed" in said.output and "redo" not in said.output
+    assert runner.invoke(app, ["studies", "remove-series", str(last_portal)], input="y\n").exit_code == 1
     f = analytics.patient_followup(store["patient"], model_id)
     assert len(f.timeline) == 2 and [r["category"] for r in f.responses["model"]] == ["PD"]
     assert len(f.measurements) == 4  # the radiologist's own series of sizes is untouched
