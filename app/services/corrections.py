@@ -66,6 +66,15 @@ def set_series_phase(
     return report | {"segmentations_to_redo": len(drawn), "redo": redo}
 
 
+def models_drawn_for(session: Session, patient_id: int) -> list[int]:
+    """The models with finished segmentations of this patient: each one's analytics change
+    when the patient's studies do."""
+    return sorted(session.scalars(
+        select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
+        .join(Study, Study.id == Series.study_id)
+        .where(Study.patient_id == patient_id, Segmentation.status == "done").distinct()))
+
+
 def mark_day_outdated(session: Session, study: Study, reason: str) -> list[Segmentation]:
     """Record why the finished segmentations of ``study``'s day must be redrawn, which ``lvt
     batch --outdated`` does: ``--force`` redrew every day of the patient, and a plain batch saw
@@ -116,12 +125,7 @@ def set_study_date(
         same_day_scans = session.scalar(select(func.count(Series.id)).join(Study, Study.id == Series.study_id)
                                         .where(same_day(study), Study.id != study.id))
         drawn = mark_day_outdated(session, study, "a study dated into this day") if same_day_scans else []
-        models = session.scalars(
-            select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
-            .join(Study, Study.id == Series.study_id)
-            .where(Study.patient_id == patient.id, Segmentation.status == "done").distinct()
-        ).all()
-        for model_id in sorted(models):
+        for model_id in models_drawn_for(session, patient.id):
             refresh_patient(session, patient.id, model_id, data_root)
         session.commit()
         stored = study.study_date

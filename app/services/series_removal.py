@@ -24,7 +24,7 @@ from app.cli.common import UserError
 from app.services import audit
 from app.services.analytics import refresh_patient
 from app.services.batch import run_segmenting
-from app.services.corrections import mark_day_outdated
+from app.services.corrections import mark_day_outdated, models_drawn_for
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Lesion, Measurement, Patient, Segmentation, Series, Study
@@ -47,7 +47,7 @@ def remove_series(series_id: int, actor: str, url: str | None = None,
         files = {series.image_path} | {s.label_map_path for s in segmentations if s.label_map_path}
         lesions = session.scalar(select(func.count(Lesion.id)).where(
             Lesion.segmentation_id.in_([s.id for s in segmentations]))) or 0
-        models = _models_drawn_for(session, patient.id)
+        models = models_drawn_for(session, patient.id)
         report: dict[str, Any] = {
             "series_id": series_id, "series_instance_uid": series.series_instance_uid,
             "phase": series.phase, "patient": patient.pseudo_id, "study_id": study.id,
@@ -81,14 +81,6 @@ def _refuse_while_segmented(session: Session, series_id: int) -> None:
     if (run := run_segmenting(session, series_id)) is not None:
         raise UserError(f"series {series_id} is being segmented by batch run {run}: remove it once that "
                         "run has ended")
-
-
-def _models_drawn_for(session: Session, patient_id: int) -> list[int]:
-    """The models with finished segmentations of this patient: each one's analytics change."""
-    return sorted(session.scalars(
-        select(Segmentation.model_id).join(Series, Series.id == Segmentation.series_id)
-        .join(Study, Study.id == Series.study_id)
-        .where(Study.patient_id == patient_id, Segmentation.status == "done").distinct()))
 
 
 def _remove_if_empty(session: Session, study_id: int) -> bool:

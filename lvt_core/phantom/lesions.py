@@ -156,11 +156,16 @@ def _place(anatomy: Anatomy, rng: np.random.Generator, radius: float,
         else:
             c = rng.uniform(lo, hi)
         r = radius if attempt < 300 else radius * 0.7
-        if any(np.linalg.norm(c - p) < r + q + 6 for p, q in placed):
+        if _near_placed(c, r, placed):
             continue
         if anatomy.inside_liver(np.vstack([c, c + r * sphere]), 1.0).all():
             return c
     return None
+
+
+def _near_placed(center: np.ndarray, radius: float, placed: list[tuple[np.ndarray, float]]) -> bool:
+    """Whether a lesion of ``radius`` at ``center`` would come within 6 mm of a placed one."""
+    return any(np.linalg.norm(center - p) < radius + q + 6 for p, q in placed)
 
 
 CAPSULE_DEPTH = (0.3, 0.7)
@@ -182,7 +187,7 @@ def _place_at_capsule(anatomy: Anatomy, rng: np.random.Generator, radius: float,
     depth = -anatomy.liver(candidates[:, 0], candidates[:, 1], candidates[:, 2])
     shallow, deep = (radius * d for d in CAPSULE_DEPTH)
     for c in candidates[(depth >= shallow) & (depth <= deep)]:
-        if any(np.linalg.norm(c - p) < radius + q + 6 for p, q in placed):
+        if _near_placed(c, radius, placed):
             continue
         if anatomy.clear_of_carved(np.vstack([c, c + radius * sphere]), 2.0).all():
             return c.astype(np.float64)
