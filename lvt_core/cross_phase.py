@@ -53,6 +53,11 @@ The network also draws some unopacified hepatic veins of the arterial scan as tu
 or more brighter in the later CT is a vein filling with contrast (:mod:`lvt_core.filling_veins`):
 it becomes vessel, and nothing is carried from it.
 
+Bile and cyst water take up no contrast. When ``fluid_max_hu`` is set, a tumor component whose
+place reads at most that (median HU) in its own CT and in every other CT of the day is fluid
+(:mod:`lvt_core.fluid_places`; the gallbladder drawn as a lesion): it becomes background, and
+nothing is carried from it.
+
 Only the decoded labels are carried (centres and masks), never what this step adds, so nothing
 chains from phase to phase. ``min_peak`` 0 and ``carry_min_volume_ml`` 0 switch both parts off;
 the numbers are decisions, chosen on validation phantoms and stored in the checkpoint
@@ -87,7 +92,8 @@ from lvt_core.day_scans import (
 )
 from lvt_core.decision_meta import decisions_from_meta, decisions_to_meta
 from lvt_core.filling_veins import FillingVein, filling_veins, tumor_components
-from lvt_core.labels import LIVER, TUMOR, VESSEL
+from lvt_core.fluid_places import FluidPlace, fluid_places
+from lvt_core.labels import BACKGROUND, LIVER, TUMOR, VESSEL
 from lvt_core.washout import WashoutLesion, washout_lesions
 
 NO_BRIGHTNESS_LIMIT_HU = 1000.0
@@ -99,8 +105,9 @@ class CrossPhaseRule:
     """When a candidate is confirmed by another phase (``min_peak`` 0: never), when a lesion
     is carried whole into a phase that shows it only in its CT (``carry_min_volume_ml`` 0: never),
     when a place neither phase drew as tumor is one by its enhancement pattern
-    (``washout_min_brighter_hu`` 0: never), and when a place drawn as tumor is a vein filling
-    with contrast (``vein_min_brighter_hu`` 0: never)."""
+    (``washout_min_brighter_hu`` 0: never), when a place drawn as tumor is a vein filling
+    with contrast (``vein_min_brighter_hu`` 0: never), and when it holds fluid (``fluid_max_hu``
+    0: never; water itself reads 0 HU, so a limit there would keep nothing real)."""
 
     min_peak: float = 0.0
     max_distance_mm: float = 10.0
@@ -117,6 +124,7 @@ class CrossPhaseRule:
     washout_min_volume_ml: float = 0.3
     vein_min_darker_hu: float = 5.0
     vein_min_brighter_hu: float = 0.0
+    fluid_max_hu: float = 0.0
 
     @property
     def confirms_candidates(self) -> bool:
@@ -139,8 +147,13 @@ class CrossPhaseRule:
         return self.vein_min_brighter_hu > 0
 
     @property
+    def removes_fluid(self) -> bool:
+        return self.fluid_max_hu > 0
+
+    @property
     def enabled(self) -> bool:
-        return self.confirms_candidates or self.carries_lesions or self.finds_washout or self.removes_filling_veins
+        return (self.confirms_candidates or self.carries_lesions or self.finds_washout or self.removes_filling_veins
+                or self.removes_fluid)
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> CrossPhaseRule:
@@ -236,12 +249,15 @@ class CarriedLesion:
     beside_tumor: bool = False  # onto vessel: a lesion drawn in this scan lies beside (not on) the place
     source_component: int = 0  # its number among the source scan's tumor components
     source_veins: list[FillingVein] = field(default_factory=list)  # that component measured as a vein
+    source_fluid: list[FluidPlace] = field(default_factory=list)  # that component measured as fluid
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         if not rule.carries_lesions or self.source_volume_ml < rule.carry_min_volume_ml:
             return False
         if any(vein.kept_by(rule) for vein in self.source_veins):
             return False  # a vein in its own phase, no lesion to carry
+        if any(place.kept_by(rule) for place in self.source_fluid):
+            return False  # fluid, no lesion to carry
         if self.onto_vessel:
             return (rule.carries_onto_vessels and self.contrast_hu >= rule.carry_vessel_min_brighter_hu
                     and self.shell_vessel_fraction < rule.carry_vessel_max_shell_fraction
@@ -344,21 +360,25 @@ Addition = DroppedCandidate | FromOtherPhases
 
 def apply_rule(
     scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[FromOtherPhases], rule: CrossPhaseRule,
-    veins: Sequence[FillingVein] = (),
+    veins: Sequence[FillingVein] = (), fluid: Sequence[FluidPlace] = (),
 ) -> tuple[np.ndarray, list[Addition]]:
     """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and of what the
-    other phases bring, and those kept: the veins it tells made vessel first, then the confirmed
+    other phases bring, and those kept: the veins it tells made vessel and the fluid it tells
+    made background first, then the confirmed
     candidates, then each carried lesion or washout half that does not overlap what is already
     painted (two phases may carry the same lesion). The labels are ``scan.labels`` itself when
     the rule keeps nothing."""
     kept: list[Addition] = [c for c in candidates if c.kept_by(rule)]
     carried_kept = [lesion for lesion in carried if lesion.kept_by(rule)]
     veins_kept = [vein for vein in veins if vein.kept_by(rule)]
-    if not (kept or carried_kept or veins_kept):
+    fluid_kept = [place for place in fluid if place.kept_by(rule)]
+    if not (kept or carried_kept or veins_kept or fluid_kept):
         return scan.labels, []
     labels = scan.labels.copy()
     for vein in veins_kept:
         labels[vein.window][vein.mask] = VESSEL
+    for place in fluid_kept:
+        labels[place.window][place.mask] = BACKGROUND
     for candidate in kept:
         labels[candidate.window][candidate.mask] = TUMOR
     for lesion in carried_kept:
@@ -368,22 +388,25 @@ def apply_rule(
     return labels, kept
 
 
-MeasuredScan = tuple[list[DroppedCandidate], list[FromOtherPhases], list[FillingVein]]
+MeasuredScan = tuple[list[DroppedCandidate], list[FromOtherPhases], list[FillingVein], list[FluidPlace]]
 """What one scan of a day offers a rule: its dropped candidates, what the other scans bring it,
-and its tumor components measured as veins."""
+and its tumor components measured as veins and as fluid."""
 
 
 def measured_across_phases(
-    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True, washout: bool = True, veins: bool = True
+    scans: Sequence[PhaseScan], confirm: bool = True, carry: bool = True, washout: bool = True, veins: bool = True,
+    fluid: bool = True,
 ) -> list[MeasuredScan]:
     """Per scan of one day, (``confirm``) its dropped candidates measured against the other
     scans' carried centres, (``carry``) the other scans' lesions carried onto it, (``washout``)
     its halves of the lesions an arterial and a later scan show by their enhancement pattern,
-    and (``veins``) its tumor components measured as filling veins: everything a rule chooses
-    from, computed once. A carried lesion knows how its source component measured as a vein."""
+    and its tumor components measured as filling veins (``veins``) and as fluid (``fluid``):
+    everything a rule chooses from, computed once. A carried lesion knows how its source
+    component measured as a vein and as fluid."""
     transforms = pair_transforms(scans)
     centres = carried_centres(scans, transforms) if confirm else [[] for _ in scans]
     measured_veins = filling_veins(scans, transforms) if veins else [[] for _ in scans]
+    measured_fluid = fluid_places(scans, transforms) if fluid else [[] for _ in scans]
     brought: list[list[FromOtherPhases]] = [[] for _ in scans]
     for target in range(len(scans)):
         for source in range(len(scans)):
@@ -391,13 +414,14 @@ def measured_across_phases(
                 continue
             for lesion in carried_lesions(scans[target], scans[source], transforms[source, target]):
                 lesion.source_veins = [v for v in measured_veins[source] if v.component == lesion.source_component]
+                lesion.source_fluid = [f for f in measured_fluid[source] if f.component == lesion.source_component]
                 brought[target].append(lesion)
     for a, later in arterial_later_pairs(scans) if washout else []:
         for arterial_half, later_half in washout_lesions(scans[a], scans[later], transforms[a, later]):
             brought[a].append(arterial_half)
             brought[later].append(later_half)
-    return [(dropped_candidates(scans[target], points), brought[target], measured_veins[target])
-            for target, points in enumerate(centres)]
+    return [(dropped_candidates(scans[target], points), brought[target], measured_veins[target],
+             measured_fluid[target]) for target, points in enumerate(centres)]
 
 
 def confirm_across_phases(
@@ -409,6 +433,6 @@ def confirm_across_phases(
     if not rule.enabled or len(scans) < 2:
         return [(scan.labels, []) for scan in scans]
     measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions, rule.finds_washout,
-                                      rule.removes_filling_veins)
-    return [apply_rule(scan, candidates, carried, rule, veins)
-            for scan, (candidates, carried, veins) in zip(scans, measured, strict=True)]
+                                      rule.removes_filling_veins, rule.removes_fluid)
+    return [apply_rule(scan, candidates, carried, rule, veins, fluid)
+            for scan, (candidates, carried, veins, fluid) in zip(scans, measured, strict=True)]

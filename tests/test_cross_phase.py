@@ -391,7 +391,8 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
                                    carry_vessel_min_brighter_hu=(30.0,), washout_min_brighter_hu=(40.0,),
                                    carry_vessel_max_shell_fractions=(0.3, 0.1), carry_vessel_min_one_sidedness=(0.0, 0.5),
                                    carry_vessel_beside_tumor=(1.0, 0.0), vein_min_darker_hu=(5.0, 10.0),
-                                   vein_min_brighter_hu=(30.0,), device="cpu", version="9.9.2")
+                                   vein_min_brighter_hu=(30.0,), fluid_max_hu=(15.0,), device="cpu",
+                                   version="9.9.2")
     assert result["cases"] == 4 and result["days"] == 2
     grid = [tuple(row[name] for name in GRID_FIELDS) for row in result["candidates"]]
     confirming = [(0.0, 10.0, 0.1), (0.9, 5.0, 0.1), (0.9, 20.0, 0.1), (0.5, 5.0, 0.1), (0.5, 20.0, 0.1)]
@@ -404,14 +405,15 @@ def test_calibration_chooses_a_rule_on_two_phase_days_and_stores_it(
         for row in [(v, 5.0, 1000.0, 0.0, 0.1, 0.0, 0.0)] + [(v, 5.0, 1000.0, *o) for o in onto_vessel]]
     washouts = ((0.0, 5.0, 0.3), (40.0, 5.0, 0.3))  # off, then each washout rule with all of the above
     veins = ((5.0, 0.0), (10.0, 30.0), (5.0, 30.0))  # off, then the darkest first, with all of the above
-    assert grid == [(*c, *carry, *washout, *vein) for vein in veins for washout in washouts for carry in carrying
-                    for c in confirming]
+    fluids = (0.0, 15.0)  # off, then the fluid rule with all of the above
+    assert grid == [(*c, *carry, *washout, *vein, fluid) for fluid in fluids for vein in veins for washout in washouts
+                    for carry in carrying for c in confirming]
     off = result["candidates"][0]
     assert all(row["lesions_10mm"] == off["lesions_10mm"] for row in result["candidates"][:5])
     chosen = CrossPhaseRule(*(result[f"best_{name}"] for name in GRID_FIELDS))
     _, meta = load_checkpoint(result["out"])
     assert CrossPhaseRule.from_meta(meta["inference"]["cross_phase"]) == chosen
-    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 570
+    assert meta["version"] == "9.9.2" and len(meta["cross_phase_calibration"]["candidates"]) == 1140
     assert Predictor(result["out"], device="cpu").cross_phase == chosen
     # the evaluation reads the days as the batch does and says what the rule added
     summary = evaluate_checkpoint(result["out"], cohort, device="cpu")

@@ -12,8 +12,8 @@ carried whole from the other phase, onto liver or (the last four; 0 brighter: ne
 region an arterial scan drew as vessel, and every ``washout_min_brighter_hu`` × ``washout_min_darker_hu`` ×
 ``washout_min_volume_ml`` a subset of the places an arterial and a later scan show as a lesion
 by their enhancement pattern alone, and every ``vein_min_darker_hu`` × ``vein_min_brighter_hu``
-a subset of the tumor components that are veins filling with contrast (each part may also be
-off). The rule with the best
+a subset of the tumor components that are veins filling with contrast, and every
+``fluid_max_hu`` a subset of those that hold fluid (each part may also be off). The rule with the best
 tumor score (mean of tumor DSC and sensitivity for lesions ≥ 10 mm) within the false-lesion
 budget wins, the rule switched off being one of the candidates.
 """
@@ -64,6 +64,7 @@ DEFAULT_WASHOUT_MIN_DARKER_HU = (5.0,)
 DEFAULT_WASHOUT_MIN_VOLUMES_ML = (0.3,)
 DEFAULT_VEIN_MIN_DARKER_HU = (CrossPhaseRule.vein_min_darker_hu,)
 DEFAULT_VEIN_MIN_BRIGHTER_HU = (0.0,)
+DEFAULT_FLUID_MAX_HU = (0.0,)
 GRID_FIELDS = tuple(field.name for field in fields(CrossPhaseRule))
 """Every decision of the rule, in its constructor's order: each row of the grid names them all."""
 
@@ -80,6 +81,7 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
               carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
               vein_min_darker_hu: Sequence[float] = DEFAULT_VEIN_MIN_DARKER_HU,
               vein_min_brighter_hu: Sequence[float] = DEFAULT_VEIN_MIN_BRIGHTER_HU,
+              fluid_max_hu: Sequence[float] = DEFAULT_FLUID_MAX_HU,
               ) -> list[CrossPhaseRule]:
     """Every rule to score, strictest first so that ties go to the one adding the least: every
     part off first, then confirmation alone, then each carrying rule (largest lesions,
@@ -88,7 +90,7 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
     lesion before beside one) with each confirmation
     rule, all of these with each washout rule (brightest, most washed out, largest first), and
     all of those with each filling-vein rule (the vein rule off first, then the brightest and
-    darkest first)."""
+    darkest first), and all of those with each fluid rule (off first, then the lowest limit)."""
     def largest_first(values: Sequence[float]) -> list[float]:
         return sorted(set(map(float, values)), reverse=True)
 
@@ -111,8 +113,9 @@ def rule_grid(min_peaks: Sequence[float], max_distances_mm: Sequence[float], min
         for v in largest_first(washout_min_volumes_ml)]
     veins = [(off.vein_min_darker_hu, off.vein_min_brighter_hu)] + [
         (d, b) for b in largest_first(vein_min_brighter_hu) if b > 0 for d in largest_first(vein_min_darker_hu)]
-    return [CrossPhaseRule(*confirm, *carry, *washout, *vein) for vein in veins for washout in washouts
-            for carry in carrying for confirm in confirming]
+    fluids = [off.fluid_max_hu, *sorted({float(h) for h in fluid_max_hu if h > 0})]
+    return [CrossPhaseRule(*confirm, *carry, *washout, *vein, fluid) for fluid in fluids for vein in veins
+            for washout in washouts for carry in carrying for confirm in confirming]
 
 
 def decoded_scan(predictor: Any, case: Case, image: sitk.Image, cache: Path | None = None,
@@ -148,6 +151,7 @@ def calibrate_cross_phase(
     carry_vessel_beside_tumor: Sequence[float] = DEFAULT_CARRY_VESSEL_BESIDE_TUMOR,
     vein_min_darker_hu: Sequence[float] = DEFAULT_VEIN_MIN_DARKER_HU,
     vein_min_brighter_hu: Sequence[float] = DEFAULT_VEIN_MIN_BRIGHTER_HU,
+    fluid_max_hu: Sequence[float] = DEFAULT_FLUID_MAX_HU,
     device: str = "auto", on_case: Callable[[str], None] | None = None, version: str | None = None,
     max_false_per_scan: float | None = DEFAULT_MAX_FALSE_PER_SCAN, cache: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -181,6 +185,7 @@ def calibrate_cross_phase(
                       volumes=True)
     _check_candidates("filling vein: least brighter than the liver in the later phase (HU)", vein_min_brighter_hu,
                       volumes=True)
+    _check_candidates("fluid: densest median HU in every phase of the day", fluid_max_hu, volumes=True)
     if not carry_min_volumes_ml or not all(v > 0 for v in carry_min_volumes_ml):
         raise ValueError(f"smallest carried lesion (ml) candidates must be above 0 (the rule that carries "
                          f"nothing is always scored), got {list(carry_min_volumes_ml)}")
@@ -193,7 +198,7 @@ def calibrate_cross_phase(
                      carry_max_brighter_hu, carry_vessel_min_brighter_hu, washout_min_brighter_hu,
                      washout_min_darker_hu, washout_min_volumes_ml, carry_vessel_max_shell_fractions,
                      carry_vessel_min_one_sidedness, carry_vessel_beside_tumor, vein_min_darker_hu,
-                     vein_min_brighter_hu)
+                     vein_min_brighter_hu, fluid_max_hu)
     tallies = {rule: _TumorTally() for rule in grid}
     folders = [Path(c) for c in cohort]
     cases = days_read = from_cache = 0
@@ -208,14 +213,14 @@ def calibrate_cross_phase(
             references.append(_ReferenceLesions(sitk.GetArrayViewFromImage(ref_image), ref_image.GetSpacing()))
             if on_case:
                 on_case(case.case_id)
-        measured = measured_across_phases(scans) if len(scans) > 1 else [([], [], []) for _ in scans]
-        for scan, (candidates, carried, veins), reference in zip(scans, measured, references, strict=True):
+        measured = measured_across_phases(scans) if len(scans) > 1 else [([], [], [], []) for _ in scans]
+        for scan, (candidates, carried, veins, fluid), reference in zip(scans, measured, references, strict=True):
             tables: dict[tuple[int, ...], _CandidateTable] = {}  # many rules keep the same set
             for rule, tally in tallies.items():
                 # the labels depend only on which additions the rule keeps: paint each set once
-                key = tuple(id(change) for change in (*candidates, *carried, *veins) if change.kept_by(rule))
+                key = tuple(id(change) for change in (*candidates, *carried, *veins, *fluid) if change.kept_by(rule))
                 if key not in tables:
-                    labels, _ = apply_rule(scan, candidates, carried, rule, veins)
+                    labels, _ = apply_rule(scan, candidates, carried, rule, veins, fluid)
                     components = cc3d.connected_components(labels == TUMOR, connectivity=26)
                     tables[key] = _CandidateTable(components, reference.components, reference.count)
                 table = tables[key]

@@ -366,6 +366,9 @@ def calibrate_cross_phase_command(
     vein_min_darker: str = typer.Option("5", "--vein-min-darker",
                                         help="Comma-separated least that place must be darker than the liver in "
                                              "the arterial scan (HU)."),
+    fluid_max: str = typer.Option("0", "--fluid-max-hu",
+                                  help="Comma-separated highest median HU a place drawn as tumor may read in every "
+                                       "CT of its day to be fluid (bile, a cyst) and become background (0: never)."),
     max_false: float = typer.Option(1.0, "--max-false-lesions", min=0.0,
                                     help="Most false lesions per validation scan the chosen rule may produce."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda; default LVT_DEVICE, else auto."),
@@ -377,8 +380,8 @@ def calibrate_cross_phase_command(
     """Choose when a lesion in one phase of a day confirms a dropped candidate in another, when
     it is carried whole into a phase whose CT alone shows it, when arterial enhancement with
     later washout makes a lesion of a place neither phase drew as one, and when a place drawn as
-    tumor, dark in the arterial phase and bright later, is a vein (each off if it does not help on
-    validation)."""
+    tumor, dark in the arterial phase and bright later, is a vein, and when one at water density
+    in every phase is fluid (each off if it does not help on validation)."""
     device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any scan is read
     from training.calibrate_cross_phase import GRID_FIELDS, calibrate_cross_phase
 
@@ -392,7 +395,7 @@ def calibrate_cross_phase_command(
         _numbers("--carry-vessel-max-shell", carry_vessel_max_shell),
         _numbers("--carry-vessel-min-one-sided", carry_vessel_min_one_sided),
         _numbers("--carry-vessel-beside-tumor", carry_vessel_beside_tumor), _numbers("--vein-min-darker", vein_min_darker),
-        _numbers("--vein-min-brighter", vein_min_brighter), device, on_case=on_case, version=version,
+        _numbers("--vein-min-brighter", vein_min_brighter), _numbers("--fluid-max-hu", fluid_max), device, on_case=on_case, version=version,
         max_false_per_scan=max_false, cache=cache))
     if as_json:
         print_json(result)
@@ -435,6 +438,8 @@ def _cross_phase_rule(row: dict[str, Any]) -> str:
     if row.get("vein_min_brighter_hu"):
         parts.append(f"tumor ≥ {row['vein_min_darker_hu']:g} HU darker in the arterial scan and "
                      f"≥ {row['vein_min_brighter_hu']:g} HU brighter later made vessel (a filling vein)")
+    if row.get("fluid_max_hu"):
+        parts.append(f"tumor at most {row['fluid_max_hu']:g} HU in every scan of the day made background (fluid)")
     return "; ".join(parts) or "off"
 
 

@@ -1,0 +1,85 @@
+"""Places drawn as tumor that hold fluid, told by their density in every phase of a day.
+
+Bile and the water of a simple cyst take up no contrast: they read near water density
+(0–20 HU) in every contrast phase. The gallbladder lies in a fossa on the liver's underside,
+mostly wrapped by it, and the network draws it as a lesion in some scans; a 5 mm shell
+around it is then mostly liver, so the rule for tumors outside the organ
+(``max_tumor_outside``) cannot tell it from a lesion at the capsule. The lesions LVT follows
+take up contrast and read denser than water in at least one phase: a metastasis is darker
+than the enhancing liver but not water, an HCC brightens in the arterial phase, a necrotic
+tumor's rim enhances. So a tumor component whose place reads at most ``fluid_max_hu``
+(median HU, robust to a rim of liver at its edge) in its own CT and in every other CT of the
+day (registered) is fluid: the rule makes it background (it is neither a lesion nor
+parenchyma), and nothing is carried from it into another phase. A single scan cannot tell
+fluid from a very dark metastasis, so the rule reads two phases or more. See
+:mod:`lvt_core.cross_phase`, which applies what the rule keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from lvt_core.day_scans import WINDOW_MM, PhaseScan, carry_regions, nearest_centre_mm, padded
+from lvt_core.filling_veins import tumor_components
+
+if TYPE_CHECKING:
+    from lvt_core.cross_phase import CrossPhaseRule
+
+
+@dataclass
+class FluidPlace:
+    """A tumor component of one scan, measured in every CT of its day."""
+
+    window: tuple[slice, ...]
+    mask: np.ndarray  # the component within ``window``, in the scan that drew it
+    component: int  # its number among that scan's tumor components (:func:`tumor_components`)
+    densest_hu: float  # the highest of its median HU over the day's CTs, its own included
+    centre_mm: tuple[float, ...]
+
+    def kept_by(self, rule: CrossPhaseRule) -> bool:
+        return rule.removes_fluid and self.densest_hu <= rule.fluid_max_hu
+
+
+def _median_hu(image: sitk.Image, mask: np.ndarray, window: tuple[slice, ...] = ()) -> float:
+    """Median CT of ``mask`` (within ``window`` of ``image``); nan when it is empty."""
+    values = sitk.GetArrayViewFromImage(image)[window][mask]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def fluid_places(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], sitk.Transform]) -> list[list[FluidPlace]]:
+    """Per scan of the day, each of its tumor components with the densest of its median HU in
+    its own CT and at its place in every other CT (``transforms`` as
+    :func:`~lvt_core.day_scans.pair_transforms` gives them); a component whose place falls
+    outside another scan is not measured (nothing tells what that phase shows)."""
+    places: list[list[FluidPlace]] = [[] for _ in scans]
+    for own, scan in enumerate(scans):
+        components, count = tumor_components(scan)
+        if not count:
+            continue
+        others = []  # per other scan: its CT, the components carried onto it, and their boxes
+        for other in (i for i in range(len(scans)) if i != own):
+            carried = carry_regions(components, scan.image, scans[other].image, transforms[own, other])
+            others.append((scans[other].image, carried, ndimage.find_objects(carried)))
+        pad = np.ceil(WINDOW_MM / np.array(scan.image.GetSpacing()[::-1])).astype(int)
+        for index, box in enumerate(ndimage.find_objects(components), start=1):
+            if box is None:
+                continue
+            window = padded(box, pad, components.shape)
+            mask = components[window] == index
+            medians = [_median_hu(scan.image, mask, window)]
+            for image, carried, boxes in others:
+                other_box = boxes[index - 1] if index <= len(boxes) else None
+                medians.append(float("nan") if other_box is None
+                               else _median_hu(image, carried[other_box] == index, other_box))
+            if np.isnan(medians).any():
+                continue
+            where = np.argwhere(mask) + [s.start for s in window]
+            places[own].append(FluidPlace(window, mask, index, float(max(medians)),
+                                          nearest_centre_mm(scan.image, where)))
+    return places
