@@ -17,7 +17,10 @@ filling-vein test (0.28.0), which must leave every true lesion drawn: a lesion i
 in the arterial CT and brighter in the portal one, so "lesions ≥ 10 mm left drawn" must equal
 the lesions each scan's labels drew before it.
 
-    python bench/cross_phase.py var/cohorts/val_clinical --days 2 [--as-vessel | --washout]
+    python bench/cross_phase.py [var/cohorts/val_clinical] [--days 2] [--as-vessel | --washout]
+
+Without a cohort it reads a small one drawn once under ``.cache/bench/`` (one demo-size
+patient, two days of a portal and an arterial scan, seed 8101: ``phantom_cohort.two_phase_days``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from phantom_cohort import two_phase_days  # noqa: E402  # bench/, beside this file
 
 from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases  # noqa: E402
 from lvt_core.labels import LIVER, TUMOR, VESSEL  # noqa: E402
@@ -76,12 +81,15 @@ def large_found(truth: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cohort", type=Path, help="phantom cohort with portal and arterial phases")
+    parser.add_argument("cohort", type=Path, nargs="?",
+                        help="phantom cohort with portal and arterial phases (default: a small one drawn once)")
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--as-vessel", action="store_true", help="draw the arterial lesions as vessel, not liver")
     parser.add_argument("--washout", action="store_true",
                         help="draw the arterial lesions as vessel and leave the portal ones as liver")
     args = parser.parse_args()
+    if args.cohort is None:
+        args.cohort = two_phase_days()
     days = [d for d in cases_by_day(load_cases("synthetic", args.cohort))
             if {c.phase for c in d} >= {"portal", "arterial"}][: args.days]
     if not days:

@@ -8,7 +8,11 @@ observer searching the liver starts to see it reliably). With ``--per-lesion`` (
 adds which lesions the model found, and prints, for lesions >= 10 mm, found / total per
 detectability band, so a sensitivity target can be read against what is visible at all.
 
-    python bench/lesion_detectability.py var/cohorts/test_clinical --per-lesion runs/eval/per_lesion.csv
+    python bench/lesion_detectability.py [var/cohorts/test_clinical] [--per-lesion runs/eval/per_lesion.csv]
+
+Without a cohort it reads a small one drawn once under ``.cache/bench/`` (one demo-size
+patient, three portal studies, seed 8110: ``phantom_cohort.portal_series``); a
+``--per-lesion`` table must come from the cohort it is given with.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from phantom_cohort import portal_series  # noqa: E402  # bench/, beside this file
 
 from lvt_core.detectability import ROSE_THRESHOLD  # noqa: E402
 from training.datasets import load_cases  # noqa: E402
@@ -56,10 +62,14 @@ def attach_found(rows: list[dict], per_lesion: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cohort", type=Path)
+    parser.add_argument("cohort", type=Path, nargs="?", help="phantom cohort (default: a small one drawn once)")
     parser.add_argument("--per-lesion", type=Path, help="per_lesion.csv of lvt evaluate-model --out")
     parser.add_argument("--csv", type=Path, help="write every lesion's row here")
     args = parser.parse_args()
+    if args.cohort is None:
+        if args.per_lesion:
+            parser.error("--per-lesion needs the cohort it was evaluated on")
+        args.cohort = portal_series()
     rows = truth_rows(args.cohort)
     if args.per_lesion:
         attach_found(rows, args.per_lesion)

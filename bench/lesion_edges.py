@@ -9,6 +9,10 @@ network's outline and the trimmed one in red, the truth in green.
 
     python bench/lesion_edges.py var/cohorts/val_clinical --cases LVT-0001_0_portal,LVT-0002_0_portal \
         --preview var/lesion_edges
+
+Without a cohort it reads a small one drawn once under ``.cache/bench/`` (one demo-size
+patient, three portal studies, seed 8110: ``phantom_cohort.portal_series``). Without the
+model it says so and exits 0.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from phantom_cohort import portal_series  # noqa: E402  # bench/, beside this file
 
 from lvt_core.inference import Predictor  # noqa: E402
 from lvt_core.labels import TUMOR  # noqa: E402
@@ -55,12 +61,17 @@ def preview(path: Path, hu: np.ndarray, truth: np.ndarray, outlines: dict[str, n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cohort", type=Path)
+    parser.add_argument("cohort", type=Path, nargs="?", help="phantom cohort (default: a small one drawn once)")
     parser.add_argument("--model", default=str(REPO / "lvt_core" / "models" / "lvt_default.pt"))
     parser.add_argument("--fraction", type=float, default=0.5)
     parser.add_argument("--cases", help="Comma-separated case ids (default: every scan).")
     parser.add_argument("--preview", type=Path, help="Folder for the outline PNGs.")
     args = parser.parse_args()
+    if not Path(args.model).is_file():
+        print(f"skipped: no model at {args.model} (give one with --model)")
+        return
+    if args.cohort is None:
+        args.cohort = portal_series()
     predictor = Predictor(args.model, device="cpu")
     rules = {"network's edge": LesionEdgeRule(), f"edge at {args.fraction:g}": LesionEdgeRule(fraction=args.fraction)}
     wanted = set(args.cases.split(",")) if args.cases else None

@@ -12,6 +12,9 @@ lesion drawn as two components counts twice.
     lvt fit-lesion-filter lvt_core/models/lvt_default.pt --cohort var/cohorts/fp_demo \
         --out runs/filter.pt --candidates-csv runs/filter_candidates.csv
     .venv/bin/python bench/lesion_filter_operating_points.py runs/filter_candidates.csv
+
+Without a table (as ``make bench`` runs it) it says so and exits 0: making one runs the model
+over a cohort, too long for a default.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("candidates_csv", type=Path)
+    parser.add_argument("candidates_csv", type=Path, nargs="?",
+                        help="table of lvt fit-lesion-filter --candidates-csv (without it: nothing to do)")
     args = parser.parse_args()
+    if args.candidates_csv is None:
+        print("skipped: no candidate table given (make one with lvt fit-lesion-filter ... --candidates-csv)")
+        return
     table = pd.read_csv(args.candidates_csv)
     y = table["true_lesion"].astype(bool).to_numpy().astype(int)
     x = table[list(FEATURES)].to_numpy(np.float64)

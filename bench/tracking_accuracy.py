@@ -12,6 +12,9 @@ lesions included; the truth's count is what a perfect model would show.
     lvt phantom var/cohorts/track_demo --patients 4 --timepoints 4 --phases 1 --size demo --seed 7000
     .venv/bin/python bench/tracking_accuracy.py var/cohorts/track_demo --model lvt_core/models/lvt_default.pt \
         --with-network-alone
+
+Without a cohort it reads a small one drawn once under ``.cache/bench/`` (one demo-size
+patient, three portal studies, seed 8110: ``phantom_cohort.portal_series``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from phantom_cohort import portal_series  # bench/, beside this file
 
 from lvt_core.tracking import TimepointInput, TrackingConfig, track_lesions
 
@@ -85,7 +89,7 @@ def score(studies: list[Study], config: TrackingConfig) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cohort", type=Path)
+    parser.add_argument("cohort", type=Path, nargs="?", help="phantom cohort (default: a small one drawn once)")
     parser.add_argument("--model", type=Path, action="append", default=[],
                         help="also track this model's label maps (repeat to compare models)")
     parser.add_argument("--with-network-alone", action="store_true",
@@ -93,6 +97,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-gaps", default="0,1,2", help="comma-separated TrackingConfig.max_gap values")
     args = parser.parse_args()
+    if args.cohort is None:
+        args.cohort = portal_series()
     with (args.cohort / "manifest.csv").open(encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["phase"] == "portal"]
     by_patient: dict[str, list[dict[str, str]]] = defaultdict(list)
