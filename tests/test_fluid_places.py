@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from test_cross_phase import CARRY, LIVER_HU, SHIFT_MM, _ball, _day_predictor, _scan, _with_ct
 
 from lvt_core.cross_phase import CrossPhaseRule, confirm_across_phases
+from lvt_core.fluid_places import MIN_FLUID_ML
 from lvt_core.labels import BACKGROUND, LIVER, TUMOR
 
 FLUID = CrossPhaseRule(fluid_max_hu=20.0)
@@ -51,6 +52,15 @@ def test_bile_drawn_as_tumor_becomes_background_in_the_scan_that_drew_it() -> No
 def test_a_lesion_denser_than_water_in_any_phase_is_kept(portal_hu: float, arterial_hu: float, why: str) -> None:
     portal, arterial = _day(TUMOR, portal_hu, TUMOR, arterial_hu)
     assert confirm_across_phases([portal, arterial], FLUID) == [(portal.labels, []), (arterial.labels, [])], why
+
+
+def test_a_place_too_small_to_characterize_is_kept() -> None:
+    """A 0.27 ml 'lesion' at water density (under MIN_FLUID_ML): on CT it is too small to call
+    a cyst, and a sliver of a lesion at the capsule reads as low from the fat beside it."""
+    portal, arterial = _day(TUMOR, BILE_HU, LIVER, BILE_HU)
+    portal.labels[_ball(PLACE, 6.0) & ~_ball(PLACE, 4.0)] = LIVER
+    assert 4 / 3 * np.pi * 4.0**3 / 1000 < MIN_FLUID_ML
+    assert confirm_across_phases([portal, arterial], FLUID)[0] == (portal.labels, [])
 
 
 def test_one_scan_cannot_tell_fluid_and_the_rule_may_be_off() -> None:
