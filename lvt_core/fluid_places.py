@@ -26,14 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lvt_core.day_scans import (
-    WINDOW_MM,
-    PhaseScan,
-    carry_regions,
-    nearest_centre_mm,
-    padded,
-    voxel_volume_ml,
-)
+from lvt_core.day_scans import PhaseScan, carry_regions, nearest_centre_mm, voxel_volume_ml
 from lvt_core.filling_veins import tumor_components
 
 if TYPE_CHECKING:
@@ -49,7 +42,7 @@ beside it (on validation, a 0.3 ml piece of a subcapsular lesion read 16 and 11 
 class FluidPlace:
     """A tumor component of one scan, measured in every CT of its day."""
 
-    window: tuple[slice, ...]
+    window: tuple[slice, ...]  # the component's bounding box
     mask: np.ndarray  # the component within ``window``, in the scan that drew it
     component: int  # its number among that scan's tumor components (:func:`tumor_components`)
     densest_hu: float  # the highest of its median HU over the day's CTs, its own included
@@ -79,23 +72,21 @@ def fluid_places(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], s
         for other in (i for i in range(len(scans)) if i != own):
             carried = carry_regions(components, scan.image, scans[other].image, transforms[own, other])
             others.append((scans[other].image, carried, ndimage.find_objects(carried)))
-        pad = np.ceil(WINDOW_MM / np.array(scan.image.GetSpacing()[::-1])).astype(int)
         smallest = MIN_FLUID_ML / voxel_volume_ml(scan.image)
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             if box is None:
                 continue
-            window = padded(box, pad, components.shape)
-            mask = components[window] == index
+            mask = components[box] == index
             if np.count_nonzero(mask) < smallest:
                 continue
-            medians = [_median_hu(scan.image, mask, window)]
+            medians = [_median_hu(scan.image, mask, box)]
             for image, carried, boxes in others:
                 other_box = boxes[index - 1] if index <= len(boxes) else None
                 medians.append(float("nan") if other_box is None
                                else _median_hu(image, carried[other_box] == index, other_box))
             if np.isnan(medians).any():
                 continue
-            where = np.argwhere(mask) + [s.start for s in window]
-            places[own].append(FluidPlace(window, mask, index, float(max(medians)),
+            where = np.argwhere(mask) + [s.start for s in box]
+            places[own].append(FluidPlace(box, mask, index, float(max(medians)),
                                           nearest_centre_mm(scan.image, where)))
     return places
