@@ -52,10 +52,9 @@ class FluidPlace:
         return rule.removes_fluid and self.densest_hu <= rule.fluid_max_hu
 
 
-def _median_hu(image: sitk.Image, mask: np.ndarray, window: tuple[slice, ...] = ()) -> float:
-    """Median CT of ``mask`` (within ``window`` of ``image``); nan when it is empty."""
-    values = sitk.GetArrayViewFromImage(image)[window][mask]
-    return float(np.median(values)) if values.size else float("nan")
+def _median_hu(image: sitk.Image, mask: np.ndarray, window: tuple[slice, ...]) -> float:
+    """Median CT of ``mask`` within ``window`` of ``image``."""
+    return float(np.median(sitk.GetArrayViewFromImage(image)[window][mask]))
 
 
 def fluid_places(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], sitk.Transform]) -> list[list[FluidPlace]]:
