@@ -2,7 +2,8 @@
 
 ``db_url`` runs each test against SQLite and, when ``LVT_TEST_POSTGRES_URL`` is set,
 against PostgreSQL in a fresh database ``lvt_test_<random>`` that is dropped afterwards.
-``write_ct_series`` writes small synthetic CT DICOM series with pydicom.
+``write_ct_series`` writes small synthetic CT DICOM series with pydicom, and
+``write_enhanced_ct`` packs such slices into one Enhanced CT file.
 """
 
 from __future__ import annotations
@@ -156,3 +157,63 @@ def write_ct_series(
         ds.PixelData = pixels.tobytes()
         ds.save_as(folder / f"{prefix}{i:04d}.dcm", enforce_file_format=True)
     return {"study_uid": study_uid, "series_uid": series_uid, "study_date": study_date}
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def write_enhanced_ct(
+    files: list[Path],
+    out: Path,
+    order: list[int],
+    padding: int | None = None,
+    frame_content: list[dict[str, object]] | None = None,
+) -> Path:
+    """One Enhanced CT Image Storage file of the classic slices ``files``, frames in ``order``:
+    positions in the per-frame functional groups; orientation, pixel measures and a rescale
+    other than the slices' (unsigned, intercept −2048) in the shared ones. With ``padding``,
+    each frame's first row is that PixelPaddingValue. ``frame_content`` gives each frame's
+    FrameContentSequence item (StackID, FrameAcquisitionDateTime, ...)."""
+    import pydicom
+
+    slices = [pydicom.dcmread(f) for f in files]
+    ds = pydicom.dcmread(files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_CT
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                    "RescaleIntercept", "RescaleSlope"):
+        delattr(ds, keyword)
+    ds.NumberOfFrames = len(order)
+    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = slices[0].ImageOrientationPatient
+    measures.PixelSpacing, measures.SliceThickness = slices[0].PixelSpacing, slices[0].SliceThickness
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = -2048, 1, "HU"
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PixelValueTransformationSequence = [rescale]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = []
+    frames = []
+    for k in order:
+        position, item = Dataset(), Dataset()
+        position.ImagePositionPatient = slices[k].ImagePositionPatient
+        item.PlanePositionSequence = [position]
+        if frame_content is not None:
+            content = Dataset()
+            for keyword, value in frame_content[len(frames)].items():
+                setattr(content, keyword, value)
+            item.FrameContentSequence = [content]
+        ds.PerFrameFunctionalGroupsSequence.append(item)
+        hu = slices[k].pixel_array.astype(np.int32) - 1024
+        frames.append(hu + 2048)
+    pixels = np.stack(frames).astype(np.uint16)
+    ds.PixelRepresentation = 0
+    if padding is not None:
+        pixels[:, 0, :] = padding
+        ds.add_new(0x00280120, "US", padding)  # PixelPaddingValue
+    ds.PixelData = pixels.tobytes()
+    out.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out / "enhanced.dcm", enforce_file_format=True)
+    return out / "enhanced.dcm"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from db_fixtures import write_ct_series
+from db_fixtures import write_ct_series, write_enhanced_ct
 from sqlalchemy import func, select
 
 from app.cli.common import UserError
@@ -758,56 +758,6 @@ def test_gaps_and_duplicate_positions_name_the_neighbouring_files(
     assert f"1 duplicate slice position(s): {files[1]} and {files[2]} at 2.00 mm" in text
 
 
-ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
-
-
-def _enhanced_ct(files: list[Path], out: Path, order: list[int], padding: int | None = None) -> Path:
-    """One Enhanced CT Image Storage file of the classic slices ``files``, frames in ``order``:
-    positions in the per-frame functional groups; orientation, pixel measures and a rescale
-    other than the slices' (unsigned, intercept −2048) in the shared ones. With ``padding``,
-    each frame's first row is that PixelPaddingValue."""
-    import pydicom
-    from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
-
-    slices = [pydicom.dcmread(f) for f in files]
-    ds = pydicom.dcmread(files[0])
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_CT
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-                    "RescaleIntercept", "RescaleSlope"):
-        delattr(ds, keyword)
-    ds.NumberOfFrames = len(order)
-    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
-    orientation.ImageOrientationPatient = slices[0].ImageOrientationPatient
-    measures.PixelSpacing, measures.SliceThickness = slices[0].PixelSpacing, slices[0].SliceThickness
-    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = -2048, 1, "HU"
-    shared = Dataset()
-    shared.PlaneOrientationSequence = [orientation]
-    shared.PixelMeasuresSequence = [measures]
-    shared.PixelValueTransformationSequence = [rescale]
-    ds.SharedFunctionalGroupsSequence = [shared]
-    ds.PerFrameFunctionalGroupsSequence = []
-    frames = []
-    for k in order:
-        position, item = Dataset(), Dataset()
-        position.ImagePositionPatient = slices[k].ImagePositionPatient
-        item.PlanePositionSequence = [position]
-        ds.PerFrameFunctionalGroupsSequence.append(item)
-        hu = slices[k].pixel_array.astype(np.int32) - 1024
-        frames.append(hu + 2048)
-    pixels = np.stack(frames).astype(np.uint16)
-    ds.PixelRepresentation = 0
-    if padding is not None:
-        pixels[:, 0, :] = padding
-        ds.add_new(0x00280120, "US", padding)  # PixelPaddingValue
-    ds.PixelData = pixels.tobytes()
-    out.mkdir(parents=True, exist_ok=True)
-    ds.save_as(out / "enhanced.dcm", enforce_file_format=True)
-    return out / "enhanced.dcm"
-
-
 def test_an_enhanced_multiframe_ct_is_a_volume_like_its_classic_series(
     migrated_db: str, tmp_path: Path
 ) -> None:
@@ -821,7 +771,7 @@ def test_an_enhanced_multiframe_ct_is_a_volume_like_its_classic_series(
     files = sorted((tmp_path / "classic").iterdir())
     export = tmp_path / "export"
     write_ct_series(export / "axial", seed=2)
-    _enhanced_ct(files, export / "enhanced", order=[3, 0, 5, 1, 4, 2], padding=0)
+    write_enhanced_ct(files, export / "enhanced", order=[3, 0, 5, 1, 4, 2], padding=0)
     report = ingest_paths([export], url=migrated_db)
     assert sorted(Path(a["source"].split(" (")[0]).name for a in report.added) == ["axial", "enhanced"]
     added = next(a for a in report.added if a["source"].startswith(str(export / "enhanced")))
@@ -835,11 +785,11 @@ def test_an_enhanced_multiframe_ct_is_a_volume_like_its_classic_series(
     assert np.allclose(stored.GetDirection(), source.GetDirection())
     assert any("pixel padding (stored value 0" in w["warning"] for w in report.warnings)
     # frames go through the series checks, named by file and frame
-    gap = _enhanced_ct(files, tmp_path / "gap", order=[0, 1, 2, 4, 5])
+    gap = write_enhanced_ct(files, tmp_path / "gap", order=[0, 1, 2, 4, 5])
     text = _error_text(tmp_path / "gap", migrated_db)
     assert f"missing slices: about 1 slice(s) absent, first gap of 4.00 mm between {gap} (frame 3)" in text
     # a frame without a position cannot be placed: refused, naming the file
-    broken = _enhanced_ct(files, tmp_path / "broken", order=list(range(6)))
+    broken = write_enhanced_ct(files, tmp_path / "broken", order=list(range(6)))
     ds = pydicom.dcmread(broken)
     del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
     ds.save_as(broken, enforce_file_format=True)

@@ -70,10 +70,19 @@ class DicomSeries:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     step_mm: float | None = None  # the slice step to store when the steps vary
+    acquisition: str | None = None  # "AcquisitionNumber 2": one of several under the UID
 
     @property
     def first(self) -> pydicom.Dataset:
         return self.slices[0].header
+
+    @property
+    def source_key(self) -> str:
+        """What tells this scan from every other in the sources: the SeriesInstanceUID, and
+        for one of several acquisitions under it, which one (``lvt-`` prefix: not a UID)."""
+        if self.acquisition is None:
+            return self.series_uid
+        return f"lvt-acquisition:{self.series_uid}:{self.acquisition}"
 
     def tag(self, name: str) -> str | None:
         value = self.first.get(name)
@@ -201,10 +210,11 @@ def _by_geometry(slices: list[Slice]) -> list[list[Slice]]:
 def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
     """Group slices into series; return (series, skipped (source, reason)).
 
-    Localizer slices filed under a CT series' UID are skipped; any other slice of another
-    size, orientation or pixel spacing is an error of the series naming the file, since
-    dropping it would leave a gap or silently shorten the volume, and stacking it would
-    put it on the wrong grid. Multi-frame files are split into their frames first.
+    Localizer slices filed under a CT series' UID are skipped; several acquisitions under one
+    UID (a multiphase series) become one series each (see ``split_acquisitions``); any other
+    slice of another size, orientation or pixel spacing is an error of the series naming the
+    file, since dropping it would leave a gap or silently shorten the volume, and stacking it
+    would put it on the wrong grid. Multi-frame files are split into their frames first.
     """
     slices, unsupported = expand_frames(slices)
     by_uid: dict[str, list[Slice]] = defaultdict(list)
@@ -223,23 +233,91 @@ def group_series(slices: list[Slice]) -> tuple[list[DicomSeries], list[tuple[str
                 )
             )
             members = images
-        groups = _by_geometry(members)
-        found = DicomSeries(uid, groups[0])
-        found.errors.extend(unsupported[s.path] for s in members if s.path in unsupported)
-        if images and len(groups) > 1:
-            usual = _describe(_geometry(groups[0][0].header))
-            odd = [s for group in groups[1:] for s in group]
-            found.errors.extend(
-                f"{s.label}: {_describe(_geometry(s.header))} where the series' other "
-                f"{len(groups[0])} slices have {usual}"
-                for s in odd[:5]
-            )
-            if len(odd) > 5:
-                found.errors.append(
-                    f"and {len(odd) - 5} more slice(s) of another size, orientation or pixel spacing"
+        parts = split_acquisitions(members) if images else [(None, members)]
+        for acquisition, part in parts:
+            found = _one_geometry(uid, part, checked=bool(images))
+            found.errors.extend(unsupported[s.path] for s in part if s.path in unsupported)
+            if acquisition is not None:
+                found.acquisition = acquisition
+                found.warnings.append(
+                    f"one of {len(parts)} acquisitions under one SeriesInstanceUID "
+                    f"(told apart by {acquisition.split()[0]}), stored as a scan of its own"
                 )
-        series.append(found)
+            series.append(found)
     return series, skipped
+
+
+def _one_geometry(uid: str, members: list[Slice], checked: bool) -> DicomSeries:
+    """The series of ``members``' usual geometry, naming each slice of another (when
+    ``checked``: slices without geometry belong to a secondary capture, skipped later)."""
+    groups = _by_geometry(members)
+    found = DicomSeries(uid, groups[0])
+    if checked and len(groups) > 1:
+        usual = _describe(_geometry(groups[0][0].header))
+        odd = [s for group in groups[1:] for s in group]
+        found.errors.extend(
+            f"{s.label}: {_describe(_geometry(s.header))} where the series' other "
+            f"{len(groups[0])} slices have {usual}"
+            for s in odd[:5]
+        )
+        if len(odd) > 5:
+            found.errors.append(
+                f"and {len(odd) - 5} more slice(s) of another size, orientation or pixel spacing"
+            )
+    return found
+
+
+ACQUISITION_TAGS = ("StackID", "TemporalPositionIndex", "FrameAcquisitionNumber",
+                    "TemporalPositionIdentifier", "AcquisitionNumber")
+"""Tags that tell acquisitions under one SeriesInstanceUID apart, the most specific first:
+an enhanced CT's stack and temporal position (from each frame's FrameContentSequence), then
+a classic slice's temporal position and acquisition number."""
+
+
+def split_acquisitions(slices: list[Slice]) -> list[tuple[str | None, list[Slice]]]:
+    """``slices`` as one or more acquisitions: [(label such as "AcquisitionNumber 2", slices)],
+    or [(None, slices)] when they are one.
+
+    A scanner or an export may file the arterial and portal phase (or a perfusion's time
+    points) under one SeriesInstanceUID; stacked as one volume, their slices repeat
+    positions. They are split by the first of ACQUISITION_TAGS whose values part the slices
+    into groups of two or more that share a position or differ in grid (another field of
+    view): that is several volumes. Values that merely vary (some scanners number every
+    slice's acquisition) leave the series whole, and its duplicate positions an error.
+    """
+    for tag in ACQUISITION_TAGS:
+        groups: dict[str, list[Slice]] = defaultdict(list)
+        for s in slices:
+            groups[str(s.header.get(tag, "") or "").strip()].append(s)
+        if len(groups) < 2 or "" in groups or min(len(g) for g in groups.values()) < 2:
+            continue
+        if _overlap(list(groups.values())):
+            ordered = sorted(groups.items(), key=lambda item: _number_first(item[0]))
+            return [(f"{tag} {value}", members) for value, members in ordered]
+    return [(None, slices)]
+
+
+def _overlap(groups: list[list[Slice]]) -> bool:
+    """Whether groups of slices share a position or differ in grid: several volumes."""
+    owner: dict[tuple[float, ...], int] = {}
+    for index, members in enumerate(groups):
+        for s in members:
+            position = s.header.get("ImagePositionPatient")
+            if position is None:
+                return False
+            key = tuple(round(float(v), 2) for v in position)
+            if owner.setdefault(key, index) != index:
+                return True
+    grids = [_geometry(members[0].header) for members in groups]
+    return any(not grids[0].matches(other) for other in grids[1:])
+
+
+def _number_first(value: str) -> tuple[float, str]:
+    """Sort key: numeric values in number order (2 before 10), then text."""
+    try:
+        return float(value), value
+    except ValueError:
+        return math.inf, value
 
 
 def series_key(header: pydicom.Dataset) -> str:
@@ -321,7 +399,8 @@ def _frames(s: Slice) -> list[Slice]:
             item = _macro(own, shared, macro)
             for keyword in keywords:
                 if item is not None and keyword in item:
-                    setattr(ds, keyword, item[keyword].value)
+                    _set(ds, keyword, item[keyword].value)
+        _frame_content(own, ds)
         for needed, macro in (
             ("ImagePositionPatient", "PlanePositionSequence"),
             ("ImageOrientationPatient", "PlaneOrientationSequence"),
@@ -331,6 +410,31 @@ def _frames(s: Slice) -> list[Slice]:
                 raise _Unsupported(f"frame {index + 1} has no {needed} (no {macro} in its functional groups)")
         frames.append(Slice(s.path, ds, index))
     return frames
+
+
+def _frame_content(own: pydicom.Dataset, ds: pydicom.Dataset) -> None:
+    """Copy the frame's stack, temporal position and acquisition (FrameContentSequence) onto
+    ``ds``, as a classic slice carries them: they tell several acquisitions in one file apart,
+    and the acquisition time dates the frame's contrast phase."""
+    content = own.get("FrameContentSequence")
+    if not content:
+        return
+    item = content[0]
+    for keyword in ("StackID", "TemporalPositionIndex", "FrameAcquisitionNumber"):
+        if keyword in item:
+            _set(ds, keyword, item[keyword].value)
+    stamp = str(item.get("FrameAcquisitionDateTime", "") or "")
+    if len(stamp) >= 14:  # YYYYMMDDHHMMSS[.FFFFFF][&ZZXX]
+        _set(ds, "AcquisitionDate", stamp[:8])
+        _set(ds, "AcquisitionTime", stamp[8:].split("+")[0].split("-")[0])
+
+
+def _set(ds: pydicom.Dataset, keyword: str, value: object) -> None:
+    """Give ``ds`` its own element: the frames' datasets share the file's top-level elements,
+    and setting a shared one's value would set it for every frame."""
+    if keyword in ds:
+        del ds[keyword]
+    setattr(ds, keyword, value)
 
 
 def _macro(own: pydicom.Dataset, shared: pydicom.Dataset, name: str) -> pydicom.Dataset | None:

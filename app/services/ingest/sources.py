@@ -126,16 +126,7 @@ def _dicom_candidate(
 ) -> Candidate:
     header = series.first
     patient = overrides.patient_id or str(header.get("PatientID", "") or "").strip()
-    if overrides.phase:
-        phase, reason = overrides.phase, "given"
-    else:
-        phase, reason = detect_phase(
-            [series.tag("SeriesDescription"), series.tag("StudyDescription")],
-            contrast_agent=series.tag("ContrastBolusAgent"),
-            contrast_start_time=series.tag("ContrastBolusStartTime"),
-            acquisition_time=series.tag("AcquisitionTime") or series.tag("SeriesTime"),
-            rules=rules,
-        )
+    phase, reason = (overrides.phase, "given") if overrides.phase else _phase(series, rules)
     study_date = overrides.study_date or _series_date(series)
     thickness = header.get("SliceThickness")
     return Candidate(
@@ -146,7 +137,7 @@ def _dicom_candidate(
         or "lvt-study:{}:{}:{}:{}".format(
             patient, series.tag("StudyDate"), series.tag("StudyTime"), series.tag("StudyID")
         ),
-        series_uid_source=series.series_uid,
+        series_uid_source=series.source_key,
         study_date=study_date,
         accession=series.tag("AccessionNumber"),
         study_description=series.tag("StudyDescription"),
@@ -158,6 +149,22 @@ def _dicom_candidate(
         load=lambda: decode(series),
         warnings=series.warnings,  # the same list: decoding adds what only the pixels tell
     )
+
+
+def _phase(series: DicomSeries, rules: list[PhaseRule] | None) -> tuple[str, str]:
+    """The phase from the descriptions and contrast timing. Acquisitions split from one
+    series share its descriptions, so for them the timing speaks first."""
+    timing = {
+        "contrast_agent": series.tag("ContrastBolusAgent"),
+        "contrast_start_time": series.tag("ContrastBolusStartTime"),
+        "acquisition_time": series.tag("AcquisitionTime") or series.tag("SeriesTime"),
+        "rules": rules,
+    }
+    if series.acquisition is not None:
+        phase, reason = detect_phase([], **timing)
+        if phase != "unknown":
+            return phase, reason
+    return detect_phase([series.tag("SeriesDescription"), series.tag("StudyDescription")], **timing)
 
 
 DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate")
@@ -209,6 +216,8 @@ def series_source(series: DicomSeries) -> str:
     shown = "without SeriesInstanceUID" if uid.startswith("lvt-") else uid
     number = series.tag("SeriesNumber")
     which = f"series {number}, {shown}" if number not in (None, "") else f"series {shown}"
+    if series.acquisition is not None:
+        which += f", {series.acquisition}"
     return f"{place} ({which}, {len(series.slices)} slices)"
 
 
@@ -270,13 +279,13 @@ def _damaged_in(series: DicomSeries, damaged: list[Damaged]) -> list[Damaged]:
 def _split_over_scans(series: DicomSeries, where: str, found: Discovery) -> str | None:
     """Why ``series`` cannot be ingested whole: its UID came up in another scan (another
     manifest row's dicom_dir, or a row and the paths given), each with other overrides."""
-    earlier = found.series_seen.get(series.series_uid)
-    found.series_seen.setdefault(series.series_uid, where)
+    earlier = found.series_seen.get(series.source_key)
+    found.series_seen.setdefault(series.source_key, where)
     if earlier is None:
         return None
     reason = (f"the series is split over {earlier} and {where}; give all its files in one "
               "folder or manifest row (or as paths of one ingest)")
-    for candidate in [c for c in found.candidates if c.series_uid_source == series.series_uid]:
+    for candidate in [c for c in found.candidates if c.series_uid_source == series.source_key]:
         found.candidates.remove(candidate)  # a part is never stored as the whole series
         found.skipped.append({"source": candidate.source, "reason": reason})
     return reason
