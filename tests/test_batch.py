@@ -325,9 +325,19 @@ def test_cli_batch_device_defaults_to_lvt_device(cohort: str, tiny_checkpoint: P
     assert all("CUDA" in failure["error"] for failure in doc["failures"])
 
 
+@pytest.fixture()
+def cohort_on_each_backend(migrated_db: str, tmp_path: Path) -> str:
+    """``cohort``'s 2 patients x 2 tiny studies on SQLite and on PostgreSQL; returns the URL."""
+    ingest_paths([], IngestOptions(manifest=write_tiny_cohort(tmp_path / "in")), url=migrated_db)
+    return migrated_db
+
+
 def test_local_cluster_two_workers_matches_in_process(
-    cohort: str, tiny_checkpoint: Path
+    cohort_on_each_backend: str, tiny_checkpoint: Path
 ) -> None:
+    """Two worker processes write results at once: on PostgreSQL too (row locks, not
+    SQLite's file lock), each scan is done once and matches the in-process run."""
+    cohort = cohort_on_each_backend
     summary = run_batch(BatchOptions(all=True, model=tiny_checkpoint, workers=2))
     assert summary.engine.startswith("dask LocalCluster") and summary.done == 4
     dask_hashes = _hashes(cohort)
