@@ -106,7 +106,7 @@ def main() -> None:
             start = time.perf_counter()
             result = confirm_across_phases(scans, rule)
             seconds.append(time.perf_counter() - start)
-            found.append([large_found(truths[i], result[i][0], scans[i].image.GetSpacing()) for i in (arterial, portal)])
+            found.append([large_found(truths[i], result[i].labels, scans[i].image.GetSpacing()) for i in (arterial, portal)])
         total = found[0][0][1]
         print(f"{day[0].case_id.rsplit('_', 1)[0]} | {truths[arterial].size:,} | "
               + " | ".join(f"{s:.2f}" for s in seconds)

@@ -77,8 +77,8 @@ def main() -> None:
                 start = time.perf_counter()
                 result = confirm_across_phases(scans, CrossPhaseRule(fluid_max_hu=limit))
                 seconds[limit] += time.perf_counter() - start
-                for scan, (labels, _) in zip(scans, result, strict=True):
-                    totals[limit] += lost(scan, labels)
+                for scan, reading in zip(scans, result, strict=True):
+                    totals[limit] += lost(scan, reading.labels)
     print(f"true lesion places measured: {len(densest)}; lowest densest median HU: {min(densest, default=float('nan')):.1f}")
     print("fluid_max_hu | lesions removed (all) | lesions ≥ 10 mm removed | seconds (all days)")
     for limit in limits:

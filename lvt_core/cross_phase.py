@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cc3d
 import numpy as np
@@ -358,13 +359,22 @@ Addition = DroppedCandidate | FromOtherPhases
 """Anything the step adds to a scan's labels."""
 
 
+class DayReading(NamedTuple):
+    """One scan after its day's reading: its labels, the lesions added to them, and the fluid
+    made background (kept so a follow-up can say where a lesion may have turned cystic)."""
+
+    labels: np.ndarray
+    added: list[Addition]
+    fluid: list[FluidPlace]
+
+
 def apply_rule(
     scan: PhaseScan, candidates: Sequence[DroppedCandidate], carried: Sequence[FromOtherPhases], rule: CrossPhaseRule,
     veins: Sequence[FillingVein] = (), fluid: Sequence[FluidPlace] = (),
-) -> tuple[np.ndarray, list[Addition]]:
+) -> DayReading:
     """``scan``'s labels with what ``rule`` keeps of its confirmable candidates and of what the
-    other phases bring, and those kept: the veins it tells made vessel and the fluid it tells
-    made background first, then the confirmed
+    other phases bring, those kept, and the fluid made background: the veins it tells made
+    vessel and the fluid made background first, then the confirmed
     candidates, then each carried lesion or washout half that does not overlap what is already
     painted (two phases may carry the same lesion). The labels are ``scan.labels`` itself when
     the rule keeps nothing."""
@@ -373,7 +383,7 @@ def apply_rule(
     veins_kept = [vein for vein in veins if vein.kept_by(rule)]
     fluid_kept = [place for place in fluid if place.kept_by(rule)]
     if not (kept or carried_kept or veins_kept or fluid_kept):
-        return scan.labels, []
+        return DayReading(scan.labels, [], [])
     labels = scan.labels.copy()
     for vein in veins_kept:
         labels[vein.window][vein.mask] = VESSEL
@@ -385,7 +395,7 @@ def apply_rule(
         if not (labels[lesion.window][lesion.mask] == TUMOR).any():
             labels[lesion.window][lesion.mask] = TUMOR
             kept.append(lesion)
-    return labels, kept
+    return DayReading(labels, kept, fluid_kept)
 
 
 MeasuredScan = tuple[list[DroppedCandidate], list[FromOtherPhases], list[FillingVein], list[FluidPlace]]
@@ -424,14 +434,12 @@ def measured_across_phases(
              measured_fluid[target]) for target, points in enumerate(centres)]
 
 
-def confirm_across_phases(
-    scans: Sequence[PhaseScan], rule: CrossPhaseRule
-) -> list[tuple[np.ndarray, list[Addition]]]:
+def confirm_across_phases(scans: Sequence[PhaseScan], rule: CrossPhaseRule) -> list[DayReading]:
     """Per scan of one day (any order, two or more phases), its labels with what the other
-    scans confirm or carry into it, and those additions; every scan's labels unchanged when
-    the rule is off or the day has one scan."""
+    scans confirm or carry into it, those additions and the fluid made background; every
+    scan's labels unchanged when the rule is off or the day has one scan."""
     if not rule.enabled or len(scans) < 2:
-        return [(scan.labels, []) for scan in scans]
+        return [DayReading(scan.labels, [], []) for scan in scans]
     measured = measured_across_phases(scans, rule.confirms_candidates, rule.carries_lesions, rule.finds_washout,
                                       rule.removes_filling_veins, rule.removes_fluid)
     return [apply_rule(scan, candidates, carried, rule, veins, fluid)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -47,9 +47,16 @@ class FluidPlace:
     component: int  # its number among that scan's tumor components (:func:`tumor_components`)
     densest_hu: float  # the highest of its median HU over the day's CTs, its own included
     centre_mm: tuple[float, ...]
+    volume_ml: float
 
     def kept_by(self, rule: CrossPhaseRule) -> bool:
         return rule.removes_fluid and self.densest_hu <= rule.fluid_max_hu
+
+    def summary(self) -> dict[str, Any]:
+        """Where it was and what it read, for the record of what a segmentation left out (a
+        lesion turned cystic under treatment reads as fluid too)."""
+        return {"centre_mm": [round(v, 1) for v in self.centre_mm], "volume_ml": round(self.volume_ml, 2),
+                "densest_hu": round(self.densest_hu, 1)}
 
 
 def _median_hu(image: sitk.Image, mask: np.ndarray, window: tuple[slice, ...]) -> float:
@@ -71,12 +78,14 @@ def fluid_places(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], s
         for other in (i for i in range(len(scans)) if i != own):
             carried = carry_regions(components, scan.image, scans[other].image, transforms[own, other])
             others.append((scans[other].image, carried, ndimage.find_objects(carried)))
-        smallest = MIN_FLUID_ML / voxel_volume_ml(scan.image)
+        voxel_ml = voxel_volume_ml(scan.image)
+        smallest = MIN_FLUID_ML / voxel_ml
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             if box is None:
                 continue
             mask = components[box] == index
-            if np.count_nonzero(mask) < smallest:
+            voxels = np.count_nonzero(mask)
+            if voxels < smallest:
                 continue
             medians = [_median_hu(scan.image, mask, box)]
             for image, carried, boxes in others:
@@ -87,5 +96,5 @@ def fluid_places(scans: Sequence[PhaseScan], transforms: dict[tuple[int, int], s
                 continue
             where = np.argwhere(mask) + [s.start for s in box]
             places[own].append(FluidPlace(box, mask, index, float(max(medians)),
-                                          nearest_centre_mm(scan.image, where)))
+                                          nearest_centre_mm(scan.image, where), voxels * voxel_ml))
     return places

@@ -530,8 +530,10 @@ class Predictor:
                     phases: Sequence[str] | None = None) -> list[tuple[sitk.Image, dict[str, Any]]]:
         """Segment the scans of one day (its contrast phases, named in ``phases`` where known)
         and read them together (:mod:`lvt_core.cross_phase`, when the checkpoint's rule is on):
-        per scan its labels and what :attr:`last_info` said about it, its ``timings``, and
-        ``cross_phase_points_mm``, the centres of the lesions another phase confirmed in it."""
+        per scan its labels and what :attr:`last_info` said about it, its ``timings``,
+        ``cross_phase_points_mm``, the centres of the lesions another phase confirmed in it, and
+        ``fluid_places`` (read together only), the places drawn as tumor it made background as
+        fluid (:meth:`~lvt_core.fluid_places.FluidPlace.summary`)."""
         if phases is not None and len(phases) != len(images):
             raise ValueError(f"{len(images)} scans but {len(phases)} phases")
         together = self.cross_phase.enabled and len(images) > 1 and not self.fast
@@ -545,12 +547,12 @@ class Predictor:
             return [(labels, info) for labels, info, _ in results]
         scans = [scan for *_, scan in results]
         out = []
-        for (labels, info, scan), (confirmed, kept) in zip(results, confirm_across_phases(scans, self.cross_phase),
-                                                           strict=True):
-            if confirmed is not scan.labels:  # lesions added, or veins drawn as tumor made vessel
-                labels = sitk.GetImageFromArray(confirmed)
+        for (labels, info, scan), reading in zip(results, confirm_across_phases(scans, self.cross_phase), strict=True):
+            if reading.labels is not scan.labels:  # lesions added, veins made vessel or fluid background
+                labels = sitk.GetImageFromArray(reading.labels)
                 labels.CopyInformation(scan.image)
-                info["cross_phase_points_mm"] = [list(c.centre_mm) for c in kept]
+                info["cross_phase_points_mm"] = [list(c.centre_mm) for c in reading.added]
+                info["fluid_places"] = [place.summary() for place in reading.fluid]
             out.append((labels, info))
         return out
 

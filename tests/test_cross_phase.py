@@ -67,7 +67,7 @@ def test_a_lesion_in_one_phase_confirms_the_dropped_candidate_in_the_other() -> 
     # 0.95); a decoy of the same peak far from any lesion; and one near it but too faint
     arterial = _scan(SHIFT_MM, lesion, LIVER, 0.7, decoys=((far, 0.7),))
 
-    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases(
+    (portal_labels, portal_added, _), (arterial_labels, arterial_added, _) = confirm_across_phases(
         [portal, arterial], RULE)
 
     assert portal_labels is portal.labels and portal_added == []
@@ -93,7 +93,7 @@ def test_without_the_breathing_shift_registered_the_candidate_would_be_missed() 
     tight = CrossPhaseRule(min_peak=0.6, max_distance_mm=3.0)
     unregistered = np.linalg.norm(SHIFT_MM) - 6.0  # nearest candidate voxel from the old centre
     assert unregistered > tight.max_distance_mm
-    (_, _), (labels, added) = confirm_across_phases([portal, arterial], tight)
+    (_, _, _), (labels, added, _) = confirm_across_phases([portal, arterial], tight)
     assert len(added) == 1 and added[0].distance_mm <= 3.0
     assert (labels[_ball(lesion + SHIFT_MM, 6.0)] == TUMOR).all()
 
@@ -102,7 +102,7 @@ def test_faint_candidates_rims_and_a_single_phase_are_left_alone() -> None:
     lesion = np.array([40.0, 50.0, 70.0])
     portal = _scan(np.zeros(3), lesion, TUMOR, 0.99)
     too_faint = _scan(SHIFT_MM, lesion, LIVER, 0.5)  # under min_peak 0.6
-    (_, _), (labels, added) = confirm_across_phases([portal, too_faint], RULE)
+    (_, _, _), (labels, added, _) = confirm_across_phases([portal, too_faint], RULE)
     assert added == [] and labels is too_faint.labels
 
     # a rim of probability around a lesion already drawn (the lesion-edge rule trims it) is
@@ -110,12 +110,12 @@ def test_faint_candidates_rims_and_a_single_phase_are_left_alone() -> None:
     rimmed = _scan(SHIFT_MM, lesion, TUMOR, 0.99)
     shell = _ball(lesion + SHIFT_MM, 9.0) & ~_ball(lesion + SHIFT_MM, 6.0)
     rimmed.tumor_probability[shell] = 0.7
-    (_, _), (labels, added) = confirm_across_phases([portal, rimmed], RULE)
+    (_, _, _), (labels, added, _) = confirm_across_phases([portal, rimmed], RULE)
     assert added == [] and labels is rimmed.labels
 
     only = _scan(SHIFT_MM, lesion, LIVER, 0.9)
-    assert confirm_across_phases([only], RULE) == [(only.labels, [])]
-    assert confirm_across_phases([portal, only], CrossPhaseRule())[1] == (only.labels, [])
+    assert confirm_across_phases([only], RULE) == [(only.labels, [], [])]
+    assert confirm_across_phases([portal, only], CrossPhaseRule())[1] == (only.labels, [], [])
 
 
 def _with_ct(scan: PhaseScan, shift_mm: np.ndarray, lesion_mm: np.ndarray, lesion_hu: float,
@@ -136,7 +136,7 @@ def test_a_lesion_the_other_phase_shows_only_in_its_ct_is_carried_whole() -> Non
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 40)
     arterial = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 10)
 
-    (portal_labels, portal_added), (arterial_labels, added) = confirm_across_phases([portal, arterial], CARRY)
+    (portal_labels, portal_added, _), (arterial_labels, added, _) = confirm_across_phases([portal, arterial], CARRY)
 
     assert portal_labels is portal.labels and portal_added == []  # nothing goes back
     assert len(added) == 1 and added[0].source_volume_ml == pytest.approx(0.9, abs=0.1)
@@ -148,29 +148,29 @@ def test_a_lesion_the_other_phase_shows_only_in_its_ct_is_carried_whole() -> Non
     assert np.linalg.norm(centre - (np.array(lesion_centres_mm(portal)[0]) + SHIFT_MM[::-1])) < 2.0
     assert not (arterial.labels == TUMOR).any()  # the caller's labels are not modified
     # the candidate rule alone adds nothing here: there is no candidate
-    assert confirm_across_phases([portal, arterial], RULE)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], RULE)[1] == (arterial.labels, [], [])
 
 
 def test_a_lesion_is_not_carried_where_the_other_ct_shows_nothing_or_another_lesion_or_a_vessel() -> None:
     lesion = np.array([40.0, 50.0, 70.0])
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 40)
     faint = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 3)  # under 5 HU
-    assert confirm_across_phases([portal, faint], CARRY)[1] == (faint.labels, [])
+    assert confirm_across_phases([portal, faint], CARRY)[1] == (faint.labels, [], [])
     brighter = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU + 30)
     assert len(confirm_across_phases([portal, brighter], CARRY)[1][1]) == 1  # brighter counts too
     # unless the rule takes so bright a place for a vessel's edge; a darker one still counts
     vessel_like = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=15.0)
-    assert confirm_across_phases([portal, brighter], vessel_like)[1] == (brighter.labels, [])
+    assert confirm_across_phases([portal, brighter], vessel_like)[1] == (brighter.labels, [], [])
     darker = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 10)
     darker_only = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=0.0)
     assert len(confirm_across_phases([portal, darker], darker_only)[1][1]) == 1
     small = CrossPhaseRule(carry_min_volume_ml=1.0, carry_min_contrast_hu=5.0)  # the 0.9 ml lesion is smaller
-    assert confirm_across_phases([portal, brighter], small)[1] == (brighter.labels, [])
+    assert confirm_across_phases([portal, brighter], small)[1] == (brighter.labels, [], [])
     # drawn there already, or drawn as vessel there: left as the network drew it
     drawn = _with_ct(_scan(SHIFT_MM, lesion, TUMOR, 0.99), SHIFT_MM, lesion, LIVER_HU - 40)
-    assert confirm_across_phases([portal, drawn], CARRY)[1] == (drawn.labels, [])
+    assert confirm_across_phases([portal, drawn], CARRY)[1] == (drawn.labels, [], [])
     vessel = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 60)
-    assert confirm_across_phases([portal, vessel], CARRY)[1] == (vessel.labels, [])
+    assert confirm_across_phases([portal, vessel], CARRY)[1] == (vessel.labels, [], [])
 
 
 ONTO_VESSELS = CrossPhaseRule(carry_min_volume_ml=0.5, carry_min_contrast_hu=5.0, carry_max_brighter_hu=0.0,
@@ -184,7 +184,7 @@ def test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carri
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU - 20, "portal")
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
 
-    (_, portal_added), (labels, added) = confirm_across_phases([portal, arterial], ONTO_VESSELS)
+    (_, portal_added, _), (labels, added, _) = confirm_across_phases([portal, arterial], ONTO_VESSELS)
 
     assert portal_added == []
     assert len(added) == 1 and added[0].onto_vessel and added[0].contrast_hu == pytest.approx(70.0, abs=1.0)
@@ -193,9 +193,9 @@ def test_an_arterially_enhancing_lesion_drawn_as_vessel_becomes_tumor_when_carri
     assert 2 * np.count_nonzero(drawn & truth) / (np.count_nonzero(drawn) + np.count_nonzero(truth)) > 0.9
     assert not (labels == VESSEL).any()
     # off unless the rule says so, and not for a place too faintly brighter
-    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [], [])
     faint = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 20, "arterial")
-    assert confirm_across_phases([portal, faint], ONTO_VESSELS)[1] == (faint.labels, [])
+    assert confirm_across_phases([portal, faint], ONTO_VESSELS)[1] == (faint.labels, [], [])
 
 
 def test_only_an_arterial_scan_is_searched_for_lesions_drawn_as_vessel() -> None:
@@ -206,7 +206,7 @@ def test_only_an_arterial_scan_is_searched_for_lesions_drawn_as_vessel() -> None
     for phase in ("portal", "late", "unknown"):
         source = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU + 30, "arterial")
         target = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, phase)
-        assert confirm_across_phases([source, target], ONTO_VESSELS)[1] == (target.labels, []), phase
+        assert confirm_across_phases([source, target], ONTO_VESSELS)[1] == (target.labels, [], []), phase
     # the same two scans with their phases swapped: the arterial one gains the lesion
     portal = _with_ct(_scan(np.zeros(3), lesion, TUMOR, 0.99), np.zeros(3), lesion, LIVER_HU + 30, "portal")
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
@@ -232,7 +232,7 @@ def test_a_vessel_running_through_a_carried_lesion_stays_vessel() -> None:
     """The carried mask lands on a thick vessel that runs on past it: a vessel, not a lesion."""
     portal, arterial = _arterial_with_branch(np.array([40.0, 50.0, 70.0]), 0.0)
 
-    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [], [])
 
 
 def test_how_much_vessel_may_surround_a_lesion_drawn_as_vessel_is_a_decision() -> None:
@@ -244,11 +244,11 @@ def test_how_much_vessel_may_surround_a_lesion_drawn_as_vessel_is_a_decision() -
     through = _arterial_with_branch(lesion, 0.0)
     looser = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.15)
 
-    assert confirm_across_phases(list(against), ONTO_VESSELS)[1] == (against[1].labels, [])
-    labels, added = confirm_across_phases(list(against), looser)[1]
+    assert confirm_across_phases(list(against), ONTO_VESSELS)[1] == (against[1].labels, [], [])
+    labels, added, _ = confirm_across_phases(list(against), looser)[1]
     assert len(added) == 1 and 0.1 <= added[0].shell_vessel_fraction < 0.15
     assert (labels[_ball(lesion + SHIFT_MM, 4.0)] == TUMOR).all()
-    assert confirm_across_phases(list(through), looser)[1] == (through[1].labels, [])
+    assert confirm_across_phases(list(through), looser)[1] == (through[1].labels, [], [])
     anything = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.99)  # a vessel fills the shell: never
     assert len(confirm_across_phases(list(through), anything)[1][1]) == 1
 
@@ -262,10 +262,10 @@ def test_a_thin_vessel_running_through_is_told_from_a_branch_beside_the_lesion_b
     by_fraction = replace(ONTO_VESSELS, carry_vessel_max_shell_fraction=0.15)
     by_sides = replace(by_fraction, carry_vessel_min_one_sidedness=0.5)
 
-    _, added = confirm_across_phases(list(thin_through), by_fraction)[1]
+    _, added, _ = confirm_across_phases(list(thin_through), by_fraction)[1]
     assert len(added) == 1 and added[0].shell_vessel_fraction < 0.1 and added[0].shell_vessel_one_sidedness < 0.1
-    assert confirm_across_phases(list(thin_through), by_sides)[1] == (thin_through[1].labels, [])
-    _, kept = confirm_across_phases(list(against), by_sides)[1]
+    assert confirm_across_phases(list(thin_through), by_sides)[1] == (thin_through[1].labels, [], [])
+    _, kept, _ = confirm_across_phases(list(against), by_sides)[1]
     assert len(kept) == 1 and kept[0].shell_vessel_one_sidedness > 0.8
 
 
@@ -283,16 +283,16 @@ def test_a_lesion_drawn_beside_a_place_drawn_as_vessel_stops_the_carry_unless_th
     arterial.labels[vein] = TUMOR
     beside = replace(ONTO_VESSELS, carry_vessel_beside_tumor=1.0)
 
-    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [])
-    labels, added = confirm_across_phases([portal, arterial], beside)[1]
+    assert confirm_across_phases([portal, arterial], ONTO_VESSELS)[1] == (arterial.labels, [], [])
+    labels, added, _ = confirm_across_phases([portal, arterial], beside)[1]
     assert len(added) == 1 and added[0].onto_vessel and added[0].beside_tumor
     assert (labels[_ball(centre, 5.0)] == TUMOR).all() and (labels[vein] == TUMOR).all()
     arterial.labels[_ball(centre, 2.0)] = TUMOR  # the network found part of it after all
-    assert confirm_across_phases([portal, arterial], beside)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], beside)[1] == (arterial.labels, [], [])
     hypo = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU - 20, "arterial")
     assert len(confirm_across_phases([portal, hypo], beside)[1][1]) == 1  # onto liver, alone: carried
     hypo.labels[vein] = TUMOR
-    assert confirm_across_phases([portal, hypo], beside)[1] == (hypo.labels, [])
+    assert confirm_across_phases([portal, hypo], beside)[1] == (hypo.labels, [], [])
 
 
 def test_rule_round_trips_through_checkpoint_metadata() -> None:
@@ -526,7 +526,7 @@ def test_arterial_enhancement_with_portal_washout_finds_a_lesion_missed_in_both_
     portal = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 20, "portal")
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
 
-    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases(
+    (portal_labels, portal_added, _), (arterial_labels, arterial_added, _) = confirm_across_phases(
         [portal, arterial], WASHOUT)
 
     assert len(portal_added) == len(arterial_added) == 1
@@ -538,11 +538,11 @@ def test_arterial_enhancement_with_portal_washout_finds_a_lesion_missed_in_both_
         assert 2 * np.count_nonzero(drawn & truth) / (np.count_nonzero(drawn) + np.count_nonzero(truth)) > 0.85
     assert not (arterial_labels == VESSEL).any()
     # off by default and in a stricter rule; in any other pair of phases, the pattern means nothing
-    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], CARRY)[1] == (arterial.labels, [], [])
     strict = CrossPhaseRule(washout_min_brighter_hu=80.0)
-    assert confirm_across_phases([portal, arterial], strict)[1] == (arterial.labels, [])
+    assert confirm_across_phases([portal, arterial], strict)[1] == (arterial.labels, [], [])
     unknown = _with_ct(arterial, SHIFT_MM, lesion, LIVER_HU + 70, "unknown")
-    assert confirm_across_phases([portal, unknown], WASHOUT)[1] == (unknown.labels, [])
+    assert confirm_across_phases([portal, unknown], WASHOUT)[1] == (unknown.labels, [], [])
 
 
 def test_a_vessel_bright_in_both_phases_or_a_thin_one_is_no_washout() -> None:
@@ -552,9 +552,9 @@ def test_a_vessel_bright_in_both_phases_or_a_thin_one_is_no_washout() -> None:
     lesion = np.array([40.0, 50.0, 70.0])
     arterial = _with_ct(_scan(SHIFT_MM, lesion, VESSEL, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
     vein = _with_ct(_scan(np.zeros(3), lesion, VESSEL, 0.0), np.zeros(3), lesion, LIVER_HU + 60, "portal")
-    assert confirm_across_phases([vein, arterial], WASHOUT) == [(vein.labels, []), (arterial.labels, [])]
+    assert confirm_across_phases([vein, arterial], WASHOUT) == [(vein.labels, [], []), (arterial.labels, [], [])]
     iso = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 2, "portal")
-    assert confirm_across_phases([iso, arterial], WASHOUT)[1] == (arterial.labels, [])
+    assert confirm_across_phases([iso, arterial], WASHOUT)[1] == (arterial.labels, [], [])
 
     thin = _with_ct(_scan(SHIFT_MM, lesion, LIVER, 0.0), SHIFT_MM, lesion, LIVER_HU + 70, "arterial")
     tube = _ball(lesion + SHIFT_MM, 6.0)
@@ -564,7 +564,7 @@ def test_a_vessel_bright_in_both_phases_or_a_thin_one_is_no_washout() -> None:
     tube &= (z - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 2.0**2  # 4 mm across, under 2 × 3 mm
     thin.labels[tube] = VESSEL
     portal = _with_ct(_scan(np.zeros(3), lesion, LIVER, 0.0), np.zeros(3), lesion, LIVER_HU - 20, "portal")
-    assert confirm_across_phases([portal, thin], WASHOUT)[1] == (thin.labels, [])
+    assert confirm_across_phases([portal, thin], WASHOUT)[1] == (thin.labels, [], [])
 
 
 def test_washout_round_trips_and_is_said() -> None:

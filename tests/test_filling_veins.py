@@ -30,7 +30,7 @@ def _day(arterial_label: int, arterial_contrast: float, portal_label: int,
 
 def test_a_vein_drawn_as_tumor_dark_in_the_arterial_phase_and_bright_later_becomes_vessel() -> None:
     portal, arterial = _day(TUMOR, -20.0, VESSEL, +50.0)
-    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases([portal, arterial], VEINS)
+    (portal_labels, portal_added, _), (arterial_labels, arterial_added, _) = confirm_across_phases([portal, arterial], VEINS)
     place = _ball(PLACE + SHIFT_MM, 6.0)
     assert (arterial_labels[place] == VESSEL).all() and not (arterial_labels == TUMOR).any()
     assert arterial_added == []  # nothing is added; the lesion table sees no lesion there
@@ -39,7 +39,7 @@ def test_a_vein_drawn_as_tumor_dark_in_the_arterial_phase_and_bright_later_becom
 
     # both phases drew the vein as tumor: it is vessel in both
     portal, arterial = _day(TUMOR, -20.0, TUMOR, +50.0)
-    (portal_labels, _), (arterial_labels, _) = confirm_across_phases([portal, arterial], VEINS)
+    (portal_labels, _, _), (arterial_labels, _, _) = confirm_across_phases([portal, arterial], VEINS)
     assert not (portal_labels == TUMOR).any() and not (arterial_labels == TUMOR).any()
     assert (portal_labels[_ball(PLACE, 6.0)] == VESSEL).all()
 
@@ -54,15 +54,15 @@ def test_a_lesion_keeps_its_place_unless_both_phases_show_a_filling_vein(
         arterial_contrast: float, portal_contrast: float, why: str) -> None:
     portal, arterial = _day(TUMOR, arterial_contrast, TUMOR, portal_contrast)
     result = confirm_across_phases([portal, arterial], VEINS)
-    assert result == [(portal.labels, []), (arterial.labels, [])], why
+    assert result == [(portal.labels, [], []), (arterial.labels, [], [])], why
 
 
 def test_only_an_arterial_and_a_later_phase_together_tell_a_vein_and_the_rule_may_be_off() -> None:
     unknown = _day(TUMOR, -20.0, VESSEL, +50.0, arterial_phase="unknown")
-    assert confirm_across_phases(list(unknown), VEINS) == [(scan.labels, []) for scan in unknown]
+    assert confirm_across_phases(list(unknown), VEINS) == [(scan.labels, [], []) for scan in unknown]
     day = _day(TUMOR, -20.0, VESSEL, +50.0)
-    assert confirm_across_phases(list(day), CrossPhaseRule()) == [(scan.labels, []) for scan in day]
-    assert confirm_across_phases(list(day), replace(VEINS, vein_min_brighter_hu=60.0))[1] == (day[1].labels, [])
+    assert confirm_across_phases(list(day), CrossPhaseRule()) == [(scan.labels, [], []) for scan in day]
+    assert confirm_across_phases(list(day), replace(VEINS, vein_min_brighter_hu=60.0))[1] == (day[1].labels, [], [])
 
 
 def test_nothing_is_carried_from_a_vein() -> None:
@@ -70,10 +70,10 @@ def test_nothing_is_carried_from_a_vein() -> None:
     as liver. Carrying alone copies that 'lesion' into the arterial scan; with the vein rule it
     is vessel in the portal scan and nothing is carried."""
     portal, arterial = _day(LIVER, -20.0, TUMOR, +50.0)
-    _, (arterial_labels, added) = confirm_across_phases([portal, arterial], CARRY)
+    _, (arterial_labels, added, _) = confirm_across_phases([portal, arterial], CARRY)
     assert len(added) == 1 and (arterial_labels == TUMOR).any()
     both = replace(CARRY, vein_min_darker_hu=10.0, vein_min_brighter_hu=30.0)
-    (portal_labels, portal_added), (arterial_labels, added) = confirm_across_phases([portal, arterial], both)
+    (portal_labels, portal_added, _), (arterial_labels, added, _) = confirm_across_phases([portal, arterial], both)
     assert added == [] and arterial_labels is arterial.labels
     assert not (portal_labels == TUMOR).any() and portal_added == []
 

@@ -29,16 +29,22 @@ def _day(portal_label: int, portal_hu: float, arterial_label: int, arterial_hu: 
 
 def test_bile_drawn_as_tumor_becomes_background_in_the_scan_that_drew_it() -> None:
     portal, arterial = _day(TUMOR, BILE_HU, LIVER, BILE_HU)
-    (portal_labels, portal_added), (arterial_labels, arterial_added) = confirm_across_phases([portal, arterial], FLUID)
+    (portal_labels, portal_added, portal_fluid), (arterial_labels, arterial_added, arterial_fluid) = (
+        confirm_across_phases([portal, arterial], FLUID))
     place = _ball(PLACE, 6.0)
     assert (portal_labels[place] == BACKGROUND).all() and not (portal_labels == TUMOR).any()
     assert portal_added == []  # nothing is added; the lesion table sees no lesion there
-    assert arterial_labels is arterial.labels and arterial_added == []
+    assert arterial_labels is arterial.labels and arterial_added == [] and arterial_fluid == []
+    # what was made background is said, with where it was and what it read
+    (removed,) = portal_fluid
+    assert np.allclose(removed.centre_mm, np.add(portal.image.GetOrigin(), PLACE[::-1]), atol=1.0)  # PLACE: z, y, x
+    assert removed.volume_ml == pytest.approx(np.count_nonzero(place) * np.prod(portal.image.GetSpacing()) / 1000)
+    assert removed.densest_hu == pytest.approx(BILE_HU, abs=1.0)
     assert (portal.labels[place] == TUMOR).all()  # the caller's labels are not modified
 
     # both phases drew it as tumor: it is background in both
     portal, arterial = _day(TUMOR, BILE_HU, TUMOR, 12.0)
-    (portal_labels, _), (arterial_labels, _) = confirm_across_phases([portal, arterial], FLUID)
+    (portal_labels, _, _), (arterial_labels, _, _) = confirm_across_phases([portal, arterial], FLUID)
     assert not (portal_labels == TUMOR).any() and not (arterial_labels == TUMOR).any()
     assert (arterial_labels[_ball(PLACE + SHIFT_MM, 6.0)] == BACKGROUND).all()
 
@@ -51,7 +57,7 @@ def test_bile_drawn_as_tumor_becomes_background_in_the_scan_that_drew_it() -> No
 ])
 def test_a_lesion_denser_than_water_in_any_phase_is_kept(portal_hu: float, arterial_hu: float, why: str) -> None:
     portal, arterial = _day(TUMOR, portal_hu, TUMOR, arterial_hu)
-    assert confirm_across_phases([portal, arterial], FLUID) == [(portal.labels, []), (arterial.labels, [])], why
+    assert confirm_across_phases([portal, arterial], FLUID) == [(portal.labels, [], []), (arterial.labels, [], [])], why
 
 
 def test_a_place_too_small_to_characterize_is_kept() -> None:
@@ -60,15 +66,15 @@ def test_a_place_too_small_to_characterize_is_kept() -> None:
     portal, arterial = _day(TUMOR, BILE_HU, LIVER, BILE_HU)
     portal.labels[_ball(PLACE, 6.0) & ~_ball(PLACE, 4.0)] = LIVER
     assert 4 / 3 * np.pi * 4.0**3 / 1000 < MIN_FLUID_ML
-    assert confirm_across_phases([portal, arterial], FLUID)[0] == (portal.labels, [])
+    assert confirm_across_phases([portal, arterial], FLUID)[0] == (portal.labels, [], [])
 
 
 def test_one_scan_cannot_tell_fluid_and_the_rule_may_be_off() -> None:
     portal, arterial = _day(TUMOR, BILE_HU, LIVER, BILE_HU)
-    assert confirm_across_phases([portal], FLUID) == [(portal.labels, [])]  # a very dark metastasis, or bile
-    assert confirm_across_phases([portal, arterial], CrossPhaseRule()) == [(s.labels, []) for s in (portal, arterial)]
+    assert confirm_across_phases([portal], FLUID) == [(portal.labels, [], [])]  # a very dark metastasis, or bile
+    assert confirm_across_phases([portal, arterial], CrossPhaseRule()) == [(s.labels, [], []) for s in (portal, arterial)]
     stricter = replace(FLUID, fluid_max_hu=5.0)
-    assert confirm_across_phases([portal, arterial], stricter)[0] == (portal.labels, [])
+    assert confirm_across_phases([portal, arterial], stricter)[0] == (portal.labels, [], [])
 
 
 def test_nothing_is_carried_from_fluid() -> None:
@@ -76,10 +82,10 @@ def test_nothing_is_carried_from_fluid() -> None:
     Carrying alone copies that 'lesion' into the arterial scan; with the fluid rule it is
     background in the portal scan and nothing is carried."""
     portal, arterial = _day(TUMOR, BILE_HU, LIVER, BILE_HU)
-    _, (arterial_labels, added) = confirm_across_phases([portal, arterial], CARRY)
+    _, (arterial_labels, added, _) = confirm_across_phases([portal, arterial], CARRY)
     assert len(added) == 1 and (arterial_labels == TUMOR).any()
     both = replace(CARRY, fluid_max_hu=20.0)
-    (portal_labels, portal_added), (arterial_labels, added) = confirm_across_phases([portal, arterial], both)
+    (portal_labels, portal_added, _), (arterial_labels, added, _) = confirm_across_phases([portal, arterial], both)
     assert added == [] and arterial_labels is arterial.labels
     assert not (portal_labels == TUMOR).any() and portal_added == []
 
@@ -93,8 +99,13 @@ def test_predict_day_makes_fluid_background(tmp_path: Path, monkeypatch: pytest.
     labels = sitk.GetArrayFromImage(portal_labels)
     assert not (labels == TUMOR).any() and (labels[_ball(PLACE, 6.0)] == BACKGROUND).all()
     assert portal_info["cross_phase_points_mm"] == []
-    (alone, _), = predictor.predict_day([portal], ["portal"])
+    (place,) = portal_info["fluid_places"]  # the record of what the reading left out
+    assert set(place) == {"centre_mm", "volume_ml", "densest_hu"} and place["volume_ml"] >= MIN_FLUID_ML
+    assert np.allclose(place["centre_mm"], np.add(portal.GetOrigin(), PLACE[::-1]), atol=2.0)
+    assert place["densest_hu"] <= FLUID.fluid_max_hu
+    (alone, alone_info), = predictor.predict_day([portal], ["portal"])
     assert (sitk.GetArrayFromImage(alone) == TUMOR).any()  # one scan of the day: nothing is told
+    assert "fluid_places" not in alone_info
 
 
 def test_the_fluid_rule_round_trips_and_is_said() -> None:

@@ -220,7 +220,7 @@ def calibrate_cross_phase(
                 # the labels depend only on which additions the rule keeps: paint each set once
                 key = tuple(id(change) for change in (*candidates, *carried, *veins, *fluid) if change.kept_by(rule))
                 if key not in tables:
-                    labels, _ = apply_rule(scan, candidates, carried, rule, veins, fluid)
+                    labels = apply_rule(scan, candidates, carried, rule, veins, fluid).labels
                     components = cc3d.connected_components(labels == TUMOR, connectivity=26)
                     tables[key] = _CandidateTable(components, reference.components, reference.count)
                 table = tables[key]
