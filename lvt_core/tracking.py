@@ -21,6 +21,11 @@ back as a "new" lesion, which RECIST reads as progression. So a follow-up lesion
 new is first offered, by the same cues and a second assignment, to the tracks that disappeared
 at most ``max_gap`` studies before, measured through the composed registrations.
 
+A lesion that disappears where the segmenter left fluid out (``TimepointInput.fluid_places``:
+a place drawn as tumor that read as water in every phase of the day) may have turned cystic
+under treatment, which the segmenter does not draw as a lesion; the result's ``warnings`` say
+so, and that the CT needs a look before a response is read.
+
 A track's ``status`` is its latest event: ``new`` (first seen at the latest timepoint, or at the
 only one), ``persisting``, ``merged`` (it absorbed another track, or ended inside one —
 ``merged_into`` says which), ``split`` (it broke into pieces, or was born from one —
@@ -62,6 +67,9 @@ class TimepointInput:
     image: sitk.Image | None = None
     date: date | None = None
     component_map: sitk.Image | None = None
+    # places of the day the segmenter drew as tumor and then made background as fluid
+    # (:meth:`lvt_core.fluid_places.FluidPlace.summary`: centre_mm, volume_ml, densest_hu)
+    fluid_places: Sequence[Mapping[str, Any]] = ()
 
     @classmethod
     def from_labels(
@@ -431,6 +439,7 @@ def track_lesions(
                 chain.history.append((t, "disappeared"))
 
     tracks = _number_tracks(chains, overrides.previous_track_ids)
+    warnings += _gone_into_fluid(tracks, timepoints, transforms, config.max_distance_mm)
     return TrackingResult(
         tracks=tracks,
         links=links,
@@ -440,6 +449,39 @@ def track_lesions(
         dates=[tp.date for tp in timepoints],
         warnings=warnings,
     )
+
+
+def _gone_into_fluid(tracks: Sequence[Track], timepoints: Sequence[TimepointInput],
+                     transforms: Sequence[sitk.Transform], max_distance_mm: float) -> list[str]:
+    """A warning for each track that disappeared where the segmenter left fluid out.
+
+    The cross-phase reading makes a place that reads as water in every phase of a day
+    background (the gallbladder, a cyst); a metastasis turned cystic under treatment reads so
+    too. Its track then disappears, which a response would read as the lesion gone, so the
+    clinician is told to look: the fluid's place lies within ``max_distance_mm`` of where the
+    track's last lesion maps (through the registrations) in the study it disappeared from.
+    """
+    warnings = []
+    for track in tracks:
+        for t, status in track.history:
+            places = timepoints[t].fluid_places
+            before = [(tt, lid) for tt, lid in track.members if tt < t]
+            if status != "disappeared" or not places or not before:
+                continue
+            last_t, last_id = max(before)
+            lesion = next(x for x in timepoints[last_t].lesions if x.id == last_id)
+            matrix, offset = matrix_offset(_compose(transforms[last_t:t]))
+            assert matrix is not None
+            there = np.asarray(lesion.centroid_mm) @ matrix.T + offset
+            distance, place = min(((float(np.linalg.norm(np.subtract(p["centre_mm"], there))), p) for p in places),
+                                  key=lambda item: item[0])
+            if distance <= max_distance_mm:
+                warnings.append(
+                    f"lesion {track.track_id} is gone at {_name(timepoints[t], t)}, but fluid of "
+                    f"{place['volume_ml']:.1f} ml (at most {place['densest_hu']:.0f} HU in every phase) was "
+                    f"left out {distance:.0f} mm from where it was: a lesion turned cystic is not drawn "
+                    "as one; review the CT before reading a response")
+    return warnings
 
 
 def _name(timepoint: TimepointInput, index: int) -> str:

@@ -355,3 +355,28 @@ def test_a_three_slice_series_is_tracked_in_the_scanner_frame() -> None:
         assert sorted(t.status for t in result.tracks) == ["persisting", "persisting"]
         assert len(result.warnings) == 1 and "3 slice(s), too few to register" in result.warnings[0]
         assert result.transforms[0].GetName() == "TranslationTransform"
+
+
+def test_a_lesion_gone_where_fluid_was_left_out_is_a_warning() -> None:
+    """The cross-phase reading makes a place that reads as water in every phase background;
+    a metastasis turned cystic reads so too, and its track then reads as gone. Fluid left out
+    where the lesion maps (here A at the middle study, the patient repositioned) is said; fluid
+    elsewhere, or none, says nothing."""
+    timepoints = _missed_at_middle_study()
+    a_there = Pose(angle_deg=6.0, translation=(8.0, -6.0, 5.0)).to_scanner(np.array([[-25.0, -15.0, -5.0]]))[0]
+    cystic = {"centre_mm": np.add(a_there, [2.0, 0.0, 0.0]).tolist(), "volume_ml": 1.6, "densest_hu": 9.0}
+    far = {"centre_mm": np.add(a_there, [40.0, 0.0, 0.0]).tolist(), "volume_ml": 30.0, "densest_hu": 5.0}
+    assert not [w for w in track_lesions(timepoints).warnings if "fluid" in w]
+
+    timepoints[1].fluid_places = [far]
+    assert not [w for w in track_lesions(timepoints).warnings if "fluid" in w]
+
+    timepoints[1].fluid_places = [far, cystic]
+    result = track_lesions(timepoints)
+    first = sorted(timepoints[0].lesions, key=lambda les: les.volume_ml)
+    track_a = result.track_of((0, first[-1].id))
+    (warning,) = [w for w in result.warnings if "fluid" in w]
+    assert warning.startswith(f"lesion {track_a} is gone at timepoint 1, but fluid of 1.6 ml (at most 9 HU "
+                              "in every phase) was left out ")
+    assert "a lesion turned cystic is not drawn as one; review the CT" in warning
+    assert int(warning.split(" mm from")[0].rsplit(" ", 1)[1]) <= 4  # mapped through the registration
