@@ -193,6 +193,10 @@ class Segmentation(Base):
     # why a correction made this segmentation stale (its day's phase corrected, a study dated
     # into its day); `lvt batch --outdated` redraws it, and the redraw clears it (migration 0011)
     redraw_reason: Mapped[str | None] = mapped_column(String(64))
+    # places drawn as tumor that the day's reading made background as fluid, each
+    # {centre_mm, volume_ml, densest_hu}: tracking warns when a lesion disappears at one (a
+    # metastasis turned cystic); NULL not recorded (before migration 0012, an imported map)
+    fluid_places: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

@@ -556,6 +556,40 @@ def test_a_followup_liver_drawn_as_a_blob_keeps_the_tracks_and_says_why(store: d
         assert queries.followup(s, store["patient"]).tracking_warnings == []
 
 
+def test_a_lesion_gone_where_the_reading_left_fluid_out_is_said_on_the_page(store: dict) -> None:
+    """Lesion A is not drawn at the second study: the day's reading left a place of water
+    density out there (as it does the gallbladder, and a metastasis turned cystic). The
+    refresh reads each segmentation's recorded fluid places and warns on the follow-up page;
+    fluid recorded elsewhere, or none recorded (NULL, before migration 0012), says nothing."""
+    from db.models import Segmentation, Series, Study
+
+    url, model_id = store["url"], store["model_id"]
+    with make_session_factory(url)() as s:
+        portal = s.scalars(select(Series.id).join(Study, Study.id == Series.study_id)
+                           .where(Series.phase == "portal").order_by(Study.study_date)).all()
+    _, without_a = _scan_of([(B_CENTER, B_RADII[1])])
+    import_label_map(portal[1], model_id, without_a, url=url, refresh=False)
+
+    def refreshed(places: list[dict] | None) -> list[str]:
+        with make_session_factory(url)() as s:
+            s.execute(update(Segmentation).where(Segmentation.series_id == portal[1]).values(fluid_places=places))
+            summary = analytics.refresh_patient(s, s.scalar(select(Patient.id)), model_id)
+            s.commit()
+            page = queries.followup(s, store["patient"])
+        assert page is not None and page.tracking_warnings == summary["warnings"]
+        return [w for w in summary["warnings"] if "fluid" in w]
+
+    assert refreshed(None) == []
+    far = {"centre_mm": [A_CENTER[0] + 40.0, A_CENTER[1], A_CENTER[2]], "volume_ml": 20.0, "densest_hu": 6.0}
+    assert refreshed([far]) == []
+    cystic = {"centre_mm": list(A_CENTER), "volume_ml": 1.4, "densest_hu": 11.0}
+    (warning,) = refreshed([far, cystic])
+    assert "is gone at timepoint 1" in warning and "fluid of 1.4 ml (at most 11 HU in every phase)" in warning
+    assert warning.endswith("review the CT before reading a response")
+    f = analytics.patient_followup(store["patient"], model_id)
+    assert len(_track_of(f, -1.0)["points"]) == 2  # A keeps its track across the gap
+
+
 def test_a_lesion_the_scan_edge_cuts_is_stored_cut_for_the_pages_and_the_export(store: dict) -> None:
     """A lesion reaching the first slice has lower-bound sizes and is never a RECIST target; the
     flag was computed by tracking and then lost, so the page showed its size as whole."""

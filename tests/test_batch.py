@@ -100,6 +100,8 @@ def test_in_process_batch_is_idempotent(cohort: str, tiny_checkpoint: Path) -> N
         assert set(s.scalars(select(Segmentation.precision))) == {"fp32"}
         # and the LVT version whose pipeline drew it
         assert set(s.scalars(select(Segmentation.lvt_version))) == {lvt_version}
+        # and what it left out as fluid: recorded (nothing, without a cross-phase rule), not NULL
+        assert [seg.fluid_places for seg in s.scalars(select(Segmentation))] == [[]] * 4
 
     again = run_batch(BatchOptions(all=True, model=tiny_checkpoint))
     assert again.series_total == 0 and again.patients_refreshed == 0

@@ -129,6 +129,23 @@ def _tracked_segmentations(
     return [(study, seg) for _, study, seg in ordered]
 
 
+def _fluid_places_by_day(session: Session, patient_id: int, model_id: int) -> dict[dt.date, list[dict[str, Any]]]:
+    """The places every done segmentation of a day left out as fluid, by date: tracking follows
+    one phase of the day, but the reading may have left the fluid out of another (the phases
+    of one visit share the scanner frame, give or take a breath)."""
+    rows = session.execute(
+        select(Study.study_date, Segmentation.fluid_places)
+        .join(Series, Series.study_id == Study.id)
+        .join(Segmentation, Segmentation.series_id == Series.id)
+        .where(Study.patient_id == patient_id, Study.study_date.is_not(None),
+               Segmentation.model_id == model_id, Segmentation.status == "done")
+    ).all()
+    by_date: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
+    for date, places in rows:
+        by_date[date].extend(places or [])
+    return by_date
+
+
 def _phase_rank(phase: str) -> int:
     """Which phase tracking follows first (:data:`PHASE_PRIORITY`; an unlisted phase last)."""
     return PHASE_PRIORITY.index(phase) if phase in PHASE_PRIORITY else len(PHASE_PRIORITY)
@@ -330,9 +347,11 @@ def _refresh_tracks(
     key_of: dict[int, tuple[int, int]] = {}
     row_of: dict[tuple[int, int], Lesion] = {}
     timepoints = []
+    fluid = _fluid_places_by_day(session, patient_id, model_id)
     for t, (study, seg) in enumerate(tracked):
         labels = storage.read_stored(seg.label_map_path or "", root)
         tp = TimepointInput.from_labels(labels, None, study.study_date, config.tracking.min_voxels)
+        tp.fluid_places = fluid.get(study.study_date, [])
         timepoints.append(tp)
         for lesion in session.scalars(select(Lesion).where(Lesion.segmentation_id == seg.id)):
             key_of[lesion.id] = (t, lesion.lesion_index)

@@ -307,7 +307,7 @@ def store_result(
             job.status, job.error = "failed", str(error)
         # a redo that failed leaves no earlier result behind: its lesions and liver volume
         # would still feed the tracks, the exports and the study's phase deviation
-        seg.label_map_path = seg.label_map_hash = None
+        seg.label_map_path = seg.label_map_hash = seg.fluid_places = None
         session.flush()
         _store_lesions(session, seg.id, [])
         session.execute(delete(VolumetryResult).where(
@@ -318,6 +318,7 @@ def store_result(
     seg.label_map_path, seg.label_map_hash = rel, result["label_map_hash"]
     seg.precision = result.get("precision")
     seg.lvt_version = result.get("lvt_version")
+    seg.fluid_places = result.get("fluid_places")
     seg.redraw_reason = None
     session.flush()
     _store_lesions(session, seg.id, result["lesions"])

@@ -116,7 +116,7 @@ def segment_day(task: dict[str, Any]) -> list[dict[str, Any]]:
             outs[i].update(measure_labels(labels, images[i], info.get("faint_lesion_points_mm", []),
                                           info.get("cross_phase_points_mm", [])))
             outs[i].update(label_map_path=rel, label_map_hash=sha, precision=predictor.precision,
-                           lvt_version=lvt_version)
+                           lvt_version=lvt_version, fluid_places=info.get("fluid_places", []))
         except Exception as exc:
             _failed(outs[i], exc, start)
     delay = float(task.get("test_delay_s") or 0.0)
