@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from db_fixtures import write_ct_series, write_enhanced_ct
 
 from app.cli.common import UserError
-from app.services.ingest import ingest_paths
+from app.services.ingest import IngestOptions, ingest_paths
 from db import storage
 from lvt_core.imageio import read_image
 
@@ -146,3 +146,16 @@ def test_an_enhanced_ct_with_two_stacks_is_two_scans(migrated_db: str, tmp_path:
     assert "StackID 1, 6 slices)" in added[0]["source"] and "StackID 2, 6 slices)" in added[1]["source"]
     for number, item in zip((1, 2), added, strict=True):
         np.testing.assert_array_equal(_stored(item), expected[number])
+
+
+def test_one_phase_given_for_several_acquisitions_is_refused(migrated_db: str, tmp_path: Path) -> None:
+    """--phase (or a manifest row's phase) would give both acquisitions one phase, and the
+    day's arterial scan would be read as portal: refused, saying what to do, nothing stored."""
+    folder, _ = _two_phases_in_one_series(tmp_path)
+    with pytest.raises(UserError, match="phase portal was given for all of it, but it holds several acquisitions"):
+        ingest_paths([folder], IngestOptions(phase="portal"), url=migrated_db)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"patient_id,dicom_dir,phase\nPAT001,{folder},portal\n")
+    with pytest.raises(UserError, match="lvt studies set-phase SERIES PHASE"):
+        ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
+    assert not storage.data_dir().exists() or not any(storage.data_dir().rglob("*.nii.gz"))

@@ -344,6 +344,12 @@ def scan_dicom(
             else:
                 found.errors.append(f"{where}: " + "; ".join(series.errors))
             continue
+        if overrides.phase and series.acquisition is not None:
+            found.errors.append(
+                f"{where}: phase {overrides.phase} was given for all of it, but it holds several "
+                "acquisitions (one per contrast phase?); give no phase, so each is phased by its "
+                "own timing, and correct one afterwards with `lvt studies set-phase SERIES PHASE`")
+            continue
         candidate = _dicom_candidate(series, overrides, rules)
         if not candidate.patient_source_id:
             found.errors.append(f"{where}: no PatientID in the files; pass --patient-id")
