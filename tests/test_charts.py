@@ -82,7 +82,8 @@ def _drawn(fig: go.Figure, shape: go.layout.Shape) -> tuple[float, float]:
 def test_reference_lines_are_drawn() -> None:
     """The ±2 % volumetry band and the Bland–Altman bias and limits must be visible lines
     (the simple_white template alone draws them with width 0)."""
-    pairs = pd.DataFrame({"model_mm": [10.0, 20.0, 30.0, 25.0], "radiologist_mm": [12.0, 18.0, 29.0, 20.0]})
+    pairs = pd.DataFrame({"model_mm": [10.0, 20.0, 30.0, 25.0], "radiologist_mm": [12.0, 18.0, 29.0, 20.0],
+                          "patient": ["P-1", "P-1", "P-2", "P-3"]})
     deviation = pd.DataFrame({"phase": ["portal", "arterial"], "deviation_pct": [0.5, -0.5],
                               "patient": ["P-1", "P-1"]})
     for fig, lines in ((charts.bland_altman(pairs), 3), (charts.volumetry_deviation(deviation), 2)):

@@ -159,7 +159,8 @@ def volume_trajectory(lesions: pd.DataFrame, volumes: pd.DataFrame,
         liver = found.groupby("study_date", as_index=False)["total_ml"].mean()
         fig.add_trace(
             go.Scatter(x=liver["study_date"], y=liver["total_ml"], name="total liver (mean of phases)",
-                       yaxis="y2", mode="lines+markers", line={"color": "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)})
+                       yaxis="y2", mode="lines+markers", line={"color": "#{:02x}{:02x}{:02x}".format(*theme.LIVER_RGB)},
+                       hovertemplate="%{x|%Y-%m-%d}: %{y:.0f} ml<extra>total liver</extra>")
         )
     fig.update_layout(**{**LAYOUT, "margin": DATE_CHART_MARGIN}, barmode="stack",
                       title="Tumor volume per track (ml) and total liver volume")
@@ -263,7 +264,9 @@ def bland_altman(pairs: pd.DataFrame) -> go.Figure:
     diff = pairs["model_mm"] - pairs["radiologist_mm"]
     bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     scatter = go.Scattergl if len(pairs) > 2000 else go.Scatter
-    fig = go.Figure(scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7}))
+    fig = go.Figure(scatter(x=mean, y=diff, mode="markers", marker={"color": "#3b7dd8", "size": 7},
+                            text=pairs["patient"].map(theme.short_id),
+                            hovertemplate="%{text}: mean %{x:.1f} mm, model − reader %{y:+.1f} mm<extra></extra>"))
     reference_line(fig, bias, colour="#333333", label=f"bias {bias:.1f} mm")
     for y, side in ((bias + 1.96 * sd, "upper"), (bias - 1.96 * sd, "lower")):
         reference_line(fig, y, dash="dash", colour="#e76f51", label=f"{side} limit of agreement {y:.1f} mm")
