@@ -451,6 +451,11 @@ def track_lesions(
     )
 
 
+FLUID_WARNING_START = "track"
+"""How a warning of a track gone where fluid was left out begins (registration warnings begin
+with "registering"), so a page can tell the two apart."""
+
+
 def _gone_into_fluid(tracks: Sequence[Track], timepoints: Sequence[TimepointInput],
                      transforms: Sequence[sitk.Transform], max_distance_mm: float) -> list[str]:
     """A warning for each track that disappeared where the segmenter left fluid out.
@@ -477,10 +482,10 @@ def _gone_into_fluid(tracks: Sequence[Track], timepoints: Sequence[TimepointInpu
                                   key=lambda item: item[0])
             if distance <= max_distance_mm:
                 warnings.append(
-                    f"lesion {track.track_id} is gone at {_name(timepoints[t], t)}, but fluid of "
-                    f"{place['volume_ml']:.1f} ml (at most {place['densest_hu']:.0f} HU in every phase) was "
-                    f"left out {distance:.0f} mm from where it was: a lesion turned cystic is not drawn "
-                    "as one; review the CT before reading a response")
+                    f"{FLUID_WARNING_START} {track.track_id}'s lesion is not drawn at {_name(timepoints[t], t)}, "
+                    f"but fluid of {place['volume_ml']:.1f} ml (at most {place['densest_hu']:.0f} HU in every "
+                    f"phase) was left out {distance:.0f} mm from where it was: a lesion turned cystic is not "
+                    "drawn as one; review the CT before reading a response")
     return warnings
 
 

@@ -584,7 +584,7 @@ def test_a_lesion_gone_where_the_reading_left_fluid_out_is_said_on_the_page(stor
     assert refreshed([far]) == []
     cystic = {"centre_mm": list(A_CENTER), "volume_ml": 1.4, "densest_hu": 11.0}
     (warning,) = refreshed([far, cystic])
-    assert "is gone at timepoint 1" in warning and "fluid of 1.4 ml (at most 11 HU in every phase)" in warning
+    assert "'s lesion is not drawn at timepoint 1" in warning and "fluid of 1.4 ml (at most 11 HU in every phase)" in warning
     assert warning.endswith("review the CT before reading a response")
     f = analytics.patient_followup(store["patient"], model_id)
     assert len(_track_of(f, -1.0)["points"]) == 2  # A keeps its track across the gap

@@ -376,7 +376,7 @@ def test_a_lesion_gone_where_fluid_was_left_out_is_a_warning() -> None:
     first = sorted(timepoints[0].lesions, key=lambda les: les.volume_ml)
     track_a = result.track_of((0, first[-1].id))
     (warning,) = [w for w in result.warnings if "fluid" in w]
-    assert warning.startswith(f"lesion {track_a} is gone at timepoint 1, but fluid of 1.6 ml (at most 9 HU "
-                              "in every phase) was left out ")
+    assert warning.startswith(f"track {track_a}'s lesion is not drawn at timepoint 1, but fluid of 1.6 ml "
+                              "(at most 9 HU in every phase) was left out ")
     assert "a lesion turned cystic is not drawn as one; review the CT" in warning
     assert int(warning.split(" mm from")[0].rsplit(" ", 1)[1]) <= 4  # mapped through the registration

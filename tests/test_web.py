@@ -561,6 +561,9 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
         patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
         s.add(TrackingWarning(patient_id=patient.id, model_id=current_model_id(s),
                               message="registering timepoint 1 (2024-04-15) to timepoint 0: not registered"))
+        s.add(TrackingWarning(patient_id=patient.id, model_id=current_model_id(s),
+                              message="track 2's lesion is not drawn at timepoint 1 (2024-04-15), but fluid of "
+                                      "1.4 ml (at most 11 HU in every phase) was left out 2 mm from where it was"))
         lesion = s.scalar(select(Lesion).join(LesionTrackMember, LesionTrackMember.lesion_id == Lesion.id)
                           .where(LesionTrackMember.study_id == patient.studies[-1].id).limit(1))
         s.execute(update(Lesion).values(cut_by_scan_edge=False))
@@ -572,6 +575,9 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
     assert not at.exception, at.exception
     assert any("without registration" in w.value and "timepoint 1 (2024-04-15)" in w.value for w in at.warning)
+    # a track gone where fluid was left out is said as it is, not as a registration problem
+    assert any(w.value.startswith("Track 2's lesion is not drawn at timepoint 1") and w.value.endswith("was.")
+               for w in at.warning)
     table = next(d.value for d in at.dataframe if "track" in d.value.columns)  # the last day opens first
     assert table["edge"].tolist().count("cut") == 1 and set(table["edge"]) <= {"cut", ""}
 

@@ -8,6 +8,7 @@ import streamlit as st
 from app.settings import get_settings
 from app.web import actions, analysis, charts, data, imaging, queries, session, theme
 from lvt_core.coverage import ends_phrase
+from lvt_core.tracking import FLUID_WARNING_START
 
 user = session.require("clinician")
 # the address decides (Back, a shared link); the session keeps it for the sidebar's links
@@ -84,8 +85,11 @@ for b in badges:
     )
 
 for warning in info.tracking_warnings:
-    st.warning(f"Tracks matched without registration here: check their links. ({warning})",
-               icon=":material/warning:")
+    if warning.startswith(FLUID_WARNING_START):  # a track gone where the reading left fluid out
+        st.warning(warning[0].upper() + warning[1:] + ".", icon=":material/warning:")
+    else:  # a registration replaced by the scanner frame
+        st.warning(f"Tracks matched without registration here: check their links. ({warning})",
+                   icon=":material/warning:")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
