@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,3 +218,15 @@ def write_enhanced_ct(
     out.mkdir(parents=True, exist_ok=True)
     ds.save_as(out / "enhanced.dcm", enforce_file_format=True)
     return out / "enhanced.dcm"
+
+
+def edit_dicom(folder: Path, change: Callable[[int, Any], None]) -> list[Path]:
+    """Rewrite every file of ``folder`` (in name order) after ``change(index, dataset)``."""
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        change(i, ds)
+        ds.save_as(path, enforce_file_format=True)
+    return files

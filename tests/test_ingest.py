@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from db_fixtures import write_ct_series, write_enhanced_ct
+from db_fixtures import edit_dicom, write_ct_series, write_enhanced_ct
 from sqlalchemy import func, select
 
 from app.cli.common import UserError
@@ -470,18 +469,6 @@ def test_copies_of_one_slice_are_a_single_slice_not_a_crash(tmp_path: Path) -> N
     assert series.errors == ["a single slice is not a 3D volume"]
 
 
-def _edit_dicom(folder: Path, change: Callable[[int, Any], None]) -> list[Path]:
-    """Rewrite every file of ``folder`` (in name order) after ``change(index, dataset)``."""
-    import pydicom
-
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    for i, path in enumerate(files):
-        ds = pydicom.dcmread(path)
-        change(i, ds)
-        ds.save_as(path, enforce_file_format=True)
-    return files
-
-
 def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_path: Path) -> None:
     """An export's scout (one slice, or ImageType LOCALIZER) and dose screen (a secondary
     capture without ImagePositionPatient) used to refuse the whole ingest."""
@@ -500,8 +487,8 @@ def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_p
         ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
         del ds.ImagePositionPatient, ds.ImageOrientationPatient
 
-    _edit_dicom(export / "scout2", localizer)
-    _edit_dicom(export / "dose", dose_screen)
+    edit_dicom(export / "scout2", localizer)
+    edit_dicom(export / "dose", dose_screen)
     report = ingest_paths([export], url=migrated_db)
     assert len(report.added) == 1 and "portal" in report.added[0]["source"]
     reasons = {Path(s["source"].split(" (series")[0]).name: s["reason"] for s in report.skipped}
@@ -509,7 +496,7 @@ def test_scouts_and_dose_screens_are_skipped_not_refused(migrated_db: str, tmp_p
     assert "secondary capture" in reasons["dose"]
     # a real CT series without geometry is still an error
     write_ct_series(tmp_path / "broken", seed=2)
-    _edit_dicom(tmp_path / "broken", lambda _, ds: delattr(ds, "ImagePositionPatient"))
+    edit_dicom(tmp_path / "broken", lambda _, ds: delattr(ds, "ImagePositionPatient"))
     with pytest.raises(UserError, match="no ImagePositionPatient"):
         ingest_paths([tmp_path / "broken"], url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
@@ -531,9 +518,9 @@ def test_reformats_and_projections_are_skipped_and_linked_folders_followed(
         ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
         ds.ImagePositionPatient = [0.0, 2.0 * i, 0.0]
 
-    _edit_dicom(export / "coronal", coronal)
-    _edit_dicom(export / "mip", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "MIP"]))
-    _edit_dicom(export / "thick", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "AXIAL"]))
+    edit_dicom(export / "coronal", coronal)
+    edit_dicom(export / "mip", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "MIP"]))
+    edit_dicom(export / "thick", lambda _, ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "AXIAL"]))
     drop = tmp_path / "drop"
     drop.mkdir()
     (drop / "study").symlink_to(export, target_is_directory=True)
@@ -591,7 +578,7 @@ def test_a_stored_image_under_new_uids_and_another_patient_is_a_conflict(
     def other_patient(_: int, ds: Any) -> None:
         ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "OTHER-99", study, series
 
-    _edit_dicom(tmp_path / "s", other_patient)
+    edit_dicom(tmp_path / "s", other_patient)
     with pytest.raises(UserError, match=rf"already stored as series {stored_id} of patient"):
         ingest_paths([tmp_path / "s"], url=migrated_db)
     assert _counts(migrated_db) == (1, 1, 1)
@@ -652,7 +639,7 @@ def test_files_sharing_an_instance_uid_must_be_copies(migrated_db: str, tmp_path
     assert str(files[2]) in str(info.value) and "IM0000_copy.dcm" in str(info.value)
 
     write_ct_series(tmp_path / "moved", seed=3, patient_id="PAT3")
-    files = _edit_dicom(tmp_path / "moved", lambda _, ds: None)
+    files = edit_dicom(tmp_path / "moved", lambda _, ds: None)
     first = pydicom.dcmread(files[0])
     ds = pydicom.dcmread(files[1])
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
@@ -678,7 +665,7 @@ def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_p
 
     for name, change, said in (("mid", smaller, "8x8 pixels"), ("end", turned, "16x16 pixels, orientation [1, 0.02")):
         write_ct_series(tmp_path / name, seed=1)
-        files = _edit_dicom(tmp_path / name, change)
+        files = edit_dicom(tmp_path / name, change)
         odd = files[3] if name == "mid" else files[5]
         with pytest.raises(UserError) as info:
             ingest_paths([tmp_path / name], url=migrated_db)
@@ -692,7 +679,7 @@ def test_a_slice_of_another_size_or_orientation_is_named(migrated_db: str, tmp_p
             ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
             ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
 
-    _edit_dicom(tmp_path / "loc", localizer)
+    edit_dicom(tmp_path / "loc", localizer)
     report = ingest_paths([tmp_path / "loc"], url=migrated_db)
     assert report.added[0]["size"][2] == 6 and "1 localizer slice(s)" in report.skipped[0]["reason"]
 
@@ -725,7 +712,7 @@ def test_a_slice_of_another_pixel_spacing_or_moved_in_plane_is_named(
         ds.ImagePositionPatient = [0.05 if i == 2 else 0.0, 0.0, 2.0 * i]
 
     write_ct_series(tmp_path / "spacing", seed=1)
-    files = _edit_dicom(tmp_path / "spacing", wider)
+    files = edit_dicom(tmp_path / "spacing", wider)
     text = _error_text(tmp_path / "spacing", migrated_db)
     for odd in files[3:]:
         assert (f"{odd}: 16x16 pixels, orientation [1, 0, 0, 0, 1, 0], pixel spacing 1 x 1 mm where the "
@@ -733,14 +720,14 @@ def test_a_slice_of_another_pixel_spacing_or_moved_in_plane_is_named(
                 "0.8 x 0.8 mm") in text
     assert f"{files[1]}:" not in text
     write_ct_series(tmp_path / "shift", seed=2)
-    files = _edit_dicom(tmp_path / "shift", moved)
+    files = edit_dicom(tmp_path / "shift", moved)
     text = _error_text(tmp_path / "shift", migrated_db)
     for odd in files[2:4]:
         assert f"{odd}: moved in-plane by 5.00 mm (+5.00 mm along the rows" in text
     assert not any(f"{f}:" in text for f in files[:2] + files[4:])
     assert _counts(migrated_db) == (0, 0, 0)
     write_ct_series(tmp_path / "rounded", seed=3)
-    _edit_dicom(tmp_path / "rounded", rounded)
+    edit_dicom(tmp_path / "rounded", rounded)
     assert len(ingest_paths([tmp_path / "rounded"], url=migrated_db).added) == 1
 
 
@@ -821,7 +808,7 @@ def test_pixel_padding_is_stored_as_air(migrated_db: str, tmp_path: Path) -> Non
         write_ct_series(tmp_path / name, seed=1 if name == "u" else 2, patient_id=f"PAT-{name}")
         expected = sitk.GetArrayFromImage(read_image(tmp_path / name))
         expected[:, :2, :] = -1024
-        _edit_dicom(tmp_path / name, change)
+        edit_dicom(tmp_path / name, change)
         report = ingest_paths([tmp_path / name], url=migrated_db)
         stored = sitk.ReadImage(str(storage.resolve(report.added[0]["image_path"])))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), expected)
@@ -831,7 +818,7 @@ def test_pixel_padding_is_stored_as_air(migrated_db: str, tmp_path: Path) -> Non
                                                  f"({2 * 16 * 6} voxels)")
     # a padding value declared but held by no voxel changes nothing and is not reported
     write_ct_series(tmp_path / "unused", seed=3, patient_id="PAT-unused")
-    _edit_dicom(tmp_path / "unused", lambda _, ds: ds.add_new(0x00280120, "SS", -2000))
+    edit_dicom(tmp_path / "unused", lambda _, ds: ds.add_new(0x00280120, "SS", -2000))
     report = ingest_paths([tmp_path / "unused"], url=migrated_db)
     assert report.added and not report.warnings
 
@@ -844,20 +831,20 @@ def test_study_date_falls_back_and_stores_no_source_date_text(migrated_db: str, 
     from app.services.deid import Deidentifier
 
     write_ct_series(tmp_path / "dotted", seed=1, study_date="20200904")
-    _edit_dicom(tmp_path / "dotted", lambda _, ds: setattr(ds, "StudyDate", "2020.09.04"))
+    edit_dicom(tmp_path / "dotted", lambda _, ds: setattr(ds, "StudyDate", "2020.09.04"))
     write_ct_series(tmp_path / "acq", seed=2, patient_id="PAT2")
 
     def acquisition_only(_: int, ds: Any) -> None:
         ds.StudyDate, ds.AcquisitionDate = "2020-13-45", "20210305"
         del ds.SeriesDate
 
-    _edit_dicom(tmp_path / "acq", acquisition_only)
+    edit_dicom(tmp_path / "acq", acquisition_only)
     write_ct_series(tmp_path / "none", seed=3, patient_id="PAT3")
 
     def no_date(_: int, ds: Any) -> None:
         del ds.StudyDate, ds.SeriesDate
 
-    _edit_dicom(tmp_path / "none", no_date)
+    edit_dicom(tmp_path / "none", no_date)
     report = ingest_paths([tmp_path / "dotted", tmp_path / "acq", tmp_path / "none"], url=migrated_db)
     deid = Deidentifier.from_settings()
     dates = [a["study_date"] for a in report.added]
@@ -930,7 +917,7 @@ def test_a_corrupt_jpeg2000_slice_gives_one_message_not_pydicom_tracebacks(
         if i == 2:
             ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 200])
 
-    files = _edit_dicom(tmp_path / "s", compress)
+    files = edit_dicom(tmp_path / "s", compress)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(UserError, match=rf"{files[2]}: cannot decode pixel data"):
         ingest_paths([tmp_path / "s"], url=migrated_db)
@@ -1121,7 +1108,7 @@ def test_dicom_without_file_meta_is_read_and_dicomdir_passed_over(
     assert report.skipped == [{"source": str(tmp_path / "old"),
                                "reason": f"1 file(s) are not DICOM: {tmp_path / 'old' / 'notes.txt'}"}]
     write_ct_series(tmp_path / "cd", seed=3)
-    files = _edit_dicom(tmp_path / "cd", lambda i, ds: ds.update({"StudyTime": "120000", "StudyID": "1"}))
+    files = edit_dicom(tmp_path / "cd", lambda i, ds: ds.update({"StudyTime": "120000", "StudyID": "1"}))
     fileset = FileSet()
     for path in files:
         fileset.add(path)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from db_fixtures import write_ct_series, write_enhanced_ct
+from db_fixtures import edit_dicom, write_ct_series, write_enhanced_ct
 
 from app.cli.common import UserError
 from app.services.ingest import IngestOptions, ingest_paths
@@ -26,15 +26,12 @@ ACQUIRED = {1: "101535", 2: "101610"}  # 35 s (arterial) and 70 s (portal) after
 
 def _retag(folder: Path, **values: Any) -> list[Path]:
     """Set DICOM keywords on every file of ``folder``; return the files in name order."""
-    import pydicom
+    return edit_dicom(folder, lambda _, ds: [setattr(ds, keyword, value) for keyword, value in values.items()])
 
-    files = sorted(folder.iterdir())
-    for path in files:
-        ds = pydicom.dcmread(path)
-        for keyword, value in values.items():
-            setattr(ds, keyword, value)
-        ds.save_as(path, enforce_file_format=True)
-    return files
+
+def _number_each(folder: Path) -> None:
+    """Give each file of ``folder`` its own AcquisitionNumber, as some scanners do."""
+    edit_dicom(folder, lambda i, ds: setattr(ds, "AcquisitionNumber", i + 1))
 
 
 def _two_phases_in_one_series(tmp_path: Path, **second: Any) -> tuple[Path, dict[int, np.ndarray]]:
@@ -85,12 +82,7 @@ def test_acquisitions_of_another_field_of_view_are_split_too(migrated_db: str, t
     """A second acquisition reconstructed with another pixel spacing was refused as "a slice
     of another pixel spacing" even when its positions lie elsewhere."""
     folder, _ = _two_phases_in_one_series(tmp_path, z_positions=[20, 22, 24, 26, 28, 30])
-    import pydicom
-
-    for path in folder.glob("PH2_*"):
-        ds = pydicom.dcmread(path)
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.save_as(path, enforce_file_format=True)
+    edit_dicom(folder, lambda _, ds: setattr(ds, "PixelSpacing", [0.7, 0.7]) if ds.AcquisitionNumber == 2 else None)
     report = ingest_paths([folder], url=migrated_db)
     assert sorted(a["phase"] for a in report.added) == ["arterial", "portal"]
 
@@ -103,12 +95,7 @@ def test_without_a_telling_tag_repeated_positions_stay_an_error(migrated_db: str
     with pytest.raises(UserError, match=r"duplicate slice position.*several acquisitions under one "
                        r"SeriesInstanceUID\?"):
         ingest_paths([folder], url=migrated_db)
-    import pydicom
-
-    for number, path in enumerate(sorted(folder.iterdir()), start=1):
-        ds = pydicom.dcmread(path)
-        ds.AcquisitionNumber = number
-        ds.save_as(path, enforce_file_format=True)
+    _number_each(folder)
     with pytest.raises(UserError, match="duplicate slice position"):
         ingest_paths([folder], url=migrated_db)
     assert not storage.data_dir().exists() or not any(storage.data_dir().rglob("*.nii.gz"))
@@ -117,12 +104,7 @@ def test_without_a_telling_tag_repeated_positions_stay_an_error(migrated_db: str
 def test_a_numbered_slice_each_is_still_one_volume(migrated_db: str, tmp_path: Path) -> None:
     """Some scanners number every slice's acquisition: that is one volume, not six."""
     write_ct_series(tmp_path / "s", seed=3)
-    import pydicom
-
-    for number, path in enumerate(sorted((tmp_path / "s").iterdir()), start=1):
-        ds = pydicom.dcmread(path)
-        ds.AcquisitionNumber = number
-        ds.save_as(path, enforce_file_format=True)
+    _number_each(tmp_path / "s")
     report = ingest_paths([tmp_path / "s"], url=migrated_db)
     assert len(report.added) == 1 and "AcquisitionNumber" not in report.added[0]["source"]
 
