@@ -9,7 +9,8 @@ phase of the day background (the gallbladder, a cyst). A metastasis turned cysti
 treatment reads so too, and its track then read as gone with nothing to say why. Each
 segmentation now records the places it left out as fluid (centre in mm, volume, densest median
 HU), and tracking warns when a lesion disappears at one. Rows from before this revision stay
-NULL (not recorded) until they are redrawn; an imported label map has none to record.
+NULL (not recorded) until `lvt batch --all --outdated` redraws them (LVT 0.3.1 drew the first
+rows that record it); an imported label map has none to record.
 """
 
 from __future__ import annotations
