@@ -307,6 +307,33 @@ def test_a_subcapsular_mix_cuts_every_lesion_flat_at_the_livers_surface() -> Non
         LesionMix(subcapsular=1.5)
 
 
+def test_a_cystic_mix_turns_lesions_to_fluid_from_their_second_study_in_every_phase() -> None:
+    """A metastasis turned cystic under treatment reads as water in every phase, and the
+    pipeline's fluid rule stops drawing it; the phantom drew none, so the follow-up's warning
+    for it could not be seen on a phantom. The truth keeps it a lesion, as a radiologist does."""
+    mix = LesionMix(cystic=1.0)
+    patient = make_patient(31, 1, mix)
+    assert patient.tracks and all(track.cystic_from is not None for track in patient.tracks)
+    assert all(track.cystic_from is None for track in make_patient(31, 1).tracks)
+    seen = 0
+    for timepoint in (0, 1):
+        for phase in ("portal", "arterial"):
+            scan = phantom_scan(31, "tiny", phase, timepoint, 1, mix)
+            hu = sitk.GetArrayFromImage(scan.image)
+            ids, labels = sitk.GetArrayFromImage(scan.lesion_ids), sitk.GetArrayFromImage(scan.labels)
+            for track in patient.tracks:
+                inside = ndimage.binary_erosion(ids == track.uid)  # away from the blurred edge
+                if np.count_nonzero(inside) < 5:
+                    continue
+                assert (labels[inside] == 3).all()  # still tumor in the truth
+                fluid = timepoint >= track.cystic_from
+                assert (abs(np.median(hu[inside]) - 15) < 12) == fluid, (timepoint, phase, track.uid)
+                seen += fluid
+    assert seen >= 2
+    with pytest.raises(ValueError, match="cystic"):
+        LesionMix(cystic=2.0)
+
+
 def test_patients_rendered_by_worker_processes_give_the_same_files(tmp_path: Path) -> None:
     config = CohortConfig(patients=3, timepoints=2, phases=1, seed=11, size="tiny")
     calls: list[tuple[int, int]] = []

@@ -33,6 +33,10 @@ def phantom(
         0.0, "--subcapsular", min=0.0, max=1.0,
         help="Share of lesions placed at the liver's surface, cut flat by it (a stress cohort for "
              "lesions whose surroundings are partly outside the organ)."),
+    cystic: float = typer.Option(
+        0.0, "--cystic", min=0.0, max=1.0,
+        help="Share of lesions that turn to fluid at their second study, in every phase (a "
+             "metastasis turned cystic under treatment; still a lesion in the truth)."),
     kinds: str = typer.Option(
         "hypo=0.5,hyper=0.25,rim=0.25", "--kinds",
         help="Weights of the lesion kinds: hypo (metastasis-like), hyper (arterial enhancement "
@@ -48,7 +52,7 @@ def phantom(
     if size not in SIZES:
         raise typer.BadParameter(f"{size!r} is not one of {', '.join(SIZES)}", param_hint="--size")
     try:
-        mix = LesionMix(near_vessel=near_vessel, subcapsular=subcapsular, **parse_kind_weights(kinds))
+        mix = LesionMix(near_vessel=near_vessel, subcapsular=subcapsular, cystic=cystic, **parse_kind_weights(kinds))
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--kinds") from error
     _prepare(out, overwrite)

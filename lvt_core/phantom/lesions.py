@@ -41,9 +41,10 @@ class LesionMix:
     hyper: float = 0.25
     rim: float = 0.25
     subcapsular: float = 0.0  # share placed against the liver's surface, cut flat by it
+    cystic: float = 0.0  # share that turns to fluid (cystic change under treatment) at its second study
 
     def __post_init__(self) -> None:
-        for name in ("near_vessel", "subcapsular"):
+        for name in ("near_vessel", "subcapsular", "cystic"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a share in 0..1, got {getattr(self, name)}")
         weights = self.kind_weights
@@ -76,6 +77,9 @@ class LesionTrack:
     rim_mm: float
     diameters: tuple[float, ...]  # per timepoint, 0 when absent
     near_vessel: bool
+    # from this timepoint on the lesion holds fluid in every phase (a metastasis turned cystic
+    # under treatment: still a lesion in the truth, a radiologist still measures it); None never
+    cystic_from: int | None = None
 
     def shape(self, timepoint: int) -> Ellipsoid | None:
         """The lesion's implicit at ``timepoint`` (None while absent)."""
@@ -129,13 +133,15 @@ def make_tracks(anatomy: Anatomy, rng: np.random.Generator,
         placed.append((center, d_max / 2))
         faint = d0 < 15 and rng.random() < 0.35
         kind = str(rng.choice(list(LESION_KINDS), p=mix.kind_probabilities))
+        # no draw at the default share of 0, as for the capsule: default cohorts keep their files
+        cystic_from = onset + 1 if mix.cystic > 0 and rng.random() < mix.cystic else None
         tracks.append(LesionTrack(
             uid=len(tracks) + 1, center=center,
             axes=rotation_xyz(*rng.uniform(-np.pi, np.pi, 3)), shape_ratio=ratio,
             waves=Waves.random(rng, 3, 0.06, (25, 50)), kind=kind,
             contrast=float(rng.uniform(10, 20) if faint else rng.uniform(25, 70)),
             rim_contrast=float(rng.uniform(15, 40)), rim_mm=float(rng.uniform(1.5, 3.5)),
-            diameters=tuple(diameters), near_vessel=near_vessel))
+            diameters=tuple(diameters), near_vessel=near_vessel, cystic_from=cystic_from))
     return tracks
 
 

@@ -418,6 +418,9 @@ def _lookup(patient: Patient, study: Study, phase: str) -> np.ndarray:
         lut[code] = study.hu[name][phase]
     liver = study.hu["liver"][phase]
     for k, track in enumerate(patient.tracks):
+        if track.cystic_from is not None and study.timepoint >= track.cystic_from:
+            lut[T.TUMOR_BASE + 2 * k] = lut[T.TUMOR_BASE + 2 * k + 1] = study.hu["fluid"][phase]
+            continue
         core = "rim_core" if track.kind == "rim" else track.kind
         lut[T.TUMOR_BASE + 2 * k] = liver + T.TUMOR_CONTRAST[core][phase] * track.contrast
         lut[T.TUMOR_BASE + 2 * k + 1] = liver + T.TUMOR_CONTRAST["rim"][phase] * track.rim_contrast
