@@ -16,9 +16,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lvt_core.grids import reorient, resample_to_spacing
 from lvt_core.labels import LIVER
 from lvt_core.phantom import phantom_scan
-from lvt_core.transforms import reorient, resample_to_spacing
 
 SPACING_MM = (2.0, 2.0, 2.0)
 

@@ -124,10 +124,11 @@ def run_plain(scan: Path, model: Path, out: Path, device: str) -> dict:
     from monai.inferers import sliding_window_inference
 
     from lvt_core.checkpoint import is_antialiased, load_checkpoint
+    from lvt_core.grids import resample_to_spacing
     from lvt_core.imageio import read_image, write_image
     from lvt_core.labels import decode_exclusive
     from lvt_core.network import build_network
-    from lvt_core.transforms import resample_to_spacing, window_array
+    from lvt_core.transforms import window_array
 
     state, meta = load_checkpoint(model)
     net = build_network(meta["network"])

@@ -168,7 +168,7 @@ def main() -> int:
              ("followup", with_images[0]), ("scene", with_images[1])]
     for page, patient in pages:
         at.session_state["patient"] = patient
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         times = []
         st.cache_data.clear()  # time a cold render: no query result or mesh from an earlier page
         st.cache_resource.clear()  # ... and no volume loaded before (the schema check stays cheap)

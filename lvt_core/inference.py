@@ -50,6 +50,7 @@ from lvt_core.checkpoint import checkpoint_checksum, is_antialiased, load_member
 from lvt_core.cross_phase import CrossPhaseRule, PhaseScan, confirm_across_phases
 from lvt_core.dark_vessels import DarkVesselRule, relabel_dark_vessels
 from lvt_core.faint_lesions import FaintLesionSearch, kept_faint_lesions, paint_candidates
+from lvt_core.grids import reorient, resample_to_spacing
 from lvt_core.labels import (
     BACKGROUND,
     CHANNELS,
@@ -71,7 +72,7 @@ from lvt_core.postprocess import (
     remove_unconfident_tumors,
 )
 from lvt_core.precision import autocast, resolve_inference_precision
-from lvt_core.transforms import reorient, resample_to_spacing, window_array
+from lvt_core.transforms import window_array
 
 BODY_THRESHOLD_HU = -500.0
 ROI_MARGIN_MM = 20.0

@@ -1,4 +1,4 @@
-"""CT intensity windowing (fixed and Random windowing), resampling and training augmentations.
+"""CT intensity windowing (fixed and Random windowing) and training augmentations.
 
 Random windowing (paper A.2, refs [10, 11]). The paper prints the ranges as
 ``W ~ U(11.5, 152.9)`` and ``L ~ [141.2, 325.9]`` HU; read literally, a 141–326 HU *level*
@@ -23,7 +23,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
@@ -165,69 +164,4 @@ def train_transforms(
             RandFlipd(keys=spatial, prob=FLIP_PROB, spatial_axis=2),
             RandWindowd(keys=[image_key], default=window),
         ]
-    )
-
-
-# --- geometry helpers shared by training preprocessing and the predictor -------------------
-
-
-def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:
-    """Permute and flip axes to a canonical orientation (no interpolation)."""
-    return sitk.DICOMOrient(image, orientation)
-
-
-def antialias_sigma_mm(old_spacing: Sequence[float], new_spacing: Sequence[float]) -> list[float]:
-    """Gaussian sigma (mm, per axis) before downsampling: half the spacing increase, 0 if none."""
-    return [max(0.0, (float(n) - float(o)) / 2.0) for o, n in zip(old_spacing, new_spacing, strict=True)]
-
-
-def antialias(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:
-    """Low-pass ``image`` for resampling to the coarser ``spacing`` (mm, x y z).
-
-    Linear resampling from 0.7 mm to 2 mm picks about one sample in seven and keeps most of
-    the scanner's noise; averaging first, as the coarser grid's voxels would, lowers it (by
-    about a third in the phantom's liver, whose noise is already correlated in-plane), which
-    is what faint lesions need. Axes that are not coarsened are left alone; the result is
-    float32.
-    """
-    sigma = antialias_sigma_mm(image.GetSpacing(), spacing)
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    if not any(s > 0 for s in sigma):
-        return image
-    return sitk.DiscreteGaussian(image, variance=[s * s for s in sigma], maximumKernelWidth=32,
-                                 maximumError=0.01, useImageSpacing=True)
-
-
-def resample_to_spacing(
-    image: sitk.Image,
-    spacing: Sequence[float],
-    interpolator: int = sitk.sitkLinear,
-    default_value: float = 0.0,
-    antialiased: bool = False,
-) -> sitk.Image:
-    """Resample to ``spacing`` (mm, x y z) over the same physical extent and direction.
-
-    ``antialiased`` low-passes first (:func:`antialias`) and returns float32; otherwise the
-    output keeps the input's pixel type.
-    """
-    if antialiased:
-        image = antialias(image, spacing)
-    old_spacing = np.array(image.GetSpacing())
-    old_size = np.array(image.GetSize())
-    new_spacing = np.array(spacing, dtype=float)
-    new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
-    # keep the centre of the volume fixed: shift the origin by half the voxel-size change
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    offset = direction @ ((new_spacing - old_spacing) / 2.0)
-    origin = np.array(image.GetOrigin()) + offset
-    return sitk.Resample(
-        image,
-        [int(s) for s in new_size],
-        sitk.Transform(),
-        interpolator,
-        tuple(origin),
-        tuple(new_spacing),
-        image.GetDirection(),
-        default_value,
-        image.GetPixelID(),
     )

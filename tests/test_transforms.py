@@ -9,13 +9,12 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
+from lvt_core.grids import antialias_sigma_mm, resample_to_spacing
 from lvt_core.transforms import (
     DEFAULT_WINDOW,
     LEVEL_RANGE_HU,
     WIDTH_RANGE_HU,
     RandWindowd,
-    antialias_sigma_mm,
-    resample_to_spacing,
     train_transforms,
     window_array,
 )

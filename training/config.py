@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
     # Centre tumor patches on a uniformly chosen lesion, then a voxel of it (small lesions are
     # otherwise outnumbered by the voxels of big ones); False samples tumor voxels uniformly.
     lesion_balanced_sampling: bool = False
-    # Low-pass the CT before resampling it to spacing_mm (lvt_core.transforms.antialias), in
+    # Low-pass the CT before resampling it to spacing_mm (lvt_core.grids.antialias), in
     # training and, through the checkpoint's preprocessing.antialiased, at inference.
     antialiased: bool = False
     # Soft Dice summed over the batch before the ratio (nnU-Net's batch_dice) instead of per

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lvt_core.atomic_files import published_folder
-from lvt_core.transforms import reorient, resample_to_spacing
+from lvt_core.grids import reorient, resample_to_spacing
 from training.datasets import Case
 
 CACHE_VERSION = 1

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # VTK loads only when a 3D scene is drawn, not for the slice 
     import pyvista as pv
 
     from lvt_core.scene import SceneMeshes
-from lvt_core.transforms import reorient
+from lvt_core.grids import reorient
 
 OVERLAY_ALPHA = {LIVER: 0.25, VESSEL: 0.7, TUMOR: 0.8}
 
