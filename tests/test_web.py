@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -661,3 +663,14 @@ def test_viewer_shows_a_flipped_series_anterior_up_with_its_lesions(tmp_path: Pa
     assert set(np.unique(components)) == set(np.unique(component_array(images[1])))
     tumor_point = images[1].TransformContinuousIndexToPhysicalPoint((4.0, 3.5, 1.5))
     assert shown.index_of(tumor_point)[2] in np.flatnonzero((shown_labels.array == TUMOR).any(axis=(1, 2)))
+
+
+def test_the_web_modules_load_without_the_training_stack() -> None:
+    """The viewer imported torch and MONAI to reorient a scan (via lvt_core.transforms): about
+    2 s of the follow-up page's first render. What the pages import stays free of them."""
+    code = ("import sys; import app.web.imaging, app.web.charts, app.web.data, app.web.queries, app.web.session; "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
