@@ -41,6 +41,7 @@ class SeriesInfo:
     slice_thickness: float | None
     image_path: str
     content_hash: str
+    warnings: tuple[str, ...] = ()  # what ingest noticed (split from a multiphase series, padding)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def _series_info(s: Series) -> SeriesInfo:
         slice_thickness=s.slice_thickness,
         image_path=s.image_path,
         content_hash=s.content_hash,
+        warnings=tuple(s.warnings or ()),
     )
 
 

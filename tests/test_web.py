@@ -584,6 +584,27 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
     assert table["edge"].tolist().count("cut") == 1 and set(table["edge"]) <= {"cut", ""}
 
 
+def test_the_follow_up_page_shows_what_ingest_noted_on_the_scan_in_view(demo_copy: str) -> None:
+    """Ingest stores warnings per series (a scan split from a multiphase series, padding stored
+    as air, a study date taken from another tag); no page showed them."""
+    from db.engine import session_scope
+    from db.models import Patient, Series
+
+    note = "one of 2 acquisitions under one SeriesInstanceUID (told apart by AcquisitionNumber), stored as a scan of its own"
+    with session_scope(demo_copy) as s:
+        patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
+        last = patient.studies[-1]  # the last day opens first
+        s.execute(update(Series).where(Series.study_id == last.id).values(warnings=[note]))
+        pseudo = patient.pseudo_id
+    at = _signed_in("clinician")
+    at.selectbox(key="patient_pick").select(pseudo)
+    at.button(key="open_patient").click().run()
+    assert not at.exception, at.exception
+    assert any(c.value == f"Ingest notes on this scan: {note}." for c in at.caption)
+    at.selectbox(key="fu_study").select(at.selectbox(key="fu_study").options[0]).run()  # a scan without notes
+    assert not any(c.value.startswith("Ingest notes") for c in at.caption)
+
+
 def test_size_filter_keeps_whole_tracks() -> None:
     import pandas as pd
 

@@ -38,13 +38,13 @@ if "ground truth" in model_caption:
 series_rows = pd.DataFrame(
     [
         {"study_id": st_.id, "study_date": st_.study_date, "series_id": se.id, "phase": se.phase,
-         "image_path": se.image_path,
+         "image_path": se.image_path, "warnings": se.warnings,
          # a day's scans may be several studies; an undated study is a day of its own
          "day": str(st_.study_date) if st_.study_date else f"undated study {st_.id} (not tracked)"}
         for st_ in info.studies
         for se in st_.series
     ],
-    columns=["study_id", "study_date", "series_id", "phase", "image_path", "day"],
+    columns=["study_id", "study_date", "series_id", "phase", "image_path", "warnings", "day"],
 )
 if series_rows.empty:
     st.info("This patient has no series yet.")
@@ -116,6 +116,8 @@ with table:
     phase_order = sorted(in_study["phase"].tolist(), key=lambda p: (p != "portal", p))  # portal first
     phase = st.radio("Phase", phase_order, horizontal=True, key="fu_phase")
     chosen = in_study[in_study["phase"] == phase].iloc[0]
+    if chosen["warnings"]:  # stored at ingest, shown nowhere before: how this scan was made
+        st.caption("Ingest notes on this scan: " + "; ".join(chosen["warnings"]) + ".")
     # tracks follow one phase per day, whichever study of the day holds it
     study_lesions = shown_lesions[shown_lesions["study_id"].isin(in_study["study_id"])]
     tracked_phases = sorted(set(study_lesions["phase"]))
