@@ -161,7 +161,7 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
 
     tables = analytics.cohort_tables({"model_id": store["model_id"]})
     assert set(tables) == {"patients", "studies", "series", "lesions", "tracks", "volumetry",
-                           "response", "measurements", "agreement", "tracking_warnings"}
+                           "response", "measurements", "agreement", "tracking_warnings", "fluid_places"}
     assert len(tables["series"]) == 4 and len(tables["lesions"]) == 6  # both phases at t0
     assert len(tables["response"]) == 4 and len(tables["measurements"]) == 4
     # lengths and positions name their unit, as the lesion diameters always did
@@ -588,6 +588,10 @@ def test_a_lesion_gone_where_the_reading_left_fluid_out_is_said_on_the_page(stor
     assert warning.endswith("review the CT before reading a response")
     f = analytics.patient_followup(store["patient"], model_id)
     assert len(_track_of(f, -1.0)["points"]) == 2  # A keeps its track across the gap
+    # the cohort export lists every place left out, for a study of what the rule removed
+    places = analytics.cohort_tables(url=url)["fluid_places"]
+    assert places[["volume_ml", "densest_hu"]].values.tolist() == [[20.0, 6.0], [1.4, 11.0]]
+    assert places["series_id"].tolist() == [portal[1]] * 2 and places["centre_x_mm"].tolist()[1] == A_CENTER[0]
 
 
 def test_a_lesion_the_scan_edge_cuts_is_stored_cut_for_the_pages_and_the_export(store: dict) -> None:

@@ -895,6 +895,14 @@ def cohort_tables(
                 .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
                 Response.patient_id)),
         }
+        tables["fluid_places"] = _fluid_places_table(session.execute(where_patient(
+            select(Patient.pseudo_id.label("patient"), Study.id.label("study_id"), Series.id.label("series_id"),
+                   Series.phase, Segmentation.fluid_places)
+            .join(Series, Series.id == Segmentation.series_id)
+            .join(Study, Study.id == Series.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .where(Segmentation.model_id == model_id, finished)
+            .order_by(Patient.pseudo_id, Series.id), Study.patient_id)).all())
         # "" is "looked, not cut" in the store; a file reader takes any string for a cut
         cut_at = tables["volumetry"]["liver_cut_at"]
         tables["volumetry"]["liver_cut_at"] = cut_at.where(cut_at != "", None)
@@ -911,6 +919,16 @@ def cohort_tables(
         "scope", "patient", "n", "mean_abs_diff_mm", "bias_mm", "sd_diff_mm", "loa_low_mm",
         "loa_high_mm", "pearson_r"])
     return {name: _whole_number_ids(table) for name, table in tables.items()}
+
+
+def _fluid_places_table(rows: Iterable[Any]) -> pd.DataFrame:
+    """One row per place a segmentation left out as fluid (``segmentations.fluid_places``), so a
+    cohort study can see what the fluid rule removed, and where."""
+    columns = ["patient", "study_id", "series_id", "phase", "centre_x_mm", "centre_y_mm", "centre_z_mm",
+               "volume_ml", "densest_hu"]
+    records = [(patient, study_id, series_id, phase, *place["centre_mm"], place["volume_ml"], place["densest_hu"])
+               for patient, study_id, series_id, phase, places in rows for place in places or []]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def _whole_number_ids(table: pd.DataFrame) -> pd.DataFrame:
