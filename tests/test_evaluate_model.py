@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from lvt_core.metrics import evaluate_pair
 from tests.model_fixtures import save_tiny_checkpoint, tiny_phantom_cohort
 from training.datasets import load_cases
-from training.evaluate_model import evaluate_checkpoint, phase_volumetry
+from training.evaluate_model import evaluate_checkpoint, fluid_on_true_tumor, phase_volumetry
 
 
 def _row(study: str, phase: str, predicted: float, reference: float) -> dict[str, object]:
@@ -52,6 +52,9 @@ def test_evaluate_model_reports_the_phase_volumetry_of_a_two_phase_study(
         rows = list(csv.DictReader(handle))
     assert {r["phase"] for r in rows} == {"portal", "arterial"}
     assert all(float(r["reference_total_ml"]) > 0 for r in rows)
+    # a checkpoint without the fluid rule leaves nothing out: counted, not missing
+    assert summary["fluid_places_removed"] == summary["fluid_places_on_true_lesions"] == 0
+    assert {r["fluid_places_removed"] for r in rows} == {"0"}
     assert phase_volumetry([{**r, "liver_total_ml": float(r["liver_total_ml"]),
                              "reference_total_ml": float(r["reference_total_ml"])} for r in rows]) == volumetry
 
@@ -93,3 +96,21 @@ def test_lesion_diameter_is_measured_as_lvt_lesions_measures_it() -> None:
     assert app_sizes[1] == pytest.approx(50.25, abs=0.05)
     components = sitk.GetArrayFromImage(lesion_component_map(image, min_voxels=1))
     assert len(large_lesion_ids(components, spacing)) == 2  # the 10.5 mm line counts too
+
+
+def test_fluid_left_out_on_a_true_lesion_is_counted_as_the_rules_cost() -> None:
+    """The fluid rule removes the gallbladder (no tumor in the truth) and, at a cost, a lesion
+    turned cystic (tumor in the truth): evaluate-model counts the second kind."""
+    truth = np.zeros((10, 20, 30), np.uint8)
+    truth[4:7, 5:10, 5:10] = 3  # a lesion
+    truth[4:7, 12:18, 20:28] = 1  # liver (the gallbladder's neighbour, say)
+    reference = sitk.GetImageFromArray(truth)
+    reference.SetSpacing((0.8, 0.8, 2.5))
+    reference.SetOrigin((-100.0, 50.0, 10.0))
+
+    def at(z: int, y: int, x: int) -> dict[str, object]:
+        return {"centre_mm": list(reference.TransformIndexToPhysicalPoint((x, y, z))), "volume_ml": 1.0, "densest_hu": 9.0}
+
+    assert fluid_on_true_tumor([at(5, 7, 7), at(5, 15, 24)], reference) == 1
+    assert fluid_on_true_tumor([{"centre_mm": [500.0, 0.0, 0.0], "volume_ml": 1.0, "densest_hu": 9.0}], reference) == 0
+    assert fluid_on_true_tumor([], reference) == 0

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lvt_core.labels import MIN_LESION_VOXELS
+from lvt_core.labels import MIN_LESION_VOXELS, TUMOR
 from lvt_core.lesions import longest_axial_diameter_mm
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT, liver_volumes_ml, residuals_pct
 from training.datasets import cases_by_day, load_cases
@@ -147,6 +147,19 @@ def false_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray) -> tuple[int, i
     return n, n - len(touching)
 
 
+def fluid_on_true_tumor(places: list[dict[str, Any]], reference: sitk.Image) -> int:
+    """How many of the places a day's reading left out as fluid (``fluid_places``) are centred
+    on a true lesion of ``reference``: the fluid rule's cost, counted where truth is known (a
+    lesion turned cystic; the gallbladder is not tumor)."""
+    labels = sitk.GetArrayViewFromImage(reference)
+    hits = 0
+    for place in places:
+        index = reference.TransformPhysicalPointToIndex([float(v) for v in place["centre_mm"]])
+        inside = all(0 <= i < n for i, n in zip(index, reference.GetSize(), strict=True))
+        hits += inside and int(labels[tuple(reversed(index))]) == TUMOR
+    return hits
+
+
 def pooled_lesion_precision(predicted: int, false: int) -> float:
     """Share of all predicted lesions that touch a true one (1 when none is predicted), pooled
     over the scans by the caller: the complement of the false lesions the calibration counts.
@@ -227,7 +240,7 @@ def evaluate_checkpoint(
     predicted_lesions, false_total = 0, 0
     overlap = dict.fromkeys(CLASS_MASKS, 0)  # pooled over all scans: the "global Dice" of LiTS
     sizes = dict.fromkeys(CLASS_MASKS, 0)
-    confirmed_total = 0
+    confirmed_total = fluid_total = fluid_on_tumor = 0
     if save_predictions and out is None:
         raise ValueError("saving the predictions needs an output folder (--out)")
     for case, image, ref, pred, info in _predicted_days(predictor, cohort):
@@ -236,6 +249,8 @@ def evaluate_checkpoint(
             (Path(out) / "predictions").mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(pred, str(Path(out) / "predictions" / f"{case.case_id}.nii.gz"), useCompression=True)
         confirmed_total += len(info["cross_phase_points_mm"])
+        fluid = info.get("fluid_places", [])
+        fluid_total, fluid_on_tumor = fluid_total + len(fluid), fluid_on_tumor + fluid_on_true_tumor(fluid, ref)
         result = evaluate_pair(pred, ref)
         findings = lesion_findings(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref),
                                    sitk.GetArrayViewFromImage(image), ref.GetSpacing())
@@ -255,7 +270,7 @@ def evaluate_checkpoint(
         results.append(result)
         rows.append({"case": case.case_id, **{f"{c}_dsc": result[c]["dsc"] for c in ("liver", "vessel", "tumor")},
                      "lesion_sensitivity": result["lesion_sensitivity"], "lesions_10mm": t, "detected_10mm": d,
-                     "predicted_lesions": predicted, "false_lesions": false,
+                     "predicted_lesions": predicted, "false_lesions": false, "fluid_places_removed": len(fluid),
                      "study": case.study, "phase": case.phase,
                      "liver_total_ml": liver_volumes_ml(pred)[0], "reference_total_ml": liver_volumes_ml(ref)[0]})
         if on_case:
@@ -270,6 +285,8 @@ def evaluate_checkpoint(
         "large_tumor_ml": predictor.large_tumor_ml, "min_tumor_roundness": predictor.min_tumor_roundness,
         "max_tumor_outside": predictor.max_tumor_outside,
         "cross_phase": predictor.cross_phase.to_meta(), "cross_phase_lesions_added": confirmed_total,
+        # places the reading made background as fluid, and those centred on a true lesion
+        "fluid_places_removed": fluid_total, "fluid_places_on_true_lesions": fluid_on_tumor,
         "liver_dsc": mean["liver"]["dsc"], "vessel_dsc": mean["vessel"]["dsc"], "tumor_dsc": mean["tumor"]["dsc"],
         "lesion_sensitivity": mean["lesion_sensitivity"],
         "lesion_sensitivity_10mm": detected / total if total else None, "lesions_10mm": total,
