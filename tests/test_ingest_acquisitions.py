@@ -141,3 +141,30 @@ def test_one_phase_given_for_several_acquisitions_is_refused(migrated_db: str, t
     with pytest.raises(UserError, match="lvt studies set-phase SERIES PHASE"):
         ingest_paths([], IngestOptions(manifest=manifest), url=migrated_db)
     assert not storage.data_dir().exists() or not any(storage.data_dir().rglob("*.nii.gz"))
+
+
+def test_a_real_series_filed_twice_as_two_acquisitions_is_two_scans(migrated_db: str, real_data: Path,
+                                                                     tmp_path: Path) -> None:
+    """On a real scanner's headers (LiTS volume 0, 75 slices of 512²): the series and a second
+    acquisition of it (30 HU brighter, its own instances) under the one SeriesInstanceUID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    source = sorted((real_data / "lits-volume-0-dicom").iterdir())
+    folder = tmp_path / "multiphase"
+    folder.mkdir()
+    for number in (1, 2):
+        for path in source:
+            ds = pydicom.dcmread(path)
+            ds.AcquisitionNumber, ds.AcquisitionTime = number, ACQUIRED[number]
+            ds.ContrastBolusAgent, ds.ContrastBolusStartTime = "Iopromide", CONTRAST_START
+            if number == 2:
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                ds.PixelData = np.clip(ds.pixel_array.astype(np.int32) + 30, -32768, 32767).astype(np.int16).tobytes()
+            ds.save_as(folder / f"acq{number}_{path.name}", enforce_file_format=True)
+    report = ingest_paths([folder], url=migrated_db)
+    added = sorted(report.added, key=lambda a: a["source"])
+    assert [a["phase"] for a in added] == ["arterial", "portal"] and all(a["size"] == [512, 512, 75] for a in added)
+    first, second = (_stored(a).astype(np.int32) for a in added)
+    brighter = second - first
+    assert np.median(brighter) == 30 and np.array_equal(first, sitk.GetArrayFromImage(read_image(real_data / "lits-volume-0-dicom")))
