@@ -95,6 +95,16 @@ def current_model_id(session: Session) -> int | None:
     )
 
 
+def _done_on_dated_days(patient_id: int, model_id: int, *columns: Any) -> Any:
+    """``columns`` of every done segmentation by ``model_id`` of the patient's dated studies:
+    what tracking reads (undated studies wait for ``lvt studies set-date``)."""
+    return (select(*columns)
+            .join(Series, Series.study_id == Study.id)
+            .join(Segmentation, Segmentation.series_id == Series.id)
+            .where(Study.patient_id == patient_id, Study.study_date.is_not(None),
+                   Segmentation.model_id == model_id, Segmentation.status == "done"))
+
+
 def _tracked_segmentations(
     session: Session, patient_id: int, model_id: int
 ) -> list[tuple[Study, Segmentation]]:
@@ -108,15 +118,7 @@ def _tracked_segmentations(
     dated study's lesions read as progression against it) until ``lvt studies set-date``.
     """
     rows = session.execute(
-        select(Study, Segmentation, Series.phase)
-        .join(Series, Series.study_id == Study.id)
-        .join(Segmentation, Segmentation.series_id == Series.id)
-        .where(
-            Study.patient_id == patient_id,
-            Study.study_date.is_not(None),
-            Segmentation.model_id == model_id,
-            Segmentation.status == "done",
-        )
+        _done_on_dated_days(patient_id, model_id, Study, Segmentation, Series.phase)
         .order_by(oldest_first(Study.study_date), Study.id, Series.id)
     ).all()
     best: dict[DayKey, tuple[int, Study, Segmentation]] = {}
@@ -133,13 +135,7 @@ def _fluid_places_by_day(session: Session, patient_id: int, model_id: int) -> di
     """The places every done segmentation of a day left out as fluid, by date: tracking follows
     one phase of the day, but the reading may have left the fluid out of another (the phases
     of one visit share the scanner frame, give or take a breath)."""
-    rows = session.execute(
-        select(Study.study_date, Segmentation.fluid_places)
-        .join(Series, Series.study_id == Study.id)
-        .join(Segmentation, Segmentation.series_id == Series.id)
-        .where(Study.patient_id == patient_id, Study.study_date.is_not(None),
-               Segmentation.model_id == model_id, Segmentation.status == "done")
-    ).all()
+    rows = session.execute(_done_on_dated_days(patient_id, model_id, Study.study_date, Segmentation.fluid_places)).all()
     by_date: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
     for date, places in rows:
         by_date[date].extend(places or [])
