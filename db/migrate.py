@@ -21,10 +21,10 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-RESULTS_REDONE_AT = "0011"
+RESULTS_REDONE_AT = "0013"
 """The newest revision that came with new analytics rules or results (0009-0010: new-lesion
 flags, missed targets NE, days across studies, responses per model; 0011: lesions cut by the
-scan edge, tracking warnings): stored results from before it follow the old rules, or lack
+scan edge, tracking warnings; 0013: each response's targets and nadir): stored results from before it follow the old rules, or lack
 what is new, until `lvt batch --all --refresh` redoes them."""
 
 

@@ -382,6 +382,12 @@ class Response(Base):
     sum_diameters_mm: Mapped[float] = mapped_column(Float)
     # a new lesion appeared at this study (PD whatever the sum says); NULL before revision 0009
     new_lesion: Mapped[bool | None] = mapped_column(Boolean)
+    # the smallest earlier sum this one was compared with (RECIST's nadir; a study where a
+    # target was missed sets none) and each target's diameter here and at baseline,
+    # [{"target": "track 3" | a reader's label, "baseline_mm", "mm": None where missed}]:
+    # what a reader needs to check the category (NULL before revision 0013, until a refresh)
+    nadir_sum_mm: Mapped[float | None] = mapped_column(Float)
+    targets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     baseline_study_id: Mapped[int | None] = mapped_column(
         ForeignKey("studies.id", ondelete="SET NULL")
     )

@@ -141,12 +141,12 @@ def recist_response(
     return _assess(sums, new_lesions, config.pr_pct, config.pd_pct, config.pd_abs_mm, assessed)
 
 
-def _all_assessed(present: Sequence[Sequence[bool]]) -> list[bool]:
-    """Per timepoint, whether every target was assessed: ``present[t][k]`` says target ``k``
+def _targets_assessed(present: Sequence[Sequence[bool]]) -> list[list[bool]]:
+    """Per timepoint and target, whether it was assessed: ``present[t][k]`` says target ``k``
     was seen at ``t``; one unseen at ``t`` but seen later was missed there, not gone."""
     n = len(present)
     return [
-        all(present[t][k] or not any(present[u][k] for u in range(t + 1, n)) for k in range(len(present[t])))
+        [present[t][k] or not any(present[u][k] for u in range(t + 1, n)) for k in range(len(present[t]))]
         for t in range(n)
     ]
 
@@ -174,7 +174,9 @@ def recist_from_tracks(
     theirs, when a fragment split again); a target
     that merged into a non-target track passes its diameter on to that track (RECIST's rule for
     coalescing lesions); tracks first seen after baseline (not split from another) are new
-    lesions when at least ``new_lesion_min_diameter_mm`` across.
+    lesions when at least ``new_lesion_min_diameter_mm`` across. ``target_assessed[t][k]`` is
+    False where target ``k`` was not drawn at ``t`` but is seen again later: a miss, not 0 mm
+    gone (``assessed[t]``: all of them were).
     """
     config = config or RecistConfig()
     diameters = {
@@ -226,7 +228,8 @@ def recist_from_tracks(
             counted.update(group)
         per_timepoint.append(values)
         present.append(seen)
-    assessed = _all_assessed(present)
+    target_assessed = _targets_assessed(present)
+    assessed = [all(row) for row in target_assessed]
     new = [False] * n
     for track in tracks.values():
         t0, lid = track.members[0]
@@ -239,6 +242,7 @@ def recist_from_tracks(
     return {
         "targets": targets,
         "target_diameters_mm": per_timepoint,
+        "target_assessed": target_assessed,
         "new_lesions": new,
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
@@ -273,11 +277,13 @@ def recist_from_measurements(
         new[t] = new[t] or (m.new_lesion and t > 0)
     targets = select_targets(table[order[0]], config)
     per_timepoint = [[table[s].get(label, 0.0) for label in targets] for s in order]
-    assessed = _all_assessed([[label in table[s] for label in targets] for s in order])
+    target_assessed = _targets_assessed([[label in table[s] for label in targets] for s in order])
+    assessed = [all(row) for row in target_assessed]
     return {
         "studies": order,
         "targets": targets,
         "target_diameters_mm": per_timepoint,
+        "target_assessed": target_assessed,
         "new_lesions": new,
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],

@@ -161,7 +161,8 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
 
     tables = analytics.cohort_tables({"model_id": store["model_id"]})
     assert set(tables) == {"patients", "studies", "series", "lesions", "tracks", "volumetry",
-                           "response", "measurements", "agreement", "tracking_warnings", "fluid_places"}
+                           "response", "response_targets", "measurements", "agreement", "tracking_warnings",
+                           "fluid_places"}
     assert len(tables["series"]) == 4 and len(tables["lesions"]) == 6  # both phases at t0
     assert len(tables["response"]) == 4 and len(tables["measurements"]) == 4
     # lengths and positions name their unit, as the lesion diameters always did
@@ -171,6 +172,67 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
     assert tables["volumetry"]["liver_cut_at"].isna().all()  # whole livers: no "" that reads as a cut
     by_source_id = analytics.cohort_tables({"model_id": store["model_id"], "patients": ["SRC1"]})
     assert len(by_source_id["series"]) == 4  # as export mesh and the CLI take it
+
+
+def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and_the_export(
+    store: dict,
+) -> None:
+    """A stored response held a category and a sum: nobody could see which lesions were the
+    targets, their baseline, or the nadir a progression is measured from."""
+    from app.web import analysis, report, response_table
+
+    with make_session_factory(store["url"])() as s:
+        rows = list(s.scalars(select(Response).order_by(Response.study_id, Response.source)))
+        page = queries.followup(s, store["patient"])
+    reader = [r for r in rows if r.source == "radiologist"]  # A: 19 -> 15 -> 11 mm; B only at t2
+    assert [r.targets for r in reader] == [[{"target": "A", "baseline_mm": 19.0, "mm": 15.0}],
+                                           [{"target": "A", "baseline_mm": 19.0, "mm": 11.0}]]
+    assert [r.nadir_sum_mm for r in reader] == [19.0, 15.0]
+    model = [r for r in rows if r.source == "model"]
+    track_a = int(page.lesions.loc[page.lesions["x"] < 0, "track"].iloc[0])
+    assert [[t["target"] for t in r.targets] for r in model] == [[f"track {track_a}"]] * 2  # B came later
+    baseline = model[0].targets[0]["baseline_mm"]
+    assert baseline == pytest.approx(2 * A_RADII[0], abs=2.0)
+    assert [r.targets[0]["mm"] for r in model] == [r.sum_diameters_mm for r in model]
+    assert [r.nadir_sum_mm for r in model] == [baseline, model[0].sum_diameters_mm]  # the smallest earlier sum
+
+    table = response_table.response_table(page.responses)
+    days = sorted({str(study.study_date) for study in page.studies})  # as stored: shifted
+    assert table["day"].tolist() == [days[0]] * 2 + [days[1]] * 2 + [days[2]] * 2
+    assert table["read by"].tolist() == ["model", "radiologist"] * 3
+    assert table["response"].tolist() == ["baseline", "baseline", "PD", "SD", "PR", "PR"]
+    assert table["targets (mm)"].tolist()[1::2] == ["A: 19.0", "A: 15.0", "A: 11.0"]
+    assert table["vs baseline"].tolist()[1::2] == ["", "−21 %", "−42 %"]
+    assert table["vs nadir"].tolist()[1::2] == ["", "−21 %", "−27 %"]
+    assert table["new lesion"].tolist()[::2] == ["", "yes", "no"]
+    assert not response_table.any_unrecorded(page.responses)
+
+    html = report.followup_report(page, page.lesions, analysis.earlier_lines([], page.lesions),
+                                  "ground-truth 1", "clinician")
+    assert html.count("Not for clinical") + html.count("not for clinical") >= 2
+    assert "patient " + store["patient"] in html and "made by clinician" in html
+    assert "A: 11.0" in html and "−42 %" in html and f"<td>{track_a}</td>" in html
+
+    exported = analytics.cohort_tables({"model_id": store["model_id"]})
+    answers = exported["response"].set_index(["source", "study_id"]).sort_index()
+    assert answers.loc["radiologist", "baseline_sum_mm"].tolist() == [19.0, 19.0]
+    assert answers.loc["radiologist", "nadir_sum_mm"].tolist() == [19.0, 15.0]
+    targets = exported["response_targets"]
+    assert len(targets) == 4 and targets.loc[targets["source"] == "radiologist", "diameter_mm"].tolist() == [15.0, 11.0]
+
+    with make_session_factory(store["url"])() as s:  # as stored before revision 0013
+        s.execute(update(Response).values(targets=None, nadir_sum_mm=None))
+        s.commit()
+        old = queries.followup(s, store["patient"])
+    table = response_table.response_table(old.responses)
+    assert "baseline" not in table["response"].tolist()  # no baseline is made up
+    assert set(table["targets (mm)"]) == {response_table.NOT_RECORDED}
+    assert set(table["vs baseline"]) == set(table["vs nadir"]) == {"—"}
+    assert response_table.any_unrecorded(old.responses)
+    with make_session_factory(store["url"])() as s:  # what `lvt batch --refresh` runs
+        analytics.refresh_patient(s, s.scalar(select(Patient.id)), store["model_id"])
+        s.commit()
+        assert None not in set(s.scalars(select(Response.nadir_sum_mm)))
 
 
 def test_overrides_are_kept_by_later_runs(store: dict) -> None:

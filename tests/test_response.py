@@ -137,6 +137,7 @@ def test_response_on_radiologist_measurements() -> None:
     assert report["target_diameters_mm"] == [[22.0, 18.0], [14.0, 0.0], [20.0, 15.0]]
     # T2 is not measured at s2 but is again at s3: not assessed at s2 (NE), not gone (PR)
     assert report["assessed"] == [True, False, True]
+    assert report["target_assessed"] == [[True, True], [True, False], [True, True]]
     assert [a["response"] for a in report["recist"]] == ["BL", "NE", "PD"]
 
 
@@ -160,6 +161,7 @@ def test_a_target_missed_at_one_study_is_not_assessed_there_and_sets_no_nadir() 
     lesions[2] = [lesion(1, 25.1)]
     report = recist_from_tracks(TrackingResult(gone, [], [], lesions, set(), [None] * 3))
     assert report["assessed"] == [True, True, True]  # never seen again: gone, 0 mm
+    assert report["target_assessed"][1] == [True, True]
     assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PR"]
 
 

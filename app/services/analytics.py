@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -430,16 +430,33 @@ def _refresh_responses(
     if result is not None and len(tracked) > 1:
         report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
         baseline = tracked[0][0].id
-        for t, item in enumerate(report["recist"]):
-            if t == 0:
-                continue
+        labels = [f"track {tid}" for tid in report["targets"]]
+        for t in range(1, len(report["recist"])):
             session.add(
                 Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model",
-                         model_id=model_id, recist_category=item["response"],
-                         sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
-                         new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
+                         model_id=model_id, baseline_study_id=baseline, **_response_fields(report, t, labels))
             )
     _refresh_radiologist_responses(session, patient_id)
+
+
+def _response_fields(report: dict[str, Any], t: int, labels: list[str]) -> dict[str, Any]:
+    """The stored fields of timepoint ``t`` of a :mod:`lvt_core.response` report, with what a
+    reader needs to check its category: the nadir it was compared with, and each target's
+    diameter at baseline and here (None where the target was not drawn, as opposed to 0 mm
+    gone)."""
+    item = report["recist"][t]
+    diameters, assessed = report["target_diameters_mm"], report["target_assessed"]
+    return {
+        "recist_category": item["response"],
+        "sum_diameters_mm": float(sum(diameters[t])),
+        "new_lesion": bool(item["new_lesion"]),
+        "nadir_sum_mm": float(item["nadir"]),
+        "targets": [
+            {"target": label, "baseline_mm": float(diameters[0][k]),
+             "mm": float(diameters[t][k]) if assessed[t][k] else None}
+            for k, label in enumerate(labels)
+        ],
+    }
 
 
 def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
@@ -454,14 +471,10 @@ def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
     if len({m.study_id for m in chosen}) > 1:
         report = recist_from_measurements(chosen)
         baseline = int(report["studies"][0])
-        for t, item in enumerate(report["recist"]):
-            if t == 0:
-                continue
+        for t in range(1, len(report["recist"])):
             session.add(
-                Response(patient_id=patient_id, study_id=int(report["studies"][t]),
-                         source="radiologist", recist_category=item["response"],
-                         sum_diameters_mm=float(sum(report["target_diameters_mm"][t])),
-                         new_lesion=bool(item["new_lesion"]), baseline_study_id=baseline)
+                Response(patient_id=patient_id, study_id=int(report["studies"][t]), source="radiologist",
+                         baseline_study_id=baseline, **_response_fields(report, t, list(report["targets"])))
             )
 
 
@@ -881,16 +894,16 @@ def cohort_tables(
                 .join(Patient, Patient.id == TrackingWarning.patient_id)
                 .where(TrackingWarning.model_id == model_id)
                 .order_by(Patient.pseudo_id, TrackingWarning.id), TrackingWarning.patient_id)),
-            "response": frame(where_patient(
-                select(Patient.pseudo_id.label("patient"), Response.study_id, Study.study_date,
-                       Response.source, Response.recist_category, Response.sum_diameters_mm,
-                       Response.baseline_study_id)
-                .join(Study, Study.id == Response.study_id)
-                .join(Patient, Patient.id == Response.patient_id)
-                .where(shown_responses(model_id))
-                .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
-                Response.patient_id)),
         }
+        tables["response"], tables["response_targets"] = _response_tables(session.execute(where_patient(
+            select(Patient.pseudo_id.label("patient"), Response.study_id, Study.study_date,
+                   Response.source, Response.recist_category, Response.sum_diameters_mm,
+                   Response.nadir_sum_mm, Response.baseline_study_id, Response.targets)
+            .join(Study, Study.id == Response.study_id)
+            .join(Patient, Patient.id == Response.patient_id)
+            .where(shown_responses(model_id))
+            .order_by(Patient.pseudo_id, oldest_first(Study.study_date), Response.source),
+            Response.patient_id)).all())
         tables["fluid_places"] = _fluid_places_table(session.execute(where_patient(
             select(Patient.pseudo_id.label("patient"), Study.id.label("study_id"), Series.id.label("series_id"),
                    Series.phase, Segmentation.fluid_places)
@@ -915,6 +928,23 @@ def cohort_tables(
         "scope", "patient", "n", "mean_abs_diff_mm", "bias_mm", "sd_diff_mm", "loa_low_mm",
         "loa_high_mm", "pearson_r"])
     return {name: _whole_number_ids(table) for name, table in tables.items()}
+
+
+def _response_tables(rows: Sequence[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The responses, with the baseline sum their changes are read from, and one row per
+    target and response (``responses.targets``): which lesions made each sum. Rows stored
+    before revision 0013 have no targets, and their baseline and nadir are empty."""
+    response = pd.DataFrame.from_records(
+        [(r.patient, r.study_id, r.study_date, r.source, r.recist_category, r.sum_diameters_mm,
+          sum(t["baseline_mm"] for t in r.targets) if r.targets is not None else None, r.nadir_sum_mm,
+          r.baseline_study_id) for r in rows],
+        columns=["patient", "study_id", "study_date", "source", "recist_category", "sum_diameters_mm",
+                 "baseline_sum_mm", "nadir_sum_mm", "baseline_study_id"])
+    targets = pd.DataFrame.from_records(
+        [(r.patient, r.study_id, r.source, t["target"], t["baseline_mm"], t["mm"])
+         for r in rows for t in r.targets or []],
+        columns=["patient", "study_id", "source", "target", "baseline_mm", "diameter_mm"])
+    return response, targets
 
 
 def _fluid_places_table(rows: Iterable[Any]) -> pd.DataFrame:

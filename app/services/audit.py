@@ -21,6 +21,7 @@ LOGIN_OK = "login"
 LOGIN_FAILED = "login_failed"
 LOGOUT = "logout"
 OPEN_PATIENT = "open_patient"
+DOWNLOAD_REPORT = "download_report"
 CORRECTION = "track_correction"
 USER_CHANGE = "user_change"
 

@@ -15,6 +15,7 @@ from lvt_core.agreement import (
     earlier_detection,
     link_measurements,
 )
+from lvt_core.tracking import FLUID_WARNING_START
 
 
 def _model(lesions: pd.DataFrame, patient: str | None = None) -> list[ModelLesion]:
@@ -88,6 +89,29 @@ def first_found_by_search(lesions: pd.DataFrame, track: int) -> bool:
         return False
     first = rows[rows["study_date"] == rows["study_date"].min()]
     return bool(first["found_by"].isin(["faint_search", "other_phase"]).any())
+
+
+def earlier_lines(badges: list[dict[str, object]], lesions: pd.DataFrame) -> list[str]:
+    """The page's and the report's sentence for each track seen before the radiologist."""
+    lines = []
+    for b in badges:
+        searched = first_found_by_search(lesions, int(str(b["track_id"])))
+        lines.append(
+            f"Track {b['track_id']}: seen by the model {lead_phrase(int(str(b['lead_days'])))} before the "
+            f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']})"
+            + (": first drawn by a second look (the faint-lesion search, or another phase of the day), "
+               "not the network alone; look twice." if searched else "."))
+    return lines
+
+
+def warning_lines(tracking_warnings: list[str]) -> list[str]:
+    """The last tracking's warnings as sentences: a track gone where the reading left fluid out
+    reads as it is stored; a registration replaced by the scanner frame says what to check."""
+    return [
+        warning[0].upper() + warning[1:] + "." if warning.startswith(FLUID_WARNING_START)
+        else f"Tracks matched without registration here: check their links. ({warning})"
+        for warning in tracking_warnings
+    ]
 
 
 def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[int | None]:

@@ -169,6 +169,12 @@ def clear() -> None:
         fn.clear()
 
 
+def audit_report(user: auth.CurrentUser, pseudo_id: str) -> None:
+    """Write that ``user`` downloaded ``pseudo_id``'s follow-up report: it leaves the app."""
+    run(lambda session: audit.record(session, audit.DOWNLOAD_REPORT, actor=user.username, user_id=user.id,
+                                     target=pseudo_id))
+
+
 def audit_open_patient(user: auth.CurrentUser, pseudo_id: str) -> None:
     """Write that ``user`` opened ``pseudo_id`` (called once per opening, not per rerun)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.services.analytics import (
     current_model_id,
@@ -230,17 +230,21 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
             "slice_index", "location_mm",
         ],
     )
+    baseline = aliased(Study)
     responses = pd.DataFrame(
         session.execute(
             select(
                 Response.study_id, Study.study_date, Response.source, Response.recist_category,
-                Response.sum_diameters_mm,
+                Response.sum_diameters_mm, Response.nadir_sum_mm, Response.new_lesion, Response.targets,
+                baseline.study_date,
             )
             .join(Study, Study.id == Response.study_id)
+            .outerjoin(baseline, baseline.id == Response.baseline_study_id)
             .where(Response.patient_id == patient.id, shown_responses(model_id))
             .order_by(oldest_first(Study.study_date))
         ).all(),
-        columns=["study_id", "study_date", "source", "category", "sum_mm"],
+        columns=["study_id", "study_date", "source", "category", "sum_mm", "nadir_mm", "new_lesion", "targets",
+                 "baseline_date"],
     )
     volumes = pd.DataFrame(
         session.execute(

@@ -46,6 +46,21 @@ def found_by_label(value: object) -> str:
     return FOUND_BY.get(value, "unknown") if isinstance(value, str) else "unknown"
 
 
+TARGETS_HELP = (
+    "The target lesions and their longest axial diameters at this study: the model's tracks, or "
+    "the radiologist's lesion labels. \"not drawn (missed)\": the target is not drawn here but "
+    "is seen again later, so this study is not evaluable (NE) unless it shows progression."
+)
+NADIR_HELP = (
+    "Change from the smallest earlier sum, baseline included (a study with a missed target sets "
+    "none): progression is measured from it."
+)
+RECIST_RULES = (
+    "RECIST 1.1 on the liver: up to 2 targets ≥ 10 mm at baseline, the largest first (one the "
+    "scan's edge cuts is never a target). CR: every target gone. PR: sum ≥ 30 % below baseline. "
+    "PD: sum ≥ 20 % and ≥ 5 mm above the nadir, or a new lesion. SD: otherwise. Non-target "
+    "lesions and lymph nodes are not assessed."
+)
 SCAN_EDGE_HELP = (
     "cut: the lesion reaches the edge of the scan, so part of it may lie outside: its sizes are "
     "lower bounds, and it is never a RECIST target. unknown: stored before LVT recorded this "

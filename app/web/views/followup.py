@@ -6,9 +6,19 @@ import pandas as pd
 import streamlit as st
 
 from app.settings import get_settings
-from app.web import actions, analysis, charts, data, imaging, queries, session, theme
+from app.web import (
+    actions,
+    analysis,
+    charts,
+    data,
+    imaging,
+    queries,
+    report,
+    response_table,
+    session,
+    theme,
+)
 from lvt_core.coverage import ends_phrase
-from lvt_core.tracking import FLUID_WARNING_START
 
 user = session.require("clinician")
 # the address decides (Back, a shared link); the session keeps it for the sidebar's links
@@ -74,22 +84,17 @@ metrics[2].metric("Response (model, latest)", latest["category"].iloc[0] if not 
 flagged_days = info.volumes.loc[info.volumes["flagged"].astype(bool), "study_date"].nunique() if not info.volumes.empty else 0
 metrics[3].metric("Flagged volumetry days", int(flagged_days),
                   help="Days whose phases' liver volumes differ by more than 2 % (the Volumetry page lists them).")
-for b in badges:
-    searched = analysis.first_found_by_search(lesions, int(b["track_id"]))
-    st.success(
-        f"Track {b['track_id']}: seen by the model **{analysis.lead_phrase(int(b['lead_days']))}** before the "
-        f"radiologist ({b['model_first_date']} vs {b['radiologist_first_date']})"
-        + (": first drawn by a second look (the faint-lesion search, or another phase of the day), "
-           "not the network alone; look twice." if searched else "."),
-        icon=":material/visibility:",
-    )
-
-for warning in info.tracking_warnings:
-    if warning.startswith(FLUID_WARNING_START):  # a track gone where the reading left fluid out
-        st.warning(warning[0].upper() + warning[1:] + ".", icon=":material/warning:")
-    else:  # a registration replaced by the scanner frame
-        st.warning(f"Tracks matched without registration here: check their links. ({warning})",
-                   icon=":material/warning:")
+for line in analysis.earlier_lines(badges, lesions):
+    st.success(line, icon=":material/visibility:")
+for line in analysis.warning_lines(info.tracking_warnings):
+    st.warning(line, icon=":material/warning:")
+st.download_button(
+    "Download report (HTML)", lambda: report.followup_report(
+        info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter),
+    f"lvt-followup-{info.pseudo_id}.html", "text/html", key="fu_report", icon=":material/description:",
+    on_click=lambda: data.audit_report(user, info.pseudo_id),
+    help="The page's tables and notes in one HTML file that opens anywhere and prints on A4: "
+         "studies, response with its targets, lesion tracks, liver volumes, measurements, warnings.")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
@@ -196,6 +201,20 @@ if not (shown_lesions.empty and info.volumes.empty):  # the liver volume, with o
         st.caption("⚠ The scan stops inside the liver in " + ", ".join(
             f"{row.study_date} {row.phase} ({ends_phrase(row.liver_cut_at)})"
             for row in cut.itertuples()) + ": the liver volume of those phases is a lower bound.")
+
+st.subheader("Response (RECIST 1.1)")
+if info.responses.empty:
+    st.caption("No response yet: it needs a baseline and a follow-up day with results (the model), "
+               "or measurements at two studies (the radiologist).")
+else:
+    st.dataframe(response_table.response_table(info.responses), hide_index=True, width="stretch",
+                 key="fu_responses", column_config={
+                     "targets (mm)": st.column_config.TextColumn(width="large", help=theme.TARGETS_HELP),
+                     "vs nadir": st.column_config.TextColumn(help=theme.NADIR_HELP),
+                 })
+    st.caption(theme.RECIST_RULES)
+    if response_table.any_unrecorded(info.responses):
+        st.caption(response_table.REFRESH_HINT)
 
 with st.expander("Radiologist measurements"):
     if info.measurements.empty:

@@ -1,0 +1,157 @@
+"""A patient's follow-up as one self-contained HTML file, for a tumor board or the chart.
+
+The page is interactive and lives behind a sign-in; a board meeting needs a document that
+opens anywhere, prints on A4 and says what it is. The report holds the page's tables (studies,
+response with its targets, lesion tracks, liver volumes, radiologist measurements) and its
+notes (lesions seen first by the model, tracking and coverage warnings), with the pseudonym,
+the model, who made it and when, and the research-use disclaimer at the top and the bottom.
+It embeds no image or script, so it is small and prints as shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Iterable
+
+import pandas as pd
+
+from app.web import analysis, queries, response_table, theme
+from lvt_core import __version__ as lvt_version
+from lvt_core.coverage import ends_phrase
+
+_STYLE = """
+body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 10.5pt; margin: 2em; color: #1b1b1b; }
+h1 { font-size: 17pt; margin-bottom: 0.2em; }
+h2 { font-size: 12.5pt; margin-top: 1.4em; border-bottom: 1px solid #999; }
+table { border-collapse: collapse; margin: 0.4em 0; }
+th, td { border: 1px solid #bbb; padding: 2px 7px; text-align: left; vertical-align: top; }
+th { background: #eef1f5; }
+.meta { color: #444; }
+.disclaimer { border: 2px solid #b00020; padding: 0.5em 0.8em; margin: 0.8em 0; font-weight: bold; }
+.note { color: #444; font-size: 9.5pt; }
+ul.warn li { color: #7a4b00; }
+@page { size: A4; margin: 14mm; }
+@media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
+"""
+
+NOT_FOR_CLINICAL_USE = (
+    "Research software, not for clinical decisions: the model was trained on synthetic CT only. "
+    "Every figure here is a segmentation's, to be checked on the images."
+)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """An escaped HTML table without the index."""
+    return frame.to_html(index=False, escape=True, border=0, na_rep="—")
+
+
+def _paragraphs(lines: Iterable[str], css: str = "") -> str:
+    items = [f"<li>{html.escape(line)}</li>" for line in lines]
+    return f'<ul class="{css}">' + "".join(items) + "</ul>" if items else "<p class='note'>None.</p>"
+
+
+def _studies(info: queries.FollowUp) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"day": str(s.study_date) if s.study_date else f"undated study {s.id} (not tracked)",
+          "phases": ", ".join(se.phase for se in s.series),
+          "slice thickness (mm)": ", ".join(f"{se.spacing_mm[2]:.2f}" for se in s.series)}
+         for s in info.studies],
+        columns=["day", "phases", "slice thickness (mm)"])
+
+
+def _tracks(lesions: pd.DataFrame) -> pd.DataFrame:
+    """Track × day longest axial diameter (mm) of the tracked phase; "≥" where the scan's edge
+    cuts the lesion, so its size is a lower bound."""
+    if lesions.empty:
+        return pd.DataFrame(columns=["track"])
+    shown = lesions.assign(
+        day=lesions["study_date"].astype(str),
+        size=[f"≥ {d:.1f}" if cut is True else f"{d:.1f}"
+              for d, cut in zip(lesions["diameter_mm"], lesions["cut_by_scan_edge"], strict=True)],
+    )
+    table = shown.pivot_table(index="track", columns="day", values="size", aggfunc="first").reset_index()
+    first = shown.sort_values("study_date").groupby("track")["found_by"].first().map(theme.found_by_label)
+    table.insert(1, "first found by", table["track"].map(first))
+    table.columns.name = None
+    return table.fillna("—")
+
+
+def _volumes(volumes: pd.DataFrame) -> pd.DataFrame:
+    if volumes.empty:
+        return volumes
+    return pd.DataFrame({
+        "day": volumes["study_date"].astype(str),
+        "phase": volumes["phase"],
+        "total liver (ml)": volumes["total_ml"].round(0),
+        "functional (ml)": volumes["functional_ml"].round(0),
+        "deviation from the day's mean": volumes["deviation_pct"].map(lambda v: f"{v:+.1f} %"),
+        "over 2 %": volumes["flagged"].map({True: "yes", False: "no"}),
+        "scan stops inside the liver": volumes["liver_cut_at"].map(lambda c: ends_phrase(c) if c else "no"),
+    })
+
+
+def _measurements(measurements: pd.DataFrame) -> pd.DataFrame:
+    if measurements.empty:
+        return measurements
+    return pd.DataFrame({
+        "study": measurements["study_date"].astype(str),
+        "lesion": measurements["lesion"],
+        "⌀ (mm)": measurements["diameter_mm"],
+        "short axis (mm)": measurements["short_axis_mm"],
+        "reader": measurements["reader"],
+    })
+
+
+def followup_report(
+    info: queries.FollowUp,
+    lesions: pd.DataFrame,
+    earlier: list[str],
+    model_label: str,
+    author: str,
+    min_diameter_mm: float = 0.0,
+    now: dt.datetime | None = None,
+) -> str:
+    """The report of one patient as an HTML document: ``lesions`` are the tracked lesions the
+    page shows (tracks reaching ``min_diameter_mm``), ``earlier`` its lines on lesions the
+    model saw before the radiologist, ``model_label`` the model whose results these are,
+    ``author`` who made the report."""
+    now = now or dt.datetime.now(dt.UTC)
+    pseudo = html.escape(info.pseudo_id)
+    warnings = analysis.warning_lines(info.tracking_warnings)
+    if not info.volumes.empty:
+        cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""]
+        warnings += [f"The scan stops inside the liver at {r.study_date} {r.phase} ({ends_phrase(r.liver_cut_at)}): "
+                     "its liver volume is a lower bound." for r in cut.itertuples()]
+    responses = (_table(response_table.response_table(info.responses)) + f"<p class='note'>{html.escape(theme.RECIST_RULES)}</p>"
+                 if not info.responses.empty else "<p class='note'>No response yet.</p>")
+    if response_table.any_unrecorded(info.responses):
+        responses += f"<p class='note'>{html.escape(response_table.REFRESH_HINT)}</p>"
+    tracks = _tracks(lesions)
+    volumes = _volumes(info.volumes)
+    measurements = _measurements(info.measurements)
+    sections = [
+        ("Studies", _table(_studies(info))),
+        ("Response (RECIST 1.1)", responses),
+        ("Lesion tracks: longest axial diameter (mm)",
+         (_table(tracks) if len(tracks) else "<p class='note'>No lesion tracks.</p>")
+         + (f"<p class='note'>Tracks whose largest diameter stays under {min_diameter_mm:g} mm are left "
+            "out, as on the page.</p>" if min_diameter_mm > 0 else "")),
+        ("Seen by the model before the radiologist", _paragraphs(earlier)),
+        ("Liver volume per contrast phase",
+         _table(volumes) if not volumes.empty else "<p class='note'>No volumes yet.</p>"),
+        ("Radiologist measurements",
+         _table(measurements) if not measurements.empty else "<p class='note'>None imported.</p>"),
+        ("Warnings", _paragraphs(warnings, "warn")),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>LVT follow-up · {pseudo}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>LVT follow-up report · patient {pseudo}</h1>"
+        f"<p class='meta'>Results: {html.escape(model_label)} · LVT {lvt_version} · made by "
+        f"{html.escape(author)} on {now:%Y-%m-%d %H:%M} UTC · dates are as stored "
+        "(shifted by de-identification unless the store keeps them)</p>"
+        f"<div class='disclaimer'>{html.escape(NOT_FOR_CLINICAL_USE)}</div>"
+        f"{body}<div class='disclaimer'>{html.escape(NOT_FOR_CLINICAL_USE)}</div></body></html>"
+    )
