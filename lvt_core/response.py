@@ -176,7 +176,7 @@ def recist_from_tracks(
     coalescing lesions); tracks first seen after baseline (not split from another) are new
     lesions when at least ``new_lesion_min_diameter_mm`` across. ``target_assessed[t][k]`` is
     False where target ``k`` was not drawn at ``t`` but is seen again later: a miss, not 0 mm
-    gone (``assessed[t]``: all of them were).
+    gone (``assessed[t]``: all of them were); ``new_lesion_ids[t]`` names the new tracks.
     """
     config = config or RecistConfig()
     diameters = {
@@ -230,11 +230,12 @@ def recist_from_tracks(
         present.append(seen)
     target_assessed = _targets_assessed(present)
     assessed = [all(row) for row in target_assessed]
-    new = [False] * n
+    new_ids: list[list[int]] = [[] for _ in range(n)]
     for track in tracks.values():
         t0, lid = track.members[0]
         if t0 > 0 and track.split_from is None and diameters[(t0, lid)] >= new_lesion_min_diameter_mm:
-            new[t0] = True
+            new_ids[t0].append(track.track_id)
+    new = [bool(ids) for ids in new_ids]
     totals = [
         sum(v for key, v in volumes.items() if key[0] == tp and key not in result.excluded)
         for tp in range(n)
@@ -244,6 +245,7 @@ def recist_from_tracks(
         "target_diameters_mm": per_timepoint,
         "target_assessed": target_assessed,
         "new_lesions": new,
+        "new_lesion_ids": [sorted(ids) for ids in new_ids],
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
         "total_volume_ml": totals,
@@ -258,7 +260,7 @@ def recist_from_measurements(
 
     A lesion is identified by the radiologist's ``lesion`` label; a target with no measurement at
     a later study counts as disappeared (0 mm), or as not assessed there when it is measured
-    again afterwards. ``new_lesion`` flags mark new lesions. Undated studies come first, as
+    again afterwards. ``new_lesion`` flags mark new lesions (``new_lesion_ids[t]``: their labels). Undated studies come first, as
     every date-ordered list of the store puts them (and the model's timepoints).
     """
     config = config or RecistConfig()
@@ -269,12 +271,14 @@ def recist_from_measurements(
     if not order:
         return {"studies": [], "targets": [], "recist": []}
     table: dict[str, dict[str, float]] = defaultdict(dict)
-    new = [False] * len(order)
+    new_ids: list[list[str]] = [[] for _ in order]
     for m in measurements:
         t = order.index(m.study_id)
         label = m.lesion or f"unlabelled {t}:{len(table[m.study_id])}"
         table[m.study_id][label] = m.diameter_mm
-        new[t] = new[t] or (m.new_lesion and t > 0)
+        if m.new_lesion and t > 0:
+            new_ids[t].append(label)
+    new = [bool(ids) for ids in new_ids]
     targets = select_targets(table[order[0]], config)
     per_timepoint = [[table[s].get(label, 0.0) for label in targets] for s in order]
     target_assessed = _targets_assessed([[label in table[s] for label in targets] for s in order])
@@ -285,6 +289,7 @@ def recist_from_measurements(
         "target_diameters_mm": per_timepoint,
         "target_assessed": target_assessed,
         "new_lesions": new,
+        "new_lesion_ids": new_ids,
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
     }

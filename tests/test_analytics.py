@@ -7,6 +7,9 @@ third. The first study has a portal and an arterial phase whose livers differ by
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from app.services.ingest.service import IngestOptions, IngestReport, ingest_path
 from app.services.measurements import import_measurements
 from app.web import queries
 from db.engine import default_url, ensure_schema, make_session_factory
-from db.models import Lesion, Measurement, Model, Patient, Response
+from db.models import AuditEvent, Lesion, Measurement, Model, Patient, Response
 
 SPACING = (1.5, 1.5, 3.0)
 SIZE = (64, 64, 20)  # x, y, z
@@ -110,7 +113,7 @@ def store(lvt_env: Path, tmp_path: Path) -> dict:
     csv.write_text("\n".join(rows) + "\n")
     import_measurements(csv, url=url)
     assert analytics.refresh_responses(url=url) == 1
-    return {"url": url, "model_id": model_id, "patient": report.added[0]["patient"]}
+    return {"url": url, "model_id": model_id, "patient": report.added[0]["patient"], "tmp": tmp_path}
 
 
 def _track_of(followup: analytics.PatientFollowup, x_sign: float) -> dict:
@@ -195,6 +198,9 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert baseline == pytest.approx(2 * A_RADII[0], abs=2.0)
     assert [r.targets[0]["mm"] for r in model] == [r.sum_diameters_mm for r in model]
     assert [r.nadir_sum_mm for r in model] == [baseline, model[0].sum_diameters_mm]  # the smallest earlier sum
+    track_b = int(page.lesions.loc[page.lesions["x"] > 0, "track"].iloc[0])
+    assert [r.new_lesions for r in model] == [[f"track {track_b}"], []]  # the PD at t1, named
+    assert [r.new_lesions for r in reader] == [[], []]  # B measured at t2, not marked new
 
     table = response_table.response_table(page.responses)
     days = sorted({str(study.study_date) for study in page.studies})  # as stored: shifted
@@ -204,7 +210,7 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert table["targets (mm)"].tolist()[1::2] == ["A: 19.0", "A: 15.0", "A: 11.0"]
     assert table["vs baseline"].tolist()[1::2] == ["", "−21 %", "−42 %"]
     assert table["vs nadir"].tolist()[1::2] == ["", "−21 %", "−27 %"]
-    assert table["new lesion"].tolist()[::2] == ["", "yes", "no"]
+    assert table["new lesion"].tolist()[::2] == ["", f"track {track_b}", "no"]
     assert not response_table.any_unrecorded(page.responses)
 
     html = report.followup_report(page, page.lesions, analysis.earlier_lines([], page.lesions),
@@ -213,21 +219,38 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert "patient " + store["patient"] in html and "made by clinician" in html
     assert "A: 11.0" in html and "−42 %" in html and f"<td>{track_a}</td>" in html
 
+    # the same report from the command line, by source id, audited; a folder is refused
+    out = store["tmp"] / "board" / "report.html"
+    (store["tmp"] / "board").mkdir()
+    done = subprocess.run([str(Path(sys.executable).with_name("lvt")), "export", "report", "SRC1", str(out),
+                           "--min-diameter", "13", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tracks"] == 1  # B (12 mm) is under 13 mm
+    written = out.read_text(encoding="utf-8")
+    assert "A: 11.0" in written and "under 13 mm are left out" in written and "made by lvt export report" in written
+    with make_session_factory(store["url"])() as s:
+        assert s.scalar(select(AuditEvent.target).where(AuditEvent.action == "download_report")) == store["patient"]
+    refused = subprocess.run([str(Path(sys.executable).with_name("lvt")), "export", "report", "SRC1",
+                              str(store["tmp"] / "board")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "is a folder" in " ".join(refused.stderr.split())  # as wrapped
+
     exported = analytics.cohort_tables({"model_id": store["model_id"]})
     answers = exported["response"].set_index(["source", "study_id"]).sort_index()
     assert answers.loc["radiologist", "baseline_sum_mm"].tolist() == [19.0, 19.0]
     assert answers.loc["radiologist", "nadir_sum_mm"].tolist() == [19.0, 15.0]
+    assert answers.loc["model", "new_lesions"].tolist() == [f"track {track_b}", ""]
     targets = exported["response_targets"]
     assert len(targets) == 4 and targets.loc[targets["source"] == "radiologist", "diameter_mm"].tolist() == [15.0, 11.0]
 
     with make_session_factory(store["url"])() as s:  # as stored before revision 0013
-        s.execute(update(Response).values(targets=None, nadir_sum_mm=None))
+        s.execute(update(Response).values(targets=None, nadir_sum_mm=None, new_lesions=None))
         s.commit()
         old = queries.followup(s, store["patient"])
     table = response_table.response_table(old.responses)
     assert "baseline" not in table["response"].tolist()  # no baseline is made up
     assert set(table["targets (mm)"]) == {response_table.NOT_RECORDED}
     assert set(table["vs baseline"]) == set(table["vs nadir"]) == {"—"}
+    assert table.loc[table["read by"] == "model", "new lesion"].tolist() == ["yes", "no"]  # the flag alone
     assert response_table.any_unrecorded(old.responses)
     with make_session_factory(store["url"])() as s:  # what `lvt batch --refresh` runs
         analytics.refresh_patient(s, s.scalar(select(Patient.id)), store["model_id"])

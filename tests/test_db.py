@@ -292,7 +292,7 @@ def test_db_cli_upgrade_current_downgrade(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
     unasked = runner.invoke(app, ["db", "downgrade", "--steps", "2"])  # 0008's policies went unasked
     assert unasked.exit_code == 1 and "--yes" in str(unasked.exception)
-    assert "0013: response targets and nadir; 0012: fluid places a segmentation left out" in str(unasked.exception)
+    assert "0013: response targets, nadir and new lesions; 0012: fluid places a segmentation left out" in str(unasked.exception)
     assert json.loads(runner.invoke(app, ["db", "current", "--json"]).stdout)["up_to_date"]
     back = runner.invoke(app, ["db", "downgrade", "--steps", "2", "--yes", "--json"])  # `-2` read as an option
     assert back.exit_code == 0, back.output

@@ -119,6 +119,8 @@ def test_response_on_model_tracks() -> None:
     assert len(report["targets"]) == 2
     assert [a["response"] for a in report["recist"]] == ["BL", "PR", "PD"]
     assert report["new_lesions"] == [False, False, True]
+    (new_track,) = report["new_lesion_ids"][2]  # the track that made the PD, by id
+    assert report["new_lesion_ids"][:2] == [[], []] and new_track not in report["targets"]
     assert [a["response"] for a in report["volumetric"]][:2] == ["BL", "PR"]
 
 
@@ -138,6 +140,7 @@ def test_response_on_radiologist_measurements() -> None:
     # T2 is not measured at s2 but is again at s3: not assessed at s2 (NE), not gone (PR)
     assert report["assessed"] == [True, False, True]
     assert report["target_assessed"] == [[True, True], [True, False], [True, True]]
+    assert report["new_lesion_ids"] == [[], [], ["N1"]]
     assert [a["response"] for a in report["recist"]] == ["BL", "NE", "PD"]
 
 

@@ -105,3 +105,26 @@ def mesh(
         print_json(summary)
     else:
         typer.echo(f"wrote {len(summary['files'])} files ({', '.join(summary['structures'])}) to {out}")
+
+
+@export_app.command("report")
+def report(
+    patient: str = typer.Argument(..., help="Patient id (pseudonym or source id)."),
+    out: Path = typer.Argument(..., help="HTML file to write, e.g. P-1234-followup.html."),
+    min_diameter: float | None = typer.Option(
+        None, "--min-diameter", min=0.0,
+        help="Leave out tracks whose largest diameter stays under this (mm); default the web page's."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+) -> None:
+    """The follow-up report the web page downloads: studies, RECIST with its targets, lesion
+    tracks, liver volumes, measurements, warnings; one HTML file that prints on A4."""
+    from app.services.audit import command_line_actor
+    from app.services.export import export_report
+
+    open_existing_store()
+    summary = export_report(patient, out, min_diameter, actor=command_line_actor("lvt export report"))
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"wrote {out}: patient {summary['patient']}, {summary['tracks']} track(s), "
+                   f"{summary['responses']} response(s), results of {summary['results']}")

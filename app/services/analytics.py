@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -430,27 +430,28 @@ def _refresh_responses(
     if result is not None and len(tracked) > 1:
         report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
         baseline = tracked[0][0].id
-        labels = [f"track {tid}" for tid in report["targets"]]
         for t in range(1, len(report["recist"])):
             session.add(
-                Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model",
-                         model_id=model_id, baseline_study_id=baseline, **_response_fields(report, t, labels))
+                Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model", model_id=model_id,
+                         baseline_study_id=baseline, **_response_fields(report, t, "track {}".format))
             )
     _refresh_radiologist_responses(session, patient_id)
 
 
-def _response_fields(report: dict[str, Any], t: int, labels: list[str]) -> dict[str, Any]:
+def _response_fields(report: dict[str, Any], t: int, label_of: Callable[[Any], str]) -> dict[str, Any]:
     """The stored fields of timepoint ``t`` of a :mod:`lvt_core.response` report, with what a
-    reader needs to check its category: the nadir it was compared with, and each target's
-    diameter at baseline and here (None where the target was not drawn, as opposed to 0 mm
-    gone)."""
+    reader needs to check its category: the nadir it was compared with, each target's diameter
+    at baseline and here (None where the target was not drawn, as opposed to 0 mm gone), and
+    the new lesions; ``label_of`` names a target or new lesion."""
     item = report["recist"][t]
+    labels = [label_of(target) for target in report["targets"]]
     diameters, assessed = report["target_diameters_mm"], report["target_assessed"]
     return {
         "recist_category": item["response"],
         "sum_diameters_mm": float(sum(diameters[t])),
         "new_lesion": bool(item["new_lesion"]),
         "nadir_sum_mm": float(item["nadir"]),
+        "new_lesions": [label_of(i) for i in report["new_lesion_ids"][t]],
         "targets": [
             {"target": label, "baseline_mm": float(diameters[0][k]),
              "mm": float(diameters[t][k]) if assessed[t][k] else None}
@@ -474,7 +475,7 @@ def _refresh_radiologist_responses(session: Session, patient_id: int) -> None:
         for t in range(1, len(report["recist"])):
             session.add(
                 Response(patient_id=patient_id, study_id=int(report["studies"][t]), source="radiologist",
-                         baseline_study_id=baseline, **_response_fields(report, t, list(report["targets"])))
+                         baseline_study_id=baseline, **_response_fields(report, t, str))
             )
 
 
@@ -898,7 +899,7 @@ def cohort_tables(
         tables["response"], tables["response_targets"] = _response_tables(session.execute(where_patient(
             select(Patient.pseudo_id.label("patient"), Response.study_id, Study.study_date,
                    Response.source, Response.recist_category, Response.sum_diameters_mm,
-                   Response.nadir_sum_mm, Response.baseline_study_id, Response.targets)
+                   Response.nadir_sum_mm, Response.baseline_study_id, Response.targets, Response.new_lesions)
             .join(Study, Study.id == Response.study_id)
             .join(Patient, Patient.id == Response.patient_id)
             .where(shown_responses(model_id))
@@ -931,15 +932,15 @@ def cohort_tables(
 
 
 def _response_tables(rows: Sequence[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The responses, with the baseline sum their changes are read from, and one row per
-    target and response (``responses.targets``): which lesions made each sum. Rows stored
+    """The responses, with the baseline sum their changes are read from and the new lesions
+    (labels joined by "; ", "" for none), and one row per target and response (``responses.targets``): which lesions made each sum. Rows stored
     before revision 0013 have no targets, and their baseline and nadir are empty."""
     response = pd.DataFrame.from_records(
         [(r.patient, r.study_id, r.study_date, r.source, r.recist_category, r.sum_diameters_mm,
           sum(t["baseline_mm"] for t in r.targets) if r.targets is not None else None, r.nadir_sum_mm,
-          r.baseline_study_id) for r in rows],
+          "; ".join(r.new_lesions) if r.new_lesions is not None else None, r.baseline_study_id) for r in rows],
         columns=["patient", "study_id", "study_date", "source", "recist_category", "sum_diameters_mm",
-                 "baseline_sum_mm", "nadir_sum_mm", "baseline_study_id"])
+                 "baseline_sum_mm", "nadir_sum_mm", "new_lesions", "baseline_study_id"])
     targets = pd.DataFrame.from_records(
         [(r.patient, r.study_id, r.source, t["target"], t["baseline_mm"], t["mm"])
          for r in rows for t in r.targets or []],

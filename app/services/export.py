@@ -1,4 +1,5 @@
-"""Exports: cohort tables (CSV/Parquet), DICOM SEG of one series, 3D meshes of one study."""
+"""Exports: cohort tables (CSV/Parquet), DICOM SEG of one series, 3D meshes of one study, a
+follow-up report."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Model, Patient, Segmentation, Series, Study
-from lvt_core.atomic_files import replaced_on_success
+from lvt_core.atomic_files import replaced_on_success, write_text_atomically
 from lvt_core.dicom_series import Deidentification
 
 FORMATS = ("csv", "parquet")
@@ -204,3 +205,33 @@ def export_mesh(
         raise UserError(str(exc)) from None
     return {"study_id": study_id, "out": str(out), "files": [str(p) for p in paths],
             "structures": [name for name, _ in meshes.items()]}
+
+
+def export_report(patient: str, out: Path, min_diameter_mm: float | None = None, actor: str = "cli",
+                  url: str | None = None) -> dict[str, Any]:
+    """Write the follow-up report the page downloads (:mod:`app.web.report`) for ``patient``
+    into the HTML file ``out``, and audit it: a report leaves the store. Tracks whose largest
+    diameter stays under ``min_diameter_mm`` (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``)
+    are left out, as the page leaves them out."""
+    from app.services import audit
+    from app.settings import get_settings
+    from app.web import analysis, queries, report
+
+    check_output_file(out)
+    floor = get_settings().display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
+    with make_session_factory(url or default_url())() as session:
+        pseudo_id = require_patient(session, patient).pseudo_id
+        info = queries.followup(session, pseudo_id)
+        assert info is not None  # the patient was just found
+        model_label = queries.model_label(session, info.model_id)
+        shown = analysis.tracks_at_least(info.lesions, floor)
+        tracks = set(shown["track"]) if not shown.empty else set()
+        badges = [b for b in analysis.earlier_badges(pseudo_id, info.lesions, info.measurements)
+                  if b["track_id"] in tracks]
+        html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
+                                      actor, floor)
+        write_text_atomically(out, html)
+        audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id, detail={"file": str(out)})
+        session.commit()
+    return {"patient": pseudo_id, "out": str(out), "tracks": len(tracks), "responses": len(info.responses),
+            "results": model_label}

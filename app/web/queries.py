@@ -235,16 +235,16 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
         session.execute(
             select(
                 Response.study_id, Study.study_date, Response.source, Response.recist_category,
-                Response.sum_diameters_mm, Response.nadir_sum_mm, Response.new_lesion, Response.targets,
-                baseline.study_date,
+                Response.sum_diameters_mm, Response.nadir_sum_mm, Response.new_lesion, Response.new_lesions,
+                Response.targets, baseline.study_date,
             )
             .join(Study, Study.id == Response.study_id)
             .outerjoin(baseline, baseline.id == Response.baseline_study_id)
             .where(Response.patient_id == patient.id, shown_responses(model_id))
             .order_by(oldest_first(Study.study_date))
         ).all(),
-        columns=["study_id", "study_date", "source", "category", "sum_mm", "nadir_mm", "new_lesion", "targets",
-                 "baseline_date"],
+        columns=["study_id", "study_date", "source", "category", "sum_mm", "nadir_mm", "new_lesion", "new_lesions",
+                 "targets", "baseline_date"],
     )
     volumes = pd.DataFrame(
         session.execute(

@@ -27,6 +27,7 @@ h2 { font-size: 12.5pt; margin-top: 1.4em; border-bottom: 1px solid #999; }
 table { border-collapse: collapse; margin: 0.4em 0; }
 th, td { border: 1px solid #bbb; padding: 2px 7px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
+td:first-child { white-space: nowrap; }
 .meta { color: #444; }
 .disclaimer { border: 2px solid #b00020; padding: 0.5em 0.8em; margin: 0.8em 0; font-weight: bold; }
 .note { color: #444; font-size: 9.5pt; }
@@ -83,9 +84,10 @@ def _volumes(volumes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "day": volumes["study_date"].astype(str),
         "phase": volumes["phase"],
-        "total liver (ml)": volumes["total_ml"].round(0),
-        "functional (ml)": volumes["functional_ml"].round(0),
-        "deviation from the day's mean": volumes["deviation_pct"].map(lambda v: f"{v:+.1f} %"),
+        "total liver (ml)": volumes["total_ml"].map("{:.0f}".format),
+        "functional (ml)": volumes["functional_ml"].map("{:.0f}".format),
+        "deviation from the day's mean": volumes["deviation_pct"].map(
+            lambda v: f"{v:+.1f} %".replace("-", "−") if pd.notna(v) else "—"),
         "over 2 %": volumes["flagged"].map({True: "yes", False: "no"}),
         "scan stops inside the liver": volumes["liver_cut_at"].map(lambda c: ends_phrase(c) if c else "no"),
     })

@@ -40,6 +40,13 @@ def _targets_text(targets: list[dict[str, Any]], key: str) -> str:
     )
 
 
+def _new_text(labels: list[str] | None, flag: bool | None) -> str:
+    """Which lesions were new ("track 5"), "no"; a yes/no where only the flag was stored."""
+    if labels is not None:
+        return ", ".join(labels) or "no"
+    return {True: "yes", False: "no"}.get(flag, "—") if flag is not None and not pd.isna(flag) else "—"
+
+
 def _day(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else "undated"
 
@@ -66,7 +73,7 @@ def response_table(responses: pd.DataFrame) -> pd.DataFrame:
                 "sum (mm)": round(float(r.sum_mm), 1),
                 "vs baseline": change(float(r.sum_mm), baseline_sum),
                 "vs nadir": change(float(r.sum_mm), r.nadir_mm),
-                "new lesion": {True: "yes", False: "no"}.get(r.new_lesion, "—"),
+                "new lesion": _new_text(r.new_lesions, r.new_lesion),
                 "response": r.category,
             })
     table = pd.DataFrame(rows, columns=COLUMNS)
