@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     display_min_lesion_mm: float = Field(
         default=5.0, ge=0, description="Follow-up page: hide tracks whose largest diameter stays below this."
     )
+    confirm_new_lesions: bool = Field(
+        default=True, description=("Model RECIST: a new lesion counts once a later study shows it again "
+                                   "(false: at once)."))
 
     @property
     def resolved_database_url(self) -> str:

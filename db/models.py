@@ -388,8 +388,10 @@ class Response(Base):
     # what a reader needs to check the category (NULL before revision 0013, until a refresh)
     nadir_sum_mm: Mapped[float | None] = mapped_column(Float)
     targets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    # which lesions were new here ("track 5", a reader's label): a PD a reader can find
-    new_lesions: Mapped[list[str] | None] = mapped_column(JSON)
+    # the lesions new here, [{"lesion": "track 5" | a reader's label, "status": "counted" |
+    # "awaits confirmation" | "not seen again"}]: a PD a reader can find, and the model's new
+    # lesions RECIST does not count until a later study shows them again
+    new_lesions: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     baseline_study_id: Mapped[int | None] = mapped_column(
         ForeignKey("studies.id", ondelete="SET NULL")
     )

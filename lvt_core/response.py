@@ -162,10 +162,34 @@ def volumetric_response(
     return _assess([float(v) for v in total_volumes_ml], new_lesions, pr_pct, pd_pct, pd_abs_ml)
 
 
+NEW_COUNTED = "counted"
+NEW_AWAITING = "awaits confirmation"
+NEW_NOT_SEEN_AGAIN = "not seen again"
+
+
+def new_lesion_statuses(report: Mapping[str, Any], t: int) -> list[tuple[Any, str]]:
+    """``(lesion id, status)`` of each new lesion at timepoint ``t`` of a report: counted, or
+    (with ``confirm_new_lesions``) awaiting the next study, or not seen again and not counted."""
+    return ([(i, NEW_COUNTED) for i in report["new_lesion_ids"][t]]
+            + [(i, NEW_AWAITING) for i in report["awaiting_confirmation_ids"][t]]
+            + [(i, NEW_NOT_SEEN_AGAIN) for i in report["not_seen_again_ids"][t]])
+
+
+def describe_new_lesions(entries: Sequence[Mapping[str, str]]) -> str:
+    """Stored new lesions (``{"lesion", "status"}``) as one line: "track 5; track 7 (awaits
+    confirmation)"; "no" for none."""
+    if not entries:
+        return "no"
+    return "; ".join(e["lesion"] if e["status"] == NEW_COUNTED else
+                     f"{e['lesion']} ({e['status']}{': not counted' if e['status'] == NEW_NOT_SEEN_AGAIN else ''})"
+                     for e in entries)
+
+
 def recist_from_tracks(
     result: Any,
     config: RecistConfig | None = None,
     new_lesion_min_diameter_mm: float = 0.0,
+    confirm_new_lesions: bool = False,
 ) -> dict[str, Any]:
     """RECIST and volumetric response of a :class:`lvt_core.tracking.TrackingResult`.
 
@@ -177,6 +201,12 @@ def recist_from_tracks(
     lesions when at least ``new_lesion_min_diameter_mm`` across. ``target_assessed[t][k]`` is
     False where target ``k`` was not drawn at ``t`` but is seen again later: a miss, not 0 mm
     gone (``assessed[t]``: all of them were); ``new_lesion_ids[t]`` names the new tracks.
+
+    With ``confirm_new_lesions`` a new lesion must be unequivocal, as RECIST 1.1 asks (4.3.2):
+    one seen again at a later study (or merged into another lesion) counts from the study it
+    first appeared at; one drawn at a single study and not at the later ones is equivocal and
+    does not count (``not_seen_again_ids``); one first drawn at the last study awaits the next
+    (``awaiting_confirmation_ids``), which dates the progression back to it when it confirms it.
     """
     config = config or RecistConfig()
     diameters = {
@@ -231,10 +261,19 @@ def recist_from_tracks(
     target_assessed = _targets_assessed(present)
     assessed = [all(row) for row in target_assessed]
     new_ids: list[list[int]] = [[] for _ in range(n)]
+    awaiting: list[list[int]] = [[] for _ in range(n)]
+    not_seen_again: list[list[int]] = [[] for _ in range(n)]
     for track in tracks.values():
         t0, lid = track.members[0]
-        if t0 > 0 and track.split_from is None and diameters[(t0, lid)] >= new_lesion_min_diameter_mm:
+        if t0 == 0 or track.split_from is not None or diameters[(t0, lid)] < new_lesion_min_diameter_mm:
+            continue
+        seen_again = track.merged_into is not None or any(t > t0 for t, _ in track.members)
+        if not confirm_new_lesions or seen_again:
             new_ids[t0].append(track.track_id)
+        elif t0 == n - 1:
+            awaiting[t0].append(track.track_id)
+        else:
+            not_seen_again[t0].append(track.track_id)
     new = [bool(ids) for ids in new_ids]
     totals = [
         sum(v for key, v in volumes.items() if key[0] == tp and key not in result.excluded)
@@ -246,6 +285,8 @@ def recist_from_tracks(
         "target_assessed": target_assessed,
         "new_lesions": new,
         "new_lesion_ids": [sorted(ids) for ids in new_ids],
+        "awaiting_confirmation_ids": [sorted(ids) for ids in awaiting],
+        "not_seen_again_ids": [sorted(ids) for ids in not_seen_again],
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
         "total_volume_ml": totals,
@@ -290,6 +331,9 @@ def recist_from_measurements(
         "target_assessed": target_assessed,
         "new_lesions": new,
         "new_lesion_ids": new_ids,
+        # a reader's new-lesion flag is the reader's judgement: it counts at once
+        "awaiting_confirmation_ids": [[] for _ in order],
+        "not_seen_again_ids": [[] for _ in order],
         "assessed": assessed,
         "recist": [a.to_dict() for a in recist_response(per_timepoint, new, config, assessed)],
     }

@@ -199,7 +199,8 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert [r.targets[0]["mm"] for r in model] == [r.sum_diameters_mm for r in model]
     assert [r.nadir_sum_mm for r in model] == [baseline, model[0].sum_diameters_mm]  # the smallest earlier sum
     track_b = int(page.lesions.loc[page.lesions["x"] > 0, "track"].iloc[0])
-    assert [r.new_lesions for r in model] == [[f"track {track_b}"], []]  # the PD at t1, named
+    # the PD at t1, named; B is seen again at t2, so it counts
+    assert [r.new_lesions for r in model] == [[{"lesion": f"track {track_b}", "status": "counted"}], []]
     assert [r.new_lesions for r in reader] == [[], []]  # B measured at t2, not marked new
 
     table = response_table.response_table(page.responses)
@@ -269,7 +270,11 @@ def test_overrides_are_kept_by_later_runs(store: dict) -> None:
     assert _track_of(f2, -1.0)["track_number"] == a["track_number"]  # ids stay stable
     assert all(p["lesion_id"] != b_first for t in f2.tracks for p in t["points"])
     assert f2.earlier_detection == []  # now the model saw B when the radiologist did
-    assert [r["category"] for r in f2.responses["model"]] == ["SD", "PD"]
+    # B is now first drawn at the last study: new, but RECIST waits for a later study to confirm it
+    assert [r["category"] for r in f2.responses["model"]] == ["SD", "PR"]
+    with make_session_factory(url)() as s:
+        last = s.scalars(select(Response).where(Response.source == "model").order_by(Response.study_id.desc())).first()
+        assert last.new_lesions == [{"lesion": f"track {b['track_number']}", "status": "awaits confirmation"}]
 
     analytics.relink_lesion(b_last, a["track_number"], note="same lesion")
     with make_session_factory(url)() as s:  # a later batch refresh replays both overrides
@@ -971,7 +976,8 @@ def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) 
     assert "responses refreshed" in said.output and "redo" not in said.output
     assert runner.invoke(app, ["studies", "remove-series", str(last_portal)], input="y\n").exit_code == 1
     f = analytics.patient_followup(store["patient"], model_id)
-    assert len(f.timeline) == 2 and [r["category"] for r in f.responses["model"]] == ["PD"]
+    # B, new at what is now the last study, awaits a later one to confirm it: SD, no longer PD
+    assert len(f.timeline) == 2 and [r["category"] for r in f.responses["model"]] == ["SD"]
     assert len(f.measurements) == 4  # the radiologist's own series of sizes is untouched
     with make_session_factory(url)() as s:
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "series_removed")).all()

@@ -181,3 +181,39 @@ def test_a_speck_first_seen_at_follow_up_is_new_only_from_the_size_asked() -> No
     shown = recist_from_tracks(result, new_lesion_min_diameter_mm=5.0)
     assert [a["response"] for a in shown["recist"]] == ["BL", "SD"]
     assert [a["response"] for a in shown["volumetric"]] == ["BL", "SD"]
+
+
+def test_a_new_lesion_the_model_draws_counts_once_a_later_study_shows_it_again() -> None:
+    """RECIST 1.1 (4.3.2): an equivocal new lesion is not progression until confirmed, and then
+    the progression dates from its first appearance. A segmentation's false lesion is rarely
+    drawn twice; counted at once, each gave a false PD."""
+    from lvt_core.lesions import Lesion
+    from lvt_core.response import describe_new_lesions, new_lesion_statuses
+    from lvt_core.tracking import Track, TrackingResult
+
+    def lesion(i: int, d: float) -> Lesion:
+        return Lesion(i, 100, 1.0, d, d / 2, (0.0, 0.0, 0.0), (0, 0, 0, 1, 1, 1), 0)
+
+    lesions = [[lesion(1, 20.0)], [lesion(1, 20.0), lesion(2, 8.0), lesion(3, 9.0)],
+               [lesion(1, 20.0), lesion(2, 9.0), lesion(4, 7.0)]]
+    tracks = [Track(1, [(0, 1), (1, 1), (2, 1)], "persisting", []),
+              Track(2, [(1, 2), (2, 2)], "new", []),  # seen again: counts from t1
+              Track(3, [(1, 3)], "new", []),  # drawn once: equivocal
+              Track(4, [(2, 4)], "new", [])]  # first drawn at the last study: waits
+    result = TrackingResult(tracks, [], [], lesions, set(), [None] * 3)
+    at_once = recist_from_tracks(result, new_lesion_min_diameter_mm=5.0)
+    assert at_once["new_lesion_ids"] == [[], [2, 3], [4]]
+    assert [a["response"] for a in at_once["recist"]] == ["BL", "PD", "PD"]
+    confirmed = recist_from_tracks(result, new_lesion_min_diameter_mm=5.0, confirm_new_lesions=True)
+    assert confirmed["new_lesion_ids"] == [[], [2], []]
+    assert confirmed["not_seen_again_ids"] == [[], [3], []]
+    assert confirmed["awaiting_confirmation_ids"] == [[], [], [4]]
+    assert [a["response"] for a in confirmed["recist"]] == ["BL", "PD", "SD"]
+    assert new_lesion_statuses(confirmed, 1) == [(2, "counted"), (3, "not seen again")]
+    described = describe_new_lesions([{"lesion": f"track {i}", "status": s} for i, s in new_lesion_statuses(confirmed, 1)])
+    assert described == "track 2; track 3 (not seen again: not counted)"
+    assert describe_new_lesions([{"lesion": "track 4", "status": "awaits confirmation"}]) == "track 4 (awaits confirmation)"
+    assert describe_new_lesions([]) == "no"
+    merged = [*tracks[:2], Track(3, [(1, 3)], "merged", [], merged_into=1), tracks[3]]
+    joined = recist_from_tracks(TrackingResult(merged, [], [], lesions, set(), [None] * 3), confirm_new_lesions=True)
+    assert joined["new_lesion_ids"][1] == [2, 3]  # it grew into another lesion: still there

@@ -61,7 +61,13 @@ from lvt_core.agreement import (
     link_measurements,
 )
 from lvt_core.coverage import MIN_LIVER_ML
-from lvt_core.response import recist_from_measurements, recist_from_tracks, volumetric_response
+from lvt_core.response import (
+    describe_new_lesions,
+    new_lesion_statuses,
+    recist_from_measurements,
+    recist_from_tracks,
+    volumetric_response,
+)
 from lvt_core.tracking import TimepointInput, TrackingConfig, TrackOverrides, track_lesions
 from lvt_core.volumetry import FLAG_THRESHOLD_PCT
 
@@ -80,6 +86,10 @@ class AnalyticsConfig:
     new_lesion_min_mm: float = field(default_factory=lambda: get_settings().display_min_lesion_mm)
     """A model lesion first seen after baseline is a new lesion (RECIST: PD) from this size:
     what the follow-up page shows by default, so a PD always has a new lesion on screen."""
+    confirm_new_lesions: bool = field(default_factory=lambda: get_settings().confirm_new_lesions)
+    """A model's new lesion counts (PD) once a later study shows it again: RECIST 1.1 asks for
+    an unequivocal one, and a segmentation's false lesion is rarely drawn twice
+    (``bench/new_lesion_confirmation.py``)."""
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -428,7 +438,8 @@ def _refresh_responses(
         Response.patient_id == patient_id, Response.source == "model",
         or_(Response.model_id == model_id, Response.model_id.is_(None))))
     if result is not None and len(tracked) > 1:
-        report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm)
+        report = recist_from_tracks(result, new_lesion_min_diameter_mm=config.new_lesion_min_mm,
+                                    confirm_new_lesions=config.confirm_new_lesions)
         baseline = tracked[0][0].id
         for t in range(1, len(report["recist"])):
             session.add(
@@ -451,7 +462,7 @@ def _response_fields(report: dict[str, Any], t: int, label_of: Callable[[Any], s
         "sum_diameters_mm": float(sum(diameters[t])),
         "new_lesion": bool(item["new_lesion"]),
         "nadir_sum_mm": float(item["nadir"]),
-        "new_lesions": [label_of(i) for i in report["new_lesion_ids"][t]],
+        "new_lesions": [{"lesion": label_of(i), "status": status} for i, status in new_lesion_statuses(report, t)],
         "targets": [
             {"target": label, "baseline_mm": float(diameters[0][k]),
              "mm": float(diameters[t][k]) if assessed[t][k] else None}
@@ -933,12 +944,15 @@ def cohort_tables(
 
 def _response_tables(rows: Sequence[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The responses, with the baseline sum their changes are read from and the new lesions
-    (labels joined by "; ", "" for none), and one row per target and response (``responses.targets``): which lesions made each sum. Rows stored
-    before revision 0013 have no targets, and their baseline and nadir are empty."""
+    (:func:`lvt_core.response.describe_new_lesions`, "" for none), and one row per target and response
+    (``responses.targets``): which lesions made each sum. Rows stored before revision 0013
+    have no targets, and their baseline, nadir and new lesions are empty."""
     response = pd.DataFrame.from_records(
         [(r.patient, r.study_id, r.study_date, r.source, r.recist_category, r.sum_diameters_mm,
           sum(t["baseline_mm"] for t in r.targets) if r.targets is not None else None, r.nadir_sum_mm,
-          "; ".join(r.new_lesions) if r.new_lesions is not None else None, r.baseline_study_id) for r in rows],
+          (describe_new_lesions(r.new_lesions) if r.new_lesions else "") if r.new_lesions is not None else None,
+          r.baseline_study_id)
+         for r in rows],
         columns=["patient", "study_id", "study_date", "source", "recist_category", "sum_diameters_mm",
                  "baseline_sum_mm", "nadir_sum_mm", "new_lesions", "baseline_study_id"])
     targets = pd.DataFrame.from_records(

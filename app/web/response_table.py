@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from lvt_core.response import NEW_AWAITING, describe_new_lesions
+
 COLUMNS = ["day", "read by", "targets (mm)", "sum (mm)", "vs baseline", "vs nadir", "new lesion", "response"]
 READERS = ("model", "radiologist")  # the model's row first on a day both read
 
@@ -40,10 +42,10 @@ def _targets_text(targets: list[dict[str, Any]], key: str) -> str:
     )
 
 
-def _new_text(labels: list[str] | None, flag: bool | None) -> str:
-    """Which lesions were new ("track 5"), "no"; a yes/no where only the flag was stored."""
-    if labels is not None:
-        return ", ".join(labels) or "no"
+def _new_text(entries: list[dict[str, str]] | None, flag: bool | None) -> str:
+    """Which lesions were new and whether they count; a yes/no where only the flag was stored."""
+    if entries is not None:
+        return describe_new_lesions(entries)
     return {True: "yes", False: "no"}.get(flag, "—") if flag is not None and not pd.isna(flag) else "—"
 
 
@@ -84,3 +86,9 @@ def response_table(responses: pd.DataFrame) -> pd.DataFrame:
 def any_unrecorded(responses: pd.DataFrame) -> bool:
     """Whether some response predates the stored targets (so the page says how to refresh)."""
     return bool(responses["targets"].isna().any()) if not responses.empty else False
+
+
+def awaiting_confirmation(responses: pd.DataFrame) -> list[str]:
+    """The new lesions of ``responses`` that a later study has yet to confirm (labels)."""
+    return [entry["lesion"] for entries in responses.get("new_lesions", pd.Series(dtype=object))
+            if isinstance(entries, list) for entry in entries if entry["status"] == NEW_AWAITING]

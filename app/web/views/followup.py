@@ -88,6 +88,12 @@ for line in analysis.earlier_lines(badges, lesions):
     st.success(line, icon=":material/visibility:")
 for line in analysis.warning_lines(info.tracking_warnings):
     st.warning(line, icon=":material/warning:")
+if awaiting := response_table.awaiting_confirmation(latest):
+    day = latest["study_date"].iloc[0]
+    st.info(f"New at {day} and not yet counted in the model's response: {', '.join(awaiting)}. RECIST 1.1 "
+            "counts a new lesion once it is unequivocal, so LVT counts one the model drew once a later study "
+            f"shows it again (the progression is then dated back to {day}). Look at it on the images now.",
+            icon=":material/pending:")
 st.download_button(
     "Download report (HTML)", lambda: report.followup_report(
         info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter),
