@@ -176,13 +176,16 @@ def new_lesion_statuses(report: Mapping[str, Any], t: int) -> list[tuple[Any, st
 
 
 def describe_new_lesions(entries: Sequence[Mapping[str, str]]) -> str:
-    """Stored new lesions (``{"lesion", "status"}``) as one line: "track 5; track 7 (awaits
-    confirmation)"; "no" for none."""
-    if not entries:
-        return "no"
-    return "; ".join(e["lesion"] if e["status"] == NEW_COUNTED else
-                     f"{e['lesion']} ({e['status']}{': not counted' if e['status'] == NEW_NOT_SEEN_AGAIN else ''})"
-                     for e in entries)
+    """Stored new lesions (``{"lesion", "status"}``) as one line, grouped by status: "track 5;
+    awaits confirmation: track 7; not seen again, not counted: track 4, track 6"; "no" for none."""
+    groups = {status: [e["lesion"] for e in entries if e["status"] == status]
+              for status in (NEW_COUNTED, NEW_AWAITING, NEW_NOT_SEEN_AGAIN)}
+    parts = [", ".join(groups[NEW_COUNTED])] if groups[NEW_COUNTED] else []
+    if groups[NEW_AWAITING]:
+        parts.append(f"{NEW_AWAITING}: " + ", ".join(groups[NEW_AWAITING]))
+    if groups[NEW_NOT_SEEN_AGAIN]:
+        parts.append(f"{NEW_NOT_SEEN_AGAIN}, not counted: " + ", ".join(groups[NEW_NOT_SEEN_AGAIN]))
+    return "; ".join(parts) or "no"
 
 
 def recist_from_tracks(

@@ -211,8 +211,11 @@ def test_a_new_lesion_the_model_draws_counts_once_a_later_study_shows_it_again()
     assert [a["response"] for a in confirmed["recist"]] == ["BL", "PD", "SD"]
     assert new_lesion_statuses(confirmed, 1) == [(2, "counted"), (3, "not seen again")]
     described = describe_new_lesions([{"lesion": f"track {i}", "status": s} for i, s in new_lesion_statuses(confirmed, 1)])
-    assert described == "track 2; track 3 (not seen again: not counted)"
-    assert describe_new_lesions([{"lesion": "track 4", "status": "awaits confirmation"}]) == "track 4 (awaits confirmation)"
+    assert described == "track 2; not seen again, not counted: track 3"
+    assert describe_new_lesions([{"lesion": "track 4", "status": "awaits confirmation"},
+                                 {"lesion": "track 6", "status": "not seen again"},
+                                 {"lesion": "track 7", "status": "not seen again"}]) == (
+        "awaits confirmation: track 4; not seen again, not counted: track 6, track 7")
     assert describe_new_lesions([]) == "no"
     merged = [*tracks[:2], Track(3, [(1, 3)], "merged", [], merged_into=1), tracks[3]]
     joined = recist_from_tracks(TrackingResult(merged, [], [], lesions, set(), [None] * 3), confirm_new_lesions=True)

@@ -55,6 +55,12 @@ NADIR_HELP = (
     "Change from the smallest earlier sum, baseline included (a study with a missed target sets "
     "none): progression is measured from it."
 )
+NEW_LESION_HELP = (
+    "Lesions first seen at this study. A radiologist's count at once. One the model drew counts "
+    "once a later study shows it again (RECIST 1.1 asks for an unequivocal new lesion), and then "
+    "from this study: \"awaits confirmation\" at the latest study, \"not seen again\" where the "
+    "following studies did not show it."
+)
 RECIST_RULES = (
     "RECIST 1.1 on the liver: up to 2 targets ≥ 10 mm at baseline, the largest first (one the "
     "scan's edge cuts is never a target). CR: every target gone. PR: sum ≥ 30 % below baseline. "

@@ -215,8 +215,9 @@ if info.responses.empty:
 else:
     st.dataframe(response_table.response_table(info.responses), hide_index=True, width="stretch",
                  key="fu_responses", column_config={
-                     "targets (mm)": st.column_config.TextColumn(width="large", help=theme.TARGETS_HELP),
+                     "targets (mm)": st.column_config.TextColumn(width="medium", help=theme.TARGETS_HELP),
                      "vs nadir": st.column_config.TextColumn(help=theme.NADIR_HELP),
+                     "new lesion": st.column_config.TextColumn(width="medium", help=theme.NEW_LESION_HELP),
                  })
     st.caption(theme.RECIST_RULES)
     if response_table.any_unrecorded(info.responses):
