@@ -64,7 +64,8 @@ NEW_LESION_HELP = (
 RECIST_RULES = (
     "RECIST 1.1 on the liver: up to 2 targets ≥ 10 mm at baseline, the largest first (one the "
     "scan's edge cuts is never a target). CR: every target gone. PR: sum ≥ 30 % below baseline. "
-    "PD: sum ≥ 20 % and ≥ 5 mm above the nadir, or a new lesion. SD: otherwise. Non-target "
+    "PD: sum ≥ 20 % and ≥ 5 mm above the nadir, or a new lesion (one the model drew once a later study "
+    "shows it again). SD: otherwise. Non-target "
     "lesions and lymph nodes are not assessed."
 )
 SCAN_EDGE_HELP = (

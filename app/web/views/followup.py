@@ -217,7 +217,7 @@ else:
                  key="fu_responses", column_config={
                      "targets (mm)": st.column_config.TextColumn(width="medium", help=theme.TARGETS_HELP),
                      "vs nadir": st.column_config.TextColumn(help=theme.NADIR_HELP),
-                     "new lesion": st.column_config.TextColumn(width="medium", help=theme.NEW_LESION_HELP),
+                     "new lesion": st.column_config.TextColumn(width="large", help=theme.NEW_LESION_HELP),
                  })
     st.caption(theme.RECIST_RULES)
     if response_table.any_unrecorded(info.responses):
