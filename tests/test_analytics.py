@@ -86,7 +86,16 @@ def _store_truth(url: str, manifest: Path, truth: dict[str, sitk.Image]) -> tupl
 
 @pytest.fixture()
 def store(lvt_env: Path, tmp_path: Path) -> dict:
-    url = default_url()
+    return _build_store(default_url(), tmp_path)
+
+
+@pytest.fixture()
+def store_on_each_backend(db_url: str, tmp_path: Path) -> dict:
+    """The same store on SQLite and on PostgreSQL (JSON columns round-trip on both)."""
+    return _build_store(db_url, tmp_path)
+
+
+def _build_store(url: str, tmp_path: Path) -> dict:
     ensure_schema(url)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -178,11 +187,13 @@ def test_tracks_response_volumetry_and_agreement(store: dict) -> None:
 
 
 def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and_the_export(
-    store: dict,
+    store_on_each_backend: dict,
 ) -> None:
     """A stored response held a category and a sum: nobody could see which lesions were the
     targets, their baseline, or the nadir a progression is measured from."""
     from app.web import analysis, report, response_table
+
+    store = store_on_each_backend
 
     with make_session_factory(store["url"])() as s:
         rows = list(s.scalars(select(Response).order_by(Response.study_id, Response.source)))
