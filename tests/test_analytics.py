@@ -229,6 +229,7 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
                                   "ground-truth 1", "clinician")
     assert html.count("Not for clinical") + html.count("not for clinical") >= 2
     assert "patient " + store["patient"] in html and "made by clinician" in html
+    assert "dates shifted by de-identification" in html  # the store's default policy
     assert "A: 11.0" in html and "−42 %" in html and f"<td>{track_a}</td>" in html
 
     # the same report from the command line, by source id, audited; a folder is refused

@@ -173,6 +173,8 @@ class FollowUp:
     """The series the tracks follow, one per day (:func:`app.services.analytics.tracked_series_ids`)."""
     tracking_warnings: list[str] = field(default_factory=list)
     """Why the last tracking deserves a second look (:func:`app.services.analytics.tracking_warnings`)."""
+    dates_shifted: bool | None = None
+    """Whether de-identification shifted the patient's dates (None: stored before LVT recorded it)."""
 
 
 LESION_COLUMNS = [
@@ -278,6 +280,7 @@ def followup(session: Session, pseudo_id: str) -> FollowUp | None:
     return FollowUp(
         pseudo_id, model_id, timeline.studies, lesions, measurements, responses, volumes, label_maps,
         tracked_series_ids(session, patient.id, model_id), tracking_warnings(session, patient.id, model_id),
+        patient.dates_shifted,
     )
 
 

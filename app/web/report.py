@@ -36,6 +36,12 @@ ul.warn li { color: #7a4b00; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
 """
 
+_DATES = {
+    True: "study dates shifted by de-identification (the intervals between them are true)",
+    False: "study dates as the scanner recorded them",
+    None: "study dates as stored (the store did not record whether they were shifted)",
+}
+
 NOT_FOR_CLINICAL_USE = (
     "Research software, not for clinical decisions: the model was trained on synthetic CT only. "
     "Every figure here is a segmentation's, to be checked on the images."
@@ -152,8 +158,7 @@ def followup_report(
         f"<title>LVT follow-up · {pseudo}</title><style>{_STYLE}</style></head><body>"
         f"<h1>LVT follow-up report · patient {pseudo}</h1>"
         f"<p class='meta'>Results: {html.escape(model_label)} · LVT {lvt_version} · made by "
-        f"{html.escape(author)} on {now:%Y-%m-%d %H:%M} UTC · dates are as stored "
-        "(shifted by de-identification unless the store keeps them)</p>"
+        f"{html.escape(author)} on {now:%Y-%m-%d %H:%M} UTC · {_DATES[info.dates_shifted]}</p>"
         f"<div class='disclaimer'>{html.escape(NOT_FOR_CLINICAL_USE)}</div>"
         f"{body}<div class='disclaimer'>{html.escape(NOT_FOR_CLINICAL_USE)}</div></body></html>"
     )
