@@ -53,9 +53,13 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, border=0, na_rep="—")
 
 
+def _note(text: str) -> str:
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
 def _paragraphs(lines: Iterable[str], css: str = "") -> str:
     items = [f"<li>{html.escape(line)}</li>" for line in lines]
-    return f'<ul class="{css}">' + "".join(items) + "</ul>" if items else "<p class='note'>None.</p>"
+    return f'<ul class="{css}">' + "".join(items) + "</ul>" if items else _note("None.")
 
 
 def _studies(info: queries.FollowUp) -> pd.DataFrame:
@@ -131,10 +135,12 @@ def followup_report(
         cut = info.volumes[info.volumes["liver_cut_at"].fillna("") != ""]
         warnings += [f"The scan stops inside the liver at {r.study_date} {r.phase} ({ends_phrase(r.liver_cut_at)}): "
                      "its liver volume is a lower bound." for r in cut.itertuples()]
-    responses = (_table(response_table.response_table(info.responses)) + f"<p class='note'>{html.escape(theme.RECIST_RULES)}</p>"
-                 if not info.responses.empty else "<p class='note'>No response yet.</p>")
-    if response_table.any_unrecorded(info.responses):
-        responses += f"<p class='note'>{html.escape(response_table.REFRESH_HINT)}</p>"
+    if info.responses.empty:
+        responses = _note("No response yet.")
+    else:
+        responses = _table(response_table.response_table(info.responses)) + _note(theme.RECIST_RULES)
+        if response_table.any_unrecorded(info.responses):
+            responses += _note(response_table.REFRESH_HINT)
     tracks = _tracks(lesions)
     volumes = _volumes(info.volumes)
     measurements = _measurements(info.measurements)
@@ -142,14 +148,12 @@ def followup_report(
         ("Studies", _table(_studies(info))),
         ("Response (RECIST 1.1)", responses),
         ("Lesion tracks: longest axial diameter (mm)",
-         (_table(tracks) if len(tracks) else "<p class='note'>No lesion tracks.</p>")
-         + (f"<p class='note'>Tracks whose largest diameter stays under {min_diameter_mm:g} mm are left "
-            "out, as on the page.</p>" if min_diameter_mm > 0 else "")),
+         (_table(tracks) if len(tracks) else _note("No lesion tracks."))
+         + (_note(f"Tracks whose largest diameter stays under {min_diameter_mm:g} mm are left out, as on the page.")
+            if min_diameter_mm > 0 else "")),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
-        ("Liver volume per contrast phase",
-         _table(volumes) if not volumes.empty else "<p class='note'>No volumes yet.</p>"),
-        ("Radiologist measurements",
-         _table(measurements) if not measurements.empty else "<p class='note'>None imported.</p>"),
+        ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
+        ("Radiologist measurements", _table(measurements) if not measurements.empty else _note("None imported.")),
         ("Warnings", _paragraphs(warnings, "warn")),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
