@@ -24,7 +24,8 @@ def alembic_config(url: str) -> Config:
 RESULTS_REDONE_AT = "0013"
 """The newest revision that came with new analytics rules or results (0009-0010: new-lesion
 flags, missed targets NE, days across studies, responses per model; 0011: lesions cut by the
-scan edge, tracking warnings; 0013: each response's targets and nadir): stored results from before it follow the old rules, or lack
+scan edge, tracking warnings; 0013: each response's targets, nadir and new lesions, the model's
+new lesions counted once seen again): stored results from before it follow the old rules, or lack
 what is new, until `lvt batch --all --refresh` redoes them."""
 
 
