@@ -225,13 +225,12 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         assert info is not None  # the patient was just found
         model_label = queries.model_label(session, info.model_id)
         shown = analysis.tracks_at_least(info.lesions, floor)
-        tracks = set(shown["track"]) if not shown.empty else set()
-        badges = [b for b in analysis.earlier_badges(pseudo_id, info.lesions, info.measurements)
-                  if b["track_id"] in tracks]
+        badges = analysis.earlier_badges(pseudo_id, info.lesions, info.measurements, shown)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
                                       actor, floor)
         write_text_atomically(out, html)
         audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id, detail={"file": str(out)})
         session.commit()
-    return {"patient": pseudo_id, "out": str(out), "tracks": len(tracks), "responses": len(info.responses),
+    return {"patient": pseudo_id, "out": str(out), "tracks": int(shown["track"].nunique()) if not shown.empty else 0,
+            "responses": len(info.responses),
             "results": model_label}

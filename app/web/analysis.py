@@ -63,13 +63,19 @@ def _reader(measurements: pd.DataFrame, patient: str | None = None) -> list[Radi
     return out
 
 
-def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> list[dict[str, object]]:
-    """Tracks the model saw before the radiologist first measured them (paper Figure 2)."""
+def earlier_badges(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame,
+                   shown: pd.DataFrame | None = None) -> list[dict[str, object]]:
+    """Tracks the model saw before the radiologist first measured them (paper Figure 2),
+    linked over every lesion; with ``shown``, only the tracks a size filter shows."""
     if lesions.empty or measurements.empty:
         return []
     model = _model(lesions, pseudo_id)
     links = link_measurements(_reader(measurements, pseudo_id), model)
-    return [e.to_dict() for e in earlier_detection(model, links)]
+    badges = [e.to_dict() for e in earlier_detection(model, links)]
+    if shown is None:
+        return badges
+    tracks = set(shown["track"]) if not shown.empty else set()
+    return [b for b in badges if b["track_id"] in tracks]
 
 
 def lead_phrase(days: int) -> str:

@@ -69,10 +69,7 @@ min_diameter = st.sidebar.number_input(
          "shows all. Lesions under ~5 mm are below the model's 2 mm resolution.",
 )
 shown_lesions = analysis.tracks_at_least(lesions, min_diameter)
-shown_tracks = set(shown_lesions["track"]) if not shown_lesions.empty else set()
-# linked over every lesion, shown for the tracks the filter shows
-badges = [b for b in analysis.earlier_badges(info.pseudo_id, lesions, info.measurements)
-          if b["track_id"] in shown_tracks]
+badges = analysis.earlier_badges(info.pseudo_id, lesions, info.measurements, shown_lesions)
 latest = info.responses[info.responses["source"] == "model"].tail(1)
 metrics = st.columns(4)
 metrics[0].metric("Study days", series_rows["day"].nunique(),
