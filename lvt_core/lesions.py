@@ -218,6 +218,16 @@ def longest_axial_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> flo
     return _longest_axial(np.asarray(mask, dtype=bool), (float(spacing[0]), float(spacing[1]), float(spacing[2])))[0]
 
 
+def measured_axial_slice(mask: np.ndarray, spacing: Sequence[float]) -> int | None:
+    """The axial slice (``z`` index of a ``z, y, x`` mask on an axial grid of ``x, y, z``
+    ``spacing``) where the longest axial diameter is measured, or None for an empty mask: the
+    slice a key image shows, so the picture and the reported size agree."""
+    crop, (z0, _, _) = _cropped(np.asarray(mask, dtype=bool))
+    if crop.size == 0:
+        return None
+    return z0 + _longest_axial(crop, (float(spacing[0]), float(spacing[1]), float(spacing[2])))[2]
+
+
 def _longest_axial(
     component: np.ndarray, spacing: tuple[float, float, float], slice_axis: int = 0
 ) -> tuple[float, float, int]:

@@ -996,3 +996,53 @@ def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) 
         assert [e.target for e in events] == [f"series {arterial_id}", f"series {last_portal}"]
         assert "remove-series" in (events[0].actor or "")
         assert s.scalar(select(func.count(Series.id))) == 2
+
+
+def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_measured_on(store: dict) -> None:
+    """A tumor board compares lesions on the images, and the report held only numbers: each
+    lesion of each track now has a key image, the lesion outlined in its track's colour."""
+    import io
+
+    from PIL import Image
+
+    from app.settings import get_settings
+    from app.web import key_images, report, theme
+
+    with make_session_factory(store["url"])() as s:
+        page = queries.followup(s, store["patient"])
+    data_dir = get_settings().resolved_data_dir
+    pictures = key_images.key_images(page, page.lesions, data_dir)
+    assert not pictures.unreadable and not pictures.tracks_left_out
+    assert len(pictures.images) == len(page.lesions) == 5  # A on three days, B on two, portal each day
+    track_a = int(page.lesions.loc[page.lesions["x"] < 0, "track"].iloc[0])
+    a_images = [p for p in pictures.images if p.track == track_a]
+    assert [str(p.study_date) for p in a_images] == sorted(str(d) for d in page.lesions["study_date"].unique())
+    for picture, radius in zip(a_images, A_RADII, strict=True):
+        assert abs(picture.slice_number - 1 - A_CENTER[2] / SPACING[2]) <= 1  # the ball's widest slice
+        rgb = np.asarray(Image.open(io.BytesIO(picture.png)).convert("RGB"))
+        assert rgb.shape == (key_images.IMAGE_PX, key_images.IMAGE_PX, 3)
+        ring = np.all(rgb == theme.hex_to_rgb(theme.track_colour(track_a)), axis=-1)
+        centre_row = np.nonzero(ring[key_images.IMAGE_PX // 2])[0]
+        px_per_mm = key_images.IMAGE_PX / max(key_images.FIELD_MIN_MM, key_images.FIELD_PER_DIAMETER * 2 * radius)
+        # the outline lies just outside the lesion, which is centred and keeps its own grey inside
+        inner_width_mm = (np.diff(centre_row).max() - 1) / px_per_mm
+        assert abs(inner_width_mm - picture.diameter_mm) <= 3.0
+        assert not ring[key_images.IMAGE_PX // 2, key_images.IMAGE_PX // 2]
+
+    html = report.followup_report(page, page.lesions, [], "ground-truth 1", "clinician", pictures=pictures)
+    assert "<h2>Key images</h2>" in html and html.count("data:image/png;base64,") == 5
+    assert f"Track {track_a}" in html and "longest diameter is measured" in html
+
+    only_largest = key_images.key_images(page, page.lesions, data_dir, max_tracks=1)
+    assert {p.track for p in only_largest.images} == {track_a}
+    assert only_largest.tracks_left_out == sorted(set(page.lesions["track"]) - {track_a})
+    assert (f"Smaller tracks not pictured, to keep the report readable: tracks {only_largest.tracks_left_out[0]}."
+            in report.followup_report(page, page.lesions, [], "m", "c", pictures=only_largest))
+
+    # a CT gone from the store is named, and the other scans are still pictured
+    last = page.lesions.sort_values("study_date").iloc[-1]
+    ct_path = next(se.image_path for st in page.studies for se in st.series if se.id == last["series_id"])
+    (data_dir / ct_path).unlink()
+    damaged = key_images.key_images(page, page.lesions, data_dir)
+    assert len(damaged.unreadable) == 1 and damaged.unreadable[0].startswith(f"{last['study_date']} portal: ")
+    assert len(damaged.images) == 3

@@ -117,7 +117,8 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
     """The follow-up report the web page downloads: studies, RECIST with its targets, lesion
-    tracks, liver volumes, measurements, warnings; one HTML file that prints on A4."""
+    tracks with a key image of each lesion per day, liver volumes, measurements, warnings; one
+    HTML file that prints on A4."""
     from app.services.audit import command_line_actor
     from app.services.export import export_report
 
@@ -127,4 +128,7 @@ def report(
         print_json(summary)
     else:
         typer.echo(f"wrote {out}: patient {summary['patient']}, {summary['tracks']} track(s), "
-                   f"{summary['responses']} response(s), results of {summary['results']}")
+                   f"{summary['key_images']} key image(s), {summary['responses']} response(s), "
+                   f"results of {summary['results']}")
+        for why in summary["not_pictured"]:
+            typer.echo(f"not pictured: {why}", err=True)

@@ -215,10 +215,11 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
     are left out, as the page leaves them out."""
     from app.services import audit
     from app.settings import get_settings
-    from app.web import analysis, queries, report
+    from app.web import analysis, key_images, queries, report
 
     check_output_file(out)
-    floor = get_settings().display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
+    settings = get_settings()
+    floor = settings.display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
     with make_session_factory(url or default_url())() as session:
         pseudo_id = require_patient(session, patient).pseudo_id
         info = queries.followup(session, pseudo_id)
@@ -226,11 +227,13 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         model_label = queries.model_label(session, info.model_id)
         shown = analysis.tracks_at_least(info.lesions, floor)
         badges = analysis.earlier_badges(pseudo_id, info.lesions, info.measurements, shown)
+        pictures = key_images.key_images(info, shown, settings.resolved_data_dir)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
-                                      actor, floor)
+                                      actor, floor, pictures=pictures)
         write_text_atomically(out, html)
         audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id, detail={"file": str(out)})
         session.commit()
     return {"patient": pseudo_id, "out": str(out), "tracks": int(shown["track"].nunique()) if not shown.empty else 0,
-            "responses": len(info.responses),
+            "responses": len(info.responses), "key_images": len(pictures.images),
+            "not_pictured": pictures.unreadable,
             "results": model_label}

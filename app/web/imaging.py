@@ -20,16 +20,14 @@ import SimpleITK as sitk
 import streamlit as st
 from scipy import ndimage
 
-from app.web import theme
-from db import storage
+from app.web import slices, theme
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.lesions import component_array, extract_lesions
+from lvt_core.lesions import extract_lesions
 
 if TYPE_CHECKING:  # VTK loads only when a 3D scene is drawn, not for the slice viewer
     import pyvista as pv
 
     from lvt_core.scene import SceneMeshes
-from lvt_core.grids import reorient
 
 OVERLAY_ALPHA = {LIVER: 0.25, VESSEL: 0.7, TUMOR: 0.8}
 
@@ -52,18 +50,6 @@ class Volume:
         return image.TransformPhysicalPointToIndex(tuple(float(v) for v in point_mm))
 
 
-def _read(path: str, data_dir: str) -> sitk.Image:
-    """A stored image, on its own axes."""
-    return storage.read_stored(path, _root(data_dir))
-
-
-def _read_for_display(path: str, data_dir: str) -> sitk.Image:
-    """A stored image with its axes turned to LPS: rows run anterior to posterior and columns
-    from the patient's right to left, as radiologists read an axial slice, whatever order the
-    scanner stored them in (LiTS-like series run posterior to anterior and head to foot)."""
-    return reorient(_read(path, data_dir))
-
-
 def _volume(image: sitk.Image, dtype: type) -> Volume:
     return Volume(
         np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(dtype)),
@@ -76,17 +62,13 @@ def _volume(image: sitk.Image, dtype: type) -> Volume:
 @st.cache_resource(show_spinner="Loading volume…", max_entries=24)
 def load_ct(relative_path: str, data_dir: str) -> Volume:
     """The CT of a series from the store (int16 HU)."""
-    return _volume(_read_for_display(relative_path, data_dir), np.int16)
+    return _volume(slices.read_for_display(relative_path, data_dir), np.int16)
 
 
 @st.cache_resource(show_spinner="Loading segmentation…", max_entries=48)
 def load_labels(relative_path: str, data_dir: str) -> Volume:
     """A label map from the store (uint8)."""
-    return _volume(_read_for_display(relative_path, data_dir), np.uint8)
-
-
-def _root(data_dir: str) -> Path:
-    return Path(data_dir)
+    return _volume(slices.read_for_display(relative_path, data_dir), np.uint8)
 
 
 def render_slice(
@@ -103,9 +85,7 @@ def render_slice(
     Tumor voxels take their track's colour when ``components`` (lesion index per voxel)
     and ``track_colours`` (lesion index → colour) are given.
     """
-    width, level = window
-    lo = level - width / 2.0
-    grey = np.clip((ct.array[z].astype(np.float32) - lo) / width, 0.0, 1.0) * 255.0
+    grey = slices.windowed(ct.array[z], window)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     if labels is not None and opacity > 0 and labels.array.shape == ct.array.shape:
         lab = labels.array[z]
@@ -146,10 +126,7 @@ def upscale(rgb: np.ndarray, spacing_xy: tuple[float, float], target_px: int = 7
 def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
     """Lesion index per voxel (the same numbering as the stored lesions), on the viewer's
     LPS axes (the numbering is the stored label map's, read on its own axes)."""
-    image = _read(relative_path, data_dir)
-    components = sitk.GetImageFromArray(component_array(image))
-    components.CopyInformation(image)
-    return sitk.GetArrayFromImage(reorient(components))
+    return slices.components_for_display(slices.read_stored(relative_path, data_dir))
 
 
 @dataclass(frozen=True)
@@ -167,7 +144,7 @@ class LesionFacts:
 @st.cache_data(show_spinner=False, max_entries=48)
 def lesion_facts(relative_path: str, data_dir: str) -> list[LesionFacts]:
     """The lesions of a label map, numbered as stored."""
-    image = _read(relative_path, data_dir)
+    image = slices.read_stored(relative_path, data_dir)
     return [LesionFacts(les.id, les.longest_axial_diameter_mm, les.distance_to_vessel_mm)
             for les in extract_lesions(image)]
 
@@ -178,7 +155,7 @@ def scene_meshes(relative_path: str, data_dir: str) -> SceneMeshes:
     on disk where ``lvt export mesh`` caches them: the page draws and serves what the CLI writes."""
     from lvt_core.scene import build_scene_meshes
 
-    return build_scene_meshes(_read(relative_path, data_dir), cache_dir=Path(data_dir) / "meshes")
+    return build_scene_meshes(slices.read_stored(relative_path, data_dir), cache_dir=Path(data_dir) / "meshes")
 
 
 def _renamed(relative_path: str, data_dir: str, names: tuple[tuple[str, str], ...]) -> list[tuple[str, pv.PolyData]]:

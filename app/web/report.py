@@ -5,18 +5,20 @@ opens anywhere, prints on A4 and says what it is. The report holds the page's ta
 response with its targets, lesion tracks, liver volumes, radiologist measurements) and its
 notes (lesions seen first by the model, tracking and coverage warnings), with the pseudonym,
 the model, who made it and when, and the research-use disclaimer at the top and the bottom.
-It embeds no image or script, so it is small and prints as shown.
+Key images (:mod:`app.web.key_images`) show each track's lesion day by day, embedded as small
+PNGs; the report has no script, so it opens offline and prints as shown.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 from collections.abc import Iterable
 
 import pandas as pd
 
-from app.web import analysis, queries, response_table, theme
+from app.web import analysis, key_images, queries, response_table, theme
 from lvt_core import __version__ as lvt_version
 from lvt_core.coverage import ends_phrase
 
@@ -32,6 +34,12 @@ td:first-child { white-space: nowrap; }
 .disclaimer { border: 2px solid #b00020; padding: 0.5em 0.8em; margin: 0.8em 0; font-weight: bold; }
 .note { color: #444; font-size: 9.5pt; }
 ul.warn li { color: #7a4b00; }
+.track { margin: 0.5em 0 0.9em; break-inside: avoid; }
+.track-name { font-weight: bold; padding-left: 6px; margin-bottom: 3px; }
+.strip { display: flex; flex-wrap: wrap; gap: 6px; }
+figure { margin: 0; width: 34mm; }
+figure img { width: 34mm; height: 34mm; display: block; }
+figcaption { font-size: 8pt; color: #333; }
 @page { size: A4; margin: 14mm; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
 """
@@ -115,6 +123,29 @@ def _measurements(measurements: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _key_images(pictures: key_images.KeyImages) -> str:
+    """A strip of pictures per track, oldest day first, with what each shows and what is missing."""
+    tracks: dict[int, list[key_images.KeyImage]] = {}
+    for picture in pictures.images:
+        tracks.setdefault(picture.track, []).append(picture)
+    parts = []
+    for track, shown in tracks.items():
+        figures = "".join(
+            f"<figure><img src='data:image/png;base64,{base64.b64encode(p.png).decode('ascii')}' "
+            f"alt='track {track}, {p.study_date}'><figcaption>{p.study_date} · {html.escape(p.phase)}<br>"
+            f"⌀ {p.diameter_mm:.1f} mm · slice {p.slice_number}/{p.slices}</figcaption></figure>"
+            for p in shown)
+        parts.append(f"<div class='track'><div class='track-name' style='border-left: 6px solid "
+                     f"{theme.track_colour(track)}'>Track {track}</div><div class='strip'>{figures}</div></div>")
+    notes = [key_images.CAPTION]
+    if pictures.tracks_left_out:
+        notes.append("Smaller tracks not pictured, to keep the report readable: tracks "
+                     + ", ".join(map(str, pictures.tracks_left_out)) + ".")
+    notes += [f"Not pictured: {why}." for why in pictures.unreadable]
+    body = "".join(parts) if parts else _note("No lesion to picture.")
+    return body + "".join(_note(line) for line in notes)
+
+
 def followup_report(
     info: queries.FollowUp,
     lesions: pd.DataFrame,
@@ -123,11 +154,13 @@ def followup_report(
     author: str,
     min_diameter_mm: float = 0.0,
     now: dt.datetime | None = None,
+    pictures: key_images.KeyImages | None = None,
 ) -> str:
     """The report of one patient as an HTML document: ``lesions`` are the tracked lesions the
     page shows (tracks reaching ``min_diameter_mm``), ``earlier`` its lines on lesions the
     model saw before the radiologist, ``model_label`` the model whose results these are,
-    ``author`` who made the report."""
+    ``author`` who made the report, ``pictures`` the lesions' key images (a section of their
+    own, left out where None)."""
     now = now or dt.datetime.now(dt.UTC)
     pseudo = html.escape(info.pseudo_id)
     warnings = analysis.warning_lines(info.tracking_warnings)
@@ -151,6 +184,7 @@ def followup_report(
          (_table(tracks) if len(tracks) else _note("No lesion tracks."))
          + (_note(f"Tracks whose largest diameter stays under {min_diameter_mm:g} mm are left out, as on the page.")
             if min_diameter_mm > 0 else "")),
+        *([("Key images", _key_images(pictures))] if pictures is not None else []),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
         ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
         ("Radiologist measurements", _table(measurements) if not measurements.empty else _note("None imported.")),

@@ -12,6 +12,7 @@ from app.web import (
     charts,
     data,
     imaging,
+    key_images,
     queries,
     report,
     response_table,
@@ -93,11 +94,13 @@ if awaiting := response_table.awaiting_confirmation(latest):
             icon=":material/pending:")
 st.download_button(
     "Download report (HTML)", lambda: report.followup_report(
-        info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter),
+        info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter,
+        pictures=key_images.key_images(info, shown_lesions, get_settings().resolved_data_dir)),
     f"lvt-followup-{info.pseudo_id}.html", "text/html", key="fu_report", icon=":material/description:",
     on_click=lambda: data.audit_report(user, info.pseudo_id),
-    help="The page's tables and notes in one HTML file that opens anywhere and prints on A4: "
-         "studies, response with its targets, lesion tracks, liver volumes, measurements, warnings.")
+    help="The page's tables, notes and key images in one HTML file that opens anywhere and prints on A4: "
+         "studies, response with its targets, lesion tracks with a picture of each lesion per day, "
+         "liver volumes, measurements, warnings.")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
