@@ -151,6 +151,10 @@ def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
         page = context.new_page()
         _sign_in(page, served, "researcher", "lvt-researcher-demo")
         page.wait_for_timeout(1000)
+        # the token is the server's to set: HttpOnly, so no script in the page can read it
+        ours = [c for c in context.cookies() if c["name"].startswith("lvt_session_")]
+        assert len(ours) == 1 and ours[0]["httpOnly"] and ours[0]["sameSite"] == "Strict"
+        assert "lvt_session_" not in page.evaluate("document.cookie")
         page.goto(f"{served}/cohort", wait_until="domcontentloaded")  # a new load, as F5 or a new tab
         page.get_by_role("heading", name="Cohort", exact=True).wait_for(timeout=30_000)
         assert page.get_by_role("textbox", name="User name").count() == 0

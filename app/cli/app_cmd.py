@@ -11,7 +11,8 @@ import typer
 
 from app.cli.common import console, print_json, progress_bar
 
-APP_FILE = Path(__file__).resolve().parent.parent / "web" / "streamlit_app.py"
+APP_FILE = Path(__file__).resolve().parent.parent / "web" / "server.py"
+"""Streamlit's pages plus the HttpOnly sign-in cookie route (:mod:`app.web.server`)."""
 
 
 def streamlit_command(port: int, host: str) -> list[str]:

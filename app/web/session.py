@@ -8,13 +8,11 @@ session is cleared on the next rerun, which sends the visitor back to login.
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from app.services import audit, auth, web_sessions
-from app.web import data
+from app.web import data, session_cookie
 
 USER_KEY = "user"
 TOKEN_KEY = "session_token"
@@ -40,8 +38,8 @@ def open_requested_page() -> None:
 
 
 def cookie_name() -> str:
-    """Cookies are shared by every port of a host, so each served app names its own."""
-    return f"lvt_session_{st.get_option('server.port')}"
+    """This served app's cookie (:func:`app.web.session_cookie.cookie_name`)."""
+    return session_cookie.cookie_name(int(st.get_option("server.port")))
 
 
 def _resume_from_cookie() -> auth.CurrentUser | None:
@@ -67,20 +65,16 @@ def _resume_from_cookie() -> auth.CurrentUser | None:
 
 
 def write_cookie() -> None:
-    """Hand the browser the cookie a sign-in or sign-out left to write (once).
+    """Have the browser fetch the cookie a sign-in or sign-out left to write (once).
 
-    Streamlit cannot set cookies itself, so a one-line script does, on the page rendered after
-    the sign-in (a page switch would drop an element rendered before it).
+    Streamlit cannot set cookies itself, so a one-line script posts a one-time ticket to the
+    server's cookie route (:mod:`app.web.session_cookie`), whose answer sets it HttpOnly, on the
+    page rendered after the sign-in (a page switch would drop an element rendered before it).
     """
     token = st.session_state.pop(COOKIE_TO_WRITE_KEY, None)
     if token is None:
         return
-    max_age = int(auth.SESSION_TTL.total_seconds()) if token else 0
-    cookie = json.dumps(f"{cookie_name()}={token}; path=/; max-age={max_age}; SameSite=Strict")
-    st.html(
-        f"<script>document.cookie = {cookie} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
-        unsafe_allow_javascript=True,
-    )
+    st.html(session_cookie.exchange_script(session_cookie.TICKETS.issue(token)), unsafe_allow_javascript=True)
 
 
 def current_user() -> auth.CurrentUser | None:
