@@ -166,7 +166,17 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     # each lesion says who drew it (marked as a searching segmenter would, before opening)
     table = next(d.value for d in at.dataframe if "found_by" in d.value.columns and "track" in d.value.columns)
     assert len(table) > 0 and set(table["found_by"]) == {"faint search"}
-    assert len(at.get("image")) == 1  # the CT slice
+    # the CT slice, then the largest track's lesion on each of its days, side by side
+    from app.web import queries
+    from db.engine import session_scope
+
+    with session_scope(demo_db) as session:
+        page = queries.followup(session, patient)
+    assert page is not None
+    largest = int(page.lesions.groupby("track")["diameter_mm"].max().idxmax())
+    assert at.selectbox(key="fu_gallery_track").value == largest
+    assert len(at.get("image")) == 1 + int((page.lesions["track"] == largest).sum())
+    assert "longest diameter is measured" in _text(at)
     # the RECIST table says what each category was read from: targets, sums, changes
     responses = next(d.value for d in at.dataframe if "read by" in d.value.columns)
     assert {"model", "radiologist"} == set(responses["read by"])

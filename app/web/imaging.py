@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 import streamlit as st
 from scipy import ndimage
 
-from app.web import slices, theme
+from app.web import key_images, queries, slices, theme
 from lvt_core.labels import LIVER, TUMOR, VESSEL
 from lvt_core.lesions import extract_lesions
 
@@ -139,6 +140,24 @@ class LesionFacts:
     """Longest axial diameter."""
     distance_mm: float | None
     """Shortest gap from the tumor to a vessel (0 where they touch; None without vessels)."""
+
+
+@st.cache_data(show_spinner="Picturing the lesion on each day…", max_entries=64)
+def track_pictures(
+    _info: queries.FollowUp, _lesions: pd.DataFrame, pseudo_id: str, track: int,
+    members: tuple[tuple[int, int, float], ...], data_dir: str,
+) -> key_images.KeyImages:
+    """The key images of one track (:mod:`app.web.key_images`), cached by patient, track and
+    its ``members`` (series, lesion index, diameter), which change when the results do."""
+    del pseudo_id, members  # cache key only
+    return key_images.key_images(_info, _lesions, data_dir, tracks=[track])
+
+
+def track_members(lesions: pd.DataFrame, track: int) -> tuple[tuple[int, int, float], ...]:
+    """A track's lesions as :func:`track_pictures` keys its cache."""
+    rows = lesions[lesions["track"] == track]
+    return tuple(zip(rows["series_id"].astype(int), rows["lesion_index"].astype(int),
+                     rows["diameter_mm"].astype(float), strict=True))
 
 
 @st.cache_data(show_spinner=False, max_entries=48)

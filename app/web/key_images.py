@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,10 +131,11 @@ def pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tupl
 
 
 def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Path,
-               max_tracks: int = MAX_TRACKS) -> KeyImages:
+               max_tracks: int = MAX_TRACKS, tracks: Collection[int] | None = None) -> KeyImages:
     """The key images of the tracked ``lesions`` (the rows the page shows) of one patient,
-    read from the store under ``data_dir``: one per lesion of the pictured tracks."""
-    chosen, left_out = pictured_tracks(lesions, max_tracks)
+    read from the store under ``data_dir``: one per lesion of ``tracks``, or of the
+    ``max_tracks`` largest tracks. Other lesions are outlined in their tracks' colours."""
+    chosen, left_out = (sorted(tracks), []) if tracks is not None else pictured_tracks(lesions, max_tracks)
     image_paths = {se.id: se.image_path for study in info.studies for se in study.series}
     images: list[KeyImage] = []
     unreadable: list[str] = []

@@ -107,6 +107,7 @@ st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_cha
                 config={"displayModeBar": False})
 
 # ----------------------------------------------------------------- viewer and lesion table
+GALLERY_PER_ROW = 5
 # Narrow headers: the table shares the row with the viewer, and every column must stay readable.
 _LESION_COLUMNS = {
     "track": st.column_config.NumberColumn("track", width="small"),
@@ -199,6 +200,22 @@ if shown_lesions.empty:
 else:
     st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses, series_rows["study_date"]),
                     width="stretch", key="trajectory_chart")
+    sizes = shown_lesions.groupby("track")["diameter_mm"].max().sort_values(ascending=False, kind="stable")
+    gallery_track = int(st.selectbox(
+        "Lesion across days", sizes.index.tolist(), key="fu_gallery_track",
+        format_func=lambda t: f"track {t} (largest ⌀ {sizes[t]:.1f} mm)",
+        help="One track's lesion on each day, side by side, as the downloaded report pictures it."))
+    pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, gallery_track,
+                                      imaging.track_members(shown_lesions, gallery_track), data_dir)
+    for start in range(0, len(pictures.images), GALLERY_PER_ROW):
+        for column, picture in zip(st.columns(GALLERY_PER_ROW), pictures.images[start:start + GALLERY_PER_ROW],
+                                   strict=False):
+            column.image(picture.png, width="stretch",
+                         caption=f"{picture.study_date} · {picture.phase} · ⌀ {picture.diameter_mm:.1f} mm · "
+                                 f"slice {picture.slice_number}/{picture.slices}")
+    for why in pictures.unreadable:
+        st.warning(f"Not pictured: {why}.", icon=":material/broken_image:")
+    st.caption(key_images.CAPTION)
 if not (shown_lesions.empty and info.volumes.empty):  # the liver volume, with or without lesions
     st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes, series_rows["study_date"]), width="stretch",
                     key="volume_chart")
