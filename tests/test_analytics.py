@@ -1029,8 +1029,14 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
         assert abs(inner_width_mm - picture.diameter_mm) <= 3.0
         assert not ring[key_images.IMAGE_PX // 2, key_images.IMAGE_PX // 2]
 
+    # each picture names the radiologist's measurement of that lesion on that day, where one links
+    assert [p.reader for p in a_images] == [f"A: {2 * r + 1:.1f} mm" for r in A_RADII]
+    assert [p.reader for p in pictures.images if p.track != track_a] == [None, f"B: {2 * B_RADII[2] + 1:.1f} mm"]
+    assert a_images[-1].caption_lines[1:3] == [f"model ⌀ {a_images[-1].diameter_mm:.1f} mm", "reader A: 11.0 mm"]
+
     html = report.followup_report(page, page.lesions, [], "ground-truth 1", "clinician", pictures=pictures)
     assert "<h2>Key images</h2>" in html and html.count("data:image/png;base64,") == 5
+    assert " mm<br>reader A: 19.0 mm<br>slice " in html
     assert f"Track {track_a}" in html and "longest diameter is measured" in html
 
     only_largest = key_images.key_images(page, page.lesions, data_dir, max_tracks=1)

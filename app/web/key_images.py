@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from app.web import queries, slices, theme
+from app.web import analysis, queries, slices, theme
 from lvt_core.lesions import measured_axial_slice
 
 KEY_WINDOW_NAME = "Liver (W150 L90)"
@@ -55,6 +55,15 @@ class KeyImage:
     """The slice shown, counted from 1 as the page's viewer counts on the same axes."""
     slices: int
     png: bytes
+    reader: str | None = None
+    """The radiologist's measurement linked to this lesion on this day ("L4: 37.7 mm"), if any."""
+
+    @property
+    def caption_lines(self) -> list[str]:
+        """Day and phase, the model's and the reader's diameter, and the slice to find it again."""
+        reader = [f"reader {self.reader}"] if self.reader else []
+        return [f"{self.study_date} · {self.phase}", f"model ⌀ {self.diameter_mm:.1f} mm", *reader,
+                f"slice {self.slice_number}/{self.slices}"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,13 @@ def pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tupl
     return sorted(tracks[:max_tracks]), sorted(tracks[max_tracks:])
 
 
+def _readings(info: queries.FollowUp) -> dict[tuple[int, dt.date], str]:
+    """The radiologist's measurements by (linked track, day), as the page links them."""
+    tracks = analysis.measurement_tracks(info.pseudo_id, info.lesions, info.measurements)
+    return {(track, row.study_date): f"{row.lesion}: {row.diameter_mm:.1f} mm"
+            for track, row in zip(tracks, info.measurements.itertuples(), strict=True) if track is not None}
+
+
 def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Path,
                max_tracks: int = MAX_TRACKS, tracks: Collection[int] | None = None) -> KeyImages:
     """The key images of the tracked ``lesions`` (the rows the page shows) of one patient,
@@ -139,6 +155,7 @@ def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Pa
     image_paths = {se.id: se.image_path for study in info.studies for se in study.series}
     images: list[KeyImage] = []
     unreadable: list[str] = []
+    readings = _readings(info)
     for series_id, rows in lesions[lesions["track"].isin(chosen)].groupby("series_id"):
         first = rows.iloc[0]
         scan = f"{first['study_date']} {first['phase']}"
@@ -165,6 +182,7 @@ def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Pa
                                   float(row.diameter_mm), colours)
             if picture is not None:
                 images.append(KeyImage(int(row.track), row.study_date, str(row.phase), float(row.diameter_mm),
-                                       picture[1] + 1, ct.shape[0], _png(picture[0])))
+                                       picture[1] + 1, ct.shape[0], _png(picture[0]),
+                                       readings.get((int(row.track), row.study_date))))
     images.sort(key=lambda image: (image.track, image.study_date))
     return KeyImages(images, left_out, unreadable)

@@ -37,8 +37,8 @@ ul.warn li { color: #7a4b00; }
 .track { margin: 0.5em 0 0.9em; break-inside: avoid; }
 .track-name { font-weight: bold; padding-left: 6px; margin-bottom: 3px; }
 .strip { display: flex; flex-wrap: wrap; gap: 6px; }
-figure { margin: 0; width: 34mm; }
-figure img { width: 34mm; height: 34mm; display: block; }
+figure { margin: 0; width: 36mm; }
+figure img { width: 36mm; height: 36mm; display: block; }
 figcaption { font-size: 8pt; color: #333; }
 @page { size: A4; margin: 14mm; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
@@ -132,8 +132,7 @@ def _key_images(pictures: key_images.KeyImages) -> str:
     for track, shown in tracks.items():
         figures = "".join(
             f"<figure><img src='data:image/png;base64,{base64.b64encode(p.png).decode('ascii')}' "
-            f"alt='track {track}, {p.study_date}'><figcaption>{p.study_date} · {html.escape(p.phase)}<br>"
-            f"⌀ {p.diameter_mm:.1f} mm · slice {p.slice_number}/{p.slices}</figcaption></figure>"
+            f"alt='track {track}, {p.study_date}'><figcaption>{'<br>'.join(map(html.escape, p.caption_lines))}</figcaption></figure>"
             for p in shown)
         parts.append(f"<div class='track'><div class='track-name' style='border-left: 6px solid "
                      f"{theme.track_colour(track)}'>Track {track}</div><div class='strip'>{figures}</div></div>")

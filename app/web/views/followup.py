@@ -210,9 +210,7 @@ else:
     for start in range(0, len(pictures.images), GALLERY_PER_ROW):
         for column, picture in zip(st.columns(GALLERY_PER_ROW), pictures.images[start:start + GALLERY_PER_ROW],
                                    strict=False):
-            column.image(picture.png, width="stretch",
-                         caption=f"{picture.study_date} · {picture.phase} · ⌀ {picture.diameter_mm:.1f} mm · "
-                                 f"slice {picture.slice_number}/{picture.slices}")
+            column.image(picture.png, width="stretch", caption=" · ".join(picture.caption_lines))
     for why in pictures.unreadable:
         st.warning(f"Not pictured: {why}.", icon=":material/broken_image:")
     st.caption(key_images.CAPTION)
