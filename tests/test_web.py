@@ -174,7 +174,11 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
         page = queries.followup(session, patient)
     assert page is not None
     largest = int(page.lesions.groupby("track")["diameter_mm"].max().idxmax())
-    assert at.selectbox(key="fu_gallery_track").value == largest
+    gallery = at.selectbox(key="fu_gallery_track")
+    assert gallery.value is None and gallery.options[0] == f"track {largest} (largest ⌀ " \
+        f"{page.lesions['diameter_mm'].max():.1f} mm)"  # nothing read until a track is chosen, largest first
+    assert len(at.get("image")) == 1
+    gallery.select(largest).run()
     assert len(at.get("image")) == 1 + int((page.lesions["track"] == largest).sum())
     assert "longest diameter is measured" in _text(at)
     # the RECIST table says what each category was read from: targets, sums, changes

@@ -201,19 +201,21 @@ else:
     st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses, series_rows["study_date"]),
                     width="stretch", key="trajectory_chart")
     sizes = shown_lesions.groupby("track")["diameter_mm"].max().sort_values(ascending=False, kind="stable")
-    gallery_track = int(st.selectbox(
-        "Lesion across days", sizes.index.tolist(), key="fu_gallery_track",
-        format_func=lambda t: f"track {t} (largest ⌀ {sizes[t]:.1f} mm)",
-        help="One track's lesion on each day, side by side, as the downloaded report pictures it."))
-    pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, gallery_track,
-                                      imaging.track_members(shown_lesions, gallery_track), data_dir)
-    for start in range(0, len(pictures.images), GALLERY_PER_ROW):
-        for column, picture in zip(st.columns(GALLERY_PER_ROW), pictures.images[start:start + GALLERY_PER_ROW],
-                                   strict=False):
-            column.image(picture.png, width="stretch", caption=" · ".join(picture.caption_lines))
-    for why in pictures.unreadable:
-        st.warning(f"Not pictured: {why}.", icon=":material/broken_image:")
-    st.caption(key_images.CAPTION)
+    # chosen, not preset: picturing reads every day's CT, which the page's first render must not wait for
+    gallery_track = st.selectbox(
+        "Lesion across days", sizes.index.tolist(), index=None, key="fu_gallery_track",
+        format_func=lambda t: f"track {t} (largest ⌀ {sizes[t]:.1f} mm)", placeholder="Choose a track",
+        help="One track's lesion on each day, side by side, as the downloaded report pictures it.")
+    if gallery_track is not None:
+        pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, int(gallery_track),
+                                          imaging.track_members(shown_lesions, int(gallery_track)), data_dir)
+        for start in range(0, len(pictures.images), GALLERY_PER_ROW):
+            row = pictures.images[start:start + GALLERY_PER_ROW]
+            for column, picture in zip(st.columns(GALLERY_PER_ROW), row, strict=False):
+                column.image(picture.png, width="stretch", caption=" · ".join(picture.caption_lines))
+        for why in pictures.unreadable:
+            st.warning(f"Not pictured: {why}.", icon=":material/broken_image:")
+        st.caption(key_images.CAPTION)
 if not (shown_lesions.empty and info.volumes.empty):  # the liver volume, with or without lesions
     st.plotly_chart(charts.volume_trajectory(shown_lesions, info.volumes, series_rows["study_date"]), width="stretch",
                     key="volume_chart")
