@@ -184,6 +184,21 @@ def main() -> int:
         worst = max(worst, times[0])
         label = page if patient is None else f"{page} ({patient}, demo-size images)"
         print(f"{label:<42} first render {times[0]:.2f} s · rerun {times[1]:.2f} s")
+    # after the budgeted pages, so its reads do not slow theirs: a track chosen for "Lesion
+    # across days" on the follow-up page, which reads each of its days' CT and label map
+    at.session_state["patient"] = with_images[0]
+    at.switch_page("views/followup.py").run()
+    at.selectbox(key="fu_gallery_track").select(1)  # track 1 is lesion 1, the phantom's one lesion
+    gallery = []
+    for _ in range(2):  # pictured, then from the cache
+        start = time.perf_counter()
+        at.run()
+        gallery.append(time.perf_counter() - start)
+        assert not at.exception, at.exception
+    days = len(at.get("image")) - 1
+    assert days == 10, f"{days} days pictured; {[w.value for w in at.warning]}"
+    print(f"{'followup: a track across its ' + str(days) + ' days':<42} first render {gallery[0]:.2f} s · "
+          f"rerun {gallery[1]:.2f} s (after a choice; not in the budget)")
     ok = worst <= LIMIT_S
     print(f"worst first render {worst:.2f} s ({'OK' if ok else 'over'} the {LIMIT_S} s budget)")
     return 0 if ok else 1

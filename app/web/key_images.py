@@ -74,7 +74,7 @@ class KeyImages:
     tracks_left_out: list[int] = field(default_factory=list)
     """Smaller tracks over :data:`MAX_TRACKS`."""
     unreadable: list[str] = field(default_factory=list)
-    """Scans whose CT or label map could not be read, each with why."""
+    """Scans whose CT or label map could not be read, or lesions their label map lacks, each with why."""
 
 
 def _sample_grid(centre: float, spacing: float, field_mm: float) -> np.ndarray:
@@ -180,7 +180,9 @@ def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Pa
         for row in rows.itertuples():
             picture = key_picture(ct, components, int(row.lesion_index), spacing,  # type: ignore[arg-type]
                                   float(row.diameter_mm), colours)
-            if picture is not None:
+            if picture is None:
+                unreadable.append(f"{scan}: track {row.track}'s lesion {row.lesion_index} is not in the label map")
+            else:
                 images.append(KeyImage(int(row.track), row.study_date, str(row.phase), float(row.diameter_mm),
                                        picture[1] + 1, ct.shape[0], _png(picture[0]),
                                        readings.get((int(row.track), row.study_date))))
