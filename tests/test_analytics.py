@@ -1037,6 +1037,16 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     html = report.followup_report(page, page.lesions, [], "ground-truth 1", "clinician", pictures=pictures)
     assert "<h2>Key images</h2>" in html and html.count("data:image/png;base64,") == 5
     assert " mm<br>reader A: 19.0 mm<br>slice " in html
+    # the size chart: each track's line and the reader's crosses, as vector text that prints sharply
+    import base64
+    import re
+
+    svg = base64.b64decode(re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", html).group(1)).decode()
+    assert f"track {track_a} (model)" in svg and "radiologist" in svg and "longest axial diameter" in svg
+    empty = page.lesions.iloc[:0]
+    assert "Nothing measured yet." in report.followup_report(
+        queries.FollowUp(page.pseudo_id, page.model_id, page.studies, empty, page.measurements.iloc[:0],
+                         page.responses, page.volumes), empty, [], "m", "c")
     assert f"Track {track_a}" in html and "longest diameter is measured" in html
 
     only_largest = key_images.key_images(page, page.lesions, data_dir, max_tracks=1)

@@ -40,6 +40,7 @@ ul.warn li { color: #7a4b00; }
 figure { margin: 0; width: 36mm; }
 figure img { width: 36mm; height: 36mm; display: block; }
 figcaption { font-size: 8pt; color: #333; }
+img.chart { width: 100%; max-width: 175mm; }
 @page { size: A4; margin: 14mm; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
 """
@@ -173,7 +174,10 @@ def followup_report(
         responses = _table(response_table.response_table(info.responses)) + _note(theme.RECIST_RULES)
         if response_table.any_unrecorded(info.responses):
             responses += _note(response_table.REFRESH_HINT)
+    from app.web import report_chart  # matplotlib: loaded when a report is made, not with the page
+
     tracks = _tracks(lesions)
+    chart = report_chart.size_chart_svg(lesions, info.measurements)
     volumes = _volumes(info.volumes)
     measurements = _measurements(info.measurements)
     sections = [
@@ -183,6 +187,10 @@ def followup_report(
          (_table(tracks) if len(tracks) else _note("No lesion tracks."))
          + (_note(f"Tracks whose largest diameter stays under {min_diameter_mm:g} mm are left out, as on the page.")
             if min_diameter_mm > 0 else "")),
+        ("Size over time",
+         f"<img class='chart' alt='longest diameter per track over time, with the radiologist's measurements' "
+         f"src='data:image/svg+xml;base64,{base64.b64encode(chart.encode()).decode('ascii')}'>"
+         if chart else _note("Nothing measured yet.")),
         *([("Key images", _key_images(pictures))] if pictures is not None else []),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
         ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
