@@ -145,19 +145,12 @@ class LesionFacts:
 @st.cache_data(show_spinner="Picturing the lesion on each day…", max_entries=64)
 def track_pictures(
     _info: queries.FollowUp, _lesions: pd.DataFrame, pseudo_id: str, track: int,
-    members: tuple[tuple[int, int, float], ...], data_dir: str,
+    shown_from_mm: float, version: tuple[object, ...], data_dir: str,
 ) -> key_images.KeyImages:
-    """The key images of one track (:mod:`app.web.key_images`), cached by patient, track and
-    its ``members`` (series, lesion index, diameter), which change when the results do."""
-    del pseudo_id, members  # cache key only
+    """The key images of one track (:mod:`app.web.key_images`) among the tracks ``_lesions``
+    holds (those from ``shown_from_mm``), cached by patient, track, size filter and data version."""
+    del pseudo_id, shown_from_mm, version  # cache key only
     return key_images.key_images(_info, _lesions, data_dir, tracks=[track])
-
-
-def track_members(lesions: pd.DataFrame, track: int) -> tuple[tuple[int, int, float], ...]:
-    """A track's lesions as :func:`track_pictures` keys its cache."""
-    rows = lesions[lesions["track"] == track]
-    return tuple(zip(rows["series_id"].astype(int), rows["lesion_index"].astype(int),
-                     rows["diameter_mm"].astype(float), strict=True))
 
 
 @st.cache_data(show_spinner=False, max_entries=48)

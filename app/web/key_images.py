@@ -39,7 +39,8 @@ CAPTION = (
     f"Each picture is the axial slice where the lesion's longest diameter is measured, in the phase the "
     f"tracks follow, in the window {KEY_WINDOW_NAME}, {FIELD_MIN_MM:.0f} mm or {FIELD_PER_DIAMETER:g} × the "
     f"lesion wide. The lesion is outlined in its track's colour just outside its edge, other tumors thinly "
-    f"in theirs (untracked ones in yellow); the white bar is {SCALE_BAR_MM:.0f} mm. The outlines are the model's: check them on the images."
+    f"in theirs (untracked ones in yellow); the white bar is {SCALE_BAR_MM:.0f} mm. The outlines are the "
+    f"model's: check them on the images."
 )
 
 
@@ -113,12 +114,14 @@ def key_picture(
     cols = _sample_grid((xs.min() + xs.max()) / 2.0, spacing[0], field_mm)
     grey = slices.windowed(_crop(ct[z], rows, cols, fill=-1024.0), theme.WINDOWS[KEY_WINDOW_NAME])
     rgb = np.repeat(grey[..., None], 3, axis=2)
+    def colour(index: int) -> tuple[int, int, int]:
+        return theme.hex_to_rgb(colours[index]) if index in colours else theme.TUMOR_RGB
+
     shown = _crop(components[z], rows, cols, fill=0)
     lesion = shown == lesion_index
     for other in np.unique(shown[(shown > 0) & ~lesion]):
-        band = _outline(shown == other, 1) & ~lesion
-        rgb[band] = theme.hex_to_rgb(colours[other]) if other in colours else theme.TUMOR_RGB
-    rgb[_outline(lesion, OUTLINE_PX)] = theme.hex_to_rgb(colours.get(lesion_index, theme.rgb_to_hex(theme.TUMOR_RGB)))
+        rgb[_outline(shown == other, 1) & ~lesion] = colour(int(other))
+    rgb[_outline(lesion, OUTLINE_PX)] = colour(lesion_index)
     bar_px = round(SCALE_BAR_MM / (field_mm / IMAGE_PX))
     rgb[IMAGE_PX - 10:IMAGE_PX - 7, 8:8 + bar_px] = 255.0
     return rgb.astype(np.uint8), z
@@ -130,7 +133,7 @@ def _png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tuple[list[int], list[int]]:
+def _pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tuple[list[int], list[int]]:
     """The tracks to picture (the largest ``max_tracks`` by their largest diameter) and those left out."""
     if lesions.empty:
         return [], []
@@ -151,7 +154,7 @@ def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Pa
     """The key images of the tracked ``lesions`` (the rows the page shows) of one patient,
     read from the store under ``data_dir``: one per lesion of ``tracks``, or of the
     ``max_tracks`` largest tracks. Other lesions are outlined in their tracks' colours."""
-    chosen, left_out = (sorted(tracks), []) if tracks is not None else pictured_tracks(lesions, max_tracks)
+    chosen, left_out = (sorted(tracks), []) if tracks is not None else _pictured_tracks(lesions, max_tracks)
     image_paths = {se.id: se.image_path for study in info.studies for se in study.series}
     images: list[KeyImage] = []
     unreadable: list[str] = []

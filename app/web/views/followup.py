@@ -207,8 +207,8 @@ else:
         format_func=lambda t: f"track {t} (largest ⌀ {sizes[t]:.1f} mm)", placeholder="Choose a track",
         help="One track's lesion on each day, side by side, as the downloaded report pictures it.")
     if gallery_track is not None:
-        pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, int(gallery_track),
-                                          imaging.track_members(shown_lesions, int(gallery_track)), data_dir)
+        pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, int(gallery_track), min_diameter,
+                                          data.version(), data_dir)
         for start in range(0, len(pictures.images), GALLERY_PER_ROW):
             row = pictures.images[start:start + GALLERY_PER_ROW]
             for column, picture in zip(st.columns(GALLERY_PER_ROW), row, strict=False):
