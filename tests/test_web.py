@@ -703,6 +703,14 @@ def test_viewer_shows_a_flipped_series_anterior_up_with_its_lesions(tmp_path: Pa
     assert set(np.unique(components)) == set(np.unique(component_array(images[1])))
     tumor_point = images[1].TransformContinuousIndexToPhysicalPoint((4.0, 3.5, 1.5))
     assert shown.index_of(tumor_point)[2] in np.flatnonzero((shown_labels.array == TUMOR).any(axis=(1, 2)))
+    # the report's key image picks its slice on the same turned axes, so its number is the viewer's
+    from app.web import key_images, theme
+
+    picture = key_images.key_picture(shown.array, components, 1, shown.spacing, 6.0, {1: theme.track_colour(1)})
+    assert picture is not None
+    rgb, z = picture
+    assert (shown_labels.array[z] == TUMOR).any() and rgb.shape == (key_images.IMAGE_PX, key_images.IMAGE_PX, 3)
+    assert np.all(rgb == theme.hex_to_rgb(theme.track_colour(1)), axis=-1).any()
 
 
 def test_the_web_modules_load_without_the_training_stack() -> None:
