@@ -231,6 +231,18 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert "patient " + store["patient"] in html and "made by clinician" in html
     assert "dates shifted by de-identification" in html  # the store's default policy
     assert "A: 11.0" in html and "−42 %" in html and f"<td>{track_a}</td>" in html
+    assert "<th>model's track</th>" in html
+    measured = html.split("Radiologist measurements")[1]
+    assert measured.count(f"<td>{track_a}</td>") == 3 and "<td>none</td>" not in measured
+    # a lesion the radiologist measured where the model drew nothing says so
+    import dataclasses
+
+    import pandas as pd
+
+    far = page.measurements.iloc[[0]].assign(lesion="C", location_mm=[[300.0, 300.0, 300.0]], slice_index=None)
+    missed = dataclasses.replace(page, measurements=pd.concat([page.measurements, far], ignore_index=True))
+    measured = report.followup_report(missed, page.lesions, [], "m", "c").split("Radiologist measurements")[1]
+    assert measured.count("<td>none</td>") == 1 and "<td>C</td>" in measured
 
     # the same report from the command line, by source id, audited; a folder is refused
     out = store["tmp"] / "board" / "report.html"

@@ -112,15 +112,20 @@ def _volumes(volumes: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _measurements(measurements: pd.DataFrame) -> pd.DataFrame:
+def _measurements(info: queries.FollowUp) -> pd.DataFrame:
+    """The reader's measurements with the model's track each links to, as the page lists them:
+    "none" is a lesion the radiologist measured and the model did not draw (or drew elsewhere)."""
+    measurements = info.measurements
     if measurements.empty:
         return measurements
+    tracks = analysis.measurement_tracks(info.pseudo_id, info.lesions, measurements)
     return pd.DataFrame({
         "study": measurements["study_date"].astype(str),
         "lesion": measurements["lesion"],
         "⌀ (mm)": measurements["diameter_mm"],
         "short axis (mm)": measurements["short_axis_mm"],
         "reader": measurements["reader"],
+        "model's track": ["none" if t is None else str(t) for t in tracks],
     })
 
 
@@ -179,7 +184,7 @@ def followup_report(
     tracks = _tracks(lesions)
     chart = report_chart.size_chart_svg(lesions, info.measurements)
     volumes = _volumes(info.volumes)
-    measurements = _measurements(info.measurements)
+    measurements = _measurements(info)
     sections = [
         ("Studies", _table(_studies(info))),
         ("Response (RECIST 1.1)", responses),

@@ -100,7 +100,7 @@ st.download_button(
     on_click=lambda: data.audit_report(user, info.pseudo_id),
     help="The page's tables, notes and key images in one HTML file that opens anywhere and prints on A4: "
          "studies, response with its targets, lesion tracks with a picture of each lesion per day, "
-         "liver volumes, measurements, warnings.")
+         "liver volumes, measurements, warnings. The browser's Print prints it, or saves it as a PDF.")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
