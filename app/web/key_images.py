@@ -133,12 +133,14 @@ def _png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def tracks_by_size(lesions: pd.DataFrame) -> pd.Series:
+    """Each track's largest longest diameter (mm), the largest track first."""
+    return lesions.groupby("track")["diameter_mm"].max().sort_values(ascending=False, kind="stable")
+
+
 def _pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tuple[list[int], list[int]]:
     """The tracks to picture (the largest ``max_tracks`` by their largest diameter) and those left out."""
-    if lesions.empty:
-        return [], []
-    by_size = lesions.groupby("track")["diameter_mm"].max().sort_values(ascending=False, kind="stable")
-    tracks = [int(t) for t in by_size.index]
+    tracks = [int(t) for t in tracks_by_size(lesions).index]
     return sorted(tracks[:max_tracks]), sorted(tracks[max_tracks:])
 
 

@@ -107,7 +107,7 @@ st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_cha
                 config={"displayModeBar": False})
 
 # ----------------------------------------------------------------- viewer and lesion table
-GALLERY_PER_ROW = 5
+GALLERY_PER_ROW = 5  # "Lesion across days": pictures per row, each about a viewer slice's quarter wide
 # Narrow headers: the table shares the row with the viewer, and every column must stay readable.
 _LESION_COLUMNS = {
     "track": st.column_config.NumberColumn("track", width="small"),
@@ -200,7 +200,7 @@ if shown_lesions.empty:
 else:
     st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses, series_rows["study_date"]),
                     width="stretch", key="trajectory_chart")
-    sizes = shown_lesions.groupby("track")["diameter_mm"].max().sort_values(ascending=False, kind="stable")
+    sizes = key_images.tracks_by_size(shown_lesions)
     # chosen, not preset: picturing reads every day's CT, which the page's first render must not wait for
     gallery_track = st.selectbox(
         "Lesion across days", sizes.index.tolist(), index=None, key="fu_gallery_track",
