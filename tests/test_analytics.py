@@ -277,6 +277,8 @@ def test_each_response_records_its_targets_and_nadir_for_the_page_the_report_and
     assert set(table["vs baseline"]) == set(table["vs nadir"]) == {"—"}
     assert table.loc[table["read by"] == "model", "new lesion"].tolist() == ["yes", "no"]  # the flag alone
     assert response_table.any_unrecorded(old.responses)
+    assert response_table.model_target_tracks(page.responses) == {track_a}
+    assert response_table.model_target_tracks(old.responses) == set()  # not recorded: none named
     with make_session_factory(store["url"])() as s:  # what `lvt batch --refresh` runs
         analytics.refresh_patient(s, s.scalar(select(Patient.id)), store["model_id"])
         s.commit()
@@ -1059,7 +1061,9 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert "Nothing measured yet." in report.followup_report(
         queries.FollowUp(page.pseudo_id, page.model_id, page.studies, empty, page.measurements.iloc[:0],
                          page.responses, page.volumes), empty, [], "m", "c")
-    assert f"Track {track_a}" in html and "longest diameter is measured" in html
+    assert f"Track {track_a} · RECIST target</div>" in html and "longest diameter is measured" in html
+    track_b = next(p.track for p in pictures.images if p.track != track_a)
+    assert f"Track {track_b}</div>" in html  # B came after the baseline: no target
 
     only_largest = key_images.key_images(page, page.lesions, data_dir, max_tracks=1)
     assert {p.track for p in only_largest.images} == {track_a}

@@ -175,7 +175,10 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert page is not None
     largest = int(page.lesions.groupby("track")["diameter_mm"].max().idxmax())
     gallery = at.selectbox(key="fu_gallery_track")
-    assert gallery.value is None and gallery.options[0] == f"track {largest} (largest ⌀ " \
+    from app.web import response_table
+
+    target = " · RECIST target" if largest in response_table.model_target_tracks(page.responses) else ""
+    assert gallery.value is None and gallery.options[0] == f"track {largest}{target} (largest ⌀ " \
         f"{page.lesions['diameter_mm'].max():.1f} mm)"  # nothing read until a track is chosen, largest first
     assert len(at.get("image")) == 1
     gallery.select(largest).run()

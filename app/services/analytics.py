@@ -428,6 +428,10 @@ def shown_responses(model_id: int | None) -> ColumnElement[bool]:
     return or_(Response.source != "model", Response.model_id == model_id)
 
 
+TRACK_LABEL = "track {}"
+"""How the model's responses name a target or new lesion: by its track number."""
+
+
 def _refresh_responses(
     session: Session, patient_id: int, tracked: list[tuple[Study, Segmentation]], result: Any,
     config: AnalyticsConfig, model_id: int,
@@ -444,7 +448,7 @@ def _refresh_responses(
         for t in range(1, len(report["recist"])):
             session.add(
                 Response(patient_id=patient_id, study_id=tracked[t][0].id, source="model", model_id=model_id,
-                         baseline_study_id=baseline, **_response_fields(report, t, "track {}".format))
+                         baseline_study_id=baseline, **_response_fields(report, t, TRACK_LABEL.format))
             )
     _refresh_radiologist_responses(session, patient_id)
 

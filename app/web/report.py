@@ -130,8 +130,9 @@ def _measurements(info: queries.FollowUp) -> pd.DataFrame:
     })
 
 
-def _key_images(pictures: key_images.KeyImages) -> str:
-    """A strip of pictures per track, oldest day first, with what each shows and what is missing."""
+def _key_images(pictures: key_images.KeyImages, targets: set[int]) -> str:
+    """A strip of pictures per track, oldest day first, with what each shows and what is missing;
+    ``targets`` are the tracks the model's response measures, named so in their headings."""
     tracks: dict[int, list[key_images.KeyImage]] = {}
     for picture in pictures.images:
         tracks.setdefault(picture.track, []).append(picture)
@@ -142,7 +143,7 @@ def _key_images(pictures: key_images.KeyImages) -> str:
             f"alt='track {track}, {p.study_date}'><figcaption>{'<br>'.join(map(html.escape, p.caption_lines))}</figcaption></figure>"
             for p in shown)
         parts.append(f"<div class='track'><div class='track-name' style='border-left: 6px solid "
-                     f"{theme.track_colour(track)}'>Track {track}</div><div class='strip'>{figures}</div></div>")
+                     f"{theme.track_colour(track)}'>Track {track}{' · RECIST target' if track in targets else ''}</div><div class='strip'>{figures}</div></div>")
     notes = [key_images.CAPTION]
     if pictures.tracks_left_out:
         notes.append("Smaller tracks not pictured, to keep the report readable: tracks "
@@ -197,7 +198,8 @@ def followup_report(
          f"<img class='chart' alt='longest diameter per track over time, with the radiologist's measurements' "
          f"src='data:image/svg+xml;base64,{base64.b64encode(chart.encode()).decode('ascii')}'>"
          if chart else _note("Nothing measured yet.")),
-        *([("Key images", _key_images(pictures))] if pictures is not None else []),
+        *([("Key images", _key_images(pictures, response_table.model_target_tracks(info.responses)))]
+          if pictures is not None else []),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
         ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
         ("Radiologist measurements", _table(measurements) if not measurements.empty else _note("None imported.")),

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from app.services.analytics import TRACK_LABEL
 from lvt_core.response import NEW_AWAITING, describe_new_lesions
 
 COLUMNS = ["day", "read by", "targets (mm)", "sum (mm)", "vs baseline", "vs nadir", "new lesion", "response"]
@@ -31,6 +32,15 @@ def change(value: float, reference: float | None) -> str:
         return "from 0" if value > 0 else "—"
     pct = (value - reference) / reference * 100.0
     return f"{pct:+.0f} %".replace("-", "−")
+
+
+def model_target_tracks(responses: pd.DataFrame) -> set[int]:
+    """The tracks the model's latest response measured as its RECIST targets."""
+    own = responses[responses["source"] == "model"]
+    targets = own["targets"].iloc[-1] if not own.empty else None
+    prefix = TRACK_LABEL.format("")
+    return {int(t["target"].removeprefix(prefix)) for t in targets or []
+            if t["target"].removeprefix(prefix).isdigit()}
 
 
 def _targets_text(targets: list[dict[str, Any]], key: str) -> str:

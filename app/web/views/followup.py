@@ -201,10 +201,12 @@ else:
     st.plotly_chart(charts.trajectory(shown_lesions, info.measurements, info.responses, series_rows["study_date"]),
                     width="stretch", key="trajectory_chart")
     sizes = key_images.tracks_by_size(shown_lesions)
+    targets = response_table.model_target_tracks(info.responses)
     # chosen, not preset: picturing reads every day's CT, which the page's first render must not wait for
     gallery_track = st.selectbox(
         "Lesion across days", sizes.index.tolist(), index=None, key="fu_gallery_track",
-        format_func=lambda t: f"track {t} (largest ⌀ {sizes[t]:.1f} mm)", placeholder="Choose a track",
+        format_func=lambda t: f"track {t}{' · RECIST target' if t in targets else ''} (largest ⌀ {sizes[t]:.1f} mm)",
+        placeholder="Choose a track",
         help="One track's lesion on each day, side by side, as the downloaded report pictures it.")
     if gallery_track is not None:
         pictures = imaging.track_pictures(info, shown_lesions, info.pseudo_id, int(gallery_track), min_diameter,
