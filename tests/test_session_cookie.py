@@ -75,3 +75,16 @@ def test_the_page_script_posts_its_ticket_to_the_route_and_holds_no_token() -> N
     script = session_cookie.exchange_script(ticket)
     assert session_cookie.ROUTE in script and ticket in script and "secret-token" not in script
     assert "document.cookie" not in script
+
+
+def test_behind_a_base_url_path_the_route_and_the_script_take_its_prefix() -> None:
+    """An app served under a proxy's prefix (``server.baseUrlPath``) has Streamlit's routes there."""
+    from streamlit import config
+
+    config.set_option("server.baseUrlPath", "/lvt-app/")
+    try:
+        assert [r.path for r in session_cookie.routes()] == ["/lvt-app/lvt/session-cookie"]
+        assert '"/lvt-app/lvt/session-cookie"' in session_cookie.exchange_script("t")
+    finally:
+        config.set_option("server.baseUrlPath", "")
+    assert session_cookie.route_path() == session_cookie.ROUTE

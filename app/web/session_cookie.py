@@ -3,7 +3,7 @@
 Streamlit talks to the browser over a websocket and cannot set a response header, so the
 token used to be written by a script (``document.cookie``), where any injected script could
 read it too. Now the page gets a one-time ticket instead: its script posts the ticket to
-:data:`ROUTE`, served beside Streamlit's own routes (:mod:`app.web.server`), and that answer
+:data:`ROUTE` (under the base URL path, if any), served beside Streamlit's own routes (:mod:`app.web.server`), and that answer
 sets the cookie HttpOnly and SameSite=Strict (Secure over HTTPS). A ticket lives
 :data:`TICKET_TTL_S` seconds and is spent on first use, so one read from the page later is
 worth nothing. An empty token clears the cookie (sign-out).
@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 
+import streamlit as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,7 +24,14 @@ from starlette.routing import Route
 from app.services import auth
 
 ROUTE = "/lvt/session-cookie"
+"""Under Streamlit's ``server.baseUrlPath`` when one is set (an app behind a proxy's prefix)."""
 TICKET_TTL_S = 60.0
+
+
+def route_path() -> str:
+    """Where the route is served: :data:`ROUTE` under the app's base URL path, as Streamlit's own routes are."""
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{ROUTE}" if base else ROUTE
 
 
 def cookie_name(port: int) -> str:
@@ -62,8 +70,6 @@ TICKETS = TicketBook()
 
 def _port(request: Request) -> int:
     """The port the browser reached (the cookie's name), as Streamlit's own config has it."""
-    import streamlit as st
-
     return int(st.get_option("server.port") or request.url.port or 0)
 
 
@@ -88,12 +94,12 @@ async def set_cookie(request: Request) -> Response:
 
 def routes() -> list[Route]:
     """The routes the server adds to Streamlit's."""
-    return [Route(ROUTE, set_cookie, methods=["POST"])]
+    return [Route(route_path(), set_cookie, methods=["POST"])]
 
 
 def exchange_script(ticket: str) -> str:
-    """The page's script that hands the ticket to :data:`ROUTE` (same origin, so the answer's
+    """The page's script that hands the ticket to the route (same origin, so the answer's
     cookie is kept)."""
     body = json.dumps(json.dumps({"ticket": ticket}))
-    return (f"<script>fetch({json.dumps(ROUTE)}, {{method: 'POST', credentials: 'same-origin', "
+    return (f"<script>fetch({json.dumps(route_path())}, {{method: 'POST', credentials: 'same-origin', "
             f"headers: {{'Content-Type': 'application/json'}}, body: {body}}});</script>")
