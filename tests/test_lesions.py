@@ -345,3 +345,20 @@ def test_a_lesion_the_scan_cuts_is_flagged_and_is_no_recist_target() -> None:
                              Track(whole.id, [(0, whole.id), (1, whole.id)], "persisting", [])],
                             [], [], [[cut, whole], [cut, whole]], set(), [None, None])
     assert recist_from_tracks(result)["targets"] == [whole.id]
+
+
+def test_the_measured_slice_is_the_widest_not_the_centre() -> None:
+    """A pear-shaped lesion: a 12 mm disc on one slice and a long 4 mm tail below. Its centre
+    lies in the tail; the slice a reader measures (and the viewer jumps to) is the disc's."""
+    from lvt_core.lesions import longest_axial_diameter_mm, measured_axial_slice
+
+    mask = np.zeros((12, 20, 20), bool)
+    yy, xx = np.mgrid[:20, :20]
+    mask[2] = (yy - 10) ** 2 + (xx - 10) ** 2 <= 6**2  # 12 voxels across
+    mask[3:11] = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 2**2)[None]
+    spacing = (1.0, 1.0, 2.0)
+    centre_slice = round(float(np.nonzero(mask)[0].mean()))
+    assert measured_axial_slice(mask, spacing) == 2 != centre_slice
+    assert longest_axial_diameter_mm(mask[2:3], spacing) == pytest.approx(
+        longest_axial_diameter_mm(mask, spacing))  # the whole lesion's diameter is that slice's
+    assert measured_axial_slice(np.zeros_like(mask), spacing) is None

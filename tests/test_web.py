@@ -195,6 +195,21 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     assert any(f"Tracks follow the {tracked} phase" in c.value and f"The {other} image" in c.value
                for c in at.caption)
     at.radio(key="fu_phase").set_value(tracked).run()
+    # a jump lands on the slice the lesion's longest diameter is measured on: the table's ⌀ is there
+    from app.settings import get_settings
+    from app.web import slices
+    from lvt_core.lesions import feret_in_plane
+
+    jump = next(s for s in at.selectbox if s.key.startswith("fu_lesion_"))
+    series_id = int(jump.key.removeprefix("fu_lesion_"))
+    jumped = page.lesions[(page.lesions["series_id"] == series_id)].iloc[0]
+    jump.select(int(jumped["track"])).run()
+    z = at.slider(key=f"fu_slice_{series_id}").value - 1
+    data_dir = get_settings().resolved_data_dir
+    components = slices.components_for_display(slices.read_stored(page.label_maps[series_id], data_dir))
+    spacing = slices.read_for_display(page.label_maps[series_id], data_dir).GetSpacing()
+    assert feret_in_plane(components[z] == jumped["lesion_index"], spacing[:2])[0] == pytest.approx(
+        jumped["diameter_mm"], abs=0.05)
     opened = _scalar(
         demo_db,
         select(func.count(AuditEvent.id)).where(

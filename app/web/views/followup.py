@@ -20,6 +20,7 @@ from app.web import (
     theme,
 )
 from lvt_core.coverage import ends_phrase
+from lvt_core.lesions import measured_axial_slice
 
 user = session.require("clinician")
 # the address decides (Back, a shared link); the session keeps it for the sidebar's links
@@ -162,12 +163,20 @@ lesion_key = f"fu_lesion_{chosen['series_id']}"  # per series: a jump works agai
 
 
 def _jump() -> None:
-    """Centre the slice slider on the selected lesion."""
+    """Move the slice slider to the selected lesion: to the slice its longest diameter is
+    measured on (as the table's ⌀ and the key images), or, in another phase than the tracked
+    one, to the slice of its centre."""
     track = st.session_state.get(lesion_key)
     row = study_lesions[study_lesions["track"] == track]
-    if not row.empty:
-        _x, _y, z = ct.index_of((row["x"].iloc[0], row["y"].iloc[0], row["z"].iloc[0]))
-        st.session_state[slice_key] = int(min(max(z, 0), nz - 1)) + 1
+    if row.empty:
+        return
+    z = None
+    if label_path and int(row["series_id"].iloc[0]) == int(chosen["series_id"]):
+        components = imaging.lesion_components(label_path, data_dir)
+        z = measured_axial_slice(components == int(row["lesion_index"].iloc[0]), ct.spacing)
+    if z is None:
+        z = ct.index_of((row["x"].iloc[0], row["y"].iloc[0], row["z"].iloc[0]))[2]
+    st.session_state[slice_key] = int(min(max(z, 0), nz - 1)) + 1
 
 
 with table:
