@@ -1071,6 +1071,32 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert (f"Smaller tracks not pictured, to keep the report readable: tracks {only_largest.tracks_left_out[0]}."
             in report.followup_report(page, page.lesions, [], "m", "c", pictures=only_largest))
 
+    # a place the radiologist measured that no track links to is pictured at its day, circled;
+    # one without a position, or outside the scan, is named instead
+    import dataclasses
+
+    import pandas as pd
+
+    assert pictures.missed == [] and "None: every measurement with a position links" in html
+    reader = page.measurements
+    extra = pd.concat([reader.iloc[[0]].assign(lesion="C", diameter_mm=8.0, location_mm=[[10.0, -15.0, 45.0]]),
+                       reader.iloc[[0]].assign(lesion="D", location_mm=[[300.0, 0.0, 30.0]]),
+                       reader.iloc[[0]].assign(lesion="E", location_mm=None, slice_index=4)], ignore_index=True)
+    with_missed = dataclasses.replace(page, measurements=pd.concat([reader, extra], ignore_index=True))
+    found = key_images.key_images(with_missed, page.lesions, data_dir)
+    assert [(p.lesion, str(p.study_date), p.slice_number) for p in found.missed] == [
+        ("C", str(reader["study_date"].iloc[0]), round(45.0 / SPACING[2]) + 1)]
+    rgb = np.asarray(Image.open(io.BytesIO(found.missed[0].png)).convert("RGB"))
+    circle = np.all(rgb == 255, axis=-1)
+    row = np.nonzero(circle[key_images.IMAGE_PX // 2])[0]  # the circle crosses the centre row twice
+    px_per_mm = key_images.IMAGE_PX / key_images.FIELD_MIN_MM
+    assert abs((row.max() - row.min()) / px_per_mm - 8.0) <= 1.0
+    assert sorted(why.split(":")[0] for why in found.unreadable) == [
+        f"reader D on {reader['study_date'].iloc[0]}", f"reader E on {reader['study_date'].iloc[0]}"]
+    assert "outside the scan" in " ".join(found.unreadable) and "no position" in " ".join(found.unreadable)
+    assert "<h2>Measured by the radiologist, not linked to a model lesion</h2>" in report.followup_report(
+        with_missed, page.lesions, [], "m", "c", pictures=found)
+
     # a CT gone from the store is named, and the other scans are still pictured
     last = page.lesions.sort_values("study_date").iloc[-1]
     ct_path = next(se.image_path for st in page.studies for se in st.series if se.id == last["series_id"])

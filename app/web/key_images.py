@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,12 @@ CAPTION = (
     f"model's: check them on the images."
 )
 
+MISSED_CAPTION = (
+    "Each picture is the slice of the radiologist's measurement in the phase the tracks follow, centred on "
+    "its position, with a white circle of the reader's diameter; the model's tumors there, if any, are "
+    "outlined in their tracks' colours. A lesion here that the model did not draw is a miss to check."
+)
+
 
 @dataclass(frozen=True)
 class KeyImage:
@@ -68,6 +75,24 @@ class KeyImage:
 
 
 @dataclass(frozen=True)
+class MissedImage:
+    """A place the radiologist measured and no track links to, at its day, as a PNG."""
+
+    lesion: str
+    study_date: dt.date
+    phase: str
+    reader_mm: float
+    slice_number: int
+    slices: int
+    png: bytes
+
+    @property
+    def caption_lines(self) -> list[str]:
+        return [f"{self.study_date} · {self.phase}", f"reader {self.lesion}: {self.reader_mm:.1f} mm",
+                "no linked model lesion", f"slice {self.slice_number}/{self.slices}"]
+
+
+@dataclass(frozen=True)
 class KeyImages:
     """The report's pictures, and what it could not picture (said in the report, not hidden)."""
 
@@ -76,6 +101,8 @@ class KeyImages:
     """Smaller tracks over :data:`MAX_TRACKS`."""
     unreadable: list[str] = field(default_factory=list)
     """Scans whose CT or label map could not be read, or lesions their label map lacks, each with why."""
+    missed: list[MissedImage] = field(default_factory=list)
+    """Places the radiologist measured that no track links to (with the report's pictures only)."""
 
 
 def _sample_grid(centre: float, spacing: float, field_mm: float) -> np.ndarray:
@@ -96,6 +123,35 @@ def _outline(mask: np.ndarray, width_px: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=width_px) & ~mask
 
 
+def _picture(
+    ct_plane: np.ndarray, components_plane: np.ndarray, centre_yx: tuple[float, float],
+    spacing: tuple[float, float, float], field_mm: float, colours: dict[int, str], lesion_index: int | None,
+) -> np.ndarray:
+    """One slice around ``centre_yx`` (voxels) as RGB floats: tumors outlined thinly in their
+    tracks' colours (the tumor colour if untracked), ``lesion_index`` thickly, and the scale bar."""
+    rows = _sample_grid(centre_yx[0], spacing[1], field_mm)
+    cols = _sample_grid(centre_yx[1], spacing[0], field_mm)
+    grey = slices.windowed(_crop(ct_plane, rows, cols, fill=-1024.0), theme.WINDOWS[KEY_WINDOW_NAME])
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+
+    def colour(index: int) -> tuple[int, int, int]:
+        return theme.hex_to_rgb(colours[index]) if index in colours else theme.TUMOR_RGB
+
+    shown = _crop(components_plane, rows, cols, fill=0)
+    lesion = shown == lesion_index
+    for other in np.unique(shown[(shown > 0) & ~lesion]):
+        rgb[_outline(shown == other, 1) & ~lesion] = colour(int(other))
+    if lesion_index is not None:
+        rgb[_outline(lesion, OUTLINE_PX)] = colour(lesion_index)
+    bar_px = round(SCALE_BAR_MM / (field_mm / IMAGE_PX))
+    rgb[IMAGE_PX - 10:IMAGE_PX - 7, 8:8 + bar_px] = 255.0
+    return rgb
+
+
+def _field_mm(diameter_mm: float) -> float:
+    return max(FIELD_MIN_MM, FIELD_PER_DIAMETER * diameter_mm)
+
+
 def key_picture(
     ct: np.ndarray, components: np.ndarray, lesion_index: int, spacing: tuple[float, float, float],
     diameter_mm: float, colours: dict[int, str],
@@ -109,22 +165,26 @@ def key_picture(
     if z is None:
         return None
     ys, xs = np.nonzero(mask[z])
-    field_mm = max(FIELD_MIN_MM, FIELD_PER_DIAMETER * diameter_mm)
-    rows = _sample_grid((ys.min() + ys.max()) / 2.0, spacing[1], field_mm)
-    cols = _sample_grid((xs.min() + xs.max()) / 2.0, spacing[0], field_mm)
-    grey = slices.windowed(_crop(ct[z], rows, cols, fill=-1024.0), theme.WINDOWS[KEY_WINDOW_NAME])
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    def colour(index: int) -> tuple[int, int, int]:
-        return theme.hex_to_rgb(colours[index]) if index in colours else theme.TUMOR_RGB
-
-    shown = _crop(components[z], rows, cols, fill=0)
-    lesion = shown == lesion_index
-    for other in np.unique(shown[(shown > 0) & ~lesion]):
-        rgb[_outline(shown == other, 1) & ~lesion] = colour(int(other))
-    rgb[_outline(lesion, OUTLINE_PX)] = colour(lesion_index)
-    bar_px = round(SCALE_BAR_MM / (field_mm / IMAGE_PX))
-    rgb[IMAGE_PX - 10:IMAGE_PX - 7, 8:8 + bar_px] = 255.0
+    centre = ((ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0)
+    rgb = _picture(ct[z], components[z], centre, spacing, _field_mm(diameter_mm), colours, lesion_index)
     return rgb.astype(np.uint8), z
+
+
+def marked_picture(
+    ct: np.ndarray, components: np.ndarray, point_zyx: tuple[int, int, int], spacing: tuple[float, float, float],
+    diameter_mm: float, colours: dict[int, str],
+) -> np.ndarray:
+    """The RGB picture of a place the radiologist measured (``point_zyx``, voxels), with a white
+    circle of the reader's diameter around it and the model's tumors outlined as in
+    :func:`key_picture`: what the model drew there, if anything."""
+    z, y, x = point_zyx
+    field_mm = _field_mm(diameter_mm)
+    rgb = _picture(ct[z], components[z], (float(y), float(x)), spacing, field_mm, colours, None)
+    mm_per_px = field_mm / IMAGE_PX
+    offsets = (np.arange(IMAGE_PX) + 0.5) * mm_per_px - field_mm / 2.0
+    radius = np.hypot(offsets[:, None], offsets[None, :])
+    rgb[np.abs(radius - diameter_mm / 2.0) <= mm_per_px] = 255.0
+    return rgb.astype(np.uint8)
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -144,52 +204,114 @@ def _pictured_tracks(lesions: pd.DataFrame, max_tracks: int = MAX_TRACKS) -> tup
     return sorted(tracks[:max_tracks]), sorted(tracks[max_tracks:])
 
 
-def _readings(info: queries.FollowUp) -> dict[tuple[int, dt.date], str]:
-    """The radiologist's measurements by (linked track, day), as the page links them."""
+def _readings(info: queries.FollowUp) -> tuple[dict[tuple[int, dt.date], str], list[Any]]:
+    """The radiologist's measurements by (linked track, day), as the page links them, and the
+    measurements no track links to."""
     tracks = analysis.measurement_tracks(info.pseudo_id, info.lesions, info.measurements)
-    return {(track, row.study_date): f"{row.lesion}: {row.diameter_mm:.1f} mm"
-            for track, row in zip(tracks, info.measurements.itertuples(), strict=True) if track is not None}
+    rows = list(info.measurements.itertuples())
+    linked = {(track, row.study_date): f"{row.lesion}: {row.diameter_mm:.1f} mm"
+              for track, row in zip(tracks, rows, strict=True) if track is not None}
+    return linked, [row for track, row in zip(tracks, rows, strict=True) if track is None]
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """A tracked series read for pictures: its CT and lesion numbering on the display axes."""
+
+    image: sitk.Image
+    ct: np.ndarray
+    components: np.ndarray
+    spacing: tuple[float, float, float]
+    colours: dict[int, str]
+
+
+def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Path,
+                 unreadable: list[str]) -> Callable[[int, str], _Scan | None]:
+    """A reader of tracked series, each read once; what cannot be read is noted in ``unreadable``."""
+    image_paths = {se.id: se.image_path for study in info.studies for se in study.series}
+    read: dict[int, _Scan | None] = {}
+
+    def scan(series_id: int, name: str) -> _Scan | None:
+        if series_id not in read:
+            read[series_id] = None
+            label_path = info.label_maps.get(series_id)
+            if label_path is None:
+                unreadable.append(f"{name}: no segmentation of the shown model")
+                return None
+            try:
+                image = slices.read_for_display(image_paths[series_id], data_dir)
+                components = slices.components_for_display(slices.read_stored(label_path, data_dir))
+            except (OSError, RuntimeError, KeyError) as exc:  # a store moved or a file damaged: say so, go on
+                unreadable.append(f"{name}: {exc}")
+                return None
+            ct = sitk.GetArrayViewFromImage(image)
+            if ct.shape != components.shape:
+                unreadable.append(f"{name}: the CT and its label map have different grids")
+                return None
+            in_scan = lesions[lesions["series_id"] == series_id]
+            colours = {int(i): theme.track_colour(int(t))
+                       for i, t in zip(in_scan["lesion_index"], in_scan["track"], strict=True)}
+            read[series_id] = _Scan(image, ct, components, tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
+                                    colours)
+        return read[series_id]
+
+    return scan
+
+
+def _missed_images(info: queries.FollowUp, missed: list[Any],
+                   scan: Callable[[int, str], _Scan | None], unreadable: list[str]) -> list[MissedImage]:
+    """Pictures of the places the radiologist measured and no track links to, in the tracked
+    phase of their day."""
+    tracked = {study.study_date: (se.id, se.phase) for study in info.studies for se in study.series
+               if se.id in info.tracked_series}
+    images = []
+    for row in missed:
+        name = f"reader {row.lesion} on {row.study_date}"
+        location = row.location_mm if isinstance(row.location_mm, list | tuple) else None
+        if row.study_date not in tracked or location is None:
+            unreadable.append(f"{name}: " + ("no position was recorded" if location is None
+                                             else "no tracked scan of that day"))
+            continue
+        series_id, phase = tracked[row.study_date]
+        read = scan(series_id, f"{row.study_date} {phase}")
+        if read is None:
+            continue
+        x, y, z = read.image.TransformPhysicalPointToIndex([float(v) for v in location])
+        if not all(0 <= i < n for i, n in zip((z, y, x), read.ct.shape, strict=True)):
+            unreadable.append(f"{name}: its position lies outside the scan")
+            continue
+        rgb = marked_picture(read.ct, read.components, (z, y, x), read.spacing, float(row.diameter_mm), read.colours)
+        images.append(MissedImage(str(row.lesion), row.study_date, phase, float(row.diameter_mm), z + 1,
+                                  read.ct.shape[0], _png(rgb)))
+    return images
 
 
 def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Path,
                max_tracks: int = MAX_TRACKS, tracks: Collection[int] | None = None) -> KeyImages:
     """The key images of the tracked ``lesions`` (the rows the page shows) of one patient,
     read from the store under ``data_dir``: one per lesion of ``tracks``, or of the
-    ``max_tracks`` largest tracks. Other lesions are outlined in their tracks' colours."""
+    ``max_tracks`` largest tracks and then each place the radiologist measured that no track
+    links to. Other lesions are outlined in their tracks' colours."""
     chosen, left_out = (sorted(tracks), []) if tracks is not None else _pictured_tracks(lesions, max_tracks)
-    image_paths = {se.id: se.image_path for study in info.studies for se in study.series}
     images: list[KeyImage] = []
     unreadable: list[str] = []
-    readings = _readings(info)
+    readings, missed = _readings(info)
+    scan = _scan_reader(info, lesions, data_dir, unreadable)
     for series_id, rows in lesions[lesions["track"].isin(chosen)].groupby("series_id"):
         first = rows.iloc[0]
-        scan = f"{first['study_date']} {first['phase']}"
-        label_path = info.label_maps.get(int(series_id))
-        if label_path is None:
-            unreadable.append(f"{scan}: no segmentation of the shown model")
+        name = f"{first['study_date']} {first['phase']}"
+        read = scan(int(series_id), name)
+        if read is None:
             continue
-        try:
-            ct_image = slices.read_for_display(image_paths[int(series_id)], data_dir)
-            components = slices.components_for_display(slices.read_stored(label_path, data_dir))
-        except (OSError, RuntimeError, KeyError) as exc:  # a store moved or a file damaged: say so, go on
-            unreadable.append(f"{scan}: {exc}")
-            continue
-        ct = sitk.GetArrayViewFromImage(ct_image)
-        if ct.shape != components.shape:
-            unreadable.append(f"{scan}: the CT and its label map have different grids")
-            continue
-        spacing = tuple(float(s) for s in ct_image.GetSpacing())
-        in_scan = lesions[lesions["series_id"] == series_id]
-        colours = {int(i): theme.track_colour(int(t)) for i, t in zip(in_scan["lesion_index"], in_scan["track"],
-                                                                      strict=True)}
         for row in rows.itertuples():
-            picture = key_picture(ct, components, int(row.lesion_index), spacing,  # type: ignore[arg-type]
-                                  float(row.diameter_mm), colours)
+            picture = key_picture(read.ct, read.components, int(row.lesion_index), read.spacing,
+                                  float(row.diameter_mm), read.colours)
             if picture is None:
-                unreadable.append(f"{scan}: track {row.track}'s lesion {row.lesion_index} is not in the label map")
+                unreadable.append(f"{name}: track {row.track}'s lesion {row.lesion_index} is not in the label map")
             else:
                 images.append(KeyImage(int(row.track), row.study_date, str(row.phase), float(row.diameter_mm),
-                                       picture[1] + 1, ct.shape[0], _png(picture[0]),
+                                       picture[1] + 1, read.ct.shape[0], _png(picture[0]),
                                        readings.get((int(row.track), row.study_date))))
     images.sort(key=lambda image: (image.track, image.study_date))
-    return KeyImages(images, left_out, unreadable)
+    missed_images = _missed_images(info, missed, scan, unreadable) if tracks is None else []
+    return KeyImages(images, left_out, unreadable, missed_images)

@@ -130,6 +130,19 @@ def _measurements(info: queries.FollowUp) -> pd.DataFrame:
     })
 
 
+def _figure(png: bytes, alt: str, caption_lines: list[str]) -> str:
+    return (f"<figure><img src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}' "
+            f"alt='{html.escape(alt)}'><figcaption>{'<br>'.join(map(html.escape, caption_lines))}</figcaption></figure>")
+
+
+def _missed_images(pictures: key_images.KeyImages) -> str:
+    """The places the radiologist measured and no track links to: the model's possible misses."""
+    if not pictures.missed:
+        return _note("None: every measurement with a position links to a track.")
+    figures = "".join(_figure(p.png, f"reader {p.lesion}, {p.study_date}", p.caption_lines) for p in pictures.missed)
+    return f"<div class='strip'>{figures}</div>" + _note(key_images.MISSED_CAPTION)
+
+
 def _key_images(pictures: key_images.KeyImages, targets: set[int]) -> str:
     """A strip of pictures per track, oldest day first, with what each shows and what is missing;
     ``targets`` are the tracks the model's response measures, named so in their headings."""
@@ -138,10 +151,7 @@ def _key_images(pictures: key_images.KeyImages, targets: set[int]) -> str:
         tracks.setdefault(picture.track, []).append(picture)
     parts = []
     for track, shown in tracks.items():
-        figures = "".join(
-            f"<figure><img src='data:image/png;base64,{base64.b64encode(p.png).decode('ascii')}' "
-            f"alt='track {track}, {p.study_date}'><figcaption>{'<br>'.join(map(html.escape, p.caption_lines))}</figcaption></figure>"
-            for p in shown)
+        figures = "".join(_figure(p.png, f"track {track}, {p.study_date}", p.caption_lines) for p in shown)
         parts.append(f"<div class='track'><div class='track-name' style='border-left: 6px solid "
                      f"{theme.track_colour(track)}'>Track {track}{' · RECIST target' if track in targets else ''}</div><div class='strip'>{figures}</div></div>")
     notes = [key_images.CAPTION]
@@ -198,7 +208,8 @@ def followup_report(
          f"<img class='chart' alt='longest diameter per track over time, with the radiologist's measurements' "
          f"src='data:image/svg+xml;base64,{base64.b64encode(chart.encode()).decode('ascii')}'>"
          if chart else _note("Nothing measured yet.")),
-        *([("Key images", _key_images(pictures, response_table.model_target_tracks(info.responses)))]
+        *([("Key images", _key_images(pictures, response_table.model_target_tracks(info.responses))),
+           ("Measured by the radiologist, not linked to a model lesion", _missed_images(pictures))]
           if pictures is not None else []),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
         ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
