@@ -6,7 +6,8 @@ is the axial slice where the lesion's longest diameter is measured (so the pictu
 reported size agree), in the liver window, centred on the lesion, with the lesion outlined in
 its track's colour just outside its edge (its own border stays visible), other tumors outlined
 thinly in their tracks' colours as the page's viewer colours them, and a 10 mm bar. Pictures are
-small PNGs the report embeds.
+small PNGs the report embeds. The report also pictures each place the radiologist measured that
+no track links to, circled at the reader's diameter: the model's possible misses.
 """
 
 from __future__ import annotations
