@@ -1094,6 +1094,11 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert sorted(why.split(":")[0] for why in found.unreadable) == [
         f"reader D on {reader['study_date'].iloc[0]}", f"reader E on {reader['study_date'].iloc[0]}"]
     assert "outside the scan" in " ".join(found.unreadable) and "no position" in " ".join(found.unreadable)
+    from app.web import analysis
+
+    assert analysis.unlinked_measurements_line(page.pseudo_id, page.lesions, page.measurements) is None
+    line = analysis.unlinked_measurements_line(page.pseudo_id, page.lesions, with_missed.measurements)
+    assert line is not None and f"C on {reader['study_date'].iloc[0]} (8.0 mm)" in line and "E on" in line
     assert "<h2>Measured by the radiologist, not linked to a model lesion</h2>" in report.followup_report(
         with_missed, page.lesions, [], "m", "c", pictures=found)
 

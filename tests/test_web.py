@@ -594,7 +594,7 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
     known at batch time and never reached the page: both are stored now and shown."""
     from app.services.analytics import current_model_id
     from db.engine import session_scope
-    from db.models import Lesion, LesionTrackMember, Patient, TrackingWarning
+    from db.models import Lesion, LesionTrackMember, Measurement, Patient, TrackingWarning
 
     with session_scope(demo_copy) as s:
         patient = s.scalar(select(Patient).order_by(Patient.id).limit(1))
@@ -608,6 +608,11 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
         s.execute(update(Lesion).values(cut_by_scan_edge=False))
         lesion.cut_by_scan_edge = True
         pseudo = patient.pseudo_id
+        # a lesion the radiologist measured where the model drew nothing: the page says so
+        s.add(Measurement(patient_id=patient.id, study_id=patient.studies[-1].id, lesion_label="L9",
+                          longest_diameter_mm=14.0, location_x_mm=500.0, location_y_mm=500.0,
+                          location_z_mm=500.0, reader="dr"))
+        measured_on = patient.studies[-1].study_date
     at = _signed_in("clinician")
     at.selectbox(key="patient_pick").select(pseudo)
     at.button(key="open_patient").click().run()
@@ -619,6 +624,8 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
                for w in at.warning)
     table = next(d.value for d in at.dataframe if "track" in d.value.columns)  # the last day opens first
     assert table["edge"].tolist().count("cut") == 1 and set(table["edge"]) <= {"cut", ""}
+    missed = [w.value for w in at.warning if w.value.startswith("Measured by the radiologist and linked to no")]
+    assert len(missed) == 1 and f"L9 on {measured_on} (14.0 mm)" in missed[0]
 
 
 def test_the_follow_up_page_shows_what_ingest_noted_on_the_scan_in_view(demo_copy: str) -> None:

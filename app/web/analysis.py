@@ -128,6 +128,19 @@ def measurement_tracks(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.D
     return [lk.track_id for lk in links]
 
 
+def unlinked_measurements_line(pseudo_id: str, lesions: pd.DataFrame, measurements: pd.DataFrame) -> str | None:
+    """The page's sentence on the radiologist's measurements no track links to (the model's
+    possible misses), or None when every one links."""
+    tracks = measurement_tracks(pseudo_id, lesions, measurements)
+    unlinked = [f"{row.lesion} on {row.study_date} ({row.diameter_mm:.1f} mm)"
+                for track, row in zip(tracks, measurements.itertuples(), strict=True) if track is None]
+    if not unlinked:
+        return None
+    return ("Measured by the radiologist and linked to no model lesion: " + ", ".join(unlinked)
+            + ". The model may have missed them: look at them on the images (the downloaded report "
+              "pictures each one).")
+
+
 def tracks_at_least(lesions: pd.DataFrame, min_diameter_mm: float) -> pd.DataFrame:
     """The rows of tracks whose largest longest-diameter reaches ``min_diameter_mm``.
 

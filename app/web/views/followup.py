@@ -87,6 +87,8 @@ for line in analysis.earlier_lines(badges, lesions):
     st.success(line, icon=":material/visibility:")
 for line in analysis.warning_lines(info.tracking_warnings):
     st.warning(line, icon=":material/warning:")
+if unlinked := analysis.unlinked_measurements_line(info.pseudo_id, lesions, info.measurements):
+    st.warning(unlinked, icon=":material/search_off:")
 if awaiting := response_table.awaiting_confirmation(latest):
     day = latest["study_date"].iloc[0]
     st.info(f"New at {day} and not yet counted in the model's response: {', '.join(awaiting)}. RECIST 1.1 "
