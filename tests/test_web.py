@@ -613,7 +613,11 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
                           longest_diameter_mm=14.0, location_x_mm=500.0, location_y_mm=500.0,
                           location_z_mm=500.0, reader="dr"))
         measured_on = patient.studies[-1].study_date
+    from app.services.analytics import refresh_responses
+
+    refresh_responses(url=demo_copy)  # as `lvt measurements import` does
     at = _signed_in("clinician")
+    listed = at.dataframe[0].value.set_index("patient")
     at.selectbox(key="patient_pick").select(pseudo)
     at.button(key="open_patient").click().run()
     at.number_input(key="fu_min_diameter").set_value(0.0).run()
@@ -626,6 +630,8 @@ def test_the_follow_up_page_shows_tracking_warnings_and_lesions_cut_by_the_scan(
     assert table["edge"].tolist().count("cut") == 1 and set(table["edge"]) <= {"cut", ""}
     missed = [w.value for w in at.warning if w.value.startswith("Measured by the radiologist and linked to no")]
     assert len(missed) == 1 and f"L9 on {measured_on} (14.0 mm)" in missed[0]
+    # the patients list counts them from the stored links, as the page names them from its own
+    assert listed.loc[pseudo, "unlinked measurements"] == missed[0].count(" mm)") >= 1
 
 
 def test_the_follow_up_page_shows_what_ingest_noted_on_the_scan_in_view(demo_copy: str) -> None:

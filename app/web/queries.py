@@ -87,7 +87,8 @@ def _latest_response(source: str, model_id: int | None):  # type: ignore[no-unty
 
 
 def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.DataFrame:
-    """The patients list: last study, studies, tracked lesions, current response, volumetry flag.
+    """The patients list: last study, studies, tracked lesions, current responses, volumetry flag,
+    and how many radiologist measurements link to no track (the model's possible misses).
 
     ``search`` matches the pseudonymous id (case-insensitive substring).
     """
@@ -115,6 +116,12 @@ def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.Dat
         .group_by(Study.patient_id)
         .subquery()
     )
+    unlinked = (  # the radiologist's measurements the last refresh linked to no track: possible misses
+        select(MeasurementLink.patient_id.label("patient_id"), func.count(MeasurementLink.id).label("n"))
+        .where(MeasurementLink.model_id == model_id, MeasurementLink.track_number.is_(None))
+        .group_by(MeasurementLink.patient_id)
+        .subquery()
+    )
     model_resp = _latest_response("model", model_id)
     rad_resp = _latest_response("radiologist", model_id)
     stmt = (
@@ -126,8 +133,10 @@ def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.Dat
             model_resp.c.category,
             rad_resp.c.category,
             func.coalesce(flags.c.n, 0),
+            func.coalesce(unlinked.c.n, 0),
         )
         .outerjoin(studies, studies.c.patient_id == Patient.id)
+        .outerjoin(unlinked, unlinked.c.patient_id == Patient.id)
         .outerjoin(tracks, tracks.c.patient_id == Patient.id)
         .outerjoin(flags, flags.c.patient_id == Patient.id)
         .outerjoin(model_resp, model_resp.c.patient_id == Patient.id)
@@ -145,6 +154,7 @@ def patient_rows(session: Session, search: str = "", limit: int = 500) -> pd.Dat
         "response (model)",
         "response (radiologist)",
         "flagged volumetry",
+        "unlinked measurements",
     ]
     frame = pd.DataFrame(session.execute(stmt).all(), columns=columns)
     frame["volumetry"] = frame.pop("flagged volumetry").map(lambda n: "⚠ check" if n else "ok")

@@ -32,6 +32,9 @@ event = st.dataframe(
         "tracked lesions": st.column_config.NumberColumn(help="Lesion tracks of the shown model"),
         "response (model)": st.column_config.TextColumn(help="RECIST 1.1 at the latest study"),
         "volumetry": st.column_config.TextColumn(help="Same-day phase volumes differ by more than 2 %"),
+        "unlinked measurements": st.column_config.NumberColumn(
+            help="Radiologist measurements linked to no model lesion: possible misses of the model "
+                 "(the follow-up page names them)"),
     },
 )
 chosen = None
