@@ -37,14 +37,9 @@ def open_requested_page() -> None:
         st.switch_page(PATIENTS_PAGE)
 
 
-def cookie_name() -> str:
-    """This served app's cookie (:func:`app.web.session_cookie.cookie_name`)."""
-    return session_cookie.cookie_name(int(st.get_option("server.port")))
-
-
 def _resume_from_cookie() -> auth.CurrentUser | None:
     """The user the browser's cookie still signs in (after a reload, in a new tab), or None."""
-    token = st.context.cookies.get(cookie_name())
+    token = st.context.cookies.get(session_cookie.cookie_name())
     if not isinstance(token, str) or not token:  # no cookie (or no browser: Streamlit's AppTest)
         return None
     if token == st.session_state.get(ENDED_TOKEN_KEY):

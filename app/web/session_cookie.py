@@ -34,9 +34,9 @@ def route_path() -> str:
     return f"/{base}{ROUTE}" if base else ROUTE
 
 
-def cookie_name(port: int) -> str:
-    """Cookies are shared by every port of a host, so each served app names its own."""
-    return f"lvt_session_{port}"
+def cookie_name() -> str:
+    """This served app's cookie: cookies are shared by every port of a host, so each app names its own."""
+    return f"lvt_session_{int(st.get_option('server.port'))}"
 
 
 class TicketBook:
@@ -68,11 +68,6 @@ class TicketBook:
 TICKETS = TicketBook()
 
 
-def _port(request: Request) -> int:
-    """The port the browser reached (the cookie's name), as Streamlit's own config has it."""
-    return int(st.get_option("server.port") or request.url.port or 0)
-
-
 async def set_cookie(request: Request) -> Response:
     """Exchange a ticket for the HttpOnly cookie (or its removal)."""
     try:
@@ -83,7 +78,7 @@ async def set_cookie(request: Request) -> Response:
     if token is None:
         return JSONResponse({"error": "unknown, spent or expired ticket"}, status_code=403)
     response = Response(status_code=204, headers={"Cache-Control": "no-store"})
-    name, secure = cookie_name(_port(request)), request.url.scheme == "https"
+    name, secure = cookie_name(), request.url.scheme == "https"
     if token:
         response.set_cookie(name, token, max_age=int(auth.SESSION_TTL.total_seconds()), path="/",
                             httponly=True, samesite="strict", secure=secure)
