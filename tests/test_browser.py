@@ -83,6 +83,16 @@ def _sign_in(page, url: str, username: str, password: str, screenshot: Path | No
     page.get_by_role("heading", name="Patients").wait_for(timeout=30_000)
 
 
+def _wait_for_sign_in_cookie(page) -> None:  # type: ignore[no-untyped-def]
+    """The page fetches its HttpOnly cookie right after it renders, asynchronously: a new load
+    before the answer arrives would rightly ask to sign in again."""
+    for _ in range(100):
+        if any(c["name"].startswith("lvt_session_") for c in page.context.cookies()):
+            return
+        page.wait_for_timeout(100)
+    pytest.fail("the sign-in cookie was not set within 10 s")
+
+
 def test_clinician_opens_patient_in_browser(served: str) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -132,6 +142,7 @@ def test_a_link_opened_signed_out_asks_to_sign_in_then_opens(served: str) -> Non
         page.get_by_role("textbox", name="Password").fill("lvt-clinician-demo")
         page.get_by_role("button", name="Sign in").click()
         page.get_by_role("heading", name="Volumetry").wait_for(timeout=30_000)
+        _wait_for_sign_in_cookie(page)
         assert page.url.endswith("/volumetry")
         assert page.locator("[data-testid='stException']").count() == 0
         page.goto(f"{served}/patients", wait_until="domcontentloaded")  # served at "/" alone, it was
@@ -150,7 +161,7 @@ def test_a_reload_keeps_the_sign_in_until_sign_out(served: str) -> None:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         _sign_in(page, served, "researcher", "lvt-researcher-demo")
-        page.wait_for_timeout(1000)
+        _wait_for_sign_in_cookie(page)
         # the token is the server's to set: HttpOnly, so no script in the page can read it
         ours = [c for c in context.cookies() if c["name"].startswith("lvt_session_")]
         assert len(ours) == 1 and ours[0]["httpOnly"] and ours[0]["sameSite"] == "Strict"

@@ -94,7 +94,8 @@ def routes() -> list[Route]:
 
 def exchange_script(ticket: str) -> str:
     """The page's script that hands the ticket to the route (same origin, so the answer's
-    cookie is kept)."""
+    cookie is kept; keepalive, so a navigation right after does not cancel it). The request is
+    asynchronous: a reload in the instant before its answer asks to sign in again."""
     body = json.dumps(json.dumps({"ticket": ticket}))
-    return (f"<script>fetch({json.dumps(route_path())}, {{method: 'POST', credentials: 'same-origin', "
+    return (f"<script>fetch({json.dumps(route_path())}, {{method: 'POST', credentials: 'same-origin', keepalive: true, "
             f"headers: {{'Content-Type': 'application/json'}}, body: {body}}});</script>")
