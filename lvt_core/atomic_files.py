@@ -33,9 +33,14 @@ def replaced_on_success(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` whole or not at all."""
+    return write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all."""
     path = Path(path)
     with replaced_on_success(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
     return path
 
 

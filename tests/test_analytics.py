@@ -1109,3 +1109,39 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     damaged = key_images.key_images(page, page.lesions, data_dir)
     assert len(damaged.unreadable) == 1 and damaged.unreadable[0].startswith(f"{last['study_date']} portal: ")
     assert len(damaged.images) == 3
+
+
+def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict) -> None:
+    """A hospital's record files PDF documents, and the report was HTML only: `lvt export report
+    … OUT.pdf` writes it as PDF/A with the same sections, key images and research-use notice,
+    each page naming the patient."""
+    import io
+
+    from pypdf import PdfReader
+
+    out = store["tmp"] / "record" / "followup.pdf"
+    done = subprocess.run([str(Path(sys.executable).with_name("lvt")), "export", "report", "SRC1", str(out),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["format"], summary["key_images"]) == ("pdf", 5)
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    document = PdfReader(io.BytesIO(data))
+    assert document.metadata.title == f"LVT follow-up · {store['patient']}"
+    assert "lvt export report" in document.metadata.author
+    xmp = document.xmp_metadata
+    assert xmp is not None and xmp.pdfaid_part == "3"  # PDF/A-3 (level B) for an archive
+    pages = [page.extract_text() for page in document.pages]
+    text = " ".join(" ".join(pages).split())
+    for section in ("Studies", "Response (RECIST 1.1)", "Key images", "Liver volume per contrast phase",
+                    "Radiologist measurements", "Warnings"):
+        assert section in text
+    assert "A: 11.0" in text and "not for clinical decisions" in text
+    assert all(f"patient {store['patient']}" in page and f"of {len(pages)}" in " ".join(page.split())
+               for page in pages)  # every page's foot names the patient and counts the pages
+    pictured = sum(len(page.images) for page in document.pages)
+    assert pictured >= 5  # the key images (the size chart is vector drawing, not an image)
+    with make_session_factory(store["url"])() as s:
+        detail = s.scalar(select(AuditEvent.detail).where(AuditEvent.action == "download_report"))
+    assert detail == {"file": str(out), "format": "pdf"}

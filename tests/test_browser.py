@@ -109,6 +109,14 @@ def test_clinician_opens_patient_in_browser(served: str) -> None:
         assert page.get_by_text("Longest axial diameter per lesion track").count() >= 1
         assert page.get_by_text("ground-truth").count() >= 1  # said plainly: not model output
         page.screenshot(path=str(ARTIFACTS / "03-followup.png"), full_page=True)
+        with page.expect_download(timeout=60_000) as pressed:  # made on the press, from the page's filter
+            page.get_by_role("button", name="Download report (PDF)").click()
+        download = pressed.value
+        assert download.suggested_filename.startswith("lvt-followup-P-") and download.suggested_filename.endswith(".pdf")
+        from pypdf import PdfReader
+
+        report = PdfReader(download.path())
+        assert report.xmp_metadata.pdfaid_part == "3" and "clinician" in report.metadata.author
         page.locator("[data-testid='stImage']").first.scroll_into_view_if_needed()  # the CT viewer
         page.mouse.wheel(0, 250)
         page.wait_for_timeout(800)

@@ -188,7 +188,7 @@ def test_followup_page_shows_patient_and_audits_opening(demo_db: str) -> None:
     responses = next(d.value for d in at.dataframe if "read by" in d.value.columns)
     assert {"model", "radiologist"} == set(responses["read by"])
     assert (responses["response"] == "baseline").sum() == 2 and responses["targets (mm)"].str.contains("track").any()
-    assert [b.label for b in at.get("download_button")] == ["Download report (HTML)"]
+    assert [b.label for b in at.get("download_button")] == ["Download report (HTML)", "Download report (PDF)"]
     tracked = at.radio(key="fu_phase").value  # the portal phase opens first, and tracks follow it
     other = next(o for o in at.radio(key="fu_phase").options if o != tracked)
     at.radio(key="fu_phase").set_value(other).run()  # the table lists the tracked phase's lesions: said so
@@ -746,10 +746,11 @@ def test_viewer_shows_a_flipped_series_anterior_up_with_its_lesions(tmp_path: Pa
 
 def test_the_web_modules_load_without_the_training_stack() -> None:
     """The viewer imported torch and MONAI to reorient a scan (via lvt_core.transforms): about
-    2 s of the follow-up page's first render. What the pages import stays free of them."""
+    2 s of the follow-up page's first render. What the pages import stays free of them, and of
+    WeasyPrint, which only a PDF download needs."""
     code = ("import sys; import app.web.imaging, app.web.charts, app.web.data, app.web.queries, app.web.session, "
-            "app.web.report; "
-            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+            "app.web.report, app.web.report_pdf; "
+            "print(sorted(m for m in ('torch', 'monai', 'weasyprint') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr

@@ -110,7 +110,7 @@ def mesh(
 @export_app.command("report")
 def report(
     patient: str = typer.Argument(..., help="Patient id (pseudonym or source id)."),
-    out: Path = typer.Argument(..., help="HTML file to write, e.g. P-1234-followup.html."),
+    out: Path = typer.Argument(..., help="File to write: a PDF/A document when it ends in .pdf (P-1234-followup.pdf), HTML otherwise."),
     min_diameter: float | None = typer.Option(
         None, "--min-diameter", min=0.0,
         help="Leave out tracks whose largest diameter stays under this (mm); default the web page's."),
@@ -118,7 +118,7 @@ def report(
 ) -> None:
     """The follow-up report the web page downloads: studies, RECIST with its targets, lesion
     tracks with a key image of each lesion per day, liver volumes, measurements, warnings; one
-    HTML file that prints on A4."""
+    HTML file that prints on A4, or a PDF/A document for the record when OUT ends in .pdf."""
     from app.services.audit import command_line_actor
     from app.services.export import export_report
 

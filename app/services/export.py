@@ -21,7 +21,7 @@ from app.services.patient_lookup import require_patient
 from db import storage
 from db.engine import default_url, make_session_factory
 from db.models import Model, Patient, Segmentation, Series, Study
-from lvt_core.atomic_files import replaced_on_success, write_text_atomically
+from lvt_core.atomic_files import replaced_on_success, write_bytes_atomically, write_text_atomically
 from lvt_core.dicom_series import Deidentification
 
 FORMATS = ("csv", "parquet")
@@ -210,14 +210,16 @@ def export_mesh(
 def export_report(patient: str, out: Path, min_diameter_mm: float | None = None, actor: str = "cli",
                   url: str | None = None) -> dict[str, Any]:
     """Write the follow-up report the page downloads (:mod:`app.web.report`) for ``patient``
-    into the HTML file ``out``, and audit it: a report leaves the store. Tracks whose largest
-    diameter stays under ``min_diameter_mm`` (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``)
-    are left out, as the page leaves them out."""
+    into ``out``, a PDF/A document when its name ends in ``.pdf`` and an HTML file otherwise, and
+    audit it: a report leaves the store. Tracks whose largest diameter stays under
+    ``min_diameter_mm`` (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``) are left out, as
+    the page leaves them out."""
     from app.services import audit
     from app.settings import get_settings
-    from app.web import analysis, key_images, queries, report
+    from app.web import analysis, key_images, queries, report, report_pdf
 
     check_output_file(out)
+    as_pdf = out.suffix.lower() == ".pdf"
     settings = get_settings()
     floor = settings.display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
     with make_session_factory(url or default_url())() as session:
@@ -230,10 +232,14 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         pictures = key_images.key_images(info, shown, settings.resolved_data_dir)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
                                       actor, floor, pictures=pictures)
-        write_text_atomically(out, html)
-        audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id, detail={"file": str(out)})
+        if as_pdf:
+            write_bytes_atomically(out, report_pdf.report_pdf(html))
+        else:
+            write_text_atomically(out, html)
+        audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id,
+                     detail={"file": str(out), "format": "pdf" if as_pdf else "html"})
         session.commit()
     return {"patient": pseudo_id, "out": str(out), "tracks": int(shown["track"].nunique()) if not shown.empty else 0,
             "responses": len(info.responses), "key_images": len(pictures.images),
             "not_pictured": pictures.unreadable,
-            "results": model_label}
+            "format": "pdf" if as_pdf else "html", "results": model_label}

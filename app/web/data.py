@@ -169,10 +169,11 @@ def clear() -> None:
         fn.clear()
 
 
-def audit_report(user: auth.CurrentUser, pseudo_id: str) -> None:
-    """Write that ``user`` downloaded ``pseudo_id``'s follow-up report: it leaves the app."""
+def audit_report(user: auth.CurrentUser, pseudo_id: str, file_format: str) -> None:
+    """Write that ``user`` downloaded ``pseudo_id``'s follow-up report (``html`` or ``pdf``): it
+    leaves the app."""
     run(lambda session: audit.record(session, audit.DOWNLOAD_REPORT, actor=user.username, user_id=user.id,
-                                     target=pseudo_id))
+                                     target=pseudo_id, detail={"format": file_format}))
 
 
 def audit_open_patient(user: auth.CurrentUser, pseudo_id: str) -> None:

@@ -37,12 +37,12 @@ td:first-child { white-space: nowrap; }
 ul.warn li { color: #7a4b00; }
 .track { margin: 0.5em 0 0.9em; break-inside: avoid; }
 .track-name { font-weight: bold; padding-left: 6px; margin-bottom: 3px; }
-.strip { display: flex; flex-wrap: wrap; gap: 6px; }
-figure { margin: 0; width: 36mm; }
+figure { display: inline-block; vertical-align: top; margin: 0 6px 6px 0; width: 36mm; }
 figure img { width: 36mm; height: 36mm; display: block; }
 figcaption { font-size: 8pt; color: #333; }
 img.chart { width: 100%; max-width: 175mm; }
-@page { size: A4; margin: 14mm; }
+@page { size: A4; margin: 14mm 14mm 16mm; font-family: "DejaVu Sans", Arial, sans-serif;
+  @bottom-right { content: "page " counter(page) " of " counter(pages); font-size: 8pt; color: #555; } }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
 """
 
@@ -56,6 +56,14 @@ NOT_FOR_CLINICAL_USE = (
     "Research software, not for clinical decisions: the model was trained on synthetic CT only. "
     "Every figure here is a segmentation's, to be checked on the images."
 )
+
+
+def _page_footer(pseudo_id: str) -> str:
+    """CSS naming the patient and the research use at the foot of every printed page, since a
+    page of a printed report is often read apart from the first one."""
+    text = f"LVT follow-up · patient {pseudo_id} · research use, not for clinical decisions"
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"').replace("<", "\\3c ")
+    return f'@page {{ @bottom-left {{ content: "{quoted}"; font-size: 8pt; color: #555; }} }}'
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -219,7 +227,9 @@ def followup_report(
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>LVT follow-up · {pseudo}</title><style>{_STYLE}</style></head><body>"
+        f"<title>LVT follow-up · {pseudo}</title><meta name='author' content='{html.escape(author)}'>"
+        f"<meta name='generator' content='LVT {lvt_version}'>"
+        f"<style>{_STYLE}{_page_footer(info.pseudo_id)}</style></head><body>"
         f"<h1>LVT follow-up report · patient {pseudo}</h1>"
         f"<p class='meta'>Results: {html.escape(model_label)} · LVT {lvt_version} · made by "
         f"{html.escape(author)} on {now:%Y-%m-%d %H:%M} UTC · {_DATES[info.dates_shifted]}</p>"

@@ -15,6 +15,7 @@ from app.web import (
     key_images,
     queries,
     report,
+    report_pdf,
     response_table,
     session,
     theme,
@@ -95,15 +96,27 @@ if awaiting := response_table.awaiting_confirmation(latest):
             "counts a new lesion once it is unequivocal, so LVT counts one the model drew once a later study "
             f"shows it again (the progression is then dated back to {day}). Look at it on the images now.",
             icon=":material/pending:")
-st.download_button(
-    "Download report (HTML)", lambda: report.followup_report(
+
+
+def _report_html() -> str:
+    """The page's report, made when a download button is pressed, not on every rerun."""
+    return report.followup_report(
         info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter,
-        pictures=key_images.key_images(info, shown_lesions, get_settings().resolved_data_dir)),
-    f"lvt-followup-{info.pseudo_id}.html", "text/html", key="fu_report", icon=":material/description:",
-    on_click=lambda: data.audit_report(user, info.pseudo_id),
-    help="The page's tables, notes and key images in one HTML file that opens anywhere and prints on A4: "
-         "studies, response with its targets, lesion tracks with a picture of each lesion per day, "
-         "liver volumes, measurements, warnings. The browser's Print prints it, or saves it as a PDF.")
+        pictures=key_images.key_images(info, shown_lesions, get_settings().resolved_data_dir))
+
+
+_REPORT_HELP = ("The page's tables, notes and key images: studies, response with its targets, lesion tracks "
+                "with a picture of each lesion per day, liver volumes, measurements, warnings.")
+html_button, pdf_button, _ = st.columns([1, 1, 3])
+html_button.download_button(
+    "Download report (HTML)", _report_html, f"lvt-followup-{info.pseudo_id}.html", "text/html",
+    key="fu_report", icon=":material/description:", on_click=lambda: data.audit_report(user, info.pseudo_id, "html"),
+    help=_REPORT_HELP + " One HTML file that opens anywhere and prints on A4.")
+pdf_button.download_button(
+    "Download report (PDF)", lambda: report_pdf.report_pdf(_report_html()), f"lvt-followup-{info.pseudo_id}.pdf",
+    "application/pdf", key="fu_report_pdf", icon=":material/picture_as_pdf:",
+    on_click=lambda: data.audit_report(user, info.pseudo_id, "pdf"),
+    help=_REPORT_HELP + " An A4 PDF/A document (fonts embedded) for the patient's record or an archive.")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
