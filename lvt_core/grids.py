@@ -19,6 +19,19 @@ def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:
     return sitk.DICOMOrient(image, orientation)
 
 
+def lps_axial_index(direction: Sequence[float], slices: int, stored_index: int) -> int | None:
+    """Where stored slice ``stored_index`` of a volume with ``direction`` (SimpleITK's 3 × 3,
+    row-major) and ``slices`` slices lies once :func:`reorient` turns it to LPS, whose slice
+    index runs from foot to head; None when the index is off the stack or the stored slice axis
+    does not run head–foot (a sagittal or coronal stack), so it numbers no axial slice. A
+    reader's slice number counts the stored axis, while the viewer shows the LPS one: a series
+    stored head first is flipped."""
+    head_foot = float(direction[8])  # the stored slice axis's component along S
+    if not 0 <= stored_index < slices or abs(head_foot) < max(abs(float(direction[2])), abs(float(direction[5]))):
+        return None
+    return stored_index if head_foot > 0 else slices - 1 - stored_index
+
+
 def antialias_sigma_mm(old_spacing: Sequence[float], new_spacing: Sequence[float]) -> list[float]:
     """Gaussian sigma (mm, per axis) before downsampling: half the spacing increase, 0 if none."""
     return [max(0.0, (float(n) - float(o)) / 2.0) for o, n in zip(old_spacing, new_spacing, strict=True)]

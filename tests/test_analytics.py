@@ -1084,16 +1084,19 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
                        reader.iloc[[0]].assign(lesion="E", location_mm=None, slice_index=4)], ignore_index=True)
     with_missed = dataclasses.replace(page, measurements=pd.concat([reader, extra], ignore_index=True))
     found = key_images.key_images(with_missed, page.lesions, data_dir)
-    assert [(p.lesion, str(p.study_date), p.slice_number) for p in found.missed] == [
-        ("C", str(reader["study_date"].iloc[0]), round(45.0 / SPACING[2]) + 1)]
+    assert [(p.lesion, str(p.study_date), p.slice_number, p.whole_slice) for p in found.missed] == [
+        ("C", str(reader["study_date"].iloc[0]), round(45.0 / SPACING[2]) + 1, False),
+        ("E", str(reader["study_date"].iloc[0]), 4 + 1, True)]  # a slice alone: the whole slice, no circle
+    whole = np.asarray(Image.open(io.BytesIO(found.missed[1].png)).convert("RGB"))
+    assert not np.all(whole == 255, axis=-1)[key_images.IMAGE_PX // 2].any()  # no circle drawn
+    assert "slice given, no position: whole slice" in found.missed[1].caption_lines
     rgb = np.asarray(Image.open(io.BytesIO(found.missed[0].png)).convert("RGB"))
     circle = np.all(rgb == 255, axis=-1)
     row = np.nonzero(circle[key_images.IMAGE_PX // 2])[0]  # the circle crosses the centre row twice
     px_per_mm = key_images.IMAGE_PX / key_images.FIELD_MIN_MM
     assert abs((row.max() - row.min()) / px_per_mm - 8.0) <= 1.0
-    assert sorted(why.split(":")[0] for why in found.unreadable) == [
-        f"reader D on {reader['study_date'].iloc[0]}", f"reader E on {reader['study_date'].iloc[0]}"]
-    assert "outside the scan" in " ".join(found.unreadable) and "no position" in " ".join(found.unreadable)
+    assert [why.split(":")[0] for why in found.unreadable] == [f"reader D on {reader['study_date'].iloc[0]}"]
+    assert "outside the scan" in found.unreadable[0]
     from app.web import analysis
 
     assert analysis.unlinked_measurements_line(page.pseudo_id, page.lesions, page.measurements) is None

@@ -118,3 +118,25 @@ def test_antialias_sigma_is_half_the_spacing_increase() -> None:
     up = resample_to_spacing(image, (0.5, 0.5, 1.0), antialiased=True)
     plain = resample_to_spacing(image, (0.5, 0.5, 1.0))
     assert np.allclose(sitk.GetArrayViewFromImage(up), sitk.GetArrayViewFromImage(plain), atol=1)
+
+
+
+@pytest.mark.parametrize(("direction", "expected"), [
+    ((1, 0, 0, 0, 1, 0, 0, 0, 1), 2),  # stored foot first, as ITK sorts a DICOM series
+    ((1, 0, 0, 0, -1, 0, 0, 0, -1), 6),  # stored head first, anterior down: a LiTS-like NIfTI
+    ((-1, 0, 0, 0, 0, 1, 0, 1, 0), None),  # a coronal stack: its slices are not axial
+])
+def test_a_stored_slice_number_is_found_on_the_viewers_axes(direction: tuple[int, ...], expected: int | None) -> None:
+    """A reader's slice index counts the stored volume's slices, and the viewer shows the scan
+    turned to LPS: the index is carried over to where ``DICOMOrient`` moves the slice."""
+    from lvt_core.grids import lps_axial_index, reorient
+
+    array = np.zeros((9, 5, 6), np.uint8)  # z, y, x
+    array[2] = 1  # stored slice 2
+    image = sitk.GetImageFromArray(array)
+    image.SetDirection([float(v) for v in direction])
+    assert lps_axial_index(image.GetDirection(), 9, 2) == expected
+    assert lps_axial_index(image.GetDirection(), 9, 9) is None  # off the stack
+    shown = sitk.GetArrayFromImage(reorient(image))
+    marked = np.nonzero(shown.any(axis=(1, 2)))[0]
+    assert marked.tolist() == ([expected] if expected is not None else list(range(len(shown))))

@@ -742,6 +742,22 @@ def test_viewer_shows_a_flipped_series_anterior_up_with_its_lesions(tmp_path: Pa
     rgb, z = picture
     assert (shown_labels.array[z] == TUMOR).any() and rgb.shape == (key_images.IMAGE_PX, key_images.IMAGE_PX, 3)
     assert np.all(rgb == theme.hex_to_rgb(theme.track_colour(1)), axis=-1).any()
+    # a reader's slice_index counts the stored slices (head first here): the page shows the viewer's
+    import datetime as dt
+
+    import pandas as pd
+
+    from app.web import queries, slices
+    from db.queries import SeriesInfo, StudyInfo
+
+    day = dt.date(2024, 1, 2)
+    series = SeriesInfo(1, "1.2.3", "portal", "CT", None, (1.0, 1.0, 2.0), (10, 8, 6), 2.0, ct_path, "0" * 64)
+    read = pd.DataFrame({"study_date": [day] * 3, "slice_index": [1, None, 6], "location_mm": [None] * 3})
+    info = queries.FollowUp("P-x", None, [StudyInfo(1, "1.2", day, None, None, [series])], pd.DataFrame(), read,
+                            pd.DataFrame(), pd.DataFrame(), tracked_series=frozenset({1}))
+    numbers = slices.reader_slice_numbers(info, str(root))
+    assert numbers == [5, None, None]  # stored slice 1 of 6, head first, is the viewer's 5th; 6 is off the scan
+    assert (shown.array[numbers[0] - 1] == sitk.GetArrayFromImage(images[0])[1][::-1, :]).all()
 
 
 def test_the_web_modules_load_without_the_training_stack() -> None:

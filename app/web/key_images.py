@@ -26,6 +26,7 @@ from PIL import Image
 from scipy import ndimage
 
 from app.web import analysis, queries, slices, theme
+from lvt_core.grids import lps_axial_index
 from lvt_core.lesions import measured_axial_slice
 
 KEY_WINDOW_NAME = "Liver (W150 L90)"
@@ -48,7 +49,8 @@ CAPTION = (
 MISSED_CAPTION = (
     "Each picture is the slice of the radiologist's measurement in the phase the tracks follow, centred on "
     "its position, with a white circle of the reader's diameter; the model's tumors there, if any, are "
-    "outlined in their tracks' colours. A lesion here that the model did not draw is a miss to check."
+    "outlined in their tracks' colours. A lesion here that the model did not draw is a miss to check. A "
+    "measurement given by its slice alone shows the whole slice, without a circle."
 )
 
 
@@ -86,11 +88,14 @@ class MissedImage:
     slice_number: int
     slices: int
     png: bytes
+    whole_slice: bool = False
+    """The reader gave a slice and no position: the whole slice is shown, without a circle."""
 
     @property
     def caption_lines(self) -> list[str]:
+        where = ["slice given, no position: whole slice"] if self.whole_slice else []
         return [f"{self.study_date} · {self.phase}", f"reader {self.lesion}: {self.reader_mm:.1f} mm",
-                "no linked model lesion", f"slice {self.slice_number}/{self.slices}"]
+                "no linked model lesion", *where, f"slice {self.slice_number}/{self.slices}"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,16 @@ def marked_picture(
     return rgb.astype(np.uint8)
 
 
+def whole_slice_picture(ct: np.ndarray, components: np.ndarray, z: int, spacing: tuple[float, float, float],
+                        colours: dict[int, str]) -> np.ndarray:
+    """The RGB picture of all of axial slice ``z``, the model's tumors outlined as in
+    :func:`key_picture`: where a reader gave a slice but no position, what the model drew on it."""
+    rows, cols = ct.shape[1:]
+    field_mm = max(rows * spacing[1], cols * spacing[0])
+    centre = ((rows - 1) / 2.0, (cols - 1) / 2.0)
+    return _picture(ct[z], components[z], centre, spacing, field_mm, colours, None).astype(np.uint8)
+
+
 def _png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)
@@ -224,6 +239,8 @@ class _Scan:
     components: np.ndarray
     spacing: tuple[float, float, float]
     colours: dict[int, str]
+    stored_direction: tuple[float, ...]
+    """The stored volume's axes, to place a reader's stored slice index on the display axes."""
 
 
 def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Path,
@@ -241,6 +258,7 @@ def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | 
                 return None
             try:
                 image = slices.read_for_display(image_paths[series_id], data_dir)
+                direction = slices.stored_direction(image_paths[series_id], data_dir)
                 components = slices.components_for_display(slices.read_stored(label_path, data_dir))
             except (OSError, RuntimeError, KeyError) as exc:  # a store moved or a file damaged: say so, go on
                 unreadable.append(f"{name}: {exc}")
@@ -253,7 +271,7 @@ def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | 
             colours = {int(i): theme.track_colour(int(t))
                        for i, t in zip(in_scan["lesion_index"], in_scan["track"], strict=True)}
             read[series_id] = _Scan(image, ct, components, tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
-                                    colours)
+                                    colours, direction)
         return read[series_id]
 
     return scan
@@ -269,13 +287,23 @@ def _missed_images(info: queries.FollowUp, missed: list[Any],
     for row in missed:
         name = f"reader {row.lesion} on {row.study_date}"
         location = row.location_mm if isinstance(row.location_mm, list | tuple) else None
-        if row.study_date not in tracked or location is None:
-            unreadable.append(f"{name}: " + ("no position was recorded" if location is None
-                                             else "no tracked scan of that day"))
+        stored_slice = None if pd.isna(row.slice_index) else int(row.slice_index)
+        if row.study_date not in tracked or (location is None and stored_slice is None):
+            unreadable.append(f"{name}: " + ("no tracked scan of that day" if row.study_date not in tracked
+                                             else "no position or slice was recorded"))
             continue
         series_id, phase = tracked[row.study_date]
         read = scan(series_id, f"{row.study_date} {phase}")
         if read is None:
+            continue
+        if location is None:
+            shown = lps_axial_index(read.stored_direction, read.ct.shape[0], stored_slice)  # type: ignore[arg-type]
+            if shown is None:
+                unreadable.append(f"{name}: its slice {stored_slice} lies outside the scan's axial slices")
+                continue
+            rgb = whole_slice_picture(read.ct, read.components, shown, read.spacing, read.colours)
+            images.append(MissedImage(str(row.lesion), row.study_date, phase, float(row.diameter_mm), shown + 1,
+                                      read.ct.shape[0], _png(rgb), whole_slice=True))
             continue
         x, y, z = read.image.TransformPhysicalPointToIndex([float(v) for v in location])
         if not all(0 <= i < n for i, n in zip((z, y, x), read.ct.shape, strict=True)):

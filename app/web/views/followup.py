@@ -18,6 +18,7 @@ from app.web import (
     report_pdf,
     response_table,
     session,
+    slices,
     theme,
 )
 from lvt_core.coverage import ends_phrase
@@ -271,7 +272,8 @@ with st.expander("Radiologist measurements"):
         st.caption("None imported.")
     else:
         shown = info.measurements.drop(columns=["location_mm", "study_id"]).copy()
-        shown["slice_index"] = shown["slice_index"] + 1  # the viewer counts slices from 1
+        shown["slice_index"] = pd.array(slices.reader_slice_numbers(info, get_settings().resolved_data_dir),
+                                        dtype="Int64")  # the viewer's numbering: from 1, foot to head
         shown["linked track"] = pd.array(
             analysis.measurement_tracks(info.pseudo_id, lesions, info.measurements), dtype="Int64")
         st.dataframe(shown, hide_index=True, width="stretch", column_config={
@@ -279,7 +281,8 @@ with st.expander("Radiologist measurements"):
             "diameter_mm": st.column_config.NumberColumn("⌀ (mm)", help="longest axial diameter"),
             "short_axis_mm": st.column_config.NumberColumn("short (mm)", help="short axis"),
             "slice_index": st.column_config.NumberColumn(
-                "slice", help="the reported slice, counted from 1 as in the viewer (slice_index + 1)"),
+                "slice", help="the reported slice as the viewer numbers it in the tracked phase (from 1, foot "
+                              "to head; the reader's slice_index counts the stored slices from 0)"),
             "linked track": st.column_config.NumberColumn(
                 help="the model's track this measurement was linked to; empty where none fits"),
         })
