@@ -21,5 +21,5 @@ def configure_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler], force=True)
-    for noisy in ("distributed", "matplotlib", "PIL", "urllib3", "alembic.runtime.migration"):
+    for noisy in ("distributed", "matplotlib", "PIL", "urllib3", "alembic.runtime.migration", "weasyprint", "fontTools"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
