@@ -108,12 +108,12 @@ def _report_html() -> str:
 
 _REPORT_HELP = ("The page's tables, notes and key images: studies, response with its targets, lesion tracks "
                 "with a picture of each lesion per day, liver volumes, measurements, warnings.")
-html_button, pdf_button, _ = st.columns([1, 1, 3])
-html_button.download_button(
+report_buttons = st.container(horizontal=True)
+report_buttons.download_button(
     "Download report (HTML)", _report_html, f"lvt-followup-{info.pseudo_id}.html", "text/html",
     key="fu_report", icon=":material/description:", on_click=lambda: data.audit_report(user, info.pseudo_id, "html"),
     help=_REPORT_HELP + " One HTML file that opens anywhere and prints on A4.")
-pdf_button.download_button(
+report_buttons.download_button(
     "Download report (PDF)", lambda: report_pdf.report_pdf(_report_html()), f"lvt-followup-{info.pseudo_id}.pdf",
     "application/pdf", key="fu_report_pdf", icon=":material/picture_as_pdf:",
     on_click=lambda: data.audit_report(user, info.pseudo_id, "pdf"),
