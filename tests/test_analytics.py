@@ -1148,3 +1148,27 @@ def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict) -
     with make_session_factory(store["url"])() as s:
         detail = s.scalar(select(AuditEvent.detail).where(AuditEvent.action == "download_report"))
     assert detail == {"file": str(out), "format": "pdf"}
+
+    # the same PDF, filed in the patient's latest study as a DICOM Encapsulated PDF for a PACS
+    import pydicom
+    from pydicom.uid import EncapsulatedPDFStorage
+
+    from db.models import Study
+
+    filed = store["tmp"] / "record" / "followup.dcm"
+    done = subprocess.run([str(Path(sys.executable).with_name("lvt")), "export", "report", "SRC1", str(filed),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    with make_session_factory(store["url"])() as s:
+        latest = s.scalars(select(Study).order_by(Study.study_date.desc())).first()
+        assert latest is not None
+    assert (summary["format"], summary["study_uid"]) == ("dicom", latest.study_instance_uid)
+    assert summary["dciodvfy"].get("errors", []) == []  # checked wherever dicom3tools is installed
+    document = pydicom.dcmread(filed)
+    assert document.SOPClassUID == EncapsulatedPDFStorage and document.Modality == "DOC"
+    assert (document.StudyInstanceUID, document.PatientID) == (latest.study_instance_uid, store["patient"])
+    assert document.StudyDate == latest.study_date.strftime("%Y%m%d") and document.PatientIdentityRemoved == "YES"
+    assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    wrapped = bytes(document.EncapsulatedDocument)[:document.EncapsulatedDocumentLength]
+    assert "A: 11.0" in " ".join(page.extract_text() for page in PdfReader(io.BytesIO(wrapped)).pages)

@@ -308,3 +308,29 @@ def test_an_undated_study_exports_empty_dates_not_1900(store: dict, tmp_path: Pa
     assert ct.StudyDate == "" and pydicom.dcmread(tmp_path / "seg.dcm").StudyDate == ""
     if "skipped" not in report["validation"]["dciodvfy"]:
         assert report["validation"]["dciodvfy"]["errors"] == report["validation"]["ct_dciodvfy"]["errors"] == []
+
+
+def test_an_encapsulated_report_keeps_an_original_accession_and_leaves_out_a_pseudonym(tmp_path: Path) -> None:
+    """Accession Number is SH, 16 characters: a store's pseudonym ("A-" and 16 hex digits) is
+    longer and matches no PACS order, so it is left empty; an original one is kept. The PDF is
+    wrapped whole, padded to the even length DICOM needs, and a non-PDF is refused."""
+    import datetime as dt
+
+    from app.services import dicom_seg, report_dicom
+
+    pdf = b"%PDF-1.7 a minimal stand-in\n%%EOF"  # odd length
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+    for accession, written in (("RAD123456", "RAD123456"), ("A-" + "0123456789abcdef", ""), (None, "")):
+        study = report_dicom.ReportStudy("P-1", "2.25.1", dt.date(2024, 5, 1), accession, None)
+        document = report_dicom.encapsulated_pdf(pdf, study, now)
+        assert document.AccessionNumber == written
+        path = tmp_path / "report.dcm"
+        document.save_as(path, enforce_file_format=True)
+        back = pydicom.dcmread(path)
+        assert len(back.EncapsulatedDocument) % 2 == 0 and back.EncapsulatedDocumentLength == len(pdf)
+        assert bytes(back.EncapsulatedDocument)[:len(pdf)] == pdf
+        assert "PatientIdentityRemoved" not in back  # nothing said about de-identification when none is known
+        check = dicom_seg.dciodvfy(path)
+        assert check.get("errors", []) == []
+    with pytest.raises(ValueError, match="not a PDF"):
+        report_dicom.encapsulated_pdf(b"<html>", study, now)

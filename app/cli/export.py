@@ -110,7 +110,8 @@ def mesh(
 @export_app.command("report")
 def report(
     patient: str = typer.Argument(..., help="Patient id (pseudonym or source id)."),
-    out: Path = typer.Argument(..., help="File to write: a PDF/A document when it ends in .pdf (P-1234-followup.pdf), HTML otherwise."),
+    out: Path = typer.Argument(..., help="File to write: a PDF/A document when it ends in .pdf (P-1234-followup.pdf), a DICOM Encapsulated "
+                           "PDF in the patient's latest study for a PACS when it ends in .dcm, HTML otherwise."),
     min_diameter: float | None = typer.Option(
         None, "--min-diameter", min=0.0,
         help="Leave out tracks whose largest diameter stays under this (mm); default the web page's."),
@@ -118,7 +119,8 @@ def report(
 ) -> None:
     """The follow-up report the web page downloads: studies, RECIST with its targets, lesion
     tracks with a key image of each lesion per day, liver volumes, measurements, warnings; one
-    HTML file that prints on A4, or a PDF/A document for the record when OUT ends in .pdf."""
+    HTML file that prints on A4, a PDF/A document for the record when OUT ends in .pdf, or that
+    PDF as a DICOM Encapsulated PDF for a PACS when OUT ends in .dcm."""
     from app.services.audit import command_line_actor
     from app.services.export import export_report
 
@@ -130,5 +132,8 @@ def report(
         typer.echo(f"wrote {out}: patient {summary['patient']}, {summary['tracks']} track(s), "
                    f"{summary['key_images']} key image(s), {summary['responses']} response(s), "
                    f"results of {summary['results']}")
+        if summary["format"] == "dicom":
+            typer.echo(f"filed in the study of {summary['study_date']} ({summary['study_uid']}); "
+                       f"dciodvfy: {summary['dciodvfy'].get('skipped') or 'no errors'}")
         for why in summary["not_pictured"]:
             typer.echo(f"not pictured: {why}", err=True)

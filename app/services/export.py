@@ -207,23 +207,31 @@ def export_mesh(
             "structures": [name for name, _ in meshes.items()]}
 
 
+REPORT_FORMATS = {".pdf": "pdf", ".dcm": "dicom"}
+"""Report formats chosen by the output's suffix; any other name gets the HTML file."""
+
+
 def export_report(patient: str, out: Path, min_diameter_mm: float | None = None, actor: str = "cli",
                   url: str | None = None) -> dict[str, Any]:
     """Write the follow-up report the page downloads (:mod:`app.web.report`) for ``patient``
-    into ``out``, a PDF/A document when its name ends in ``.pdf`` and an HTML file otherwise, and
-    audit it: a report leaves the store. Tracks whose largest diameter stays under
-    ``min_diameter_mm`` (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``) are left out, as
-    the page leaves them out."""
-    from app.services import audit
+    into ``out``: a PDF/A document when its name ends in ``.pdf``, that PDF as a DICOM
+    Encapsulated PDF in the patient's latest study for ``.dcm`` (checked by ``dciodvfy`` when
+    installed; one it faults is not written), an HTML file otherwise. A report leaves the
+    store, so it is audited. Tracks whose largest diameter stays under ``min_diameter_mm``
+    (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``) are left out, as the page leaves them out."""
+    from app.services import audit, dicom_seg, report_dicom
     from app.settings import get_settings
     from app.web import analysis, key_images, queries, report, report_pdf
 
     check_output_file(out)
-    as_pdf = out.suffix.lower() == ".pdf"
+    file_format = REPORT_FORMATS.get(out.suffix.lower(), "html")
     settings = get_settings()
     floor = settings.display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
+    now = dt.datetime.now(dt.UTC)
+    summary: dict[str, Any] = {}
     with make_session_factory(url or default_url())() as session:
-        pseudo_id = require_patient(session, patient).pseudo_id
+        found = require_patient(session, patient)
+        pseudo_id = found.pseudo_id
         info = queries.followup(session, pseudo_id)
         assert info is not None  # the patient was just found
         model_label = queries.model_label(session, info.model_id)
@@ -231,15 +239,28 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         badges = analysis.earlier_badges(pseudo_id, info.lesions, info.measurements, shown)
         pictures = key_images.key_images(info, shown, settings.resolved_data_dir)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
-                                      actor, floor, pictures=pictures)
-        if as_pdf:
+                                      actor, floor, now=now, pictures=pictures)
+        if file_format == "html":
+            write_text_atomically(out, html)
+        elif file_format == "pdf":
             write_bytes_atomically(out, report_pdf.report_pdf(html))
         else:
-            write_text_atomically(out, html)
+            latest = max(info.studies, key=lambda s: (s.study_date is not None, s.study_date or dt.date.min, s.id))
+            deidentification = None if found.identity_removed is None else Deidentification(
+                found.identity_removed, bool(found.dates_shifted))
+            document = report_dicom.encapsulated_pdf(report_pdf.report_pdf(html), report_dicom.ReportStudy(
+                pseudo_id, latest.study_instance_uid, latest.study_date, latest.accession, deidentification), now)
+            with replaced_on_success(out) as tmp:  # a document the validator faults is not left behind
+                document.save_as(tmp, enforce_file_format=True)
+                validation = dicom_seg.dciodvfy(tmp)
+                if errors := validation.get("errors"):
+                    raise UserError(f"{out}: dciodvfy found {len(errors)} error(s), no report written "
+                                    f"(first: {errors[0]})")
+            summary = {"study_uid": latest.study_instance_uid, "study_date": str(latest.study_date),
+                       "sop_instance_uid": str(document.SOPInstanceUID), "dciodvfy": validation}
         audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id,
-                     detail={"file": str(out), "format": "pdf" if as_pdf else "html"})
+                     detail={"file": str(out), "format": file_format})
         session.commit()
     return {"patient": pseudo_id, "out": str(out), "tracks": int(shown["track"].nunique()) if not shown.empty else 0,
             "responses": len(info.responses), "key_images": len(pictures.images),
-            "not_pictured": pictures.unreadable,
-            "format": "pdf" if as_pdf else "html", "results": model_label}
+            "not_pictured": pictures.unreadable, "format": file_format, "results": model_label, **summary}
