@@ -133,7 +133,7 @@ def report(
                    f"{summary['key_images']} key image(s), {summary['responses']} response(s), "
                    f"results of {summary['results']}")
         if summary["format"] == "dicom":
-            typer.echo(f"filed in the study of {summary['study_date']} ({summary['study_uid']}); "
+            typer.echo(f"filed in the study of {summary['study_date'] or 'no date'} ({summary['study_uid']}); "
                        f"dciodvfy: {summary['dciodvfy'].get('skipped') or 'no errors'}")
         for why in summary["not_pictured"]:
             typer.echo(f"not pictured: {why}", err=True)

@@ -256,7 +256,7 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
                 if errors := validation.get("errors"):
                     raise UserError(f"{out}: dciodvfy found {len(errors)} error(s), no report written "
                                     f"(first: {errors[0]})")
-            summary = {"study_uid": latest.study_instance_uid, "study_date": str(latest.study_date),
+            summary = {"study_uid": latest.study_instance_uid, "study_date": latest.study_date.isoformat() if latest.study_date else None,
                        "sop_instance_uid": str(document.SOPInstanceUID), "dciodvfy": validation}
         audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id,
                      detail={"file": str(out), "format": file_format})
