@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,3 +337,46 @@ def render_preview(
     plotter.screenshot(str(png_path))
     plotter.close()
     return Path(png_path)
+
+
+VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "front": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    "right": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+}
+"""Where the camera stands from the scene's centre, and which way is up, in LPS: ``front``
+from anterior (the patient's right on the picture's left, as a coronal image shows it),
+``right`` from the patient's right (anterior on the picture's right); head up in both."""
+
+_RENDER_LOCK = threading.Lock()
+"""VTK's render windows are not thread-safe, and a web server renders from several threads."""
+
+
+@dataclass(frozen=True)
+class ScenePart:
+    """A mesh and how to draw it."""
+
+    mesh: pv.PolyData
+    rgb: tuple[float, float, float]
+    opacity: float
+
+
+def render_view(parts: Sequence[ScenePart], view: str, window_size: tuple[int, int] = (600, 600)) -> np.ndarray:
+    """The parts seen from ``view`` (:data:`VIEWS`) off screen, as RGB ``uint8`` rows × columns:
+    a parallel projection, so sizes compare across the picture. (Depth peeling drew no
+    translucent surface at all under EGL, so VTK's default blending draws the liver.) Raises
+    RuntimeError where no OpenGL context (EGL or OSMesa) can be made."""
+    direction, up = VIEWS[view]
+    with _RENDER_LOCK:
+        plotter = pv.Plotter(off_screen=True, window_size=list(window_size))
+        try:
+            plotter.set_background("white")
+            for part in parts:
+                plotter.add_mesh(part.mesh, color=part.rgb, opacity=part.opacity, smooth_shading=True)
+            plotter.enable_parallel_projection()
+            centre = np.array(plotter.center)
+            plotter.camera_position = [tuple(centre + np.array(direction)), tuple(centre), up]
+            plotter.reset_camera()  # fits the scene's bounding sphere, keeping the direction
+            plotter.camera.zoom(1.25)  # to its box: the sphere leaves a wide margin
+            return np.asarray(plotter.screenshot(return_img=True))[..., :3].copy()
+        finally:
+            plotter.close()

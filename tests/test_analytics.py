@@ -1105,6 +1105,28 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert "<h2>Measured by the radiologist, not linked to a model lesion</h2>" in report.followup_report(
         with_missed, page.lesions, [], "m", "c", pictures=found)
 
+    # the latest day's 3D view, from the front and the right, as the 3D page colours it
+    from app.web import report_scene
+
+    scene = report_scene.latest_scene(page, data_dir)
+    assert scene is not None and scene.study_date == max(s.study_date for s in page.studies)
+    assert scene.not_drawn is None and [caption for caption, _ in scene.pictures] == list(
+        report_scene.VIEW_CAPTIONS.values())
+    views = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for _, png in scene.pictures]
+    assert all((view < 240).any(axis=-1).mean() > 0.05 for view in views)  # a scene, not a white page
+    assert not np.array_equal(views[0], views[1])
+    html = report.followup_report(page, page.lesions, [], "m", "c", pictures=pictures, scene=scene)
+    assert "<h2>3D view</h2>" in html and html.count("class='scene'") == 2
+    label_file = data_dir / page.label_maps[max(page.tracked_series)]
+    moved = label_file.with_name(label_file.name + ".moved")
+    label_file.rename(moved)
+    try:
+        gone = report_scene.latest_scene(page, data_dir)
+    finally:
+        moved.rename(label_file)
+    assert gone is not None and gone.pictures == [] and "missing from the store" in (gone.not_drawn or "")
+    assert "Not drawn: " in report.followup_report(page, page.lesions, [], "m", "c", scene=gone)
+
     # a CT gone from the store is named, and the other scans are still pictured
     last = page.lesions.sort_values("study_date").iloc[-1]
     ct_path = next(se.image_path for st in page.studies for se in st.series if se.id == last["series_id"])

@@ -152,3 +152,31 @@ def test_preview_png(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(png).convert("RGB"))
     assert pixels.shape == (240, 320, 3)
     assert (pixels < 250).any(axis=2).mean() > 0.05  # something other than the white background
+
+
+def test_a_rendered_view_shows_the_patient_as_a_radiologist_expects(tmp_path: Path) -> None:
+    """The report pictures the scene from the front and from the right: from the front the
+    patient's right (LPS x < 0) lies on the picture's left, from the right the front (y < 0)
+    lies on the picture's right, and the head (z > 0) is up in both."""
+    from lvt_core.scene import ScenePart, render_view
+
+    red = ScenePart(pv.Sphere(radius=10, center=(-40.0, -30.0, 0.0)), (1.0, 0.0, 0.0), 1.0)  # right, anterior
+    blue = ScenePart(pv.Sphere(radius=10, center=(40.0, 30.0, 60.0)), (0.0, 0.0, 1.0), 1.0)  # left, posterior, higher
+
+    def centre_of(pixels: np.ndarray, channel: int) -> tuple[float, float]:
+        others = [c for c in range(3) if c != channel]
+        mask = (pixels[..., channel] > 120) & (pixels[..., others].max(axis=-1) < 90)
+        rows, cols = np.nonzero(mask)
+        assert len(rows) > 50
+        return rows.mean(), cols.mean()
+
+    try:
+        front = render_view([red, blue], "front", window_size=(200, 200))
+    except RuntimeError as exc:  # no OpenGL (EGL/OSMesa) on this machine
+        pytest.skip(f"off-screen rendering unavailable: {exc}")
+    right = render_view([red, blue], "right", window_size=(200, 200))
+    assert front.shape == right.shape == (200, 200, 3) and front.dtype == np.uint8
+    (red_row, red_col), (blue_row, blue_col) = centre_of(front, 0), centre_of(front, 2)
+    assert red_col < 100 < blue_col and blue_row < red_row  # the patient's right on the left; head up
+    (red_row, red_col), (blue_row, blue_col) = centre_of(right, 0), centre_of(right, 2)
+    assert blue_col < 100 < red_col and blue_row < red_row  # anterior on the right; head up

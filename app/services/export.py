@@ -221,7 +221,7 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
     (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``) are left out, as the page leaves them out."""
     from app.services import audit, dicom_seg, report_dicom
     from app.settings import get_settings
-    from app.web import analysis, key_images, queries, report, report_pdf
+    from app.web import analysis, key_images, queries, report, report_pdf, report_scene
 
     check_output_file(out)
     file_format = REPORT_FORMATS.get(out.suffix.lower(), "html")
@@ -239,7 +239,8 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         badges = analysis.earlier_badges(pseudo_id, info.lesions, info.measurements, shown)
         pictures = key_images.key_images(info, shown, settings.resolved_data_dir)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
-                                      actor, floor, now=now, pictures=pictures)
+                                      actor, floor, now=now, pictures=pictures,
+                                      scene=report_scene.latest_scene(info, settings.resolved_data_dir))
         if file_format == "html":
             write_text_atomically(out, html)
         elif file_format == "pdf":

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from app.web import analysis, key_images, queries, response_table, theme
+from app.web import analysis, key_images, queries, report_scene, response_table, theme
 from lvt_core import __version__ as lvt_version
 from lvt_core.coverage import ends_phrase
 
@@ -41,6 +41,8 @@ figure { display: inline-block; vertical-align: top; margin: 0 6px 6px 0; width:
 figure img { width: 36mm; height: 36mm; display: block; }
 figcaption { font-size: 8pt; color: #333; }
 img.chart { width: 100%; max-width: 175mm; }
+figure.scene { width: 84mm; }
+figure.scene img { width: 84mm; height: 84mm; }
 @page { size: A4; margin: 14mm 14mm 16mm; font-family: "DejaVu Sans", Arial, sans-serif;
   @bottom-right { content: "page " counter(page) " of " counter(pages); font-size: 8pt; color: #555; } }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table { break-inside: auto; } }
@@ -138,8 +140,8 @@ def _measurements(info: queries.FollowUp) -> pd.DataFrame:
     })
 
 
-def _figure(png: bytes, alt: str, caption_lines: list[str]) -> str:
-    return (f"<figure><img src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}' "
+def _figure(png: bytes, alt: str, caption_lines: list[str], css: str = "") -> str:
+    return (f"<figure class='{css}'><img src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}' "
             f"alt='{html.escape(alt)}'><figcaption>{'<br>'.join(map(html.escape, caption_lines))}</figcaption></figure>")
 
 
@@ -171,6 +173,16 @@ def _key_images(pictures: key_images.KeyImages, targets: set[int]) -> str:
     return body + "".join(_note(line) for line in notes)
 
 
+def _scene(view: report_scene.SceneView) -> str:
+    """The latest day's 3D view from the front and the right, or why it is missing."""
+    day = str(view.study_date) if view.study_date else "an undated study"
+    head = _note(f"{day}, {view.phase} phase: the latest day, in the phase the tracks follow.")
+    if view.not_drawn:
+        return head + _note(f"Not drawn: {view.not_drawn}.")
+    figures = "".join(_figure(png, f"3D view {caption}", [caption], "scene") for caption, png in view.pictures)
+    return head + f"<div class='strip'>{figures}</div>" + _note(report_scene.CAPTION)
+
+
 def followup_report(
     info: queries.FollowUp,
     lesions: pd.DataFrame,
@@ -180,12 +192,13 @@ def followup_report(
     min_diameter_mm: float = 0.0,
     now: dt.datetime | None = None,
     pictures: key_images.KeyImages | None = None,
+    scene: report_scene.SceneView | None = None,
 ) -> str:
     """The report of one patient as an HTML document: ``lesions`` are the tracked lesions the
     page shows (tracks reaching ``min_diameter_mm``), ``earlier`` its lines on lesions the
     model saw before the radiologist, ``model_label`` the model whose results these are,
-    ``author`` who made the report, ``pictures`` the lesions' key images (a section of their
-    own, left out where None)."""
+    ``author`` who made the report, ``pictures`` the lesions' key images and ``scene`` the
+    latest day's 3D view (sections of their own, each left out where None)."""
     now = now or dt.datetime.now(dt.UTC)
     pseudo = html.escape(info.pseudo_id)
     warnings = analysis.warning_lines(info.tracking_warnings)
@@ -219,6 +232,7 @@ def followup_report(
         *([("Key images", _key_images(pictures, response_table.model_target_tracks(info.responses))),
            ("Measured by the radiologist, not linked to a model lesion", _missed_images(pictures))]
           if pictures is not None else []),
+        *([("3D view", _scene(scene))] if scene is not None else []),
         ("Seen by the model before the radiologist", _paragraphs(earlier)),
         ("Liver volume per contrast phase", _table(volumes) if not volumes.empty else _note("No volumes yet.")),
         ("Radiologist measurements", _table(measurements) if not measurements.empty else _note("None imported.")),

@@ -8,10 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.web import theme
-from app.web.imaging import LesionFacts
 from db.queries import StudyInfo
+
+if TYPE_CHECKING:  # the report draws its 3D view from here without Streamlit
+    from app.web.imaging import LesionFacts
 
 LIVER_OPACITY = 0.18
 VESSEL_OPACITY = 0.9

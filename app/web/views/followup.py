@@ -16,6 +16,7 @@ from app.web import (
     queries,
     report,
     report_pdf,
+    report_scene,
     response_table,
     session,
     slices,
@@ -101,9 +102,10 @@ if awaiting := response_table.awaiting_confirmation(latest):
 
 def _report_html() -> str:
     """The page's report, made when a download button is pressed, not on every rerun."""
+    data_dir = get_settings().resolved_data_dir
     return report.followup_report(
         info, shown_lesions, analysis.earlier_lines(badges, lesions), model_caption, user.username, min_diameter,
-        pictures=key_images.key_images(info, shown_lesions, get_settings().resolved_data_dir))
+        pictures=key_images.key_images(info, shown_lesions, data_dir), scene=report_scene.latest_scene(info, data_dir))
 
 
 _REPORT_HELP = ("The page's tables, notes and key images: studies, response with its targets, lesion tracks "

@@ -1,0 +1,72 @@
+"""The report's 3D view: the latest day's liver, vessels and tumors, seen from the front and the right.
+
+A surgeon planning a resection, and a tumor board discussing one, ask where the tumors lie
+against the vessels; the 3D page answers in the browser, and a printed report had no picture
+of it. The report shows the latest day's tracked phase as the 3D page draws it (the liver
+translucent, the vessels blue, each tumor in its track's colour, :mod:`app.web.scene3d`),
+rendered off screen by :func:`lvt_core.scene.render_view` from the meshes the page and
+``lvt export mesh`` share.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from app.web import queries, scene3d, slices, theme
+
+VIEW_PX = 480
+VIEW_CAPTIONS = {
+    "front": "from the front (the patient's right on the left)",
+    "right": "from the patient's right (the front on the right)",
+}
+CAPTION = ("The liver is translucent, the vessels blue and each tumor in its track's colour (untracked ones "
+           "in yellow), as the 3D page draws them; a parallel view, so sizes compare across the picture. The "
+           "surfaces are the model's segmentation: check them on the images.")
+
+
+@dataclass(frozen=True)
+class SceneView:
+    """The latest day's scene as PNGs, one per view, or why it could not be drawn."""
+
+    study_date: dt.date | None
+    phase: str
+    pictures: list[tuple[str, bytes]]
+    """(caption, PNG) per view of :data:`VIEW_CAPTIONS`; empty when ``not_drawn`` says why."""
+    not_drawn: str | None = None
+
+
+def _png(rgb: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def latest_scene(info: queries.FollowUp, data_dir: str | Path) -> SceneView | None:
+    """The scene of the latest day's tracked series (None when no series is segmented)."""
+    from lvt_core import scene  # VTK: loaded for a report only
+
+    choices = scene3d.series_choices(info.studies, info.label_maps, info.tracked_series)
+    if not choices:
+        return None
+    chosen = choices[scene3d.default_choice(choices)]
+    in_series = info.lesions[info.lesions["series_id"] == chosen.series_id]
+    track_of = {int(i): int(t) for i, t in zip(in_series["lesion_index"], in_series["track"], strict=True)}
+    try:
+        labels = slices.read_stored(info.label_maps[chosen.series_id], data_dir)
+        meshes = scene.build_scene_meshes(labels, cache_dir=Path(data_dir) / "meshes").items()
+        if not meshes:
+            return SceneView(chosen.study_date, chosen.phase, [],
+                             "its segmentation holds no liver, vessels or tumors")
+        parts = [scene.ScenePart(mesh, tuple(c / 255.0 for c in theme.hex_to_rgb(part.colour)), part.opacity)  # type: ignore[arg-type]
+                 for part, (_key, mesh) in zip(scene3d.structures([k for k, _ in meshes], track_of), meshes,
+                                               strict=True)]
+        pictures = [(caption, _png(scene.render_view(parts, view, (VIEW_PX, VIEW_PX))))
+                    for view, caption in VIEW_CAPTIONS.items()]
+    except (OSError, RuntimeError) as exc:  # a file gone from the store, or no OpenGL here: said, not fatal
+        return SceneView(chosen.study_date, chosen.phase, [], str(exc))
+    return SceneView(chosen.study_date, chosen.phase, pictures)
