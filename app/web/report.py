@@ -5,9 +5,10 @@ opens anywhere, prints on A4 and says what it is. The report holds the page's ta
 response with its targets, lesion tracks, liver volumes, radiologist measurements) and its
 notes (lesions seen first by the model, tracking and coverage warnings), with the pseudonym,
 the model, who made it and when, and the research-use disclaimer at the top and the bottom.
-A size-over-time chart (:mod:`app.web.report_chart`, SVG) and key images
-(:mod:`app.web.key_images`, small PNGs of each track's lesion day by day) are embedded; the
-report has no script, so it opens offline and prints as shown.
+A size-over-time chart (:mod:`app.web.report_chart`, SVG), key images
+(:mod:`app.web.key_images`, small PNGs of each track's lesion day by day) and the latest day's
+3D view (:mod:`app.web.report_scene`) are embedded; the report has no script, so it opens
+offline and prints as shown, and :mod:`app.web.report_pdf` lays the same HTML out as PDF/A.
 """
 
 from __future__ import annotations
