@@ -1156,7 +1156,8 @@ def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict) -
     assert document.metadata.title == f"LVT follow-up · {store['patient']}"
     assert "lvt export report" in document.metadata.author
     xmp = document.xmp_metadata
-    assert xmp is not None and xmp.pdfaid_part == "3"  # PDF/A-3 (level B) for an archive
+    assert xmp is not None and (xmp.pdfaid_part, xmp.pdfaid_conformance) == ("3", "A")  # archival, accessible
+    assert "/StructTreeRoot" in document.trailer["/Root"] and document.trailer["/Root"]["/Lang"] == "en"
     pages = [page.extract_text() for page in document.pages]
     text = " ".join(" ".join(pages).split())
     for section in ("Studies", "Response (RECIST 1.1)", "Key images", "Liver volume per contrast phase",
