@@ -26,7 +26,7 @@ from PIL import Image
 from scipy import ndimage
 
 from app.web import analysis, queries, slices, theme
-from lvt_core.grids import lps_axial_index
+from lvt_core.grids import lps_axial_index, reorient
 from lvt_core.lesions import measured_axial_slice
 
 KEY_WINDOW_NAME = "Liver (W150 L90)"
@@ -257,8 +257,8 @@ def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | 
                 unreadable.append(f"{name}: no segmentation of the shown model")
                 return None
             try:
-                image = slices.read_for_display(image_paths[series_id], data_dir)
-                direction = slices.stored_direction(image_paths[series_id], data_dir)
+                stored = slices.read_stored(image_paths[series_id], data_dir)
+                image = reorient(stored)
                 components = slices.components_for_display(slices.read_stored(label_path, data_dir))
             except (OSError, RuntimeError, KeyError) as exc:  # a store moved or a file damaged: say so, go on
                 unreadable.append(f"{name}: {exc}")
@@ -271,7 +271,7 @@ def _scan_reader(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | 
             colours = {int(i): theme.track_colour(int(t))
                        for i, t in zip(in_scan["lesion_index"], in_scan["track"], strict=True)}
             read[series_id] = _Scan(image, ct, components, tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
-                                    colours, direction)
+                                    colours, stored.GetDirection())
         return read[series_id]
 
     return scan
@@ -281,8 +281,7 @@ def _missed_images(info: queries.FollowUp, missed: list[Any],
                    scan: Callable[[int, str], _Scan | None], unreadable: list[str]) -> list[MissedImage]:
     """Pictures of the places the radiologist measured and no track links to, in the tracked
     phase of their day."""
-    tracked = {study.study_date: (se.id, se.phase) for study in info.studies for se in study.series
-               if se.id in info.tracked_series}
+    tracked = info.tracked_by_day()
     images = []
     for row in missed:
         name = f"reader {row.lesion} on {row.study_date}"
@@ -292,7 +291,7 @@ def _missed_images(info: queries.FollowUp, missed: list[Any],
             unreadable.append(f"{name}: " + ("no tracked scan of that day" if row.study_date not in tracked
                                              else "no position or slice was recorded"))
             continue
-        series_id, phase = tracked[row.study_date]
+        series_id, phase = tracked[row.study_date].id, tracked[row.study_date].phase
         read = scan(series_id, f"{row.study_date} {phase}")
         if read is None:
             continue

@@ -186,6 +186,10 @@ class FollowUp:
     dates_shifted: bool | None = None
     """Whether de-identification shifted the patient's dates (None: stored before LVT recorded it)."""
 
+    def tracked_by_day(self) -> dict[dt.date | None, dbq.SeriesInfo]:
+        """The series the tracks follow on each study day, where a reader's measurements are read."""
+        return {study.study_date: se for study in self.studies for se in study.series if se.id in self.tracked_series}
+
 
 LESION_COLUMNS = [
     "lesion_id", "lesion_index", "study_id", "study_date", "series_id", "phase", "track",

@@ -45,7 +45,7 @@ def reader_slice_numbers(info: FollowUp, data_dir: str | Path) -> list[int | Non
     the LPS axes) in the tracked series of its day, in row order: a reader's ``slice_index``
     counts the stored slices, which run the other way in a series stored head first. None
     where no slice was given, it lies off the scan, or the day has no readable tracked series."""
-    tracked = {study.study_date: se for study in info.studies for se in study.series if se.id in info.tracked_series}
+    tracked = info.tracked_by_day()
     directions: dict[int, tuple[float, ...] | None] = {}
     numbers: list[int | None] = []
     for row in info.measurements.itertuples():
