@@ -207,6 +207,27 @@ def export_mesh(
             "structures": [name for name, _ in meshes.items()]}
 
 
+def _file_in_latest_study(pdf: bytes, patient: Patient, studies: list[Any], out: Path,
+                          now: dt.datetime) -> dict[str, Any]:
+    """Write ``pdf`` to ``out`` as a DICOM Encapsulated PDF in the patient's latest study (by
+    date; an undated one only when none has a date), checked by ``dciodvfy``; what it says."""
+    from app.services import dicom_seg, report_dicom
+
+    latest = max(studies, key=lambda s: (s.study_date is not None, s.study_date or dt.date.min, s.id))
+    deidentification = None if patient.identity_removed is None else Deidentification(
+        patient.identity_removed, bool(patient.dates_shifted))
+    document = report_dicom.encapsulated_pdf(pdf, report_dicom.ReportStudy(
+        patient.pseudo_id, latest.study_instance_uid, latest.study_date, latest.accession, deidentification), now)
+    with replaced_on_success(out) as tmp:  # a document the validator faults is not left behind
+        document.save_as(tmp, enforce_file_format=True)
+        validation = dicom_seg.dciodvfy(tmp)
+        if errors := validation.get("errors"):
+            raise UserError(f"{out}: dciodvfy found {len(errors)} error(s), no report written (first: {errors[0]})")
+    return {"study_uid": latest.study_instance_uid,
+            "study_date": latest.study_date.isoformat() if latest.study_date else None,
+            "sop_instance_uid": str(document.SOPInstanceUID), "dciodvfy": validation}
+
+
 REPORT_FORMATS = {".pdf": "pdf", ".dcm": "dicom"}
 """Report formats chosen by the output's suffix; any other name gets the HTML file."""
 
@@ -219,7 +240,7 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
     installed; one it faults is not written), an HTML file otherwise. A report leaves the
     store, so it is audited. Tracks whose largest diameter stays under ``min_diameter_mm``
     (default the page's, ``LVT_DISPLAY_MIN_LESION_MM``) are left out, as the page leaves them out."""
-    from app.services import audit, dicom_seg, report_dicom
+    from app.services import audit
     from app.settings import get_settings
     from app.web import analysis, key_images, queries, report, report_pdf, report_scene
 
@@ -246,19 +267,7 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         elif file_format == "pdf":
             write_bytes_atomically(out, report_pdf.report_pdf(html))
         else:
-            latest = max(info.studies, key=lambda s: (s.study_date is not None, s.study_date or dt.date.min, s.id))
-            deidentification = None if found.identity_removed is None else Deidentification(
-                found.identity_removed, bool(found.dates_shifted))
-            document = report_dicom.encapsulated_pdf(report_pdf.report_pdf(html), report_dicom.ReportStudy(
-                pseudo_id, latest.study_instance_uid, latest.study_date, latest.accession, deidentification), now)
-            with replaced_on_success(out) as tmp:  # a document the validator faults is not left behind
-                document.save_as(tmp, enforce_file_format=True)
-                validation = dicom_seg.dciodvfy(tmp)
-                if errors := validation.get("errors"):
-                    raise UserError(f"{out}: dciodvfy found {len(errors)} error(s), no report written "
-                                    f"(first: {errors[0]})")
-            summary = {"study_uid": latest.study_instance_uid, "study_date": latest.study_date.isoformat() if latest.study_date else None,
-                       "sop_instance_uid": str(document.SOPInstanceUID), "dciodvfy": validation}
+            summary = _file_in_latest_study(report_pdf.report_pdf(html), found, info.studies, out, now)
         audit.record(session, audit.DOWNLOAD_REPORT, actor=actor, target=pseudo_id,
                      detail={"file": str(out), "format": file_format})
         session.commit()
