@@ -64,8 +64,15 @@ def read_image(path: str | Path) -> sitk.Image:
     return image
 
 
-def _read_dicom_dir(folder: Path) -> sitk.Image:
-    """Read the single (largest) DICOM series found directly or recursively in ``folder``."""
+def dicom_series_files(folder: str | Path) -> list[Path]:
+    """The files of the DICOM series :func:`read_image` reads from ``folder`` (the largest found
+    directly or recursively), in the order of the volume's slices: a DICOM SEG of the label map
+    references them frame by frame."""
+    return [Path(f) for f in _series_files(Path(folder))]
+
+
+def _series_files(folder: Path) -> tuple[str, ...]:
+    """The largest DICOM series directly or recursively in ``folder``, sorted by GDCM."""
     reader = sitk.ImageSeriesReader()
     series_ids: list[str] = list(reader.GetGDCMSeriesIDs(str(folder)) or [])
     search_root = folder
@@ -78,7 +85,13 @@ def _read_dicom_dir(folder: Path) -> sitk.Image:
     if not series_ids:
         raise ImageReadError(f"{folder}: no DICOM series found in this folder")
     best = max(series_ids, key=lambda sid: len(reader.GetGDCMSeriesFileNames(str(search_root), sid)))
-    files = reader.GetGDCMSeriesFileNames(str(search_root), best)
+    return tuple(reader.GetGDCMSeriesFileNames(str(search_root), best))
+
+
+def _read_dicom_dir(folder: Path) -> sitk.Image:
+    """Read the single (largest) DICOM series found directly or recursively in ``folder``."""
+    files = _series_files(folder)
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:

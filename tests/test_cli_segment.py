@@ -313,3 +313,48 @@ def test_segment_device_defaults_to_lvt_device(
         assert code == 0 and json.loads(out)["device"] == "cpu", err
     else:
         assert code == 1 and "no CUDA GPU" in json.loads(out)["error"]
+
+
+def test_a_dicom_series_gets_a_dicom_seg_over_its_own_slices(
+    toy_model: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """DICOM in, DICOM SEG out: the SEG references the input's own slices (their UIDs and its
+    patient), so a viewer overlays it on the series it came from, and every frame lands where
+    the label map says, whatever order the files are listed in."""
+    import pydicom
+
+    from app.services import dicom_seg
+    from lvt_core.dicom_series import SeriesInfo, write_ct_series
+
+    ct, _ = toy_scan(center_mm=(4.0, -6.0, 10.0), spacing=(1.5, 1.5, 2.5), size=(64, 64, 36))
+    hu = sitk.Cast(ct, sitk.sitkInt16)
+    folder = tmp_path / "dicom"
+    files = write_ct_series(hu, folder, SeriesInfo("PAT-7", "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2",
+                                                   "1.2.826.0.1.3680043.8.498.3", None, patient_name="DOE^JANE"))
+    code, out, err = run_lvt(["segment", "-i", str(folder), "-o", str(tmp_path / "out"), "--model", str(toy_model),
+                              "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    seg_path = tmp_path / "out" / "seg.dcm"
+    assert summary["dicom_seg"]["path"] == str(seg_path) and summary["dicom_seg"].get("dciodvfy", {}).get("errors", []) == []
+    labels = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
+    assert dicom_seg.check_against_labels(seg_path, labels) == 0
+    seg = pydicom.dcmread(seg_path)
+    assert (seg.PatientID, str(seg.PatientName)) == ("PAT-7", "DOE^JANE") and seg.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.1"
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == "1.2.826.0.1.3680043.8.498.2"
+    source_uids = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
+    assert {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence} <= source_uids
+    assert "liver parenchyma" in summary["dicom_seg"]["segments"]
+
+    # files listed out of order still give each slice its own frame; a file off the grid is refused
+    shuffled = dicom_seg.source_slices_in_order(labels, list(reversed(files)))
+    assert [ds.SOPInstanceUID for ds in shuffled] == [pydicom.dcmread(f).SOPInstanceUID for f in files]
+    with pytest.raises(ValueError, match="do not fall one by one"):
+        dicom_seg.source_slices_in_order(labels, files[:-1])
+
+    # --no-dicom-seg, and a volume file, write none
+    code, out, err = run_lvt(["segment", "-i", str(folder), "-o", str(tmp_path / "plain"), "--model",
+                              str(toy_model), "--no-dicom-seg", "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "dicom_seg" not in json.loads(out) and not (tmp_path / "plain" / "seg.dcm").exists()

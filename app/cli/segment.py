@@ -49,6 +49,35 @@ def lesion_list(
             for lesion in extract_lesions(labels, image, faint_points_mm=faint_points_mm)]
 
 
+def write_source_seg(labels: sitk.Image, input_dir: Path, out: Path, algorithm: str, version: str) -> dict[str, Any]:
+    """``seg.dcm``: the label map as a DICOM SEG over the input's own slices (their UIDs, so a
+    viewer or PACS overlays it on the series it came from), checked in world space and by
+    ``dciodvfy``; ``{"skipped": why}`` where no SEG can be made (an empty label map, an
+    enhanced CT). One that fails its checks is not written, and the command fails."""
+    import hashlib
+
+    from app.services import dicom_seg
+    from lvt_core.atomic_files import replaced_on_success
+    from lvt_core.imageio import dicom_series_files
+
+    content_key = hashlib.sha256(sitk.GetArrayViewFromImage(labels).tobytes()).hexdigest()
+    try:
+        sources = dicom_seg.source_slices_in_order(labels, dicom_series_files(input_dir))
+        seg = dicom_seg.build_segmentation(labels, sources, algorithm, version, content_key, lvt_version)
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+    with replaced_on_success(out) as tmp:
+        seg.save_as(tmp)
+        misplaced = dicom_seg.check_against_labels(tmp, labels)
+        validation = dicom_seg.dciodvfy(tmp)
+        if misplaced or validation.get("errors"):
+            raise UserError(f"{out}: the DICOM SEG failed its checks and was not written ({misplaced} misplaced "
+                            f"pixels, dciodvfy: {validation.get('errors')}); labels.nii.gz is written")
+    return {"path": str(out), "frames": int(seg.NumberOfFrames),
+            "segments": [str(item.SegmentLabel) for item in seg.SegmentSequence],
+            "referenced_series_uid": str(sources[0].SeriesInstanceUID), "dciodvfy": validation}
+
+
 def segment_scan(
     input_path: Path,
     output_dir: Path,
@@ -58,8 +87,10 @@ def segment_scan(
     fast: bool = False,
     faint_search: bool = True,
     precision: str | None = None,
+    dicom_seg: bool = True,
 ) -> dict[str, Any]:
-    """Run the whole command and return the summary document (also written to disk)."""
+    """Run the whole command and return the summary document (also written to disk); for a
+    DICOM folder, also ``seg.dcm`` over its slices unless ``dicom_seg`` is False."""
     from lvt_core.checkpoint import CheckpointError
     from lvt_core.coverage import liver_coverage
     from lvt_core.imageio import ImageReadError, read_image, write_image
@@ -120,6 +151,12 @@ def segment_scan(
             "runtime_s": {"read_s": round(read_s, 3), **timings},
             "regions": predictor.last_info,
         }
+        if dicom_seg and input_path.is_dir():
+            progress.update(task, description="writing the DICOM SEG")
+            summary["dicom_seg"] = write_source_seg(labels, input_path, output_dir / "seg.dcm",
+                                                    predictor.name, predictor.version)
+            if "skipped" in summary["dicom_seg"]:
+                summary["warnings"].append(f"no DICOM SEG written: {summary['dicom_seg']['skipped']}")
         summary["runtime_s"]["total_s"] = round(time.perf_counter() - start, 3)
         write_text_atomically(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         progress.advance(task)
@@ -152,12 +189,17 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(
             None, "--precision", help="auto (default: LVT_PRECISION, else the model's qualified one), "
             "fp32, or bf16 on CPUs with AMX or AVX-512 BF16."),
+        dicom_seg: bool = typer.Option(
+            True, "--dicom-seg/--no-dicom-seg",
+            help="For a DICOM series folder, also write seg.dcm: a DICOM SEG over the input's own slices "
+            "(default)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
-        """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json."""
+        """Segment liver, vessels and tumors of one scan: labels.nii.gz + summary.json (+ seg.dcm
+        for a DICOM series)."""
         device = setting_choice(device, "--device", "device")  # bad usage (exit 2) before any work
         precision = setting_choice(precision, "--precision", "precision")
-        summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search, precision)
+        summary = segment_scan(input_path, output_dir, model, device, tta, fast, faint_search, precision, dicom_seg)
         for warning in summary["warnings"]:
             console.print(f"[yellow]warning:[/yellow] {escape(str(input_path))}: {escape(warning)}")
         if as_json:
@@ -172,3 +214,7 @@ def register(app: typer.Typer) -> None:
             + (f" ({searched} found by the faint-lesion search, not the network)" if searched else "")
             + f"; {summary['runtime_s']['total_s']:.1f} s"
         )
+        if "path" in summary.get("dicom_seg", {}):
+            seg = summary["dicom_seg"]
+            console.print(f"{escape(seg['path'])}: DICOM SEG of {seg['frames']} frames ({', '.join(seg['segments'])}) "
+                          f"over series {seg['referenced_series_uid']}")

@@ -125,6 +125,25 @@ def build_segmentation(
     )
 
 
+def source_slices_in_order(labels: sitk.Image, files: list[Path]) -> list[pydicom.Dataset]:
+    """The original slices ``labels`` was drawn on, one per slice in its index order, placed
+    by each slice's position (not by file order): a SEG's frames reference them one by one.
+    Raises ValueError for files that are not one single-frame slice per slice of the grid
+    (an enhanced multi-frame CT, a series whose positions do not fall on the label map's grid)."""
+    sources = [pydicom.dcmread(str(f)) for f in files]
+    for ds in sources:  # an empty Specific Character Set (seen in real exports) means the default: say so
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet
+    if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for ds in sources):
+        raise ValueError("the series is an enhanced (multi-frame) CT; a SEG is written for classic "
+                         "single-frame series only")
+    slice_of = [labels.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]
+                for ds in sources]
+    if sorted(slice_of) != list(range(labels.GetSize()[2])):
+        raise ValueError("the series' slice positions do not fall one by one on the label map's slices")
+    return [ds for _, ds in sorted(zip(slice_of, sources, strict=True), key=lambda pair: pair[0])]
+
+
 def dciodvfy(path: Path) -> dict[str, Any]:
     """Run dicom3tools' validator; ``errors`` lists its Error lines (skipped when absent)."""
     tool = shutil.which("dciodvfy") or (DCIODVFY if Path(DCIODVFY).is_file() else None)
