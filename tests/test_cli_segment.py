@@ -73,6 +73,11 @@ def test_segment_end_to_end_and_evaluate(
     assert summary["precision"] == "fp32"  # the toy checkpoint is not qualified for bfloat16
     assert summary["lvt_version"] == lvt_version  # the pipeline around the checkpoint
     assert isinstance(summary["lesions"], list) and summary["n_lesions"] == len(summary["lesions"])
+    # each class's CT values, as drawn: the toy's liver reads 120 HU, its tumor 20 HU
+    hu = summary["intensity_hu"]
+    assert hu["liver_parenchyma"]["median"] == pytest.approx(120.0, abs=3.0)  # noise of SD 10 HU
+    assert hu["liver_parenchyma"]["p5"] <= hu["liver_parenchyma"]["median"] <= hu["liver_parenchyma"]["p95"]
+    assert hu["tumor"] is None or hu["tumor"]["median"] == pytest.approx(20.0, abs=5.0)
     assert summary["model"]["name"] == "toy" and len(summary["model"]["sha256"]) == 64
     assert summary["liver_coverage"]["cut_at"] == [] and summary["liver_coverage"]["head_foot_mm"] == 90.0
     assert summary["liver_coverage"]["liver_ml"] == pytest.approx(summary["volumes_ml"]["liver_total"], abs=1e-3)

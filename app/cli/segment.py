@@ -38,6 +38,26 @@ def volumes_ml(labels: sitk.Image) -> dict[str, float]:
     }
 
 
+def intensities_hu(labels: sitk.Image, image: sitk.Image) -> dict[str, dict[str, float] | None]:
+    """Each class's CT values (mean, median, standard deviation, 5th and 95th percentile, HU),
+    statistics a study reports without running the model again: the parenchyma's mean tells
+    fatty liver (unenhanced) or how it enhanced, a tumor's whether it is hypo- or hyperdense.
+    None for a class the label map does not hold."""
+    classes = {"liver_parenchyma": 1, "vessel": 2, "tumor": 3}
+    values = sitk.GetArrayViewFromImage(image)
+    drawn = sitk.GetArrayViewFromImage(labels)
+    stats: dict[str, dict[str, float] | None] = {}
+    for name, label in classes.items():
+        inside = values[drawn == label].astype(np.float64)
+        if inside.size == 0:
+            stats[name] = None
+            continue
+        p5, median, p95 = np.percentile(inside, [5, 50, 95])
+        stats[name] = {"mean": round(float(inside.mean()), 1), "median": round(float(median), 1),
+                       "sd": round(float(inside.std()), 1), "p5": round(float(p5), 1), "p95": round(float(p95), 1)}
+    return stats
+
+
 def lesion_list(
     labels: sitk.Image, image: sitk.Image, faint_points_mm: list[list[float]] | None = None
 ) -> list[dict[str, Any]]:
@@ -144,6 +164,7 @@ def segment_scan(
             "size": list(labels.GetSize()),
             "spacing_mm": list(labels.GetSpacing()),
             "volumes_ml": volumes_ml(labels),
+            "intensity_hu": intensities_hu(labels, image),
             "liver_coverage": coverage.to_dict(),
             "warnings": coverage.warnings(),
             "n_lesions": len(lesions),
