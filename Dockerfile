@@ -25,7 +25,7 @@ RUN pip install .
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libgl1 libegl1 libxrender1 libgomp1 curl \
+        libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libxrender1 libgomp1 curl \
         libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 lvt

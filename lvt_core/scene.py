@@ -16,9 +16,12 @@ is needed. Rendering a preview needs one: it runs off screen (EGL by default).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -347,6 +350,22 @@ VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] 
 from anterior (the patient's right on the picture's left, as a coronal image shows it),
 ``right`` from the patient's right (anterior on the picture's right); head up in both."""
 
+_PROBE = ("import pyvista as pv; plotter = pv.Plotter(off_screen=True, window_size=[16, 16]); "
+          "plotter.add_mesh(pv.Sphere()); plotter.screenshot(return_img=True); plotter.close()")
+
+
+@functools.cache
+def offscreen_rendering_available() -> bool:
+    """Whether VTK can render off screen here, tried once per process in a child process:
+    without an OpenGL context (no EGL driver, no OSMesa) VTK does not raise, it crashes the
+    process, and a web server must not die because one report asked for a picture."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=120, env=os.environ.copy())
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
 _RENDER_LOCK = threading.Lock()
 """VTK's render windows are not thread-safe, and a web server renders from several threads."""
 
@@ -364,8 +383,8 @@ def render_view(parts: Sequence[ScenePart], view: str, window_size: tuple[int, i
     """The parts seen from ``view`` (:data:`VIEWS`) off screen, as RGB ``uint8`` rows × columns:
     a parallel projection, so sizes compare across the picture. Depth peeling drew no
     translucent surface at all under EGL, so VTK's default blending draws a faint part (the
-    liver) with its back faces culled, which leaves fewer crossing streaks. Raises RuntimeError
-    where no OpenGL context (EGL or OSMesa) can be made."""
+    liver) with its back faces culled, which leaves fewer crossing streaks. Call it only where
+    :func:`offscreen_rendering_available`: without OpenGL, VTK crashes the process."""
     direction, up = VIEWS[view]
     with _RENDER_LOCK:
         plotter = pv.Plotter(off_screen=True, window_size=list(window_size))

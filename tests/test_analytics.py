@@ -1012,7 +1012,9 @@ def test_an_admin_removes_a_series_and_the_patients_results_follow(store: dict) 
         assert s.scalar(select(func.count(Series.id))) == 2
 
 
-def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_measured_on(store: dict) -> None:
+def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_measured_on(
+    store: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tumor board compares lesions on the images, and the report held only numbers: each
     lesion of each track now has a key image, the lesion outlined in its track's colour."""
     import io
@@ -1126,6 +1128,11 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
         moved.rename(label_file)
     assert gone is not None and gone.pictures == [] and "missing from the store" in (gone.not_drawn or "")
     assert "Not drawn: " in report.followup_report(page, page.lesions, [], "m", "c", scene=gone)
+    from lvt_core import scene as scenes
+
+    monkeypatch.setattr(scenes, "offscreen_rendering_available", lambda: False)  # as without EGL or OSMesa
+    blind = report_scene.latest_scene(page, data_dir)
+    assert blind is not None and blind.pictures == [] and "not available on this machine" in (blind.not_drawn or "")
 
     # a CT gone from the store is named, and the other scans are still pictured
     last = page.lesions.sort_values("study_date").iloc[-1]

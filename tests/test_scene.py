@@ -180,3 +180,22 @@ def test_a_rendered_view_shows_the_patient_as_a_radiologist_expects(tmp_path: Pa
     assert red_col < 100 < blue_col and blue_row < red_row  # the patient's right on the left; head up
     (red_row, red_col), (blue_row, blue_col) = centre_of(right, 0), centre_of(right, 2)
     assert blue_col < 100 < red_col and blue_row < red_row  # anterior on the right; head up
+
+
+def test_off_screen_rendering_is_tried_in_a_child_process_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an OpenGL context VTK crashes the process that renders: a web server drawing a
+    report's 3D view would die. The probe runs in a child, so here it only answers False."""
+    import ctypes.util
+
+    from lvt_core import scene
+
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("OSMesa renders without EGL on this machine")
+    scene.offscreen_rendering_available.cache_clear()
+    try:
+        assert scene.offscreen_rendering_available() is True  # this machine's EGL
+        scene.offscreen_rendering_available.cache_clear()
+        monkeypatch.setenv("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json")  # no EGL driver
+        assert scene.offscreen_rendering_available() is False
+    finally:
+        scene.offscreen_rendering_available.cache_clear()

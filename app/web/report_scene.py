@@ -56,6 +56,9 @@ def latest_scene(info: queries.FollowUp, data_dir: str | Path) -> SceneView | No
     chosen = choices[scene3d.default_choice(choices)]
     in_series = info.lesions[info.lesions["series_id"] == chosen.series_id]
     track_of = {int(i): int(t) for i, t in zip(in_series["lesion_index"], in_series["track"], strict=True)}
+    if not scene.offscreen_rendering_available():
+        return SceneView(chosen.study_date, chosen.phase, [], "off-screen 3D rendering (EGL or OSMesa) is not "
+                         "available on this machine; the 3D page shows the scene in the browser")
     try:
         labels = slices.read_stored(info.label_maps[chosen.series_id], data_dir)
         meshes = scene.build_scene_meshes(labels, cache_dir=Path(data_dir) / "meshes").items()
@@ -67,6 +70,6 @@ def latest_scene(info: queries.FollowUp, data_dir: str | Path) -> SceneView | No
                                                strict=True)]
         pictures = [(caption, _png(scene.render_view(parts, view, (VIEW_PX, VIEW_PX))))
                     for view, caption in VIEW_CAPTIONS.items()]
-    except (OSError, RuntimeError) as exc:  # a file gone from the store, or no OpenGL here: said, not fatal
+    except (OSError, RuntimeError) as exc:  # a file gone from the store: said, not fatal
         return SceneView(chosen.study_date, chosen.phase, [], str(exc))
     return SceneView(chosen.study_date, chosen.phase, pictures)
