@@ -1119,6 +1119,11 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert not np.array_equal(views[0], views[1])
     html = report.followup_report(page, page.lesions, [], "m", "c", pictures=pictures, scene=scene)
     assert "<h2>3D view</h2>" in html and html.count("class='scene'") == 2
+    # beside it, each tumor of that day by its track and its gap to a vessel, as the 3D page lists them
+    latest = page.lesions[page.lesions["study_date"] == scene.study_date]
+    assert sorted(row["track"] for row in scene.distances) == sorted(latest["track"].astype(int))
+    assert sorted(row["⌀ (mm)"] for row in scene.distances) == sorted(latest["diameter_mm"].round(1))
+    assert "<h3>Tumor to vessel distance</h3>" in html
     label_file = data_dir / page.label_maps[max(page.tracked_series)]
     moved = label_file.with_name(label_file.name + ".moved")
     label_file.rename(moved)
@@ -1133,6 +1138,7 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     monkeypatch.setattr(scenes, "offscreen_rendering_available", lambda: False)  # as without EGL or OSMesa
     blind = report_scene.latest_scene(page, data_dir)
     assert blind is not None and blind.pictures == [] and "not available on this machine" in (blind.not_drawn or "")
+    assert blind.distances == scene.distances  # the gaps need no OpenGL
 
     # a CT gone from the store is named, and the other scans are still pictured
     last = page.lesions.sort_values("study_date").iloc[-1]

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("streamlit")
 
 from app.web import scene3d, theme
-from app.web.imaging import LesionFacts
+from app.web.scene3d import LesionFacts
 from db.queries import SeriesInfo, StudyInfo
 
 

@@ -21,9 +21,8 @@ import SimpleITK as sitk
 import streamlit as st
 from scipy import ndimage
 
-from app.web import key_images, queries, slices, theme
+from app.web import key_images, queries, scene3d, slices, theme
 from lvt_core.labels import LIVER, TUMOR, VESSEL
-from lvt_core.lesions import extract_lesions
 
 if TYPE_CHECKING:  # VTK loads only when a 3D scene is drawn, not for the slice viewer
     import pyvista as pv
@@ -130,18 +129,6 @@ def lesion_components(relative_path: str, data_dir: str) -> np.ndarray:
     return slices.components_for_display(slices.read_stored(relative_path, data_dir))
 
 
-@dataclass(frozen=True)
-class LesionFacts:
-    """A lesion of a label map as the 3D page lists it."""
-
-    lesion: int
-    """Its index (the stored lesion numbering)."""
-    diameter_mm: float
-    """Longest axial diameter."""
-    distance_mm: float | None
-    """Shortest gap from the tumor to a vessel (0 where they touch; None without vessels)."""
-
-
 @st.cache_data(show_spinner="Picturing the lesion on each day…", max_entries=64)
 def track_pictures(
     _info: queries.FollowUp, _lesions: pd.DataFrame, pseudo_id: str, track: int,
@@ -154,11 +141,9 @@ def track_pictures(
 
 
 @st.cache_data(show_spinner=False, max_entries=48)
-def lesion_facts(relative_path: str, data_dir: str) -> list[LesionFacts]:
-    """The lesions of a label map, numbered as stored."""
-    image = slices.read_stored(relative_path, data_dir)
-    return [LesionFacts(les.id, les.longest_axial_diameter_mm, les.distance_to_vessel_mm)
-            for les in extract_lesions(image)]
+def lesion_facts(relative_path: str, data_dir: str) -> list[scene3d.LesionFacts]:
+    """The lesions of a stored label map, numbered as stored (:func:`app.web.scene3d.lesion_facts`)."""
+    return scene3d.lesion_facts(slices.read_stored(relative_path, data_dir))
 
 
 @st.cache_resource(show_spinner="Building 3D meshes…", max_entries=16)

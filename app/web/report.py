@@ -28,6 +28,7 @@ _STYLE = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 10.5pt; margin: 2em; color: #1b1b1b; }
 h1 { font-size: 17pt; margin-bottom: 0.2em; }
 h2 { font-size: 12.5pt; margin-top: 1.4em; border-bottom: 1px solid #999; }
+h3 { font-size: 11pt; margin: 0.8em 0 0.2em; }
 table { border-collapse: collapse; margin: 0.4em 0; }
 th, td { border: 1px solid #bbb; padding: 2px 7px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
@@ -175,13 +176,19 @@ def _key_images(pictures: key_images.KeyImages, targets: set[int]) -> str:
 
 
 def _scene(view: report_scene.SceneView) -> str:
-    """The latest day's 3D view from the front and the right, or why it is missing."""
+    """The latest day's 3D view from the front and the right (or why it is missing), and each
+    tumor's gap to the nearest vessel, as the 3D page lists them."""
     day = str(view.study_date) if view.study_date else "an undated study"
     head = _note(f"{day}, {view.phase} phase: the latest day, in the phase the tracks follow.")
     if view.not_drawn:
-        return head + _note(f"Not drawn: {view.not_drawn}.")
-    figures = "".join(_figure(png, f"3D view {caption}", [caption], "scene") for caption, png in view.pictures)
-    return head + f"<div class='strip'>{figures}</div>" + _note(report_scene.CAPTION)
+        body = _note(f"Not drawn: {view.not_drawn}.")
+    else:
+        figures = "".join(_figure(png, f"3D view {caption}", [caption], "scene") for caption, png in view.pictures)
+        body = f"<div class='strip'>{figures}</div>" + _note(report_scene.CAPTION)
+    if view.distances:
+        body += ("<h3>Tumor to vessel distance</h3>" + _table(pd.DataFrame(view.distances).rename(
+            columns={"distance (mm)": "gap to the nearest vessel (mm)"})) + _note(report_scene.DISTANCE_CAPTION))
+    return head + body
 
 
 def followup_report(

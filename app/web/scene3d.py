@@ -8,13 +8,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import SimpleITK as sitk
 
 from app.web import theme
 from db.queries import StudyInfo
-
-if TYPE_CHECKING:  # the report draws its 3D view from here without Streamlit
-    from app.web.imaging import LesionFacts
 
 LIVER_OPACITY = 0.18
 VESSEL_OPACITY = 0.9
@@ -101,6 +99,26 @@ def _structure(key: str, track_of: Mapping[int, int], shared: set[int]) -> Struc
         return Structure(key, f"tumor_track_{track}_lesion_{lesion}", f"track {track} (lesion {lesion})",
                          theme.track_colour(track), 1.0)
     return Structure(key, f"tumor_track_{track}", f"track {track}", theme.track_colour(track), 1.0)
+
+
+@dataclass(frozen=True)
+class LesionFacts:
+    """A lesion of a label map as the 3D page and the report's 3D view list it."""
+
+    lesion: int
+    """Its index (the stored lesion numbering)."""
+    diameter_mm: float
+    """Longest axial diameter."""
+    distance_mm: float | None
+    """Shortest gap from the tumor to a vessel (0 where they touch; None without vessels)."""
+
+
+def lesion_facts(labels: sitk.Image) -> list[LesionFacts]:
+    """The lesions of a label map, numbered as stored, with their gap to the nearest vessel."""
+    from lvt_core.lesions import extract_lesions
+
+    return [LesionFacts(les.id, les.longest_axial_diameter_mm, les.distance_to_vessel_mm)
+            for les in extract_lesions(labels)]
 
 
 def lesion_rows(facts: Iterable[LesionFacts], track_of: Mapping[int, int]) -> list[dict[str, object]]:
