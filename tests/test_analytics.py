@@ -1149,7 +1149,7 @@ def test_the_report_pictures_each_tracked_lesion_on_the_slice_its_diameter_is_me
     assert len(damaged.images) == 3
 
 
-def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict) -> None:
+def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hospital's record files PDF documents, and the report was HTML only: `lvt export report
     … OUT.pdf` writes it as PDF/A with the same sections, key images and research-use notice,
     each page naming the patient."""
@@ -1208,3 +1208,21 @@ def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict) -
     assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
     wrapped = bytes(document.EncapsulatedDocument)[:document.EncapsulatedDocumentLength]
     assert "A: 11.0" in " ".join(page.extract_text() for page in PdfReader(io.BytesIO(wrapped)).pages)
+
+    # where no PDF can be made, the command says why before any work and writes nothing; HTML works
+    from app.services.export import export_report
+    from app.web import report_pdf
+
+    monkeypatch.setattr(report_pdf, "_NATIVE_LIBRARIES", ("lvt-no-such-library",))
+    report_pdf.unavailable_reason.cache_clear()
+    try:
+        assert report_pdf.unavailable_reason() is None  # the search missed, the import decides: it works here
+        report_pdf.unavailable_reason.cache_clear()
+        monkeypatch.setitem(sys.modules, "weasyprint", None)  # as on a machine without it
+        missing = store["tmp"] / "record" / "missing.pdf"
+        with pytest.raises(UserError, match=r"missing\.pdf: PDF needs WeasyPrint.*HTML report works"):
+            export_report(store["patient"], missing)
+        assert not missing.exists()
+        assert export_report(store["patient"], store["tmp"] / "record" / "still.html")["format"] == "html"
+    finally:
+        report_pdf.unavailable_reason.cache_clear()

@@ -246,6 +246,8 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
 
     check_output_file(out)
     file_format = REPORT_FORMATS.get(out.suffix.lower(), "html")
+    if file_format != "html" and (reason := report_pdf.unavailable_reason()) is not None:
+        raise UserError(f"{out}: {reason}")  # before any work
     settings = get_settings()
     floor = settings.display_min_lesion_mm if min_diameter_mm is None else min_diameter_mm
     now = dt.datetime.now(dt.UTC)
