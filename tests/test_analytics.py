@@ -1162,7 +1162,7 @@ def test_the_report_is_written_as_a_pdf_a_document_for_the_record(store: dict, m
                            "--json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert (summary["format"], summary["key_images"]) == ("pdf", 5)
+    assert (summary["format"], summary["key_images"], summary["scene_not_drawn"]) == ("pdf", 5, None)
     data = out.read_bytes()
     assert data.startswith(b"%PDF-")
     document = PdfReader(io.BytesIO(data))

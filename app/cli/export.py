@@ -135,5 +135,7 @@ def report(
         if summary["format"] == "dicom":
             typer.echo(f"filed in the study of {summary['study_date'] or 'no date'} ({summary['study_uid']}); "
                        f"dciodvfy: {summary['dciodvfy'].get('skipped') or 'no errors'}")
+        if summary["scene_not_drawn"]:
+            typer.echo(f"3D view not drawn: {summary['scene_not_drawn']}", err=True)
         for why in summary["not_pictured"]:
             typer.echo(f"not pictured: {why}", err=True)

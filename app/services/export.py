@@ -261,9 +261,9 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         shown = analysis.tracks_at_least(info.lesions, floor)
         badges = analysis.earlier_badges(pseudo_id, info.lesions, info.measurements, shown)
         pictures = key_images.key_images(info, shown, settings.resolved_data_dir)
+        scene = report_scene.latest_scene(info, settings.resolved_data_dir)
         html = report.followup_report(info, shown, analysis.earlier_lines(badges, info.lesions), model_label,
-                                      actor, floor, now=now, pictures=pictures,
-                                      scene=report_scene.latest_scene(info, settings.resolved_data_dir))
+                                      actor, floor, now=now, pictures=pictures, scene=scene)
         if file_format == "html":
             write_text_atomically(out, html)
         elif file_format == "pdf":
@@ -275,4 +275,5 @@ def export_report(patient: str, out: Path, min_diameter_mm: float | None = None,
         session.commit()
     return {"patient": pseudo_id, "out": str(out), "tracks": int(shown["track"].nunique()) if not shown.empty else 0,
             "responses": len(info.responses), "key_images": len(pictures.images),
-            "not_pictured": pictures.unreadable, "format": file_format, "results": model_label, **summary}
+            "not_pictured": pictures.unreadable, "scene_not_drawn": scene.not_drawn if scene else "nothing segmented",
+            "format": file_format, "results": model_label, **summary}
