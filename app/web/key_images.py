@@ -203,7 +203,8 @@ def whole_slice_picture(ct: np.ndarray, components: np.ndarray, z: int, spacing:
     return _picture(ct[z], components[z], centre, spacing, field_mm, colours, None).astype(np.uint8)
 
 
-def _png(rgb: np.ndarray) -> bytes:
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB ``uint8`` picture as a small PNG, as the report embeds its pictures."""
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
@@ -302,7 +303,7 @@ def _missed_images(info: queries.FollowUp, missed: list[Any],
                 continue
             rgb = whole_slice_picture(read.ct, read.components, shown, read.spacing, read.colours)
             images.append(MissedImage(str(row.lesion), row.study_date, phase, float(row.diameter_mm), shown + 1,
-                                      read.ct.shape[0], _png(rgb), whole_slice=True))
+                                      read.ct.shape[0], png_bytes(rgb), whole_slice=True))
             continue
         x, y, z = read.image.TransformPhysicalPointToIndex([float(v) for v in location])
         if not all(0 <= i < n for i, n in zip((z, y, x), read.ct.shape, strict=True)):
@@ -310,7 +311,7 @@ def _missed_images(info: queries.FollowUp, missed: list[Any],
             continue
         rgb = marked_picture(read.ct, read.components, (z, y, x), read.spacing, float(row.diameter_mm), read.colours)
         images.append(MissedImage(str(row.lesion), row.study_date, phase, float(row.diameter_mm), z + 1,
-                                  read.ct.shape[0], _png(rgb)))
+                                  read.ct.shape[0], png_bytes(rgb)))
     return images
 
 
@@ -338,7 +339,7 @@ def key_images(info: queries.FollowUp, lesions: pd.DataFrame, data_dir: str | Pa
                 unreadable.append(f"{name}: track {row.track}'s lesion {row.lesion_index} is not in the label map")
             else:
                 images.append(KeyImage(int(row.track), row.study_date, str(row.phase), float(row.diameter_mm),
-                                       picture[1] + 1, read.ct.shape[0], _png(picture[0]),
+                                       picture[1] + 1, read.ct.shape[0], png_bytes(picture[0]),
                                        readings.get((int(row.track), row.study_date))))
     images.sort(key=lambda image: (image.track, image.study_date))
     missed_images = _missed_images(info, missed, scan, unreadable) if tracks is None else []

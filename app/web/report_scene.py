@@ -11,13 +11,10 @@ rendered off screen by :func:`lvt_core.scene.render_view` from the meshes the pa
 from __future__ import annotations
 
 import datetime as dt
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from app.web import queries, scene3d, slices, theme
+from app.web import key_images, queries, scene3d, slices, theme
 
 VIEW_PX = 480
 VIEW_CAPTIONS = {
@@ -44,12 +41,6 @@ class SceneView:
     not_drawn: str | None = None
     distances: list[dict[str, object]] = field(default_factory=list)
     """Each tumor's gap to the nearest vessel, as the 3D page's table lists it."""
-
-
-def _png(rgb: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)  # type: ignore[arg-type]
-    return buffer.getvalue()
 
 
 def latest_scene(info: queries.FollowUp, data_dir: str | Path) -> SceneView | None:
@@ -83,6 +74,6 @@ def latest_scene(info: queries.FollowUp, data_dir: str | Path) -> SceneView | No
         return not_drawn("its segmentation holds no liver, vessels or tumors")
     parts = [scene.ScenePart(mesh, tuple(c / 255.0 for c in theme.hex_to_rgb(part.colour)), part.opacity)  # type: ignore[arg-type]
              for part, (_key, mesh) in zip(scene3d.structures([k for k, _ in meshes], track_of), meshes, strict=True)]
-    pictures = [(caption, _png(scene.render_view(parts, view, (VIEW_PX, VIEW_PX))))
+    pictures = [(caption, key_images.png_bytes(scene.render_view(parts, view, (VIEW_PX, VIEW_PX))))
                 for view, caption in VIEW_CAPTIONS.items()]
     return SceneView(chosen.study_date, chosen.phase, pictures, distances=distances)
