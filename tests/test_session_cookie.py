@@ -88,3 +88,4 @@ def test_behind_a_base_url_path_the_route_and_the_script_take_its_prefix() -> No
     finally:
         config.set_option("server.baseUrlPath", "")
     assert session_cookie.route_path() == session_cookie.ROUTE
+

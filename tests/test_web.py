@@ -771,3 +771,15 @@ def test_the_web_modules_load_without_the_training_stack() -> None:
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_server_warms_up_in_the_background_and_says_what_reports_hold(caplog: pytest.LogCaptureFixture) -> None:
+    """The first report of a server process waited for VTK's import and the rendering probe; the
+    server now does both as it starts and tells the admin whether reports get a 3D view and PDF."""
+    import logging
+
+    from app.web import server
+
+    with caplog.at_level(logging.WARNING, logger="app.web.server"):
+        server.warm_up()
+    assert "LVT ready: reports' 3D views rendered off screen; PDF reports available" in caplog.text
