@@ -343,15 +343,12 @@ def glb_bytes(named_meshes: Sequence[tuple[str, pv.PolyData]]) -> bytes:
 def render_preview(
     meshes: SceneMeshes, png_path: Path, window_size: tuple[int, int] = (900, 700)
 ) -> Path:
-    """Render the scene off screen to a PNG (liver translucent, vessels blue, tumors yellow)."""
-    plotter = pv.Plotter(off_screen=True, window_size=list(window_size))
-    plotter.set_background("white")
-    for name, mesh in meshes.items():
-        r, g, b, a = _rgba(name)
-        plotter.add_mesh(mesh, color=(r, g, b), opacity=a, smooth_shading=True)
-    plotter.view_isometric()
-    plotter.screenshot(str(png_path))
-    plotter.close()
+    """Render the scene from the front (:func:`render_view`) to a PNG, in the export's colours
+    (liver translucent, vessels blue, tumors yellow)."""
+    from PIL import Image
+
+    parts = [ScenePart(mesh, _rgba(name)[:3], _rgba(name)[3]) for name, mesh in meshes.items()]
+    Image.fromarray(render_view(parts, "front", window_size)).save(png_path)
     return Path(png_path)
 
 

@@ -144,6 +144,27 @@ def source_slices_in_order(labels: sitk.Image, files: list[Path]) -> list[pydico
     return [ds for _, ds in sorted(zip(slice_of, sources, strict=True), key=lambda pair: pair[0])]
 
 
+def validated(seg_path: Path, labels: sitk.Image, out: Path, ct_slice: Path | None = None) -> dict[str, Any]:
+    """Read the SEG back (highdicom), check it against the label map in world space and run
+    ``dciodvfy`` on it (and on ``ct_slice``, a CT slice LVT wrote for it to reference); a
+    problem is a UserError naming ``out`` and the counts."""
+    from app.cli.common import UserError
+
+    validation: dict[str, Any] = {
+        "highdicom_segments": len(hd.seg.segread(str(seg_path)).SegmentSequence),
+        "world_space_mismatched_pixels": check_against_labels(seg_path, labels),
+        "dciodvfy": dciodvfy(seg_path),
+    }
+    if ct_slice is not None:  # the referenced series travels with it
+        validation["ct_dciodvfy"] = dciodvfy(ct_slice)
+    misplaced = validation["world_space_mismatched_pixels"]
+    errors = [*validation["dciodvfy"].get("errors", []), *validation.get("ct_dciodvfy", {}).get("errors", [])]
+    if misplaced or errors:
+        raise UserError(f"{out}: validation failed, no SEG written: {misplaced} misplaced pixels, "
+                        f"{len(errors)} dciodvfy error(s)" + (f" (first: {errors[0]})" if errors else ""))
+    return validation
+
+
 def dciodvfy(path: Path) -> dict[str, Any]:
     """Run dicom3tools' validator; ``errors`` lists its Error lines (skipped when absent)."""
     tool = shutil.which("dciodvfy") or (DCIODVFY if Path(DCIODVFY).is_file() else None)

@@ -119,29 +119,8 @@ def export_seg(
     with replaced_on_success(out) as tmp:  # a SEG that fails validation is not left behind
         segmentation.save_as(tmp)
         if validate:
-            report["validation"] = _validated(tmp, labels, paths[0], out)
+            report["validation"] = dicom_seg.validated(tmp, labels, out, ct_slice=paths[0])
     return report
-
-
-def _validated(seg_path: Path, labels: sitk.Image, ct_slice: Path, out: Path) -> dict[str, Any]:
-    """Read the SEG back (highdicom), check it against the label map in world space and run
-    ``dciodvfy`` on it and on a CT slice; a problem is a UserError naming the counts."""
-    import highdicom as hd
-
-    from app.services import dicom_seg
-
-    validation = {
-        "highdicom_segments": len(hd.seg.segread(str(seg_path)).SegmentSequence),
-        "world_space_mismatched_pixels": dicom_seg.check_against_labels(seg_path, labels),
-        "dciodvfy": dicom_seg.dciodvfy(seg_path),
-        "ct_dciodvfy": dicom_seg.dciodvfy(ct_slice),  # the referenced series travels with it
-    }
-    misplaced = validation["world_space_mismatched_pixels"]
-    errors = [*validation["dciodvfy"].get("errors", []), *validation["ct_dciodvfy"].get("errors", [])]
-    if misplaced or errors:
-        raise UserError(f"{out}: validation failed, no SEG written: {misplaced} misplaced pixels, "
-                        f"{len(errors)} dciodvfy error(s)" + (f" (first: {errors[0]})" if errors else ""))
-    return validation
 
 
 def _clear_earlier_export(ct_dir: Path, series_uid: str) -> None:

@@ -110,6 +110,7 @@ def _report_html() -> str:
 
 _REPORT_HELP = ("The page's tables, notes and key images: studies, response with its targets, lesion tracks "
                 "with a picture of each lesion per day, liver volumes, measurements, warnings.")
+_pdf_problem = report_pdf.unavailable_reason()  # None where PDF can be made
 report_buttons = st.container(horizontal=True)
 report_buttons.download_button(
     "Download report (HTML)", _report_html, f"lvt-followup-{info.pseudo_id}.html", "text/html",
@@ -118,9 +119,9 @@ report_buttons.download_button(
 report_buttons.download_button(
     "Download report (PDF)", lambda: report_pdf.report_pdf(_report_html()), f"lvt-followup-{info.pseudo_id}.pdf",
     "application/pdf", key="fu_report_pdf", icon=":material/picture_as_pdf:",
-    on_click=lambda: data.audit_report(user, info.pseudo_id, "pdf"), disabled=report_pdf.unavailable_reason() is not None,
-    help=report_pdf.unavailable_reason() or _REPORT_HELP + " An A4 PDF/A document (fonts embedded) for the patient's "
-                                                          "record or an archive.")
+    on_click=lambda: data.audit_report(user, info.pseudo_id, "pdf"), disabled=_pdf_problem is not None,
+    help=_pdf_problem or _REPORT_HELP + " An A4 PDF/A document (fonts embedded) for the patient's record "
+                                        "or an archive.")
 
 st.subheader("Timeline")
 st.plotly_chart(charts.timeline(series_rows), width="stretch", key="timeline_chart",
